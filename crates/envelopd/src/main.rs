@@ -1,0 +1,316 @@
+//! The `envelopd` binary. For now it carries the `smime` tool, a front end to the S/MIME core in
+//! the style of `openssl cms`: input from stdin or `--in`, output to stdout or `--out`, errors on
+//! stderr with a non-zero exit status.
+
+#![forbid(unsafe_code)]
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use zeroize::Zeroizing;
+
+use smime::{Cert, ContentCipher, Digest, EncryptOptions, Identity, KeyTransport, PrivateKey};
+
+#[derive(Parser)]
+#[command(name = "envelopd", version, about = "S/MIME encrypting mail proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// S/MIME operations on single messages.
+    #[command(subcommand)]
+    Smime(SmimeCommand),
+}
+
+#[derive(Subcommand)]
+enum SmimeCommand {
+    /// Sign a message (multipart/signed, detached PKCS#7 signature).
+    Sign {
+        #[command(flatten)]
+        io: Io,
+        #[command(flatten)]
+        key: KeyArgs,
+        /// Further certificates to include (intermediate CAs), PEM.
+        #[arg(long)]
+        chain: Vec<PathBuf>,
+        /// Digest algorithm: sha256 (default), sha384 or sha512.
+        #[arg(long)]
+        digest: Option<String>,
+        /// Use RSA-PSS instead of RSA PKCS#1 v1.5.
+        #[arg(long)]
+        pss: bool,
+        /// The sender's separate encryption certificate to announce (SMIMEEncryptionKeyPreference).
+        #[arg(long)]
+        encryption_cert: Option<PathBuf>,
+    },
+    /// Encrypt a message for one or more recipients.
+    Encrypt {
+        #[command(flatten)]
+        io: Io,
+        /// A recipient certificate (PEM or DER); repeat for several recipients.
+        #[arg(long = "to", required = true)]
+        to: Vec<PathBuf>,
+        /// Content cipher: aes256-gcm (default), aes128-gcm, aes256-cbc, aes128-cbc.
+        #[arg(long, default_value = "aes256-gcm")]
+        cipher: String,
+        /// Wrap the content key with RSA-OAEP (SHA-256) instead of PKCS#1 v1.5.
+        #[arg(long)]
+        oaep: bool,
+    },
+    /// Decrypt an encrypted message.
+    Decrypt {
+        #[command(flatten)]
+        io: Io,
+        #[command(flatten)]
+        key: KeyArgs,
+    },
+    /// Verify a signed message; prints the content on stdout and a JSON status line on stderr.
+    Verify {
+        #[command(flatten)]
+        io: Io,
+        /// A trusted CA certificate (PEM); repeat for several.
+        #[arg(long = "ca", required = true)]
+        ca: Vec<PathBuf>,
+        /// Check certificates at this time (RFC 3339, e.g. 2030-01-01T00:00:00Z) instead of now.
+        #[arg(long)]
+        at: Option<String>,
+    },
+}
+
+#[derive(Args)]
+struct Io {
+    /// Read the message from this file instead of stdin.
+    #[arg(long = "in")]
+    input: Option<PathBuf>,
+    /// Write the result to this file instead of stdout.
+    #[arg(long = "out")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct KeyArgs {
+    /// Certificate belonging to --key (PEM or DER).
+    #[arg(long, requires = "key")]
+    cert: Option<PathBuf>,
+    /// Private key: PKCS#8 (plain or encrypted) or PKCS#1, PEM or DER.
+    #[arg(long, requires = "cert")]
+    key: Option<PathBuf>,
+    /// PKCS#12 file with key and certificates (instead of --key/--cert).
+    #[arg(long, conflicts_with_all = ["key", "cert"])]
+    p12: Option<PathBuf>,
+    /// File holding the password for --p12 or an encrypted --key.
+    #[arg(long)]
+    password_file: Option<PathBuf>,
+    /// Environment variable holding the password.
+    #[arg(long, conflicts_with = "password_file")]
+    password_env: Option<String>,
+    /// Accept key files that other users can read (normally refused).
+    #[arg(long)]
+    allow_insecure_key_file: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("envelopd: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn read_input(io: &Io) -> Result<Vec<u8>> {
+    let mut data = Vec::new();
+    match &io.input {
+        Some(p) => data = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        None => {
+            std::io::stdin()
+                .read_to_end(&mut data)
+                .context("reading stdin")?;
+        }
+    }
+    Ok(data)
+}
+
+fn write_output(io: &Io, data: &[u8]) -> Result<()> {
+    match &io.output {
+        Some(p) => std::fs::write(p, data).with_context(|| format!("writing {}", p.display())),
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(data).context("writing stdout")?;
+            out.flush().context("writing stdout")
+        }
+    }
+}
+
+fn read_certs(path: &Path) -> Result<Vec<Cert>> {
+    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    smime::parse_certificates(&data).with_context(|| format!("in {}", path.display()))
+}
+
+/// Reads a secret file, refusing files that group or others can read unless allowed.
+fn read_secret_file(path: &Path, allow_insecure: bool) -> Result<Zeroizing<Vec<u8>>> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 && !allow_insecure {
+            bail!(
+                "{} is readable by other users (mode {:o}); run `chmod 600 {}` or pass --allow-insecure-key-file",
+                path.display(),
+                mode & 0o777,
+                path.display()
+            );
+        }
+    }
+    let _ = allow_insecure;
+    Ok(Zeroizing::new(
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+    ))
+}
+
+fn password(args: &KeyArgs) -> Result<Option<Zeroizing<String>>> {
+    if let Some(p) = &args.password_file {
+        let raw = read_secret_file(p, args.allow_insecure_key_file)?;
+        let s = String::from_utf8(raw.to_vec()).context("the password file is not UTF-8")?;
+        let trimmed = Zeroizing::new(s.trim_end_matches(['\r', '\n']).to_string());
+        let mut s = s;
+        zeroize::Zeroize::zeroize(&mut s);
+        return Ok(Some(trimmed));
+    }
+    if let Some(var) = &args.password_env {
+        let v = std::env::var(var).with_context(|| format!("environment variable {var} is not set"))?;
+        return Ok(Some(Zeroizing::new(v)));
+    }
+    Ok(None)
+}
+
+fn load_identity(args: &KeyArgs) -> Result<Identity> {
+    let pw = password(args)?;
+    if let Some(p12) = &args.p12 {
+        let data = read_secret_file(p12, args.allow_insecure_key_file)?;
+        let pw = pw.context("--p12 needs --password-file or --password-env")?;
+        return Identity::from_pkcs12(&data, &pw).with_context(|| format!("in {}", p12.display()));
+    }
+    let (Some(key), Some(cert)) = (&args.key, &args.cert) else {
+        bail!("give --key and --cert, or --p12");
+    };
+    let data = read_secret_file(key, args.allow_insecure_key_file)?;
+    let key_obj = PrivateKey::load(&data, pw.as_ref().map(|p| p.as_bytes()))
+        .with_context(|| format!("in {}", key.display()))?;
+    Identity::new(key_obj, read_certs(cert)?).with_context(|| format!("{} and {}", key.display(), cert.display()))
+}
+
+fn parse_time(s: &str) -> Result<SystemTime> {
+    let b = s.as_bytes();
+    let ok = b.len() == 20 && b[4] == b'-' && b[7] == b'-' && b[10] == b'T' && b[19] == b'Z';
+    if !ok {
+        bail!("--at must look like 2030-01-01T00:00:00Z, got {s:?}");
+    }
+    let n = |r: std::ops::Range<usize>| s[r].parse::<u16>().context("bad number in --at");
+    let dt = der::DateTime::new(n(0..4)?, n(5..7)? as u8, n(8..10)? as u8, n(11..13)? as u8, n(14..16)? as u8, n(17..19)? as u8)
+        .map_err(|e| anyhow::anyhow!("invalid --at time {s:?}: {e}"))?;
+    Ok(dt.to_system_time())
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let Command::Smime(cmd) = cli.command;
+    match cmd {
+        SmimeCommand::Sign { io, key, chain, digest, pss, encryption_cert } => {
+            let mut id = load_identity(&key)?;
+            for c in &chain {
+                id.chain.extend(read_certs(c)?);
+            }
+            let digest = match digest.as_deref() {
+                None => None,
+                Some("sha256") | Some("sha-256") => Some(Digest::Sha256),
+                Some("sha384") | Some("sha-384") => Some(Digest::Sha384),
+                Some("sha512") | Some("sha-512") => Some(Digest::Sha512),
+                Some(other) => bail!("unknown --digest {other:?} (use sha256, sha384 or sha512)"),
+            };
+            let encryption_cert = match encryption_cert {
+                Some(p) => Some(read_certs(&p)?.remove(0)),
+                None => None,
+            };
+            let opts = smime::SignOptions {
+                digest,
+                rsa_padding: if pss { smime::RsaPadding::Pss } else { smime::RsaPadding::Pkcs1v15 },
+                signing_time: SystemTime::now(),
+                encryption_cert,
+            };
+            let msg = read_input(&io)?;
+            write_output(&io, &smime::sign(&msg, &id, &opts)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        SmimeCommand::Encrypt { io, to, cipher, oaep } => {
+            let cipher = ContentCipher::from_name(&cipher).with_context(|| {
+                format!("unknown --cipher {cipher:?} (aes256-gcm, aes128-gcm, aes256-cbc, aes128-cbc)")
+            })?;
+            let mut recipients = Vec::new();
+            for p in &to {
+                recipients.push(read_certs(p)?.remove(0));
+            }
+            let opts = EncryptOptions {
+                cipher,
+                key_transport: if oaep { KeyTransport::RsaOaepSha256 } else { KeyTransport::RsaPkcs1v15 },
+            };
+            let msg = read_input(&io)?;
+            write_output(&io, &smime::encrypt(&msg, &recipients, &opts)?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        SmimeCommand::Decrypt { io, key } => {
+            let id = load_identity(&key)?;
+            let msg = read_input(&io)?;
+            let d = smime::decrypt(&msg, std::slice::from_ref(&id))?;
+            if d.cipher.is_weak() {
+                eprintln!("envelopd: warning: the sender used the weak cipher {}", d.cipher.label());
+            }
+            write_output(&io, &d.message)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        SmimeCommand::Verify { io, ca, at } => {
+            let mut anchors = Vec::new();
+            for p in &ca {
+                anchors.extend(read_certs(p)?);
+            }
+            let at = match at {
+                Some(s) => parse_time(&s)?,
+                None => SystemTime::now(),
+            };
+            let msg = read_input(&io)?;
+            let v = smime::verify(&msg, &smime::VerifyOptions { anchors, at })?;
+            let signers: Vec<serde_json::Value> = v
+                .signers
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "subject": s.subject,
+                        "addresses": s.emails,
+                        "signing_time": s.signing_time.map(smime::cert::fmt_time),
+                        "digest": s.digest,
+                        "valid": s.is_valid(),
+                        "problem": s.problem,
+                    })
+                })
+                .collect();
+            let status = serde_json::json!({
+                "valid": v.is_valid(),
+                "from": v.from,
+                "signers": signers,
+                "certificates": v.certificates.len(),
+            });
+            eprintln!("{status}");
+            write_output(&io, &v.message)?;
+            Ok(if v.is_valid() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
+    }
+}

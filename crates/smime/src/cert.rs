@@ -1,0 +1,288 @@
+//! X.509 certificates as S/MIME needs them: parsing (PEM bundles or DER), addresses, identifiers,
+//! signature checks, and a minimal path check against explicit trust anchors.
+//!
+//! Full path validation (EKU, revocation, address policy) belongs to the certificate store; this
+//! module offers the building blocks and the basic chain check that verification reports.
+
+use std::time::SystemTime;
+
+use der::{Decode, Encode};
+use spki::SubjectPublicKeyInfoOwned;
+use x509_cert::ext::pkix::{name::GeneralName, SubjectAltName, SubjectKeyIdentifier};
+use x509_cert::Certificate;
+
+use crate::{alg, ber, sigalg, Error};
+
+/// A parsed certificate together with its exact DER bytes.
+#[derive(Clone, Debug)]
+pub struct Cert {
+    der: Vec<u8>,
+    parsed: Certificate,
+}
+
+impl PartialEq for Cert {
+    fn eq(&self, other: &Self) -> bool {
+        self.der == other.der
+    }
+}
+
+impl Cert {
+    /// Parses one DER certificate.
+    pub fn from_der(der: &[u8]) -> Result<Self, Error> {
+        let parsed = Certificate::from_der(der)
+            .map_err(|e| Error::Certificate(format!("cannot parse certificate: {e}")))?;
+        Ok(Cert {
+            der: der.to_vec(),
+            parsed,
+        })
+    }
+
+    /// The certificate's DER encoding.
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+
+    /// The parsed certificate.
+    pub fn parsed(&self) -> &Certificate {
+        &self.parsed
+    }
+
+    /// The subject distinguished name as text.
+    pub fn subject(&self) -> String {
+        self.parsed.tbs_certificate().subject().to_string()
+    }
+
+    /// The issuer distinguished name as text.
+    pub fn issuer(&self) -> String {
+        self.parsed.tbs_certificate().issuer().to_string()
+    }
+
+    /// The subject public key.
+    pub fn spki(&self) -> &SubjectPublicKeyInfoOwned {
+        self.parsed.tbs_certificate().subject_public_key_info()
+    }
+
+    /// The e-mail addresses the certificate names (rfc822Name SANs and the legacy subject
+    /// emailAddress attribute), lower-cased.
+    pub fn emails(&self) -> Vec<String> {
+        let tbs = self.parsed.tbs_certificate();
+        let mut out = Vec::new();
+        if let Ok(Some((_, san))) = tbs.get_extension::<SubjectAltName>() {
+            for name in san.0 {
+                if let GeneralName::Rfc822Name(addr) = name {
+                    out.push(addr.as_str().to_ascii_lowercase());
+                }
+            }
+        }
+        for atv in tbs.subject().iter() {
+            if atv.oid == alg::ID_EMAIL_ADDRESS {
+                if let Ok(s) = atv.value.decode_as::<der::asn1::Ia5String>() {
+                    let s = s.as_str().to_ascii_lowercase();
+                    if !out.contains(&s) {
+                        out.push(s);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// The subject key identifier extension, if present.
+    pub fn subject_key_id(&self) -> Option<Vec<u8>> {
+        match self
+            .parsed
+            .tbs_certificate()
+            .get_extension::<SubjectKeyIdentifier>()
+        {
+            Ok(Some((_, ski))) => Some(ski.0.as_bytes().to_vec()),
+            _ => None,
+        }
+    }
+
+    /// The DER of issuer name and serial number, the way CMS identifies a certificate.
+    pub fn issuer_and_serial(&self) -> cms::cert::IssuerAndSerialNumber {
+        let tbs = self.parsed.tbs_certificate();
+        cms::cert::IssuerAndSerialNumber {
+            issuer: tbs.issuer().clone(),
+            serial_number: tbs.serial_number().clone(),
+        }
+    }
+
+    /// Start and end of validity.
+    pub fn validity(&self) -> (SystemTime, SystemTime) {
+        let v = self.parsed.tbs_certificate().validity();
+        (v.not_before.to_system_time(), v.not_after.to_system_time())
+    }
+
+    /// Describes why the certificate is not valid at `at`, or None if it is.
+    pub fn validity_problem(&self, at: SystemTime) -> Option<String> {
+        let (from, to) = self.validity();
+        if at < from {
+            Some(format!(
+                "certificate \"{}\" is not valid before {}",
+                self.subject(),
+                fmt_time(from)
+            ))
+        } else if at > to {
+            Some(format!(
+                "certificate \"{}\" expired on {}",
+                self.subject(),
+                fmt_time(to)
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// True when this certificate is identified by the given CMS recipient/signer identifier
+    /// (issuer and serial number, or subject key identifier).
+    pub fn matches_issuer_serial(&self, isn: &cms::cert::IssuerAndSerialNumber) -> bool {
+        let mine = self.issuer_and_serial();
+        mine.serial_number == isn.serial_number
+            && mine.issuer.to_der().ok() == isn.issuer.to_der().ok()
+    }
+
+    /// True when `ski` equals this certificate's subject key identifier.
+    pub fn matches_ski(&self, ski: &[u8]) -> bool {
+        self.subject_key_id().as_deref() == Some(ski)
+    }
+
+    /// Checks that `issuer`'s key signed this certificate.
+    pub fn is_signed_by(&self, issuer: &Cert) -> Result<(), Error> {
+        let (_, outer, _) = ber::read_tlv(&self.der)?;
+        let kids = ber::children(outer)?;
+        let tbs = kids
+            .first()
+            .ok_or_else(|| Error::Certificate("empty certificate".into()))?;
+        sigalg::verify(
+            issuer.spki(),
+            self.parsed.signature_algorithm(),
+            None,
+            tbs,
+            self.parsed.signature().raw_bytes(),
+        )
+    }
+
+    /// True when the certificate names itself as issuer.
+    pub fn is_self_issued(&self) -> bool {
+        let tbs = self.parsed.tbs_certificate();
+        tbs.issuer().to_der().ok() == tbs.subject().to_der().ok()
+    }
+}
+
+/// Formats a time as an RFC 3339 UTC date-time.
+pub fn fmt_time(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    match der::DateTime::from_unix_duration(std::time::Duration::from_secs(secs)) {
+        Ok(dt) => format!(
+            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+            dt.year(),
+            dt.month(),
+            dt.day(),
+            dt.hour(),
+            dt.minutes(),
+            dt.seconds()
+        ),
+        Err(_) => format!("{secs}s after 1970"),
+    }
+}
+
+/// Parses certificates from PEM (one or many `CERTIFICATE` blocks) or a single DER certificate.
+pub fn parse_certificates(data: &[u8]) -> Result<Vec<Cert>, Error> {
+    let blocks = pem_blocks(data);
+    if blocks.is_empty() {
+        return Ok(vec![Cert::from_der(data)?]);
+    }
+    let mut out = Vec::new();
+    for (label, der) in blocks {
+        if label == "CERTIFICATE" || label == "X509 CERTIFICATE" {
+            out.push(Cert::from_der(&der)?);
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Certificate("no CERTIFICATE block in PEM input".into()));
+    }
+    Ok(out)
+}
+
+/// Splits PEM text into (label, decoded bytes) blocks; text around blocks is ignored.
+pub fn pem_blocks(data: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("-----BEGIN ") {
+        let after = &rest[start + 11..];
+        let Some(label_end) = after.find("-----") else {
+            break;
+        };
+        let label = &after[..label_end];
+        let end_marker = format!("-----END {label}-----");
+        let Some(end) = after.find(&end_marker) else {
+            break;
+        };
+        let block = &rest[start..start + 11 + end + end_marker.len()];
+        if let Ok((l, der)) = der::pem::decode_vec(block.as_bytes()) {
+            out.push((l.to_string(), der));
+        } else {
+            // Encapsulated headers (legacy "Proc-Type") are not RFC 7468; decode the base64 body.
+            let body: String = block
+                .lines()
+                .filter(|l| !l.starts_with("-----") && !l.contains(':'))
+                .collect();
+            if let Ok(der) = crate::mime::base64_decode(body.as_bytes()) {
+                out.push((label.to_string(), der));
+            }
+        }
+        rest = &after[end + end_marker.len()..];
+    }
+    out
+}
+
+/// Builds a path from `leaf` through `intermediates` to one of `anchors`, checking every
+/// signature and every validity period at `at`. Returns a description of the first problem.
+pub fn check_path(
+    leaf: &Cert,
+    intermediates: &[Cert],
+    anchors: &[Cert],
+    at: SystemTime,
+) -> Result<Vec<Cert>, String> {
+    let mut path = vec![leaf.clone()];
+    let mut current = leaf.clone();
+    for _ in 0..8 {
+        if let Some(problem) = current.validity_problem(at) {
+            return Err(problem);
+        }
+        if anchors.contains(&current) {
+            return Ok(path);
+        }
+        if let Some(anchor) = anchors.iter().find(|a| current.is_signed_by(a).is_ok()) {
+            if let Some(problem) = anchor.validity_problem(at) {
+                return Err(problem);
+            }
+            path.push(anchor.clone());
+            return Ok(path);
+        }
+        let next = intermediates.iter().find(|c| {
+            !path.contains(c) && !c.is_self_issued() && current.is_signed_by(c).is_ok()
+        });
+        match next {
+            Some(next) => {
+                path.push(next.clone());
+                current = next.clone();
+            }
+            None => {
+                return Err(format!(
+                    "certificate \"{}\" does not chain to a trusted CA (issuer \"{}\")",
+                    current.subject(),
+                    current.issuer()
+                ))
+            }
+        }
+    }
+    Err("certificate chain is too long".into())
+}

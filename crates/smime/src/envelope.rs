@@ -1,0 +1,415 @@
+//! CMS EnvelopedData (RFC 5652 §6) and AuthEnvelopedData (RFC 5083/5084): one content key, wrapped
+//! for each recipient with RSA key transport (PKCS#1 v1.5 or OAEP), content under AES-GCM or AES-CBC.
+
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey};
+use aws_lc_rs::cipher::{
+    DecryptionContext, EncryptionContext, PaddedBlockDecryptingKey, PaddedBlockEncryptingKey,
+    UnboundCipherKey,
+};
+use aws_lc_rs::rsa::{OaepPublicEncryptingKey, Pkcs1PublicEncryptingKey, PublicEncryptingKey};
+use cms::authenveloped_data::AuthEnvelopedData;
+use cms::content_info::{CmsVersion, ContentInfo};
+use cms::enveloped_data::{
+    EncryptedContentInfo, EnvelopedData, KeyTransRecipientInfo, RecipientIdentifier,
+    RecipientInfo, RecipientInfos,
+};
+use der::asn1::OctetString;
+use der::{Any, Encode};
+use spki::AlgorithmIdentifierOwned;
+use zeroize::Zeroizing;
+
+use crate::alg::{self, ContentCipher};
+use crate::cert::Cert;
+use crate::keys::{oaep_from_params, Identity};
+use crate::signed::{der_err, oaep_sha256_alg};
+use crate::Error;
+
+/// How the content key is wrapped for RSA recipients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyTransport {
+    /// RSA PKCS#1 v1.5, readable by every client (the default).
+    #[default]
+    RsaPkcs1v15,
+    /// RSA-OAEP with SHA-256 and MGF1-SHA-256.
+    RsaOaepSha256,
+}
+
+/// Options for encryption.
+#[derive(Debug, Clone, Copy)]
+pub struct EncryptOptions {
+    /// The content cipher (GCM produces AuthEnvelopedData, CBC EnvelopedData).
+    pub cipher: ContentCipher,
+    /// The key transport for RSA recipients.
+    pub key_transport: KeyTransport,
+}
+
+impl Default for EncryptOptions {
+    fn default() -> Self {
+        EncryptOptions {
+            cipher: ContentCipher::Aes256Gcm,
+            key_transport: KeyTransport::RsaPkcs1v15,
+        }
+    }
+}
+
+/// GCMParameters (RFC 5084): nonce and tag length.
+#[derive(der::Sequence)]
+struct GcmParams {
+    nonce: OctetString,
+    #[asn1(default = "default_icv")]
+    icv_len: u8,
+}
+
+fn default_icv() -> u8 {
+    12
+}
+
+fn random(len: usize) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let mut v = Zeroizing::new(vec![0u8; len]);
+    aws_lc_rs::rand::fill(&mut v).map_err(|_| Error::Key("no system randomness".into()))?;
+    Ok(v)
+}
+
+fn cipher_alg(c: ContentCipher) -> &'static aws_lc_rs::cipher::Algorithm {
+    match c.key_len() {
+        16 => &aws_lc_rs::cipher::AES_128,
+        24 => &aws_lc_rs::cipher::AES_192,
+        _ => &aws_lc_rs::cipher::AES_256,
+    }
+}
+
+fn aead_alg(c: ContentCipher) -> &'static aws_lc_rs::aead::Algorithm {
+    match c.key_len() {
+        16 => &aws_lc_rs::aead::AES_128_GCM,
+        24 => &aws_lc_rs::aead::AES_192_GCM,
+        _ => &aws_lc_rs::aead::AES_256_GCM,
+    }
+}
+
+/// Encrypts `content` for every recipient certificate; returns DER ContentInfo.
+pub fn encrypt(
+    content: &[u8],
+    recipients: &[Cert],
+    opts: &EncryptOptions,
+) -> Result<Vec<u8>, Error> {
+    if recipients.is_empty() {
+        return Err(Error::Key("no recipients to encrypt to".into()));
+    }
+    if matches!(
+        opts.cipher,
+        ContentCipher::Des3Cbc | ContentCipher::Aes192Cbc | ContentCipher::Aes192Gcm
+    ) {
+        return Err(Error::Unsupported(format!(
+            "encrypting with {}",
+            opts.cipher.label()
+        )));
+    }
+    let cek = random(opts.cipher.key_len())?;
+    let mut infos = Vec::with_capacity(recipients.len());
+    for r in recipients {
+        infos.push(RecipientInfo::Ktri(wrap_for(r, &cek, opts.key_transport)?));
+    }
+    let recip_infos = RecipientInfos::try_from(infos).map_err(der_err)?;
+
+    let mut buf = content.to_vec();
+    let (content_type, encoded) = if opts.cipher.is_aead() {
+        let nonce = random(12)?;
+        let key = LessSafeKey::new(
+            UnboundKey::new(aead_alg(opts.cipher), &cek).map_err(|_| Error::DecryptFailed)?,
+        );
+        let tag = key
+            .seal_in_place_separate_tag(
+                Nonce::try_assume_unique_for_key(&nonce).map_err(|_| Error::DecryptFailed)?,
+                Aad::empty(),
+                &mut buf,
+            )
+            .map_err(|_| Error::Key("AES-GCM encryption failed".into()))?;
+        let params = GcmParams {
+            nonce: OctetString::new(nonce.to_vec()).map_err(der_err)?,
+            icv_len: 16,
+        };
+        let aed = AuthEnvelopedData {
+            version: CmsVersion::V0,
+            originator_info: None,
+            recip_infos,
+            auth_encrypted_content_info: EncryptedContentInfo {
+                content_type: alg::ID_DATA,
+                content_enc_alg: AlgorithmIdentifierOwned {
+                    oid: opts.cipher.oid(),
+                    parameters: Some(Any::encode_from(&params).map_err(der_err)?),
+                },
+                encrypted_content: Some(OctetString::new(buf).map_err(der_err)?),
+            },
+            auth_attrs: None,
+            mac: OctetString::new(tag.as_ref().to_vec()).map_err(der_err)?,
+            unauth_attrs: None,
+        };
+        (
+            alg::ID_AUTH_ENVELOPED_DATA,
+            Any::encode_from(&aed).map_err(der_err)?,
+        )
+    } else {
+        let iv = random(16)?;
+        let key = PaddedBlockEncryptingKey::cbc_pkcs7(
+            UnboundCipherKey::new(cipher_alg(opts.cipher), &cek)
+                .map_err(|_| Error::Key("bad content key".into()))?,
+        )
+        .map_err(|_| Error::Key("AES-CBC unavailable".into()))?;
+        let iv_arr: [u8; 16] = iv.as_slice().try_into().expect("16 bytes");
+        key.less_safe_encrypt(&mut buf, EncryptionContext::Iv128(iv_arr.into()))
+            .map_err(|_| Error::Key("AES-CBC encryption failed".into()))?;
+        let ed = EnvelopedData {
+            version: CmsVersion::V0,
+            originator_info: None,
+            recip_infos,
+            encrypted_content: EncryptedContentInfo {
+                content_type: alg::ID_DATA,
+                content_enc_alg: AlgorithmIdentifierOwned {
+                    oid: opts.cipher.oid(),
+                    parameters: Some(
+                        Any::encode_from(&OctetString::new(iv.to_vec()).map_err(der_err)?)
+                            .map_err(der_err)?,
+                    ),
+                },
+                encrypted_content: Some(OctetString::new(buf).map_err(der_err)?),
+            },
+            unprotected_attrs: None,
+        };
+        (
+            alg::ID_ENVELOPED_DATA,
+            Any::encode_from(&ed).map_err(der_err)?,
+        )
+    };
+    ContentInfo {
+        content_type,
+        content: encoded,
+    }
+    .to_der()
+    .map_err(der_err)
+}
+
+fn wrap_for(r: &Cert, cek: &[u8], kt: KeyTransport) -> Result<KeyTransRecipientInfo, Error> {
+    if r.spki().algorithm.oid != alg::RSA_ENCRYPTION {
+        return Err(Error::Unsupported(format!(
+            "recipient key type {} for \"{}\" (envelopd encrypts to RSA certificates; ECDH is not built yet)",
+            alg::name(&r.spki().algorithm.oid),
+            r.subject()
+        )));
+    }
+    let spki_der = r.spki().to_der().map_err(der_err)?;
+    let public = PublicEncryptingKey::from_der(&spki_der)
+        .map_err(|e| Error::Certificate(format!("RSA key of \"{}\": {e}", r.subject())))?;
+    let mut out = vec![0u8; public.key_size_bytes()];
+    let (alg_id, n) = match kt {
+        KeyTransport::RsaPkcs1v15 => {
+            let k = Pkcs1PublicEncryptingKey::new(public)
+                .map_err(|_| Error::Key("RSA key unusable".into()))?;
+            let n = k
+                .encrypt(cek, &mut out)
+                .map_err(|_| Error::Key("RSA encryption failed".into()))?
+                .len();
+            (
+                AlgorithmIdentifierOwned {
+                    oid: alg::RSA_ENCRYPTION,
+                    parameters: Some(Any::from(der::asn1::Null)),
+                },
+                n,
+            )
+        }
+        KeyTransport::RsaOaepSha256 => {
+            let k = OaepPublicEncryptingKey::new(public)
+                .map_err(|_| Error::Key("RSA key unusable".into()))?;
+            let n = k
+                .encrypt(&aws_lc_rs::rsa::OAEP_SHA256_MGF1SHA256, cek, &mut out, None)
+                .map_err(|_| Error::Key("RSA-OAEP encryption failed".into()))?
+                .len();
+            (oaep_sha256_alg()?, n)
+        }
+    };
+    out.truncate(n);
+    Ok(KeyTransRecipientInfo {
+        version: CmsVersion::V0,
+        rid: RecipientIdentifier::IssuerAndSerialNumber(r.issuer_and_serial()),
+        key_enc_alg: alg_id,
+        enc_key: OctetString::new(out).map_err(der_err)?,
+    })
+}
+
+/// The result of opening an envelope.
+#[derive(Debug)]
+pub struct Opened {
+    /// The decrypted content.
+    pub content: Vec<u8>,
+    /// The content cipher the sender used.
+    pub cipher: ContentCipher,
+}
+
+/// True when a ContentInfo is EnvelopedData or AuthEnvelopedData.
+pub fn is_envelope(ci: &ContentInfo) -> bool {
+    ci.content_type == alg::ID_ENVELOPED_DATA || ci.content_type == alg::ID_AUTH_ENVELOPED_DATA
+}
+
+/// Decrypts EnvelopedData or AuthEnvelopedData with whichever identity it was encrypted for.
+pub fn decrypt(ci: &ContentInfo, keys: &[Identity]) -> Result<Opened, Error> {
+    let (recips, eci, mac, aad) = if ci.content_type == alg::ID_ENVELOPED_DATA {
+        let ed: EnvelopedData = ci
+            .content
+            .decode_as()
+            .map_err(|e| Error::Malformed(format!("EnvelopedData: {e}")))?;
+        (ed.recip_infos, ed.encrypted_content, None, Vec::new())
+    } else if ci.content_type == alg::ID_AUTH_ENVELOPED_DATA {
+        let aed: AuthEnvelopedData = ci
+            .content
+            .decode_as()
+            .map_err(|e| Error::Malformed(format!("AuthEnvelopedData: {e}")))?;
+        let aad = match &aed.auth_attrs {
+            Some(a) => a.to_der().map_err(der_err)?,
+            None => Vec::new(),
+        };
+        (
+            aed.recip_infos,
+            aed.auth_encrypted_content_info,
+            Some(aed.mac),
+            aad,
+        )
+    } else {
+        return Err(Error::NotSmime(format!(
+            "expected an encrypted message, found {}",
+            alg::name(&ci.content_type)
+        )));
+    };
+    let cipher = ContentCipher::from_oid(&eci.content_enc_alg.oid)?;
+    if cipher.is_aead() != mac.is_some() {
+        return Err(Error::Malformed(format!(
+            "{} used in the wrong envelope type",
+            cipher.label()
+        )));
+    }
+    let ciphertext = eci
+        .encrypted_content
+        .as_ref()
+        .ok_or_else(|| Error::Malformed("the envelope carries no encrypted content".into()))?;
+
+    let cek = unwrap_key(&recips, keys, cipher.key_len())?;
+    let params = eci
+        .content_enc_alg
+        .parameters
+        .as_ref()
+        .ok_or_else(|| Error::Malformed("content cipher without parameters".into()))?;
+    let mut buf = ciphertext.as_bytes().to_vec();
+    let n = if let Some(mac) = mac {
+        let p: GcmParams = params
+            .decode_as()
+            .map_err(|e| Error::Malformed(format!("GCM parameters: {e}")))?;
+        if p.icv_len != 16 || mac.as_bytes().len() != 16 {
+            return Err(Error::Unsupported(format!(
+                "AES-GCM with a {}-byte tag (envelopd requires 16)",
+                mac.as_bytes().len()
+            )));
+        }
+        let nonce = Nonce::try_assume_unique_for_key(p.nonce.as_bytes()).map_err(|_| {
+            Error::Unsupported("AES-GCM nonce that is not 12 bytes long".into())
+        })?;
+        buf.extend_from_slice(mac.as_bytes());
+        let key = LessSafeKey::new(
+            UnboundKey::new(aead_alg(cipher), &cek).map_err(|_| Error::DecryptFailed)?,
+        );
+        key.open_in_place(nonce, Aad::from(aad.as_slice()), &mut buf)
+            .map_err(|_| Error::DecryptFailed)?
+            .len()
+    } else {
+        let iv: OctetString = params
+            .decode_as()
+            .map_err(|e| Error::Malformed(format!("CBC parameters: {e}")))?;
+        if cipher == ContentCipher::Des3Cbc {
+            buf = des3_cbc_decrypt(&cek, iv.as_bytes(), buf)?;
+            buf.len()
+        } else {
+            let a: [u8; 16] = iv
+                .as_bytes()
+                .try_into()
+                .map_err(|_| Error::Malformed("AES-CBC IV must be 16 bytes".into()))?;
+            let key = PaddedBlockDecryptingKey::cbc_pkcs7(
+                UnboundCipherKey::new(cipher_alg(cipher), &cek)
+                    .map_err(|_| Error::DecryptFailed)?,
+            )
+            .map_err(|_| Error::DecryptFailed)?;
+            key.decrypt(&mut buf, DecryptionContext::Iv128(a.into()))
+                .map_err(|_| Error::DecryptFailed)?
+                .len()
+        }
+    };
+    buf.truncate(n);
+    Ok(Opened {
+        content: buf,
+        cipher,
+    })
+}
+
+fn unwrap_key(
+    recips: &RecipientInfos,
+    keys: &[Identity],
+    key_len: usize,
+) -> Result<Zeroizing<Vec<u8>>, Error> {
+    let mut seen = Vec::new();
+    let mut other_kinds = 0;
+    for ri in recips.0.iter() {
+        let RecipientInfo::Ktri(kt) = ri else {
+            other_kinds += 1;
+            continue;
+        };
+        let id = keys.iter().find(|id| match &kt.rid {
+            RecipientIdentifier::IssuerAndSerialNumber(isn) => id.cert.matches_issuer_serial(isn),
+            RecipientIdentifier::SubjectKeyIdentifier(ski) => id.cert.matches_ski(ski.0.as_bytes()),
+        });
+        let Some(id) = id else {
+            seen.push(match &kt.rid {
+                RecipientIdentifier::IssuerAndSerialNumber(isn) => format!(
+                    "serial {} from \"{}\"",
+                    hex(isn.serial_number.as_bytes()),
+                    isn.issuer
+                ),
+                RecipientIdentifier::SubjectKeyIdentifier(ski) => {
+                    format!("key id {}", hex(ski.0.as_bytes()))
+                }
+            });
+            continue;
+        };
+        let oaep = match kt.key_enc_alg.oid {
+            alg::RSA_ENCRYPTION => None,
+            alg::ID_RSAES_OAEP => Some(oaep_from_params(kt.key_enc_alg.parameters.as_ref())?),
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "key transport {}",
+                    alg::name(&other)
+                )))
+            }
+        };
+        return id.key.rsa_decrypt(kt.enc_key.as_bytes(), oaep, key_len);
+    }
+    if seen.is_empty() && other_kinds > 0 {
+        return Err(Error::Unsupported(
+            "the message uses key agreement (ECDH/X25519) recipients, which envelopd cannot open yet"
+                .into(),
+        ));
+    }
+    Err(Error::NoRecipient(seen.join("; ")))
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// Triple-DES CBC, read-only, for old mail. `aws-lc-rs` gates 3DES behind a feature that needs
+/// bindgen at build time, so RustCrypto's `des` + `cbc` (already used by PKCS#12) do this one job.
+fn des3_cbc_decrypt(key: &[u8], iv: &[u8], mut buf: Vec<u8>) -> Result<Vec<u8>, Error> {
+    use cbc::cipher::{block_padding::Pkcs7, BlockModeDecrypt, KeyIvInit};
+    let dec = cbc::Decryptor::<des::TdesEde3>::new_from_slices(key, iv)
+        .map_err(|_| Error::Malformed("3DES key or IV has the wrong length".into()))?;
+    let n = dec
+        .decrypt_padded::<Pkcs7>(&mut buf)
+        .map_err(|_| Error::DecryptFailed)?
+        .len();
+    buf.truncate(n);
+    Ok(buf)
+}

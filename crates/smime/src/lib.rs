@@ -1,0 +1,65 @@
+//! envelopd's S/MIME core: pure `message in -> message out` transforms.
+//!
+//! Sign (`multipart/signed`), encrypt (AES-GCM AuthEnvelopedData or AES-CBC EnvelopedData),
+//! decrypt and verify whole mail messages, interoperable with OpenSSL, gpgsm and NSS. No sockets,
+//! no files, no clock: time is a parameter, keys and certificates are passed in as bytes.
+//!
+//! ASN.1 types come from RustCrypto (`der`, `cms`, `x509-cert`, `spki`, `pkcs8`); every
+//! cryptographic primitive runs on `aws-lc-rs` (constant-time RSA, hardware AES-GCM), because the
+//! `rsa` crate carries the unfixed Marvin timing advisory (RUSTSEC-2023-0071) on exactly the
+//! decryption path a mail reader exposes. BER input is normalised first ([`ber`]).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod alg;
+pub mod ber;
+pub mod cert;
+pub mod envelope;
+pub mod keys;
+pub mod message;
+pub mod mime;
+pub mod sigalg;
+pub mod signed;
+
+pub use alg::{ContentCipher, Digest};
+pub use cert::{parse_certificates, Cert};
+pub use envelope::{EncryptOptions, KeyTransport};
+pub use keys::{Identity, PrivateKey, RsaPadding};
+pub use message::{decrypt, encrypt, open, sign, verify, Decrypted, Layer, OpenedMessage, Verified};
+pub use signed::{SignOptions, SignerReport, VerifyOptions};
+
+/// Everything that can go wrong, with the context a user needs.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The CMS/DER structure is damaged or not what it claims to be.
+    #[error("malformed S/MIME data: {0}")]
+    Malformed(String),
+    /// The MIME structure around the CMS data is wrong.
+    #[error("malformed MIME: {0}")]
+    Mime(String),
+    /// An algorithm or feature envelopd refuses or does not implement.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// A certificate could not be parsed or used.
+    #[error("certificate: {0}")]
+    Certificate(String),
+    /// A private key could not be loaded or used.
+    #[error("private key: {0}")]
+    Key(String),
+    /// A signature does not verify.
+    #[error("bad signature: {0}")]
+    BadSignature(String),
+    /// The signer certificate does not chain to a trusted anchor or is not valid now.
+    #[error("untrusted signer: {0}")]
+    Untrusted(String),
+    /// Decryption failed: wrong key, or the message was damaged or tampered with.
+    #[error("decryption failed: wrong key, or the message was damaged or tampered with")]
+    DecryptFailed,
+    /// None of the given keys is a recipient of the message.
+    #[error("the message is not encrypted for any of the given keys (recipients: {0})")]
+    NoRecipient(String),
+    /// The input is not the kind of S/MIME message the operation needs.
+    #[error("not an S/MIME message of this kind: {0}")]
+    NotSmime(String),
+}

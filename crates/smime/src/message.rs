@@ -1,0 +1,334 @@
+//! Whole-message S/MIME (RFC 8551): wraps a mail message's content in `multipart/signed` or
+//! `application/pkcs7-mime`, and unwraps received ones layer by layer.
+//!
+//! Routing fields (From, To, Subject, Date …) stay outside the S/MIME layers; the `Content-*`
+//! fields and the body go inside. Only an S/MIME structure that is the whole message is opened:
+//! S/MIME parts nested inside other content are left alone (Efail, RFC 9787).
+
+use crate::alg::{self, ContentCipher};
+use crate::cert::Cert;
+use crate::envelope::{self, EncryptOptions};
+use crate::keys::Identity;
+use crate::mime::{self, ContentType};
+use crate::signed::{self, SignOptions, SignerReport, VerifyOptions};
+use crate::Error;
+
+/// The most S/MIME layers opened in one message (signed inside encrypted inside signed …).
+pub const MAX_LAYERS: usize = 4;
+
+/// Splits a message into (outer routing fields, inner MIME entity ready to protect).
+fn split_for_protection(message: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Error> {
+    let e = mime::split(message);
+    let outer = mime::outer_fields(e.header);
+    let mut entity = mime::content_fields(e.header);
+    if !mime::fields(e.header)
+        .iter()
+        .any(|f| f.name == "content-type")
+    {
+        let charset = if mime::is_7bit_safe(e.body) {
+            "us-ascii"
+        } else {
+            "utf-8"
+        };
+        entity
+            .extend_from_slice(format!("Content-Type: text/plain; charset={charset}\r\n").as_bytes());
+    }
+    entity.extend_from_slice(b"\r\n");
+    entity.extend_from_slice(e.body);
+    Ok((outer, mime::canonicalize(&entity)?))
+}
+
+/// A MIME boundary derived from the content's hash: deterministic, and absent from the content.
+fn boundary_for(content: &[u8]) -> Result<String, Error> {
+    let h = alg::Digest::Sha256.digest(content);
+    let b: String = h[..12].iter().map(|x| format!("{x:02x}")).collect();
+    let b = format!("----=_envelopd_{b}");
+    if content.windows(b.len()).any(|w| w == b.as_bytes()) {
+        return Err(Error::Mime("cannot find a free MIME boundary".into()));
+    }
+    Ok(b)
+}
+
+/// Signs a message: `multipart/signed` with a detached `application/pkcs7-signature`.
+pub fn sign(message: &[u8], id: &Identity, opts: &SignOptions) -> Result<Vec<u8>, Error> {
+    let (outer, content) = split_for_protection(message)?;
+    let digest = opts.digest.unwrap_or_else(|| id.key.default_digest());
+    let sig = signed::sign_detached(&content, id, opts)?;
+    let b = boundary_for(&content)?;
+    let mut out = Vec::with_capacity(outer.len() + content.len() + sig.len() * 2 + 512);
+    out.extend_from_slice(&outer);
+    out.extend_from_slice(
+        format!(
+            "MIME-Version: 1.0\r\nContent-Type: multipart/signed; protocol=\"application/pkcs7-signature\";\r\n micalg={}; boundary=\"{b}\"\r\n\r\nThis is a cryptographically signed message in MIME format.\r\n\r\n--{b}\r\n",
+            digest.micalg()
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(&content);
+    out.extend_from_slice(
+        format!(
+            "\r\n--{b}\r\nContent-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"smime.p7s\"\r\nContent-Description: S/MIME Cryptographic Signature\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(&mime::base64_lines(&sig));
+    out.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
+    Ok(out)
+}
+
+/// Encrypts a message for the recipients: `application/pkcs7-mime` with `enveloped-data`
+/// (CBC) or `authEnveloped-data` (GCM).
+pub fn encrypt(message: &[u8], recipients: &[Cert], opts: &EncryptOptions) -> Result<Vec<u8>, Error> {
+    let (outer, content) = split_for_protection(message)?;
+    let cms = envelope::encrypt(&content, recipients, opts)?;
+    let smime_type = if opts.cipher.is_aead() {
+        "authEnveloped-data"
+    } else {
+        "enveloped-data"
+    };
+    let mut out = Vec::with_capacity(outer.len() + cms.len() * 4 / 3 + 512);
+    out.extend_from_slice(&outer);
+    out.extend_from_slice(
+        format!(
+            "MIME-Version: 1.0\r\nContent-Type: application/pkcs7-mime; smime-type={smime_type}; name=\"smime.p7m\"\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"smime.p7m\"\r\nContent-Description: S/MIME Encrypted Message\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(&mime::base64_lines(&cms));
+    Ok(out)
+}
+
+/// What kind of S/MIME structure a message's outermost layer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `multipart/signed` with a PKCS#7 signature.
+    ClearSigned,
+    /// `application/pkcs7-mime` (enveloped, authEnveloped or opaque signed data).
+    Pkcs7Mime,
+    /// Not S/MIME at its outermost layer.
+    Plain,
+}
+
+/// Classifies a message by its top-level Content-Type.
+pub fn kind(message: &[u8]) -> Kind {
+    let e = mime::split(message);
+    classify(&mime::content_type(e.header))
+}
+
+fn classify(ct: &ContentType) -> Kind {
+    match ct.mime_type.as_str() {
+        "multipart/signed" => {
+            let proto = ct.param("protocol").unwrap_or("").to_ascii_lowercase();
+            if proto.is_empty() || proto.ends_with("pkcs7-signature") {
+                Kind::ClearSigned
+            } else {
+                Kind::Plain
+            }
+        }
+        "application/pkcs7-mime" | "application/x-pkcs7-mime" => Kind::Pkcs7Mime,
+        "application/octet-stream"
+            if ct
+                .param("name")
+                .is_some_and(|n| n.to_ascii_lowercase().ends_with(".p7m")) =>
+        {
+            Kind::Pkcs7Mime
+        }
+        _ => Kind::Plain,
+    }
+}
+
+/// Decodes the body of a part according to its transfer encoding.
+fn decode_body(ct: &ContentType, body: &[u8]) -> Result<Vec<u8>, Error> {
+    match ct.transfer_encoding.as_str() {
+        "base64" => mime::base64_decode(body),
+        "7bit" | "8bit" | "binary" => Ok(body.to_vec()),
+        other => Err(Error::Mime(format!(
+            "S/MIME body in unsupported transfer encoding \"{other}\""
+        ))),
+    }
+}
+
+/// Rebuilds a message from the outer fields of `wrapper` and a decrypted/verified inner entity.
+fn rewrap(wrapper_header: &[u8], inner: &[u8]) -> Vec<u8> {
+    let outer = mime::outer_fields(wrapper_header);
+    let inner = mime::to_crlf(inner);
+    let inner_fields = mime::fields(mime::split(&inner).header);
+    let mut out = Vec::with_capacity(outer.len() + inner.len() + 32);
+    out.extend_from_slice(&outer);
+    if !inner_fields.iter().any(|f| f.name == "mime-version") {
+        out.extend_from_slice(b"MIME-Version: 1.0\r\n");
+    }
+    if inner_fields.is_empty() && !inner.starts_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(&inner);
+    out
+}
+
+/// The verification result for a signed message.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The message with the signature layer removed (outer fields + signed entity).
+    pub message: Vec<u8>,
+    /// One report per signer; each also checks the From address against the certificate.
+    pub signers: Vec<SignerReport>,
+    /// Every certificate the signature carried.
+    pub certificates: Vec<Cert>,
+    /// The From address of the message, if any.
+    pub from: Option<String>,
+}
+
+impl Verified {
+    /// True when there is at least one signer and every signer is valid.
+    pub fn is_valid(&self) -> bool {
+        !self.signers.is_empty() && self.signers.iter().all(SignerReport::is_valid)
+    }
+}
+
+/// Verifies a signed message (clear-signed `multipart/signed` or opaque `signed-data`).
+pub fn verify(message: &[u8], opts: &VerifyOptions) -> Result<Verified, Error> {
+    let e = mime::split(message);
+    let ct = mime::content_type(e.header);
+    let (ci, detached) = match classify(&ct) {
+        Kind::ClearSigned => {
+            let boundary = ct
+                .param("boundary")
+                .ok_or_else(|| Error::Mime("multipart/signed without a boundary".into()))?;
+            let parts = mime::split_multipart(e.body, boundary)?;
+            if parts.len() != 2 {
+                return Err(Error::Mime(format!(
+                    "multipart/signed must have 2 parts, this one has {}",
+                    parts.len()
+                )));
+            }
+            let sig_part = mime::split(parts[1]);
+            let sig_ct = mime::content_type(sig_part.header);
+            if !sig_ct.mime_type.ends_with("pkcs7-signature") {
+                return Err(Error::Mime(format!(
+                    "the signature part is {}, not application/pkcs7-signature",
+                    sig_ct.mime_type
+                )));
+            }
+            let der = decode_body(&sig_ct, sig_part.body)?;
+            (
+                signed::parse_content_info(&der)?,
+                Some(mime::to_crlf(parts[0]).into_owned()),
+            )
+        }
+        Kind::Pkcs7Mime => (
+            signed::parse_content_info(&decode_body(&ct, e.body)?)?,
+            None,
+        ),
+        Kind::Plain => {
+            return Err(Error::NotSmime(format!(
+                "the message is {}, not S/MIME signed",
+                ct.mime_type
+            )))
+        }
+    };
+    let v = signed::verify_cms(&ci, detached.as_deref(), opts)?;
+    let inner = mime::to_crlf(&v.content).into_owned();
+    let message = rewrap(e.header, &inner);
+    // The From that counts is the one the reader sees: protected (inner) if present, else outer.
+    let from = mime::from_address(mime::split(&inner).header).or_else(|| mime::from_address(e.header));
+    let mut signers = v.signers;
+    if let Some(from) = &from {
+        for s in &mut signers {
+            if s.problem.is_none() && !s.emails.iter().any(|a| a == from) {
+                s.problem = Some(format!(
+                    "the signer's certificate is for {}, not for the sender {from}",
+                    if s.emails.is_empty() {
+                        "no e-mail address".to_string()
+                    } else {
+                        s.emails.join(", ")
+                    }
+                ));
+            }
+        }
+    }
+    Ok(Verified {
+        message,
+        signers,
+        certificates: v.certificates,
+        from,
+    })
+}
+
+/// The result of decrypting a message.
+#[derive(Debug)]
+pub struct Decrypted {
+    /// The message with the encryption layer removed.
+    pub message: Vec<u8>,
+    /// The content cipher used by the sender.
+    pub cipher: ContentCipher,
+}
+
+/// Decrypts an `application/pkcs7-mime` enveloped or authEnveloped message.
+pub fn decrypt(message: &[u8], keys: &[Identity]) -> Result<Decrypted, Error> {
+    let e = mime::split(message);
+    let ct = mime::content_type(e.header);
+    if classify(&ct) != Kind::Pkcs7Mime {
+        return Err(Error::NotSmime(format!(
+            "the message is {}, not S/MIME encrypted",
+            ct.mime_type
+        )));
+    }
+    let ci = signed::parse_content_info(&decode_body(&ct, e.body)?)?;
+    let opened = envelope::decrypt(&ci, keys)?;
+    Ok(Decrypted {
+        message: rewrap(e.header, &opened.content),
+        cipher: opened.cipher,
+    })
+}
+
+/// One S/MIME layer that was removed while opening a message.
+#[derive(Debug)]
+pub enum Layer {
+    /// An encryption layer and its cipher.
+    Encrypted(ContentCipher),
+    /// A signature layer and its verification result (with the message field emptied).
+    Signed(Verified),
+}
+
+/// The result of opening every S/MIME layer of a message.
+#[derive(Debug)]
+pub struct OpenedMessage {
+    /// The innermost message.
+    pub message: Vec<u8>,
+    /// The layers from outermost to innermost.
+    pub layers: Vec<Layer>,
+}
+
+/// Opens every whole-message S/MIME layer: decrypts and verifies in whatever order they nest.
+pub fn open(message: &[u8], keys: &[Identity], opts: &VerifyOptions) -> Result<OpenedMessage, Error> {
+    let mut current = message.to_vec();
+    let mut layers = Vec::new();
+    for _ in 0..MAX_LAYERS {
+        match kind(&current) {
+            Kind::Plain => break,
+            Kind::ClearSigned => {
+                let mut v = verify(&current, opts)?;
+                current = std::mem::take(&mut v.message);
+                layers.push(Layer::Signed(v));
+            }
+            Kind::Pkcs7Mime => {
+                let e = mime::split(&current);
+                let ct = mime::content_type(e.header);
+                let ci = signed::parse_content_info(&decode_body(&ct, e.body)?)?;
+                if envelope::is_envelope(&ci) {
+                    let d = decrypt(&current, keys)?;
+                    current = d.message;
+                    layers.push(Layer::Encrypted(d.cipher));
+                } else {
+                    let mut v = verify(&current, opts)?;
+                    current = std::mem::take(&mut v.message);
+                    layers.push(Layer::Signed(v));
+                }
+            }
+        }
+    }
+    Ok(OpenedMessage {
+        message: current,
+        layers,
+    })
+}

@@ -1,0 +1,513 @@
+//! The MIME side of S/MIME: splitting messages into header and body, byte-exact multipart
+//! splitting, canonicalisation (CRLF, 7-bit-safe transfer encodings) and writing new structures.
+//!
+//! Header *values* are parsed by `mail-parser` (RFC 2045/2231 parameters, quoting, folding).
+//! Everything that decides which bytes a signature covers is done here by hand on raw bytes,
+//! because a signature covers exact bytes and a tolerant parser must not move them.
+
+use std::borrow::Cow;
+
+use base64::Engine;
+use mail_parser::{MessageParser, MimeHeaders};
+
+use crate::Error;
+
+/// Deepest MIME nesting canonicalised or searched; real mail stays below 10.
+pub const MAX_MIME_DEPTH: usize = 32;
+
+/// A message or body part split at its first empty line.
+#[derive(Debug, Clone, Copy)]
+pub struct Entity<'a> {
+    /// The header fields, each with its line ending; empty when there are none.
+    pub header: &'a [u8],
+    /// Everything after the empty line.
+    pub body: &'a [u8],
+}
+
+/// Splits an entity at the first empty line; input without headers is all body.
+pub fn split(data: &[u8]) -> Entity<'_> {
+    if !looks_like_header(data) {
+        return Entity {
+            header: &data[..0],
+            body: data,
+        };
+    }
+    let mut pos = 0;
+    while pos < data.len() {
+        let end = data[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(data.len(), |i| pos + i + 1);
+        let line = &data[pos..end];
+        if line == b"\r\n" || line == b"\n" {
+            return Entity {
+                header: &data[..pos],
+                body: &data[end..],
+            };
+        }
+        pos = end;
+    }
+    Entity {
+        header: data,
+        body: &data[data.len()..],
+    }
+}
+
+/// True when the data starts with a header field (`Name: value`) or an empty header block.
+fn looks_like_header(data: &[u8]) -> bool {
+    if data.starts_with(b"\r\n") || data.starts_with(b"\n") {
+        return true;
+    }
+    let line_end = data.iter().position(|&b| b == b'\n').unwrap_or(data.len());
+    match data[..line_end].iter().position(|&b| b == b':') {
+        Some(colon) if colon > 0 => data[..colon]
+            .iter()
+            .all(|&b| b.is_ascii_graphic() && b != b':'),
+        _ => false,
+    }
+}
+
+/// One header field: its lower-cased name and its raw bytes including folding and line ending.
+#[derive(Debug, Clone)]
+pub struct Field<'a> {
+    /// The field name in lower case.
+    pub name: String,
+    /// The raw field, exactly as received.
+    pub raw: &'a [u8],
+}
+
+/// Lists the header fields of a header block in order.
+pub fn fields(header: &[u8]) -> Vec<Field<'_>> {
+    let mut out: Vec<Field<'_>> = Vec::new();
+    let mut start = 0;
+    let mut pos = 0;
+    while pos < header.len() {
+        let end = header[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(header.len(), |i| pos + i + 1);
+        let continuation = matches!(header[pos], b' ' | b'\t');
+        if !continuation && pos > start {
+            out.push(make_field(&header[start..pos]));
+            start = pos;
+        }
+        pos = end;
+    }
+    if pos > start {
+        out.push(make_field(&header[start..pos]));
+    }
+    out
+}
+
+fn make_field(raw: &[u8]) -> Field<'_> {
+    let colon = raw.iter().position(|&b| b == b':').unwrap_or(raw.len());
+    Field {
+        name: String::from_utf8_lossy(&raw[..colon])
+            .trim()
+            .to_ascii_lowercase(),
+        raw,
+    }
+}
+
+/// True for fields that describe the content (`Content-*`, `MIME-Version`).
+pub fn is_content_field(name: &str) -> bool {
+    name.starts_with("content-") || name == "mime-version"
+}
+
+/// The header fields that stay outside an S/MIME layer: everything but `Content-*` and `MIME-Version`.
+pub fn outer_fields(header: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(header.len());
+    for f in fields(header) {
+        if !is_content_field(&f.name) {
+            out.extend_from_slice(&to_crlf(f.raw));
+            if !f.raw.ends_with(b"\n") {
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+    out
+}
+
+/// The `Content-*` fields of a header block (the ones that travel inside an S/MIME layer).
+pub fn content_fields(header: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(header.len());
+    for f in fields(header) {
+        if f.name.starts_with("content-") {
+            out.extend_from_slice(f.raw);
+            if !f.raw.ends_with(b"\n") {
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+    out
+}
+
+/// The parsed `Content-Type` and `Content-Transfer-Encoding` of a header block.
+#[derive(Debug, Clone, Default)]
+pub struct ContentType {
+    /// `type/subtype` in lower case; `text/plain` when absent (RFC 2045 default).
+    pub mime_type: String,
+    /// Parameters with lower-case names.
+    pub params: Vec<(String, String)>,
+    /// The transfer encoding in lower case; `7bit` when absent.
+    pub transfer_encoding: String,
+    /// Whether a Content-Type field was present at all.
+    pub explicit: bool,
+}
+
+impl ContentType {
+    /// Returns a parameter value by (lower-case) name.
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// True for `multipart/*`.
+    pub fn is_multipart(&self) -> bool {
+        self.mime_type.starts_with("multipart/")
+    }
+}
+
+/// Parses the content type of a header block with `mail-parser`.
+pub fn content_type(header: &[u8]) -> ContentType {
+    let mut block = Vec::with_capacity(header.len() + 2);
+    // Only the content fields: mail-parser then has nothing else to interpret.
+    block.extend_from_slice(&content_fields(header));
+    block.extend_from_slice(b"\r\n");
+    let parsed = MessageParser::default().parse_headers(&block);
+    let mut out = ContentType {
+        mime_type: "text/plain".into(),
+        transfer_encoding: "7bit".into(),
+        ..Default::default()
+    };
+    if let Some(msg) = parsed {
+        if let Some(ct) = msg.content_type() {
+            out.explicit = true;
+            out.mime_type = format!(
+                "{}/{}",
+                ct.ctype().to_ascii_lowercase(),
+                ct.subtype().unwrap_or("").to_ascii_lowercase()
+            );
+            if let Some(attrs) = ct.attributes() {
+                out.params = attrs
+                    .iter()
+                    .map(|a| (a.name.to_ascii_lowercase(), a.value.to_string()))
+                    .collect();
+            }
+        }
+        if let Some(cte) = msg.content_transfer_encoding() {
+            out.transfer_encoding = cte.trim().to_ascii_lowercase();
+        }
+    }
+    out
+}
+
+/// The first address of the `From` field, lower-cased, if any.
+pub fn from_address(header: &[u8]) -> Option<String> {
+    let mut block = Vec::new();
+    for f in fields(header) {
+        if f.name == "from" {
+            block.extend_from_slice(f.raw);
+        }
+    }
+    block.extend_from_slice(b"\r\n");
+    let msg = MessageParser::default().parse_headers(&block)?;
+    let addr = msg.from()?.first()?.address()?.to_ascii_lowercase();
+    Some(addr)
+}
+
+/// Converts bare LF and bare CR line endings to CRLF, borrowing when nothing changes.
+pub fn to_crlf(data: &[u8]) -> Cow<'_, [u8]> {
+    let needs = data.iter().enumerate().any(|(i, &b)| {
+        (b == b'\n' && (i == 0 || data[i - 1] != b'\r'))
+            || (b == b'\r' && data.get(i + 1) != Some(&b'\n'))
+    });
+    if !needs {
+        return Cow::Borrowed(data);
+    }
+    let mut out = Vec::with_capacity(data.len() + data.len() / 32 + 2);
+    let mut i = 0;
+    while i < data.len() {
+        match data[i] {
+            b'\r' => {
+                out.extend_from_slice(b"\r\n");
+                if data.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+            }
+            b'\n' => out.extend_from_slice(b"\r\n"),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    Cow::Owned(out)
+}
+
+/// Encodes bytes as base64 in 76-character CRLF lines.
+pub fn base64_lines(data: &[u8]) -> Vec<u8> {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(data);
+    let mut out = Vec::with_capacity(encoded.len() + encoded.len() / 38 + 2);
+    for chunk in encoded.as_bytes().chunks(76) {
+        out.extend_from_slice(chunk);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Decodes a base64 body, ignoring line breaks and other whitespace.
+pub fn base64_decode(body: &[u8]) -> Result<Vec<u8>, Error> {
+    let clean: Vec<u8> = body
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(&clean)
+        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(&clean))
+        .map_err(|e| Error::Mime(format!("invalid base64 body: {e}")))
+}
+
+/// Quoted-printable encoding (RFC 2045 §6.7) of CRLF text, with lines of at most 76 characters.
+pub fn qp_encode(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() + text.len() / 8);
+    let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
+    for (n, line) in lines.iter().enumerate() {
+        let last = n + 1 == lines.len();
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let mut col = 0;
+        for (i, &b) in line.iter().enumerate() {
+            let at_end = i + 1 == line.len();
+            // "From " at a line start is encoded so mbox-style munging cannot alter signed text.
+            let from_guard = col == 0 && b == b'F' && line[i..].starts_with(b"From ");
+            let plain = (b == b' ' || b == b'\t') && !at_end
+                || (33..=126).contains(&b) && b != b'=' && !(col == 0 && b == b'.') && !from_guard;
+            let width = if plain { 1 } else { 3 };
+            if col + width > 75 {
+                out.extend_from_slice(b"=\r\n");
+                col = 0;
+            }
+            if plain {
+                out.push(b);
+            } else {
+                out.extend_from_slice(format!("={b:02X}").as_bytes());
+            }
+            col += width;
+        }
+        if !last {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out
+}
+
+/// Returns the delimiter positions of a multipart body: the parts between them (byte-exact,
+/// without the CRLF that belongs to the next delimiter).
+pub fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<&'a [u8]>, Error> {
+    if boundary.is_empty() || boundary.len() > 200 {
+        return Err(Error::Mime("multipart boundary missing or too long".into()));
+    }
+    let delim = format!("--{boundary}");
+    let delim = delim.as_bytes();
+    let mut parts = Vec::new();
+    let mut part_start: Option<usize> = None;
+    let mut pos = 0;
+    let mut closed = false;
+    while pos < body.len() {
+        let line_end = body[pos..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(body.len(), |i| pos + i + 1);
+        let line = &body[pos..line_end];
+        if line.starts_with(delim) {
+            let rest = &line[delim.len()..];
+            let is_close = rest.starts_with(b"--");
+            let tail = if is_close { &rest[2..] } else { rest };
+            if tail.iter().all(|b| b.is_ascii_whitespace()) {
+                if let Some(start) = part_start {
+                    // The line break before the delimiter belongs to the delimiter.
+                    let mut end = pos;
+                    if end > start && body[end - 1] == b'\n' {
+                        end -= 1;
+                        if end > start && body[end - 1] == b'\r' {
+                            end -= 1;
+                        }
+                    }
+                    parts.push(&body[start..end.max(start)]);
+                }
+                if is_close {
+                    closed = true;
+                    break;
+                }
+                part_start = Some(line_end);
+            }
+        }
+        pos = line_end;
+    }
+    if part_start.is_none() {
+        return Err(Error::Mime(format!(
+            "multipart body has no part delimited by boundary \"{boundary}\""
+        )));
+    }
+    if !closed {
+        return Err(Error::Mime(
+            "multipart body is truncated (no closing boundary)".into(),
+        ));
+    }
+    Ok(parts)
+}
+
+/// Canonicalises a MIME entity for signing: CRLF line endings everywhere, and every part whose
+/// body is 8-bit, binary or has lines over 998 bytes re-encoded (text as quoted-printable,
+/// everything else as base64) so the signed bytes survive any transport unchanged.
+pub fn canonicalize(entity: &[u8]) -> Result<Vec<u8>, Error> {
+    canonicalize_at(entity, 0)
+}
+
+fn canonicalize_at(entity: &[u8], depth: usize) -> Result<Vec<u8>, Error> {
+    if depth > MAX_MIME_DEPTH {
+        return Err(Error::Mime("MIME structure nested too deeply".into()));
+    }
+    let parts = split(entity);
+    let ct = content_type(parts.header);
+    let header = to_crlf(parts.header);
+    let mut out = Vec::with_capacity(entity.len() + entity.len() / 16 + 64);
+
+    if ct.is_multipart() {
+        if let Some(boundary) = ct.param("boundary") {
+            if let Ok(children) = split_multipart(parts.body, boundary) {
+                out.extend_from_slice(&header);
+                out.extend_from_slice(b"\r\n");
+                let body = parts.body;
+                // Preamble: everything before the first delimiter.
+                let first = find_delimiter(body, boundary).unwrap_or(0);
+                out.extend_from_slice(&to_crlf(&body[..first]));
+                for child in children {
+                    out.extend_from_slice(b"--");
+                    out.extend_from_slice(boundary.as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                    out.extend_from_slice(&canonicalize_at(child, depth + 1)?);
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b"--");
+                out.extend_from_slice(boundary.as_bytes());
+                out.extend_from_slice(b"--\r\n");
+                return Ok(out);
+            }
+        }
+    }
+
+    let needs_encoding = match ct.transfer_encoding.as_str() {
+        "base64" | "quoted-printable" => false,
+        _ => !is_7bit_safe(parts.body),
+    };
+    if !needs_encoding {
+        out.extend_from_slice(&header);
+        if !parts.header.is_empty() || !parts.body.is_empty() {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(&to_crlf(parts.body));
+        return Ok(out);
+    }
+
+    let binary = ct.transfer_encoding == "binary" || !ct.mime_type.starts_with("text/");
+    let (encoding, body) = if binary {
+        ("base64", base64_lines(parts.body))
+    } else {
+        ("quoted-printable", qp_encode(&to_crlf(parts.body)))
+    };
+    for f in fields(parts.header) {
+        if f.name != "content-transfer-encoding" {
+            out.extend_from_slice(&to_crlf(f.raw));
+            if !f.raw.ends_with(b"\n") {
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+    if !ct.explicit {
+        // The RFC 2045 default is us-ascii, which 8-bit text cannot be; UTF-8 is what clients send.
+        out.extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\n");
+    }
+    out.extend_from_slice(format!("Content-Transfer-Encoding: {encoding}\r\n\r\n").as_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+fn find_delimiter(body: &[u8], boundary: &str) -> Option<usize> {
+    let delim = format!("--{boundary}");
+    let mut pos = 0;
+    while pos < body.len() {
+        if body[pos..].starts_with(delim.as_bytes()) {
+            return Some(pos);
+        }
+        pos += body[pos..].iter().position(|&b| b == b'\n')? + 1;
+    }
+    None
+}
+
+/// True when a body is plain 7-bit text with lines of at most 998 bytes and no NUL.
+pub fn is_7bit_safe(body: &[u8]) -> bool {
+    body.split(|&b| b == b'\n')
+        .all(|line| line.len() <= 999 && line.iter().all(|&b| b != 0 && b < 0x80))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_finds_the_empty_line() {
+        let e = split(b"A: b\r\nC: d\r\n\r\nbody\r\n");
+        assert_eq!(e.header, b"A: b\r\nC: d\r\n");
+        assert_eq!(e.body, b"body\r\n");
+        let e = split(b"no header here\n");
+        assert!(e.header.is_empty());
+    }
+
+    #[test]
+    fn folded_fields_stay_together() {
+        let f = fields(b"Subject: a\r\n b\r\nTo: x\r\n");
+        assert_eq!(f.len(), 2);
+        assert_eq!(f[0].raw, b"Subject: a\r\n b\r\n");
+        assert_eq!(f[1].name, "to");
+    }
+
+    #[test]
+    fn content_type_parameters() {
+        let ct = content_type(
+            b"Content-Type: multipart/signed;\r\n protocol=\"application/pkcs7-signature\"; boundary=\"x y\"\r\n",
+        );
+        assert_eq!(ct.mime_type, "multipart/signed");
+        assert_eq!(ct.param("boundary"), Some("x y"));
+        assert_eq!(content_type(b"").mime_type, "text/plain");
+    }
+
+    #[test]
+    fn multipart_split_is_byte_exact() {
+        let body = b"pre\r\n--b\r\nA: 1\r\n\r\none\r\n--b\r\n\r\ntwo\r\n\r\n--b--\r\nepi";
+        let parts = split_multipart(body, "b").unwrap();
+        assert_eq!(parts, vec![&b"A: 1\r\n\r\none"[..], &b"\r\ntwo\r\n"[..]]);
+        assert!(split_multipart(b"--b\r\nx\r\n", "b").is_err());
+    }
+
+    #[test]
+    fn qp_keeps_lines_short_and_decodable() {
+        let text = "Grüße aus der Praxis = 100%\r\n".repeat(10) + &"x".repeat(300);
+        let enc = qp_encode(text.as_bytes());
+        assert!(enc.split(|&b| b == b'\n').all(|l| l.len() <= 77));
+        assert!(enc.iter().all(|&b| b < 0x80));
+        assert!(std::str::from_utf8(&enc).unwrap().contains("Gr=C3=BC=C3=9Fe"));
+    }
+
+    #[test]
+    fn canonicalize_reencodes_8bit() {
+        let out = canonicalize(
+            b"Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\n\nGr\xc3\xbc\xc3\x9fe\n",
+        )
+        .unwrap();
+        let s = String::from_utf8(out).unwrap();
+        assert!(s.contains("Content-Transfer-Encoding: quoted-printable\r\n\r\nGr=C3=BC=C3=9Fe\r\n"));
+        assert!(!s.contains("8bit"));
+    }
+}

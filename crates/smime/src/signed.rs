@@ -1,0 +1,375 @@
+//! CMS SignedData (RFC 5652 §5, RFC 8551 §2.5): creating detached signatures with the S/MIME
+//! signed attributes, and verifying every SignerInfo of received signatures.
+
+use std::time::SystemTime;
+
+use cms::content_info::{CmsVersion, ContentInfo};
+use cms::signed_data::{
+    CertificateSet, EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo, SignerInfos,
+};
+use der::asn1::{ObjectIdentifier as Oid, OctetString, SetOfVec};
+use der::{Any, Decode, Encode};
+use spki::AlgorithmIdentifierOwned;
+use x509_cert::attr::Attribute;
+use x509_cert::time::Time;
+
+use crate::alg::{self, Digest};
+use crate::cert::{check_path, Cert};
+use crate::keys::{Identity, RsaPadding};
+use crate::{ber, sigalg, Error};
+
+/// Options for signing.
+#[derive(Debug, Clone)]
+pub struct SignOptions {
+    /// The digest; `None` picks the key's default (SHA-256, SHA-384 for P-384).
+    pub digest: Option<Digest>,
+    /// RSA signature padding.
+    pub rsa_padding: RsaPadding,
+    /// The signingTime attribute (the caller's clock; the library reads none).
+    pub signing_time: SystemTime,
+    /// The sender's separate encryption certificate, announced with SMIMEEncryptionKeyPreference.
+    pub encryption_cert: Option<Cert>,
+}
+
+pub(crate) fn der_err(e: der::Error) -> Error {
+    Error::Malformed(format!("DER: {e}"))
+}
+
+fn attr(oid: Oid, value: Any) -> Result<Attribute, Error> {
+    let mut values = SetOfVec::new();
+    values.insert(value).map_err(der_err)?;
+    Ok(Attribute { oid, values })
+}
+
+fn alg_id(oid: Oid) -> AlgorithmIdentifierOwned {
+    AlgorithmIdentifierOwned {
+        oid,
+        parameters: None,
+    }
+}
+
+/// RSAES-OAEP-params for SHA-256 with MGF1-SHA-256 (RFC 4055), used in key transport and in
+/// the SMIMECapabilities announcement.
+pub(crate) fn oaep_sha256_alg() -> Result<AlgorithmIdentifierOwned, Error> {
+    let hash = alg_id(alg::ID_SHA256);
+    let mgf = AlgorithmIdentifierOwned {
+        oid: alg::ID_MGF1,
+        parameters: Some(Any::encode_from(&hash).map_err(der_err)?),
+    };
+    let mut content = Vec::new();
+    for (n, v) in [(0u32, hash), (1, mgf)] {
+        der::asn1::ContextSpecific {
+            tag_number: der::TagNumber(n),
+            tag_mode: der::TagMode::Explicit,
+            value: v,
+        }
+        .encode_to_vec(&mut content)
+        .map_err(der_err)?;
+    }
+    Ok(AlgorithmIdentifierOwned {
+        oid: alg::ID_RSAES_OAEP,
+        parameters: Some(Any::new(der::Tag::Sequence, content).map_err(der_err)?),
+    })
+}
+
+/// The SMIMECapabilities envelopd announces, strongest first (RFC 8551 §2.5.2).
+fn capabilities() -> Result<Any, Error> {
+    let caps = vec![
+        alg_id(alg::AES256_GCM),
+        alg_id(alg::AES128_GCM),
+        alg_id(alg::AES256_CBC),
+        alg_id(alg::AES128_CBC),
+        oaep_sha256_alg()?,
+        alg_id(alg::RSA_ENCRYPTION),
+    ];
+    Any::encode_from(&caps).map_err(der_err)
+}
+
+/// Creates a detached CMS SignedData over `content`, returned as DER ContentInfo.
+pub fn sign_detached(content: &[u8], id: &Identity, opts: &SignOptions) -> Result<Vec<u8>, Error> {
+    let digest = opts.digest.unwrap_or_else(|| id.key.default_digest());
+    let md = digest.digest(content);
+    let time = Time::try_from(opts.signing_time).map_err(der_err)?;
+    let mut attrs = vec![
+        attr(alg::ID_CONTENT_TYPE, Any::encode_from(&alg::ID_DATA).map_err(der_err)?)?,
+        attr(alg::ID_SIGNING_TIME, Any::encode_from(&time).map_err(der_err)?)?,
+        attr(
+            alg::ID_MESSAGE_DIGEST,
+            Any::encode_from(&OctetString::new(md).map_err(der_err)?).map_err(der_err)?,
+        )?,
+        attr(alg::ID_SMIME_CAPABILITIES, capabilities()?)?,
+    ];
+    if let Some(enc) = &opts.encryption_cert {
+        // SMIMEEncryptionKeyPreference ::= CHOICE { issuerAndSerialNumber [0] IMPLICIT ... }
+        let isn = enc.issuer_and_serial().to_der().map_err(der_err)?;
+        let (_, inner, _) = ber::read_tlv(&isn)?;
+        let pref = Any::new(
+            der::Tag::ContextSpecific {
+                constructed: true,
+                number: der::TagNumber(0),
+            },
+            inner.to_vec(),
+        )
+        .map_err(der_err)?;
+        attrs.push(attr(alg::ID_ENCRYPTION_KEY_PREFERENCE, pref)?);
+    }
+    let signed_attrs = SetOfVec::try_from(attrs).map_err(der_err)?;
+    // The signature covers the DER of the attributes with the SET OF tag (RFC 5652 §5.4).
+    let to_sign = signed_attrs.to_der().map_err(der_err)?;
+    let (sig_alg, signature) = id.key.sign(&to_sign, digest, opts.rsa_padding)?;
+
+    let signer = SignerInfo {
+        version: CmsVersion::V1,
+        sid: SignerIdentifier::IssuerAndSerialNumber(id.cert.issuer_and_serial()),
+        digest_alg: alg_id(digest.oid()),
+        signed_attrs: Some(signed_attrs),
+        signature_algorithm: sig_alg,
+        signature: OctetString::new(signature).map_err(der_err)?,
+        unsigned_attrs: None,
+    };
+    let mut certs = vec![cms::cert::CertificateChoices::Certificate(
+        id.cert.parsed().clone(),
+    )];
+    for c in &id.chain {
+        certs.push(cms::cert::CertificateChoices::Certificate(c.parsed().clone()));
+    }
+    if let Some(enc) = &opts.encryption_cert {
+        if enc != &id.cert {
+            certs.push(cms::cert::CertificateChoices::Certificate(enc.parsed().clone()));
+        }
+    }
+    let mut digest_algs = SetOfVec::new();
+    digest_algs.insert(alg_id(digest.oid())).map_err(der_err)?;
+    let sd = SignedData {
+        version: CmsVersion::V1,
+        digest_algorithms: digest_algs,
+        encap_content_info: EncapsulatedContentInfo {
+            econtent_type: alg::ID_DATA,
+            econtent: None,
+        },
+        certificates: Some(CertificateSet::try_from(certs).map_err(der_err)?),
+        crls: None,
+        signer_infos: SignerInfos::try_from(vec![signer]).map_err(der_err)?,
+    };
+    ContentInfo {
+        content_type: alg::ID_SIGNED_DATA,
+        content: Any::encode_from(&sd).map_err(der_err)?,
+    }
+    .to_der()
+    .map_err(der_err)
+}
+
+/// What verification found out about one SignerInfo.
+#[derive(Debug, Clone)]
+pub struct SignerReport {
+    /// The signer certificate, if the message carried it.
+    pub cert: Option<Cert>,
+    /// Subject of the signer certificate (or the signer identifier when absent).
+    pub subject: String,
+    /// E-mail addresses of the signer certificate.
+    pub emails: Vec<String>,
+    /// The signingTime attribute, if present.
+    pub signing_time: Option<SystemTime>,
+    /// Digest algorithm name (`sha-256` …).
+    pub digest: String,
+    /// SMIMECapabilities announced by the signer (algorithm OIDs, strongest first).
+    pub capabilities: Vec<String>,
+    /// None when the signer is valid; otherwise why not.
+    pub problem: Option<String>,
+}
+
+impl SignerReport {
+    /// True when signature, attributes and certificate chain all check out.
+    pub fn is_valid(&self) -> bool {
+        self.problem.is_none()
+    }
+}
+
+/// The result of verifying a CMS SignedData.
+#[derive(Debug, Clone)]
+pub struct CmsVerified {
+    /// The signed content (the encapsulated content, or the detached content given).
+    pub content: Vec<u8>,
+    /// One report per SignerInfo.
+    pub signers: Vec<SignerReport>,
+    /// Every certificate the message carried (for harvesting after verification).
+    pub certificates: Vec<Cert>,
+}
+
+/// Options for verification.
+#[derive(Debug, Clone)]
+pub struct VerifyOptions {
+    /// Trust anchors for the basic path check.
+    pub anchors: Vec<Cert>,
+    /// The time at which certificates must be valid.
+    pub at: SystemTime,
+}
+
+/// Parses BER/DER bytes as a CMS ContentInfo (after BER normalisation).
+pub fn parse_content_info(data: &[u8]) -> Result<ContentInfo, Error> {
+    let der = ber::normalize(data)?;
+    ContentInfo::from_der(&der).map_err(|e| Error::Malformed(format!("CMS ContentInfo: {e}")))
+}
+
+/// Verifies a CMS SignedData; `detached` is the content for detached signatures.
+///
+/// Structural problems are errors; a signature that does not verify is reported per signer.
+pub fn verify_cms(
+    ci: &ContentInfo,
+    detached: Option<&[u8]>,
+    opts: &VerifyOptions,
+) -> Result<CmsVerified, Error> {
+    if ci.content_type != alg::ID_SIGNED_DATA {
+        return Err(Error::NotSmime(format!(
+            "expected signed-data, found {}",
+            alg::name(&ci.content_type)
+        )));
+    }
+    let sd: SignedData = ci
+        .content
+        .decode_as()
+        .map_err(|e| Error::Malformed(format!("SignedData: {e}")))?;
+    let content: Vec<u8> = match (&sd.encap_content_info.econtent, detached) {
+        (Some(any), _) => {
+            let os: OctetString = any
+                .decode_as()
+                .map_err(|e| Error::Malformed(format!("encapsulated content: {e}")))?;
+            os.into_bytes().into_vec()
+        }
+        (None, Some(d)) => d.to_vec(),
+        (None, None) => {
+            return Err(Error::Malformed(
+                "detached signature without the signed content".into(),
+            ))
+        }
+    };
+    let mut certificates = Vec::new();
+    if let Some(set) = &sd.certificates {
+        for choice in set.0.iter() {
+            if let cms::cert::CertificateChoices::Certificate(c) = choice {
+                certificates.push(Cert::from_der(&c.to_der().map_err(der_err)?)?);
+            }
+        }
+    }
+    if sd.signer_infos.0.is_empty() {
+        return Err(Error::BadSignature("the signature has no signers".into()));
+    }
+    let signers = sd
+        .signer_infos
+        .0
+        .iter()
+        .map(|si| {
+            verify_signer(
+                si,
+                &sd.encap_content_info.econtent_type,
+                &content,
+                &certificates,
+                opts,
+            )
+        })
+        .collect();
+    Ok(CmsVerified {
+        content,
+        signers,
+        certificates,
+    })
+}
+
+fn find_signer_cert<'a>(sid: &SignerIdentifier, certs: &'a [Cert]) -> Option<&'a Cert> {
+    certs.iter().find(|c| match sid {
+        SignerIdentifier::IssuerAndSerialNumber(isn) => c.matches_issuer_serial(isn),
+        SignerIdentifier::SubjectKeyIdentifier(ski) => c.matches_ski(ski.0.as_bytes()),
+    })
+}
+
+fn verify_signer(
+    si: &SignerInfo,
+    econtent_type: &Oid,
+    content: &[u8],
+    certs: &[Cert],
+    opts: &VerifyOptions,
+) -> SignerReport {
+    let cert = find_signer_cert(&si.sid, certs).cloned();
+    let mut report = SignerReport {
+        subject: cert
+            .as_ref()
+            .map_or_else(|| "(signer certificate not included)".into(), Cert::subject),
+        emails: cert.as_ref().map(Cert::emails).unwrap_or_default(),
+        cert,
+        signing_time: None,
+        digest: alg::name(&si.digest_alg.oid),
+        capabilities: Vec::new(),
+        problem: None,
+    };
+    if let Some(attrs) = &si.signed_attrs {
+        for a in attrs.iter() {
+            let Some(v) = a.values.get(0) else { continue };
+            if a.oid == alg::ID_SIGNING_TIME {
+                report.signing_time = v.decode_as::<Time>().ok().map(|t| t.to_system_time());
+            } else if a.oid == alg::ID_SMIME_CAPABILITIES {
+                if let Ok(caps) = v.decode_as::<Vec<AlgorithmIdentifierOwned>>() {
+                    report.capabilities = caps.iter().map(|c| c.oid.to_string()).collect();
+                }
+            }
+        }
+    }
+    report.problem = check_signer(si, econtent_type, content, certs, report.cert.as_ref(), opts)
+        .err()
+        .map(|e| e.to_string());
+    report
+}
+
+fn check_signer(
+    si: &SignerInfo,
+    econtent_type: &Oid,
+    content: &[u8],
+    certs: &[Cert],
+    cert: Option<&Cert>,
+    opts: &VerifyOptions,
+) -> Result<(), Error> {
+    let cert = cert.ok_or_else(|| {
+        Error::BadSignature("the signer's certificate is not included in the message".into())
+    })?;
+    let digest = Digest::from_oid(&si.digest_alg.oid)?;
+    let attrs = si.signed_attrs.as_ref().ok_or_else(|| {
+        Error::BadSignature("no signed attributes (S/MIME requires them)".into())
+    })?;
+    let single = |oid: Oid| -> Result<&Any, Error> {
+        let mut found = attrs.iter().filter(|a| a.oid == oid);
+        let a = found.next().ok_or_else(|| {
+            Error::BadSignature(format!("signed attribute {oid} is missing"))
+        })?;
+        if found.next().is_some() || a.values.len() != 1 {
+            return Err(Error::BadSignature(format!(
+                "signed attribute {oid} must occur exactly once"
+            )));
+        }
+        Ok(a.values.get(0).expect("one value"))
+    };
+    let ct: Oid = single(alg::ID_CONTENT_TYPE)?
+        .decode_as()
+        .map_err(|e| Error::BadSignature(format!("contentType attribute: {e}")))?;
+    if &ct != econtent_type {
+        return Err(Error::BadSignature(
+            "the contentType attribute does not match the signed content".into(),
+        ));
+    }
+    let md: OctetString = single(alg::ID_MESSAGE_DIGEST)?
+        .decode_as()
+        .map_err(|e| Error::BadSignature(format!("messageDigest attribute: {e}")))?;
+    if md.as_bytes() != digest.digest(content).as_slice() {
+        return Err(Error::BadSignature(
+            "the message was changed after signing (digest mismatch)".into(),
+        ));
+    }
+    let signed = attrs.to_der().map_err(der_err)?;
+    sigalg::verify(
+        cert.spki(),
+        &si.signature_algorithm,
+        Some(digest),
+        &signed,
+        si.signature.as_bytes(),
+    )?;
+    check_path(cert, certs, &opts.anchors, opts.at).map_err(Error::Untrusted)?;
+    Ok(())
+}
