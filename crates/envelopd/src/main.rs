@@ -161,7 +161,8 @@ fn read_secret_file(path: &Path, allow_insecure: bool) -> Result<Zeroizing<Vec<u
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
         let mode = meta.permissions().mode();
         if mode & 0o077 != 0 && !allow_insecure {
             bail!(
@@ -188,7 +189,8 @@ fn password(args: &KeyArgs) -> Result<Option<Zeroizing<String>>> {
         return Ok(Some(trimmed));
     }
     if let Some(var) = &args.password_env {
-        let v = std::env::var(var).with_context(|| format!("environment variable {var} is not set"))?;
+        let v =
+            std::env::var(var).with_context(|| format!("environment variable {var} is not set"))?;
         return Ok(Some(Zeroizing::new(v)));
     }
     Ok(None)
@@ -207,7 +209,8 @@ fn load_identity(args: &KeyArgs) -> Result<Identity> {
     let data = read_secret_file(key, args.allow_insecure_key_file)?;
     let key_obj = PrivateKey::load(&data, pw.as_ref().map(|p| p.as_bytes()))
         .with_context(|| format!("in {}", key.display()))?;
-    Identity::new(key_obj, read_certs(cert)?).with_context(|| format!("{} and {}", key.display(), cert.display()))
+    Identity::new(key_obj, read_certs(cert)?)
+        .with_context(|| format!("{} and {}", key.display(), cert.display()))
 }
 
 fn parse_time(s: &str) -> Result<SystemTime> {
@@ -217,15 +220,29 @@ fn parse_time(s: &str) -> Result<SystemTime> {
         bail!("--at must look like 2030-01-01T00:00:00Z, got {s:?}");
     }
     let n = |r: std::ops::Range<usize>| s[r].parse::<u16>().context("bad number in --at");
-    let dt = der::DateTime::new(n(0..4)?, n(5..7)? as u8, n(8..10)? as u8, n(11..13)? as u8, n(14..16)? as u8, n(17..19)? as u8)
-        .map_err(|e| anyhow::anyhow!("invalid --at time {s:?}: {e}"))?;
+    let dt = der::DateTime::new(
+        n(0..4)?,
+        n(5..7)? as u8,
+        n(8..10)? as u8,
+        n(11..13)? as u8,
+        n(14..16)? as u8,
+        n(17..19)? as u8,
+    )
+    .map_err(|e| anyhow::anyhow!("invalid --at time {s:?}: {e}"))?;
     Ok(dt.to_system_time())
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
     let Command::Smime(cmd) = cli.command;
     match cmd {
-        SmimeCommand::Sign { io, key, chain, digest, pss, encryption_cert } => {
+        SmimeCommand::Sign {
+            io,
+            key,
+            chain,
+            digest,
+            pss,
+            encryption_cert,
+        } => {
             let mut id = load_identity(&key)?;
             for c in &chain {
                 id.chain.extend(read_certs(c)?);
@@ -243,7 +260,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let opts = smime::SignOptions {
                 digest,
-                rsa_padding: if pss { smime::RsaPadding::Pss } else { smime::RsaPadding::Pkcs1v15 },
+                rsa_padding: if pss {
+                    smime::RsaPadding::Pss
+                } else {
+                    smime::RsaPadding::Pkcs1v15
+                },
                 signing_time: SystemTime::now(),
                 encryption_cert,
             };
@@ -251,9 +272,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             write_output(&io, &smime::sign(&msg, &id, &opts)?)?;
             Ok(ExitCode::SUCCESS)
         }
-        SmimeCommand::Encrypt { io, to, cipher, oaep } => {
+        SmimeCommand::Encrypt {
+            io,
+            to,
+            cipher,
+            oaep,
+        } => {
             let cipher = ContentCipher::from_name(&cipher).with_context(|| {
-                format!("unknown --cipher {cipher:?} (aes256-gcm, aes128-gcm, aes256-cbc, aes128-cbc)")
+                format!(
+                    "unknown --cipher {cipher:?} (aes256-gcm, aes128-gcm, aes256-cbc, aes128-cbc)"
+                )
             })?;
             let mut recipients = Vec::new();
             for p in &to {
@@ -261,7 +289,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             let opts = EncryptOptions {
                 cipher,
-                key_transport: if oaep { KeyTransport::RsaOaepSha256 } else { KeyTransport::RsaPkcs1v15 },
+                key_transport: if oaep {
+                    KeyTransport::RsaOaepSha256
+                } else {
+                    KeyTransport::RsaPkcs1v15
+                },
             };
             let msg = read_input(&io)?;
             write_output(&io, &smime::encrypt(&msg, &recipients, &opts)?)?;
@@ -272,7 +304,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let msg = read_input(&io)?;
             let d = smime::decrypt(&msg, std::slice::from_ref(&id))?;
             if d.cipher.is_weak() {
-                eprintln!("envelopd: warning: the sender used the weak cipher {}", d.cipher.label());
+                eprintln!(
+                    "envelopd: warning: the sender used the weak cipher {}",
+                    d.cipher.label()
+                );
             }
             write_output(&io, &d.message)?;
             Ok(ExitCode::SUCCESS)
@@ -310,7 +345,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             });
             eprintln!("{status}");
             write_output(&io, &v.message)?;
-            Ok(if v.is_valid() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+            Ok(if v.is_valid() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            })
         }
     }
 }

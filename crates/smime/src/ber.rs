@@ -103,13 +103,17 @@ struct Header {
 }
 
 fn read_header(input: &[u8], pos: &mut usize) -> Result<Header, Error> {
-    let tag = *input.get(*pos).ok_or_else(|| malformed("truncated (tag)"))?;
+    let tag = *input
+        .get(*pos)
+        .ok_or_else(|| malformed("truncated (tag)"))?;
     *pos += 1;
     if tag & 0x1f == 0x1f {
         // High tag numbers never occur in CMS, X.509 or PKCS#12.
         return Err(malformed("multi-byte tag numbers are not supported"));
     }
-    let first = *input.get(*pos).ok_or_else(|| malformed("truncated (length)"))?;
+    let first = *input
+        .get(*pos)
+        .ok_or_else(|| malformed("truncated (length)"))?;
     *pos += 1;
     let len = if first < 0x80 {
         Some(first as usize)

@@ -203,7 +203,9 @@ pub fn parse_certificates(data: &[u8]) -> Result<Vec<Cert>, Error> {
         }
     }
     if out.is_empty() {
-        return Err(Error::Certificate("no CERTIFICATE block in PEM input".into()));
+        return Err(Error::Certificate(
+            "no CERTIFICATE block in PEM input".into(),
+        ));
     }
     Ok(out)
 }
@@ -267,9 +269,9 @@ pub fn check_path(
             path.push(anchor.clone());
             return Ok(path);
         }
-        let next = intermediates.iter().find(|c| {
-            !path.contains(c) && !c.is_self_issued() && current.is_signed_by(c).is_ok()
-        });
+        let next = intermediates
+            .iter()
+            .find(|c| !path.contains(c) && !c.is_self_issued() && current.is_signed_by(c).is_ok());
         match next {
             Some(next) => {
                 path.push(next.clone());

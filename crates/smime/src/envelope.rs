@@ -10,8 +10,8 @@ use aws_lc_rs::rsa::{OaepPublicEncryptingKey, Pkcs1PublicEncryptingKey, PublicEn
 use cms::authenveloped_data::AuthEnvelopedData;
 use cms::content_info::{CmsVersion, ContentInfo};
 use cms::enveloped_data::{
-    EncryptedContentInfo, EnvelopedData, KeyTransRecipientInfo, RecipientIdentifier,
-    RecipientInfo, RecipientInfos,
+    EncryptedContentInfo, EnvelopedData, KeyTransRecipientInfo, RecipientIdentifier, RecipientInfo,
+    RecipientInfos,
 };
 use der::asn1::OctetString;
 use der::{Any, Encode};
@@ -307,9 +307,8 @@ pub fn decrypt(ci: &ContentInfo, keys: &[Identity]) -> Result<Opened, Error> {
                 mac.as_bytes().len()
             )));
         }
-        let nonce = Nonce::try_assume_unique_for_key(p.nonce.as_bytes()).map_err(|_| {
-            Error::Unsupported("AES-GCM nonce that is not 12 bytes long".into())
-        })?;
+        let nonce = Nonce::try_assume_unique_for_key(p.nonce.as_bytes())
+            .map_err(|_| Error::Unsupported("AES-GCM nonce that is not 12 bytes long".into()))?;
         buf.extend_from_slice(mac.as_bytes());
         let key = LessSafeKey::new(
             UnboundKey::new(aead_alg(cipher), &cek).map_err(|_| Error::DecryptFailed)?,

@@ -91,18 +91,21 @@ impl PrivateKey {
         let info = pkcs8::EncryptedPrivateKeyInfoRef::try_from(der)
             .map_err(|e| Error::Key(format!("cannot parse encrypted PKCS#8 key: {e}")))?;
         let doc = info.decrypt(password).map_err(|_| {
-            Error::Key("cannot decrypt the private key: wrong password or unsupported scheme".into())
+            Error::Key(
+                "cannot decrypt the private key: wrong password or unsupported scheme".into(),
+            )
         })?;
         Self::from_pkcs8(doc.as_bytes())
     }
 
     fn from_pkcs1_rsa(der: &[u8]) -> Result<Self, Error> {
-        let sign = RsaKeyPair::from_der(der)
-            .map_err(|e| Error::Key(format!("not a usable RSA/PKCS#8 private key: {e}")))?;
+        let sign = RsaKeyPair::from_der(der).map_err(|e| match e.to_string().as_str() {
+            "TooSmall" => rsa_rejected(e),
+            _ => Error::Key(format!("not a usable RSA/PKCS#8 private key: {e}")),
+        })?;
         // Re-derive a PKCS#8 form for the decryption key without leaving copies behind.
         let pkcs8 = wrap_pkcs1_in_pkcs8(der);
-        let decrypt = PrivateDecryptingKey::from_pkcs8(&pkcs8)
-            .map_err(|e| Error::Key(format!("RSA key rejected for decryption: {e}")))?;
+        let decrypt = PrivateDecryptingKey::from_pkcs8(&pkcs8).map_err(rsa_rejected)?;
         Ok(PrivateKey {
             kind: Kind::Rsa { sign, decrypt },
         })
@@ -115,10 +118,8 @@ impl PrivateKey {
         let oid = info.algorithm.oid;
         let kind = match oid {
             alg::RSA_ENCRYPTION => Kind::Rsa {
-                sign: RsaKeyPair::from_pkcs8(der)
-                    .map_err(|e| Error::Key(format!("RSA key rejected: {e}")))?,
-                decrypt: PrivateDecryptingKey::from_pkcs8(der)
-                    .map_err(|e| Error::Key(format!("RSA key rejected: {e}")))?,
+                sign: RsaKeyPair::from_pkcs8(der).map_err(rsa_rejected)?,
+                decrypt: PrivateDecryptingKey::from_pkcs8(der).map_err(rsa_rejected)?,
             },
             alg::ID_EC_PUBLIC_KEY => {
                 let curve = info
@@ -229,15 +230,18 @@ impl PrivateKey {
             Kind::Rsa { sign, .. } => {
                 let (encoding, alg_id): (&'static dyn signature::RsaEncoding, _) =
                     match (padding, digest) {
-                        (RsaPadding::Pkcs1v15, Digest::Sha256) => {
-                            (&signature::RSA_PKCS1_SHA256, plain_alg(alg::SHA256_WITH_RSA))
-                        }
-                        (RsaPadding::Pkcs1v15, Digest::Sha384) => {
-                            (&signature::RSA_PKCS1_SHA384, plain_alg(alg::SHA384_WITH_RSA))
-                        }
-                        (RsaPadding::Pkcs1v15, Digest::Sha512) => {
-                            (&signature::RSA_PKCS1_SHA512, plain_alg(alg::SHA512_WITH_RSA))
-                        }
+                        (RsaPadding::Pkcs1v15, Digest::Sha256) => (
+                            &signature::RSA_PKCS1_SHA256,
+                            plain_alg(alg::SHA256_WITH_RSA),
+                        ),
+                        (RsaPadding::Pkcs1v15, Digest::Sha384) => (
+                            &signature::RSA_PKCS1_SHA384,
+                            plain_alg(alg::SHA384_WITH_RSA),
+                        ),
+                        (RsaPadding::Pkcs1v15, Digest::Sha512) => (
+                            &signature::RSA_PKCS1_SHA512,
+                            plain_alg(alg::SHA512_WITH_RSA),
+                        ),
                         (RsaPadding::Pss, Digest::Sha256) => {
                             (&signature::RSA_PSS_SHA256, pss_alg(Digest::Sha256)?)
                         }
@@ -266,7 +270,10 @@ impl PrivateKey {
                 };
                 Ok((plain_alg(oid), sig.as_ref().to_vec()))
             }
-            Kind::Ed25519(k) => Ok((plain_alg(alg::ID_ED25519), k.sign(message).as_ref().to_vec())),
+            Kind::Ed25519(k) => Ok((
+                plain_alg(alg::ID_ED25519),
+                k.sign(message).as_ref().to_vec(),
+            )),
         }
     }
 
@@ -318,6 +325,15 @@ impl PrivateKey {
                 }
             }
         }
+    }
+}
+
+fn rsa_rejected(e: aws_lc_rs::error::KeyRejected) -> Error {
+    match e.to_string().as_str() {
+        "TooSmall" => Error::Key(
+            "RSA keys shorter than 2048 bits are refused as too weak (NIST SP 800-131A)".into(),
+        ),
+        other => Error::Key(format!("RSA key rejected: {other}")),
     }
 }
 

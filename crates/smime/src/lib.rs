@@ -26,7 +26,9 @@ pub use alg::{ContentCipher, Digest};
 pub use cert::{parse_certificates, Cert};
 pub use envelope::{EncryptOptions, KeyTransport};
 pub use keys::{Identity, PrivateKey, RsaPadding};
-pub use message::{decrypt, encrypt, open, sign, verify, Decrypted, Layer, OpenedMessage, Verified};
+pub use message::{
+    decrypt, encrypt, open, sign, verify, Decrypted, Layer, OpenedMessage, Verified,
+};
 pub use signed::{SignOptions, SignerReport, VerifyOptions};
 
 /// Everything that can go wrong, with the context a user needs.

@@ -30,8 +30,9 @@ fn split_for_protection(message: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Error> {
         } else {
             "utf-8"
         };
-        entity
-            .extend_from_slice(format!("Content-Type: text/plain; charset={charset}\r\n").as_bytes());
+        entity.extend_from_slice(
+            format!("Content-Type: text/plain; charset={charset}\r\n").as_bytes(),
+        );
     }
     entity.extend_from_slice(b"\r\n");
     entity.extend_from_slice(e.body);
@@ -78,7 +79,11 @@ pub fn sign(message: &[u8], id: &Identity, opts: &SignOptions) -> Result<Vec<u8>
 
 /// Encrypts a message for the recipients: `application/pkcs7-mime` with `enveloped-data`
 /// (CBC) or `authEnveloped-data` (GCM).
-pub fn encrypt(message: &[u8], recipients: &[Cert], opts: &EncryptOptions) -> Result<Vec<u8>, Error> {
+pub fn encrypt(
+    message: &[u8],
+    recipients: &[Cert],
+    opts: &EncryptOptions,
+) -> Result<Vec<u8>, Error> {
     let (outer, content) = split_for_protection(message)?;
     let cms = envelope::encrypt(&content, recipients, opts)?;
     let smime_type = if opts.cipher.is_aead() {
@@ -230,8 +235,16 @@ pub fn verify(message: &[u8], opts: &VerifyOptions) -> Result<Verified, Error> {
     let inner = mime::to_crlf(&v.content).into_owned();
     let message = rewrap(e.header, &inner);
     // The From that counts is the one the reader sees: protected (inner) if present, else outer.
-    let from = mime::from_address(mime::split(&inner).header).or_else(|| mime::from_address(e.header));
+    let from =
+        mime::from_address(mime::split(&inner).header).or_else(|| mime::from_address(e.header));
     let mut signers = v.signers;
+    for s in &mut signers {
+        // For mail, a signature without signed attributes is not trustworthy (no binding of
+        // content type and time; RFC 8551 §2.5 requires them).
+        if s.problem.is_none() && !s.signed_attributes {
+            s.problem = Some("the signature has no signed attributes".into());
+        }
+    }
     if let Some(from) = &from {
         for s in &mut signers {
             if s.problem.is_none() && !s.emails.iter().any(|a| a == from) {
@@ -300,7 +313,11 @@ pub struct OpenedMessage {
 }
 
 /// Opens every whole-message S/MIME layer: decrypts and verifies in whatever order they nest.
-pub fn open(message: &[u8], keys: &[Identity], opts: &VerifyOptions) -> Result<OpenedMessage, Error> {
+pub fn open(
+    message: &[u8],
+    keys: &[Identity],
+    opts: &VerifyOptions,
+) -> Result<OpenedMessage, Error> {
     let mut current = message.to_vec();
     let mut layers = Vec::new();
     for _ in 0..MAX_LAYERS {

@@ -497,7 +497,9 @@ mod tests {
         let enc = qp_encode(text.as_bytes());
         assert!(enc.split(|&b| b == b'\n').all(|l| l.len() <= 77));
         assert!(enc.iter().all(|&b| b < 0x80));
-        assert!(std::str::from_utf8(&enc).unwrap().contains("Gr=C3=BC=C3=9Fe"));
+        assert!(std::str::from_utf8(&enc)
+            .unwrap()
+            .contains("Gr=C3=BC=C3=9Fe"));
     }
 
     #[test]
@@ -507,7 +509,9 @@ mod tests {
         )
         .unwrap();
         let s = String::from_utf8(out).unwrap();
-        assert!(s.contains("Content-Transfer-Encoding: quoted-printable\r\n\r\nGr=C3=BC=C3=9Fe\r\n"));
+        assert!(
+            s.contains("Content-Transfer-Encoding: quoted-printable\r\n\r\nGr=C3=BC=C3=9Fe\r\n")
+        );
         assert!(!s.contains("8bit"));
     }
 }

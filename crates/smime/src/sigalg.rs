@@ -45,7 +45,9 @@ pub fn pss_params(params: Option<&der::Any>) -> Result<(Digest, u16), Error> {
         }
     }
     if p.trailer.is_some_and(|t| t != 1) {
-        return Err(Error::Unsupported("RSA-PSS with a trailer field other than 1".into()));
+        return Err(Error::Unsupported(
+            "RSA-PSS with a trailer field other than 1".into(),
+        ));
     }
     let salt = u16::try_from(p.salt_len.unwrap_or(20))
         .map_err(|_| Error::Malformed("RSA-PSS salt length out of range".into()))?;
@@ -71,11 +73,19 @@ pub fn verify(
     signature: &[u8],
 ) -> Result<(), Error> {
     let key_alg = spki.algorithm.oid;
-    let refuse = |what: &Oid| Err(Error::Unsupported(format!("signature algorithm {}", alg::name(what))));
+    let refuse = |what: &Oid| {
+        Err(Error::Unsupported(format!(
+            "signature algorithm {}",
+            alg::name(what)
+        )))
+    };
     let algo: &'static dyn VerificationAlgorithm = match sig_alg.oid {
         alg::ID_DSA | alg::DSA_WITH_SHA1 | alg::MD5_WITH_RSA => return refuse(&sig_alg.oid),
         _ if key_alg == alg::ID_DSA => return refuse(&key_alg),
-        alg::RSA_ENCRYPTION | alg::SHA1_WITH_RSA | alg::SHA256_WITH_RSA | alg::SHA384_WITH_RSA
+        alg::RSA_ENCRYPTION
+        | alg::SHA1_WITH_RSA
+        | alg::SHA256_WITH_RSA
+        | alg::SHA384_WITH_RSA
         | alg::SHA512_WITH_RSA => {
             let d = match sig_alg.oid {
                 alg::SHA1_WITH_RSA => Digest::Sha1,
@@ -110,8 +120,11 @@ pub fn verify(
                     Error::BadSignature("the signature does not match the signed data".into())
                 });
         }
-        alg::ECDSA_WITH_SHA1 | alg::ECDSA_WITH_SHA256 | alg::ECDSA_WITH_SHA384
-        | alg::ECDSA_WITH_SHA512 | alg::ID_EC_PUBLIC_KEY => {
+        alg::ECDSA_WITH_SHA1
+        | alg::ECDSA_WITH_SHA256
+        | alg::ECDSA_WITH_SHA384
+        | alg::ECDSA_WITH_SHA512
+        | alg::ID_EC_PUBLIC_KEY => {
             let d = match sig_alg.oid {
                 alg::ECDSA_WITH_SHA1 => Digest::Sha1,
                 alg::ECDSA_WITH_SHA256 => Digest::Sha256,

@@ -91,8 +91,14 @@ pub fn sign_detached(content: &[u8], id: &Identity, opts: &SignOptions) -> Resul
     let md = digest.digest(content);
     let time = Time::try_from(opts.signing_time).map_err(der_err)?;
     let mut attrs = vec![
-        attr(alg::ID_CONTENT_TYPE, Any::encode_from(&alg::ID_DATA).map_err(der_err)?)?,
-        attr(alg::ID_SIGNING_TIME, Any::encode_from(&time).map_err(der_err)?)?,
+        attr(
+            alg::ID_CONTENT_TYPE,
+            Any::encode_from(&alg::ID_DATA).map_err(der_err)?,
+        )?,
+        attr(
+            alg::ID_SIGNING_TIME,
+            Any::encode_from(&time).map_err(der_err)?,
+        )?,
         attr(
             alg::ID_MESSAGE_DIGEST,
             Any::encode_from(&OctetString::new(md).map_err(der_err)?).map_err(der_err)?,
@@ -131,11 +137,15 @@ pub fn sign_detached(content: &[u8], id: &Identity, opts: &SignOptions) -> Resul
         id.cert.parsed().clone(),
     )];
     for c in &id.chain {
-        certs.push(cms::cert::CertificateChoices::Certificate(c.parsed().clone()));
+        certs.push(cms::cert::CertificateChoices::Certificate(
+            c.parsed().clone(),
+        ));
     }
     if let Some(enc) = &opts.encryption_cert {
         if enc != &id.cert {
-            certs.push(cms::cert::CertificateChoices::Certificate(enc.parsed().clone()));
+            certs.push(cms::cert::CertificateChoices::Certificate(
+                enc.parsed().clone(),
+            ));
         }
     }
     let mut digest_algs = SetOfVec::new();
@@ -174,6 +184,8 @@ pub struct SignerReport {
     pub digest: String,
     /// SMIMECapabilities announced by the signer (algorithm OIDs, strongest first).
     pub capabilities: Vec<String>,
+    /// Whether the SignerInfo carried signed attributes (S/MIME requires them for mail).
+    pub signed_attributes: bool,
     /// None when the signer is valid; otherwise why not.
     pub problem: Option<String>,
 }
@@ -225,10 +237,10 @@ pub fn verify_cms(
             alg::name(&ci.content_type)
         )));
     }
-    let sd: SignedData = ci
-        .content
-        .decode_as()
-        .map_err(|e| Error::Malformed(format!("SignedData: {e}")))?;
+    let sd = decode_signed_data(&ci.content)?;
+    if sd.signer_infos.0.is_empty() {
+        return Err(Error::BadSignature("the signature has no signers".into()));
+    }
     let content: Vec<u8> = match (&sd.encap_content_info.econtent, detached) {
         (Some(any), _) => {
             let os: OctetString = any
@@ -251,9 +263,6 @@ pub fn verify_cms(
             }
         }
     }
-    if sd.signer_infos.0.is_empty() {
-        return Err(Error::BadSignature("the signature has no signers".into()));
-    }
     let signers = sd
         .signer_infos
         .0
@@ -273,6 +282,25 @@ pub fn verify_cms(
         signers,
         certificates,
     })
+}
+
+/// Decodes SignedData; if only its embedded CRLs fail to parse (old v1 CRLs), they are dropped:
+/// envelopd does not take revocation data from messages, the certificate store fetches its own.
+fn decode_signed_data(content: &Any) -> Result<SignedData, Error> {
+    let first = match content.decode_as::<SignedData>() {
+        Ok(sd) => return Ok(sd),
+        Err(e) => e,
+    };
+    let mut kids: Vec<&[u8]> = ber::children(content.value())?;
+    let before = kids.len();
+    kids.retain(|k| k.first() != Some(&0xa1));
+    if kids.len() == before {
+        return Err(Error::Malformed(format!("SignedData: {first}")));
+    }
+    let body: Vec<u8> = kids.concat();
+    let any = Any::new(der::Tag::Sequence, body).map_err(der_err)?;
+    any.decode_as()
+        .map_err(|e| Error::Malformed(format!("SignedData: {e}")))
 }
 
 fn find_signer_cert<'a>(sid: &SignerIdentifier, certs: &'a [Cert]) -> Option<&'a Cert> {
@@ -299,6 +327,7 @@ fn verify_signer(
         signing_time: None,
         digest: alg::name(&si.digest_alg.oid),
         capabilities: Vec::new(),
+        signed_attributes: si.signed_attrs.is_some(),
         problem: None,
     };
     if let Some(attrs) = &si.signed_attrs {
@@ -313,9 +342,16 @@ fn verify_signer(
             }
         }
     }
-    report.problem = check_signer(si, econtent_type, content, certs, report.cert.as_ref(), opts)
-        .err()
-        .map(|e| e.to_string());
+    report.problem = check_signer(
+        si,
+        econtent_type,
+        content,
+        certs,
+        report.cert.as_ref(),
+        opts,
+    )
+    .err()
+    .map(|e| e.to_string());
     report
 }
 
@@ -331,14 +367,30 @@ fn check_signer(
         Error::BadSignature("the signer's certificate is not included in the message".into())
     })?;
     let digest = Digest::from_oid(&si.digest_alg.oid)?;
-    let attrs = si.signed_attrs.as_ref().ok_or_else(|| {
-        Error::BadSignature("no signed attributes (S/MIME requires them)".into())
-    })?;
+    let Some(attrs) = si.signed_attrs.as_ref() else {
+        // RFC 5652 §5.4: without signed attributes the signature covers the content itself,
+        // which is allowed only for id-data. Mail-level verification adds its own stricter rule.
+        if econtent_type != &alg::ID_DATA {
+            return Err(Error::BadSignature(
+                "signed attributes are required for this content type".into(),
+            ));
+        }
+        sigalg::verify(
+            cert.spki(),
+            &si.signature_algorithm,
+            Some(digest),
+            content,
+            si.signature.as_bytes(),
+        )?;
+        return check_path(cert, certs, &opts.anchors, opts.at)
+            .map(|_| ())
+            .map_err(Error::Untrusted);
+    };
     let single = |oid: Oid| -> Result<&Any, Error> {
         let mut found = attrs.iter().filter(|a| a.oid == oid);
-        let a = found.next().ok_or_else(|| {
-            Error::BadSignature(format!("signed attribute {oid} is missing"))
-        })?;
+        let a = found
+            .next()
+            .ok_or_else(|| Error::BadSignature(format!("signed attribute {oid} is missing")))?;
         if found.next().is_some() || a.values.len() != 1 {
             return Err(Error::BadSignature(format!(
                 "signed attribute {oid} must occur exactly once"

@@ -1,0 +1,306 @@
+//! The public test vectors: RFC 4134 examples (decrypt/verify what we support, clear errors for
+//! what we refuse) and RFC 9216 keys (PKCS#8, encrypted PKCS#8, PKCS#12) through our own round trips.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use smime::{
+    signed, Cert, ContentCipher, EncryptOptions, Error, Identity, KeyTransport, PrivateKey,
+    SignOptions, VerifyOptions,
+};
+
+fn vectors() -> PathBuf {
+    std::env::var_os("ENVELOPD_VECTORS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
+        })
+}
+
+fn read(rel: &str) -> Vec<u8> {
+    let p = vectors().join(rel);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e} (set ENVELOPD_VECTORS)", p.display()))
+}
+
+fn cert(rel: &str) -> Cert {
+    smime::parse_certificates(&read(rel)).unwrap().remove(0)
+}
+
+/// 2030-01-01, inside the validity of both vector sets.
+fn at() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(1_893_456_000)
+}
+
+fn identity(key: &str, crt: &str) -> Identity {
+    Identity::new(PrivateKey::load(&read(key), None).unwrap(), vec![cert(crt)]).unwrap()
+}
+
+const SAMPLE: &[u8] = b"This is some sample content.";
+
+fn alice_enc_9216() -> Identity {
+    identity("rfc9216/alice.encrypt.key", "rfc9216/alice.encrypt.crt")
+}
+
+#[test]
+fn rfc4134_1024_bit_keys_are_refused_clearly() {
+    let err = PrivateKey::load(&read("rfc4134/BobPrivRSAEncrypt.pri"), None).unwrap_err();
+    assert!(err.to_string().contains("shorter than 2048 bits"), "{err}");
+}
+
+#[test]
+fn rfc4134_3des_envelope_names_its_recipient() {
+    // 5.1 is 3DES for Bob's 1024-bit key: parsed, cipher accepted, and the error says who it is for.
+    let ci = signed::parse_content_info(&read("rfc4134/5.1.bin")).unwrap();
+    let err = smime::envelope::decrypt(&ci, &[alice_enc_9216()]).unwrap_err();
+    assert!(matches!(err, Error::NoRecipient(_)), "{err}");
+    assert!(err.to_string().contains("CarlRSA"), "{err}");
+    let err = smime::decrypt(&read("rfc4134/5.3.eml"), &[alice_enc_9216()]).unwrap_err();
+    assert!(matches!(err, Error::NoRecipient(_)), "{err}");
+}
+
+#[test]
+fn rfc4134_rc2_is_refused_by_name() {
+    let ci = signed::parse_content_info(&read("rfc4134/5.2.bin")).unwrap();
+    let err = smime::envelope::decrypt(&ci, &[alice_enc_9216()]).unwrap_err();
+    assert!(matches!(err, Error::Unsupported(_)), "{err}");
+    assert!(err.to_string().contains("RC2"), "{err}");
+}
+
+fn opts_4134() -> VerifyOptions {
+    VerifyOptions {
+        anchors: vec![
+            cert("rfc4134/CarlRSASelf.cer"),
+            cert("rfc4134/CarlDSSSelf.cer"),
+        ],
+        at: at(),
+    }
+}
+
+#[test]
+fn rfc4134_rsa_signed_data_verifies() {
+    for f in ["4.2.bin", "4.5.bin"] {
+        let ci = signed::parse_content_info(&read(&format!("rfc4134/{f}"))).unwrap();
+        let v = signed::verify_cms(&ci, None, &opts_4134()).unwrap();
+        assert_eq!(v.content, SAMPLE, "{f}");
+        assert_eq!(v.signers.len(), 1, "{f}");
+        assert!(v.signers[0].is_valid(), "{f}: {:?}", v.signers[0].problem);
+        assert!(v.signers[0].digest.starts_with("SHA-1"), "{f}");
+        assert!(!v.signers[0].signed_attributes, "{f}");
+    }
+}
+
+#[test]
+fn rfc4134_dsa_signed_data_is_refused_by_name() {
+    for f in [
+        "4.1.bin", "4.3.bin", "4.4.bin", "4.6.bin", "4.7.bin", "4.10.bin",
+    ] {
+        let ci = signed::parse_content_info(&read(&format!("rfc4134/{f}"))).unwrap();
+        // Some of these are detached signatures over the sample content.
+        let v = signed::verify_cms(&ci, Some(SAMPLE), &opts_4134()).unwrap();
+        assert!(!v.signers.is_empty());
+        for s in &v.signers {
+            let p = s.problem.as_deref().unwrap_or("");
+            assert!(p.contains("unsupported") && p.contains("DSA"), "{f}: {p}");
+        }
+    }
+    for f in ["4.8.eml", "4.9.eml"] {
+        let v = smime::verify(&read(&format!("rfc4134/{f}")), &opts_4134()).unwrap();
+        assert!(!v.is_valid(), "{f}");
+        assert!(
+            v.signers[0].problem.as_deref().unwrap().contains("DSA"),
+            "{f}"
+        );
+        assert!(String::from_utf8_lossy(&v.message).contains(std::str::from_utf8(SAMPLE).unwrap()));
+    }
+}
+
+#[test]
+fn rfc4134_certs_only_has_no_signers() {
+    let ci = signed::parse_content_info(&read("rfc4134/4.11.bin")).unwrap();
+    let err = signed::verify_cms(&ci, None, &opts_4134()).unwrap_err();
+    assert!(err.to_string().contains("no signers"), "{err}");
+}
+
+#[test]
+fn rfc4134_other_content_types_are_not_smime() {
+    let bob = alice_enc_9216();
+    // 6.0 DigestedData, 7.1 EncryptedData, 7.2 AuthenticatedData: not mail envelopes.
+    for f in ["6.0.bin", "7.1.bin", "7.2.bin"] {
+        let ci = signed::parse_content_info(&read(&format!("rfc4134/{f}"))).unwrap();
+        let err = smime::envelope::decrypt(&ci, std::slice::from_ref(&bob)).unwrap_err();
+        assert!(matches!(err, Error::NotSmime(_)), "{f}: {err}");
+    }
+}
+
+fn alice_sign() -> Identity {
+    identity("rfc9216/alice.sign.key", "rfc9216/alice.sign.crt")
+}
+
+fn rsa_anchor() -> VerifyOptions {
+    VerifyOptions {
+        anchors: vec![cert("rfc9216/ca.rsa.crt")],
+        at: at(),
+    }
+}
+
+const MAIL: &[u8] = b"From: Alice <alice@smime.example>\r\nTo: bob@smime.example\r\nSubject: Befund\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nDear Bob,\r\nthe results are fine.\r\n";
+
+#[test]
+fn rfc9216_pkcs12_opens_and_matches_pkcs8() {
+    let p12 = Identity::from_pkcs12(&read("rfc9216/alice.p12"), "alice").unwrap();
+    assert!(p12
+        .cert
+        .emails()
+        .contains(&"alice@smime.example".to_string()));
+    assert!(!p12.chain.is_empty(), "the CA travels in the PKCS#12");
+    let err = Identity::from_pkcs12(&read("rfc9216/alice.p12"), "wrong").unwrap_err();
+    assert!(err.to_string().contains("PKCS#12"), "{err}");
+}
+
+#[test]
+fn sign_then_verify_rfc9216() {
+    let opts = SignOptions {
+        digest: None,
+        rsa_padding: smime::RsaPadding::Pkcs1v15,
+        signing_time: at(),
+        encryption_cert: Some(cert("rfc9216/alice.encrypt.crt")),
+    };
+    let signed = smime::sign(MAIL, &alice_sign(), &opts).unwrap();
+    let v = smime::verify(&signed, &rsa_anchor()).unwrap();
+    assert!(v.is_valid(), "{:?}", v.signers);
+    assert_eq!(v.from.as_deref(), Some("alice@smime.example"));
+    assert_eq!(v.signers[0].signing_time, Some(at()));
+    assert!(v.signers[0]
+        .capabilities
+        .contains(&"2.16.840.1.101.3.4.1.46".to_string()));
+    assert!(v.message.ends_with(b"the results are fine.\r\n"));
+
+    // Not trusted without the anchor; expired after 2052; wrong sender address.
+    let v = smime::verify(
+        &signed,
+        &VerifyOptions {
+            anchors: vec![],
+            at: at(),
+        },
+    )
+    .unwrap();
+    assert!(v.signers[0]
+        .problem
+        .as_deref()
+        .unwrap()
+        .contains("trusted CA"));
+    let late = SystemTime::UNIX_EPOCH + Duration::from_secs(2_700_000_000);
+    let v = smime::verify(
+        &signed,
+        &VerifyOptions {
+            anchors: rsa_anchor().anchors,
+            at: late,
+        },
+    )
+    .unwrap();
+    assert!(
+        v.signers[0].problem.as_deref().unwrap().contains("expired"),
+        "{:?}",
+        v.signers[0].problem
+    );
+    let forged = String::from_utf8(signed.clone()).unwrap().replacen(
+        "From: Alice <alice@smime.example>",
+        "From: Mallory <mallory@smime.example>",
+        1,
+    );
+    let v = smime::verify(forged.as_bytes(), &rsa_anchor()).unwrap();
+    assert!(v.signers[0]
+        .problem
+        .as_deref()
+        .unwrap()
+        .contains("not for the sender"));
+}
+
+#[test]
+fn signed_content_tampering_is_detected() {
+    let opts = SignOptions {
+        digest: Some(smime::Digest::Sha512),
+        rsa_padding: smime::RsaPadding::Pss,
+        signing_time: at(),
+        encryption_cert: None,
+    };
+    let signed = smime::sign(MAIL, &alice_sign(), &opts).unwrap();
+    assert!(smime::verify(&signed, &rsa_anchor()).unwrap().is_valid());
+    let tampered = String::from_utf8(signed).unwrap().replace("fine", "bad!");
+    let v = smime::verify(tampered.as_bytes(), &rsa_anchor()).unwrap();
+    assert!(v.signers[0]
+        .problem
+        .as_deref()
+        .unwrap()
+        .contains("digest mismatch"));
+}
+
+#[test]
+fn encrypt_then_decrypt_all_ciphers_and_transports() {
+    let bob_enc = identity("rfc9216/bob.encrypt.key", "rfc9216/bob.encrypt.crt");
+    let alice_enc = identity("rfc9216/alice.encrypt.key", "rfc9216/alice.encrypt.crt");
+    let recipients = vec![bob_enc.cert.clone(), alice_enc.cert.clone()];
+    for cipher in [
+        ContentCipher::Aes256Gcm,
+        ContentCipher::Aes128Gcm,
+        ContentCipher::Aes256Cbc,
+        ContentCipher::Aes128Cbc,
+    ] {
+        for kt in [KeyTransport::RsaPkcs1v15, KeyTransport::RsaOaepSha256] {
+            let opts = EncryptOptions {
+                cipher,
+                key_transport: kt,
+            };
+            let enc = smime::encrypt(MAIL, &recipients, &opts).unwrap();
+            for who in [&bob_enc, &alice_enc] {
+                let d = smime::decrypt(&enc, std::slice::from_ref(who)).unwrap();
+                assert_eq!(d.cipher, cipher);
+                assert!(d.message.ends_with(b"the results are fine.\r\n"));
+                assert!(String::from_utf8_lossy(&d.message).contains("Subject: Befund\r\n"));
+            }
+            // A key that is not a recipient gets a clear error naming the recipients.
+            let err = smime::decrypt(&enc, &[alice_sign()]).unwrap_err();
+            assert!(matches!(err, Error::NoRecipient(_)), "{err}");
+        }
+    }
+}
+
+#[test]
+fn sign_then_encrypt_opens_both_layers() {
+    let bob_enc = identity("rfc9216/bob.encrypt.key", "rfc9216/bob.encrypt.crt");
+    let opts = SignOptions {
+        digest: None,
+        rsa_padding: smime::RsaPadding::Pkcs1v15,
+        signing_time: at(),
+        encryption_cert: None,
+    };
+    let signed = smime::sign(MAIL, &alice_sign(), &opts).unwrap();
+    let enc = smime::encrypt(&signed, &[bob_enc.cert.clone()], &EncryptOptions::default()).unwrap();
+    let opened = smime::open(&enc, &[bob_enc], &rsa_anchor()).unwrap();
+    assert_eq!(opened.layers.len(), 2);
+    assert!(matches!(
+        opened.layers[0],
+        smime::Layer::Encrypted(ContentCipher::Aes256Gcm)
+    ));
+    match &opened.layers[1] {
+        smime::Layer::Signed(v) => assert!(v.is_valid(), "{:?}", v.signers),
+        other => panic!("{other:?}"),
+    }
+    assert!(opened.message.ends_with(b"the results are fine.\r\n"));
+}
+
+#[test]
+fn encrypted_pkcs8_and_pkcs1_keys_load() {
+    let pem = read("rfc9216/bob.encrypt.key");
+    let plain = PrivateKey::load(&pem, None).unwrap();
+    assert!(plain.is_rsa());
+    // The .p12.pem bundle carries the key; loading needs no password there, but a wrong label fails.
+    let err = PrivateKey::load(
+        b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        None,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("PRIVATE KEY"), "{err}");
+    let err = PrivateKey::load(b"garbage", None).unwrap_err();
+    assert!(matches!(err, Error::Key(_)), "{err}");
+}
