@@ -275,7 +275,12 @@ fn sign_then_encrypt_opens_both_layers() {
         encryption_cert: None,
     };
     let signed = smime::sign(MAIL, &alice_sign(), &opts).unwrap();
-    let enc = smime::encrypt(&signed, &[bob_enc.cert.clone()], &EncryptOptions::default()).unwrap();
+    let enc = smime::encrypt(
+        &signed,
+        std::slice::from_ref(&bob_enc.cert),
+        &EncryptOptions::default(),
+    )
+    .unwrap();
     let opened = smime::open(&enc, &[bob_enc], &rsa_anchor()).unwrap();
     assert_eq!(opened.layers.len(), 2);
     assert!(matches!(
