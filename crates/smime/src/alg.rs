@@ -83,6 +83,8 @@ pub fn name(oid: &Oid) -> String {
         (ID_RSASSA_PSS, "RSA-PSS"),
         (ID_EC_PUBLIC_KEY, "EC"),
         (ID_ED25519, "Ed25519"),
+        (SECP256R1, "P-256"),
+        (SECP384R1, "P-384"),
         (ID_DATA, "data"),
         (ID_SIGNED_DATA, "signed-data"),
         (ID_ENVELOPED_DATA, "enveloped-data"),

@@ -134,7 +134,7 @@ impl PrivateKey {
                     },
                 };
                 // Validate now so a bad key fails at load time, not at first use.
-                key.ecdsa_pair(Digest::Sha256)?;
+                key.ecdsa_pair(key.default_digest())?;
                 key.kind
             }
             alg::ID_ED25519 => Kind::Ed25519(
@@ -169,7 +169,7 @@ impl PrivateKey {
         match &self.kind {
             Kind::Rsa { sign, .. } => sign.public_key().as_ref().to_vec(),
             Kind::Ecdsa { .. } => self
-                .ecdsa_pair(Digest::Sha256)
+                .ecdsa_pair(self.default_digest())
                 .map(|p| p.public_key().as_ref().to_vec())
                 .unwrap_or_default(),
             Kind::Ed25519(k) => k.public_key().as_ref().to_vec(),

@@ -309,3 +309,33 @@ fn encrypted_pkcs8_and_pkcs1_keys_load() {
     let err = PrivateKey::load(b"garbage", None).unwrap_err();
     assert!(matches!(err, Error::Key(_)), "{err}");
 }
+
+#[test]
+fn ed25519_sign_then_verify_rfc9216_carlos() {
+    let carlos = identity("rfc9216/carlos.sign.key", "rfc9216/carlos.sign.crt");
+    let mail = String::from_utf8(MAIL.to_vec())
+        .unwrap()
+        .replace("Alice <alice@smime.example>", "carlos@smime.example");
+    let opts = SignOptions {
+        digest: None,
+        rsa_padding: smime::RsaPadding::Pkcs1v15,
+        signing_time: at(),
+        encryption_cert: None,
+    };
+    let signed = smime::sign(mail.as_bytes(), &carlos, &opts).unwrap();
+    assert!(String::from_utf8_lossy(&signed).contains("micalg=sha-512"));
+    let anchors = VerifyOptions {
+        anchors: vec![cert("rfc9216/ca.25519.crt")],
+        at: at(),
+    };
+    let v = smime::verify(&signed, &anchors).unwrap();
+    assert!(v.is_valid(), "{:?}", v.signers);
+}
+
+#[test]
+fn x25519_recipients_are_refused_clearly() {
+    let dana = cert("rfc9216/dana.encrypt.crt");
+    let err = smime::encrypt(MAIL, &[dana], &EncryptOptions::default()).unwrap_err();
+    assert!(matches!(err, Error::Unsupported(_)), "{err}");
+    assert!(err.to_string().contains("Dana"), "{err}");
+}
