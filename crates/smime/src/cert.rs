@@ -149,6 +149,15 @@ impl Cert {
 
     /// Checks that `issuer`'s key signed this certificate.
     pub fn is_signed_by(&self, issuer: &Cert) -> Result<(), Error> {
+        // RFC 5280 §4.1.1.2: the outer algorithm (not signed) must equal the signed inner one.
+        if self.parsed.signature_algorithm().to_der().ok()
+            != self.parsed.tbs_certificate().signature().to_der().ok()
+        {
+            return Err(Error::Certificate(format!(
+                "certificate \"{}\" has mismatched signature algorithm fields",
+                self.subject()
+            )));
+        }
         let (_, outer, _) = ber::read_tlv(&self.der)?;
         let kids = ber::children(outer)?;
         let tbs = kids
@@ -159,7 +168,9 @@ impl Cert {
             self.parsed.signature_algorithm(),
             None,
             tbs,
-            self.parsed.signature().raw_bytes(),
+            self.parsed.signature().as_bytes().ok_or_else(|| {
+                Error::Certificate("certificate signature is not a whole number of bytes".into())
+            })?,
         )
     }
 

@@ -14,7 +14,7 @@ use cms::enveloped_data::{
     RecipientInfos,
 };
 use der::asn1::OctetString;
-use der::{Any, Encode};
+use der::{Any, Encode, Tagged};
 use spki::AlgorithmIdentifierOwned;
 use zeroize::Zeroizing;
 
@@ -256,12 +256,25 @@ pub fn decrypt(ci: &ContentInfo, keys: &[Identity]) -> Result<Opened, Error> {
             .content
             .decode_as()
             .map_err(|e| Error::Malformed(format!("EnvelopedData: {e}")))?;
+        if !matches!(
+            ed.version,
+            CmsVersion::V0 | CmsVersion::V2 | CmsVersion::V3 | CmsVersion::V4
+        ) {
+            return Err(Error::Malformed(
+                "EnvelopedData with an invalid version".into(),
+            ));
+        }
         (ed.recip_infos, ed.encrypted_content, None, Vec::new())
     } else if ci.content_type == alg::ID_AUTH_ENVELOPED_DATA {
         let aed: AuthEnvelopedData = ci
             .content
             .decode_as()
             .map_err(|e| Error::Malformed(format!("AuthEnvelopedData: {e}")))?;
+        if aed.version != CmsVersion::V0 {
+            return Err(Error::Malformed(
+                "AuthEnvelopedData version must be 0".into(),
+            ));
+        }
         let aad = match &aed.auth_attrs {
             Some(a) => a.to_der().map_err(der_err)?,
             None => Vec::new(),
@@ -278,6 +291,14 @@ pub fn decrypt(ci: &ContentInfo, keys: &[Identity]) -> Result<Opened, Error> {
             alg::name(&ci.content_type)
         )));
     };
+    // Fields outside the AEAD are still checked strictly: a changed byte anywhere in the envelope
+    // must not go unnoticed, and envelopd only understands MIME (id-data) inside.
+    if eci.content_type != alg::ID_DATA {
+        return Err(Error::Malformed(format!(
+            "the envelope holds {}, not a MIME message",
+            alg::name(&eci.content_type)
+        )));
+    }
     let cipher = ContentCipher::from_oid(&eci.content_enc_alg.oid)?;
     if cipher.is_aead() != mac.is_some() {
         return Err(Error::Malformed(format!(
@@ -374,8 +395,27 @@ fn unwrap_key(
             });
             continue;
         };
+        let expected_version = match kt.rid {
+            RecipientIdentifier::IssuerAndSerialNumber(_) => CmsVersion::V0,
+            RecipientIdentifier::SubjectKeyIdentifier(_) => CmsVersion::V2,
+        };
+        if kt.version != expected_version {
+            return Err(Error::Malformed(
+                "KeyTransRecipientInfo with a wrong version".into(),
+            ));
+        }
         let oaep = match kt.key_enc_alg.oid {
-            alg::RSA_ENCRYPTION => None,
+            alg::RSA_ENCRYPTION => {
+                let null_or_absent = kt
+                    .key_enc_alg
+                    .parameters
+                    .as_ref()
+                    .is_none_or(|p| p.tag() == der::Tag::Null && p.value().is_empty());
+                if !null_or_absent {
+                    return Err(Error::Malformed("rsaEncryption with parameters".into()));
+                }
+                None
+            }
             alg::ID_RSAES_OAEP => Some(oaep_from_params(kt.key_enc_alg.parameters.as_ref())?),
             other => {
                 return Err(Error::Unsupported(format!(

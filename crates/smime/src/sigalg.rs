@@ -73,6 +73,10 @@ pub fn verify(
     signature: &[u8],
 ) -> Result<(), Error> {
     let key_alg = spki.algorithm.oid;
+    let key_bytes = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or_else(|| Error::Certificate("public key is not a whole number of bytes".into()))?;
     let refuse = |what: &Oid| {
         Err(Error::Unsupported(format!(
             "signature algorithm {}",
@@ -115,7 +119,7 @@ pub fn verify(
             };
             let params = base.with_pss_salt_length(signature::RsaPssSaltLength::Custom(salt));
             return params
-                .verify_sig(spki.subject_public_key.raw_bytes(), message, signature)
+                .verify_sig(key_bytes, message, signature)
                 .map_err(|_| {
                     Error::BadSignature("the signature does not match the signed data".into())
                 });
@@ -152,7 +156,6 @@ pub fn verify(
         alg::ID_ED25519 => &signature::ED25519,
         other => return refuse(&other),
     };
-    let key_bytes = spki.subject_public_key.raw_bytes();
     UnparsedPublicKey::new(algo, key_bytes)
         .verify(message, signature)
         .map_err(|_| Error::BadSignature("the signature does not match the signed data".into()))

@@ -238,6 +238,15 @@ pub fn verify_cms(
         )));
     }
     let sd = decode_signed_data(&ci.content)?;
+    // Fields outside the signature are checked strictly too, so that no changed byte goes unnoticed.
+    if !matches!(
+        sd.version,
+        CmsVersion::V1 | CmsVersion::V3 | CmsVersion::V4 | CmsVersion::V5
+    ) {
+        return Err(Error::Malformed(
+            "SignedData with an invalid version".into(),
+        ));
+    }
     if sd.signer_infos.0.is_empty() {
         return Err(Error::BadSignature("the signature has no signers".into()));
     }
@@ -270,6 +279,7 @@ pub fn verify_cms(
         .map(|si| {
             verify_signer(
                 si,
+                &sd.digest_algorithms,
                 &sd.encap_content_info.econtent_type,
                 &content,
                 &certificates,
@@ -312,6 +322,7 @@ fn find_signer_cert<'a>(sid: &SignerIdentifier, certs: &'a [Cert]) -> Option<&'a
 
 fn verify_signer(
     si: &SignerInfo,
+    digest_algs: &SetOfVec<AlgorithmIdentifierOwned>,
     econtent_type: &Oid,
     content: &[u8],
     certs: &[Cert],
@@ -344,6 +355,7 @@ fn verify_signer(
     }
     report.problem = check_signer(
         si,
+        digest_algs,
         econtent_type,
         content,
         certs,
@@ -357,6 +369,7 @@ fn verify_signer(
 
 fn check_signer(
     si: &SignerInfo,
+    digest_algs: &SetOfVec<AlgorithmIdentifierOwned>,
     econtent_type: &Oid,
     content: &[u8],
     certs: &[Cert],
@@ -367,6 +380,20 @@ fn check_signer(
         Error::BadSignature("the signer's certificate is not included in the message".into())
     })?;
     let digest = Digest::from_oid(&si.digest_alg.oid)?;
+    if !digest_algs.iter().any(|a| a.oid == si.digest_alg.oid) {
+        return Err(Error::BadSignature(
+            "the signer's digest algorithm is not announced in the SignedData".into(),
+        ));
+    }
+    let expected_version = match si.sid {
+        SignerIdentifier::IssuerAndSerialNumber(_) => CmsVersion::V1,
+        SignerIdentifier::SubjectKeyIdentifier(_) => CmsVersion::V3,
+    };
+    if si.version != expected_version {
+        return Err(Error::BadSignature(
+            "SignerInfo with a wrong version".into(),
+        ));
+    }
     let Some(attrs) = si.signed_attrs.as_ref() else {
         // RFC 5652 §5.4: without signed attributes the signature covers the content itself,
         // which is allowed only for id-data. Mail-level verification adds its own stricter rule.
