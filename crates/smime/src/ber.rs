@@ -56,6 +56,11 @@ impl Node<'_> {
     }
 }
 
+/// The number of bytes a DER length field for `len` takes.
+pub fn encoded_length_len(len: usize) -> usize {
+    length_len(len)
+}
+
 fn length_len(len: usize) -> usize {
     if len < 0x80 {
         1
@@ -64,7 +69,8 @@ fn length_len(len: usize) -> usize {
     }
 }
 
-fn write_length(len: usize, out: &mut Vec<u8>) {
+/// Appends a DER length (minimal form).
+pub fn write_length(len: usize, out: &mut Vec<u8>) {
     if len < 0x80 {
         out.push(len as u8);
     } else {
@@ -80,15 +86,17 @@ fn write_length(len: usize, out: &mut Vec<u8>) {
 /// Trailing bytes after the element are an error, except zero padding some tools append.
 pub fn normalize(input: &[u8]) -> Result<Cow<'_, [u8]>, Error> {
     let mut pos = 0;
-    let node = parse(input, &mut pos, 0)?;
+    let mut changed = false;
+    let node = parse(input, &mut pos, 0, &mut changed)?;
     if input[pos..].iter().any(|&b| b != 0) {
         return Err(malformed("trailing data after the CMS structure"));
     }
-    let mut out = Vec::with_capacity(node.encoded_len());
-    node.write(&mut out);
-    if out == input[..pos] {
+    if !changed {
+        // Already DER-shaped: no copy of a possibly large message.
         return Ok(Cow::Borrowed(&input[..pos]));
     }
+    let mut out = Vec::with_capacity(node.encoded_len());
+    node.write(&mut out);
     Ok(Cow::Owned(out))
 }
 
@@ -103,6 +111,11 @@ struct Header {
 }
 
 fn read_header(input: &[u8], pos: &mut usize) -> Result<Header, Error> {
+    read_header_noting(input, pos, &mut false)
+}
+
+/// Reads a header; sets `changed` when its length is not in minimal DER form.
+fn read_header_noting(input: &[u8], pos: &mut usize, changed: &mut bool) -> Result<Header, Error> {
     let tag = *input
         .get(*pos)
         .ok_or_else(|| malformed("truncated (tag)"))?;
@@ -121,6 +134,7 @@ fn read_header(input: &[u8], pos: &mut usize) -> Result<Header, Error> {
         if tag & 0x20 == 0 {
             return Err(malformed("indefinite length on a primitive element"));
         }
+        *changed = true;
         None
     } else {
         let n = (first & 0x7f) as usize;
@@ -131,7 +145,11 @@ fn read_header(input: &[u8], pos: &mut usize) -> Result<Header, Error> {
             .get(*pos..*pos + n)
             .ok_or_else(|| malformed("truncated (length)"))?;
         *pos += n;
-        Some(bytes.iter().fold(0usize, |acc, &b| (acc << 8) | b as usize))
+        let len = bytes.iter().fold(0usize, |acc, &b| (acc << 8) | b as usize);
+        if length_len(len) != 1 + n {
+            *changed = true;
+        }
+        Some(len)
     };
     if let Some(len) = len {
         if len > input.len() - *pos {
@@ -144,11 +162,16 @@ fn read_header(input: &[u8], pos: &mut usize) -> Result<Header, Error> {
     Ok(Header { tag, len })
 }
 
-fn parse<'a>(input: &'a [u8], pos: &mut usize, depth: usize) -> Result<Node<'a>, Error> {
+fn parse<'a>(
+    input: &'a [u8],
+    pos: &mut usize,
+    depth: usize,
+    changed: &mut bool,
+) -> Result<Node<'a>, Error> {
     if depth > MAX_DEPTH {
         return Err(malformed("nesting too deep"));
     }
-    let header = read_header(input, pos)?;
+    let header = read_header_noting(input, pos, changed)?;
     if header.tag == 0 {
         return Err(malformed("unexpected end-of-contents marker"));
     }
@@ -168,7 +191,7 @@ fn parse<'a>(input: &'a [u8], pos: &mut usize, depth: usize) -> Result<Node<'a>,
             // Children must not run past their parent's end: parse within a sub-slice.
             let sub = &input[..end];
             while *pos < end {
-                children.push(parse(sub, pos, depth + 1)?);
+                children.push(parse(sub, pos, depth + 1, changed)?);
             }
         }
         None => loop {
@@ -179,10 +202,10 @@ fn parse<'a>(input: &'a [u8], pos: &mut usize, depth: usize) -> Result<Node<'a>,
             if *pos >= input.len() {
                 return Err(malformed("truncated (missing end-of-contents)"));
             }
-            children.push(parse(input, pos, depth + 1)?);
+            children.push(parse(input, pos, depth + 1, changed)?);
         },
     }
-    Ok(fix_constructed(header.tag, children))
+    Ok(fix_constructed(header.tag, children, changed))
 }
 
 /// Universal string types that BER allows in constructed (chunked) form.
@@ -190,10 +213,12 @@ fn is_chunkable_string(tag: u8) -> bool {
     matches!(tag & 0x1f, 4 | 12 | 19 | 20 | 22 | 26 | 28 | 30) && tag & 0xc0 == 0
 }
 
-fn fix_constructed(tag: u8, mut children: Vec<Node<'_>>) -> Node<'_> {
+/// Joins chunked strings; sets `changed` when the encoding had to change.
+fn fix_constructed<'a>(tag: u8, mut children: Vec<Node<'a>>, changed: &mut bool) -> Node<'a> {
     let primitive_tag = tag & !0x20;
     if is_chunkable_string(primitive_tag) {
         if let Some(joined) = join_chunks(&children, primitive_tag) {
+            *changed = true;
             return Node::Primitive {
                 tag: primitive_tag,
                 content: Cow::Owned(joined),
@@ -212,6 +237,7 @@ fn fix_constructed(tag: u8, mut children: Vec<Node<'_>>) -> Node<'_> {
             } = &children[2]
             {
                 if let Some(joined) = join_chunks(chunks, TAG_OCTET_STRING) {
+                    *changed = true;
                     children[2] = Node::Primitive {
                         tag: TAG_CONTEXT_0_PRIMITIVE,
                         content: Cow::Owned(joined),

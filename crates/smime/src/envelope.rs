@@ -10,8 +10,7 @@ use aws_lc_rs::rsa::{OaepPublicEncryptingKey, Pkcs1PublicEncryptingKey, PublicEn
 use cms::authenveloped_data::AuthEnvelopedData;
 use cms::content_info::{CmsVersion, ContentInfo};
 use cms::enveloped_data::{
-    EncryptedContentInfo, EnvelopedData, KeyTransRecipientInfo, RecipientIdentifier, RecipientInfo,
-    RecipientInfos,
+    EnvelopedData, KeyTransRecipientInfo, RecipientIdentifier, RecipientInfo, RecipientInfos,
 };
 use der::asn1::OctetString;
 use der::{Any, Encode, Tagged};
@@ -88,10 +87,19 @@ fn aead_alg(c: ContentCipher) -> &'static aws_lc_rs::aead::Algorithm {
 
 /// Encrypts `content` for every recipient certificate; returns DER ContentInfo.
 pub fn encrypt(
-    content: &[u8],
+    content: Vec<u8>,
     recipients: &[Cert],
     opts: &EncryptOptions,
 ) -> Result<Vec<u8>, Error> {
+    Ok(encrypt_parts(content, recipients, opts)?.to_vec())
+}
+
+/// Encrypts `content` in place and returns the DER in pieces (see [`EnvelopeDer`]).
+pub fn encrypt_parts(
+    content: Vec<u8>,
+    recipients: &[Cert],
+    opts: &EncryptOptions,
+) -> Result<EnvelopeDer, Error> {
     if recipients.is_empty() {
         return Err(Error::Key("no recipients to encrypt to".into()));
     }
@@ -111,8 +119,9 @@ pub fn encrypt(
     }
     let recip_infos = RecipientInfos::try_from(infos).map_err(der_err)?;
 
-    let mut buf = content.to_vec();
-    let (content_type, encoded) = if opts.cipher.is_aead() {
+    // Encrypted in place: the content buffer becomes the ciphertext, no copy.
+    let mut buf = content;
+    let (outer_oid, alg_params, mac) = if opts.cipher.is_aead() {
         let nonce = random(12)?;
         let key = LessSafeKey::new(
             UnboundKey::new(aead_alg(opts.cipher), &cek).map_err(|_| Error::DecryptFailed)?,
@@ -128,25 +137,10 @@ pub fn encrypt(
             nonce: OctetString::new(nonce.to_vec()).map_err(der_err)?,
             icv_len: 16,
         };
-        let aed = AuthEnvelopedData {
-            version: CmsVersion::V0,
-            originator_info: None,
-            recip_infos,
-            auth_encrypted_content_info: EncryptedContentInfo {
-                content_type: alg::ID_DATA,
-                content_enc_alg: AlgorithmIdentifierOwned {
-                    oid: opts.cipher.oid(),
-                    parameters: Some(Any::encode_from(&params).map_err(der_err)?),
-                },
-                encrypted_content: Some(OctetString::new(buf).map_err(der_err)?),
-            },
-            auth_attrs: None,
-            mac: OctetString::new(tag.as_ref().to_vec()).map_err(der_err)?,
-            unauth_attrs: None,
-        };
         (
             alg::ID_AUTH_ENVELOPED_DATA,
-            Any::encode_from(&aed).map_err(der_err)?,
+            Any::encode_from(&params).map_err(der_err)?,
+            Some(OctetString::new(tag.as_ref().to_vec()).map_err(der_err)?),
         )
     } else {
         let iv = random(16)?;
@@ -158,34 +152,104 @@ pub fn encrypt(
         let iv_arr: [u8; 16] = iv.as_slice().try_into().expect("16 bytes");
         key.less_safe_encrypt(&mut buf, EncryptionContext::Iv128(iv_arr.into()))
             .map_err(|_| Error::Key("AES-CBC encryption failed".into()))?;
-        let ed = EnvelopedData {
-            version: CmsVersion::V0,
-            originator_info: None,
-            recip_infos,
-            encrypted_content: EncryptedContentInfo {
-                content_type: alg::ID_DATA,
-                content_enc_alg: AlgorithmIdentifierOwned {
-                    oid: opts.cipher.oid(),
-                    parameters: Some(
-                        Any::encode_from(&OctetString::new(iv.to_vec()).map_err(der_err)?)
-                            .map_err(der_err)?,
-                    ),
-                },
-                encrypted_content: Some(OctetString::new(buf).map_err(der_err)?),
-            },
-            unprotected_attrs: None,
-        };
         (
             alg::ID_ENVELOPED_DATA,
-            Any::encode_from(&ed).map_err(der_err)?,
+            Any::encode_from(&OctetString::new(iv.to_vec()).map_err(der_err)?).map_err(der_err)?,
+            None,
         )
     };
-    ContentInfo {
-        content_type,
-        content: encoded,
+    let content_alg = AlgorithmIdentifierOwned {
+        oid: opts.cipher.oid(),
+        parameters: Some(alg_params),
+    };
+    EnvelopeDer::assemble(outer_oid, &recip_infos, &content_alg, buf, mac.as_ref())
+}
+
+/// A DER ContentInfo (EnvelopedData or AuthEnvelopedData) in three pieces, so that a large
+/// ciphertext is never copied just to be framed: `prefix ++ ciphertext ++ suffix` is the DER.
+#[derive(Debug)]
+pub struct EnvelopeDer {
+    /// Everything up to and including the header of the encrypted content.
+    pub prefix: Vec<u8>,
+    /// The encrypted content (the bulk of the message).
+    pub ciphertext: Vec<u8>,
+    /// What follows the encrypted content (the GCM tag for AuthEnvelopedData).
+    pub suffix: Vec<u8>,
+}
+
+impl EnvelopeDer {
+    /// The whole DER as one buffer.
+    pub fn to_vec(&self) -> Vec<u8> {
+        [&self.prefix[..], &self.ciphertext, &self.suffix].concat()
     }
-    .to_der()
-    .map_err(der_err)
+
+    /// Frames (Auth)EnvelopedData around `ciphertext`, following RFC 5652 §6.1 / RFC 5083 §2.1
+    /// field by field (version 0, no originatorInfo or attributes).
+    fn assemble(
+        outer_oid: der::asn1::ObjectIdentifier,
+        recip_infos: &RecipientInfos,
+        content_alg: &AlgorithmIdentifierOwned,
+        ciphertext: Vec<u8>,
+        mac: Option<&OctetString>,
+    ) -> Result<Self, Error> {
+        use crate::ber::write_length;
+        let tlv_len = |content: usize| 1 + crate::ber::encoded_length_len(content) + content;
+        let version = CmsVersion::V0.to_der().map_err(der_err)?;
+        let recips = recip_infos.to_der().map_err(der_err)?;
+        let data_oid = alg::ID_DATA.to_der().map_err(der_err)?;
+        let alg_der = content_alg.to_der().map_err(der_err)?;
+        let suffix = match mac {
+            Some(m) => m.to_der().map_err(der_err)?,
+            None => Vec::new(),
+        };
+        let eci_content = data_oid.len() + alg_der.len() + tlv_len(ciphertext.len());
+        let inner_content = version.len() + recips.len() + tlv_len(eci_content) + suffix.len();
+        let outer_oid_der = outer_oid.to_der().map_err(der_err)?;
+        let ci_content = outer_oid_der.len() + tlv_len(tlv_len(inner_content));
+
+        let mut p = Vec::with_capacity(64 + recips.len() + alg_der.len());
+        p.push(0x30);
+        write_length(ci_content, &mut p);
+        p.extend_from_slice(&outer_oid_der);
+        p.push(0xa0);
+        write_length(tlv_len(inner_content), &mut p);
+        p.push(0x30);
+        write_length(inner_content, &mut p);
+        p.extend_from_slice(&version);
+        p.extend_from_slice(&recips);
+        p.push(0x30);
+        write_length(eci_content, &mut p);
+        p.extend_from_slice(&data_oid);
+        p.extend_from_slice(&alg_der);
+        p.push(0x80); // [0] IMPLICIT OCTET STRING, primitive
+        write_length(ciphertext.len(), &mut p);
+        Ok(EnvelopeDer {
+            prefix: p,
+            ciphertext,
+            suffix,
+        })
+    }
+}
+
+/// DER of `ContentInfo { oid, [0] EXPLICIT inner }`, written once into an exactly sized buffer
+/// (going through `der::Any` would copy a large message twice more).
+pub(crate) fn content_info_der<T: Encode>(
+    oid: der::asn1::ObjectIdentifier,
+    inner: &T,
+) -> Result<Vec<u8>, Error> {
+    let inner_len = usize::try_from(inner.encoded_len().map_err(der_err)?)
+        .map_err(|_| Error::Malformed("length overflow".into()))?;
+    let oid_der = oid.to_der().map_err(der_err)?;
+    let mut ctx = vec![0xa0];
+    crate::ber::write_length(inner_len, &mut ctx);
+    let seq_len = oid_der.len() + ctx.len() + inner_len;
+    let mut out = Vec::with_capacity(seq_len + 6);
+    out.push(0x30);
+    crate::ber::write_length(seq_len, &mut out);
+    out.extend_from_slice(&oid_der);
+    out.extend_from_slice(&ctx);
+    inner.encode_to_vec(&mut out).map_err(der_err)?;
+    Ok(out)
 }
 
 fn wrap_for(r: &Cert, cek: &[u8], kt: KeyTransport) -> Result<KeyTransRecipientInfo, Error> {
@@ -250,12 +314,14 @@ pub fn is_envelope(ci: &ContentInfo) -> bool {
 }
 
 /// Decrypts EnvelopedData or AuthEnvelopedData with whichever identity it was encrypted for.
-pub fn decrypt(ci: &ContentInfo, keys: &[Identity]) -> Result<Opened, Error> {
+/// Takes the ContentInfo by value so that its copy of a large message is freed before decryption.
+pub fn decrypt(ci: ContentInfo, keys: &[Identity]) -> Result<Opened, Error> {
     let (recips, eci, mac, aad) = if ci.content_type == alg::ID_ENVELOPED_DATA {
         let ed: EnvelopedData = ci
             .content
             .decode_as()
             .map_err(|e| Error::Malformed(format!("EnvelopedData: {e}")))?;
+        drop(ci);
         if !matches!(
             ed.version,
             CmsVersion::V0 | CmsVersion::V2 | CmsVersion::V3 | CmsVersion::V4
@@ -270,6 +336,7 @@ pub fn decrypt(ci: &ContentInfo, keys: &[Identity]) -> Result<Opened, Error> {
             .content
             .decode_as()
             .map_err(|e| Error::Malformed(format!("AuthEnvelopedData: {e}")))?;
+        drop(ci);
         if aed.version != CmsVersion::V0 {
             return Err(Error::Malformed(
                 "AuthEnvelopedData version must be 0".into(),
@@ -306,18 +373,18 @@ pub fn decrypt(ci: &ContentInfo, keys: &[Identity]) -> Result<Opened, Error> {
             cipher.label()
         )));
     }
-    let ciphertext = eci
-        .encrypted_content
-        .as_ref()
-        .ok_or_else(|| Error::Malformed("the envelope carries no encrypted content".into()))?;
 
     let cek = unwrap_key(&recips, keys, cipher.key_len())?;
     let params = eci
         .content_enc_alg
         .parameters
-        .as_ref()
+        .clone()
         .ok_or_else(|| Error::Malformed("content cipher without parameters".into()))?;
-    let mut buf = ciphertext.as_bytes().to_vec();
+    let mut buf = eci
+        .encrypted_content
+        .ok_or_else(|| Error::Malformed("the envelope carries no encrypted content".into()))?
+        .into_bytes()
+        .into_vec();
     let n = if let Some(mac) = mac {
         let p: GcmParams = params
             .decode_as()
@@ -330,6 +397,7 @@ pub fn decrypt(ci: &ContentInfo, keys: &[Identity]) -> Result<Opened, Error> {
         }
         let nonce = Nonce::try_assume_unique_for_key(p.nonce.as_bytes())
             .map_err(|_| Error::Unsupported("AES-GCM nonce that is not 12 bytes long".into()))?;
+        buf.reserve_exact(16);
         buf.extend_from_slice(mac.as_bytes());
         let key = LessSafeKey::new(
             UnboundKey::new(aead_alg(cipher), &cek).map_err(|_| Error::DecryptFailed)?,

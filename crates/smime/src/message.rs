@@ -5,7 +5,7 @@
 //! fields and the body go inside. Only an S/MIME structure that is the whole message is opened:
 //! S/MIME parts nested inside other content are left alone (Efail, RFC 9787).
 
-use crate::alg::{self, ContentCipher};
+use crate::alg::ContentCipher;
 use crate::cert::Cert;
 use crate::envelope::{self, EncryptOptions};
 use crate::keys::Identity;
@@ -16,64 +16,84 @@ use crate::Error;
 /// The most S/MIME layers opened in one message (signed inside encrypted inside signed …).
 pub const MAX_LAYERS: usize = 4;
 
-/// Splits a message into (outer routing fields, inner MIME entity ready to protect).
-fn split_for_protection(message: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Error> {
-    let e = mime::split(message);
-    let outer = mime::outer_fields(e.header);
-    let mut entity = mime::content_fields(e.header);
-    if !mime::fields(e.header)
+/// The header fields that go inside an S/MIME layer: the `Content-*` fields, with an explicit
+/// text/plain Content-Type when the message has none.
+fn inner_header(header: &[u8], body: &[u8]) -> Vec<u8> {
+    let mut h = mime::content_fields(header);
+    if !mime::fields(header)
         .iter()
         .any(|f| f.name == "content-type")
     {
-        let charset = if mime::is_7bit_safe(e.body) {
+        let charset = if mime::is_7bit_safe(body) {
             "us-ascii"
         } else {
             "utf-8"
         };
-        entity.extend_from_slice(
-            format!("Content-Type: text/plain; charset={charset}\r\n").as_bytes(),
-        );
+        h.extend_from_slice(format!("Content-Type: text/plain; charset={charset}\r\n").as_bytes());
     }
-    entity.extend_from_slice(b"\r\n");
-    entity.extend_from_slice(e.body);
-    Ok((outer, mime::canonicalize(&entity)?))
+    h
 }
 
-/// A MIME boundary derived from the content's hash: deterministic, and absent from the content.
-fn boundary_for(content: &[u8]) -> Result<String, Error> {
-    let h = alg::Digest::Sha256.digest(content);
-    let b: String = h[..12].iter().map(|x| format!("{x:02x}")).collect();
-    let b = format!("----=_envelopd_{b}");
-    if content.windows(b.len()).any(|w| w == b.as_bytes()) {
-        return Err(Error::Mime("cannot find a free MIME boundary".into()));
+/// A fresh random MIME boundary (its absence from the content is checked after writing).
+fn random_boundary() -> Result<String, Error> {
+    let mut r = [0u8; 12];
+    aws_lc_rs::rand::fill(&mut r).map_err(|_| Error::Key("no system randomness".into()))?;
+    Ok(format!(
+        "----=_envelopd_{}",
+        r.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    ))
+}
+
+/// Appends the `multipart/signed` entity for `message`'s content to `out` and returns the
+/// message's outer fields. The canonical content is written once, straight into `out`, and
+/// hashed there: no intermediate copy of a large message.
+fn sign_entity_into(
+    message: &[u8],
+    id: &Identity,
+    opts: &SignOptions,
+    out: &mut Vec<u8>,
+) -> Result<(), Error> {
+    let e = mime::split(message);
+    let digest = opts.digest.unwrap_or_else(|| id.key.default_digest());
+    let header = inner_header(e.header, e.body);
+    let mark = out.len();
+    for _ in 0..4 {
+        out.truncate(mark);
+        let b = random_boundary()?;
+        out.extend_from_slice(
+            format!(
+                "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\";\r\n micalg={}; boundary=\"{b}\"\r\n\r\nThis is a cryptographically signed message in MIME format.\r\n\r\n--{b}\r\n",
+                digest.micalg()
+            )
+            .as_bytes(),
+        );
+        let start = out.len();
+        mime::canonicalize_into(&header, e.body, out, 0)?;
+        let content = &out[start..];
+        if memchr::memmem::find(content, b.as_bytes()).is_some() {
+            continue; // the content happens to contain the boundary: pick another
+        }
+        let sig = signed::sign_detached(content, id, opts)?;
+        out.extend_from_slice(
+            format!(
+                "\r\n--{b}\r\nContent-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"smime.p7s\"\r\nContent-Description: S/MIME Cryptographic Signature\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        mime::append_base64_lines(&sig, out);
+        out.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
+        return Ok(());
     }
-    Ok(b)
+    Err(Error::Mime("cannot find a free MIME boundary".into()))
 }
 
 /// Signs a message: `multipart/signed` with a detached `application/pkcs7-signature`.
 pub fn sign(message: &[u8], id: &Identity, opts: &SignOptions) -> Result<Vec<u8>, Error> {
-    let (outer, content) = split_for_protection(message)?;
-    let digest = opts.digest.unwrap_or_else(|| id.key.default_digest());
-    let sig = signed::sign_detached(&content, id, opts)?;
-    let b = boundary_for(&content)?;
-    let mut out = Vec::with_capacity(outer.len() + content.len() + sig.len() * 2 + 512);
+    let outer = mime::outer_fields(mime::split(message).header);
+    let mut out = Vec::with_capacity(message.len() + message.len() / 16 + 8192);
     out.extend_from_slice(&outer);
-    out.extend_from_slice(
-        format!(
-            "MIME-Version: 1.0\r\nContent-Type: multipart/signed; protocol=\"application/pkcs7-signature\";\r\n micalg={}; boundary=\"{b}\"\r\n\r\nThis is a cryptographically signed message in MIME format.\r\n\r\n--{b}\r\n",
-            digest.micalg()
-        )
-        .as_bytes(),
-    );
-    out.extend_from_slice(&content);
-    out.extend_from_slice(
-        format!(
-            "\r\n--{b}\r\nContent-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"smime.p7s\"\r\nContent-Description: S/MIME Cryptographic Signature\r\n\r\n"
-        )
-        .as_bytes(),
-    );
-    out.extend_from_slice(&mime::base64_lines(&sig));
-    out.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
+    out.extend_from_slice(b"MIME-Version: 1.0\r\n");
+    sign_entity_into(message, id, opts, &mut out)?;
     Ok(out)
 }
 
@@ -84,22 +104,54 @@ pub fn encrypt(
     recipients: &[Cert],
     opts: &EncryptOptions,
 ) -> Result<Vec<u8>, Error> {
-    let (outer, content) = split_for_protection(message)?;
-    let cms = envelope::encrypt(&content, recipients, opts)?;
+    let e = mime::split(message);
+    let header = inner_header(e.header, e.body);
+    let mut entity = Vec::with_capacity(message.len() + message.len() / 16 + 64);
+    mime::canonicalize_into(&header, e.body, &mut entity, 0)?;
+    encrypt_entity(&mime::outer_fields(e.header), entity, recipients, opts)
+}
+
+/// Signs, then encrypts (the order RFC 8551 §3.7 recommends): the signed entity is built once and
+/// encrypted in place, rather than written out as a message and parsed again.
+pub fn sign_and_encrypt(
+    message: &[u8],
+    id: &Identity,
+    sign_opts: &SignOptions,
+    recipients: &[Cert],
+    enc_opts: &EncryptOptions,
+) -> Result<Vec<u8>, Error> {
+    let mut entity = Vec::with_capacity(message.len() + message.len() / 16 + 8192);
+    sign_entity_into(message, id, sign_opts, &mut entity)?;
+    encrypt_entity(
+        &mime::outer_fields(mime::split(message).header),
+        entity,
+        recipients,
+        enc_opts,
+    )
+}
+
+fn encrypt_entity(
+    outer: &[u8],
+    entity: Vec<u8>,
+    recipients: &[Cert],
+    opts: &EncryptOptions,
+) -> Result<Vec<u8>, Error> {
+    let der = envelope::encrypt_parts(entity, recipients, opts)?;
     let smime_type = if opts.cipher.is_aead() {
         "authEnveloped-data"
     } else {
         "enveloped-data"
     };
-    let mut out = Vec::with_capacity(outer.len() + cms.len() * 4 / 3 + 512);
-    out.extend_from_slice(&outer);
+    let der_len = der.prefix.len() + der.ciphertext.len() + der.suffix.len();
+    let mut out = Vec::with_capacity(outer.len() + mime::base64_lines_len(der_len) + 512);
+    out.extend_from_slice(outer);
     out.extend_from_slice(
         format!(
             "MIME-Version: 1.0\r\nContent-Type: application/pkcs7-mime; smime-type={smime_type}; name=\"smime.p7m\"\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"smime.p7m\"\r\nContent-Description: S/MIME Encrypted Message\r\n\r\n"
         )
         .as_bytes(),
     );
-    out.extend_from_slice(&mime::base64_lines(&cms));
+    mime::append_base64_lines_chain(&[&der.prefix, &der.ciphertext, &der.suffix], &mut out);
     Ok(out)
 }
 
@@ -287,7 +339,7 @@ pub fn decrypt(message: &[u8], keys: &[Identity]) -> Result<Decrypted, Error> {
         )));
     }
     let ci = signed::parse_content_info(&decode_body(&ct, e.body)?)?;
-    let opened = envelope::decrypt(&ci, keys)?;
+    let opened = envelope::decrypt(ci, keys)?;
     Ok(Decrypted {
         message: rewrap(e.header, &opened.content),
         cipher: opened.cipher,

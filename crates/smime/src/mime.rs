@@ -7,7 +7,6 @@
 
 use std::borrow::Cow;
 
-use base64::Engine;
 use mail_parser::{MessageParser, MimeHeaders};
 
 use crate::Error;
@@ -34,10 +33,7 @@ pub fn split(data: &[u8]) -> Entity<'_> {
     }
     let mut pos = 0;
     while pos < data.len() {
-        let end = data[pos..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(data.len(), |i| pos + i + 1);
+        let end = memchr::memchr(b'\n', &data[pos..]).map_or(data.len(), |i| pos + i + 1);
         let line = &data[pos..end];
         if line == b"\r\n" || line == b"\n" {
             return Entity {
@@ -220,15 +216,17 @@ pub fn from_address(header: &[u8]) -> Option<String> {
 
 /// Converts bare LF and bare CR line endings to CRLF, borrowing when nothing changes.
 pub fn to_crlf(data: &[u8]) -> Cow<'_, [u8]> {
-    let needs = data.iter().enumerate().any(|(i, &b)| {
-        (b == b'\n' && (i == 0 || data[i - 1] != b'\r'))
-            || (b == b'\r' && data.get(i + 1) != Some(&b'\n'))
+    // Fast path (the common case for mail): every CR is followed by LF and every LF preceded by CR.
+    let bare = memchr::memchr2_iter(b'\r', b'\n', data).find(|&i| match data[i] {
+        b'\r' => data.get(i + 1) != Some(&b'\n'),
+        _ => i == 0 || data[i - 1] != b'\r',
     });
-    if !needs {
+    let Some(first) = bare else {
         return Cow::Borrowed(data);
-    }
+    };
     let mut out = Vec::with_capacity(data.len() + data.len() / 32 + 2);
-    let mut i = 0;
+    out.extend_from_slice(&data[..first]);
+    let mut i = first;
     while i < data.len() {
         match data[i] {
             b'\r' => {
@@ -236,37 +234,115 @@ pub fn to_crlf(data: &[u8]) -> Cow<'_, [u8]> {
                 if data.get(i + 1) == Some(&b'\n') {
                     i += 1;
                 }
+                i += 1;
             }
-            b'\n' => out.extend_from_slice(b"\r\n"),
-            b => out.push(b),
+            b'\n' => {
+                out.extend_from_slice(b"\r\n");
+                i += 1;
+            }
+            _ => {
+                let next = memchr::memchr2(b'\r', b'\n', &data[i..]).map_or(data.len(), |n| i + n);
+                out.extend_from_slice(&data[i..next]);
+                i = next;
+            }
         }
-        i += 1;
     }
     Cow::Owned(out)
 }
 
 /// Encodes bytes as base64 in 76-character CRLF lines.
 pub fn base64_lines(data: &[u8]) -> Vec<u8> {
-    let encoded = base64::engine::general_purpose::STANDARD.encode(data);
-    let mut out = Vec::with_capacity(encoded.len() + encoded.len() / 38 + 2);
-    for chunk in encoded.as_bytes().chunks(76) {
-        out.extend_from_slice(chunk);
-        out.extend_from_slice(b"\r\n");
-    }
+    let mut out = Vec::with_capacity(base64_lines_len(data.len()));
+    append_base64_lines(data, &mut out);
     out
+}
+
+/// The length of [`base64_lines`] output for `n` input bytes.
+pub fn base64_lines_len(n: usize) -> usize {
+    let chars = n.div_ceil(3) * 4;
+    chars + chars.div_ceil(76) * 2
+}
+
+/// Appends base64 in 76-character CRLF lines to `out`, without an intermediate copy.
+pub fn append_base64_lines(data: &[u8], out: &mut Vec<u8>) {
+    append_base64_lines_chain(&[data], out);
+}
+
+/// Like [`append_base64_lines`] for the concatenation of several slices (a large ciphertext
+/// between its DER header and trailer), without first concatenating them.
+pub fn append_base64_lines_chain(parts: &[&[u8]], out: &mut Vec<u8>) {
+    const LINE_IN: usize = 57;
+    const BATCH: usize = 64;
+    let engine = &base64_simd::STANDARD;
+    out.reserve(base64_lines_len(parts.iter().map(|p| p.len()).sum()));
+    let mut pending: Vec<u8> = Vec::with_capacity(LINE_IN);
+    let mut text = vec![0u8; BATCH * 76];
+    let mut emit = |chunk: &[u8], out: &mut Vec<u8>| {
+        // Encode up to BATCH whole lines at once, then split the text into CRLF lines.
+        let encoded = engine.encode(chunk, base64_simd::Out::from_slice(&mut text));
+        for line in encoded.chunks(76) {
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+        }
+    };
+    for part in parts {
+        let mut rest: &[u8] = part;
+        if !pending.is_empty() {
+            let take = (LINE_IN - pending.len()).min(rest.len());
+            pending.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if pending.len() < LINE_IN {
+                continue;
+            }
+            emit(&pending, out);
+            pending.clear();
+        }
+        let whole = rest.len() / LINE_IN * LINE_IN;
+        for batch in rest[..whole].chunks(BATCH * LINE_IN) {
+            emit(batch, out);
+        }
+        pending.extend_from_slice(&rest[whole..]);
+    }
+    if !pending.is_empty() {
+        emit(&pending, out);
+    }
 }
 
 /// Decodes a base64 body, ignoring line breaks and other whitespace.
 pub fn base64_decode(body: &[u8]) -> Result<Vec<u8>, Error> {
-    let clean: Vec<u8> = body
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(&clean)
-        .or_else(|_| base64::engine::general_purpose::STANDARD_NO_PAD.decode(&clean))
-        .map_err(|e| Error::Mime(format!("invalid base64 body: {e}")))
+    let bad = |e: base64_simd::Error| Error::Mime(format!("invalid base64 body: {e}"));
+    // Decode line by line straight into one pre-sized buffer (no whitespace-free copy of the
+    // whole body); a line that is not whole 4-character groups goes through a small carry.
+    let mut out = vec![0u8; body.len() / 4 * 3 + 3];
+    let mut written = 0;
+    let mut carry: Vec<u8> = Vec::with_capacity(80);
+    let mut decode = |src: &[u8], out: &mut [u8]| -> Result<usize, Error> {
+        // Unpadded remainders are accepted at the very end (some encoders omit the padding).
+        let engine = if src.len() % 4 == 0 {
+            &base64_simd::STANDARD
+        } else {
+            &base64_simd::STANDARD_NO_PAD
+        };
+        Ok(engine.decode(src, base64_simd::Out::from_slice(out)).map_err(bad)?.len())
+    };
+    for line in body.split(|&b| b == b'\n') {
+        let line = line.trim_ascii();
+        if carry.is_empty() && line.len() % 4 == 0 && !line.iter().any(u8::is_ascii_whitespace) {
+            written += decode(line, &mut out[written..])?;
+            continue;
+        }
+        carry.extend(line.iter().copied().filter(|b| !b.is_ascii_whitespace()));
+        let whole = carry.len() / 4 * 4;
+        if whole > 0 {
+            written += decode(&carry[..whole], &mut out[written..])?;
+            carry.drain(..whole);
+        }
+    }
+    if !carry.is_empty() {
+        written += decode(&carry, &mut out[written..])?;
+    }
+    out.truncate(written);
+    Ok(out)
 }
 
 /// Quoted-printable encoding (RFC 2045 §6.7) of CRLF text, with lines of at most 76 characters.
@@ -315,10 +391,7 @@ pub fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<&'a [u8
     let mut pos = 0;
     let mut closed = false;
     while pos < body.len() {
-        let line_end = body[pos..]
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(body.len(), |i| pos + i + 1);
+        let line_end = memchr::memchr(b'\n', &body[pos..]).map_or(body.len(), |i| pos + i + 1);
         let line = &body[pos..line_end];
         if line.starts_with(delim) {
             let rest = &line[delim.len()..];
@@ -362,24 +435,32 @@ pub fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<&'a [u8
 /// body is 8-bit, binary or has lines over 998 bytes re-encoded (text as quoted-printable,
 /// everything else as base64) so the signed bytes survive any transport unchanged.
 pub fn canonicalize(entity: &[u8]) -> Result<Vec<u8>, Error> {
-    canonicalize_at(entity, 0)
+    let parts = split(entity);
+    let mut out = Vec::with_capacity(entity.len() + entity.len() / 16 + 64);
+    canonicalize_into(parts.header, parts.body, &mut out, 0)?;
+    Ok(out)
 }
 
-fn canonicalize_at(entity: &[u8], depth: usize) -> Result<Vec<u8>, Error> {
+/// Appends the canonical form of the entity `header` + empty line + `body` to `out`.
+///
+/// Writing into the caller's buffer avoids a copy per MIME level of large attachments.
+pub fn canonicalize_into(
+    header: &[u8],
+    body: &[u8],
+    out: &mut Vec<u8>,
+    depth: usize,
+) -> Result<(), Error> {
     if depth > MAX_MIME_DEPTH {
         return Err(Error::Mime("MIME structure nested too deeply".into()));
     }
-    let parts = split(entity);
-    let ct = content_type(parts.header);
-    let header = to_crlf(parts.header);
-    let mut out = Vec::with_capacity(entity.len() + entity.len() / 16 + 64);
+    let ct = content_type(header);
+    let crlf_header = to_crlf(header);
 
     if ct.is_multipart() {
         if let Some(boundary) = ct.param("boundary") {
-            if let Ok(children) = split_multipart(parts.body, boundary) {
-                out.extend_from_slice(&header);
+            if let Ok(children) = split_multipart(body, boundary) {
+                out.extend_from_slice(&crlf_header);
                 out.extend_from_slice(b"\r\n");
-                let body = parts.body;
                 // Preamble: everything before the first delimiter.
                 let first = find_delimiter(body, boundary).unwrap_or(0);
                 out.extend_from_slice(&to_crlf(&body[..first]));
@@ -387,37 +468,33 @@ fn canonicalize_at(entity: &[u8], depth: usize) -> Result<Vec<u8>, Error> {
                     out.extend_from_slice(b"--");
                     out.extend_from_slice(boundary.as_bytes());
                     out.extend_from_slice(b"\r\n");
-                    out.extend_from_slice(&canonicalize_at(child, depth + 1)?);
+                    let c = split(child);
+                    canonicalize_into(c.header, c.body, out, depth + 1)?;
                     out.extend_from_slice(b"\r\n");
                 }
                 out.extend_from_slice(b"--");
                 out.extend_from_slice(boundary.as_bytes());
                 out.extend_from_slice(b"--\r\n");
-                return Ok(out);
+                return Ok(());
             }
         }
     }
 
     let needs_encoding = match ct.transfer_encoding.as_str() {
         "base64" | "quoted-printable" => false,
-        _ => !is_7bit_safe(parts.body),
+        _ => !is_7bit_safe(body),
     };
     if !needs_encoding {
-        out.extend_from_slice(&header);
-        if !parts.header.is_empty() || !parts.body.is_empty() {
+        out.extend_from_slice(&crlf_header);
+        if !header.is_empty() || !body.is_empty() {
             out.extend_from_slice(b"\r\n");
         }
-        out.extend_from_slice(&to_crlf(parts.body));
-        return Ok(out);
+        out.extend_from_slice(&to_crlf(body));
+        return Ok(());
     }
 
     let binary = ct.transfer_encoding == "binary" || !ct.mime_type.starts_with("text/");
-    let (encoding, body) = if binary {
-        ("base64", base64_lines(parts.body))
-    } else {
-        ("quoted-printable", qp_encode(&to_crlf(parts.body)))
-    };
-    for f in fields(parts.header) {
+    for f in fields(header) {
         if f.name != "content-transfer-encoding" {
             out.extend_from_slice(&to_crlf(f.raw));
             if !f.raw.ends_with(b"\n") {
@@ -429,9 +506,14 @@ fn canonicalize_at(entity: &[u8], depth: usize) -> Result<Vec<u8>, Error> {
         // The RFC 2045 default is us-ascii, which 8-bit text cannot be; UTF-8 is what clients send.
         out.extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\n");
     }
+    let encoding = if binary { "base64" } else { "quoted-printable" };
     out.extend_from_slice(format!("Content-Transfer-Encoding: {encoding}\r\n\r\n").as_bytes());
-    out.extend_from_slice(&body);
-    Ok(out)
+    if binary {
+        append_base64_lines(body, out);
+    } else {
+        out.extend_from_slice(&qp_encode(&to_crlf(body)));
+    }
+    Ok(())
 }
 
 fn find_delimiter(body: &[u8], boundary: &str) -> Option<usize> {
@@ -500,6 +582,35 @@ mod tests {
         assert!(std::str::from_utf8(&enc)
             .unwrap()
             .contains("Gr=C3=BC=C3=9Fe"));
+    }
+
+    #[test]
+    fn base64_lines_chain_equals_plain_encoding() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 + i / 3) as u8).collect();
+        let plain = base64_simd::STANDARD.encode_to_string(&data);
+        for cuts in [
+            (0, 0),
+            (1, 2),
+            (56, 57),
+            (57, 114),
+            (3000, 9999),
+            (10_000, 10_000),
+        ] {
+            let mut out = Vec::new();
+            append_base64_lines_chain(
+                &[&data[..cuts.0], &data[cuts.0..cuts.1], &data[cuts.1..]],
+                &mut out,
+            );
+            assert_eq!(out.len(), base64_lines_len(data.len()));
+            let joined: Vec<u8> = out
+                .iter()
+                .copied()
+                .filter(|&b| b != b'\r' && b != b'\n')
+                .collect();
+            assert_eq!(joined, plain.as_bytes());
+            assert!(out.split(|&b| b == b'\n').all(|l| l.len() <= 77));
+            assert_eq!(base64_decode(&out).unwrap(), data);
+        }
     }
 
     #[test]

@@ -161,12 +161,7 @@ pub fn sign_detached(content: &[u8], id: &Identity, opts: &SignOptions) -> Resul
         crls: None,
         signer_infos: SignerInfos::try_from(vec![signer]).map_err(der_err)?,
     };
-    ContentInfo {
-        content_type: alg::ID_SIGNED_DATA,
-        content: Any::encode_from(&sd).map_err(der_err)?,
-    }
-    .to_der()
-    .map_err(der_err)
+    crate::envelope::content_info_der(alg::ID_SIGNED_DATA, &sd)
 }
 
 /// What verification found out about one SignerInfo.

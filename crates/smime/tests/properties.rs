@@ -257,13 +257,13 @@ fn every_single_byte_flip_is_detected() {
     let e = smime::mime::split(&enc);
     let der = smime::mime::base64_decode(e.body).unwrap();
     let ci_ok = smime::signed::parse_content_info(&der).unwrap();
-    assert!(smime::envelope::decrypt(&ci_ok, std::slice::from_ref(&k.bob)).is_ok());
+    assert!(smime::envelope::decrypt(ci_ok, std::slice::from_ref(&k.bob)).is_ok());
     for i in 0..der.len() {
         for bit in [0, 7] {
             let mut d = der.clone();
             d[i] ^= 1 << bit;
             let r = smime::signed::parse_content_info(&d)
-                .and_then(|ci| smime::envelope::decrypt(&ci, std::slice::from_ref(&k.bob)));
+                .and_then(|ci| smime::envelope::decrypt(ci, std::slice::from_ref(&k.bob)));
             assert!(
                 r.is_err(),
                 "envelope flip at byte {i} bit {bit} not detected"

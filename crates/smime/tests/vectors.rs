@@ -51,7 +51,7 @@ fn rfc4134_1024_bit_keys_are_refused_clearly() {
 fn rfc4134_3des_envelope_names_its_recipient() {
     // 5.1 is 3DES for Bob's 1024-bit key: parsed, cipher accepted, and the error says who it is for.
     let ci = signed::parse_content_info(&read("rfc4134/5.1.bin")).unwrap();
-    let err = smime::envelope::decrypt(&ci, &[alice_enc_9216()]).unwrap_err();
+    let err = smime::envelope::decrypt(ci, &[alice_enc_9216()]).unwrap_err();
     assert!(matches!(err, Error::NoRecipient(_)), "{err}");
     assert!(err.to_string().contains("CarlRSA"), "{err}");
     let err = smime::decrypt(&read("rfc4134/5.3.eml"), &[alice_enc_9216()]).unwrap_err();
@@ -61,7 +61,7 @@ fn rfc4134_3des_envelope_names_its_recipient() {
 #[test]
 fn rfc4134_rc2_is_refused_by_name() {
     let ci = signed::parse_content_info(&read("rfc4134/5.2.bin")).unwrap();
-    let err = smime::envelope::decrypt(&ci, &[alice_enc_9216()]).unwrap_err();
+    let err = smime::envelope::decrypt(ci, &[alice_enc_9216()]).unwrap_err();
     assert!(matches!(err, Error::Unsupported(_)), "{err}");
     assert!(err.to_string().contains("RC2"), "{err}");
 }
@@ -127,7 +127,7 @@ fn rfc4134_other_content_types_are_not_smime() {
     // 6.0 DigestedData, 7.1 EncryptedData, 7.2 AuthenticatedData: not mail envelopes.
     for f in ["6.0.bin", "7.1.bin", "7.2.bin"] {
         let ci = signed::parse_content_info(&read(&format!("rfc4134/{f}"))).unwrap();
-        let err = smime::envelope::decrypt(&ci, std::slice::from_ref(&bob)).unwrap_err();
+        let err = smime::envelope::decrypt(ci, std::slice::from_ref(&bob)).unwrap_err();
         assert!(matches!(err, Error::NotSmime(_)), "{f}: {err}");
     }
 }
