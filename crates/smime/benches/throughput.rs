@@ -80,7 +80,9 @@ fn bench(c: &mut Criterion) {
             b.iter(|| smime::encrypt(&msg, &recipients, &enc_opts).unwrap())
         });
         g.bench_function(BenchmarkId::new("sign+encrypt", label), |b| {
-            b.iter(|| smime::sign_and_encrypt(&msg, &alice, &sign_opts, &recipients, &enc_opts).unwrap())
+            b.iter(|| {
+                smime::sign_and_encrypt(&msg, &alice, &sign_opts, &recipients, &enc_opts).unwrap()
+            })
         });
         g.bench_function(BenchmarkId::new("decrypt", label), |b| {
             b.iter(|| smime::decrypt(&encrypted, std::slice::from_ref(&bob)).unwrap())

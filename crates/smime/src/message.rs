@@ -267,9 +267,10 @@ pub fn verify(message: &[u8], opts: &VerifyOptions) -> Result<Verified, Error> {
                 )));
             }
             let der = decode_body(&sig_ct, sig_part.body)?;
+            // Mail stored with bare LF line ends is verified in its canonical CRLF form.
             (
                 signed::parse_content_info(&der)?,
-                Some(mime::to_crlf(parts[0]).into_owned()),
+                Some(mime::to_crlf(parts[0])),
             )
         }
         Kind::Pkcs7Mime => (
@@ -283,8 +284,14 @@ pub fn verify(message: &[u8], opts: &VerifyOptions) -> Result<Verified, Error> {
             )))
         }
     };
-    let v = signed::verify_cms(&ci, detached.as_deref(), opts)?;
-    let inner = mime::to_crlf(&v.content).into_owned();
+    let mut v = signed::verify_cms(&ci, detached.as_deref(), opts)?;
+    let inner: std::borrow::Cow<'_, [u8]> = match (v.content.take(), detached) {
+        (Some(encapsulated), _) => {
+            std::borrow::Cow::Owned(mime::to_crlf(&encapsulated).into_owned())
+        }
+        (None, Some(d)) => d,
+        (None, None) => return Err(Error::Malformed("signature without content".into())),
+    };
     let message = rewrap(e.header, &inner);
     // The From that counts is the one the reader sees: protected (inner) if present, else outer.
     let from =

@@ -310,39 +310,31 @@ pub fn append_base64_lines_chain(parts: &[&[u8]], out: &mut Vec<u8>) {
 
 /// Decodes a base64 body, ignoring line breaks and other whitespace.
 pub fn base64_decode(body: &[u8]) -> Result<Vec<u8>, Error> {
-    let bad = |e: base64_simd::Error| Error::Mime(format!("invalid base64 body: {e}"));
-    // Decode line by line straight into one pre-sized buffer (no whitespace-free copy of the
-    // whole body); a line that is not whole 4-character groups goes through a small carry.
-    let mut out = vec![0u8; body.len() / 4 * 3 + 3];
-    let mut written = 0;
-    let mut carry: Vec<u8> = Vec::with_capacity(80);
-    let mut decode = |src: &[u8], out: &mut [u8]| -> Result<usize, Error> {
-        // Unpadded remainders are accepted at the very end (some encoders omit the padding).
-        let engine = if src.len() % 4 == 0 {
-            &base64_simd::STANDARD
-        } else {
-            &base64_simd::STANDARD_NO_PAD
-        };
-        Ok(engine.decode(src, base64_simd::Out::from_slice(out)).map_err(bad)?.len())
+    // Gather the text without line breaks in bulk (memchr finds them), then decode in place with
+    // SIMD: one buffer, no per-line work.
+    let mut buf = Vec::with_capacity(body.len());
+    let mut start = 0;
+    for i in memchr::memchr2_iter(b'\r', b'\n', body) {
+        buf.extend_from_slice(&body[start..i]);
+        start = i + 1;
+    }
+    buf.extend_from_slice(&body[start..]);
+    if buf.iter().any(u8::is_ascii_whitespace) {
+        // Rare: spaces or tabs inside the text (hand-edited or broken encoders).
+        buf.retain(|b| !b.is_ascii_whitespace());
+    }
+    let engine = if buf.len() % 4 == 0 {
+        &base64_simd::STANDARD
+    } else {
+        // Some encoders omit the final padding.
+        &base64_simd::STANDARD_NO_PAD
     };
-    for line in body.split(|&b| b == b'\n') {
-        let line = line.trim_ascii();
-        if carry.is_empty() && line.len() % 4 == 0 && !line.iter().any(u8::is_ascii_whitespace) {
-            written += decode(line, &mut out[written..])?;
-            continue;
-        }
-        carry.extend(line.iter().copied().filter(|b| !b.is_ascii_whitespace()));
-        let whole = carry.len() / 4 * 4;
-        if whole > 0 {
-            written += decode(&carry[..whole], &mut out[written..])?;
-            carry.drain(..whole);
-        }
-    }
-    if !carry.is_empty() {
-        written += decode(&carry, &mut out[written..])?;
-    }
-    out.truncate(written);
-    Ok(out)
+    let n = engine
+        .decode_inplace(&mut buf)
+        .map_err(|e| Error::Mime(format!("invalid base64 body: {e}")))?
+        .len();
+    buf.truncate(n);
+    Ok(buf)
 }
 
 /// Quoted-printable encoding (RFC 2045 §6.7) of CRLF text, with lines of at most 76 characters.
@@ -388,12 +380,19 @@ pub fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<&'a [u8
     let delim = delim.as_bytes();
     let mut parts = Vec::new();
     let mut part_start: Option<usize> = None;
-    let mut pos = 0;
     let mut closed = false;
-    while pos < body.len() {
+    // Jump from candidate to candidate with memmem instead of walking every line: a large
+    // attachment has hundreds of thousands of lines and only a handful of delimiters.
+    for pos in memchr::memmem::find_iter(body, delim) {
+        if pos > 0 && body[pos - 1] != b'\n' {
+            continue; // not at the start of a line
+        }
+        if part_start.is_some_and(|s| pos < s) {
+            continue; // inside the delimiter line just consumed
+        }
         let line_end = memchr::memchr(b'\n', &body[pos..]).map_or(body.len(), |i| pos + i + 1);
         let line = &body[pos..line_end];
-        if line.starts_with(delim) {
+        {
             let rest = &line[delim.len()..];
             let is_close = rest.starts_with(b"--");
             let tail = if is_close { &rest[2..] } else { rest };
@@ -416,7 +415,6 @@ pub fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<&'a [u8
                 part_start = Some(line_end);
             }
         }
-        pos = line_end;
     }
     if part_start.is_none() {
         return Err(Error::Mime(format!(

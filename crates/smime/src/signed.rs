@@ -195,8 +195,8 @@ impl SignerReport {
 /// The result of verifying a CMS SignedData.
 #[derive(Debug, Clone)]
 pub struct CmsVerified {
-    /// The signed content (the encapsulated content, or the detached content given).
-    pub content: Vec<u8>,
+    /// The encapsulated content; None for a detached signature (the caller has the content).
+    pub content: Option<Vec<u8>>,
     /// One report per SignerInfo.
     pub signers: Vec<SignerReport>,
     /// Every certificate the message carried (for harvesting after verification).
@@ -245,14 +245,18 @@ pub fn verify_cms(
     if sd.signer_infos.0.is_empty() {
         return Err(Error::BadSignature("the signature has no signers".into()));
     }
-    let content: Vec<u8> = match (&sd.encap_content_info.econtent, detached) {
-        (Some(any), _) => {
+    let encapsulated: Option<Vec<u8>> = match &sd.encap_content_info.econtent {
+        Some(any) => {
             let os: OctetString = any
                 .decode_as()
                 .map_err(|e| Error::Malformed(format!("encapsulated content: {e}")))?;
-            os.into_bytes().into_vec()
+            Some(os.into_bytes().into_vec())
         }
-        (None, Some(d)) => d.to_vec(),
+        None => None,
+    };
+    let content: &[u8] = match (&encapsulated, detached) {
+        (Some(c), _) => c,
+        (None, Some(d)) => d,
         (None, None) => {
             return Err(Error::Malformed(
                 "detached signature without the signed content".into(),
@@ -276,14 +280,14 @@ pub fn verify_cms(
                 si,
                 &sd.digest_algorithms,
                 &sd.encap_content_info.econtent_type,
-                &content,
+                content,
                 &certificates,
                 opts,
             )
         })
         .collect();
     Ok(CmsVerified {
-        content,
+        content: encapsulated,
         signers,
         certificates,
     })

@@ -81,7 +81,7 @@ fn rfc4134_rsa_signed_data_verifies() {
     for f in ["4.2.bin", "4.5.bin"] {
         let ci = signed::parse_content_info(&read(&format!("rfc4134/{f}"))).unwrap();
         let v = signed::verify_cms(&ci, None, &opts_4134()).unwrap();
-        assert_eq!(v.content, SAMPLE, "{f}");
+        assert_eq!(v.content.as_deref(), Some(SAMPLE), "{f}");
         assert_eq!(v.signers.len(), 1, "{f}");
         assert!(v.signers[0].is_valid(), "{f}: {:?}", v.signers[0].problem);
         assert!(v.signers[0].digest.starts_with("SHA-1"), "{f}");
