@@ -308,20 +308,67 @@ pub struct Opened {
     pub cipher: ContentCipher,
 }
 
-/// True when a ContentInfo is EnvelopedData or AuthEnvelopedData.
-pub fn is_envelope(ci: &ContentInfo) -> bool {
-    ci.content_type == alg::ID_ENVELOPED_DATA || ci.content_type == alg::ID_AUTH_ENVELOPED_DATA
+/// An envelope's parsed fields, owned, so the DER they came from can be freed before decrypting.
+struct ParsedEnvelope {
+    recips: RecipientInfos,
+    eci: cms::enveloped_data::EncryptedContentInfo,
+    mac: Option<OctetString>,
+    aad: Vec<u8>,
 }
 
 /// Decrypts EnvelopedData or AuthEnvelopedData with whichever identity it was encrypted for.
-/// Takes the ContentInfo by value so that its copy of a large message is freed before decryption.
 pub fn decrypt(ci: ContentInfo, keys: &[Identity]) -> Result<Opened, Error> {
-    let (recips, eci, mac, aad) = if ci.content_type == alg::ID_ENVELOPED_DATA {
-        let ed: EnvelopedData = ci
-            .content
-            .decode_as()
+    let parsed = parse_envelope(&ci.content_type, &ci.content.to_der().map_err(der_err)?)?;
+    drop(ci);
+    open_envelope(parsed, keys)
+}
+
+/// Decrypts a DER/BER ContentInfo given as bytes. Takes the buffer by value and frees it once
+/// the envelope is parsed, so a large message is held at most twice at any moment.
+pub fn decrypt_der(der: Vec<u8>, keys: &[Identity]) -> Result<Opened, Error> {
+    let parsed = {
+        let normalized = crate::ber::normalize(&der)?;
+        let (content_type, inner) = split_content_info(&normalized)?;
+        parse_envelope(&content_type, inner)?
+    };
+    drop(der);
+    open_envelope(parsed, keys)
+}
+
+/// Splits DER `ContentInfo ::= SEQUENCE { contentType OID, content [0] EXPLICIT ANY }` into the
+/// type and the inner element's bytes, borrowing instead of copying the content.
+pub fn split_content_info(der: &[u8]) -> Result<(der::asn1::ObjectIdentifier, &[u8]), Error> {
+    use der::Decode;
+    let bad = || Error::Malformed("CMS ContentInfo: not a SEQUENCE { OID, [0] content }".into());
+    let (tag, body, total) = crate::ber::read_tlv(der)?;
+    if tag != 0x30 || total != der.len() {
+        return Err(bad());
+    }
+    let kids = crate::ber::children(body)?;
+    let [oid, wrapped] = kids.as_slice() else {
+        return Err(bad());
+    };
+    let oid = der::asn1::ObjectIdentifier::from_der(oid)
+        .map_err(|e| Error::Malformed(format!("CMS content type: {e}")))?;
+    let (tag, inner, _) = crate::ber::read_tlv(wrapped)?;
+    if tag != 0xa0 {
+        return Err(bad());
+    }
+    let (_, _, inner_total) = crate::ber::read_tlv(inner)?;
+    if inner_total != inner.len() {
+        return Err(bad());
+    }
+    Ok((oid, inner))
+}
+
+fn parse_envelope(
+    content_type: &der::asn1::ObjectIdentifier,
+    inner: &[u8],
+) -> Result<ParsedEnvelope, Error> {
+    use der::Decode;
+    if *content_type == alg::ID_ENVELOPED_DATA {
+        let ed = EnvelopedData::from_der(inner)
             .map_err(|e| Error::Malformed(format!("EnvelopedData: {e}")))?;
-        drop(ci);
         if !matches!(
             ed.version,
             CmsVersion::V0 | CmsVersion::V2 | CmsVersion::V3 | CmsVersion::V4
@@ -330,13 +377,15 @@ pub fn decrypt(ci: ContentInfo, keys: &[Identity]) -> Result<Opened, Error> {
                 "EnvelopedData with an invalid version".into(),
             ));
         }
-        (ed.recip_infos, ed.encrypted_content, None, Vec::new())
-    } else if ci.content_type == alg::ID_AUTH_ENVELOPED_DATA {
-        let aed: AuthEnvelopedData = ci
-            .content
-            .decode_as()
+        Ok(ParsedEnvelope {
+            recips: ed.recip_infos,
+            eci: ed.encrypted_content,
+            mac: None,
+            aad: Vec::new(),
+        })
+    } else if *content_type == alg::ID_AUTH_ENVELOPED_DATA {
+        let aed = AuthEnvelopedData::from_der(inner)
             .map_err(|e| Error::Malformed(format!("AuthEnvelopedData: {e}")))?;
-        drop(ci);
         if aed.version != CmsVersion::V0 {
             return Err(Error::Malformed(
                 "AuthEnvelopedData version must be 0".into(),
@@ -346,18 +395,27 @@ pub fn decrypt(ci: ContentInfo, keys: &[Identity]) -> Result<Opened, Error> {
             Some(a) => a.to_der().map_err(der_err)?,
             None => Vec::new(),
         };
-        (
-            aed.recip_infos,
-            aed.auth_encrypted_content_info,
-            Some(aed.mac),
+        Ok(ParsedEnvelope {
+            recips: aed.recip_infos,
+            eci: aed.auth_encrypted_content_info,
+            mac: Some(aed.mac),
             aad,
-        )
+        })
     } else {
-        return Err(Error::NotSmime(format!(
+        Err(Error::NotSmime(format!(
             "expected an encrypted message, found {}",
-            alg::name(&ci.content_type)
-        )));
-    };
+            alg::name(content_type)
+        )))
+    }
+}
+
+fn open_envelope(p: ParsedEnvelope, keys: &[Identity]) -> Result<Opened, Error> {
+    let ParsedEnvelope {
+        recips,
+        eci,
+        mac,
+        aad,
+    } = p;
     // Fields outside the AEAD are still checked strictly: a changed byte anywhere in the envelope
     // must not go unnoticed, and envelopd only understands MIME (id-data) inside.
     if eci.content_type != alg::ID_DATA {

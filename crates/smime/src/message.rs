@@ -345,8 +345,7 @@ pub fn decrypt(message: &[u8], keys: &[Identity]) -> Result<Decrypted, Error> {
             ct.mime_type
         )));
     }
-    let ci = signed::parse_content_info(&decode_body(&ct, e.body)?)?;
-    let opened = envelope::decrypt(ci, keys)?;
+    let opened = envelope::decrypt_der(decode_body(&ct, e.body)?, keys)?;
     Ok(Decrypted {
         message: rewrap(e.header, &opened.content),
         cipher: opened.cipher,
@@ -390,11 +389,14 @@ pub fn open(
             Kind::Pkcs7Mime => {
                 let e = mime::split(&current);
                 let ct = mime::content_type(e.header);
-                let ci = signed::parse_content_info(&decode_body(&ct, e.body)?)?;
-                if envelope::is_envelope(&ci) {
-                    let d = decrypt(&current, keys)?;
-                    current = d.message;
-                    layers.push(Layer::Encrypted(d.cipher));
+                let der = decode_body(&ct, e.body)?;
+                let content_type = envelope::split_content_info(&crate::ber::normalize(&der)?)?.0;
+                if content_type == crate::alg::ID_ENVELOPED_DATA
+                    || content_type == crate::alg::ID_AUTH_ENVELOPED_DATA
+                {
+                    let opened = envelope::decrypt_der(der, keys)?;
+                    current = rewrap(e.header, &opened.content);
+                    layers.push(Layer::Encrypted(opened.cipher));
                 } else {
                     let mut v = verify(&current, opts)?;
                     current = std::mem::take(&mut v.message);
