@@ -169,7 +169,7 @@ impl Lab {
             self.p(&format!("ec-{tag}.key")),
             self.p(&format!("ec-{tag}.csr")),
             self.p(&format!("ec-{tag}.crt")),
-            self.write(&format!("ec-{tag}.ext"), b"basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=emailProtection\nsubjectAltName=email:alice@smime.example\n"),
+            self.write(&format!("ec-{tag}.ext"), b"basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyAgreement\nextendedKeyUsage=emailProtection\nsubjectAltName=email:alice@smime.example\n"),
         );
         let (paramgen, casubj) = (
             format!("ec_paramgen_curve:{curve}"),
@@ -1041,6 +1041,73 @@ fn interop_matrix() {
             Required,
             r,
         );
+
+        // ECDH (RFC 5753) to the same EC certificate, mixed with an RSA recipient.
+        for cipher in ["aes256-gcm", "aes128-cbc"] {
+            let case = format!("encrypt ECDH {curve} + RSA recipient, {cipher}");
+            let o = lab.envelopd(
+                &[
+                    "smime",
+                    "encrypt",
+                    "--to",
+                    &crt,
+                    "--to",
+                    &bob_enc_crt,
+                    "--cipher",
+                    cipher,
+                ],
+                &msg,
+            );
+            let r = ok(&o, "envelopd encrypt").and_then(|enc| {
+                let f = lab.write("ec-enc.eml", &enc);
+                let o = run(
+                    "openssl",
+                    &[
+                        "cms", "-decrypt", "-binary", "-inkey", &key, "-recip", &crt, "-in", &f,
+                    ],
+                    None,
+                    &[],
+                );
+                ok(&o, "openssl cms -decrypt").and_then(|out| expect_inner(&out))
+            });
+            m.cell(to_engine, "openssl", &case, Required, r);
+        }
+        for kdf in ["sha1", "sha256", "sha384"] {
+            let kdf_opt = format!("ecdh_kdf_md:{kdf}");
+            let o = run(
+                "openssl",
+                &[
+                    "cms",
+                    "-encrypt",
+                    "-binary",
+                    "-aes-256-gcm",
+                    "-recip",
+                    &crt,
+                    "-keyopt",
+                    &kdf_opt,
+                    "-in",
+                    &inner_f,
+                    "-outform",
+                    "DER",
+                ],
+                None,
+                &[],
+            );
+            let r = ok(&o, "openssl cms -encrypt").and_then(|der| {
+                let o = lab.envelopd(
+                    &["smime", "decrypt", "--key", &key, "--cert", &crt],
+                    &wrap_p7m(&der, Some("authEnveloped-data"), false),
+                );
+                expect_message(&ok(&o, "envelopd decrypt")?)
+            });
+            m.cell(
+                from_engine,
+                "openssl",
+                &format!("openssl ECDH {curve} ({kdf} KDF), AES-256-GCM"),
+                Required,
+                r,
+            );
+        }
     }
     let (carlos_key, carlos_crt, ca25519) = (
         lab.p("carlos.sign.key"),

@@ -56,6 +56,15 @@ oids! {
     RC2_CBC = "1.2.840.113549.3.2";
     DES_CBC = "1.3.14.3.2.7";
     ID_SAN = "2.5.29.17";
+    DH_SHA1_KDF = "1.3.133.16.840.63.0.2";
+    DH_SHA224_KDF = "1.3.132.1.11.0";
+    DH_SHA256_KDF = "1.3.132.1.11.1";
+    DH_SHA384_KDF = "1.3.132.1.11.2";
+    DH_SHA512_KDF = "1.3.132.1.11.3";
+    AES128_WRAP = "2.16.840.1.101.3.4.1.5";
+    AES192_WRAP = "2.16.840.1.101.3.4.1.25";
+    AES256_WRAP = "2.16.840.1.101.3.4.1.45";
+    ID_X25519 = "1.3.101.110";
 }
 
 /// A human name for an OID, for error messages.
@@ -84,6 +93,8 @@ pub fn name(oid: &Oid) -> String {
         (ID_EC_PUBLIC_KEY, "EC"),
         (ID_ED25519, "Ed25519"),
         (SECP256R1, "P-256"),
+        (ID_X25519, "X25519"),
+        (DH_SHA1_KDF, "ECDH-SHA1-KDF"),
         (SECP384R1, "P-384"),
         (ID_DATA, "data"),
         (ID_SIGNED_DATA, "signed-data"),

@@ -115,7 +115,11 @@ pub fn encrypt_parts(
     let cek = random(opts.cipher.key_len())?;
     let mut infos = Vec::with_capacity(recipients.len());
     for r in recipients {
-        infos.push(RecipientInfo::Ktri(wrap_for(r, &cek, opts.key_transport)?));
+        infos.push(if r.spki().algorithm.oid == alg::ID_EC_PUBLIC_KEY {
+            RecipientInfo::Kari(ecdh::agree_for(r, &cek)?)
+        } else {
+            RecipientInfo::Ktri(wrap_for(r, &cek, opts.key_transport)?)
+        });
     }
     let recip_infos = RecipientInfos::try_from(infos).map_err(der_err)?;
 
@@ -162,7 +166,25 @@ pub fn encrypt_parts(
         oid: opts.cipher.oid(),
         parameters: Some(alg_params),
     };
-    EnvelopeDer::assemble(outer_oid, &recip_infos, &content_alg, buf, mac.as_ref())
+    // RFC 5652 §6.1: EnvelopedData is version 2 as soon as any recipient is not a v0 KTRI.
+    let version = if outer_oid == alg::ID_ENVELOPED_DATA
+        && recip_infos
+            .0
+            .iter()
+            .any(|r| !matches!(r, RecipientInfo::Ktri(_)))
+    {
+        CmsVersion::V2
+    } else {
+        CmsVersion::V0
+    };
+    EnvelopeDer::assemble(
+        outer_oid,
+        version,
+        &recip_infos,
+        &content_alg,
+        buf,
+        mac.as_ref(),
+    )
 }
 
 /// A DER ContentInfo (EnvelopedData or AuthEnvelopedData) in three pieces, so that a large
@@ -187,6 +209,7 @@ impl EnvelopeDer {
     /// field by field (version 0, no originatorInfo or attributes).
     fn assemble(
         outer_oid: der::asn1::ObjectIdentifier,
+        version: CmsVersion,
         recip_infos: &RecipientInfos,
         content_alg: &AlgorithmIdentifierOwned,
         ciphertext: Vec<u8>,
@@ -194,7 +217,7 @@ impl EnvelopeDer {
     ) -> Result<Self, Error> {
         use crate::ber::write_length;
         let tlv_len = |content: usize| 1 + crate::ber::encoded_length_len(content) + content;
-        let version = CmsVersion::V0.to_der().map_err(der_err)?;
+        let version = version.to_der().map_err(der_err)?;
         let recips = recip_infos.to_der().map_err(der_err)?;
         let data_oid = alg::ID_DATA.to_der().map_err(der_err)?;
         let alg_der = content_alg.to_der().map_err(der_err)?;
@@ -255,7 +278,7 @@ pub(crate) fn content_info_der<T: Encode>(
 fn wrap_for(r: &Cert, cek: &[u8], kt: KeyTransport) -> Result<KeyTransRecipientInfo, Error> {
     if r.spki().algorithm.oid != alg::RSA_ENCRYPTION {
         return Err(Error::Unsupported(format!(
-            "recipient key type {} for \"{}\" (envelopd encrypts to RSA certificates; ECDH is not built yet)",
+            "recipient key type {} for \"{}\" (envelopd encrypts to RSA and EC P-256/P-384 certificates)",
             alg::name(&r.spki().algorithm.oid),
             r.subject()
         )));
@@ -500,6 +523,13 @@ fn unwrap_key(
     let mut seen = Vec::new();
     let mut other_kinds = 0;
     for ri in recips.0.iter() {
+        if let RecipientInfo::Kari(ka) = ri {
+            match ecdh::unwrap(ka, keys, key_len)? {
+                ecdh::Unwrapped::Key(k) => return Ok(k),
+                ecdh::Unwrapped::NotForUs(names) => seen.extend(names),
+            }
+            continue;
+        }
         let RecipientInfo::Ktri(kt) = ri else {
             other_kinds += 1;
             continue;
@@ -510,11 +540,7 @@ fn unwrap_key(
         });
         let Some(id) = id else {
             seen.push(match &kt.rid {
-                RecipientIdentifier::IssuerAndSerialNumber(isn) => format!(
-                    "serial {} from \"{}\"",
-                    hex(isn.serial_number.as_bytes()),
-                    isn.issuer
-                ),
+                RecipientIdentifier::IssuerAndSerialNumber(isn) => describe_isn(isn),
                 RecipientIdentifier::SubjectKeyIdentifier(ski) => {
                     format!("key id {}", hex(ski.0.as_bytes()))
                 }
@@ -554,11 +580,20 @@ fn unwrap_key(
     }
     if seen.is_empty() && other_kinds > 0 {
         return Err(Error::Unsupported(
-            "the message uses key agreement (ECDH/X25519) recipients, which envelopd cannot open yet"
+            "the message uses only KEK, password or other recipient types, which envelopd cannot open"
                 .into(),
         ));
     }
     Err(Error::NoRecipient(seen.join("; ")))
+}
+
+/// Describes an issuer-and-serial recipient identifier for error messages.
+fn describe_isn(isn: &cms::cert::IssuerAndSerialNumber) -> String {
+    format!(
+        "serial {} from \"{}\"",
+        hex(isn.serial_number.as_bytes()),
+        isn.issuer
+    )
 }
 
 fn hex(b: &[u8]) -> String {
@@ -577,4 +612,256 @@ fn des3_cbc_decrypt(key: &[u8], iv: &[u8], mut buf: Vec<u8>) -> Result<Vec<u8>, 
         .len();
     buf.truncate(n);
     Ok(buf)
+}
+
+/// RFC 5753 ephemeral-static ECDH key agreement (KeyAgreeRecipientInfo) with the ANSI X9.63 KDF
+/// and AES key wrap: the way S/MIME encrypts to EC certificates.
+mod ecdh {
+    use aws_lc_rs::key_wrap::{KeyEncryptionKey, KeyWrap, AES_128, AES_256};
+    use cms::enveloped_data::{
+        KeyAgreeRecipientIdentifier, KeyAgreeRecipientInfo, OriginatorIdentifierOrKey,
+        OriginatorPublicKey, RecipientEncryptedKey,
+    };
+    use der::asn1::{BitString, ObjectIdentifier as Oid, OctetString};
+    use der::{Any, Encode};
+    use spki::AlgorithmIdentifierOwned;
+    use zeroize::Zeroizing;
+
+    use super::{der_err, describe_isn, hex, CmsVersion};
+    use crate::alg::{self, Digest};
+    use crate::cert::Cert;
+    use crate::keys::{ecdh_alg, Identity};
+    use crate::Error;
+
+    /// ECC-CMS-SharedInfo (RFC 5753 §7.2), the KDF's context.
+    #[derive(der::Sequence)]
+    struct SharedInfo {
+        key_info: AlgorithmIdentifierOwned,
+        #[asn1(context_specific = "0", tag_mode = "EXPLICIT", optional = "true")]
+        entity_u_info: Option<OctetString>,
+        #[asn1(context_specific = "2", tag_mode = "EXPLICIT")]
+        supp_pub_info: OctetString,
+    }
+
+    fn kdf_digest(scheme: &Oid) -> Result<Digest, Error> {
+        Ok(match *scheme {
+            alg::DH_SHA1_KDF => Digest::Sha1,
+            alg::DH_SHA256_KDF => Digest::Sha256,
+            alg::DH_SHA384_KDF => Digest::Sha384,
+            alg::DH_SHA512_KDF => Digest::Sha512,
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "key agreement scheme {}",
+                    alg::name(&other)
+                )))
+            }
+        })
+    }
+
+    fn wrap_key_len(wrap: &Oid) -> Result<usize, Error> {
+        Ok(match *wrap {
+            alg::AES128_WRAP => 16,
+            alg::AES192_WRAP => 24,
+            alg::AES256_WRAP => 32,
+            other => {
+                return Err(Error::Unsupported(format!(
+                    "key wrap {}",
+                    alg::name(&other)
+                )))
+            }
+        })
+    }
+
+    /// ANSI X9.63 KDF: Hash(Z || counter || SharedInfo) blocks, truncated to the KEK length.
+    fn x963_kdf(
+        digest: Digest,
+        z: &[u8],
+        wrap: &Oid,
+        ukm: Option<&OctetString>,
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let len = wrap_key_len(wrap)?;
+        let info = SharedInfo {
+            key_info: AlgorithmIdentifierOwned {
+                oid: *wrap,
+                parameters: None,
+            },
+            entity_u_info: ukm.cloned(),
+            supp_pub_info: OctetString::new(((len * 8) as u32).to_be_bytes().to_vec())
+                .map_err(der_err)?,
+        }
+        .to_der()
+        .map_err(der_err)?;
+        let mut out = Zeroizing::new(Vec::with_capacity(len + 64));
+        let mut counter = 1u32;
+        while out.len() < len {
+            let mut ctx = aws_lc_rs::digest::Context::new(digest.algorithm());
+            ctx.update(z);
+            ctx.update(&counter.to_be_bytes());
+            ctx.update(&info);
+            out.extend_from_slice(ctx.finish().as_ref());
+            counter += 1;
+        }
+        out.truncate(len);
+        Ok(out)
+    }
+
+    fn kek(key: &[u8]) -> Result<KeyEncryptionKey<aws_lc_rs::key_wrap::AesBlockCipher>, Error> {
+        let cipher = match key.len() {
+            16 => &AES_128,
+            32 => &AES_256,
+            _ => return Err(Error::Unsupported("AES-192 key wrap".into())),
+        };
+        KeyEncryptionKey::new(cipher, key).map_err(|_| Error::Key("bad key-encryption key".into()))
+    }
+
+    /// Builds the KeyAgreeRecipientInfo for an EC recipient: a fresh ephemeral key on the
+    /// recipient's curve, SHA-256 (P-256) or SHA-384 (P-384) KDF, AES-256 key wrap.
+    pub fn agree_for(r: &Cert, cek: &[u8]) -> Result<KeyAgreeRecipientInfo, Error> {
+        let curve: Oid = r
+            .spki()
+            .algorithm
+            .parameters
+            .as_ref()
+            .and_then(|p| p.decode_as().ok())
+            .ok_or_else(|| {
+                Error::Certificate(format!("EC key of \"{}\" has no named curve", r.subject()))
+            })?;
+        let algo = ecdh_alg(&curve)?;
+        let (scheme, digest) = if curve == alg::SECP384R1 {
+            (alg::DH_SHA384_KDF, Digest::Sha384)
+        } else {
+            (alg::DH_SHA256_KDF, Digest::Sha256)
+        };
+        let peer = r
+            .spki()
+            .subject_public_key
+            .as_bytes()
+            .ok_or_else(|| Error::Certificate("EC public key is not whole bytes".into()))?;
+        let eph = aws_lc_rs::agreement::PrivateKey::generate(algo)
+            .map_err(|_| Error::Key("cannot generate an ephemeral EC key".into()))?;
+        let eph_pub = eph
+            .compute_public_key()
+            .map_err(|_| Error::Key("cannot compute the ephemeral public key".into()))?;
+        let kek_bytes = aws_lc_rs::agreement::agree(
+            &eph,
+            aws_lc_rs::agreement::UnparsedPublicKey::new(algo, peer),
+            Error::Certificate(format!(
+                "the EC public key of \"{}\" is invalid",
+                r.subject()
+            )),
+            |z| x963_kdf(digest, z, &alg::AES256_WRAP, None),
+        )?;
+        let mut wrapped = vec![0u8; cek.len() + 8];
+        let n = kek(&kek_bytes)?
+            .wrap(cek, &mut wrapped)
+            .map_err(|_| Error::Key("AES key wrap failed".into()))?
+            .len();
+        wrapped.truncate(n);
+        let wrap_alg = AlgorithmIdentifierOwned {
+            oid: alg::AES256_WRAP,
+            parameters: None,
+        };
+        Ok(KeyAgreeRecipientInfo {
+            version: CmsVersion::V3,
+            originator: OriginatorIdentifierOrKey::OriginatorKey(OriginatorPublicKey {
+                algorithm: AlgorithmIdentifierOwned {
+                    oid: alg::ID_EC_PUBLIC_KEY,
+                    parameters: None,
+                },
+                public_key: BitString::from_bytes(eph_pub.as_ref()).map_err(der_err)?,
+            }),
+            ukm: None,
+            key_enc_alg: AlgorithmIdentifierOwned {
+                oid: scheme,
+                parameters: Some(Any::encode_from(&wrap_alg).map_err(der_err)?),
+            },
+            recipient_enc_keys: vec![RecipientEncryptedKey {
+                rid: KeyAgreeRecipientIdentifier::IssuerAndSerialNumber(r.issuer_and_serial()),
+                enc_key: OctetString::new(wrapped).map_err(der_err)?,
+            }],
+        })
+    }
+
+    /// The outcome of looking at one KeyAgreeRecipientInfo.
+    pub enum Unwrapped {
+        /// The content-encryption key, for one of our identities.
+        Key(Zeroizing<Vec<u8>>),
+        /// None of its recipients is ours; their descriptions for the error message.
+        NotForUs(Vec<String>),
+    }
+
+    /// Unwraps the content key if one of `keys` is among this KARI's recipients.
+    pub fn unwrap(
+        ka: &KeyAgreeRecipientInfo,
+        keys: &[Identity],
+        key_len: usize,
+    ) -> Result<Unwrapped, Error> {
+        let mut names = Vec::new();
+        for rek in &ka.recipient_enc_keys {
+            let id = keys.iter().find(|id| match &rek.rid {
+                KeyAgreeRecipientIdentifier::IssuerAndSerialNumber(isn) => {
+                    id.cert.matches_issuer_serial(isn)
+                }
+                KeyAgreeRecipientIdentifier::RKeyId(k) => {
+                    id.cert.matches_ski(k.subject_key_identifier.0.as_bytes())
+                }
+            });
+            let Some(id) = id else {
+                names.push(match &rek.rid {
+                    KeyAgreeRecipientIdentifier::IssuerAndSerialNumber(isn) => describe_isn(isn),
+                    KeyAgreeRecipientIdentifier::RKeyId(k) => {
+                        format!("key id {}", hex(k.subject_key_identifier.0.as_bytes()))
+                    }
+                });
+                continue;
+            };
+            if ka.version != CmsVersion::V3 {
+                return Err(Error::Malformed(
+                    "KeyAgreeRecipientInfo version must be 3".into(),
+                ));
+            }
+            let OriginatorIdentifierOrKey::OriginatorKey(orig) = &ka.originator else {
+                return Err(Error::Unsupported(
+                    "ECDH with a static originator key (only ephemeral-static is supported)".into(),
+                ));
+            };
+            if orig.algorithm.oid != alg::ID_EC_PUBLIC_KEY {
+                return Err(Error::Unsupported(format!(
+                    "key agreement with {} keys",
+                    alg::name(&orig.algorithm.oid)
+                )));
+            }
+            let digest = kdf_digest(&ka.key_enc_alg.oid)?;
+            let wrap: AlgorithmIdentifierOwned = ka
+                .key_enc_alg
+                .parameters
+                .as_ref()
+                .ok_or_else(|| {
+                    Error::Malformed("key agreement without a key wrap algorithm".into())
+                })?
+                .decode_as()
+                .map_err(|e| Error::Malformed(format!("key wrap algorithm: {e}")))?;
+            if wrap.parameters.is_some() {
+                return Err(Error::Malformed("AES key wrap with parameters".into()));
+            }
+            let point = orig
+                .public_key
+                .as_bytes()
+                .ok_or_else(|| Error::Malformed("originator key is not whole bytes".into()))?;
+            let z = id.key.ecdh(point)?;
+            let kek_bytes = x963_kdf(digest, &z, &wrap.oid, ka.ukm.as_ref())?;
+            let wrapped = rek.enc_key.as_bytes();
+            let mut cek = Zeroizing::new(vec![0u8; wrapped.len()]);
+            let n = kek(&kek_bytes)?
+                .unwrap(wrapped, &mut cek)
+                .map_err(|_| Error::DecryptFailed)?
+                .len();
+            cek.truncate(n);
+            if cek.len() != key_len {
+                return Err(Error::DecryptFailed);
+            }
+            return Ok(Unwrapped::Key(cek));
+        }
+        Ok(Unwrapped::NotForUs(names))
+    }
 }

@@ -277,6 +277,25 @@ impl PrivateKey {
         }
     }
 
+    /// The ECDH shared secret (X coordinate) with a peer's uncompressed public point, for RFC 5753
+    /// key agreement; only EC P-256/P-384 keys can do this.
+    pub fn ecdh(&self, peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+        let Kind::Ecdsa { pkcs8, curve } = &self.kind else {
+            return Err(Error::Key(
+                "this key cannot do ECDH key agreement (it is not an EC key)".into(),
+            ));
+        };
+        let alg = ecdh_alg(curve)?;
+        let key = aws_lc_rs::agreement::PrivateKey::from_private_key_der(alg, pkcs8)
+            .map_err(|e| Error::Key(format!("EC key rejected for ECDH: {e}")))?;
+        aws_lc_rs::agreement::agree(
+            &key,
+            aws_lc_rs::agreement::UnparsedPublicKey::new(alg, peer_point),
+            Error::DecryptFailed,
+            |z| Ok(Zeroizing::new(z.to_vec())),
+        )
+    }
+
     /// True for RSA keys (the only kind used for key transport).
     pub fn is_rsa(&self) -> bool {
         matches!(self.kind, Kind::Rsa { .. })
@@ -325,6 +344,18 @@ impl PrivateKey {
                 }
             }
         }
+    }
+}
+
+/// The `aws-lc-rs` ECDH algorithm for a named curve.
+pub fn ecdh_alg(curve: &Oid) -> Result<&'static aws_lc_rs::agreement::Algorithm, Error> {
+    match *curve {
+        alg::SECP256R1 => Ok(&aws_lc_rs::agreement::ECDH_P256),
+        alg::SECP384R1 => Ok(&aws_lc_rs::agreement::ECDH_P384),
+        other => Err(Error::Unsupported(format!(
+            "ECDH on curve {}",
+            alg::name(&other)
+        ))),
     }
 }
 
