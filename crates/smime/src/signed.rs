@@ -234,13 +234,12 @@ pub fn verify_cms(
     }
     let sd = decode_signed_data(&ci.content)?;
     // Fields outside the signature are checked strictly too, so that no changed byte goes unnoticed.
-    if !matches!(
-        sd.version,
-        CmsVersion::V1 | CmsVersion::V3 | CmsVersion::V4 | CmsVersion::V5
-    ) {
-        return Err(Error::Malformed(
-            "SignedData with an invalid version".into(),
-        ));
+    if sd.version != expected_version(&sd) {
+        return Err(Error::Malformed(format!(
+            "SignedData version {} does not match its contents (RFC 5652 §5.1 requires {})",
+            sd.version as u8,
+            expected_version(&sd) as u8
+        )));
     }
     if sd.signer_infos.0.is_empty() {
         return Err(Error::BadSignature("the signature has no signers".into()));
@@ -291,6 +290,32 @@ pub fn verify_cms(
         signers,
         certificates,
     })
+}
+
+/// The SignedData version RFC 5652 §5.1 prescribes for these contents. Checked exactly: the
+/// version is outside the signature, and a changed byte anywhere must not go unnoticed.
+fn expected_version(sd: &SignedData) -> CmsVersion {
+    let other_certs = sd.certificates.as_ref().is_some_and(|c| {
+        c.0.iter()
+            .any(|c| matches!(c, cms::cert::CertificateChoices::Other(_)))
+    });
+    let other_crls = sd.crls.as_ref().is_some_and(|c| {
+        c.0.iter()
+            .any(|c| matches!(c, cms::revocation::RevocationInfoChoice::Other(_)))
+    });
+    if other_certs || other_crls {
+        CmsVersion::V5
+    } else if sd.encap_content_info.econtent_type != alg::ID_DATA
+        || sd
+            .signer_infos
+            .0
+            .iter()
+            .any(|s| s.version == CmsVersion::V3)
+    {
+        CmsVersion::V3
+    } else {
+        CmsVersion::V1
+    }
 }
 
 /// Decodes SignedData; if only its embedded CRLs fail to parse (old v1 CRLs), they are dropped:

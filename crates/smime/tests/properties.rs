@@ -243,8 +243,8 @@ proptest! {
     }
 }
 
-/// Exhaustive companion to the random flips: every byte of a signature and of a GCM envelope,
-/// flipped in its lowest and highest bit, must be caught.
+/// Exhaustive companion to the random flips: every bit of every byte of a signature and of a
+/// GCM envelope, flipped on its own, must be caught.
 #[test]
 fn every_single_byte_flip_is_detected() {
     let k = keys();
@@ -259,7 +259,7 @@ fn every_single_byte_flip_is_detected() {
     let ci_ok = smime::signed::parse_content_info(&der).unwrap();
     assert!(smime::envelope::decrypt(ci_ok, std::slice::from_ref(&k.bob)).is_ok());
     for i in 0..der.len() {
-        for bit in [0, 7] {
+        for bit in 0..8 {
             let mut d = der.clone();
             d[i] ^= 1 << bit;
             let r = smime::signed::parse_content_info(&d)
@@ -274,7 +274,7 @@ fn every_single_byte_flip_is_detected() {
     let content = b"Content-Type: text/plain\r\n\r\nprescription: 5mg\r\n";
     let sig = smime::signed::sign_detached(content, &k.alice, &sign_opts()).unwrap();
     for i in 0..sig.len() {
-        for bit in [0, 7] {
+        for bit in 0..8 {
             let mut d = sig.clone();
             d[i] ^= 1 << bit;
             let r = smime::signed::parse_content_info(&d)
