@@ -339,3 +339,61 @@ fn x25519_recipients_are_refused_clearly() {
     assert!(matches!(err, Error::Unsupported(_)), "{err}");
     assert!(err.to_string().contains("Dana"), "{err}");
 }
+
+#[test]
+fn binary_transfer_encoding_and_x_pkcs7_signature_are_accepted() {
+    let bob_enc = identity("rfc9216/bob.encrypt.key", "rfc9216/bob.encrypt.crt");
+    let enc = smime::encrypt(
+        MAIL,
+        std::slice::from_ref(&bob_enc.cert),
+        &EncryptOptions::default(),
+    )
+    .unwrap();
+    let der = smime::mime::base64_decode(smime::mime::split(&enc).body).unwrap();
+    let mut binary = b"From: alice@smime.example\r\nContent-Type: application/x-pkcs7-mime; name=smime.p7m\r\nContent-Transfer-Encoding: binary\r\n\r\n".to_vec();
+    binary.extend_from_slice(&der);
+    let d = smime::decrypt(&binary, std::slice::from_ref(&bob_enc)).unwrap();
+    assert!(d.message.ends_with(b"the results are fine.\r\n"));
+
+    let opts = SignOptions {
+        digest: None,
+        rsa_padding: smime::RsaPadding::Pkcs1v15,
+        signing_time: at(),
+        encryption_cert: None,
+    };
+    let signed = String::from_utf8(smime::sign(MAIL, &alice_sign(), &opts).unwrap())
+        .unwrap()
+        .replace(
+            "application/pkcs7-signature",
+            "application/x-pkcs7-signature",
+        );
+    assert!(smime::verify(signed.as_bytes(), &rsa_anchor())
+        .unwrap()
+        .is_valid());
+}
+
+#[test]
+fn encrypted_then_signed_opens_both_layers_in_order() {
+    let bob_enc = identity("rfc9216/bob.encrypt.key", "rfc9216/bob.encrypt.crt");
+    let opts = SignOptions {
+        digest: None,
+        rsa_padding: smime::RsaPadding::Pkcs1v15,
+        signing_time: at(),
+        encryption_cert: None,
+    };
+    let enc = smime::encrypt(
+        MAIL,
+        std::slice::from_ref(&bob_enc.cert),
+        &EncryptOptions::default(),
+    )
+    .unwrap();
+    let signed = smime::sign(&enc, &alice_sign(), &opts).unwrap();
+    let opened = smime::open(&signed, &[bob_enc], &rsa_anchor()).unwrap();
+    assert_eq!(opened.layers.len(), 2);
+    assert!(matches!(&opened.layers[0], smime::Layer::Signed(v) if v.is_valid()));
+    assert!(matches!(
+        opened.layers[1],
+        smime::Layer::Encrypted(ContentCipher::Aes256Gcm)
+    ));
+    assert!(opened.message.ends_with(b"the results are fine.\r\n"));
+}
