@@ -8,7 +8,10 @@ use std::time::SystemTime;
 
 use der::{Decode, Encode};
 use spki::SubjectPublicKeyInfoOwned;
-use x509_cert::ext::pkix::{name::GeneralName, SubjectAltName, SubjectKeyIdentifier};
+use x509_cert::ext::pkix::{
+    name::GeneralName, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAltName,
+    SubjectKeyIdentifier,
+};
 use x509_cert::Certificate;
 
 use crate::{alg, ber, sigalg, Error};
@@ -174,6 +177,57 @@ impl Cert {
         )
     }
 
+    /// Describes why this certificate may not issue other certificates, or None if it may
+    /// (basicConstraints cA, and keyCertSign when keyUsage is present; RFC 5280 §4.2.1.9).
+    pub fn ca_problem(&self) -> Option<String> {
+        let tbs = self.parsed.tbs_certificate();
+        let is_ca = matches!(tbs.get_extension::<BasicConstraints>(), Ok(Some((_, bc))) if bc.ca);
+        if !is_ca {
+            return Some(format!(
+                "\"{}\" is not a CA certificate but appears as an issuer in the chain",
+                self.subject()
+            ));
+        }
+        if let Ok(Some((_, ku))) = tbs.get_extension::<KeyUsage>() {
+            if !ku.key_cert_sign() {
+                return Some(format!("\"{}\" may not sign certificates", self.subject()));
+            }
+        }
+        None
+    }
+
+    /// Describes why this certificate may not sign S/MIME mail, or None if it may: keyUsage (if
+    /// present) must allow digitalSignature or nonRepudiation, and extendedKeyUsage (if present)
+    /// must include emailProtection or anyExtendedKeyUsage (RFC 8550 §4.4).
+    pub fn smime_signing_problem(&self) -> Option<String> {
+        let tbs = self.parsed.tbs_certificate();
+        if let Ok(Some((_, ku))) = tbs.get_extension::<KeyUsage>() {
+            if !ku.digital_signature() && !ku.non_repudiation() {
+                return Some(format!(
+                    "certificate \"{}\" is not allowed to sign (key usage)",
+                    self.subject()
+                ));
+            }
+        }
+        if let Ok(Some((_, eku))) = tbs.get_extension::<ExtendedKeyUsage>() {
+            const EMAIL_PROTECTION: der::asn1::ObjectIdentifier =
+                der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.4");
+            const ANY_EKU: der::asn1::ObjectIdentifier =
+                der::asn1::ObjectIdentifier::new_unwrap("2.5.29.37.0");
+            if !eku
+                .0
+                .iter()
+                .any(|o| *o == EMAIL_PROTECTION || *o == ANY_EKU)
+            {
+                return Some(format!(
+                    "certificate \"{}\" is not for e-mail protection (extended key usage)",
+                    self.subject()
+                ));
+            }
+        }
+        None
+    }
+
     /// True when the certificate names itself as issuer.
     pub fn is_self_issued(&self) -> bool {
         let tbs = self.parsed.tbs_certificate();
@@ -285,6 +339,10 @@ pub fn check_path(
             .find(|c| !path.contains(c) && !c.is_self_issued() && current.is_signed_by(c).is_ok());
         match next {
             Some(next) => {
+                // A leaf signed by another leaf must not pass as a chain.
+                if let Some(problem) = next.ca_problem() {
+                    return Err(problem);
+                }
                 path.push(next.clone());
                 current = next.clone();
             }

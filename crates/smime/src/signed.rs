@@ -433,9 +433,7 @@ fn check_signer(
             content,
             si.signature.as_bytes(),
         )?;
-        return check_path(cert, certs, &opts.anchors, opts.at)
-            .map(|_| ())
-            .map_err(Error::Untrusted);
+        return check_trust(cert, certs, opts);
     };
     let single = |oid: Oid| -> Result<&Any, Error> {
         let mut found = attrs.iter().filter(|a| a.oid == oid);
@@ -473,6 +471,14 @@ fn check_signer(
         &signed,
         si.signature.as_bytes(),
     )?;
+    check_trust(cert, certs, opts)
+}
+
+/// The signer certificate chains to an anchor, is valid at the time, and may sign mail.
+fn check_trust(cert: &Cert, certs: &[Cert], opts: &VerifyOptions) -> Result<(), Error> {
     check_path(cert, certs, &opts.anchors, opts.at).map_err(Error::Untrusted)?;
+    if let Some(problem) = cert.smime_signing_problem() {
+        return Err(Error::Untrusted(problem));
+    }
     Ok(())
 }

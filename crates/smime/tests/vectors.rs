@@ -397,3 +397,27 @@ fn encrypted_then_signed_opens_both_layers_in_order() {
     ));
     assert!(opened.message.ends_with(b"the results are fine.\r\n"));
 }
+
+#[test]
+fn an_encryption_only_certificate_cannot_make_a_valid_signature() {
+    // RFC 9216 Alice's encryption certificate has keyUsage keyEncipherment only.
+    let enc_id = identity("rfc9216/alice.encrypt.key", "rfc9216/alice.encrypt.crt");
+    let opts = SignOptions {
+        digest: None,
+        rsa_padding: smime::RsaPadding::Pkcs1v15,
+        signing_time: at(),
+        encryption_cert: None,
+    };
+    let signed = smime::sign(MAIL, &enc_id, &opts).unwrap();
+    let v = smime::verify(&signed, &rsa_anchor()).unwrap();
+    assert!(!v.is_valid());
+    assert!(
+        v.signers[0]
+            .problem
+            .as_deref()
+            .unwrap()
+            .contains("not allowed to sign"),
+        "{:?}",
+        v.signers[0].problem
+    );
+}
