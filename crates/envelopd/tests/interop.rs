@@ -360,6 +360,50 @@ impl Lab {
     fn envelopd(&self, args: &[&str], stdin: &[u8]) -> Output {
         run(ENVELOPD, args, Some(stdin), &[])
     }
+
+    /// `openssl cms -verify` of a whole signed message; returns the content it printed.
+    fn openssl_verify(&self, signed: &[u8], ca: &str) -> Result<Vec<u8>, String> {
+        let f = self.write("to-verify.eml", signed);
+        let o = run(
+            "openssl",
+            &["cms", "-verify", "-CAfile", ca, "-in", &f],
+            None,
+            &[],
+        );
+        ok(&o, "openssl cms -verify")
+    }
+
+    /// NSS `cmsutil` on the two parts of a `multipart/signed` message; returns its status lines.
+    fn nss_verify(&self, signed: &[u8]) -> String {
+        let (content, sig) = split_signed(signed);
+        let cf = self.write("nss-content", &content);
+        let sf = self.write("nss-sig.p7s", &sig);
+        let args = [
+            "-D",
+            "-n",
+            "-h",
+            "2",
+            "-i",
+            &sf,
+            "-c",
+            &cf,
+            "-d",
+            &self.nss_alice,
+        ];
+        let o = run("cmsutil", &args, None, &[]);
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    /// `envelopd smime verify`: Ok with the output message only when the status says valid.
+    fn envelopd_verify(&self, signed: &[u8], ca: &str) -> Result<Vec<u8>, String> {
+        let o = self.envelopd(&["smime", "verify", "--ca", ca], signed);
+        let status = String::from_utf8_lossy(&o.stderr).to_string();
+        if o.status.success() && status.contains("\"valid\":true") {
+            Ok(o.stdout)
+        } else {
+            Err(status)
+        }
+    }
 }
 
 fn set_mode(p: &Path, mode: u32) {
@@ -512,69 +556,33 @@ fn interop_matrix() {
         args.extend(extra.iter().map(|s| s.to_string()));
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let signed = ok(&lab.envelopd(&argv, &msg), "envelopd sign").unwrap();
-        let f = lab.write("e-signed.eml", &signed);
-        let o = run(
-            "openssl",
-            &["cms", "-verify", "-CAfile", &lab.p("ca.rsa.crt"), "-in", &f],
-            None,
-            &[],
-        );
-        m.cell(
-            to_engine,
-            "openssl",
-            case,
-            Required,
-            ok(&o, "openssl cms -verify").and_then(|out| expect_inner(&out)),
-        );
+        let ca = lab.p("ca.rsa.crt");
+        let r = lab
+            .openssl_verify(&signed, &ca)
+            .and_then(|out| expect_inner(&out));
+        m.cell(to_engine, "openssl", case, Required, r);
 
         let (content, sig) = split_signed(&signed);
         let cf = lab.write("e-content", &content);
         let sf = lab.write("e-sig.p7s", &sig);
         let o = lab.gpgsm(&["--verify", &sf, &cf], None);
         let good = String::from_utf8_lossy(&o.stderr).contains("Good signature");
-        m.cell(
-            to_engine,
-            "gpgsm",
-            case,
-            need_others,
-            ok(&o, "gpgsm --verify").and_then(|_| {
-                if good {
-                    Ok(())
-                } else {
-                    Err("no Good signature".into())
-                }
-            }),
-        );
-
-        let o = run(
-            "cmsutil",
-            &[
-                "-D",
-                "-n",
-                "-h",
-                "2",
-                "-i",
-                &sf,
-                "-c",
-                &cf,
-                "-d",
-                &lab.nss_alice,
-            ],
-            None,
-            &[],
-        );
-        let out = String::from_utf8_lossy(&o.stdout).to_string();
-        m.cell(
-            to_engine,
-            "nss",
-            case,
-            need_others,
-            if out.contains("signer0.status=GoodSignature") {
+        let r = ok(&o, "gpgsm --verify").and_then(|_| {
+            if good {
                 Ok(())
             } else {
-                Err(format!("cmsutil: {}", out.trim()))
-            },
-        );
+                Err("no Good signature".into())
+            }
+        });
+        m.cell(to_engine, "gpgsm", case, need_others, r);
+
+        let out = lab.nss_verify(&signed);
+        let r = if out.contains("signer0.status=GoodSignature") {
+            Ok(())
+        } else {
+            Err(format!("cmsutil: {out}"))
+        };
+        m.cell(to_engine, "nss", case, need_others, r);
     }
 
     // ---------- envelopd encrypts, engines decrypt ----------
@@ -679,14 +687,9 @@ fn interop_matrix() {
 
     // ---------- engines sign, envelopd verifies ----------
     let ca = lab.p("ca.rsa.crt");
-    let verify = |signed: &[u8]| -> Result<(), String> {
-        let o = lab.envelopd(&["smime", "verify", "--ca", &ca], signed);
-        let out = ok(&o, "envelopd verify")?;
-        let status = String::from_utf8_lossy(&o.stderr).to_string();
-        if !status.contains("\"valid\":true") {
-            return Err(status);
-        }
-        expect_message(&out)
+    let verify = |signed: &[u8]| {
+        lab.envelopd_verify(signed, &ca)
+            .and_then(|o| expect_message(&o))
     };
     let inner_f = lab.write("inner.txt", INNER);
     for (case, extra, micalg) in [
@@ -967,53 +970,25 @@ fn interop_matrix() {
             &lab.envelopd(&["smime", "sign", "--key", &key, "--cert", &crt], &msg),
             "envelopd sign",
         );
-        let r = signed.clone().and_then(|signed| {
-            let f = lab.write("ec-signed.eml", &signed);
-            ok(
-                &run(
-                    "openssl",
-                    &["cms", "-verify", "-CAfile", &cacrt, "-in", &f],
-                    None,
-                    &[],
-                ),
-                "openssl cms -verify",
-            )
-            .and_then(|o| expect_inner(&o))
-        });
+        let r = signed
+            .clone()
+            .and_then(|signed| lab.openssl_verify(&signed, &cacrt))
+            .and_then(|o| expect_inner(&o));
         m.cell(to_engine, "openssl", &case, Required, r);
-        let r = signed.and_then(|signed| {
-            let (content, sig) = split_signed(&signed);
-            let cf = lab.write("ec-content", &content);
-            let sf = lab.write("ec-sig.p7s", &sig);
-            let out = run(
-                "cmsutil",
-                &[
-                    "-D",
-                    "-n",
-                    "-h",
-                    "2",
-                    "-i",
-                    &sf,
-                    "-c",
-                    &cf,
-                    "-d",
-                    &lab.nss_alice,
-                ],
-                None,
-                &[],
-            );
-            let out = String::from_utf8_lossy(&out.stdout).to_string();
-            // NSS checks the chain too; without the EC CA in its DB it says so, but the digest
-            // and signature checks come first, so only a digest or signature failure fails here.
-            if out.contains("GoodSignature")
-                || out.contains("SigningCertNotTrusted")
-                || out.contains("SigningCertNotFound")
-            {
-                Ok(())
-            } else {
-                Err(format!("cmsutil: {}", out.trim()))
-            }
-        });
+        let r = signed
+            .map(|signed| lab.nss_verify(&signed))
+            .and_then(|out| {
+                // NSS checks the chain too; without the EC CA in its DB it says so, but the digest
+                // and signature checks come first, so only a digest or signature failure fails here.
+                if out.contains("GoodSignature")
+                    || out.contains("SigningCertNotTrusted")
+                    || out.contains("SigningCertNotFound")
+                {
+                    Ok(())
+                } else {
+                    Err(format!("cmsutil: {out}"))
+                }
+            });
         m.cell(to_engine, "nss", &case, Informational, r);
         let o = run(
             "openssl",
@@ -1024,16 +999,9 @@ fn interop_matrix() {
             None,
             &[],
         );
-        let r = ok(&o, "openssl cms -sign").and_then(|sig| {
-            let signed = wrap_signed(INNER, &sig, "sha-256");
-            let o = lab.envelopd(&["smime", "verify", "--ca", &cacrt], &signed);
-            let status = String::from_utf8_lossy(&o.stderr).to_string();
-            if status.contains("\"valid\":true") {
-                expect_message(&o.stdout)
-            } else {
-                Err(status)
-            }
-        });
+        let r = ok(&o, "openssl cms -sign")
+            .and_then(|sig| lab.envelopd_verify(&wrap_signed(INNER, &sig, "sha-256"), &cacrt))
+            .and_then(|o| expect_message(&o));
         m.cell(
             from_engine,
             "openssl",
@@ -1125,19 +1093,8 @@ fn interop_matrix() {
         ),
         "envelopd sign",
     )
-    .and_then(|signed| {
-        let f = lab.write("ed-signed.eml", &signed);
-        ok(
-            &run(
-                "openssl",
-                &["cms", "-verify", "-CAfile", &ca25519, "-in", &f],
-                None,
-                &[],
-            ),
-            "openssl cms -verify",
-        )
-        .and_then(|o| expect_inner(&o))
-    });
+    .and_then(|signed| lab.openssl_verify(&signed, &ca25519))
+    .and_then(|o| expect_inner(&o));
     // OpenSSL 3.0 cannot sign or verify Ed25519 in CMS ("invalid digest"); gpgsm 2.2 and NSS have
     // no Ed25519 CMS at all. Shown for the record; envelopd's own round trip is a unit test.
     m.cell(
@@ -1168,20 +1125,13 @@ fn interop_matrix() {
         &[],
     );
     let r = ok(&o, "openssl cms -sign").and_then(|sig| {
-        let signed = wrap_signed(INNER, &sig, "sha-512")
-            .into_iter()
-            .collect::<Vec<u8>>();
-        let signed = String::from_utf8(signed).unwrap().replace(
-            "Alice <alice@smime.example>",
-            "Carlos <carlos@smime.example>",
-        );
-        let o = lab.envelopd(&["smime", "verify", "--ca", &ca25519], signed.as_bytes());
-        let status = String::from_utf8_lossy(&o.stderr).to_string();
-        if status.contains("\"valid\":true") {
-            Ok(())
-        } else {
-            Err(status)
-        }
+        let signed = String::from_utf8(wrap_signed(INNER, &sig, "sha-512"))
+            .unwrap()
+            .replace(
+                "Alice <alice@smime.example>",
+                "Carlos <carlos@smime.example>",
+            );
+        lab.envelopd_verify(signed.as_bytes(), &ca25519).map(|_| ())
     });
     m.cell(
         from_engine,
@@ -1229,17 +1179,8 @@ fn interop_matrix() {
             ),
             "envelopd sign --p12",
         )?;
-        let f = lab.write("p12-signed.eml", &signed);
-        ok(
-            &run(
-                "openssl",
-                &["cms", "-verify", "-CAfile", &ca, "-in", &f],
-                None,
-                &[],
-            ),
-            "openssl cms -verify",
-        )
-        .map(|_| ())
+        lab.openssl_verify(&signed, &ca)
+            .and_then(|o| expect_inner(&o))
     });
     m.cell(
         to_engine,

@@ -1,40 +1,17 @@
 //! Bad input of every kind gives a clear error, never a panic: truncated and garbage CMS, huge
 //! length claims, deep BER nesting, broken MIME, wrong keys.
 
-use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
+mod common;
+use common::*;
 
 use smime::{EncryptOptions, Error, Identity, PrivateKey, VerifyOptions};
-
-fn vectors() -> PathBuf {
-    std::env::var_os("ENVELOPD_VECTORS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
-        })
-}
-
-fn read(rel: &str) -> Vec<u8> {
-    std::fs::read(vectors().join(rel)).unwrap()
-}
-
-fn identity(key: &str, crt: &str) -> Identity {
-    Identity::new(
-        PrivateKey::load(&read(key), None).unwrap(),
-        smime::parse_certificates(&read(crt)).unwrap(),
-    )
-    .unwrap()
-}
 
 fn bob() -> Identity {
     identity("rfc9216/bob.encrypt.key", "rfc9216/bob.encrypt.crt")
 }
 
 fn opts() -> VerifyOptions {
-    VerifyOptions {
-        anchors: smime::parse_certificates(&read("rfc9216/ca.rsa.crt")).unwrap(),
-        at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_893_456_000),
-    }
+    rsa_anchor()
 }
 
 fn p7m(der: &[u8]) -> Vec<u8> {
@@ -156,12 +133,7 @@ fn a_key_that_does_not_match_the_certificate_is_refused() {
 fn signer_certificate_missing_is_reported() {
     let alice = identity("rfc9216/alice.sign.key", "rfc9216/alice.sign.crt");
     let content = b"Content-Type: text/plain\r\n\r\nx\r\n";
-    let opts_sign = smime::SignOptions {
-        digest: None,
-        rsa_padding: smime::RsaPadding::Pkcs1v15,
-        signing_time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_893_456_000),
-        encryption_cert: None,
-    };
+    let opts_sign = sign_opts();
     let der = smime::signed::sign_detached(content, &alice, &opts_sign).unwrap();
     // Re-encode the SignedData with Bob's certificate instead of Alice's: the SignerInfo then
     // points at a certificate that is not there.

@@ -3,20 +3,8 @@
 //! lengths), so CI exercises the untrusted-input parsers without a nightly fuzzer. A panic or an
 //! endless loop here is a bug; errors are the expected outcome.
 
-use std::path::PathBuf;
-use std::time::{Duration, SystemTime};
-
-fn vectors() -> PathBuf {
-    std::env::var_os("ENVELOPD_VECTORS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
-        })
-}
-
-fn read(rel: &str) -> Vec<u8> {
-    std::fs::read(vectors().join(rel)).unwrap()
-}
+mod common;
+use common::*;
 
 struct Rng(u64);
 impl Rng {
@@ -79,33 +67,17 @@ fn mutations(seed: &[u8], count: usize, rng: &mut Rng) -> Vec<Vec<u8>> {
 }
 
 fn bob() -> smime::Identity {
-    let key = smime::PrivateKey::load(&read("rfc9216/bob.encrypt.key"), None).unwrap();
-    smime::Identity::new(
-        key,
-        smime::parse_certificates(&read("rfc9216/bob.encrypt.crt")).unwrap(),
-    )
-    .unwrap()
+    identity("rfc9216/bob.encrypt.key", "rfc9216/bob.encrypt.crt")
 }
 
 fn alice() -> smime::Identity {
-    let key = smime::PrivateKey::load(&read("rfc9216/alice.sign.key"), None).unwrap();
-    smime::Identity::new(
-        key,
-        smime::parse_certificates(&read("rfc9216/alice.sign.crt")).unwrap(),
-    )
-    .unwrap()
+    identity("rfc9216/alice.sign.key", "rfc9216/alice.sign.crt")
 }
 
 const MAIL: &[u8] = b"From: alice@smime.example\r\nTo: bob@smime.example\r\nSubject: seed\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGr\xc3\xbc\xc3\x9fe\r\n--b\r\nContent-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64\r\n\r\nAAECAwQ=\r\n--b--\r\n";
 
 fn signed_mail() -> Vec<u8> {
-    let opts = smime::SignOptions {
-        digest: None,
-        rsa_padding: smime::RsaPadding::Pkcs1v15,
-        signing_time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_893_456_000),
-        encryption_cert: None,
-    };
-    smime::sign(MAIL, &alice(), &opts).unwrap()
+    smime::sign(MAIL, &alice(), &sign_opts()).unwrap()
 }
 
 #[test]

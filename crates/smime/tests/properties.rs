@@ -1,29 +1,17 @@
 //! Property tests: arbitrary MIME bodies survive sign -> verify and encrypt -> decrypt byte-exact
 //! after canonicalisation, and any single flipped byte in a GCM envelope or a signature is caught.
 
-use std::path::PathBuf;
+mod common;
+use common::*;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use mail_parser::{MessageParser, MimeHeaders};
 use proptest::prelude::*;
-use smime::{
-    ContentCipher, EncryptOptions, Identity, KeyTransport, PrivateKey, SignOptions, VerifyOptions,
-};
-
-fn vectors() -> PathBuf {
-    std::env::var_os("ENVELOPD_VECTORS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
-        })
-}
+use smime::{ContentCipher, EncryptOptions, Identity, KeyTransport, VerifyOptions};
 
 fn load(key: &str, crt: &str) -> Identity {
-    let v = vectors().join("rfc9216");
-    let key = PrivateKey::load(&std::fs::read(v.join(key)).unwrap(), None).unwrap();
-    let certs = smime::parse_certificates(&std::fs::read(v.join(crt)).unwrap()).unwrap();
-    Identity::new(key, certs).unwrap()
+    identity(&format!("rfc9216/{key}"), &format!("rfc9216/{crt}"))
 }
 
 struct Keys {
@@ -45,15 +33,6 @@ fn keys() -> &'static Keys {
             at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_893_456_000),
         },
     })
-}
-
-fn sign_opts() -> SignOptions {
-    SignOptions {
-        digest: None,
-        rsa_padding: smime::RsaPadding::Pkcs1v15,
-        signing_time: SystemTime::UNIX_EPOCH + Duration::from_secs(1_893_456_000),
-        encryption_cert: None,
-    }
 }
 
 const OUTER: &[u8] = b"From: alice@smime.example\r\nTo: bob@smime.example\r\nSubject: p\r\n";

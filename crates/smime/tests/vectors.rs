@@ -1,39 +1,14 @@
 //! The public test vectors: RFC 4134 examples (decrypt/verify what we support, clear errors for
 //! what we refuse) and RFC 9216 keys (PKCS#8, encrypted PKCS#8, PKCS#12) through our own round trips.
 
-use std::path::PathBuf;
+mod common;
+use common::*;
 use std::time::{Duration, SystemTime};
 
 use smime::{
-    signed, Cert, ContentCipher, EncryptOptions, Error, Identity, KeyTransport, PrivateKey,
-    SignOptions, VerifyOptions,
+    signed, ContentCipher, EncryptOptions, Error, Identity, KeyTransport, PrivateKey, SignOptions,
+    VerifyOptions,
 };
-
-fn vectors() -> PathBuf {
-    std::env::var_os("ENVELOPD_VECTORS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
-        })
-}
-
-fn read(rel: &str) -> Vec<u8> {
-    let p = vectors().join(rel);
-    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e} (set ENVELOPD_VECTORS)", p.display()))
-}
-
-fn cert(rel: &str) -> Cert {
-    smime::parse_certificates(&read(rel)).unwrap().remove(0)
-}
-
-/// 2030-01-01, inside the validity of both vector sets.
-fn at() -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(1_893_456_000)
-}
-
-fn identity(key: &str, crt: &str) -> Identity {
-    Identity::new(PrivateKey::load(&read(key), None).unwrap(), vec![cert(crt)]).unwrap()
-}
 
 const SAMPLE: &[u8] = b"This is some sample content.";
 
@@ -134,13 +109,6 @@ fn rfc4134_other_content_types_are_not_smime() {
 
 fn alice_sign() -> Identity {
     identity("rfc9216/alice.sign.key", "rfc9216/alice.sign.crt")
-}
-
-fn rsa_anchor() -> VerifyOptions {
-    VerifyOptions {
-        anchors: vec![cert("rfc9216/ca.rsa.crt")],
-        at: at(),
-    }
 }
 
 const MAIL: &[u8] = b"From: Alice <alice@smime.example>\r\nTo: bob@smime.example\r\nSubject: Befund\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nDear Bob,\r\nthe results are fine.\r\n";
@@ -268,12 +236,7 @@ fn encrypt_then_decrypt_all_ciphers_and_transports() {
 #[test]
 fn sign_then_encrypt_opens_both_layers() {
     let bob_enc = identity("rfc9216/bob.encrypt.key", "rfc9216/bob.encrypt.crt");
-    let opts = SignOptions {
-        digest: None,
-        rsa_padding: smime::RsaPadding::Pkcs1v15,
-        signing_time: at(),
-        encryption_cert: None,
-    };
+    let opts = sign_opts();
     let signed = smime::sign(MAIL, &alice_sign(), &opts).unwrap();
     let enc = smime::encrypt(
         &signed,
@@ -316,12 +279,7 @@ fn ed25519_sign_then_verify_rfc9216_carlos() {
     let mail = String::from_utf8(MAIL.to_vec())
         .unwrap()
         .replace("Alice <alice@smime.example>", "carlos@smime.example");
-    let opts = SignOptions {
-        digest: None,
-        rsa_padding: smime::RsaPadding::Pkcs1v15,
-        signing_time: at(),
-        encryption_cert: None,
-    };
+    let opts = sign_opts();
     let signed = smime::sign(mail.as_bytes(), &carlos, &opts).unwrap();
     assert!(String::from_utf8_lossy(&signed).contains("micalg=sha-512"));
     let anchors = VerifyOptions {
@@ -355,12 +313,7 @@ fn binary_transfer_encoding_and_x_pkcs7_signature_are_accepted() {
     let d = smime::decrypt(&binary, std::slice::from_ref(&bob_enc)).unwrap();
     assert!(d.message.ends_with(b"the results are fine.\r\n"));
 
-    let opts = SignOptions {
-        digest: None,
-        rsa_padding: smime::RsaPadding::Pkcs1v15,
-        signing_time: at(),
-        encryption_cert: None,
-    };
+    let opts = sign_opts();
     let signed = String::from_utf8(smime::sign(MAIL, &alice_sign(), &opts).unwrap())
         .unwrap()
         .replace(
@@ -375,12 +328,7 @@ fn binary_transfer_encoding_and_x_pkcs7_signature_are_accepted() {
 #[test]
 fn encrypted_then_signed_opens_both_layers_in_order() {
     let bob_enc = identity("rfc9216/bob.encrypt.key", "rfc9216/bob.encrypt.crt");
-    let opts = SignOptions {
-        digest: None,
-        rsa_padding: smime::RsaPadding::Pkcs1v15,
-        signing_time: at(),
-        encryption_cert: None,
-    };
+    let opts = sign_opts();
     let enc = smime::encrypt(
         MAIL,
         std::slice::from_ref(&bob_enc.cert),
@@ -402,12 +350,7 @@ fn encrypted_then_signed_opens_both_layers_in_order() {
 fn an_encryption_only_certificate_cannot_make_a_valid_signature() {
     // RFC 9216 Alice's encryption certificate has keyUsage keyEncipherment only.
     let enc_id = identity("rfc9216/alice.encrypt.key", "rfc9216/alice.encrypt.crt");
-    let opts = SignOptions {
-        digest: None,
-        rsa_padding: smime::RsaPadding::Pkcs1v15,
-        signing_time: at(),
-        encryption_cert: None,
-    };
+    let opts = sign_opts();
     let signed = smime::sign(MAIL, &enc_id, &opts).unwrap();
     let v = smime::verify(&signed, &rsa_anchor()).unwrap();
     assert!(!v.is_valid());
