@@ -90,6 +90,36 @@ impl Cert {
         out
     }
 
+    /// The mailbox addresses exactly as the certificate states them: SAN rfc822Name and
+    /// SmtpUTF8Mailbox (RFC 8398), or, only when there is no SAN, the legacy subject emailAddress.
+    pub fn mailboxes(&self) -> Vec<String> {
+        const SMTP_UTF8_MAILBOX: der::asn1::ObjectIdentifier =
+            der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.8.9");
+        let tbs = self.parsed.tbs_certificate();
+        match tbs.get_extension::<SubjectAltName>() {
+            Ok(Some((_, san))) => san
+                .0
+                .into_iter()
+                .filter_map(|name| match name {
+                    GeneralName::Rfc822Name(a) => Some(a.as_str().to_string()),
+                    GeneralName::OtherName(o) if o.type_id == SMTP_UTF8_MAILBOX => o
+                        .value
+                        .decode_as::<der::asn1::Utf8StringRef<'_>>()
+                        .ok()
+                        .map(|s| s.as_str().to_string()),
+                    _ => None,
+                })
+                .collect(),
+            _ => tbs
+                .subject()
+                .iter()
+                .filter(|atv| atv.oid == alg::ID_EMAIL_ADDRESS)
+                .filter_map(|atv| atv.value.decode_as::<der::asn1::Ia5String>().ok())
+                .map(|s| s.as_str().to_string())
+                .collect(),
+        }
+    }
+
     /// The subject key identifier extension, if present.
     pub fn subject_key_id(&self) -> Option<Vec<u8>> {
         match self

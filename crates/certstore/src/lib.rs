@@ -1,0 +1,566 @@
+//! envelopd's certificate store: trust anchors, intermediate CAs and recipient certificates, and
+//! the one place that decides whether a certificate may be used for an address right now.
+//!
+//! A certificate is usable only if it chains to a trust anchor (intermediates from the store or
+//! the message), every certificate on the path is within its validity period, issuers are CAs
+//! allowed to sign certificates (basicConstraints, keyUsage, pathLenConstraint), the key is strong
+//! enough (RSA ≥ 2048 bits, EC P-256/P-384), its key usage fits the purpose (keyEncipherment or
+//! keyAgreement to encrypt, digitalSignature or nonRepudiation to sign), its extended key usage
+//! allows e-mail protection (or is absent or anyExtendedKeyUsage), and it names exactly the address
+//! (rfc822Name or SmtpUTF8Mailbox; local part exact, domain case-insensitive, no wildcards).
+//! Every rejection says why, in words a practice's IT person can act on.
+//!
+//! Revocation, harvesting certificates from signed mail and directory lookups come later.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use der::Encode;
+use smime::cert::fmt_time;
+use smime::Cert;
+use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage};
+
+/// The longest certification path followed (leaf, intermediates, anchor).
+pub const MAX_PATH_LEN: usize = 8;
+
+/// What a certificate is to be used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Encrypting mail to the certificate's owner.
+    Encrypt,
+    /// Verifying the owner's signature.
+    Sign,
+}
+
+/// Why a certificate cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// The store holds no certificate for the address.
+    #[error("no certificate for {0}")]
+    NoCertificate(String),
+    /// The certificate is for other addresses.
+    #[error("certificate \"{subject}\" is for {has}, not for {wanted}")]
+    WrongAddress {
+        /// Subject of the certificate.
+        subject: String,
+        /// The addresses it names.
+        has: String,
+        /// The address it was needed for.
+        wanted: String,
+    },
+    /// The certificate (or one on its path) has expired.
+    #[error("certificate \"{subject}\" expired on {date}")]
+    Expired {
+        /// Subject of the expired certificate.
+        subject: String,
+        /// Its notAfter.
+        date: String,
+    },
+    /// The certificate (or one on its path) is not valid yet.
+    #[error("certificate \"{subject}\" is not valid before {date}")]
+    NotYetValid {
+        /// Subject of the certificate.
+        subject: String,
+        /// Its notBefore.
+        date: String,
+    },
+    /// Key usage or extended key usage does not allow this purpose.
+    #[error("certificate \"{subject}\" may not be used for this: {why}")]
+    WrongUsage {
+        /// Subject of the certificate.
+        subject: String,
+        /// What is missing.
+        why: String,
+    },
+    /// The key is too weak or of a kind envelopd does not use.
+    #[error("certificate \"{subject}\" has an unacceptable key: {why}")]
+    WeakKey {
+        /// Subject of the certificate.
+        subject: String,
+        /// Why.
+        why: String,
+    },
+    /// No path to a trust anchor, or a broken link on the way.
+    #[error("certificate \"{subject}\" is not trusted: {why}")]
+    Untrusted {
+        /// Subject of the certificate.
+        subject: String,
+        /// Why.
+        why: String,
+    },
+}
+
+/// A file the store could not use.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct LoadError {
+    /// The file or directory.
+    pub path: PathBuf,
+    /// What was wrong.
+    pub reason: String,
+}
+
+/// Trust anchors, intermediate CAs and end-entity certificates.
+#[derive(Debug, Default, Clone)]
+pub struct CertStore {
+    anchors: Vec<Cert>,
+    intermediates: Vec<Cert>,
+    certs: Vec<Cert>,
+}
+
+/// Where Debian keeps the system's trust anchors (TLS roots; S/MIME CAs are often among them).
+pub const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+impl CertStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The trust anchors.
+    pub fn anchors(&self) -> &[Cert] {
+        &self.anchors
+    }
+
+    /// The end-entity certificates (recipients and own certificates).
+    pub fn certs(&self) -> &[Cert] {
+        &self.certs
+    }
+
+    /// Adds a trust anchor (a CA the practice trusts).
+    pub fn add_anchor(&mut self, cert: Cert) {
+        if !self.anchors.contains(&cert) {
+            self.anchors.push(cert);
+        }
+    }
+
+    /// Adds a certificate: CA certificates become intermediates, others recipient certificates.
+    pub fn add_cert(&mut self, cert: Cert) {
+        let list = if is_ca(&cert) {
+            &mut self.intermediates
+        } else {
+            &mut self.certs
+        };
+        if !list.contains(&cert) {
+            list.push(cert);
+        }
+    }
+
+    /// Loads trust anchors from a file (PEM bundle or DER) or every file of a directory.
+    pub fn load_anchors(&mut self, path: &Path) -> Result<usize, LoadError> {
+        let (certs, errors) = read_path(path);
+        if let Some(e) = errors.into_iter().next() {
+            // A trust anchor file that cannot be read is a configuration error, not a warning.
+            return Err(e);
+        }
+        let n = certs.len();
+        certs.into_iter().for_each(|c| self.add_anchor(c));
+        Ok(n)
+    }
+
+    /// Loads the system trust store ([`SYSTEM_ROOTS`]).
+    pub fn load_system_roots(&mut self) -> Result<usize, LoadError> {
+        self.load_anchors(Path::new(SYSTEM_ROOTS))
+    }
+
+    /// Loads recipient and intermediate certificates from a file or directory (files of any name,
+    /// PEM or DER). Files that cannot be used are skipped and reported, so one bad file does not
+    /// take the practice's whole address book down.
+    pub fn load_certs(&mut self, path: &Path) -> (usize, Vec<LoadError>) {
+        let (certs, errors) = read_path(path);
+        let n = certs.len();
+        certs.into_iter().for_each(|c| self.add_cert(c));
+        (n, errors)
+    }
+
+    /// The best certificate to encrypt to `address` at `at`: among the valid ones, the one that
+    /// stays valid longest. Without a valid one, the reason why the most recent candidate fails.
+    pub fn encryption_cert(&self, address: &str, at: SystemTime) -> Result<Cert, Rejection> {
+        let mut candidates: Vec<&Cert> = self
+            .certs
+            .iter()
+            .filter(|c| names_address(c, address))
+            .collect();
+        if candidates.is_empty() {
+            return Err(self
+                .certs
+                .iter()
+                .find(|c| {
+                    c.mailboxes()
+                        .iter()
+                        .any(|m| m.eq_ignore_ascii_case(address))
+                })
+                .map(|c| wrong_address(c, address))
+                .unwrap_or_else(|| Rejection::NoCertificate(address.to_string())));
+        }
+        candidates.sort_by_key(|c| std::cmp::Reverse(c.validity().1));
+        let mut first_problem = None;
+        for c in candidates {
+            match self.validate(c, Purpose::Encrypt, address, &[], at) {
+                Ok(_) => return Ok(c.clone()),
+                Err(e) => {
+                    first_problem.get_or_insert(e);
+                }
+            }
+        }
+        Err(first_problem.expect("at least one candidate"))
+    }
+
+    /// Validates `cert` for `purpose` and `address` at `at`; `carried` are extra intermediates
+    /// (e.g. from the signed message). Returns the path from the certificate to its anchor.
+    pub fn validate(
+        &self,
+        cert: &Cert,
+        purpose: Purpose,
+        address: &str,
+        carried: &[Cert],
+        at: SystemTime,
+    ) -> Result<Vec<Cert>, Rejection> {
+        if !names_address(cert, address) {
+            return Err(wrong_address(cert, address));
+        }
+        check_validity(cert, at)?;
+        check_key(cert, purpose)?;
+        check_usage(cert, purpose)?;
+        self.build_path(cert, carried, at)
+    }
+
+    /// Finds a path from `leaf` to an anchor, checking every link.
+    fn build_path(
+        &self,
+        leaf: &Cert,
+        carried: &[Cert],
+        at: SystemTime,
+    ) -> Result<Vec<Cert>, Rejection> {
+        let pool: Vec<&Cert> = self
+            .intermediates
+            .iter()
+            .chain(carried.iter().filter(|c| is_ca(c)))
+            .collect();
+        let mut path = vec![leaf.clone()];
+        let mut last_problem = None;
+        if self.extend(&mut path, &pool, at, &mut last_problem) {
+            return Ok(path);
+        }
+        Err(last_problem.unwrap_or_else(|| Rejection::Untrusted {
+            subject: leaf.subject(),
+            why: format!(
+                "no trusted CA issued it (issuer \"{}\"); add the CA certificate to the trust anchors",
+                leaf.issuer()
+            ),
+        }))
+    }
+
+    /// Depth-first search for an anchor above the last certificate of `path`.
+    fn extend(
+        &self,
+        path: &mut Vec<Cert>,
+        pool: &[&Cert],
+        at: SystemTime,
+        problem: &mut Option<Rejection>,
+    ) -> bool {
+        let current = path.last().expect("path starts with the leaf").clone();
+        if self.anchors.contains(&current) {
+            return true;
+        }
+        let issuer_name = current.parsed().tbs_certificate().issuer().to_der().ok();
+        let subject_of = |c: &Cert| c.parsed().tbs_certificate().subject().to_der().ok();
+        // The anchor is the end of the path: its own validity is not the chain's concern (RFC 5280
+        // §6.1), but the practice should know, so an expired anchor still fails.
+        for anchor in self.anchors.iter().filter(|a| subject_of(a) == issuer_name) {
+            if current.is_signed_by(anchor).is_ok() {
+                if let Err(e) = check_validity(anchor, at) {
+                    *problem = Some(e);
+                    continue;
+                }
+                path.push(anchor.clone());
+                return true;
+            }
+        }
+        if path.len() >= MAX_PATH_LEN {
+            return false;
+        }
+        let candidates: Vec<&Cert> = pool
+            .iter()
+            .copied()
+            .filter(|c| subject_of(c) == issuer_name && !path.contains(c))
+            .collect();
+        for next in candidates {
+            if current.is_signed_by(next).is_err() {
+                continue;
+            }
+            if let Err(e) = check_issuer(next, path.len() - 1).and(check_validity(next, at)) {
+                *problem = Some(e);
+                continue;
+            }
+            path.push(next.clone());
+            if self.extend(path, pool, at, problem) {
+                return true;
+            }
+            path.pop();
+        }
+        false
+    }
+}
+
+/// True when the certificate is a CA (basicConstraints cA = true).
+fn is_ca(c: &Cert) -> bool {
+    matches!(c.parsed().tbs_certificate().get_extension::<BasicConstraints>(), Ok(Some((_, bc))) if bc.ca)
+}
+
+/// An issuer on the path must be a CA allowed to sign certificates, with room for the
+/// `below` non-self-issued intermediates under it (pathLenConstraint).
+fn check_issuer(issuer: &Cert, below: usize) -> Result<(), Rejection> {
+    let untrusted = |why: String| Rejection::Untrusted {
+        subject: issuer.subject(),
+        why,
+    };
+    match issuer
+        .parsed()
+        .tbs_certificate()
+        .get_extension::<BasicConstraints>()
+    {
+        Ok(Some((_, bc))) if bc.ca => {
+            if let Some(max) = bc.path_len_constraint {
+                if below > max as usize {
+                    return Err(untrusted(format!(
+                        "its path length limit {max} is exceeded"
+                    )));
+                }
+            }
+        }
+        _ => {
+            return Err(untrusted(
+                "it is not a CA but issued a certificate on the path".into(),
+            ))
+        }
+    }
+    if let Ok(Some((_, ku))) = issuer
+        .parsed()
+        .tbs_certificate()
+        .get_extension::<KeyUsage>()
+    {
+        if !ku.key_cert_sign() {
+            return Err(untrusted(
+                "its key usage does not allow signing certificates".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_validity(c: &Cert, at: SystemTime) -> Result<(), Rejection> {
+    let (from, to) = c.validity();
+    if at < from {
+        Err(Rejection::NotYetValid {
+            subject: c.subject(),
+            date: fmt_time(from),
+        })
+    } else if at > to {
+        Err(Rejection::Expired {
+            subject: c.subject(),
+            date: fmt_time(to),
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// RSA of at least 2048 bits, EC on P-256/P-384, Ed25519 for signing only.
+fn check_key(c: &Cert, purpose: Purpose) -> Result<(), Rejection> {
+    let weak = |why: String| Rejection::WeakKey {
+        subject: c.subject(),
+        why,
+    };
+    let spki = c.spki();
+    match spki.algorithm.oid {
+        smime::alg::RSA_ENCRYPTION => {
+            let bits = rsa_bits(spki.subject_public_key.raw_bytes())
+                .ok_or_else(|| weak("the RSA key cannot be parsed".into()))?;
+            if bits < 2048 {
+                return Err(weak(format!(
+                    "RSA with {bits} bits (at least 2048 are required)"
+                )));
+            }
+        }
+        smime::alg::ID_EC_PUBLIC_KEY => {
+            let curve = spki
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.decode_as::<der::asn1::ObjectIdentifier>().ok());
+            if !matches!(curve, Some(smime::alg::SECP256R1 | smime::alg::SECP384R1)) {
+                return Err(weak("an EC curve other than P-256 or P-384".into()));
+            }
+        }
+        smime::alg::ID_ED25519 if purpose == Purpose::Sign => {}
+        other => {
+            return Err(weak(format!(
+                "{} keys are not supported for {}",
+                smime::alg::name(&other),
+                if purpose == Purpose::Sign {
+                    "signing"
+                } else {
+                    "encryption"
+                }
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// The bit length of an RSAPublicKey's modulus.
+fn rsa_bits(rsa_public_key: &[u8]) -> Option<usize> {
+    let (_, seq, _) = smime::ber::read_tlv(rsa_public_key).ok()?;
+    let kids = smime::ber::children(seq).ok()?;
+    let (tag, n, _) = smime::ber::read_tlv(kids.first()?).ok()?;
+    if tag != 0x02 {
+        return None;
+    }
+    let n = match n.iter().position(|&b| b != 0) {
+        Some(i) => &n[i..],
+        None => return Some(0),
+    };
+    Some(n.len() * 8 - n[0].leading_zeros() as usize)
+}
+
+fn check_usage(c: &Cert, purpose: Purpose) -> Result<(), Rejection> {
+    let wrong = |why: &str| Rejection::WrongUsage {
+        subject: c.subject(),
+        why: why.to_string(),
+    };
+    let tbs = c.parsed().tbs_certificate();
+    if let Ok(Some((_, ku))) = tbs.get_extension::<KeyUsage>() {
+        match purpose {
+            Purpose::Sign if !ku.digital_signature() && !ku.non_repudiation() => {
+                return Err(wrong("its key usage does not include digitalSignature"))
+            }
+            Purpose::Encrypt => {
+                let ec = c.spki().algorithm.oid == smime::alg::ID_EC_PUBLIC_KEY;
+                if ec && !ku.key_agreement() {
+                    return Err(wrong("its key usage does not include keyAgreement"));
+                }
+                if !ec && !ku.key_encipherment() {
+                    return Err(wrong("its key usage does not include keyEncipherment"));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Ok(Some((_, eku))) = tbs.get_extension::<ExtendedKeyUsage>() {
+        const EMAIL_PROTECTION: der::asn1::ObjectIdentifier =
+            der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.4");
+        const ANY_EKU: der::asn1::ObjectIdentifier =
+            der::asn1::ObjectIdentifier::new_unwrap("2.5.29.37.0");
+        if !eku
+            .0
+            .iter()
+            .any(|o| *o == EMAIL_PROTECTION || *o == ANY_EKU)
+        {
+            return Err(wrong(
+                "it is not meant for e-mail protection (extended key usage)",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Exact mailbox comparison: local part byte for byte, domain ASCII case-insensitively.
+pub fn address_matches(stated: &str, wanted: &str) -> bool {
+    match (stated.rsplit_once('@'), wanted.rsplit_once('@')) {
+        (Some((l1, d1)), Some((l2, d2))) => {
+            !l1.is_empty() && l1 == l2 && d1.eq_ignore_ascii_case(d2) && !d1.contains('*')
+        }
+        _ => false,
+    }
+}
+
+fn names_address(c: &Cert, address: &str) -> bool {
+    c.mailboxes().iter().any(|m| address_matches(m, address))
+}
+
+fn wrong_address(c: &Cert, wanted: &str) -> Rejection {
+    let has = c.mailboxes();
+    Rejection::WrongAddress {
+        subject: c.subject(),
+        has: if has.is_empty() {
+            "no e-mail address".into()
+        } else {
+            has.join(", ")
+        },
+        wanted: wanted.to_string(),
+    }
+}
+
+/// Reads every certificate in a file or directory; unreadable files are reported, not fatal.
+fn read_path(path: &Path) -> (Vec<Cert>, Vec<LoadError>) {
+    let mut certs = Vec::new();
+    let mut errors = Vec::new();
+    let err = |p: &Path, reason: String| LoadError {
+        path: p.to_path_buf(),
+        reason,
+    };
+    let files: Vec<PathBuf> = if path.is_dir() {
+        match std::fs::read_dir(path) {
+            Ok(rd) => {
+                let mut v: Vec<PathBuf> = rd
+                    .filter_map(Result::ok)
+                    .map(|e| e.path())
+                    .filter(|p| p.is_file())
+                    .collect();
+                v.sort();
+                v
+            }
+            Err(e) => return (certs, vec![err(path, e.to_string())]),
+        }
+    } else {
+        vec![path.to_path_buf()]
+    };
+    for f in files {
+        match std::fs::read(&f) {
+            Ok(data) => match smime::parse_certificates(&data) {
+                Ok(cs) => certs.extend(cs),
+                Err(e) => errors.push(err(&f, e.to_string())),
+            },
+            Err(e) => errors.push(err(&f, e.to_string())),
+        }
+    }
+    (certs, errors)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn address_matching_is_exact() {
+        assert!(address_matches("alice@example.org", "alice@example.org"));
+        assert!(address_matches("alice@Example.ORG", "alice@example.org"));
+        assert!(!address_matches("Alice@example.org", "alice@example.org"));
+        assert!(!address_matches(
+            "alice@example.org",
+            "alice@example.org.evil"
+        ));
+        assert!(!address_matches("*@example.org", "alice@example.org"));
+        assert!(!address_matches(
+            "alice@*.example.org",
+            "alice@x.example.org"
+        ));
+        assert!(!address_matches("example.org", "example.org"));
+        assert!(!address_matches("@example.org", "@example.org"));
+    }
+
+    #[test]
+    fn rsa_bits_reads_the_modulus() {
+        // SEQUENCE { INTEGER 0x00 0x80 ..(256 bytes).., INTEGER 65537 }
+        let mut n = vec![0x00, 0x80];
+        n.extend(std::iter::repeat_n(1u8, 255));
+        let mut key = vec![0x30, 0x82, 0x01, 0x0a, 0x02, 0x82, 0x01, 0x01];
+        key.extend(&n);
+        key.extend([0x02, 0x03, 0x01, 0x00, 0x01]);
+        assert_eq!(rsa_bits(&key), Some(2048));
+    }
+}
