@@ -18,4 +18,5 @@ cargo build --workspace --all-targets --locked
 echo "== tests"
 cargo test --workspace --locked -- --skip interop_matrix
 echo "== interoperability matrix"
-cargo test --locked -p envelopd --test interop -- --nocapture
+# --workspace keeps feature unification identical to the build above (no second build).
+cargo test --workspace --locked --test interop -- --nocapture
