@@ -214,6 +214,32 @@ pub fn from_address(header: &[u8]) -> Option<String> {
     Some(addr)
 }
 
+/// Every address in the To and Cc fields, lower-cased, groups expanded.
+pub fn visible_recipients(header: &[u8]) -> Vec<String> {
+    let mut block = Vec::new();
+    for f in fields(header) {
+        if f.name == "to" || f.name == "cc" {
+            block.extend_from_slice(f.raw);
+            if !f.raw.ends_with(b"\n") {
+                block.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+    block.extend_from_slice(b"\r\n");
+    let Some(msg) = MessageParser::default().parse_headers(&block) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for addr in [msg.to(), msg.cc()].into_iter().flatten() {
+        for a in addr.iter() {
+            if let Some(x) = a.address() {
+                out.push(x.to_ascii_lowercase());
+            }
+        }
+    }
+    out
+}
+
 /// Converts bare LF and bare CR line endings to CRLF, borrowing when nothing changes.
 pub fn to_crlf(data: &[u8]) -> Cow<'_, [u8]> {
     // Fast path (the common case for mail): every CR is followed by LF and every LF preceded by CR.
