@@ -270,6 +270,9 @@ fn usable_cert(
     Ok(cert)
 }
 
+/// Recipients with their certificates, as grouped into one copy.
+type Group<'a> = Vec<&'a (String, Cert)>;
+
 /// To and Cc recipients share one encrypted copy; each Bcc recipient gets a copy of their own,
 /// so no RecipientInfo reveals a Bcc recipient to anyone else.
 fn encrypted_copies(
@@ -278,7 +281,7 @@ fn encrypted_copies(
     own: Option<&Cert>,
     cfg: &PolicyConfig,
 ) -> Vec<Delivery> {
-    let make = |group: Vec<&(String, Cert)>| {
+    let make = |group: Group<'_>| {
         let gcm = group.iter().all(|(a, _)| cfg.gcm_for(a));
         let mut certs: Vec<Cert> = group.iter().map(|(_, c)| c.clone()).collect();
         if let Some(o) = own {
@@ -298,8 +301,7 @@ fn encrypted_copies(
             }),
         }
     };
-    let (bcc, visible): (Vec<&(String, Cert)>, Vec<&(String, Cert)>) =
-        usable.iter().partition(|(a, _)| facts.is_bcc(a));
+    let (bcc, visible): (Group<'_>, Group<'_>) = usable.iter().partition(|(a, _)| facts.is_bcc(a));
     let mut out = Vec::new();
     if !visible.is_empty() {
         out.push(make(visible));
