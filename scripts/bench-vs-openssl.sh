@@ -107,8 +107,8 @@ for label in ["4KiB", "1MiB", "16MiB"]:
     for op in ["sign", "encrypt", "sign+encrypt", "decrypt", "verify"]:
         lib = est(label, op)
         e, o = cli[(label, op)]
-        print(f"{label:<6} {op:<13} {lib:9.2f} {raw:8.2f} {lib/raw:6.2f} | {o:11.2f} {e:12.2f} {o/e:15.2f} {o/lib:15.2f}")
-print(f"\nprocess start-up + 4 KiB sign: envelopd {su_e/1000:.1f} ms (AWS-LC seeds its DRBG from CPU jitter once per process), openssl {su_o/1000:.1f} ms")
+        print(f"{label:<6} {op:<13} {lib:9.3f} {raw:8.3f} {lib/raw:6.2f} | {o:11.2f} {e:12.2f} {o/e:15.2f} {o/lib:15.2f}")
+print(f"\nprocess start-up + 4 KiB sign (CLI): envelopd {su_e/1000:.1f} ms, openssl {su_o/1000:.1f} ms")
 print(f"\npeak memory (max RSS) at 16 MiB, message {msg16/2**20:.1f} MiB:")
 for line in open(os.path.join(work, "rss.tsv")):
     op, e, o = line.split("\t")

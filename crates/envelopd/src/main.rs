@@ -5,15 +5,20 @@
 #![forbid(unsafe_code)]
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use zeroize::Zeroizing;
 
-use smime::{Cert, ContentCipher, Digest, EncryptOptions, Identity, KeyTransport, PrivateKey};
+use smime::{ContentCipher, Digest, EncryptOptions, KeyTransport};
+
+mod check;
+mod config;
+mod keyfiles;
+
+use keyfiles::{read_certs, KeySource};
 
 #[derive(Parser)]
 #[command(name = "envelopd", version, about = "S/MIME encrypting mail proxy")]
@@ -26,7 +31,16 @@ struct Cli {
 enum Command {
     /// S/MIME operations on single messages.
     #[command(subcommand)]
-    Smime(SmimeCommand),
+    Smime(Box<SmimeCommand>),
+    /// Check a configuration and report what envelopd would work with.
+    Check {
+        /// The configuration file.
+        #[arg(long, default_value = "proxy.toml")]
+        config: PathBuf,
+        /// Do not try to connect to the provider.
+        #[arg(long)]
+        no_connect: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -151,66 +165,18 @@ fn write_output(io: &Io, data: &[u8]) -> Result<()> {
     }
 }
 
-fn read_certs(path: &Path) -> Result<Vec<Cert>> {
-    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    smime::parse_certificates(&data).with_context(|| format!("in {}", path.display()))
-}
-
-/// Reads a secret file, refusing files that group or others can read unless allowed.
-fn read_secret_file(path: &Path, allow_insecure: bool) -> Result<Zeroizing<Vec<u8>>> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let meta =
-            std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
-        let mode = meta.permissions().mode();
-        if mode & 0o077 != 0 && !allow_insecure {
-            bail!(
-                "{} is readable by other users (mode {:o}); run `chmod 600 {}` or pass --allow-insecure-key-file",
-                path.display(),
-                mode & 0o777,
-                path.display()
-            );
-        }
+fn key_source(args: &KeyArgs) -> Result<KeySource> {
+    if args.p12.is_some() && args.password_file.is_none() && args.password_env.is_none() {
+        bail!("--p12 needs --password-file or --password-env");
     }
-    let _ = allow_insecure;
-    Ok(Zeroizing::new(
-        std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
-    ))
-}
-
-fn password(args: &KeyArgs) -> Result<Option<Zeroizing<String>>> {
-    if let Some(p) = &args.password_file {
-        let raw = read_secret_file(p, args.allow_insecure_key_file)?;
-        let s = String::from_utf8(raw.to_vec()).context("the password file is not UTF-8")?;
-        let trimmed = Zeroizing::new(s.trim_end_matches(['\r', '\n']).to_string());
-        let mut s = s;
-        zeroize::Zeroize::zeroize(&mut s);
-        return Ok(Some(trimmed));
-    }
-    if let Some(var) = &args.password_env {
-        let v =
-            std::env::var(var).with_context(|| format!("environment variable {var} is not set"))?;
-        return Ok(Some(Zeroizing::new(v)));
-    }
-    Ok(None)
-}
-
-fn load_identity(args: &KeyArgs) -> Result<Identity> {
-    let pw = password(args)?;
-    if let Some(p12) = &args.p12 {
-        let data = read_secret_file(p12, args.allow_insecure_key_file)?;
-        let pw = pw.context("--p12 needs --password-file or --password-env")?;
-        return Identity::from_pkcs12(&data, &pw).with_context(|| format!("in {}", p12.display()));
-    }
-    let (Some(key), Some(cert)) = (&args.key, &args.cert) else {
-        bail!("give --key and --cert, or --p12");
-    };
-    let data = read_secret_file(key, args.allow_insecure_key_file)?;
-    let key_obj = PrivateKey::load(&data, pw.as_ref().map(|p| p.as_bytes()))
-        .with_context(|| format!("in {}", key.display()))?;
-    Identity::new(key_obj, read_certs(cert)?)
-        .with_context(|| format!("{} and {}", key.display(), cert.display()))
+    Ok(KeySource {
+        pkcs12: args.p12.clone(),
+        key: args.key.clone(),
+        cert: args.cert.clone(),
+        password_file: args.password_file.clone(),
+        password_env: args.password_env.clone(),
+        allow_insecure: args.allow_insecure_key_file,
+    })
 }
 
 fn parse_time(s: &str) -> Result<SystemTime> {
@@ -233,7 +199,19 @@ fn parse_time(s: &str) -> Result<SystemTime> {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
-    let Command::Smime(cmd) = cli.command;
+    let cmd = match cli.command {
+        Command::Smime(cmd) => *cmd,
+        Command::Check { config, no_connect } => {
+            let cfg = config::Config::load(&config)?;
+            let report = check::check(&cfg, SystemTime::now(), !no_connect);
+            print!("{}", report.render(&config));
+            return Ok(if report.ready() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
+        }
+    };
     match cmd {
         SmimeCommand::Sign {
             io,
@@ -243,7 +221,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             pss,
             encryption_cert,
         } => {
-            let mut id = load_identity(&key)?;
+            let mut id = key_source(&key)?.load()?;
             for c in &chain {
                 id.chain.extend(read_certs(c)?);
             }
@@ -300,9 +278,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         SmimeCommand::Decrypt { io, key } => {
-            let id = load_identity(&key)?;
+            let ids = key_source(&key)?.load_all()?;
             let msg = read_input(&io)?;
-            let d = smime::decrypt(&msg, std::slice::from_ref(&id))?;
+            let d = smime::decrypt(&msg, &ids)?;
             if d.cipher.is_weak() {
                 eprintln!(
                     "envelopd: warning: the sender used the weak cipher {}",

@@ -480,30 +480,55 @@ impl Identity {
     }
 
     /// Loads a PKCS#12 file (PBES2/AES as well as legacy 3DES/RC2 exports from Windows).
+    ///
+    /// A file may hold several keys (RFC 9216's hold a signing and an encryption key); this
+    /// returns the one whose certificate may sign, or the only one. See [`Identity::all_from_pkcs12`].
     pub fn from_pkcs12(data: &[u8], password: &str) -> Result<Self, Error> {
+        let mut all = Self::all_from_pkcs12(data, password)?;
+        let pos = all
+            .iter()
+            .position(|id| id.cert.smime_signing_problem().is_none())
+            .unwrap_or(0);
+        Ok(all.swap_remove(pos))
+    }
+
+    /// Loads every key of a PKCS#12 file, each with its certificate and all other certificates
+    /// of the file as its chain.
+    pub fn all_from_pkcs12(data: &[u8], password: &str) -> Result<Vec<Self>, Error> {
         let store = p12_keystore::KeyStore::from_pkcs12(
             data,
             password,
             p12_keystore::Pkcs12ImportPolicy::Relaxed,
         )
         .map_err(|e| Error::Key(format!("cannot open PKCS#12 file (wrong password?): {e}")))?;
-        let (_, chain) = store
-            .private_key_chain()
-            .ok_or_else(|| Error::Key("the PKCS#12 file holds no private key".into()))?;
-        let key = PrivateKey::from_pkcs8(chain.key().as_der())?;
-        let mut certs = Vec::new();
-        for c in chain.certs() {
-            certs.push(Cert::from_der(c.as_der())?);
-        }
-        for entry in store.entries() {
-            if let (_, p12_keystore::KeyStoreEntry::Certificate(c)) = entry {
-                let c = Cert::from_der(c.as_der())?;
-                if !certs.contains(&c) {
-                    certs.push(c);
+        let mut certs: Vec<Cert> = Vec::new();
+        let mut keys = Vec::new();
+        for (_, entry) in store.entries() {
+            match entry {
+                p12_keystore::KeyStoreEntry::PrivateKeyChain(chain) => {
+                    for c in chain.certs() {
+                        let c = Cert::from_der(c.as_der())?;
+                        if !certs.contains(&c) {
+                            certs.push(c);
+                        }
+                    }
+                    keys.push(PrivateKey::from_pkcs8(chain.key().as_der())?);
                 }
+                p12_keystore::KeyStoreEntry::Certificate(c) => {
+                    let c = Cert::from_der(c.as_der())?;
+                    if !certs.contains(&c) {
+                        certs.push(c);
+                    }
+                }
+                p12_keystore::KeyStoreEntry::Secret(_) => {}
             }
         }
-        Self::new(key, certs)
+        if keys.is_empty() {
+            return Err(Error::Key("the PKCS#12 file holds no private key".into()));
+        }
+        keys.into_iter()
+            .map(|k| Self::new(k, certs.clone()))
+            .collect()
     }
 }
 

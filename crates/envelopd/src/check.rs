@@ -1,0 +1,325 @@
+//! `envelopd check`: reads the configuration and reports, in plain words, what envelopd would
+//! work with: listener, provider reachability, trust anchors, recipient certificates, each
+//! identity with its certificate and expiry, and the policy. Exit status 0 only without problems.
+
+use std::fmt::Write as _;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use certstore::{CertStore, Purpose};
+
+use crate::config::{Config, FallbackSetting, IdentityConfig, TlsMode};
+use crate::keyfiles::{read_certs, KeySource};
+
+/// Certificates that expire within this many days are reported as a warning.
+const EXPIRY_WARNING_DAYS: u64 = 30;
+
+/// The report: lines of (severity, text) and whether anything is a problem.
+#[derive(Debug, Default)]
+pub struct Report {
+    lines: Vec<(Level, String)>,
+}
+
+/// How serious a line is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Fine.
+    Ok,
+    /// Works, but needs attention soon.
+    Warning,
+    /// envelopd cannot work like this.
+    Problem,
+}
+
+impl Report {
+    fn push(&mut self, level: Level, text: impl Into<String>) {
+        self.lines.push((level, text.into()));
+    }
+
+    /// True when no line is a problem.
+    pub fn ready(&self) -> bool {
+        self.lines.iter().all(|(l, _)| *l != Level::Problem)
+    }
+
+    /// The report as text, one line per finding and a summary.
+    pub fn render(&self, config_path: &Path) -> String {
+        let mut out = format!("envelopd configuration check: {}\n", config_path.display());
+        for (level, text) in &self.lines {
+            let tag = match level {
+                Level::Ok => "ok     ",
+                Level::Warning => "warning",
+                Level::Problem => "PROBLEM",
+            };
+            let _ = writeln!(out, "  {tag}  {text}");
+        }
+        let problems = self
+            .lines
+            .iter()
+            .filter(|(l, _)| *l == Level::Problem)
+            .count();
+        let warnings = self
+            .lines
+            .iter()
+            .filter(|(l, _)| *l == Level::Warning)
+            .count();
+        let _ = if problems == 0 {
+            writeln!(out, "result: ready ({warnings} warning(s))")
+        } else {
+            writeln!(
+                out,
+                "result: {problems} problem(s) to fix before envelopd can run"
+            )
+        };
+        out
+    }
+}
+
+/// Runs every check of a configuration at time `now`.
+pub fn check(cfg: &Config, now: SystemTime, probe_upstream: bool) -> Report {
+    let mut r = Report::default();
+    r.push(
+        Level::Ok,
+        format!("mail programs send through {} (SMTP)", cfg.smtp.listen),
+    );
+
+    let up = &cfg.upstream.smtp;
+    let mode = match up.tls {
+        TlsMode::Implicit => "implicit TLS (SMTPS)",
+        TlsMode::Starttls => "STARTTLS",
+        TlsMode::None => "no TLS (this machine only)",
+    };
+    let target = format!("{}:{}", up.host, up.port());
+    if probe_upstream {
+        match probe(&target) {
+            Ok(ms) => r.push(
+                Level::Ok,
+                format!("provider {target} with {mode}: reachable ({ms} ms; TLS is checked when mail flows)"),
+            ),
+            Err(e) => r.push(
+                Level::Problem,
+                format!("provider {target} with {mode}: not reachable: {e}"),
+            ),
+        }
+    } else {
+        r.push(
+            Level::Ok,
+            format!("provider {target} with {mode} (not contacted)"),
+        );
+    }
+
+    match (&up.ca_file, up.system_roots) {
+        (None, false) if up.tls != TlsMode::None => r.push(
+            Level::Problem,
+            "provider: no CA to check its TLS certificate (set ca_file or system_roots = true)",
+        ),
+        (Some(f), _) => match read_certs(f) {
+            Ok(cs) => r.push(
+                Level::Ok,
+                format!(
+                    "provider certificate checked against {} CA(s) from {}{}",
+                    cs.len(),
+                    f.display(),
+                    if up.system_roots {
+                        " and the system CAs"
+                    } else {
+                        ""
+                    }
+                ),
+            ),
+            Err(e) => r.push(Level::Problem, format!("provider CA file: {e:#}")),
+        },
+        _ => {}
+    }
+
+    let mut store = CertStore::new();
+    for a in &cfg.certificates.anchors {
+        match store.load_anchors(a) {
+            Ok(n) => r.push(
+                Level::Ok,
+                format!("trust anchors: {n} CA certificate(s) from {}", a.display()),
+            ),
+            Err(e) => r.push(Level::Problem, format!("trust anchors: {e}")),
+        }
+    }
+    if cfg.certificates.system_anchors {
+        match store.load_system_roots() {
+            Ok(n) => r.push(
+                Level::Ok,
+                format!("trust anchors: {n} from the system store"),
+            ),
+            Err(e) => r.push(Level::Problem, format!("trust anchors: {e}")),
+        }
+    }
+    if store.anchors().is_empty() {
+        r.push(
+            Level::Problem,
+            "no trust anchors: no certificate can be trusted, so nothing would be encrypted or verified",
+        );
+    }
+    if let Some(dir) = &cfg.certificates.recipients {
+        let (n, errors) = store.load_certs(dir);
+        let level = if errors.is_empty() {
+            Level::Ok
+        } else {
+            Level::Warning
+        };
+        r.push(
+            level,
+            format!("recipient certificates: {n} loaded from {}", dir.display()),
+        );
+        for e in errors {
+            r.push(Level::Warning, format!("skipped {e}"));
+        }
+        let usable = store
+            .certs()
+            .iter()
+            .filter(|c| {
+                c.mailboxes()
+                    .iter()
+                    .any(|m| store.validate(c, Purpose::Encrypt, m, &[], now).is_ok())
+            })
+            .count();
+        r.push(
+            Level::Ok,
+            format!("{usable} recipient certificate(s) valid for encryption today"),
+        );
+    }
+
+    if cfg.identities.is_empty() {
+        r.push(
+            Level::Warning,
+            "no identities: outgoing mail will not be signed",
+        );
+    }
+    for id in &cfg.identities {
+        check_identity(&mut r, id, &store, now);
+    }
+
+    let p = &cfg.policy;
+    let rules = p.to_policy();
+    let fallback = match p.fallback {
+        FallbackSetting::Plaintext => "send it unencrypted (and say so in the log)",
+        FallbackSetting::Refuse => "refuse it (550 5.7.1 naming the addresses)",
+        FallbackSetting::Split => "encrypt for those who can read it, unencrypted for the rest",
+    };
+    r.push(
+        Level::Ok,
+        format!(
+            "policy: when not every recipient has a valid certificate, {fallback}; {} override(s); AES-GCM for {}{}",
+            rules.overrides.len(),
+            if rules.gcm_capable.is_empty() {
+                "nobody yet (AES-CBC, which Outlook reads)".to_string()
+            } else {
+                rules.gcm_capable.join(", ")
+            },
+            if rules.require_aead { "; AES-GCM required" } else { "" }
+        ),
+    );
+    r
+}
+
+fn check_identity(r: &mut Report, id: &IdentityConfig, store: &CertStore, now: SystemTime) {
+    let who = id.addresses.join(", ");
+    let source = KeySource {
+        pkcs12: id.pkcs12.clone(),
+        key: id.key.clone(),
+        cert: id.cert.clone(),
+        password_file: id.password_file.clone(),
+        password_env: id.password_env.clone(),
+        allow_insecure: false,
+    };
+    let mut identity = match source.load() {
+        Ok(i) => i,
+        Err(e) => {
+            r.push(Level::Problem, format!("identity {who}: {e:#}"));
+            return;
+        }
+    };
+    for c in &id.chain {
+        match read_certs(c) {
+            Ok(cs) => identity.chain.extend(cs),
+            Err(e) => r.push(Level::Problem, format!("identity {who}: {e:#}")),
+        }
+    }
+    let cert = &identity.cert;
+    let (_, until) = cert.validity();
+    let days = until
+        .duration_since(now)
+        .map(|d| d.as_secs() / 86400)
+        .unwrap_or(0);
+    for address in &id.addresses {
+        match store.validate(cert, Purpose::Sign, address, &identity.chain, now) {
+            Ok(_) => {
+                let level = if days < EXPIRY_WARNING_DAYS {
+                    Level::Warning
+                } else {
+                    Level::Ok
+                };
+                r.push(
+                    level,
+                    format!(
+                        "identity {address}: {} key, certificate \"{}\" from \"{}\", valid until {} ({days} days): can sign",
+                        identity.key.describe(),
+                        cert.subject(),
+                        cert.issuer(),
+                        smime::cert::fmt_time(until)
+                    ),
+                );
+            }
+            Err(e) => r.push(
+                Level::Problem,
+                format!("identity {address}: cannot sign: {e}"),
+            ),
+        }
+    }
+    if let Some(p) = &id.encryption_cert {
+        match read_certs(p) {
+            Ok(mut cs) if !cs.is_empty() => {
+                let enc = cs.remove(0);
+                let ok = id.addresses.iter().all(|a| {
+                    store
+                        .validate(&enc, Purpose::Encrypt, a, &identity.chain, now)
+                        .map_err(|e| {
+                            r.push(
+                                Level::Problem,
+                                format!("identity {a}: encryption certificate: {e}"),
+                            )
+                        })
+                        .is_ok()
+                });
+                if ok {
+                    r.push(
+                        Level::Ok,
+                        format!(
+                            "identity {who}: Sent copies are encrypted to \"{}\" too",
+                            enc.subject()
+                        ),
+                    );
+                }
+            }
+            Ok(_) => r.push(
+                Level::Problem,
+                format!("identity {who}: {} holds no certificate", p.display()),
+            ),
+            Err(e) => r.push(Level::Problem, format!("identity {who}: {e:#}")),
+        }
+    }
+}
+
+/// Opens a TCP connection to `target` with a short timeout; returns the time it took.
+fn probe(target: &str) -> Result<u128, String> {
+    let addrs: Vec<_> = target
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve the name ({e})"))?
+        .collect();
+    let mut last = String::from("no address");
+    for a in addrs {
+        let start = Instant::now();
+        match TcpStream::connect_timeout(&a, Duration::from_secs(5)) {
+            Ok(_) => return Ok(start.elapsed().as_millis()),
+            Err(e) => last = format!("{a}: {e}"),
+        }
+    }
+    Err(last)
+}

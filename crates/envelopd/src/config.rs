@@ -1,0 +1,387 @@
+//! `proxy.toml`: the daemon's configuration, parsed strictly (unknown keys are errors, so a typo
+//! never silently turns a setting off) and checked for the rules that keep a practice safe:
+//! plaintext upstream only on loopback, passwords never inline, one key source per identity.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where mail clients connect.
+    #[serde(default)]
+    pub smtp: SmtpListener,
+    /// The provider.
+    pub upstream: Upstream,
+    /// Trust anchors and recipient certificates.
+    #[serde(default)]
+    pub certificates: Certificates,
+    /// The practice's own keys, one entry per key.
+    #[serde(default, rename = "identity")]
+    pub identities: Vec<IdentityConfig>,
+    /// What to do when not every recipient has a certificate.
+    #[serde(default)]
+    pub policy: PolicySection,
+}
+
+/// The client-facing SMTP listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpListener {
+    /// Address and port to listen on.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for SmtpListener {
+    fn default() -> Self {
+        SmtpListener {
+            listen: default_listen(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 10587))
+}
+
+/// The provider's servers.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// The outgoing (submission) server.
+    pub smtp: UpstreamServer,
+}
+
+/// One upstream server.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamServer {
+    /// Host name or IP address.
+    pub host: String,
+    /// Port; defaults to 465 for implicit TLS, 587 otherwise.
+    pub port: Option<u16>,
+    /// How the connection is protected.
+    pub tls: TlsMode,
+    /// An extra CA file to trust for the provider's TLS certificate.
+    pub ca_file: Option<PathBuf>,
+    /// Whether the system's CA store is trusted for the provider's certificate.
+    #[serde(default = "yes")]
+    pub system_roots: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl UpstreamServer {
+    /// The effective port.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.tls {
+            TlsMode::Implicit => 465,
+            _ => 587,
+        })
+    }
+}
+
+/// Transport security towards the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// TLS from the first byte (SMTPS, port 465).
+    Implicit,
+    /// Plain connection upgraded with STARTTLS (port 587); refusing servers are an error.
+    Starttls,
+    /// No TLS: allowed only to a server on this machine.
+    None,
+}
+
+/// Certificate sources.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Certificates {
+    /// Trust anchor files or directories (PEM or DER).
+    #[serde(default)]
+    pub anchors: Vec<PathBuf>,
+    /// Also trust the system's CA store for S/MIME.
+    #[serde(default)]
+    pub system_anchors: bool,
+    /// A directory (or file) of recipient certificates, any file names.
+    pub recipients: Option<PathBuf>,
+}
+
+/// One of the practice's keys and the addresses it signs for.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// The sender addresses this key belongs to.
+    pub addresses: Vec<String>,
+    /// A PKCS#12 file with key and certificates.
+    pub pkcs12: Option<PathBuf>,
+    /// A PKCS#8/PKCS#1 key file (with `cert`).
+    pub key: Option<PathBuf>,
+    /// The certificate for `key`.
+    pub cert: Option<PathBuf>,
+    /// Further certificates to send along (intermediate CAs).
+    #[serde(default)]
+    pub chain: Vec<PathBuf>,
+    /// A separate encryption certificate (for the Sent copy and SMIMEEncryptionKeyPreference).
+    pub encryption_cert: Option<PathBuf>,
+    /// A file holding the password (first line).
+    pub password_file: Option<PathBuf>,
+    /// An environment variable holding the password.
+    pub password_env: Option<String>,
+}
+
+/// The policy section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    /// `plaintext` (default), `refuse` or `split`.
+    #[serde(default)]
+    pub fallback: FallbackSetting,
+    /// Never fall back to AES-CBC.
+    #[serde(default)]
+    pub require_aead: bool,
+    /// Domains or addresses known to read AES-GCM.
+    #[serde(default)]
+    pub gcm_capable: Vec<String>,
+    /// Per-domain or per-address fallbacks.
+    #[serde(default, rename = "override")]
+    pub overrides: Vec<OverrideSetting>,
+}
+
+/// The fallback as written in the file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FallbackSetting {
+    /// Send unencrypted.
+    #[default]
+    Plaintext,
+    /// Refuse with 550 5.7.1.
+    Refuse,
+    /// Encrypt where possible, plaintext for the rest.
+    Split,
+}
+
+/// One override.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverrideSetting {
+    /// An address or a domain.
+    pub pattern: String,
+    /// Its fallback.
+    pub fallback: FallbackSetting,
+}
+
+impl From<FallbackSetting> for policy::Fallback {
+    fn from(f: FallbackSetting) -> Self {
+        match f {
+            FallbackSetting::Plaintext => policy::Fallback::Plaintext,
+            FallbackSetting::Refuse => policy::Fallback::Refuse,
+            FallbackSetting::Split => policy::Fallback::Split,
+        }
+    }
+}
+
+impl PolicySection {
+    /// The policy crate's settings.
+    pub fn to_policy(&self) -> policy::PolicyConfig {
+        policy::PolicyConfig {
+            fallback: self.fallback.into(),
+            overrides: self
+                .overrides
+                .iter()
+                .map(|o| policy::Override {
+                    pattern: o.pattern.clone(),
+                    fallback: o.fallback.into(),
+                })
+                .collect(),
+            gcm_capable: self.gcm_capable.clone(),
+            require_aead: self.require_aead,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks a configuration file; relative paths are taken from its directory.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the configuration {}", path.display()))?;
+        let mut cfg = Self::parse(&text).with_context(|| format!("in {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.resolve_paths(base);
+        Ok(cfg)
+    }
+
+    /// Parses and checks configuration text.
+    pub fn parse(text: &str) -> Result<Config> {
+        if text.lines().any(|l| {
+            l.trim_start().starts_with("password ") || l.trim_start().starts_with("password=")
+        }) {
+            bail!("passwords are never written into the configuration: use password_file or password_env");
+        }
+        let cfg: Config = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<()> {
+        let up = &self.upstream.smtp;
+        if up.tls == TlsMode::None && !is_loopback_host(&up.host) {
+            bail!(
+                "upstream.smtp: tls = \"none\" is only allowed to a server on this machine, not to {}",
+                up.host
+            );
+        }
+        if !self.smtp.listen.ip().is_loopback() {
+            // Off loopback the listener needs TLS and authentication, which come with the daemon.
+            bail!(
+                "smtp.listen = {}: listening beyond this machine needs TLS and authentication, which this version does not offer yet",
+                self.smtp.listen
+            );
+        }
+        for (i, id) in self.identities.iter().enumerate() {
+            let n = i + 1;
+            if id.addresses.is_empty() {
+                bail!("identity {n}: give the sender addresses it signs for (addresses = [...])");
+            }
+            match (&id.pkcs12, &id.key, &id.cert) {
+                (Some(_), None, None) | (None, Some(_), Some(_)) => {}
+                _ => bail!(
+                    "identity {n} ({}): give either pkcs12, or key and cert",
+                    id.addresses[0]
+                ),
+            }
+            if id.pkcs12.is_some() && id.password_file.is_none() && id.password_env.is_none() {
+                bail!(
+                    "identity {n} ({}): a PKCS#12 file needs password_file or password_env",
+                    id.addresses[0]
+                );
+            }
+            if id.password_file.is_some() && id.password_env.is_some() {
+                bail!(
+                    "identity {n} ({}): give password_file or password_env, not both",
+                    id.addresses[0]
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        self.certificates.anchors.iter_mut().for_each(fix);
+        if let Some(p) = self.certificates.recipients.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.upstream.smtp.ca_file.as_mut() {
+            fix(p);
+        }
+        for id in &mut self.identities {
+            for p in [
+                &mut id.pkcs12,
+                &mut id.key,
+                &mut id.cert,
+                &mut id.encryption_cert,
+                &mut id.password_file,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                fix(p);
+            }
+            id.chain.iter_mut().for_each(fix);
+        }
+    }
+}
+
+/// True for `localhost` and loopback addresses.
+pub fn is_loopback_host(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "[upstream.smtp]\nhost = \"mail.example.org\"\ntls = \"starttls\"\n";
+
+    #[test]
+    fn minimal_config_gets_safe_defaults() {
+        let c = Config::parse(MINIMAL).unwrap();
+        assert_eq!(c.smtp.listen, "127.0.0.1:10587".parse().unwrap());
+        assert_eq!(c.upstream.smtp.port(), 587);
+        assert_eq!(c.policy.fallback, FallbackSetting::Plaintext);
+        assert!(c.upstream.smtp.system_roots);
+    }
+
+    #[test]
+    fn unsafe_or_mistyped_settings_are_refused_with_a_reason() {
+        let cases = [
+            (MINIMAL.replace("starttls", "none"), "only allowed to a server on this machine"),
+            (format!("{MINIMAL}[policy]\nfallbak = \"refuse\"\n"), "unknown field `fallbak`"),
+            (format!("{MINIMAL}[policy]\nfallback = \"maybe\"\n"), "unknown variant `maybe`"),
+            (format!("{MINIMAL}[[identity]]\naddresses = [\"a@x.org\"]\npkcs12 = \"a.p12\"\npassword = \"secret\"\n"), "never written into the configuration"),
+            (format!("{MINIMAL}[[identity]]\naddresses = [\"a@x.org\"]\npkcs12 = \"a.p12\"\n"), "needs password_file or password_env"),
+            (format!("{MINIMAL}[[identity]]\naddresses = [\"a@x.org\"]\nkey = \"a.key\"\n"), "either pkcs12, or key and cert"),
+            (format!("{MINIMAL}[smtp]\nlisten = \"0.0.0.0:587\"\n"), "listening beyond this machine"),
+        ];
+        for (text, want) in cases {
+            let err = format!("{:#}", Config::parse(&text).unwrap_err());
+            assert!(err.contains(want), "{want:?} not in {err:?}");
+        }
+        let loopback = MINIMAL
+            .replace("starttls", "none")
+            .replace("mail.example.org", "127.0.0.1");
+        assert_eq!(Config::parse(&loopback).unwrap().upstream.smtp.port(), 587);
+    }
+
+    #[test]
+    fn relative_paths_are_taken_from_the_config_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("proxy.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "{MINIMAL}[certificates]\nanchors = [\"anchors\"]\nrecipients = \"/abs/certs\"\n"
+            ),
+        )
+        .unwrap();
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.certificates.anchors[0], d.path().join("anchors"));
+        assert_eq!(
+            c.certificates.recipients.as_deref(),
+            Some(Path::new("/abs/certs"))
+        );
+    }
+}
+
+#[cfg(test)]
+mod example {
+    /// The documented example at the repository root must always be a valid configuration.
+    #[test]
+    fn repository_proxy_toml_parses() {
+        let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../proxy.toml");
+        let c = super::Config::load(&p).unwrap();
+        assert_eq!(c.identities.len(), 1);
+        assert_eq!(c.policy.overrides.len(), 1);
+        assert_eq!(
+            c.policy.to_policy().fallback_for("x@klinikum.example"),
+            policy::Fallback::Refuse
+        );
+    }
+}

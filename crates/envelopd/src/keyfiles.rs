@@ -1,0 +1,107 @@
+//! Reading key material from disk: permission checks on secret files, passwords from a file or
+//! an environment variable (never from the command line or the configuration), and identities
+//! from PKCS#12 or PKCS#8 + certificate. Shared by the `smime` tool and the daemon.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use smime::{Cert, Identity, PrivateKey};
+use zeroize::Zeroizing;
+
+/// Where an identity's key comes from.
+#[derive(Debug, Clone, Default)]
+pub struct KeySource {
+    /// A PKCS#12 file.
+    pub pkcs12: Option<PathBuf>,
+    /// A PKCS#8/PKCS#1 key file (with `cert`).
+    pub key: Option<PathBuf>,
+    /// The certificate(s) for `key`.
+    pub cert: Option<PathBuf>,
+    /// A file whose first line is the password.
+    pub password_file: Option<PathBuf>,
+    /// An environment variable holding the password.
+    pub password_env: Option<String>,
+    /// Accept secret files other users can read.
+    pub allow_insecure: bool,
+}
+
+/// Reads certificates (PEM or DER) from a file, naming the file in errors.
+pub fn read_certs(path: &Path) -> Result<Vec<Cert>> {
+    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    smime::parse_certificates(&data).with_context(|| format!("in {}", path.display()))
+}
+
+/// Reads a secret file, refusing files that group or others can read unless allowed.
+pub fn read_secret_file(path: &Path, allow_insecure: bool) -> Result<Zeroizing<Vec<u8>>> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 && !allow_insecure {
+        bail!(
+            "{} is readable by other users (mode {:o}); run `chmod 600 {}` or pass --allow-insecure-key-file",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        );
+    }
+    Ok(Zeroizing::new(
+        std::fs::read(path).with_context(|| format!("reading {}", path.display()))?,
+    ))
+}
+
+impl KeySource {
+    /// The password, if one is configured.
+    pub fn password(&self) -> Result<Option<Zeroizing<String>>> {
+        if let Some(p) = &self.password_file {
+            let raw = read_secret_file(p, self.allow_insecure)?;
+            let text = std::str::from_utf8(&raw).context("the password file is not UTF-8")?;
+            let first = text.lines().next().unwrap_or("");
+            return Ok(Some(Zeroizing::new(first.to_string())));
+        }
+        if let Some(var) = &self.password_env {
+            let v = std::env::var(var)
+                .with_context(|| format!("environment variable {var} is not set"))?;
+            return Ok(Some(Zeroizing::new(v)));
+        }
+        Ok(None)
+    }
+
+    /// Loads the signing identity: key, its certificate, and the rest of the chain (from a
+    /// PKCS#12 file with several keys, the one whose certificate may sign).
+    pub fn load(&self) -> Result<Identity> {
+        let pw = self.password()?;
+        if let Some(p12) = &self.pkcs12 {
+            let data = read_secret_file(p12, self.allow_insecure)?;
+            let pw = pw.context(
+                "a PKCS#12 file needs a password (password file or environment variable)",
+            )?;
+            return Identity::from_pkcs12(&data, &pw)
+                .with_context(|| format!("in {}", p12.display()));
+        }
+        self.load_key_and_cert(pw)
+    }
+
+    /// Loads every key of the source (a PKCS#12 file may hold a signing and an encryption key).
+    pub fn load_all(&self) -> Result<Vec<Identity>> {
+        if let Some(p12) = &self.pkcs12 {
+            let pw = self
+                .password()?
+                .context("a PKCS#12 file needs a password")?;
+            let data = read_secret_file(p12, self.allow_insecure)?;
+            return Identity::all_from_pkcs12(&data, &pw)
+                .with_context(|| format!("in {}", p12.display()));
+        }
+        Ok(vec![self.load_key_and_cert(self.password()?)?])
+    }
+
+    fn load_key_and_cert(&self, pw: Option<Zeroizing<String>>) -> Result<Identity> {
+        let (Some(key), Some(cert)) = (&self.key, &self.cert) else {
+            bail!("give a key and its certificate, or a PKCS#12 file");
+        };
+        let data = read_secret_file(key, self.allow_insecure)?;
+        let key_obj = PrivateKey::load(&data, pw.as_ref().map(|p| p.as_bytes()))
+            .with_context(|| format!("in {}", key.display()))?;
+        Identity::new(key_obj, read_certs(cert)?)
+            .with_context(|| format!("{} and {}", key.display(), cert.display()))
+    }
+}

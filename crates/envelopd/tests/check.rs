@@ -1,0 +1,129 @@
+//! `envelopd check` on real files: a working setup is reported ready with what it found; broken
+//! ones name each problem and exit 1.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const ENVELOPD: &str = env!("CARGO_BIN_EXE_envelopd");
+
+fn vectors() -> PathBuf {
+    std::env::var_os("ENVELOPD_VECTORS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
+        })
+        .join("rfc9216")
+}
+
+fn setup(dir: &Path, port: u16, pw_mode: u32) -> PathBuf {
+    for sub in ["trust", "certs", "keys"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::copy(vectors().join("ca.rsa.crt"), dir.join("trust/ca.pem")).unwrap();
+    std::fs::copy(vectors().join("bob.encrypt.crt"), dir.join("certs/bob")).unwrap();
+    std::fs::write(dir.join("certs/README"), "not a certificate").unwrap();
+    std::fs::copy(vectors().join("alice.p12"), dir.join("keys/alice.p12")).unwrap();
+    std::fs::copy(
+        vectors().join("alice.encrypt.crt"),
+        dir.join("keys/alice-enc.pem"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("keys/alice.pass"), "alice\n").unwrap();
+    for f in ["keys/alice.p12", "keys/alice.pass"] {
+        std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    std::fs::set_permissions(
+        dir.join("keys/alice.pass"),
+        std::fs::Permissions::from_mode(pw_mode),
+    )
+    .unwrap();
+    let cfg = dir.join("proxy.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[upstream.smtp]\nhost = \"127.0.0.1\"\nport = {port}\ntls = \"none\"\n\
+             [certificates]\nanchors = [\"trust\"]\nrecipients = \"certs\"\n\
+             [[identity]]\naddresses = [\"alice@smime.example\"]\npkcs12 = \"keys/alice.p12\"\n\
+             password_file = \"keys/alice.pass\"\nencryption_cert = \"keys/alice-enc.pem\"\n\
+             [policy]\nfallback = \"refuse\"\n"
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn check(cfg: &Path) -> (i32, String) {
+    let o = Command::new(ENVELOPD)
+        .args(["check", "--config"])
+        .arg(cfg)
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap(),
+        String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr),
+    )
+}
+
+#[test]
+fn a_working_setup_is_reported_ready() {
+    let d = tempfile::tempdir().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let cfg = setup(d.path(), listener.local_addr().unwrap().port(), 0o600);
+    let (code, out) = check(&cfg);
+    assert_eq!(code, 0, "{out}");
+    for want in [
+        "ok       mail programs send through 127.0.0.1:10587",
+        "reachable",
+        "trust anchors: 1 CA certificate(s)",
+        "recipient certificates: 1 loaded",
+        "skipped",
+        "README",
+        "1 recipient certificate(s) valid for encryption today",
+        "identity alice@smime.example: RSA-2048 key, certificate \"CN=Alice Lovelace",
+        "can sign",
+        "Sent copies are encrypted",
+        "refuse it (550 5.7.1",
+        "result: ready",
+    ] {
+        assert!(out.contains(want), "{want:?} missing in:\n{out}");
+    }
+    assert!(
+        !out.contains("alice\n"),
+        "the password must never be printed"
+    );
+}
+
+#[test]
+fn problems_are_named_and_fail_the_check() {
+    let d = tempfile::tempdir().unwrap();
+    // A port nobody listens on, and a password file others can read.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let cfg = setup(d.path(), port, 0o644);
+    let (code, out) = check(&cfg);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("PROBLEM  provider 127.0.0.1:") && out.contains("not reachable"),
+        "{out}"
+    );
+    assert!(
+        out.contains("PROBLEM  identity alice@smime.example") && out.contains("chmod 600"),
+        "{out}"
+    );
+    assert!(out.contains("problem(s) to fix"), "{out}");
+
+    std::fs::write(
+        &cfg,
+        "[upstream.smtp]\nhost = \"mail.example.org\"\ntls = \"none\"\n",
+    )
+    .unwrap();
+    let (code, out) = check(&cfg);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("only allowed to a server on this machine"),
+        "{out}"
+    );
+}
