@@ -274,13 +274,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
             };
             let msg = read_input(&io)?;
-            write_output(&io, &smime::encrypt(&msg, &recipients, &opts)?)?;
+            write_output(&io, &smime::encrypt_owned(msg, &recipients, &opts)?)?;
             Ok(ExitCode::SUCCESS)
         }
         SmimeCommand::Decrypt { io, key } => {
             let ids = key_source(&key)?.load_all()?;
             let msg = read_input(&io)?;
-            let d = smime::decrypt(&msg, &ids)?;
+            let d = smime::decrypt_owned(msg, &ids)?;
             if d.cipher.is_weak() {
                 eprintln!(
                     "envelopd: warning: the sender used the weak cipher {}",

@@ -27,8 +27,8 @@ pub use cert::{parse_certificates, Cert};
 pub use envelope::{EncryptOptions, KeyTransport};
 pub use keys::{Identity, PrivateKey, RsaPadding};
 pub use message::{
-    decrypt, encrypt, open, sign, sign_and_encrypt, verify, Decrypted, Layer, OpenedMessage,
-    Verified,
+    decrypt, decrypt_owned, encrypt, encrypt_owned, open, sign, sign_and_encrypt, verify,
+    Decrypted, Layer, OpenedMessage, Verified,
 };
 pub use signed::{SignOptions, SignerReport, VerifyOptions};
 

@@ -104,11 +104,29 @@ pub fn encrypt(
     recipients: &[Cert],
     opts: &EncryptOptions,
 ) -> Result<Vec<u8>, Error> {
+    let (outer, entity) = entity_to_encrypt(message)?;
+    encrypt_entity(&outer, entity, recipients, opts)
+}
+
+/// Like [`encrypt`], but takes the message and frees it as soon as its content is copied, so a
+/// large message is held at most twice (its canonical content, then the base64 output).
+pub fn encrypt_owned(
+    message: Vec<u8>,
+    recipients: &[Cert],
+    opts: &EncryptOptions,
+) -> Result<Vec<u8>, Error> {
+    let (outer, entity) = entity_to_encrypt(&message)?;
+    drop(message);
+    encrypt_entity(&outer, entity, recipients, opts)
+}
+
+/// The outer fields and the canonical inner entity of a message about to be encrypted.
+fn entity_to_encrypt(message: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Error> {
     let e = mime::split(message);
     let header = inner_header(e.header, e.body);
     let mut entity = Vec::with_capacity(message.len() + message.len() / 16 + 64);
     mime::canonicalize_into(&header, e.body, &mut entity, 0)?;
-    encrypt_entity(&mime::outer_fields(e.header), entity, recipients, opts)
+    Ok((mime::outer_fields(e.header), entity))
 }
 
 /// Signs, then encrypts (the order RFC 8551 §3.7 recommends): the signed entity is built once and
@@ -337,6 +355,19 @@ pub struct Decrypted {
 
 /// Decrypts an `application/pkcs7-mime` enveloped or authEnveloped message.
 pub fn decrypt(message: &[u8], keys: &[Identity]) -> Result<Decrypted, Error> {
+    let (header, der) = envelope_of(message)?;
+    finish_decrypt(&header, der, keys)
+}
+
+/// Like [`decrypt`], but takes the message and frees it once its CMS body is decoded.
+pub fn decrypt_owned(message: Vec<u8>, keys: &[Identity]) -> Result<Decrypted, Error> {
+    let (header, der) = envelope_of(&message)?;
+    drop(message);
+    finish_decrypt(&header, der, keys)
+}
+
+/// The header block and the decoded CMS body of an `application/pkcs7-mime` message.
+fn envelope_of(message: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Error> {
     let e = mime::split(message);
     let ct = mime::content_type(e.header);
     if classify(&ct) != Kind::Pkcs7Mime {
@@ -345,9 +376,13 @@ pub fn decrypt(message: &[u8], keys: &[Identity]) -> Result<Decrypted, Error> {
             ct.mime_type
         )));
     }
-    let opened = envelope::decrypt_der(decode_body(&ct, e.body)?, keys)?;
+    Ok((e.header.to_vec(), decode_body(&ct, e.body)?))
+}
+
+fn finish_decrypt(header: &[u8], der: Vec<u8>, keys: &[Identity]) -> Result<Decrypted, Error> {
+    let opened = envelope::decrypt_der(der, keys)?;
     Ok(Decrypted {
-        message: rewrap(e.header, &opened.content),
+        message: rewrap(header, &opened.content),
         cipher: opened.cipher,
     })
 }
