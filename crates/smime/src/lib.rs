@@ -28,7 +28,7 @@ pub use envelope::{EncryptOptions, KeyTransport};
 pub use keys::{Identity, PrivateKey, RsaPadding};
 pub use message::{
     decrypt, decrypt_owned, encrypt, encrypt_owned, open, sign, sign_and_encrypt, verify,
-    Decrypted, Layer, OpenedMessage, Verified,
+    Decrypted, Layer, OpenedMessage, Prepared, Verified,
 };
 pub use signed::{SignOptions, SignerReport, VerifyOptions};
 

@@ -148,6 +148,46 @@ pub fn sign_and_encrypt(
     )
 }
 
+/// A message prepared for one or more protected copies: its outer routing fields (without Bcc)
+/// and its inner entity, signed once if a signer is given. Each copy is then encrypted from it,
+/// so a message to several separately encrypted groups is signed only once.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    outer: Vec<u8>,
+    entity: Vec<u8>,
+}
+
+impl Prepared {
+    /// Canonicalises the content and signs it with `signer`, if given.
+    pub fn new(message: &[u8], signer: Option<(&Identity, &SignOptions)>) -> Result<Self, Error> {
+        let e = mime::split(message);
+        let outer = mime::outer_fields_without(e.header, &["bcc"]);
+        let entity = match signer {
+            Some((id, opts)) => {
+                let mut entity = Vec::with_capacity(message.len() + message.len() / 16 + 8192);
+                sign_entity_into(message, id, opts, &mut entity)?;
+                entity
+            }
+            None => entity_to_encrypt(message)?.1,
+        };
+        Ok(Prepared { outer, entity })
+    }
+
+    /// The whole message: outer fields, MIME-Version and the entity.
+    pub fn to_message(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.outer.len() + self.entity.len() + 32);
+        out.extend_from_slice(&self.outer);
+        out.extend_from_slice(b"MIME-Version: 1.0\r\n");
+        out.extend_from_slice(&self.entity);
+        out
+    }
+
+    /// An encrypted copy for `recipients`.
+    pub fn encrypt(&self, recipients: &[Cert], opts: &EncryptOptions) -> Result<Vec<u8>, Error> {
+        encrypt_entity(&self.outer, self.entity.clone(), recipients, opts)
+    }
+}
+
 fn encrypt_entity(
     outer: &[u8],
     entity: Vec<u8>,

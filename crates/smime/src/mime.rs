@@ -112,15 +112,33 @@ pub fn is_content_field(name: &str) -> bool {
 
 /// The header fields that stay outside an S/MIME layer: everything but `Content-*` and `MIME-Version`.
 pub fn outer_fields(header: &[u8]) -> Vec<u8> {
+    outer_fields_without(header, &[])
+}
+
+/// Like [`outer_fields`], also leaving out the named fields (lower-case names, e.g. `bcc`).
+pub fn outer_fields_without(header: &[u8], drop: &[&str]) -> Vec<u8> {
     let mut out = Vec::with_capacity(header.len());
     for f in fields(header) {
-        if !is_content_field(&f.name) {
+        if !is_content_field(&f.name) && !drop.contains(&f.name.as_str()) {
             out.extend_from_slice(&to_crlf(f.raw));
             if !f.raw.ends_with(b"\n") {
                 out.extend_from_slice(b"\r\n");
             }
         }
     }
+    out
+}
+
+/// The message without the named header fields (lower-case names), body untouched.
+pub fn without_fields(message: &[u8], drop: &[&str]) -> Vec<u8> {
+    let e = split(message);
+    let mut out = Vec::with_capacity(message.len());
+    for f in fields(e.header) {
+        if !drop.contains(&f.name.as_str()) {
+            out.extend_from_slice(f.raw);
+        }
+    }
+    out.extend_from_slice(&message[e.header.len()..]);
     out
 }
 
