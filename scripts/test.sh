@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test: unit and property tests, the RFC vector tests, the interoperability matrix
-# against openssl/gpgsm/NSS (printed), and a short fuzz-corpus replay. Needs openssl, gpgsm and
-# libnss3-tools installed (.ci/run installs them on Debian).
+# against openssl/gpgsm/NSS (printed), the fuzz-corpus replay, and the SMTP proxy end to end
+# (swaks -> envelopd -> Postfix's smtp-sink). Needs openssl, gpgsm, libnss3-tools, postfix and
+# swaks installed (.ci/run installs them on Debian).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-for tool in openssl gpgsm cmsutil certutil pk12util; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install openssl gpgsm libnss3-tools" >&2; exit 1; }
+export PATH="$PATH:/usr/sbin"
+for tool in openssl gpgsm cmsutil certutil pk12util smtp-sink swaks; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install openssl gpgsm libnss3-tools postfix swaks" >&2; exit 1; }
 done
 if [ ! -d "${ENVELOPD_VECTORS:-../shared/vectors}" ]; then
   echo "test vectors not found: put shared/ beside the checkout or set ENVELOPD_VECTORS" >&2; exit 1

@@ -16,6 +16,7 @@ use smime::{ContentCipher, Digest, EncryptOptions, KeyTransport};
 
 mod check;
 mod config;
+mod daemon;
 mod keyfiles;
 
 use keyfiles::{read_certs, KeySource};
@@ -32,6 +33,12 @@ enum Command {
     /// S/MIME operations on single messages.
     #[command(subcommand)]
     Smime(Box<SmimeCommand>),
+    /// Run the proxy: mail programs submit to the SMTP listener, envelopd signs and encrypts.
+    Run {
+        /// The configuration file.
+        #[arg(long, default_value = "proxy.toml")]
+        config: PathBuf,
+    },
     /// Check a configuration and report what envelopd would work with.
     Check {
         /// The configuration file.
@@ -201,6 +208,11 @@ fn parse_time(s: &str) -> Result<SystemTime> {
 fn run(cli: Cli) -> Result<ExitCode> {
     let cmd = match cli.command {
         Command::Smime(cmd) => *cmd,
+        Command::Run { config } => {
+            let cfg = config::Config::load(&config)?;
+            daemon::run(cfg)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Check { config, no_connect } => {
             let cfg = config::Config::load(&config)?;
             let report = check::check(&cfg, SystemTime::now(), !no_connect);

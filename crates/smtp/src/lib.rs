@@ -6,3 +6,5 @@
 #![warn(missing_docs)]
 
 pub mod outgoing;
+pub mod session;
+pub mod upstream;

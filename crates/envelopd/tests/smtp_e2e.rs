@@ -1,0 +1,327 @@
+//! End to end: swaks (a real SMTP client) -> `envelopd run` -> Postfix's smtp-sink (a real SMTP
+//! server that writes each accepted message to a file). The stored copies are checked with
+//! OpenSSL; faults (provider down, provider refusing DATA, policy refusal) must never produce a
+//! 250 for a message the provider did not take.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const ENVELOPD: &str = env!("CARGO_BIN_EXE_envelopd");
+
+fn vectors() -> PathBuf {
+    std::env::var_os("ENVELOPD_VECTORS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
+        })
+        .join("rfc9216")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for(port: u16) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "nothing listens on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process killed when the test ends, pass or fail.
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0\n"))
+        .unwrap_or(false)
+}
+
+/// smtp-sink on `port`, dumping each message into `dir`; `extra` are fault options.
+fn sink(dir: &Path, port: u16, extra: &[&str]) -> Proc {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut c = Command::new("smtp-sink");
+    if is_root() {
+        c.args(["-u", "nobody"]);
+    }
+    c.args(extra)
+        .arg("-d")
+        .arg(dir.join("%H%M%S"))
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("10")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let p = Proc(c.spawn().expect("smtp-sink (package postfix) is installed"));
+    wait_for(port);
+    p
+}
+
+struct Setup {
+    _serial: std::sync::MutexGuard<'static, ()>,
+    dir: tempfile::TempDir,
+    listen: u16,
+    upstream: u16,
+}
+
+/// The tests pick free ports by binding port 0; running them one at a time keeps one test's
+/// listener from landing on a port another test just picked.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+impl Setup {
+    fn new(fallback: &str) -> Setup {
+        use std::os::unix::fs::PermissionsExt;
+        let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for sub in ["trust", "certs", "keys", "dump"] {
+            std::fs::create_dir(d.join(sub)).unwrap();
+        }
+        let v = vectors();
+        std::fs::copy(v.join("ca.rsa.crt"), d.join("trust/ca.pem")).unwrap();
+        std::fs::copy(v.join("bob.encrypt.crt"), d.join("certs/bob.pem")).unwrap();
+        std::fs::copy(v.join("alice.p12"), d.join("keys/alice.p12")).unwrap();
+        std::fs::copy(v.join("alice.encrypt.crt"), d.join("keys/alice-enc.pem")).unwrap();
+        std::fs::write(d.join("keys/pw"), "alice\n").unwrap();
+        for f in ["keys/alice.p12", "keys/pw"] {
+            std::fs::set_permissions(d.join(f), std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let (listen, upstream) = (free_port(), free_port());
+        std::fs::write(
+            d.join("proxy.toml"),
+            format!(
+                "[smtp]\nlisten = \"127.0.0.1:{listen}\"\n[upstream.smtp]\nhost = \"127.0.0.1\"\nport = {upstream}\ntls = \"none\"\n\
+                 [certificates]\nanchors = [\"trust\"]\nrecipients = \"certs\"\n\
+                 [[identity]]\naddresses = [\"alice@smime.example\"]\npkcs12 = \"keys/alice.p12\"\npassword_file = \"keys/pw\"\nencryption_cert = \"keys/alice-enc.pem\"\n\
+                 [policy]\nfallback = \"{fallback}\"\n"
+            ),
+        )
+        .unwrap();
+        Setup {
+            _serial: serial,
+            dir,
+            listen,
+            upstream,
+        }
+    }
+
+    fn envelopd(&self) -> Proc {
+        let p = Proc(
+            Command::new(ENVELOPD)
+                .args(["run", "--config"])
+                .arg(self.dir.path().join("proxy.toml"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_for(self.listen);
+        p
+    }
+
+    fn dump(&self) -> PathBuf {
+        self.dir.path().join("dump")
+    }
+
+    fn stored(&self) -> Vec<Vec<u8>> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dump())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        files.sort();
+        files.iter().map(|f| std::fs::read(f).unwrap()).collect()
+    }
+
+    fn swaks(&self, to: &[&str], headers: &[&str], body: &str) -> Output {
+        let mut c = Command::new("swaks");
+        c.args([
+            "--server",
+            &format!("127.0.0.1:{}", self.listen),
+            "--from",
+            "alice@smime.example",
+        ]);
+        c.args(["--to", &to.join(",")]);
+        for h in headers {
+            c.args(["--header", h]);
+        }
+        c.args(["--body", body, "--timeout", "30"]);
+        c.output().expect("swaks is installed")
+    }
+}
+
+fn transcript(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+fn openssl(args: &[&str], input: &[u8]) -> Result<Vec<u8>, String> {
+    use std::io::Write;
+    let mut c = Command::new("openssl")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    c.stdin.take().unwrap().write_all(input).unwrap();
+    let o = c.wait_with_output().unwrap();
+    if o.status.success() {
+        Ok(o.stdout)
+    } else {
+        Err(String::from_utf8_lossy(&o.stderr).to_string())
+    }
+}
+
+const BODY: &str = "Befund Herr Muster: unauffaellig.";
+
+#[test]
+fn mail_to_a_recipient_with_a_certificate_is_stored_signed_and_encrypted() {
+    let s = Setup::new("refuse");
+    let _sink = sink(&s.dump(), s.upstream, &[]);
+    let _e = s.envelopd();
+    let o = s.swaks(
+        &["bob@smime.example"],
+        &["From: Alice <alice@smime.example>", "Subject: Befund"],
+        BODY,
+    );
+    assert!(o.status.success(), "{}", transcript(&o));
+    assert!(
+        transcript(&o).contains("<-  250 2.0.0 Ok"),
+        "the provider's own reply reaches the client"
+    );
+    let stored = s.stored();
+    assert_eq!(stored.len(), 1);
+    let text = String::from_utf8_lossy(&stored[0]);
+    assert!(
+        text.contains("application/pkcs7-mime") && !text.contains(BODY),
+        "the provider must only see ciphertext"
+    );
+    let v = vectors();
+    for (key, who) in [
+        ("bob.encrypt.key", "recipient"),
+        ("alice.encrypt.key", "sender's Sent copy"),
+    ] {
+        let signed = openssl(
+            &["cms", "-decrypt", "-inkey", v.join(key).to_str().unwrap()],
+            &stored[0],
+        )
+        .unwrap_or_else(|e| panic!("{who}: {e}"));
+        let content = openssl(
+            &[
+                "cms",
+                "-verify",
+                "-CAfile",
+                v.join("ca.rsa.crt").to_str().unwrap(),
+            ],
+            &signed,
+        )
+        .unwrap();
+        assert!(String::from_utf8_lossy(&content).contains(BODY), "{who}");
+    }
+}
+
+#[test]
+fn refusals_and_faults_never_look_like_success() {
+    let s = Setup::new("refuse");
+    // Provider down: 4xx at MAIL, the client keeps the message.
+    let _e = s.envelopd();
+    let o = s.swaks(&["bob@smime.example"], &[], BODY);
+    assert!(!o.status.success());
+    assert!(
+        transcript(&o).contains("451 4.4.1 provider not reachable"),
+        "{}",
+        transcript(&o)
+    );
+
+    // Policy: no certificate for carol -> 550 5.7.1 naming her; nothing reaches the provider.
+    let _sink = sink(&s.dump(), s.upstream, &[]);
+    let o = s.swaks(
+        &["bob@smime.example", "carol@other.example"],
+        &["From: alice@smime.example"],
+        BODY,
+    );
+    assert!(!o.status.success());
+    assert!(transcript(&o).contains("550 5.7.1 Encryption required, but no valid certificate for: carol@other.example (no certificate)"), "{}", transcript(&o));
+    assert!(s.stored().is_empty(), "a refused message must not be sent");
+}
+
+#[test]
+fn the_providers_refusal_of_the_data_is_what_the_client_sees() {
+    let s = Setup::new("plaintext");
+    // smtp-sink answers 5xx at the end of DATA (-B sets the text used for hard bounces).
+    let _sink = sink(&s.dump(), s.upstream, &["-f", "data"]);
+    let _e = s.envelopd();
+    let o = s.swaks(&["bob@smime.example"], &["From: alice@smime.example"], BODY);
+    assert!(!o.status.success());
+    let t = transcript(&o);
+    assert!(
+        !t.contains("<-  250 2.0.0 Ok\n -> QUIT") && t.contains("<** 5"),
+        "{t}"
+    );
+    assert!(s.stored().is_empty());
+}
+
+#[test]
+fn bcc_recipients_get_separate_copies() {
+    let s = Setup::new("refuse");
+    let _sink = sink(&s.dump(), s.upstream, &[]);
+    let _e = s.envelopd();
+    // Alice writes to herself and sends Bob a blind copy.
+    let o = s.swaks(
+        &["alice@smime.example", "bob@smime.example"],
+        &[
+            "From: alice@smime.example",
+            "To: alice@smime.example",
+            "Bcc: bob@smime.example",
+        ],
+        BODY,
+    );
+    assert!(o.status.success(), "{}", transcript(&o));
+    let mut stored = s.stored();
+    assert_eq!(stored.len(), 2, "one copy per group");
+    stored.sort_by_key(|m| String::from_utf8_lossy(m).contains("X-Rcpt-Args: <bob@smime.example>"));
+    let v = vectors();
+    // Alice's copy: Bob cannot open it. Bob's copy: he can; no Bcc header anywhere.
+    assert!(openssl(
+        &[
+            "cms",
+            "-decrypt",
+            "-inkey",
+            v.join("bob.encrypt.key").to_str().unwrap()
+        ],
+        &stored[0]
+    )
+    .is_err());
+    assert!(openssl(
+        &[
+            "cms",
+            "-decrypt",
+            "-inkey",
+            v.join("bob.encrypt.key").to_str().unwrap()
+        ],
+        &stored[1]
+    )
+    .is_ok());
+    for m in &stored {
+        assert!(!String::from_utf8_lossy(m).to_lowercase().contains("\nbcc:"));
+    }
+}
