@@ -325,3 +325,106 @@ fn bcc_recipients_get_separate_copies() {
         assert!(!String::from_utf8_lossy(m).to_lowercase().contains("\nbcc:"));
     }
 }
+
+/// A raw SMTP conversation: send a line, return the reply lines.
+struct Raw {
+    stream: std::io::BufReader<TcpStream>,
+}
+
+impl Raw {
+    fn connect(port: u16) -> Raw {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let mut r = Raw {
+            stream: std::io::BufReader::new(s),
+        };
+        assert!(r.reply().starts_with("220 "));
+        r
+    }
+
+    fn reply(&mut self) -> String {
+        use std::io::BufRead;
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            self.stream.read_line(&mut line).unwrap();
+            all.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return all;
+            }
+        }
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> String {
+        use std::io::Write;
+        self.stream.get_mut().write_all(bytes).unwrap();
+        self.reply()
+    }
+}
+
+#[test]
+fn bad_client_input_gets_smtp_errors_and_the_session_stays_sane() {
+    let s = Setup::new("plaintext");
+    let _sink = sink(&s.dump(), s.upstream, &[]);
+    let _e = s.envelopd();
+    let mut c = Raw::connect(s.listen);
+    let expect = |reply: String, code: &str| {
+        assert!(reply.starts_with(code), "expected {code}, got {reply:?}")
+    };
+    expect(c.send(b"MAIL FROM:<alice@smime.example>\r\n"), "503 5.5.1");
+    expect(c.send(b"EHLO client.example\r\n"), "250-");
+    expect(c.send(b"RCPT TO:<bob@smime.example>\r\n"), "503 5.5.1");
+    expect(c.send(b"DATA\r\n"), "503 5.5.1");
+    // Overlong lines get one error each, and the next command is read cleanly.
+    let mut long = b"VRFY ".to_vec();
+    long.extend(std::iter::repeat_n(b'A', 5000));
+    long.extend_from_slice(b"\r\n");
+    expect(c.send(&long), "50");
+    expect(c.send(b"NOOP\r\n"), "250");
+    let mut junk = vec![b'A'; 5000];
+    junk.extend_from_slice(b"\r\n");
+    expect(c.send(&junk), "500");
+    expect(c.send(b"NOOP\r\n"), "250");
+    expect(c.send(b"HELLO there\r\n"), "500 5.5.2");
+    expect(c.send(b"NO\0OP\r\n"), "500");
+    expect(c.send(b"NOOP\n"), "250");
+    expect(
+        c.send(b"MAIL FROM:<alice@smime.example> SIZE=999999999999\r\n"),
+        "552 5.3.4",
+    );
+    expect(c.send(b"STARTTLS\r\n"), "454 4.7.0");
+    expect(c.send(b"\x16\x03\x01\x02\x00garbage\r\n"), "500");
+    expect(c.send(b"MAIL FROM:<alice@smime.example>\r\n"), "250");
+    expect(c.send(b"MAIL FROM:<alice@smime.example>\r\n"), "503 5.5.1");
+    for i in 0..1000 {
+        expect(
+            c.send(format!("RCPT TO:<r{i}@other.example>\r\n").as_bytes()),
+            "250",
+        );
+    }
+    expect(
+        c.send(b"RCPT TO:<one-too-many@other.example>\r\n"),
+        "452 4.5.3",
+    );
+    expect(c.send(b"RSET\r\n"), "250");
+    // A whole transaction still works after all that, and bare LF in the body is stored as CRLF.
+    expect(c.send(b"MAIL FROM:<alice@smime.example>\r\n"), "250");
+    expect(c.send(b"RCPT TO:<carol@other.example>\r\n"), "250");
+    expect(c.send(b"DATA\r\n"), "354");
+    expect(
+        c.send(
+            b"From: alice@smime.example\r\nSubject: t\r\n\r\nline one\nline two\r\n..dot\r\n.\r\n",
+        ),
+        "250",
+    );
+    expect(c.send(b"QUIT\r\n"), "221");
+    let stored = s.stored();
+    assert_eq!(stored.len(), 1);
+    let text = String::from_utf8_lossy(&stored[0]);
+    // smtp-sink stores lines with LF; what matters is one dot, unstuffed and re-stuffed correctly.
+    assert!(
+        text.contains("\nline two\n.dot\n") || text.contains("\nline two\r\n.dot\r\n"),
+        "{text}"
+    );
+    assert!(!text.contains("..dot"), "{text}");
+}
