@@ -13,6 +13,15 @@ use crate::keyfiles::{read_certs, KeySource};
 
 /// Runs the proxy until interrupted.
 pub fn run(cfg: Config) -> Result<()> {
+    // Logs go to stderr (journald picks them up); RUST_LOG=debug for more. Never bodies, keys
+    // or passwords: only sizes, counts, addresses in refusals and decisions.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let up = &cfg.upstream.smtp;
     if up.tls != TlsMode::None {
         bail!(
@@ -35,12 +44,9 @@ pub fn run(cfg: Config) -> Result<()> {
     }
     if let Some(dir) = &cfg.certificates.recipients {
         let (n, errors) = store.load_certs(dir);
-        eprintln!(
-            "envelopd: {n} recipient certificate(s) from {}",
-            dir.display()
-        );
+        tracing::info!(count = n, dir = %dir.display(), "recipient certificates loaded");
         for e in errors {
-            eprintln!("envelopd: skipped {e}");
+            tracing::warn!("skipped {e}");
         }
     }
     let mut identities = Vec::new();
@@ -91,13 +97,10 @@ pub fn run(cfg: Config) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(cfg.smtp.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cfg.smtp.listen))?;
-        eprintln!(
-            "envelopd: listening on {} (SMTP), relaying to {}; Ctrl-C stops",
-            cfg.smtp.listen, ctx.upstream
-        );
+        tracing::info!(listen = %cfg.smtp.listen, upstream = %ctx.upstream, "envelopd is running; Ctrl-C stops");
         tokio::select! {
             r = smtp::session::serve(listener, ctx) => r.context("listener failed")?,
-            _ = tokio::signal::ctrl_c() => eprintln!("envelopd: stopping"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
         }
         Ok(())
     })

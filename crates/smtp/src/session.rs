@@ -99,13 +99,23 @@ impl Identities for Context {
 
 /// Accepts clients until the listener fails; one task per connection.
 pub async fn serve(listener: TcpListener, ctx: Arc<Context>) -> std::io::Result<()> {
+    use tracing::Instrument;
+    let mut next_id: u64 = 0;
     loop {
-        let (stream, _) = listener.accept().await?;
+        let (stream, peer) = listener.accept().await?;
+        next_id += 1;
         let ctx = ctx.clone();
-        tokio::spawn(async move {
-            // A broken client connection ends only its own session.
-            let _ = Session::new(stream, ctx).run().await;
-        });
+        let span = tracing::info_span!("smtp", session = next_id, %peer);
+        tokio::spawn(
+            async move {
+                tracing::debug!("connected");
+                // A broken client connection ends only its own session.
+                if let Err(e) = Session::new(stream, ctx).run().await {
+                    tracing::info!(error = %e, "client connection ended");
+                }
+            }
+            .instrument(span),
+        );
     }
 }
 
@@ -397,6 +407,7 @@ impl Session {
             signing_time: now,
             encryption_cert,
         };
+        log_decision(&decision, rcpts.len(), message.len());
         let out = match copies(&message, &rcpts, &decision, signer, &opts) {
             Ok(c) => c,
             Err(Refusal::Policy {
@@ -408,6 +419,7 @@ impl Session {
                 return Reply::new(code, enhanced, text);
             }
             Err(Refusal::Crypto(e)) => {
+                tracing::error!(error = %e, "signing or encryption failed");
                 self.reset().await;
                 return Reply::new(
                     451,
@@ -467,6 +479,40 @@ impl Session {
             "2.0.0",
             format!("delivered in {} separately protected copies", out.len()),
         )
+    }
+}
+
+/// One event per decision: what was done, to how many, never who wrote what.
+fn log_decision(decision: &Decision, recipients: usize, size: usize) {
+    match decision {
+        Decision::PassThrough => {
+            tracing::info!(
+                recipients,
+                size,
+                "already protected by the client: passed through"
+            )
+        }
+        Decision::Refuse { text, .. } => {
+            tracing::info!(recipients, size, reason = %text, "refused")
+        }
+        Decision::Deliver {
+            sign_as,
+            deliveries,
+            unprotected,
+        } => {
+            let encrypted = deliveries.iter().filter(|d| d.encrypt.is_some()).count();
+            tracing::info!(
+                recipients,
+                size,
+                signed_as = sign_as.as_deref().unwrap_or("-"),
+                copies = deliveries.len(),
+                encrypted_copies = encrypted,
+                "sending"
+            );
+            for (address, why) in unprotected {
+                tracing::warn!(%address, reason = %why, "sent unencrypted (policy fallback)");
+            }
+        }
     }
 }
 
