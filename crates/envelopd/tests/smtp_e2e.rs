@@ -131,12 +131,16 @@ impl Setup {
                 .arg(self.dir.path().join("proxy.toml"))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(std::fs::File::create(self.dir.path().join("envelopd.log")).unwrap())
                 .spawn()
                 .unwrap(),
         );
         wait_for(self.listen);
         p
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("envelopd.log")).unwrap_or_default()
     }
 
     fn dump(&self) -> PathBuf {
@@ -237,6 +241,18 @@ fn mail_to_a_recipient_with_a_certificate_is_stored_signed_and_encrypted() {
         .unwrap();
         assert!(String::from_utf8_lossy(&content).contains(BODY), "{who}");
     }
+    // The log says what was done, never what was written.
+    let log = s.log();
+    assert!(
+        log.contains("sending")
+            && log.contains("encrypted_copies")
+            && log.contains("alice@smime.example"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("Muster") && !log.contains("alice\n"),
+        "body or password in the log:\n{log}"
+    );
 }
 
 #[test]
