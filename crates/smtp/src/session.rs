@@ -103,6 +103,8 @@ pub async fn serve(listener: TcpListener, ctx: Arc<Context>) -> std::io::Result<
     let mut next_id: u64 = 0;
     loop {
         let (stream, peer) = listener.accept().await?;
+        // Replies are small and each waits for the next command: no Nagle delay.
+        let _ = stream.set_nodelay(true);
         next_id += 1;
         let ctx = ctx.clone();
         let span = tracing::info_span!("smtp", session = next_id, %peer);

@@ -96,6 +96,7 @@ impl Upstream {
             .await
             .map_err(|_| Reply::unavailable("connection timed out"))?
             .map_err(|e| Reply::unavailable(&e.to_string()))?;
+        let _ = stream.set_nodelay(true);
         let mut up = Upstream {
             stream,
             buf: Vec::with_capacity(4096),
