@@ -21,7 +21,7 @@ use std::time::SystemTime;
 use der::Encode;
 use smime::cert::fmt_time;
 use smime::Cert;
-use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage};
+use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
 
 /// The longest certification path followed (leaf, intermediates, anchor).
 pub const MAX_PATH_LEN: usize = 8;
@@ -318,35 +318,23 @@ fn check_issuer(issuer: &Cert, below: usize) -> Result<(), Rejection> {
         subject: issuer.subject(),
         why,
     };
-    match issuer
+    // Basic constraints and keyCertSign: the same rule the S/MIME core applies.
+    if let Some(problem) = issuer.ca_problem() {
+        return Err(untrusted(problem));
+    }
+    if let Ok(Some((_, bc))) = issuer
         .parsed()
         .tbs_certificate()
         .get_extension::<BasicConstraints>()
     {
-        Ok(Some((_, bc))) if bc.ca => {
-            if let Some(max) = bc.path_len_constraint {
-                if below > max as usize {
-                    return Err(untrusted(format!(
-                        "its path length limit {max} is exceeded"
-                    )));
-                }
-            }
-        }
-        _ => {
-            return Err(untrusted(
-                "it is not a CA but issued a certificate on the path".into(),
-            ))
-        }
-    }
-    if let Ok(Some((_, ku))) = issuer
-        .parsed()
-        .tbs_certificate()
-        .get_extension::<KeyUsage>()
-    {
-        if !ku.key_cert_sign() {
-            return Err(untrusted(
-                "its key usage does not allow signing certificates".into(),
-            ));
+        if bc
+            .path_len_constraint
+            .is_some_and(|max| below > max as usize)
+        {
+            return Err(untrusted(format!(
+                "its path length limit {} is exceeded",
+                bc.path_len_constraint.unwrap_or_default()
+            )));
         }
     }
     Ok(())
@@ -450,20 +438,10 @@ fn check_usage(c: &Cert, purpose: Purpose) -> Result<(), Rejection> {
             _ => {}
         }
     }
-    if let Ok(Some((_, eku))) = tbs.get_extension::<ExtendedKeyUsage>() {
-        const EMAIL_PROTECTION: der::asn1::ObjectIdentifier =
-            der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.4");
-        const ANY_EKU: der::asn1::ObjectIdentifier =
-            der::asn1::ObjectIdentifier::new_unwrap("2.5.29.37.0");
-        if !eku
-            .0
-            .iter()
-            .any(|o| *o == EMAIL_PROTECTION || *o == ANY_EKU)
-        {
-            return Err(wrong(
-                "it is not meant for e-mail protection (extended key usage)",
-            ));
-        }
+    if !c.allows_email_protection() {
+        return Err(wrong(
+            "it is not meant for e-mail protection (extended key usage)",
+        ));
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant, SystemTime};
 use certstore::{CertStore, Purpose};
 
 use crate::config::{Config, FallbackSetting, IdentityConfig, TlsMode};
-use crate::keyfiles::{read_certs, KeySource};
+use crate::keyfiles::read_certs;
 
 /// Certificates that expire within this many days are reported as a warning.
 const EXPIRY_WARNING_DAYS: u64 = 30;
@@ -221,14 +221,7 @@ pub fn check(cfg: &Config, now: SystemTime, probe_upstream: bool) -> Report {
 
 fn check_identity(r: &mut Report, id: &IdentityConfig, store: &CertStore, now: SystemTime) {
     let who = id.addresses.join(", ");
-    let source = KeySource {
-        pkcs12: id.pkcs12.clone(),
-        key: id.key.clone(),
-        cert: id.cert.clone(),
-        password_file: id.password_file.clone(),
-        password_env: id.password_env.clone(),
-        allow_insecure: false,
-    };
+    let source = id.key_source();
     let mut identity = match source.load() {
         Ok(i) => i,
         Err(e) => {

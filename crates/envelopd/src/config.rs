@@ -137,6 +137,20 @@ pub struct IdentityConfig {
     pub password_env: Option<String>,
 }
 
+impl IdentityConfig {
+    /// Where this identity's key comes from (secret files must be private: no override here).
+    pub fn key_source(&self) -> crate::keyfiles::KeySource {
+        crate::keyfiles::KeySource {
+            pkcs12: self.pkcs12.clone(),
+            key: self.key.clone(),
+            cert: self.cert.clone(),
+            password_file: self.password_file.clone(),
+            password_env: self.password_env.clone(),
+            allow_insecure: false,
+        }
+    }
+}
+
 /// The policy section.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

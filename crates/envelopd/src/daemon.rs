@@ -9,7 +9,7 @@ use certstore::CertStore;
 use smtp::session::{Context, SenderIdentity};
 
 use crate::config::{Config, TlsMode};
-use crate::keyfiles::{read_certs, KeySource};
+use crate::keyfiles::read_certs;
 
 /// Runs the proxy until interrupted.
 pub fn run(cfg: Config) -> Result<()> {
@@ -51,14 +51,7 @@ pub fn run(cfg: Config) -> Result<()> {
     }
     let mut identities = Vec::new();
     for id in &cfg.identities {
-        let source = KeySource {
-            pkcs12: id.pkcs12.clone(),
-            key: id.key.clone(),
-            cert: id.cert.clone(),
-            password_file: id.password_file.clone(),
-            password_env: id.password_env.clone(),
-            allow_insecure: false,
-        };
+        let source = id.key_source();
         let mut identity = source
             .load()
             .with_context(|| format!("identity {}", id.addresses.join(", ")))?;

@@ -239,23 +239,32 @@ impl Cert {
                 ));
             }
         }
-        if let Ok(Some((_, eku))) = tbs.get_extension::<ExtendedKeyUsage>() {
-            const EMAIL_PROTECTION: der::asn1::ObjectIdentifier =
-                der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.4");
-            const ANY_EKU: der::asn1::ObjectIdentifier =
-                der::asn1::ObjectIdentifier::new_unwrap("2.5.29.37.0");
-            if !eku
-                .0
-                .iter()
-                .any(|o| *o == EMAIL_PROTECTION || *o == ANY_EKU)
-            {
-                return Some(format!(
-                    "certificate \"{}\" is not for e-mail protection (extended key usage)",
-                    self.subject()
-                ));
-            }
+        if !self.allows_email_protection() {
+            return Some(format!(
+                "certificate \"{}\" is not for e-mail protection (extended key usage)",
+                self.subject()
+            ));
         }
         None
+    }
+
+    /// True when extendedKeyUsage is absent or includes emailProtection or anyExtendedKeyUsage.
+    pub fn allows_email_protection(&self) -> bool {
+        const EMAIL_PROTECTION: der::asn1::ObjectIdentifier =
+            der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.4");
+        const ANY_EKU: der::asn1::ObjectIdentifier =
+            der::asn1::ObjectIdentifier::new_unwrap("2.5.29.37.0");
+        match self
+            .parsed
+            .tbs_certificate()
+            .get_extension::<ExtendedKeyUsage>()
+        {
+            Ok(Some((_, eku))) => eku
+                .0
+                .iter()
+                .any(|o| *o == EMAIL_PROTECTION || *o == ANY_EKU),
+            _ => true,
+        }
     }
 
     /// True when the certificate names itself as issuer.
