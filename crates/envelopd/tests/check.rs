@@ -1,31 +1,36 @@
 //! `envelopd check` on real files: a working setup is reported ready with what it found; broken
 //! ones name each problem and exit 1.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 const ENVELOPD: &str = env!("CARGO_BIN_EXE_envelopd");
 
-fn vectors() -> PathBuf {
-    std::env::var_os("ENVELOPD_VECTORS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
-        })
-        .join("rfc9216")
-}
-
 fn setup(dir: &Path, port: u16, pw_mode: u32) -> PathBuf {
     for sub in ["trust", "certs", "keys"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();
     }
-    std::fs::copy(vectors().join("ca.rsa.crt"), dir.join("trust/ca.pem")).unwrap();
-    std::fs::copy(vectors().join("bob.encrypt.crt"), dir.join("certs/bob")).unwrap();
-    std::fs::write(dir.join("certs/README"), "not a certificate").unwrap();
-    std::fs::copy(vectors().join("alice.p12"), dir.join("keys/alice.p12")).unwrap();
     std::fs::copy(
-        vectors().join("alice.encrypt.crt"),
+        common::rfc9216().join("ca.rsa.crt"),
+        dir.join("trust/ca.pem"),
+    )
+    .unwrap();
+    std::fs::copy(
+        common::rfc9216().join("bob.encrypt.crt"),
+        dir.join("certs/bob"),
+    )
+    .unwrap();
+    std::fs::write(dir.join("certs/README"), "not a certificate").unwrap();
+    std::fs::copy(
+        common::rfc9216().join("alice.p12"),
+        dir.join("keys/alice.p12"),
+    )
+    .unwrap();
+    std::fs::copy(
+        common::rfc9216().join("alice.encrypt.crt"),
         dir.join("keys/alice-enc.pem"),
     )
     .unwrap();

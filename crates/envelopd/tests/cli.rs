@@ -1,18 +1,12 @@
 //! The command-line tool's contract: clear errors on stderr, exit status 2 for errors, 1 for a
 //! signature that does not verify, 0 for success; secret files protected.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 const ENVELOPD: &str = env!("CARGO_BIN_EXE_envelopd");
-
-fn vectors() -> PathBuf {
-    std::env::var_os("ENVELOPD_VECTORS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
-        })
-}
 
 fn run(args: &[&str], stdin: &[u8]) -> Output {
     use std::io::Write;
@@ -31,7 +25,7 @@ fn run(args: &[&str], stdin: &[u8]) -> Output {
 fn copy(dir: &Path, name: &str, mode: u32) -> String {
     use std::os::unix::fs::PermissionsExt;
     let to = dir.join(name);
-    std::fs::copy(vectors().join("rfc9216").join(name), &to).unwrap();
+    std::fs::copy(common::vectors().join("rfc9216").join(name), &to).unwrap();
     std::fs::set_permissions(&to, std::fs::Permissions::from_mode(mode)).unwrap();
     to.display().to_string()
 }

@@ -5,6 +5,8 @@
 //! and no RSA-OAEP) are still run and shown, but only the cells marked required must pass.
 //! The matrix is printed at the end (`cargo test -- --nocapture` shows it; CI does).
 
+mod common;
+
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -17,14 +19,6 @@ const ENVELOPD: &str = env!("CARGO_BIN_EXE_envelopd");
 const INNER: &[u8] = b"Content-Type: text/plain; charset=us-ascii\r\n\r\nDear Bob,\r\nthe lab results are attached in this text.\r\n-- \r\nAlice\r\n";
 const OUTER: &[u8] =
     b"From: Alice <alice@smime.example>\r\nTo: Bob <bob@smime.example>\r\nSubject: Befund\r\n";
-
-fn vectors() -> PathBuf {
-    std::env::var_os("ENVELOPD_VECTORS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
-        })
-}
 
 fn message() -> Vec<u8> {
     [OUTER, INNER].concat()
@@ -96,7 +90,7 @@ fn ok(o: &Output, what: &str) -> Result<Vec<u8>, String> {
 impl Lab {
     fn new() -> Lab {
         let dir = tempfile::tempdir().unwrap();
-        for e in std::fs::read_dir(vectors().join("rfc9216")).unwrap() {
+        for e in std::fs::read_dir(common::vectors().join("rfc9216")).unwrap() {
             let e = e.unwrap();
             let to = dir.path().join(e.file_name());
             std::fs::copy(e.path(), &to).unwrap();

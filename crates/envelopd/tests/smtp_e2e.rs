@@ -3,21 +3,14 @@
 //! OpenSSL; faults (provider down, provider refusing DATA, policy refusal) must never produce a
 //! 250 for a message the provider did not take.
 
+mod common;
+
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const ENVELOPD: &str = env!("CARGO_BIN_EXE_envelopd");
-
-fn vectors() -> PathBuf {
-    std::env::var_os("ENVELOPD_VECTORS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
-        })
-        .join("rfc9216")
-}
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -96,7 +89,7 @@ impl Setup {
         for sub in ["trust", "certs", "keys", "dump"] {
             std::fs::create_dir(d.join(sub)).unwrap();
         }
-        let v = vectors();
+        let v = common::rfc9216();
         std::fs::copy(v.join("ca.rsa.crt"), d.join("trust/ca.pem")).unwrap();
         std::fs::copy(v.join("bob.encrypt.crt"), d.join("certs/bob.pem")).unwrap();
         std::fs::copy(v.join("alice.p12"), d.join("keys/alice.p12")).unwrap();
@@ -219,7 +212,7 @@ fn mail_to_a_recipient_with_a_certificate_is_stored_signed_and_encrypted() {
         text.contains("application/pkcs7-mime") && !text.contains(BODY),
         "the provider must only see ciphertext"
     );
-    let v = vectors();
+    let v = common::rfc9216();
     for (key, who) in [
         ("bob.encrypt.key", "recipient"),
         ("alice.encrypt.key", "sender's Sent copy"),
@@ -315,7 +308,7 @@ fn bcc_recipients_get_separate_copies() {
     let mut stored = s.stored();
     assert_eq!(stored.len(), 2, "one copy per group");
     stored.sort_by_key(|m| String::from_utf8_lossy(m).contains("X-Rcpt-Args: <bob@smime.example>"));
-    let v = vectors();
+    let v = common::rfc9216();
     // Alice's copy: Bob cannot open it. Bob's copy: he can; no Bcc header anywhere.
     assert!(openssl(
         &[
