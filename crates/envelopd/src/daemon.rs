@@ -91,10 +91,17 @@ pub fn run(cfg: Config) -> Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", cfg.smtp.listen))?;
         tracing::info!(listen = %cfg.smtp.listen, upstream = %ctx.upstream, "envelopd is running; Ctrl-C stops");
-        tokio::select! {
-            r = smtp::session::serve(listener, ctx) => r.context("listener failed")?,
-            _ = tokio::signal::ctrl_c() => tracing::info!("stopping"),
-        }
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                tracing::info!("stopping: finishing open sessions first");
+                let _ = stop.send(true);
+            }
+        });
+        smtp::session::serve(listener, ctx, stopped)
+            .await
+            .context("listener failed")?;
+        tracing::info!("stopped");
         Ok(())
     })
 }

@@ -437,3 +437,52 @@ fn bad_client_input_gets_smtp_errors_and_the_session_stays_sane() {
     );
     assert!(!text.contains("..dot"), "{text}");
 }
+
+#[test]
+fn a_stop_finishes_the_message_in_flight_and_says_goodbye_to_idle_clients() {
+    let s = Setup::new("plaintext");
+    let _sink = sink(&s.dump(), s.upstream, &[]);
+    let mut e = s.envelopd();
+    let mut idle = Raw::connect(s.listen);
+    assert!(idle.send(b"EHLO idle.example\r\n").starts_with("250"));
+    let mut busy = Raw::connect(s.listen);
+    assert!(busy.send(b"EHLO busy.example\r\n").starts_with("250"));
+    assert!(busy
+        .send(b"MAIL FROM:<alice@smime.example>\r\n")
+        .starts_with("250"));
+    assert!(busy
+        .send(b"RCPT TO:<carol@other.example>\r\n")
+        .starts_with("250"));
+    assert!(busy.send(b"DATA\r\n").starts_with("354"));
+    {
+        use std::io::Write;
+        busy.stream
+            .get_mut()
+            .write_all(b"Subject: in flight\r\n\r\nfirst half\r\n")
+            .unwrap();
+    }
+    // Ctrl-C for the daemon, while one message is half transferred.
+    let pid = e.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // The idle client is told to come back later.
+    assert!(idle.reply().starts_with("421 4.3.2"));
+    // The busy client finishes its message and gets the provider's 250.
+    assert!(
+        busy.send(b"second half\r\n.\r\n").starts_with("250"),
+        "the message in flight must be delivered"
+    );
+    let status = e.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let stored = s.stored();
+    assert_eq!(stored.len(), 1);
+    assert!(String::from_utf8_lossy(&stored[0]).contains("second half"));
+    assert!(
+        s.log().contains("finishing open sessions first"),
+        "{}",
+        s.log()
+    );
+}

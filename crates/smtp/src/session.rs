@@ -97,33 +97,64 @@ impl Identities for Context {
     }
 }
 
-/// Accepts clients until the listener fails; one task per connection.
-pub async fn serve(listener: TcpListener, ctx: Arc<Context>) -> std::io::Result<()> {
+/// How long open sessions may take to finish after shutdown was asked for.
+pub const DRAIN_TIME: Duration = Duration::from_secs(60);
+
+/// Accepts clients until `shutdown` turns true; one task per connection. Then stops accepting,
+/// tells idle sessions goodbye (421), lets sessions in the middle of a message finish (at most
+/// [`DRAIN_TIME`]) and returns: a message being relayed is never cut off by a restart.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<Context>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
     use tracing::Instrument;
+    let mut sessions = tokio::task::JoinSet::new();
     let mut next_id: u64 = 0;
     loop {
-        let (stream, peer) = listener.accept().await?;
-        // Replies are small and each waits for the next command: no Nagle delay.
-        let _ = stream.set_nodelay(true);
-        next_id += 1;
-        let ctx = ctx.clone();
-        let span = tracing::info_span!("smtp", session = next_id, %peer);
-        tokio::spawn(
-            async move {
-                tracing::debug!("connected");
-                // A broken client connection ends only its own session.
-                if let Err(e) = Session::new(stream, ctx).run().await {
-                    tracing::info!(error = %e, "client connection ended");
-                }
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = accepted?;
+                // Replies are small and each waits for the next command: no Nagle delay.
+                let _ = stream.set_nodelay(true);
+                next_id += 1;
+                let session = Session::new(stream, ctx.clone(), shutdown.clone());
+                let span = tracing::info_span!("smtp", session = next_id, %peer);
+                sessions.spawn(
+                    async move {
+                        tracing::debug!("connected");
+                        // A broken client connection ends only its own session.
+                        if let Err(e) = session.run().await {
+                            tracing::info!(error = %e, "client connection ended");
+                        }
+                    }
+                    .instrument(span),
+                );
             }
-            .instrument(span),
-        );
+            _ = shutdown.changed() => break,
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+        }
     }
+    drop(listener);
+    tracing::info!(
+        open = sessions.len(),
+        "no new connections; letting open sessions finish"
+    );
+    let drain = async { while sessions.join_next().await.is_some() {} };
+    if timeout(DRAIN_TIME, drain).await.is_err() {
+        tracing::warn!(
+            open = sessions.len(),
+            "sessions still open after the drain time; closing them"
+        );
+        sessions.abort_all();
+    }
+    Ok(())
 }
 
 struct Session {
     client: TcpStream,
     ctx: Arc<Context>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
     inbuf: Vec<u8>,
     helo: bool,
     mail_from: Option<String>,
@@ -137,10 +168,15 @@ enum Flow {
 }
 
 impl Session {
-    fn new(client: TcpStream, ctx: Arc<Context>) -> Self {
+    fn new(
+        client: TcpStream,
+        ctx: Arc<Context>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
         Session {
             client,
             ctx,
+            shutdown,
             inbuf: Vec::with_capacity(4096),
             helo: false,
             mail_from: None,
@@ -153,9 +189,34 @@ impl Session {
         self.client.write_all(reply.line().as_bytes()).await
     }
 
-    async fn fill(&mut self) -> std::io::Result<bool> {
+    /// Reads more client input. Between commands (`idle`) a shutdown ends the session with 421;
+    /// in the middle of a message it does not, so the message can still be delivered.
+    async fn fill(&mut self, idle: bool) -> std::io::Result<bool> {
         let mut chunk = [0u8; 8192];
-        let n = match timeout(self.ctx.client_timeout, self.client.read(&mut chunk)).await {
+        let read = timeout(self.ctx.client_timeout, self.client.read(&mut chunk));
+        let n = if idle {
+            if *self.shutdown.borrow() {
+                let _ = self
+                    .send(&Reply::new(
+                        421,
+                        "4.3.2",
+                        "envelopd is shutting down, try again shortly",
+                    ))
+                    .await;
+                return Ok(false);
+            }
+            let mut shutdown = self.shutdown.clone();
+            tokio::select! {
+                r = read => r,
+                _ = shutdown.changed() => {
+                    let _ = self.send(&Reply::new(421, "4.3.2", "envelopd is shutting down, try again shortly")).await;
+                    return Ok(false);
+                }
+            }
+        } else {
+            read.await
+        };
+        let n = match n {
             Ok(r) => r?,
             Err(_) => {
                 let _ = self
@@ -181,7 +242,7 @@ impl Session {
             let flow = match parsed {
                 Ok(req) => self.handle(req).await?,
                 Err(smtp_proto::Error::NeedsMoreData { .. }) => {
-                    if !self.fill().await? {
+                    if !self.fill(true).await? {
                         break;
                     }
                     continue;
@@ -356,7 +417,7 @@ impl Session {
             if done {
                 break;
             }
-            if !self.fill().await? {
+            if !self.fill(false).await? {
                 // The client went away mid-DATA: nothing was sent, nothing is lost.
                 self.upstream = None;
                 return Ok(());
