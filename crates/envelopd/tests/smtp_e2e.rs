@@ -486,3 +486,37 @@ fn a_stop_finishes_the_message_in_flight_and_says_goodbye_to_idle_clients() {
         s.log()
     );
 }
+
+#[test]
+fn a_killed_proxy_never_yields_250() {
+    // envelopd killed (SIGKILL) in the middle of DATA: the client sees the connection drop.
+    let s = Setup::new("plaintext");
+    let _sink = sink(&s.dump(), s.upstream, &[]);
+    let mut e = s.envelopd();
+    let mut c = Raw::connect(s.listen);
+    assert!(c.send(b"EHLO c.example\r\n").starts_with("250"));
+    assert!(c
+        .send(b"MAIL FROM:<alice@smime.example>\r\n")
+        .starts_with("250"));
+    assert!(c
+        .send(b"RCPT TO:<carol@other.example>\r\n")
+        .starts_with("250"));
+    assert!(c.send(b"DATA\r\n").starts_with("354"));
+    e.0.kill().unwrap();
+    e.0.wait().unwrap();
+    use std::io::{BufRead, Write};
+    let _ = c
+        .stream
+        .get_mut()
+        .write_all(b"Subject: x\r\n\r\nbody\r\n.\r\n");
+    let mut line = String::new();
+    let got = c.stream.read_line(&mut line);
+    assert!(
+        got.is_err() || line.is_empty(),
+        "no reply may come from a dead proxy: {line:?}"
+    );
+    assert!(
+        s.stored().is_empty(),
+        "the provider must not have a half message"
+    );
+}
