@@ -149,6 +149,15 @@ impl Setup {
         files.iter().map(|f| std::fs::read(f).unwrap()).collect()
     }
 
+    /// The stored dumps that hold a message (smtp-sink may also leave envelope-only dumps of
+    /// transactions that were reset or aborted).
+    fn messages(&self) -> Vec<Vec<u8>> {
+        self.stored()
+            .into_iter()
+            .filter(|m| String::from_utf8_lossy(m).contains("\nSubject: "))
+            .collect()
+    }
+
     fn swaks(&self, to: &[&str], headers: &[&str], body: &str) -> Output {
         let mut c = Command::new("swaks");
         c.args([
@@ -205,7 +214,7 @@ fn mail_to_a_recipient_with_a_certificate_is_stored_signed_and_encrypted() {
         transcript(&o).contains("<-  250 2.0.0 Ok"),
         "the provider's own reply reaches the client"
     );
-    let stored = s.stored();
+    let stored = s.messages();
     assert_eq!(stored.len(), 1);
     let text = String::from_utf8_lossy(&stored[0]);
     assert!(
@@ -270,13 +279,20 @@ fn refusals_and_faults_never_look_like_success() {
     );
     assert!(!o.status.success());
     assert!(transcript(&o).contains("550 5.7.1 Encryption required, but no valid certificate for: carol@other.example (no certificate)"), "{}", transcript(&o));
-    assert!(s.stored().is_empty(), "a refused message must not be sent");
+    // smtp-sink may leave an envelope-only dump for an aborted transaction; the message itself
+    // must not have reached it.
+    assert!(
+        s.stored()
+            .iter()
+            .all(|m| !String::from_utf8_lossy(m).contains(BODY)),
+        "a refused message must not be sent"
+    );
 }
 
 #[test]
 fn the_providers_refusal_of_the_data_is_what_the_client_sees() {
     let s = Setup::new("plaintext");
-    // smtp-sink answers 5xx at the end of DATA (-B sets the text used for hard bounces).
+    // smtp-sink rejects the DATA command with 5xx.
     let _sink = sink(&s.dump(), s.upstream, &["-f", "data"]);
     let _e = s.envelopd();
     let o = s.swaks(&["bob@smime.example"], &["From: alice@smime.example"], BODY);
@@ -286,7 +302,11 @@ fn the_providers_refusal_of_the_data_is_what_the_client_sees() {
         !t.contains("<-  250 2.0.0 Ok\n -> QUIT") && t.contains("<** 5"),
         "{t}"
     );
-    assert!(s.stored().is_empty());
+    // smtp-sink may leave an envelope-only dump of the aborted transaction; not the message.
+    assert!(s
+        .stored()
+        .iter()
+        .all(|m| !String::from_utf8_lossy(m).contains(BODY)));
 }
 
 #[test]
@@ -305,7 +325,7 @@ fn bcc_recipients_get_separate_copies() {
         BODY,
     );
     assert!(o.status.success(), "{}", transcript(&o));
-    let mut stored = s.stored();
+    let mut stored = s.messages();
     assert_eq!(stored.len(), 2, "one copy per group");
     stored.sort_by_key(|m| String::from_utf8_lossy(m).contains("X-Rcpt-Args: <bob@smime.example>"));
     let v = common::rfc9216();
@@ -427,7 +447,7 @@ fn bad_client_input_gets_smtp_errors_and_the_session_stays_sane() {
         "250",
     );
     expect(c.send(b"QUIT\r\n"), "221");
-    let stored = s.stored();
+    let stored = s.messages();
     assert_eq!(stored.len(), 1);
     let text = String::from_utf8_lossy(&stored[0]);
     // smtp-sink stores lines with LF; what matters is one dot, unstuffed and re-stuffed correctly.
@@ -477,7 +497,7 @@ fn a_stop_finishes_the_message_in_flight_and_says_goodbye_to_idle_clients() {
     );
     let status = e.0.wait().unwrap();
     assert!(status.success(), "{status:?}");
-    let stored = s.stored();
+    let stored = s.messages();
     assert_eq!(stored.len(), 1);
     assert!(String::from_utf8_lossy(&stored[0]).contains("second half"));
     assert!(
@@ -508,7 +528,7 @@ fn a_killed_proxy_never_yields_250() {
     let _ = c
         .stream
         .get_mut()
-        .write_all(b"Subject: x\r\n\r\nbody\r\n.\r\n");
+        .write_all(b"Subject: x\r\n\r\nhalf-sent body\r\n.\r\n");
     let mut line = String::new();
     let got = c.stream.read_line(&mut line);
     assert!(
@@ -516,7 +536,28 @@ fn a_killed_proxy_never_yields_250() {
         "no reply may come from a dead proxy: {line:?}"
     );
     assert!(
-        s.stored().is_empty(),
-        "the provider must not have a half message"
+        s.stored()
+            .iter()
+            .all(|m| !String::from_utf8_lossy(m).contains("half-sent body")),
+        "the provider must not have the message"
     );
+}
+
+#[test]
+fn a_provider_that_hangs_up_at_data_gives_4xx_and_keeps_nothing() {
+    let s = Setup::new("plaintext");
+    // smtp-sink disconnects without a reply when it receives DATA.
+    let _sink = sink(&s.dump(), s.upstream, &["-q", "data"]);
+    let _e = s.envelopd();
+    let o = s.swaks(
+        &["carol@other.example"],
+        &["From: alice@smime.example"],
+        BODY,
+    );
+    let t = transcript(&o);
+    assert!(!o.status.success() && t.contains("451 4.4.1"), "{t}");
+    assert!(s
+        .stored()
+        .iter()
+        .all(|m| !String::from_utf8_lossy(m).contains(BODY)));
 }
