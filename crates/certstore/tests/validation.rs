@@ -2,22 +2,9 @@
 //! leaves with every kind of defect, loaded from files the way a practice keeps them.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use certstore::{CertStore, Purpose, Rejection};
-
-fn openssl(args: &[&str]) {
-    let o = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl is installed");
-    assert!(
-        o.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
 
 struct Pki {
     dir: tempfile::TempDir,
@@ -31,7 +18,7 @@ impl Pki {
     fn key(&self, name: &str, kind: &str) -> String {
         let key = self.p(&format!("{name}.key"));
         match kind {
-            "ec" => openssl(&[
+            "ec" => testkit::openssl_ok(&[
                 "genpkey",
                 "-algorithm",
                 "EC",
@@ -40,7 +27,7 @@ impl Pki {
                 "-out",
                 &key,
             ]),
-            bits => openssl(&[
+            bits => testkit::openssl_ok(&[
                 "genpkey",
                 "-algorithm",
                 "RSA",
@@ -57,7 +44,7 @@ impl Pki {
         let key = self.key(name, "2048");
         let crt = self.p(&format!("{name}.crt"));
         let ext = self.write(&format!("{name}.ext"), "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n");
-        openssl(&[
+        testkit::openssl_ok(&[
             "req",
             "-x509",
             "-new",
@@ -106,7 +93,7 @@ impl Pki {
             self.p(&format!("{name}.crt")),
         );
         let extf = self.write(&format!("{name}.ext"), ext);
-        openssl(&[
+        testkit::openssl_ok(&[
             "req",
             "-new",
             "-key",
@@ -116,7 +103,7 @@ impl Pki {
             "-out",
             &csr,
         ]);
-        openssl(&[
+        testkit::openssl_ok(&[
             "x509",
             "-req",
             "-in",

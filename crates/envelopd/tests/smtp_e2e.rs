@@ -179,24 +179,6 @@ fn transcript(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).to_string()
 }
 
-fn openssl(args: &[&str], input: &[u8]) -> Result<Vec<u8>, String> {
-    use std::io::Write;
-    let mut c = Command::new("openssl")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin.take().unwrap().write_all(input).unwrap();
-    let o = c.wait_with_output().unwrap();
-    if o.status.success() {
-        Ok(o.stdout)
-    } else {
-        Err(String::from_utf8_lossy(&o.stderr).to_string())
-    }
-}
-
 const BODY: &str = "Befund Herr Muster: unauffaellig.";
 
 #[test]
@@ -226,12 +208,12 @@ fn mail_to_a_recipient_with_a_certificate_is_stored_signed_and_encrypted() {
         ("bob.encrypt.key", "recipient"),
         ("alice.encrypt.key", "sender's Sent copy"),
     ] {
-        let signed = openssl(
+        let signed = testkit::openssl_pipe(
             &["cms", "-decrypt", "-inkey", v.join(key).to_str().unwrap()],
             &stored[0],
         )
         .unwrap_or_else(|e| panic!("{who}: {e}"));
-        let content = openssl(
+        let content = testkit::openssl_pipe(
             &[
                 "cms",
                 "-verify",
@@ -330,7 +312,7 @@ fn bcc_recipients_get_separate_copies() {
     stored.sort_by_key(|m| String::from_utf8_lossy(m).contains("X-Rcpt-Args: <bob@smime.example>"));
     let v = common::rfc9216();
     // Alice's copy: Bob cannot open it. Bob's copy: he can; no Bcc header anywhere.
-    assert!(openssl(
+    assert!(testkit::openssl_pipe(
         &[
             "cms",
             "-decrypt",
@@ -340,7 +322,7 @@ fn bcc_recipients_get_separate_copies() {
         &stored[0]
     )
     .is_err());
-    assert!(openssl(
+    assert!(testkit::openssl_pipe(
         &[
             "cms",
             "-decrypt",

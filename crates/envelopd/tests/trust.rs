@@ -7,18 +7,6 @@ use std::process::Command;
 
 const ENVELOPD: &str = env!("CARGO_BIN_EXE_envelopd");
 
-fn openssl(args: &[&str]) {
-    let o = Command::new("openssl")
-        .args(args)
-        .output()
-        .expect("openssl is installed");
-    assert!(
-        o.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
 fn p(dir: &Path, name: &str) -> String {
     dir.join(name).display().to_string()
 }
@@ -32,7 +20,7 @@ fn leaf(dir: &Path, name: &str, ext: &str, issuer: (&str, &str)) -> (String, Str
         p(dir, &format!("{name}.ext")),
     );
     std::fs::write(&extf, ext).unwrap();
-    openssl(&[
+    testkit::openssl_ok(&[
         "genpkey",
         "-algorithm",
         "EC",
@@ -41,7 +29,7 @@ fn leaf(dir: &Path, name: &str, ext: &str, issuer: (&str, &str)) -> (String, Str
         "-out",
         &key,
     ]);
-    openssl(&[
+    testkit::openssl_ok(&[
         "req",
         "-new",
         "-key",
@@ -51,7 +39,7 @@ fn leaf(dir: &Path, name: &str, ext: &str, issuer: (&str, &str)) -> (String, Str
         "-out",
         &csr,
     ]);
-    openssl(&[
+    testkit::openssl_ok(&[
         "x509",
         "-req",
         "-in",
@@ -106,7 +94,7 @@ fn chains_and_usages_are_enforced() {
     let d = tempfile::tempdir().unwrap();
     let dir = d.path();
     let (cakey, cacrt) = (p(dir, "ca.key"), p(dir, "ca.crt"));
-    openssl(&[
+    testkit::openssl_ok(&[
         "genpkey",
         "-algorithm",
         "EC",
@@ -115,7 +103,7 @@ fn chains_and_usages_are_enforced() {
         "-out",
         &cakey,
     ]);
-    openssl(&[
+    testkit::openssl_ok(&[
         "req",
         "-x509",
         "-new",

@@ -1,39 +1,28 @@
 //! Policy decisions with the RFC 9216 certificates: encrypt when everyone can read it, otherwise
 //! plaintext / refuse / split per setting and override, Bcc privacy, pass-through.
 
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use certstore::CertStore;
 use policy::{decide, Decision, Fallback, Identities, MessageFacts, Override, PolicyConfig};
 use smime::{Cert, ContentCipher};
 
-fn v(name: &str) -> PathBuf {
-    std::env::var_os("ENVELOPD_VECTORS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
-        })
-        .join("rfc9216")
-        .join(name)
-}
-
 fn cert(name: &str) -> Cert {
-    smime::parse_certificates(&std::fs::read(v(name)).unwrap())
+    smime::parse_certificates(&std::fs::read(testkit::rfc9216(name)).unwrap())
         .unwrap()
         .remove(0)
 }
 
 fn store() -> CertStore {
     let mut s = CertStore::new();
-    s.load_anchors(&v("ca.rsa.crt")).unwrap();
+    s.load_anchors(&testkit::rfc9216("ca.rsa.crt")).unwrap();
     for f in [
         "alice.encrypt.crt",
         "bob.encrypt.crt",
         "alice.sign.crt",
         "bob.sign.crt",
     ] {
-        s.load_certs(&v(f));
+        s.load_certs(&testkit::rfc9216(f));
     }
     s
 }

@@ -1,7 +1,6 @@
 //! The upstream copies, inspected with OpenSSL: Bcc privacy by each copy's RecipientInfos, the
 //! Bcc header gone, signed once and readable by exactly its recipients, split and refuse.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
@@ -10,24 +9,18 @@ use policy::{decide, Fallback, Identities, MessageFacts, PolicyConfig};
 use smime::{Cert, Identity, PrivateKey, SignOptions};
 use smtp::outgoing::{copies, Refusal};
 
-fn v(name: &str) -> PathBuf {
-    std::env::var_os("ENVELOPD_VECTORS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
-        })
-        .join("rfc9216")
-        .join(name)
-}
-
 fn cert(name: &str) -> Cert {
-    smime::parse_certificates(&std::fs::read(v(name)).unwrap())
+    smime::parse_certificates(&std::fs::read(testkit::rfc9216(name)).unwrap())
         .unwrap()
         .remove(0)
 }
 
 fn alice_signer() -> Identity {
-    let key = PrivateKey::load(&std::fs::read(v("alice.sign.key")).unwrap(), None).unwrap();
+    let key = PrivateKey::load(
+        &std::fs::read(testkit::rfc9216("alice.sign.key")).unwrap(),
+        None,
+    )
+    .unwrap();
     Identity::new(key, vec![cert("alice.sign.crt")]).unwrap()
 }
 
@@ -43,9 +36,9 @@ impl Identities for Ids {
 
 fn store() -> CertStore {
     let mut s = CertStore::new();
-    s.load_anchors(&v("ca.rsa.crt")).unwrap();
-    s.load_certs(&v("alice.encrypt.crt"));
-    s.load_certs(&v("bob.encrypt.crt"));
+    s.load_anchors(&testkit::rfc9216("ca.rsa.crt")).unwrap();
+    s.load_certs(&testkit::rfc9216("alice.encrypt.crt"));
+    s.load_certs(&testkit::rfc9216("bob.encrypt.crt"));
     s
 }
 
@@ -62,28 +55,10 @@ fn sign_opts() -> SignOptions {
     }
 }
 
-fn openssl(args: &[&str], input: &[u8]) -> Result<Vec<u8>, String> {
-    use std::io::Write;
-    let mut c = Command::new("openssl")
-        .args(args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("openssl is installed");
-    c.stdin.take().unwrap().write_all(input).unwrap();
-    let o = c.wait_with_output().unwrap();
-    if o.status.success() {
-        Ok(o.stdout)
-    } else {
-        Err(String::from_utf8_lossy(&o.stderr).to_string())
-    }
-}
-
 fn serial(name: &str) -> String {
     let out = Command::new("openssl")
         .args(["x509", "-noout", "-serial", "-in"])
-        .arg(v(name))
+        .arg(testkit::rfc9216(name))
         .output()
         .unwrap();
     String::from_utf8(out.stdout)
@@ -95,7 +70,7 @@ fn serial(name: &str) -> String {
 
 /// The recipient serial numbers of an S/MIME message, as OpenSSL reads them.
 fn recipient_serials(msg: &[u8]) -> String {
-    let printed = openssl(&["cms", "-cmsout", "-print"], msg).unwrap();
+    let printed = testkit::openssl_pipe(&["cms", "-cmsout", "-print"], msg).unwrap();
     String::from_utf8_lossy(&printed)
         .to_lowercase()
         .replace([':', ' '], "")
@@ -140,12 +115,12 @@ fn bcc_recipients_are_invisible_in_every_copy() {
             !rids.contains(other.as_str()),
             "{other} visible in a copy for {me}"
         );
-        let plain = openssl(
+        let plain = testkit::openssl_pipe(
             &[
                 "cms",
                 "-decrypt",
                 "-inkey",
-                v(&format!("{key}.key")).to_str().unwrap(),
+                testkit::rfc9216(&format!("{key}.key")).to_str().unwrap(),
             ],
             &copy.message,
         )
@@ -174,22 +149,22 @@ fn signed_once_then_encrypted_to_recipient_and_sender() {
     assert_eq!(out.len(), 1);
     assert!(out[0].encrypted && out[0].signed);
     for key in ["bob.encrypt", "alice.encrypt"] {
-        let signed = openssl(
+        let signed = testkit::openssl_pipe(
             &[
                 "cms",
                 "-decrypt",
                 "-inkey",
-                v(&format!("{key}.key")).to_str().unwrap(),
+                testkit::rfc9216(&format!("{key}.key")).to_str().unwrap(),
             ],
             &out[0].message,
         )
         .unwrap();
-        let content = openssl(
+        let content = testkit::openssl_pipe(
             &[
                 "cms",
                 "-verify",
                 "-CAfile",
-                v("ca.rsa.crt").to_str().unwrap(),
+                testkit::rfc9216("ca.rsa.crt").to_str().unwrap(),
             ],
             &signed,
         )
@@ -232,12 +207,12 @@ fn split_sends_signed_plaintext_to_the_rest_and_refuse_says_why() {
     assert!(!String::from_utf8_lossy(&out[1].message)
         .to_lowercase()
         .contains("bcc:"));
-    let content = openssl(
+    let content = testkit::openssl_pipe(
         &[
             "cms",
             "-verify",
             "-CAfile",
-            v("ca.rsa.crt").to_str().unwrap(),
+            testkit::rfc9216("ca.rsa.crt").to_str().unwrap(),
         ],
         &out[1].message,
     )

@@ -6,11 +6,7 @@ use std::path::PathBuf;
 
 /// `../shared/vectors` beside the checkout, or `ENVELOPD_VECTORS`.
 pub fn vectors() -> PathBuf {
-    std::env::var_os("ENVELOPD_VECTORS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
-        })
+    testkit::vectors()
 }
 
 /// The RFC 9216 vector directory.

@@ -9,11 +9,7 @@ use smime::{Cert, Identity, PrivateKey, SignOptions, VerifyOptions};
 
 /// `../shared/vectors` beside the checkout, or `ENVELOPD_VECTORS`.
 pub fn vectors() -> PathBuf {
-    std::env::var_os("ENVELOPD_VECTORS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/vectors")
-        })
+    testkit::vectors()
 }
 
 /// Reads a vector file, naming it when it is missing.
