@@ -117,9 +117,17 @@ pub fn outer_fields(header: &[u8]) -> Vec<u8> {
 
 /// Like [`outer_fields`], also leaving out the named fields (lower-case names, e.g. `bcc`).
 pub fn outer_fields_without(header: &[u8], drop: &[&str]) -> Vec<u8> {
+    select_fields(header, |name| {
+        !is_content_field(name) && !drop.contains(&name)
+    })
+}
+
+/// The header fields whose (lower-case) name `keep` accepts, in order, each in CRLF form and
+/// ending with CRLF.
+pub fn select_fields(header: &[u8], keep: impl Fn(&str) -> bool) -> Vec<u8> {
     let mut out = Vec::with_capacity(header.len());
     for f in fields(header) {
-        if !is_content_field(&f.name) && !drop.contains(&f.name.as_str()) {
+        if keep(&f.name) {
             out.extend_from_slice(&to_crlf(f.raw));
             if !f.raw.ends_with(b"\n") {
                 out.extend_from_slice(b"\r\n");
@@ -144,16 +152,7 @@ pub fn without_fields(message: &[u8], drop: &[&str]) -> Vec<u8> {
 
 /// The `Content-*` fields of a header block (the ones that travel inside an S/MIME layer).
 pub fn content_fields(header: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(header.len());
-    for f in fields(header) {
-        if f.name.starts_with("content-") {
-            out.extend_from_slice(f.raw);
-            if !f.raw.ends_with(b"\n") {
-                out.extend_from_slice(b"\r\n");
-            }
-        }
-    }
-    out
+    select_fields(header, |name| name.starts_with("content-"))
 }
 
 /// The parsed `Content-Type` and `Content-Transfer-Encoding` of a header block.
@@ -220,12 +219,7 @@ pub fn content_type(header: &[u8]) -> ContentType {
 
 /// The first address of the `From` field, lower-cased, if any.
 pub fn from_address(header: &[u8]) -> Option<String> {
-    let mut block = Vec::new();
-    for f in fields(header) {
-        if f.name == "from" {
-            block.extend_from_slice(f.raw);
-        }
-    }
+    let mut block = select_fields(header, |name| name == "from");
     block.extend_from_slice(b"\r\n");
     let msg = MessageParser::default().parse_headers(&block)?;
     let addr = msg.from()?.first()?.address()?.to_ascii_lowercase();
@@ -234,15 +228,7 @@ pub fn from_address(header: &[u8]) -> Option<String> {
 
 /// Every address in the To and Cc fields, lower-cased, groups expanded.
 pub fn visible_recipients(header: &[u8]) -> Vec<String> {
-    let mut block = Vec::new();
-    for f in fields(header) {
-        if f.name == "to" || f.name == "cc" {
-            block.extend_from_slice(f.raw);
-            if !f.raw.ends_with(b"\n") {
-                block.extend_from_slice(b"\r\n");
-            }
-        }
-    }
+    let mut block = select_fields(header, |name| name == "to" || name == "cc");
     block.extend_from_slice(b"\r\n");
     let Some(msg) = MessageParser::default().parse_headers(&block) else {
         return Vec::new();
@@ -536,14 +522,9 @@ pub fn canonicalize_into(
     }
 
     let binary = ct.transfer_encoding == "binary" || !ct.mime_type.starts_with("text/");
-    for f in fields(header) {
-        if f.name != "content-transfer-encoding" {
-            out.extend_from_slice(&to_crlf(f.raw));
-            if !f.raw.ends_with(b"\n") {
-                out.extend_from_slice(b"\r\n");
-            }
-        }
-    }
+    out.extend_from_slice(&select_fields(header, |name| {
+        name != "content-transfer-encoding"
+    }));
     if !ct.explicit {
         // The RFC 2045 default is us-ascii, which 8-bit text cannot be; UTF-8 is what clients send.
         out.extend_from_slice(b"Content-Type: text/plain; charset=utf-8\r\n");
