@@ -6,124 +6,6 @@ use std::time::{Duration, SystemTime};
 
 use certstore::{CertStore, Purpose, Rejection};
 
-struct Pki {
-    dir: tempfile::TempDir,
-}
-
-impl Pki {
-    fn p(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-
-    fn key(&self, name: &str, kind: &str) -> String {
-        let key = self.p(&format!("{name}.key"));
-        match kind {
-            "ec" => testkit::openssl_ok(&[
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-                &key,
-            ]),
-            bits => testkit::openssl_ok(&[
-                "genpkey",
-                "-algorithm",
-                "RSA",
-                "-pkeyopt",
-                &format!("rsa_keygen_bits:{bits}"),
-                "-out",
-                &key,
-            ]),
-        }
-        key
-    }
-
-    fn root(&self, name: &str) -> (String, String) {
-        let key = self.key(name, "2048");
-        let crt = self.p(&format!("{name}.crt"));
-        let ext = self.write(&format!("{name}.ext"), "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n");
-        testkit::openssl_ok(&[
-            "req",
-            "-x509",
-            "-new",
-            "-key",
-            &key,
-            "-subj",
-            &format!("/CN={name}"),
-            "-days",
-            "30",
-            "-extensions",
-            "v3",
-            "-config",
-            &self.config(&ext),
-            "-out",
-            &crt,
-        ]);
-        (key, crt)
-    }
-
-    fn write(&self, name: &str, text: &str) -> String {
-        let p = self.p(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    }
-
-    /// A minimal openssl.cnf whose [v3] section is the given extension file.
-    fn config(&self, ext: &str) -> String {
-        let body = std::fs::read_to_string(ext).unwrap();
-        self.write(
-            &format!("{ext}.cnf"),
-            &format!("[req]\ndistinguished_name=dn\n[dn]\n[v3]\n{body}"),
-        )
-    }
-
-    /// Issues a certificate for `name` (key kind, extensions) from `issuer` (key, cert).
-    fn issue(
-        &self,
-        name: &str,
-        kind: &str,
-        ext: &str,
-        issuer: &(String, String),
-    ) -> (String, String) {
-        let key = self.key(name, kind);
-        let (csr, crt) = (
-            self.p(&format!("{name}.csr")),
-            self.p(&format!("{name}.crt")),
-        );
-        let extf = self.write(&format!("{name}.ext"), ext);
-        testkit::openssl_ok(&[
-            "req",
-            "-new",
-            "-key",
-            &key,
-            "-subj",
-            &format!("/CN={name}"),
-            "-out",
-            &csr,
-        ]);
-        testkit::openssl_ok(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &issuer.1,
-            "-CAkey",
-            &issuer.0,
-            "-CAcreateserial",
-            "-days",
-            "30",
-            "-extfile",
-            &extf,
-            "-out",
-            &crt,
-        ]);
-        (key, crt)
-    }
-}
-
 const LEAF: &str = "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=emailProtection\n";
 
 fn leaf_ext(extra: &str) -> String {
@@ -135,15 +17,13 @@ fn now() -> SystemTime {
 }
 
 struct Fixture {
-    pki: Pki,
+    pki: testkit::Pki,
     store: CertStore,
     load_errors: Vec<String>,
 }
 
 fn fixture() -> Fixture {
-    let pki = Pki {
-        dir: tempfile::tempdir().unwrap(),
-    };
+    let pki = testkit::Pki::new();
     let root = pki.root("Praxis Root CA");
     let inter = pki.issue(
         "Praxis Mail CA",
@@ -151,7 +31,7 @@ fn fixture() -> Fixture {
         "basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\n",
         &root,
     );
-    let certs = pki.dir.path().join("certs");
+    let certs = pki.dir().join("certs");
     std::fs::create_dir(&certs).unwrap();
     let keep = |crt: &str, name: &str| {
         std::fs::copy(crt, certs.join(name)).unwrap();

@@ -52,3 +52,146 @@ pub fn openssl_pipe(args: &[&str], input: &[u8]) -> Result<Vec<u8>, String> {
         Err(String::from_utf8_lossy(&o.stderr).to_string())
     }
 }
+
+/// A throwaway PKI made with the `openssl` command in a temporary directory.
+pub struct Pki {
+    dir: tempfile::TempDir,
+}
+
+impl Default for Pki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Pki {
+    /// An empty PKI directory.
+    pub fn new() -> Self {
+        Pki {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// A path in the directory.
+    pub fn p(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    /// A new private key (`ec` for P-256, else RSA with that many bits), mode 0600.
+    pub fn key(&self, name: &str, kind: &str) -> String {
+        let key = self.p(&format!("{name}.key"));
+        match kind {
+            "ec" => openssl_ok(&[
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+                &key,
+            ]),
+            bits => openssl_ok(&[
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                &format!("rsa_keygen_bits:{bits}"),
+                "-out",
+                &key,
+            ]),
+        }
+        std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        key
+    }
+
+    /// A self-signed RSA root CA; returns (key, certificate) paths.
+    pub fn root(&self, name: &str) -> (String, String) {
+        let key = self.key(name, "2048");
+        let crt = self.p(&format!("{name}.crt"));
+        let ext = self.write(&format!("{name}.ext"), "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n");
+        openssl_ok(&[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            &key,
+            "-subj",
+            &format!("/CN={name}"),
+            "-days",
+            "30",
+            "-extensions",
+            "v3",
+            "-config",
+            &self.config(&ext),
+            "-out",
+            &crt,
+        ]);
+        (key, crt)
+    }
+
+    /// Writes a text file in the directory.
+    pub fn write(&self, name: &str, text: &str) -> String {
+        let p = self.p(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// A minimal openssl.cnf whose [v3] section is the given extension file.
+    fn config(&self, ext: &str) -> String {
+        let body = std::fs::read_to_string(ext).unwrap();
+        self.write(
+            &format!("{ext}.cnf"),
+            &format!("[req]\ndistinguished_name=dn\n[dn]\n[v3]\n{body}"),
+        )
+    }
+
+    /// Issues a certificate for `name` (key kind, extensions) from `issuer` (key, cert).
+    pub fn issue(
+        &self,
+        name: &str,
+        kind: &str,
+        ext: &str,
+        issuer: &(String, String),
+    ) -> (String, String) {
+        let key = self.key(name, kind);
+        let (csr, crt) = (
+            self.p(&format!("{name}.csr")),
+            self.p(&format!("{name}.crt")),
+        );
+        let extf = self.write(&format!("{name}.ext"), ext);
+        openssl_ok(&[
+            "req",
+            "-new",
+            "-key",
+            &key,
+            "-subj",
+            &format!("/CN={name}"),
+            "-out",
+            &csr,
+        ]);
+        openssl_ok(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &issuer.1,
+            "-CAkey",
+            &issuer.0,
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            &extf,
+            "-out",
+            &crt,
+        ]);
+        (key, crt)
+    }
+}
