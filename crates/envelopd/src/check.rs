@@ -3,7 +3,6 @@
 //! identity with its certificate and expiry, and the policy. Exit status 0 only without problems.
 
 use std::fmt::Write as _;
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -78,10 +77,30 @@ impl Report {
 /// Runs every check of a configuration at time `now`.
 pub fn check(cfg: &Config, now: SystemTime, probe_upstream: bool) -> Report {
     let mut r = Report::default();
+    let l = &cfg.smtp;
+    let how = match l.tls {
+        TlsMode::None => "no TLS",
+        TlsMode::Starttls => "STARTTLS",
+        TlsMode::Implicit => "implicit TLS",
+    };
+    let login = if l.auth_required() {
+        "login required"
+    } else {
+        "login optional"
+    };
     r.push(
         Level::Ok,
-        format!("mail programs send through {} (SMTP)", cfg.smtp.listen),
+        format!(
+            "mail programs send through {} (SMTP, {how}, {login})",
+            l.listen
+        ),
     );
+    if l.tls != TlsMode::None {
+        match crate::daemon::client_tls(cfg) {
+            Ok(_) => r.push(Level::Ok, "listener TLS certificate and key load and match"),
+            Err(e) => r.push(Level::Problem, format!("{e:#}")),
+        }
+    }
 
     let up = &cfg.upstream.smtp;
     let mode = match up.tls {
@@ -91,11 +110,8 @@ pub fn check(cfg: &Config, now: SystemTime, probe_upstream: bool) -> Report {
     };
     let target = format!("{}:{}", up.host, up.port());
     if probe_upstream {
-        match probe(&target) {
-            Ok(ms) => r.push(
-                Level::Ok,
-                format!("provider {target} with {mode}: reachable ({ms} ms; TLS is checked when mail flows)"),
-            ),
+        match probe(cfg) {
+            Ok(found) => r.push(Level::Ok, format!("provider {target} with {mode}: {found}")),
             Err(e) => r.push(
                 Level::Problem,
                 format!("provider {target} with {mode}: not reachable: {e}"),
@@ -300,19 +316,42 @@ fn check_identity(r: &mut Report, id: &IdentityConfig, store: &CertStore, now: S
     }
 }
 
-/// Opens a TCP connection to `target` with a short timeout; returns the time it took.
-fn probe(target: &str) -> Result<u128, String> {
-    let addrs: Vec<_> = target
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve the name ({e})"))?
-        .collect();
-    let mut last = String::from("no address");
-    for a in addrs {
+/// Connects to the provider exactly as the daemon will (TLS, certificate check, EHLO) and
+/// says what it found.
+fn probe(cfg: &Config) -> Result<String, String> {
+    let target = crate::daemon::upstream_target(cfg).map_err(|e| format!("{e:#}"))?;
+    let timeouts = smtp::upstream::Timeouts {
+        connect: Duration::from_secs(10),
+        command: Duration::from_secs(10),
+        data_end: Duration::from_secs(10),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
         let start = Instant::now();
-        match TcpStream::connect_timeout(&a, Duration::from_secs(5)) {
-            Ok(_) => return Ok(start.elapsed().as_millis()),
-            Err(e) => last = format!("{a}: {e}"),
+        let up = smtp::upstream::Upstream::connect(&target, "envelopd-check", timeouts)
+            .await
+            .map_err(|r| r.text)?;
+        let ms = start.elapsed().as_millis();
+        let mut found = vec![format!("reachable ({ms} ms)")];
+        if up.is_tls() {
+            found.push("TLS certificate valid".into());
         }
-    }
-    Err(last)
+        let mechs: Vec<&str> = ["PLAIN", "LOGIN"]
+            .into_iter()
+            .filter(|m| up.offers_auth(m))
+            .collect();
+        found.push(if mechs.is_empty() {
+            "offers no password login (AUTH PLAIN/LOGIN)".into()
+        } else {
+            format!("accepts logins with AUTH {}", mechs.join(" "))
+        });
+        if let Some(n) = up.size_limit {
+            found.push(format!("takes messages up to {} MB", n / 1_000_000));
+        }
+        up.quit().await;
+        Ok(found.join(", "))
+    })
 }

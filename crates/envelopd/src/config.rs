@@ -35,13 +35,38 @@ pub struct SmtpListener {
     /// Address and port to listen on.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
+    /// TLS towards mail programs: `none` (loopback only), `starttls` or `implicit`.
+    #[serde(default = "no_tls")]
+    pub tls: TlsMode,
+    /// The listener's TLS certificate chain (PEM).
+    pub cert: Option<PathBuf>,
+    /// The listener's TLS private key (PEM, PKCS#8/PKCS#1/SEC1; mode 0600).
+    pub key: Option<PathBuf>,
+    /// Require AUTH before MAIL (always on off loopback).
+    #[serde(default)]
+    pub require_auth: bool,
+}
+
+fn no_tls() -> TlsMode {
+    TlsMode::None
 }
 
 impl Default for SmtpListener {
     fn default() -> Self {
         SmtpListener {
             listen: default_listen(),
+            tls: TlsMode::None,
+            cert: None,
+            key: None,
+            require_auth: false,
         }
+    }
+}
+
+impl SmtpListener {
+    /// Whether clients must log in: configured, or forced because the listener is on the LAN.
+    pub fn auth_required(&self) -> bool {
+        self.require_auth || !self.listen.ip().is_loopback()
     }
 }
 
@@ -135,6 +160,9 @@ pub struct IdentityConfig {
     pub password_file: Option<PathBuf>,
     /// An environment variable holding the password.
     pub password_env: Option<String>,
+    /// Provider logins (besides the addresses) whose sessions may sign with this key.
+    #[serde(default)]
+    pub logins: Vec<String>,
 }
 
 impl IdentityConfig {
@@ -252,11 +280,15 @@ impl Config {
                 up.host
             );
         }
-        if !self.smtp.listen.ip().is_loopback() {
-            // Off loopback the listener needs TLS and authentication, which come with the daemon.
+        let l = &self.smtp;
+        if l.tls != TlsMode::None && (l.cert.is_none() || l.key.is_none()) {
+            bail!("smtp: TLS for mail programs needs cert and key (PEM files)");
+        }
+        if !l.listen.ip().is_loopback() && l.tls == TlsMode::None {
+            // Passwords and patient data would cross the LAN in the clear.
             bail!(
-                "smtp.listen = {}: listening beyond this machine needs TLS and authentication, which this version does not offer yet",
-                self.smtp.listen
+                "smtp.listen = {}: listening beyond this machine needs TLS (tls = \"starttls\" or \"implicit\", with cert and key); authentication is then always required",
+                l.listen
             );
         }
         for (i, id) in self.identities.iter().enumerate() {
@@ -298,6 +330,12 @@ impl Config {
             fix(p);
         }
         if let Some(p) = self.upstream.smtp.ca_file.as_mut() {
+            fix(p);
+        }
+        for p in [&mut self.smtp.cert, &mut self.smtp.key]
+            .into_iter()
+            .flatten()
+        {
             fix(p);
         }
         for id in &mut self.identities {
@@ -352,7 +390,8 @@ mod tests {
             (format!("{MINIMAL}[[identity]]\naddresses = [\"a@x.org\"]\npkcs12 = \"a.p12\"\npassword = \"secret\"\n"), "never written into the configuration"),
             (format!("{MINIMAL}[[identity]]\naddresses = [\"a@x.org\"]\npkcs12 = \"a.p12\"\n"), "needs password_file or password_env"),
             (format!("{MINIMAL}[[identity]]\naddresses = [\"a@x.org\"]\nkey = \"a.key\"\n"), "either pkcs12, or key and cert"),
-            (format!("{MINIMAL}[smtp]\nlisten = \"0.0.0.0:587\"\n"), "listening beyond this machine"),
+            (format!("{MINIMAL}[smtp]\nlisten = \"0.0.0.0:587\"\n"), "listening beyond this machine needs TLS"),
+            (format!("{MINIMAL}[smtp]\ntls = \"starttls\"\n"), "needs cert and key"),
         ];
         for (text, want) in cases {
             let err = format!("{:#}", Config::parse(&text).unwrap_err());
@@ -362,6 +401,16 @@ mod tests {
             .replace("starttls", "none")
             .replace("mail.example.org", "127.0.0.1");
         assert_eq!(Config::parse(&loopback).unwrap().upstream.smtp.port(), 587);
+    }
+
+    #[test]
+    fn a_lan_listener_with_tls_always_requires_authentication() {
+        let lan = format!(
+            "{MINIMAL}[smtp]\nlisten = \"0.0.0.0:587\"\ntls = \"starttls\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n"
+        );
+        let c = Config::parse(&lan).unwrap();
+        assert!(c.smtp.auth_required());
+        assert!(!Config::parse(MINIMAL).unwrap().smtp.auth_required());
     }
 
     #[test]

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{Context as _, Result};
 use certstore::CertStore;
-use smtp::session::{Context, SenderIdentity};
+use smtp::session::{ClientTls, Context, SenderIdentity};
+use smtp::upstream::{Target, TargetTls};
 
 use crate::config::{Config, TlsMode};
 use crate::keyfiles::read_certs;
@@ -22,17 +23,8 @@ pub fn run(cfg: Config) -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let up = &cfg.upstream.smtp;
-    if up.tls != TlsMode::None {
-        bail!(
-            "upstream.smtp: tls = \"{}\" is not implemented yet in this version; only a provider on this machine (tls = \"none\") can be used",
-            match up.tls {
-                TlsMode::Implicit => "implicit",
-                TlsMode::Starttls => "starttls",
-                TlsMode::None => "none",
-            }
-        );
-    }
+    let upstream = upstream_target(&cfg)?;
+    let client_tls = client_tls(&cfg)?;
     let mut store = CertStore::new();
     for a in &cfg.certificates.anchors {
         store
@@ -72,10 +64,13 @@ pub fn run(cfg: Config) -> Result<()> {
             addresses: id.addresses.clone(),
             identity,
             encryption_cert,
+            logins: id.logins.clone(),
         });
     }
     let ctx = Arc::new(Context {
-        upstream: format!("{}:{}", up.host, up.port()),
+        upstream,
+        tls: client_tls,
+        require_auth: cfg.smtp.auth_required(),
         hostname: "envelopd".into(),
         store,
         identities,
@@ -90,7 +85,12 @@ pub fn run(cfg: Config) -> Result<()> {
         let listener = tokio::net::TcpListener::bind(cfg.smtp.listen)
             .await
             .with_context(|| format!("cannot listen on {}", cfg.smtp.listen))?;
-        tracing::info!(listen = %cfg.smtp.listen, upstream = %ctx.upstream, "envelopd is running; Ctrl-C stops");
+        tracing::info!(
+            listen = %cfg.smtp.listen,
+            upstream = %ctx.upstream.describe(),
+            auth_required = ctx.require_auth,
+            "envelopd is running; Ctrl-C stops"
+        );
         let (stop, stopped) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
@@ -104,4 +104,43 @@ pub fn run(cfg: Config) -> Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// The provider's server with its TLS trust, as the SMTP session uses it.
+pub fn upstream_target(cfg: &Config) -> Result<Target> {
+    let up = &cfg.upstream.smtp;
+    let tls = match up.tls {
+        TlsMode::None => TargetTls::None,
+        mode => {
+            let config = crate::tls::client_config(up.system_roots, up.ca_file.as_deref())
+                .context("upstream.smtp")?;
+            if mode == TlsMode::Implicit {
+                TargetTls::Implicit(config)
+            } else {
+                TargetTls::Starttls(config)
+            }
+        }
+    };
+    Ok(Target {
+        host: up
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port: up.port(),
+        tls,
+    })
+}
+
+/// The TLS offered to mail programs, if configured.
+pub fn client_tls(cfg: &Config) -> Result<Option<ClientTls>> {
+    let l = &cfg.smtp;
+    match (l.tls, &l.cert, &l.key) {
+        (TlsMode::None, _, _) => Ok(None),
+        (mode, Some(cert), Some(key)) => Ok(Some(ClientTls {
+            config: crate::tls::server_config(cert, key).context("smtp listener TLS")?,
+            implicit: mode == TlsMode::Implicit,
+        })),
+        _ => anyhow::bail!("smtp: TLS for mail programs needs cert and key"),
+    }
 }

@@ -18,6 +18,7 @@ mod check;
 mod config;
 mod daemon;
 mod keyfiles;
+mod tls;
 
 use keyfiles::{read_certs, KeySource};
 

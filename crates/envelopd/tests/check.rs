@@ -73,8 +73,10 @@ fn check(cfg: &Path) -> (i32, String) {
 #[test]
 fn a_working_setup_is_reported_ready() {
     let d = tempfile::tempdir().unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let cfg = setup(d.path(), listener.local_addr().unwrap().port(), 0o600);
+    let sink_dir = tempfile::tempdir().unwrap();
+    let port = testkit::procs::free_port();
+    let _sink = testkit::procs::smtp_sink(sink_dir.path(), port, &["-h", "sink.test"]);
+    let cfg = setup(d.path(), port, 0o600);
     let (code, out) = check(&cfg);
     assert_eq!(code, 0, "{out}");
     for want in [

@@ -6,68 +6,13 @@
 mod common;
 
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 const ENVELOPD: &str = env!("CARGO_BIN_EXE_envelopd");
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for(port: u16) {
-    let start = Instant::now();
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "nothing listens on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A child process killed when the test ends, pass or fail.
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| o.stdout.starts_with(b"0\n"))
-        .unwrap_or(false)
-}
-
-/// smtp-sink on `port`, dumping each message into `dir`; `extra` are fault options.
-fn sink(dir: &Path, port: u16, extra: &[&str]) -> Proc {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let mut c = Command::new("smtp-sink");
-    if is_root() {
-        c.args(["-u", "nobody"]);
-    }
-    c.args(extra)
-        .arg("-d")
-        .arg(dir.join("%H%M%S"))
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("10")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let p = Proc(c.spawn().expect("smtp-sink (package postfix) is installed"));
-    wait_for(port);
-    p
-}
+use testkit::procs::{free_port, smtp_sink as sink, wait_for, Proc};
 
 struct Setup {
     _serial: std::sync::MutexGuard<'static, ()>,

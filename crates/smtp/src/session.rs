@@ -3,23 +3,32 @@
 //! sent; **the client's final reply is the provider's reply to the transformed message**. There is
 //! no local queue: if the provider does not take the message, the client gets 4xx/5xx and keeps it.
 //!
-//! This first version relays to a provider without TLS or AUTH (a server on this machine) and
-//! offers neither STARTTLS nor AUTH to clients; both come next.
+//! AUTH PLAIN and LOGIN are relayed to the provider, which checks the user's own password:
+//! envelopd stores none and logs none. Clients may use STARTTLS or implicit TLS; off loopback,
+//! AUTH is offered only over TLS and required before MAIL.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use certstore::CertStore;
 use policy::{decide, Decision, Identities, MessageFacts, PolicyConfig};
 use smime::{Cert, Identity, SignOptions};
-use smtp_proto::request::receiver::{DataReceiver, RequestReceiver};
+use smtp_proto::request::receiver::{
+    BdatReceiver, DataReceiver, DummyDataReceiver, RequestReceiver,
+};
 use smtp_proto::Request;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::time::timeout;
+use zeroize::Zeroizing;
 
+use crate::conn::Conn;
 use crate::outgoing::{copies, Refusal};
-use crate::upstream::{Reply, Timeouts, Upstream};
+use crate::upstream::{Reply, Target, Timeouts, Upstream};
+
+/// The longest AUTH line accepted (RFC 4954 §4: 12288 octets).
+const MAX_AUTH_LINE: usize = 12288;
 
 /// One signing identity and the sender addresses it may sign for.
 pub struct SenderIdentity {
@@ -29,12 +38,39 @@ pub struct SenderIdentity {
     pub identity: Identity,
     /// A separate encryption certificate for the Sent copy, if any.
     pub encryption_cert: Option<Cert>,
+    /// Provider login names (besides the addresses) whose sessions may sign with this key.
+    pub logins: Vec<String>,
+}
+
+impl SenderIdentity {
+    /// Whether a session authenticated as `login` may sign with this key: the login is one of
+    /// its addresses or listed in `logins`. A colleague logged in as someone else on the LAN
+    /// gateway can then never produce mail signed as the doctor.
+    pub fn usable_by(&self, login: &str) -> bool {
+        self.addresses
+            .iter()
+            .any(|a| certstore::address_matches(a, login))
+            || self.logins.iter().any(|l| l.eq_ignore_ascii_case(login))
+    }
+}
+
+/// TLS offered to mail programs.
+#[derive(Clone)]
+pub struct ClientTls {
+    /// Certificate and key.
+    pub config: Arc<rustls::ServerConfig>,
+    /// TLS from the first byte (SMTPS) instead of STARTTLS.
+    pub implicit: bool,
 }
 
 /// Everything a session needs, shared by all sessions.
 pub struct Context {
-    /// `host:port` of the provider's submission server.
-    pub upstream: String,
+    /// The provider's submission server.
+    pub upstream: Target,
+    /// TLS for mail programs, if configured.
+    pub tls: Option<ClientTls>,
+    /// Whether clients must authenticate before MAIL (always, off loopback).
+    pub require_auth: bool,
     /// The name envelopd uses in EHLO and its greeting.
     pub hostname: String,
     /// Certificates and trust anchors.
@@ -63,10 +99,30 @@ impl Context {
     }
 }
 
-impl Identities for Context {
+/// The identities as one session sees them: only those its login may use.
+struct SessionIdentities<'a> {
+    ctx: &'a Context,
+    login: Option<&'a str>,
+}
+
+impl SessionIdentities<'_> {
+    fn identity_for(&self, address: &str) -> Option<&SenderIdentity> {
+        let i = self.ctx.identity_for(address)?;
+        match self.login {
+            Some(login) if !i.usable_by(login) => {
+                tracing::info!(%address, login, "not signing: this login may not use that key");
+                None
+            }
+            _ => Some(i),
+        }
+    }
+}
+
+impl Identities for SessionIdentities<'_> {
     fn can_sign_as(&self, address: &str) -> bool {
         self.identity_for(address).is_some_and(|i| {
-            self.store
+            self.ctx
+                .store
                 .validate(
                     &i.identity.cert,
                     certstore::Purpose::Sign,
@@ -79,12 +135,13 @@ impl Identities for Context {
     }
 
     fn own_encryption_cert(&self, address: &str) -> Option<Cert> {
-        let i = self.identity_for(address)?;
+        let i = self.ctx.identity_for(address)?;
         let cert = i
             .encryption_cert
             .clone()
             .unwrap_or_else(|| i.identity.cert.clone());
-        self.store
+        self.ctx
+            .store
             .validate(
                 &cert,
                 certstore::Purpose::Encrypt,
@@ -118,7 +175,7 @@ pub async fn serve(
                 // Replies are small and each waits for the next command: no Nagle delay.
                 let _ = stream.set_nodelay(true);
                 next_id += 1;
-                let session = Session::new(stream, ctx.clone(), shutdown.clone());
+                let session = Session::new(Conn::Plain(stream), peer, ctx.clone(), shutdown.clone());
                 let span = tracing::info_span!("smtp", session = next_id, %peer);
                 sessions.spawn(
                     async move {
@@ -152,14 +209,22 @@ pub async fn serve(
 }
 
 struct Session {
-    client: TcpStream,
+    client: Conn,
+    peer: SocketAddr,
     ctx: Arc<Context>,
     shutdown: tokio::sync::watch::Receiver<bool>,
     inbuf: Vec<u8>,
     helo: bool,
     mail_from: Option<String>,
+    /// MAIL parameters passed on to the provider (` BODY=8BITMIME`, ` SMTPUTF8`).
+    mail_params: String,
     rcpts: Vec<String>,
     upstream: Option<Upstream>,
+    /// The login the provider accepted, once AUTH succeeded.
+    login: Option<String>,
+    /// A message arriving in BDAT chunks; `None` outside BDAT.
+    chunks: Option<Vec<u8>>,
+    chunks_too_big: bool,
 }
 
 enum Flow {
@@ -169,31 +234,43 @@ enum Flow {
 
 impl Session {
     fn new(
-        client: TcpStream,
+        client: Conn,
+        peer: SocketAddr,
         ctx: Arc<Context>,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         Session {
             client,
+            peer,
             ctx,
             shutdown,
             inbuf: Vec::with_capacity(4096),
             helo: false,
             mail_from: None,
+            mail_params: String::new(),
             rcpts: Vec::new(),
             upstream: None,
+            login: None,
+            chunks: None,
+            chunks_too_big: false,
         }
     }
 
     async fn send(&mut self, reply: &Reply) -> std::io::Result<()> {
-        self.client.write_all(reply.line().as_bytes()).await
+        self.send_raw(reply.line().as_bytes()).await
+    }
+
+    async fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.client.write_all(bytes).await?;
+        // TLS buffers records: flush so the reply leaves now.
+        self.client.flush().await
     }
 
     /// Reads more client input. Between commands (`idle`) a shutdown ends the session with 421;
     /// in the middle of a message it does not, so the message can still be delivered.
     async fn fill(&mut self, idle: bool) -> std::io::Result<bool> {
         let mut chunk = [0u8; 8192];
-        let read = timeout(self.ctx.client_timeout, self.client.read(&mut chunk));
+        let client_timeout = self.ctx.client_timeout;
         let n = if idle {
             if *self.shutdown.borrow() {
                 let _ = self
@@ -207,14 +284,14 @@ impl Session {
             }
             let mut shutdown = self.shutdown.clone();
             tokio::select! {
-                r = read => r,
+                r = timeout(client_timeout, self.client.read(&mut chunk)) => r,
                 _ = shutdown.changed() => {
                     let _ = self.send(&Reply::new(421, "4.3.2", "envelopd is shutting down, try again shortly")).await;
                     return Ok(false);
                 }
             }
         } else {
-            read.await
+            timeout(client_timeout, self.client.read(&mut chunk)).await
         };
         let n = match n {
             Ok(r) => r?,
@@ -229,7 +306,33 @@ impl Session {
         Ok(n > 0)
     }
 
+    fn secure(&self) -> bool {
+        self.client.is_tls()
+    }
+
+    /// AUTH is offered over TLS, or in the clear only to a program on this machine.
+    fn auth_allowed_here(&self) -> bool {
+        self.secure() || self.peer.ip().is_loopback()
+    }
+
     async fn run(mut self) -> std::io::Result<()> {
+        if let Some(tls) = self.ctx.tls.clone().filter(|t| t.implicit) {
+            let handshake = timeout(
+                self.ctx.timeouts.connect,
+                self.client.upgrade_server(tls.config),
+            );
+            match handshake.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::info!(error = %e, "TLS handshake with the client failed");
+                    return Ok(());
+                }
+                Err(_) => {
+                    tracing::info!("TLS handshake with the client timed out");
+                    return Ok(());
+                }
+            }
+        }
         let greeting = Reply::new(220, "", format!("{} ESMTP envelopd", self.ctx.hostname));
         self.send(&greeting).await?;
         let mut receiver = RequestReceiver::default();
@@ -259,29 +362,47 @@ impl Session {
         if let Some(up) = self.upstream.take() {
             up.quit().await;
         }
+        let _ = self.client.shutdown().await;
         Ok(())
     }
 
     async fn handle(&mut self, req: Request<String>) -> std::io::Result<Flow> {
+        if self.chunks.is_some()
+            && !matches!(
+                req,
+                Request::Bdat { .. } | Request::Rset | Request::Quit | Request::Noop { .. }
+            )
+        {
+            // RFC 3030 §2: only BDAT, RSET, QUIT and NOOP inside a BDAT transaction.
+            self.abort_chunks().await;
+            self.send(&Reply::new(
+                503,
+                "5.5.1",
+                "BDAT transaction aborted: only BDAT may follow BDAT",
+            ))
+            .await?;
+            return Ok(Flow::Continue);
+        }
         let reply = match req {
-            Request::Ehlo { host: _ } | Request::Helo { host: _ } => {
-                let is_ehlo = matches!(req, Request::Ehlo { .. });
+            Request::Ehlo { host: _ } => {
                 self.reset().await;
                 self.helo = true;
-                if is_ehlo {
-                    let size = self.ctx.max_size;
-                    let text = format!(
-                        "250-{}\r\n250-SIZE {size}\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 PIPELINING\r\n",
-                        self.ctx.hostname
-                    );
-                    self.client.write_all(text.as_bytes()).await?;
-                    return Ok(Flow::Continue);
-                }
+                let text = self.ehlo_reply().await;
+                self.send_raw(text.as_bytes()).await?;
+                return Ok(Flow::Continue);
+            }
+            Request::Helo { host: _ } => {
+                self.reset().await;
+                self.helo = true;
                 Reply::new(250, "", self.ctx.hostname.clone())
             }
-            Request::Mail { from } => self.mail(from.address, from.size).await,
+            Request::Mail { from } => self.mail(from).await,
             Request::Rcpt { to } => self.rcpt(to.address).await,
             Request::Data => return self.data().await.map(|_| Flow::Continue),
+            Request::Bdat {
+                chunk_size,
+                is_last,
+            } => return self.bdat(chunk_size, is_last).await.map(|_| Flow::Continue),
             Request::Rset => {
                 self.reset().await;
                 Reply::new(250, "2.0.0", "OK")
@@ -294,15 +415,245 @@ impl Session {
             Request::Vrfy { .. } => {
                 Reply::new(252, "2.5.0", "cannot verify, but will try to deliver")
             }
-            Request::StartTls => Reply::new(454, "4.7.0", "TLS is not available on this listener"),
-            Request::Auth { .. } => {
-                Reply::new(502, "5.5.1", "AUTH is not offered on this listener")
-            }
-            Request::Bdat { .. } => Reply::new(502, "5.5.1", "BDAT is not supported, use DATA"),
+            Request::StartTls => return self.starttls().await,
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth(mechanism, initial_response).await?,
             other => Reply::new(502, "5.5.1", format!("{} is not supported", other.name())),
         };
         self.send(&reply).await?;
         Ok(Flow::Continue)
+    }
+
+    /// Connects to the provider if not yet connected; the error is the client's reply.
+    async fn ensure_upstream(&mut self) -> Result<&mut Upstream, Reply> {
+        if self.upstream.is_none() {
+            let up = Upstream::connect(&self.ctx.upstream, &self.ctx.hostname, self.ctx.timeouts)
+                .await
+                .inspect_err(|r| tracing::warn!(reason = %r.text, "provider not usable"))?;
+            self.upstream = Some(up);
+        }
+        Ok(self.upstream.as_mut().expect("connected above"))
+    }
+
+    /// The SIZE envelopd announces: its own limit, or less if the provider's limit leaves less
+    /// room after signing and encrypting (base64 adds a third, the signature a few KiB).
+    fn size_limit(&self) -> usize {
+        let ours = self.ctx.max_size;
+        match self.upstream.as_ref().and_then(|u| u.size_limit) {
+            Some(theirs) => ours.min(theirs.saturating_sub(64 * 1024) / 4 * 3),
+            None => ours,
+        }
+    }
+
+    /// The EHLO reply: envelopd's own extensions, plus what it relays when the provider has it.
+    /// The provider is contacted now so AUTH and SMTPUTF8 match what it really offers; if it
+    /// cannot be reached, EHLO still succeeds and MAIL or AUTH report the problem.
+    async fn ehlo_reply(&mut self) -> String {
+        let reachable = self.ensure_upstream().await.is_ok();
+        let mut lines = vec![
+            self.ctx.hostname.clone(),
+            format!("SIZE {}", self.size_limit()),
+            "8BITMIME".into(),
+            "ENHANCEDSTATUSCODES".into(),
+            "PIPELINING".into(),
+            "CHUNKING".into(),
+        ];
+        let up = self.upstream.as_ref();
+        if up.is_some_and(|u| u.has("SMTPUTF8")) {
+            lines.push("SMTPUTF8".into());
+        }
+        if self.ctx.tls.as_ref().is_some_and(|t| !t.implicit) && !self.secure() {
+            lines.push("STARTTLS".into());
+        }
+        if self.auth_allowed_here() && self.login.is_none() {
+            let mechs: Vec<&str> = ["PLAIN", "LOGIN"]
+                .into_iter()
+                .filter(|m| !reachable || up.is_some_and(|u| u.offers_auth(m)))
+                .collect();
+            if !mechs.is_empty() {
+                lines.push(format!("AUTH {}", mechs.join(" ")));
+            }
+        }
+        let mut text = String::new();
+        for (i, l) in lines.iter().enumerate() {
+            let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+            text.push_str(&format!("250{sep}{l}\r\n"));
+        }
+        text
+    }
+
+    async fn starttls(&mut self) -> std::io::Result<Flow> {
+        let Some(tls) = self.ctx.tls.clone().filter(|_| !self.secure()) else {
+            self.send(&Reply::new(454, "4.7.0", "TLS not available"))
+                .await?;
+            return Ok(Flow::Continue);
+        };
+        if !self.helo {
+            self.send(&Reply::new(503, "5.5.1", "say EHLO first"))
+                .await?;
+            return Ok(Flow::Continue);
+        }
+        self.send(&Reply::new(220, "2.0.0", "ready to start TLS"))
+            .await?;
+        // Anything the client sent after STARTTLS in the clear would otherwise count as sent
+        // over TLS (command injection, CVE-2011-0411): it is thrown away.
+        if !self.inbuf.is_empty() {
+            tracing::info!(
+                bytes = self.inbuf.len(),
+                "discarding plaintext sent after STARTTLS"
+            );
+            self.inbuf.clear();
+        }
+        let handshake = timeout(
+            self.ctx.timeouts.connect,
+            self.client.upgrade_server(tls.config),
+        );
+        match handshake.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, "TLS handshake with the client failed");
+                return Ok(Flow::Quit);
+            }
+            Err(_) => {
+                tracing::info!("TLS handshake with the client timed out");
+                return Ok(Flow::Quit);
+            }
+        }
+        // RFC 3207 §4.2: everything learnt before TLS is forgotten.
+        self.reset().await;
+        self.helo = false;
+        self.login = None;
+        Ok(Flow::Continue)
+    }
+
+    /// Relays AUTH PLAIN or LOGIN to the provider line by line. The password passes through
+    /// memory that is wiped afterwards and is never logged; only the login name is kept, to
+    /// decide which keys this session may sign with.
+    async fn auth(&mut self, mechanism: u64, initial: String) -> std::io::Result<Reply> {
+        let initial = Zeroizing::new(initial);
+        if !self.helo {
+            return Ok(Reply::new(503, "5.5.1", "say EHLO first"));
+        }
+        if self.login.is_some() {
+            return Ok(Reply::new(503, "5.5.1", "already authenticated"));
+        }
+        if self.mail_from.is_some() {
+            return Ok(Reply::new(
+                503,
+                "5.5.1",
+                "AUTH is not allowed during a transaction",
+            ));
+        }
+        if !self.auth_allowed_here() {
+            return Ok(Reply::new(
+                538,
+                "5.7.11",
+                "encryption required: use STARTTLS first",
+            ));
+        }
+        let name = match mechanism {
+            smtp_proto::AUTH_PLAIN => "PLAIN",
+            smtp_proto::AUTH_LOGIN => "LOGIN",
+            _ => {
+                return Ok(Reply::new(
+                    504,
+                    "5.5.4",
+                    "only AUTH PLAIN and LOGIN are supported",
+                ))
+            }
+        };
+        let up = match self.ensure_upstream().await {
+            Ok(up) => up,
+            Err(r) => {
+                return Ok(Reply::new(
+                    454,
+                    "4.7.0",
+                    format!("cannot check the password now: {}", r.text),
+                ))
+            }
+        };
+        if !up.offers_auth(name) {
+            return Ok(Reply::new(
+                504,
+                "5.5.4",
+                format!("the provider does not offer AUTH {name}"),
+            ));
+        }
+        let mut line = Zeroizing::new(format!("AUTH {name}").into_bytes());
+        let mut responses: Vec<Zeroizing<Vec<u8>>> = Vec::new();
+        if !initial.is_empty() {
+            line.push(b' ');
+            line.extend_from_slice(initial.as_bytes());
+            responses.push(Zeroizing::new(initial.as_bytes().to_vec()));
+        }
+        let mut reply = self.relay_secret(&line).await;
+        while let Ok(r) = &reply {
+            if r.code != 334 {
+                break;
+            }
+            let challenge = format!("334 {}\r\n", r.text);
+            self.send_raw(challenge.as_bytes()).await?;
+            let Some(answer) = self.read_line(MAX_AUTH_LINE).await? else {
+                return Ok(Reply::new(500, "5.5.6", "authentication line too long"));
+            };
+            responses.push(Zeroizing::new(answer.to_vec()));
+            reply = self.relay_secret(&answer).await;
+        }
+        let reply = match reply {
+            Ok(r) => r,
+            Err(r) => {
+                self.upstream = None;
+                return Ok(r);
+            }
+        };
+        if reply.is_positive() {
+            let login = login_name(name, &responses);
+            tracing::info!(
+                login = login.as_deref().unwrap_or("?"),
+                "authenticated by the provider"
+            );
+            self.login = Some(login.unwrap_or_default());
+        } else {
+            tracing::info!(code = reply.code, "the provider refused the login");
+        }
+        Ok(reply)
+    }
+
+    async fn relay_secret(&mut self, line: &[u8]) -> Result<Reply, Reply> {
+        match self.upstream.as_mut() {
+            Some(up) => up.secret_line(line).await,
+            None => Err(Reply::new(451, "4.4.1", "provider connection lost")),
+        }
+    }
+
+    /// One raw line from the client (without CRLF), or `None` if it is longer than `max`.
+    async fn read_line(&mut self, max: usize) -> std::io::Result<Option<Zeroizing<Vec<u8>>>> {
+        loop {
+            if let Some(end) = memchr::memchr(b'\n', &self.inbuf) {
+                if end > max {
+                    self.inbuf.drain(..=end);
+                    return Ok(None);
+                }
+                let mut line = Zeroizing::new(self.inbuf.drain(..=end).collect::<Vec<u8>>());
+                line.pop();
+                if line.last() == Some(&b'\r') {
+                    line.pop();
+                }
+                return Ok(Some(line));
+            }
+            if self.inbuf.len() > max {
+                self.inbuf.clear();
+                return Ok(None);
+            }
+            if !self.fill(false).await? {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "client left during AUTH",
+                ));
+            }
+        }
     }
 
     async fn reset(&mut self) {
@@ -314,35 +665,57 @@ impl Session {
             }
         }
         self.mail_from = None;
+        self.mail_params.clear();
         self.rcpts.clear();
+        self.chunks = None;
+        self.chunks_too_big = false;
     }
 
-    async fn mail(&mut self, from: String, size: usize) -> Reply {
+    async fn abort_chunks(&mut self) {
+        self.reset().await;
+    }
+
+    async fn mail(&mut self, from: smtp_proto::MailFrom<String>) -> Reply {
         if !self.helo {
             return Reply::new(503, "5.5.1", "say EHLO first");
         }
         if self.mail_from.is_some() {
             return Reply::new(503, "5.5.1", "nested MAIL command");
         }
-        if size > self.ctx.max_size {
+        if self.ctx.require_auth && self.login.is_none() {
+            return Reply::new(530, "5.7.0", "authentication required");
+        }
+        let limit = self.size_limit();
+        if from.size > limit {
             return Reply::new(
                 552,
                 "5.3.4",
-                format!("message too big (limit {} bytes)", self.ctx.max_size),
+                format!("message too big (limit {limit} bytes)"),
             );
         }
-        if self.upstream.is_none() {
-            match Upstream::connect(&self.ctx.upstream, &self.ctx.hostname, self.ctx.timeouts).await
-            {
-                Ok(up) => self.upstream = Some(up),
-                Err(r) => return r,
-            }
+        let mut params = String::new();
+        if from.flags & smtp_proto::MAIL_BODY_8BITMIME != 0 {
+            params.push_str(" BODY=8BITMIME");
         }
-        let up = self.upstream.as_mut().expect("connected above");
-        match up.command(&format!("MAIL FROM:<{from}>")).await {
+        let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0;
+        let up = match self.ensure_upstream().await {
+            Ok(up) => up,
+            Err(r) => return r,
+        };
+        if smtputf8 {
+            if !up.has("SMTPUTF8") {
+                return Reply::new(555, "5.5.4", "SMTPUTF8 is not available");
+            }
+            params.push_str(" SMTPUTF8");
+        }
+        match up
+            .command(&format!("MAIL FROM:<{}>{params}", from.address))
+            .await
+        {
             Ok(r) => {
                 if r.is_positive() {
-                    self.mail_from = Some(from);
+                    self.mail_from = Some(from.address);
+                    self.mail_params = params;
                 }
                 r
             }
@@ -395,7 +768,7 @@ impl Session {
         }
         self.send(&Reply::new(354, "", "end data with <CR><LF>.<CR><LF>"))
             .await?;
-        let limit = self.ctx.max_size;
+        let limit = self.size_limit();
         let mut message = Vec::with_capacity(64 * 1024);
         let mut receiver = DataReceiver::new();
         let mut too_big = false;
@@ -424,6 +797,7 @@ impl Session {
             }
         }
         let reply = if too_big {
+            self.reset().await;
             Reply::new(
                 552,
                 "5.3.4",
@@ -433,37 +807,110 @@ impl Session {
             self.deliver(message).await
         };
         self.mail_from = None;
+        self.mail_params.clear();
         self.rcpts.clear();
+        self.send(&reply).await
+    }
+
+    /// One BDAT chunk (RFC 3030): collected like DATA, delivered after the LAST chunk.
+    async fn bdat(&mut self, size: usize, last: bool) -> std::io::Result<()> {
+        let problem = if self.mail_from.is_none() {
+            Some(Reply::new(503, "5.5.1", "need MAIL before BDAT"))
+        } else if self.rcpts.is_empty() {
+            Some(Reply::new(554, "5.5.1", "no valid recipients"))
+        } else {
+            None
+        };
+        let limit = self.size_limit();
+        let keep = problem.is_none() && !self.chunks_too_big;
+        let mut chunk = Vec::new();
+        if keep && size <= limit {
+            let mut receiver = BdatReceiver::new(size, last);
+            let mut buf = self.chunks.take().unwrap_or_default();
+            loop {
+                let mut iter = self.inbuf.iter();
+                let done = receiver.ingest(&mut iter, &mut buf);
+                let consumed = self.inbuf.len() - iter.as_slice().len();
+                self.inbuf.drain(..consumed);
+                if done {
+                    break;
+                }
+                if !self.fill(false).await? {
+                    self.upstream = None;
+                    return Ok(());
+                }
+            }
+            chunk = buf;
+        } else {
+            // The chunk's bytes must still be read past, or they would be taken for commands.
+            let mut receiver = DummyDataReceiver::new_bdat(size);
+            loop {
+                let mut iter = self.inbuf.iter();
+                let done = receiver.ingest(&mut iter);
+                let consumed = self.inbuf.len() - iter.as_slice().len();
+                self.inbuf.drain(..consumed);
+                if done {
+                    break;
+                }
+                if !self.fill(false).await? {
+                    self.upstream = None;
+                    return Ok(());
+                }
+            }
+            if problem.is_none() {
+                self.chunks_too_big = true;
+            }
+        }
+        if let Some(r) = problem {
+            return self.send(&r).await;
+        }
+        if chunk.len() > limit {
+            self.chunks_too_big = true;
+            chunk = Vec::new();
+        }
+        if !last {
+            self.chunks = Some(chunk);
+            let r = Reply::new(250, "2.0.0", format!("{size} octets received"));
+            return self.send(&r).await;
+        }
+        let reply = if self.chunks_too_big {
+            self.reset().await;
+            Reply::new(
+                552,
+                "5.3.4",
+                format!("message too big (limit {limit} bytes)"),
+            )
+        } else {
+            self.chunks = None;
+            self.deliver(chunk).await
+        };
+        self.mail_from = None;
+        self.mail_params.clear();
+        self.rcpts.clear();
+        self.chunks = None;
+        self.chunks_too_big = false;
         self.send(&reply).await
     }
 
     async fn deliver(&mut self, message: Vec<u8>) -> Reply {
         let rcpts = self.rcpts.clone();
         let from = self.mail_from.clone().unwrap_or_default();
+        let params = self.mail_params.clone();
         let facts = MessageFacts::from_message(&message, rcpts.clone());
         let now = SystemTime::now();
-        let decision = decide(
-            &facts,
-            &self.ctx.store,
-            self.ctx.as_ref(),
-            &self.ctx.policy,
-            now,
-        );
+        let ids = SessionIdentities {
+            ctx: &self.ctx,
+            login: self.login.as_deref(),
+        };
+        let decision = decide(&facts, &self.ctx.store, &ids, &self.ctx.policy, now);
         let signer = match &decision {
             Decision::Deliver {
                 sign_as: Some(a), ..
-            } => self.ctx.identity_for(a).map(|i| &i.identity),
+            } => ids.identity_for(a),
             _ => None,
         };
-        let encryption_cert = match &decision {
-            Decision::Deliver {
-                sign_as: Some(a), ..
-            } => self
-                .ctx
-                .identity_for(a)
-                .and_then(|i| i.encryption_cert.clone()),
-            _ => None,
-        };
+        let encryption_cert = signer.and_then(|i| i.encryption_cert.clone());
+        let signer = signer.map(|i| &i.identity);
         let opts = SignOptions {
             digest: None,
             rsa_padding: smime::RsaPadding::Pkcs1v15,
@@ -513,7 +960,10 @@ impl Session {
         }
         let mut delivered: Vec<&str> = Vec::new();
         for copy in &out {
-            match up.transaction(&from, &copy.recipients, &copy.message).await {
+            match up
+                .transaction(&from, &params, &copy.recipients, &copy.message)
+                .await
+            {
                 Ok(r) if r.is_positive() => {
                     delivered.extend(copy.recipients.iter().map(String::as_str))
                 }
@@ -543,6 +993,19 @@ impl Session {
             format!("delivered in {} separately protected copies", out.len()),
         )
     }
+}
+
+/// The login name from the client's AUTH responses: PLAIN's authentication identity, or
+/// LOGIN's first answer. The password part is never copied out.
+fn login_name(mechanism: &str, responses: &[Zeroizing<Vec<u8>>]) -> Option<String> {
+    let first = responses.first()?;
+    let decoded = Zeroizing::new(smime::mime::base64_decode(first).ok()?);
+    let name = if mechanism == "PLAIN" {
+        decoded.split(|&b| b == 0).nth(1)?.to_vec()
+    } else {
+        decoded.to_vec()
+    };
+    String::from_utf8(name).ok().filter(|n| !n.is_empty())
 }
 
 /// One event per decision: what was done, to how many, never who wrote what.

@@ -2,12 +2,16 @@
 //! `smtp-proto`, every wait bounded by a timeout, every failure turned into the reply the client
 //! should see (4xx when the provider cannot be reached, so the client keeps its message).
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use rustls_pki_types::ServerName;
 use smtp_proto::response::parser::ResponseReceiver;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
+
+use crate::conn::Conn;
 
 /// An SMTP reply: code, enhanced status (if any) and text lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,29 +84,77 @@ impl Default for Timeouts {
     }
 }
 
+/// Where and how to reach the provider.
+#[derive(Clone)]
+pub struct Target {
+    /// Host name (checked against the TLS certificate) or IP address.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// Transport security.
+    pub tls: TargetTls,
+}
+
+/// Transport security towards the provider.
+#[derive(Clone)]
+pub enum TargetTls {
+    /// No TLS (only ever configured for a server on this machine).
+    None,
+    /// TLS from the first byte (SMTPS).
+    Implicit(Arc<rustls::ClientConfig>),
+    /// STARTTLS, required: a provider that does not offer it gets no mail.
+    Starttls(Arc<rustls::ClientConfig>),
+}
+
+impl Target {
+    /// `host:port (tls mode)`, for logs.
+    pub fn describe(&self) -> String {
+        let mode = match self.tls {
+            TargetTls::None => "no TLS",
+            TargetTls::Implicit(_) => "implicit TLS",
+            TargetTls::Starttls(_) => "STARTTLS",
+        };
+        format!("{}:{} ({mode})", self.host, self.port)
+    }
+}
+
 /// A connection to the provider.
 pub struct Upstream {
-    stream: TcpStream,
+    stream: Conn,
     buf: Vec<u8>,
     timeouts: Timeouts,
     /// The SIZE limit the provider announced, if any.
     pub size_limit: Option<usize>,
+    /// The provider's EHLO keywords with their parameters, upper-cased (`AUTH PLAIN LOGIN`).
+    pub capabilities: Vec<String>,
 }
 
 impl Upstream {
-    /// Connects, reads the greeting and says EHLO. Errors are the reply for the client.
-    pub async fn connect(addr: &str, helo_name: &str, timeouts: Timeouts) -> Result<Self, Reply> {
-        let stream = timeout(timeouts.connect, TcpStream::connect(addr))
-            .await
-            .map_err(|_| Reply::unavailable("connection timed out"))?
-            .map_err(|e| Reply::unavailable(&e.to_string()))?;
-        let _ = stream.set_nodelay(true);
+    /// Connects, sets up TLS as configured, reads the greeting and says EHLO. Errors are the
+    /// reply for the client (4xx: the client keeps its message and tries again later).
+    pub async fn connect(
+        target: &Target,
+        helo_name: &str,
+        timeouts: Timeouts,
+    ) -> Result<Self, Reply> {
+        let tcp = timeout(
+            timeouts.connect,
+            TcpStream::connect((target.host.as_str(), target.port)),
+        )
+        .await
+        .map_err(|_| Reply::unavailable("connection timed out"))?
+        .map_err(|e| Reply::unavailable(&e.to_string()))?;
+        let _ = tcp.set_nodelay(true);
         let mut up = Upstream {
-            stream,
+            stream: Conn::Plain(tcp),
             buf: Vec::with_capacity(4096),
             timeouts,
             size_limit: None,
+            capabilities: Vec::new(),
         };
+        if let TargetTls::Implicit(config) = &target.tls {
+            up.start_tls(config.clone(), &target.host).await?;
+        }
         let greeting = up.read_reply(timeouts.connect).await?;
         if greeting.code != 220 {
             return Err(Reply::new(
@@ -111,7 +163,65 @@ impl Upstream {
                 format!("provider refused the connection: {}", greeting.text),
             ));
         }
-        let ehlo = up.command(&format!("EHLO {helo_name}")).await?;
+        up.ehlo(helo_name).await?;
+        if let TargetTls::Starttls(config) = &target.tls {
+            if !up.has("STARTTLS") {
+                return Err(Reply::new(
+                    451,
+                    "4.7.0",
+                    "the provider does not offer STARTTLS; envelopd sends nothing without TLS",
+                ));
+            }
+            let go = up.command("STARTTLS").await?;
+            if go.code != 220 {
+                return Err(Reply::new(
+                    451,
+                    "4.7.0",
+                    format!("the provider refused STARTTLS: {} {}", go.code, go.text),
+                ));
+            }
+            if !up.buf.is_empty() {
+                // Bytes sent before the handshake would be read as if they came over TLS.
+                return Err(Reply::new(
+                    451,
+                    "4.7.0",
+                    "the provider sent data before the TLS handshake; not using this connection",
+                ));
+            }
+            up.start_tls(config.clone(), &target.host).await?;
+            up.ehlo(helo_name).await?;
+        }
+        Ok(up)
+    }
+
+    async fn start_tls(
+        &mut self,
+        config: Arc<rustls::ClientConfig>,
+        host: &str,
+    ) -> Result<(), Reply> {
+        let name = ServerName::try_from(host.to_string()).map_err(|_| {
+            Reply::new(
+                451,
+                "4.7.0",
+                format!("{host} is not a valid TLS server name"),
+            )
+        })?;
+        timeout(
+            self.timeouts.connect,
+            self.stream.upgrade_client(config, name),
+        )
+        .await
+        .map_err(|_| Reply::new(451, "4.7.0", "TLS handshake with the provider timed out"))?
+        .map_err(|e| {
+            tracing::warn!(error = %e, "TLS handshake with the provider failed");
+            Reply::new(451, "4.7.0", format!("TLS with the provider failed: {e}"))
+        })
+    }
+
+    async fn ehlo(&mut self, helo_name: &str) -> Result<(), Reply> {
+        self.write(format!("EHLO {helo_name}\r\n").as_bytes())
+            .await?;
+        let (ehlo, raw) = self.read_raw(self.timeouts.command).await?;
         if !ehlo.is_positive() {
             return Err(Reply::new(
                 451,
@@ -119,19 +229,58 @@ impl Upstream {
                 format!("provider refused EHLO: {}", ehlo.text),
             ));
         }
-        up.size_limit = ehlo
-            .text
-            .split(' ')
-            .skip_while(|w| !w.eq_ignore_ascii_case("SIZE"))
-            .nth(1)
-            .and_then(|n| n.parse().ok())
+        self.capabilities = raw
+            .split('\n')
+            .skip(1)
+            .map(|l| l.trim().to_ascii_uppercase())
+            .filter(|l| !l.is_empty())
+            .collect();
+        self.size_limit = self
+            .capability("SIZE")
+            .and_then(|p| p.trim().parse().ok())
             .filter(|&n: &usize| n > 0);
-        Ok(up)
+        Ok(())
+    }
+
+    /// The parameters of an EHLO keyword the provider announced, if it did.
+    pub fn capability(&self, keyword: &str) -> Option<&str> {
+        self.capabilities.iter().find_map(|c| {
+            let (k, rest) = c.split_once(' ').unwrap_or((c.as_str(), ""));
+            k.eq_ignore_ascii_case(keyword).then_some(rest)
+        })
+    }
+
+    /// True if the provider announced the EHLO keyword.
+    pub fn has(&self, keyword: &str) -> bool {
+        self.capability(keyword).is_some()
+    }
+
+    /// Whether the provider offers the SASL mechanism (AUTH PLAIN, AUTH LOGIN).
+    pub fn offers_auth(&self, mechanism: &str) -> bool {
+        self.capability("AUTH").is_some_and(|m| {
+            m.split_whitespace()
+                .any(|x| x.eq_ignore_ascii_case(mechanism))
+        })
+    }
+
+    /// True if the connection is protected by TLS.
+    pub fn is_tls(&self) -> bool {
+        self.stream.is_tls()
     }
 
     /// Sends one command line and returns the provider's reply.
     pub async fn command(&mut self, line: &str) -> Result<Reply, Reply> {
         self.write(format!("{line}\r\n").as_bytes()).await?;
+        self.read_reply(self.timeouts.command).await
+    }
+
+    /// Sends one line that is a secret (an AUTH response) and returns the reply; the copy made
+    /// for sending is wiped.
+    pub async fn secret_line(&mut self, line: &[u8]) -> Result<Reply, Reply> {
+        let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(line.len() + 2));
+        bytes.extend_from_slice(line);
+        bytes.extend_from_slice(b"\r\n");
+        self.write(&bytes).await?;
         self.read_reply(self.timeouts.command).await
     }
 
@@ -145,14 +294,16 @@ impl Upstream {
         self.read_reply(self.timeouts.data_end).await
     }
 
-    /// One complete transaction: MAIL, RCPT for each recipient, DATA. The first refusal ends it.
+    /// One complete transaction: MAIL (with `params`, e.g. ` BODY=8BITMIME`), RCPT for each
+    /// recipient, DATA. The first refusal ends it.
     pub async fn transaction(
         &mut self,
         from: &str,
+        params: &str,
         rcpts: &[String],
         message: &[u8],
     ) -> Result<Reply, Reply> {
-        let r = self.command(&format!("MAIL FROM:<{from}>")).await?;
+        let r = self.command(&format!("MAIL FROM:<{from}>{params}")).await?;
         if !r.is_positive() {
             return Ok(r);
         }
@@ -169,16 +320,27 @@ impl Upstream {
     /// Says QUIT and closes; errors do not matter any more.
     pub async fn quit(mut self) {
         let _ = self.command("QUIT").await;
+        let _ = self.stream.shutdown().await;
     }
 
     async fn write(&mut self, bytes: &[u8]) -> Result<(), Reply> {
-        timeout(self.timeouts.command, self.stream.write_all(bytes))
+        let send = async {
+            self.stream.write_all(bytes).await?;
+            // TLS buffers records: without a flush the command may never leave.
+            self.stream.flush().await
+        };
+        timeout(self.timeouts.command, send)
             .await
             .map_err(|_| Reply::unavailable("timed out sending"))?
             .map_err(|e| Reply::unavailable(&e.to_string()))
     }
 
     async fn read_reply(&mut self, limit: Duration) -> Result<Reply, Reply> {
+        self.read_raw(limit).await.map(|(r, _)| r)
+    }
+
+    /// Reads one reply; also returns its text with the lines kept apart (for EHLO).
+    async fn read_raw(&mut self, limit: Duration) -> Result<(Reply, String), Reply> {
         let mut receiver = ResponseReceiver::default();
         loop {
             if !self.buf.is_empty() {
@@ -187,7 +349,7 @@ impl Upstream {
                     Ok(r) => {
                         let used = self.buf.len() - iter.as_slice().len();
                         self.buf.drain(..used);
-                        return Ok(Reply {
+                        let reply = Reply {
                             code: r.code,
                             enhanced: if r.esc == [0, 0, 0] {
                                 String::new()
@@ -195,8 +357,10 @@ impl Upstream {
                                 format!("{}.{}.{}", r.esc[0], r.esc[1], r.esc[2])
                             },
                             text: r.message.replace(['\r', '\n'], " ").trim().to_string(),
-                        });
+                        };
+                        return Ok((reply, r.message));
                     }
+                    // The receiver keeps what it has seen so far.
                     Err(smtp_proto::Error::NeedsMoreData { .. }) => self.buf.clear(),
                     Err(e) => {
                         return Err(Reply::new(

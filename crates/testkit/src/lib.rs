@@ -4,6 +4,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod procs;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 

@@ -1,0 +1,79 @@
+//! TLS set-up for both sides of the proxy, on rustls with the aws-lc-rs provider (the same
+//! constant-time primitives as the S/MIME core): whom envelopd trusts when it connects to the
+//! provider, and the certificate it shows mail programs on the LAN.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::keyfiles::read_secret_file;
+
+/// Where Debian keeps the system CA bundle (`SSL_CERT_FILE` overrides it).
+const SYSTEM_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+fn read_pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&data)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{} is not a PEM certificate file", path.display()))?;
+    if certs.is_empty() {
+        bail!("{} holds no PEM certificate", path.display());
+    }
+    Ok(certs)
+}
+
+/// The trust for the provider's certificate: the system store and/or one extra CA file.
+pub fn client_config(
+    system_roots: bool,
+    ca_file: Option<&Path>,
+) -> Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    if system_roots {
+        let bundle = std::env::var_os("SSL_CERT_FILE")
+            .map(std::path::PathBuf::from)
+            .unwrap_or_else(|| SYSTEM_BUNDLE.into());
+        let certs = read_pem_certs(&bundle).with_context(|| {
+            "the system CA store is missing (install the ca-certificates package, or set system_roots = false and give ca_file)"
+        })?;
+        // A few odd roots in a system bundle must not stop the daemon.
+        roots.add_parsable_certificates(certs);
+    }
+    if let Some(ca) = ca_file {
+        for c in read_pem_certs(ca)? {
+            roots
+                .add(c)
+                .with_context(|| format!("{} holds an unusable CA certificate", ca.display()))?;
+        }
+    }
+    if roots.is_empty() {
+        bail!("no CA is trusted for the provider's TLS certificate: set system_roots = true or give ca_file");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS set-up")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The certificate and key shown to mail programs; the key file must be private (0600).
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>> {
+    let chain = read_pem_certs(cert)?;
+    let raw = read_secret_file(key, false)?;
+    let key = PrivateKeyDer::from_pem_slice(&raw)
+        .with_context(|| format!("{} is not a PEM private key", key.display()))?;
+    let config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .context("TLS set-up")?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .context("the listener's certificate and key do not match or are unusable")?;
+    Ok(Arc::new(config))
+}
