@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Runs every test: unit and property tests, the RFC vector tests, the interoperability matrix
 # against openssl/gpgsm/NSS (printed), the fuzz-corpus replay, and the SMTP proxy end to end
-# (swaks -> envelopd -> Postfix's smtp-sink). Needs openssl, gpgsm, libnss3-tools, postfix and
-# swaks installed (.ci/run installs them on Debian).
+# (swaks, curl, Python smtplib, msmtp -> envelopd -> Postfix/Dovecot started by the tests, and
+# Postfix's smtp-sink for faults). Needs the Debian packages .ci/run installs; the tests that
+# start Postfix and Dovecot need root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export PATH="$PATH:/usr/sbin"
-for tool in openssl gpgsm cmsutil certutil pk12util smtp-sink swaks; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: apt-get install openssl gpgsm libnss3-tools postfix swaks" >&2; exit 1; }
+for tool in openssl gpgsm cmsutil certutil pk12util smtp-sink postfix dovecot swaks curl msmtp python3; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: run .ci/run once, or apt-get install openssl gpgsm libnss3-tools postfix dovecot-imapd swaks curl msmtp python3" >&2; exit 1; }
 done
 if [ ! -d "${ENVELOPD_VECTORS:-../shared/vectors}" ]; then
   echo "test vectors not found: put shared/ beside the checkout or set ENVELOPD_VECTORS" >&2; exit 1

@@ -2,6 +2,8 @@
 // Each test file uses a different subset.
 #![allow(dead_code)]
 
+pub mod lab;
+
 use std::path::PathBuf;
 
 /// `../shared/vectors` beside the checkout, or `ENVELOPD_VECTORS`.

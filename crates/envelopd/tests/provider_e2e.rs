@@ -1,0 +1,439 @@
+//! End to end against a real provider: Postfix (submission with STARTTLS + AUTH, SMTPS + AUTH,
+//! AUTH without TLS on loopback) and Dovecot (its SASL checks the passwords), started by
+//! `scripts/mailserver.sh`. Real clients (swaks, curl, Python smtplib, msmtp) send through
+//! `envelopd run`; the copy Postfix delivered into Bob's Maildir is opened with `openssl cms`,
+//! `gpgsm` and NSS `cmsutil`: encrypted to Bob and to Alice's Sent-copy key, signed by Alice,
+//! and the body byte-exact.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::lab::{ok, run, Lab};
+use testkit::procs::{free_port, is_root, wait_for, Proc};
+
+const ENVELOPD: &str = env!("CARGO_BIN_EXE_envelopd");
+
+/// The body every client sends; canonical text, so "byte-exact" means exactly these bytes.
+const BODY: &str = "Befund Herr Muster: unauffaellig.\r\nKontrolle in 6 Monaten.\r\n";
+
+/// A running Postfix + Dovecot in a temporary directory; stopped when dropped.
+struct Provider {
+    dir: tempfile::TempDir,
+    plain: u16,
+    submission: u16,
+    smtps: u16,
+}
+
+impl Provider {
+    fn start() -> Provider {
+        assert!(
+            is_root(),
+            "these tests start Postfix and Dovecot and must run as root (CI does)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (plain, submission, smtps, imap, imaps) = (
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+        );
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/mailserver.sh");
+        let o = Command::new(script)
+            .arg("start")
+            .arg(dir.path())
+            .args(["alice@smime.example:alice-pw", "bob@smime.example:bob-pw"])
+            .env("SMTP_PLAIN_PORT", plain.to_string())
+            .env("SUBMISSION_PORT", submission.to_string())
+            .env("SMTPS_PORT", smtps.to_string())
+            .env("IMAP_PORT", imap.to_string())
+            .env("IMAPS_PORT", imaps.to_string())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "mailserver.sh failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Provider {
+            dir,
+            plain,
+            submission,
+            smtps,
+        }
+    }
+
+    fn ca(&self) -> PathBuf {
+        self.dir.path().join("tls/ca.pem")
+    }
+
+    fn maildir(&self, user: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("mail/smime.example")
+            .join(user)
+            .join("new")
+    }
+
+    /// Waits until `user` has `n` messages (Postfix delivers asynchronously) and returns them.
+    fn wait_messages(&self, user: &str, n: usize) -> Vec<Vec<u8>> {
+        let start = Instant::now();
+        loop {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(self.maildir(user))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            if files.len() >= n || start.elapsed() > Duration::from_secs(20) {
+                files.sort_by_key(|f| std::fs::metadata(f).unwrap().modified().unwrap());
+                return files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn count(&self, user: &str) -> usize {
+        std::fs::read_dir(self.maildir(user)).unwrap().count()
+    }
+
+    fn postfix_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log/postfix.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/mailserver.sh");
+        let _ = Command::new(script)
+            .arg("stop")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+/// envelopd in front of one of the provider's ports.
+struct Envelopd {
+    dir: tempfile::TempDir,
+    listen: u16,
+    _proc: Proc,
+}
+
+impl Envelopd {
+    fn start(provider: &Provider, tls: &str, port: u16, extra: &str) -> Envelopd {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        for sub in ["trust", "certs", "keys"] {
+            std::fs::create_dir(d.join(sub)).unwrap();
+        }
+        let v = common::rfc9216();
+        std::fs::copy(v.join("ca.rsa.crt"), d.join("trust/ca.pem")).unwrap();
+        std::fs::copy(v.join("bob.encrypt.crt"), d.join("certs/bob.pem")).unwrap();
+        std::fs::copy(v.join("alice.p12"), d.join("keys/alice.p12")).unwrap();
+        std::fs::copy(v.join("alice.encrypt.crt"), d.join("keys/alice-enc.pem")).unwrap();
+        std::fs::write(d.join("keys/pw"), "alice\n").unwrap();
+        for f in ["keys/alice.p12", "keys/pw"] {
+            std::fs::set_permissions(d.join(f), std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let listen = free_port();
+        std::fs::write(
+            d.join("proxy.toml"),
+            format!(
+                "[smtp]\nlisten = \"127.0.0.1:{listen}\"\n{extra}\n\
+                 [upstream.smtp]\nhost = \"localhost\"\nport = {port}\ntls = \"{tls}\"\nca_file = \"{}\"\nsystem_roots = false\n\
+                 [certificates]\nanchors = [\"trust\"]\nrecipients = \"certs\"\n\
+                 [[identity]]\naddresses = [\"alice@smime.example\"]\npkcs12 = \"keys/alice.p12\"\npassword_file = \"keys/pw\"\nencryption_cert = \"keys/alice-enc.pem\"\n\
+                 [policy]\nfallback = \"refuse\"\n",
+                provider.ca().display()
+            ),
+        )
+        .unwrap();
+        let proc = Proc(
+            Command::new(ENVELOPD)
+                .args(["run", "--config"])
+                .arg(d.join("proxy.toml"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(d.join("envelopd.log")).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        wait_for(listen);
+        Envelopd {
+            dir,
+            listen,
+            _proc: proc,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("envelopd.log")).unwrap_or_default()
+    }
+}
+
+fn message(subject: &str, from: &str) -> Vec<u8> {
+    format!(
+        "From: {from}\r\nTo: Bob <bob@smime.example>\r\nSubject: {subject}\r\nMessage-ID: <{subject}@praxis.test>\r\n\r\n{BODY}"
+    )
+    .into_bytes()
+}
+
+fn transcript(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr)
+}
+
+/// Sends `msg` through envelopd with one of the real clients, logging in as `user`.
+fn send(client: &str, port: u16, user: &str, password: &str, msg: &[u8]) -> Output {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("msg.eml");
+    std::fs::write(&file, msg).unwrap();
+    let file = file.to_str().unwrap();
+    let server = format!("127.0.0.1:{port}");
+    match client {
+        "swaks" => Command::new("swaks")
+            .args(["--server", &server, "--auth", "PLAIN", "--auth-user", user])
+            .args(["--auth-password", password, "--from", "alice@smime.example"])
+            .args([
+                "--to",
+                "bob@smime.example",
+                "--data",
+                &format!("@{file}"),
+                "--timeout",
+                "60",
+            ])
+            .output()
+            .expect("swaks is installed"),
+        "curl" => Command::new("curl")
+            .args(["-sS", &format!("smtp://{server}"), "--user"])
+            .arg(format!("{user}:{password}"))
+            .args(["--mail-from", "alice@smime.example"])
+            .args(["--mail-rcpt", "bob@smime.example", "-T", file])
+            .output()
+            .expect("curl is installed"),
+        "smtplib" => {
+            let script = format!(
+                "import smtplib,sys\n\
+                 s=smtplib.SMTP('127.0.0.1',{port},timeout=60)\n\
+                 s.ehlo(); s.login(sys.argv[1], sys.argv[2])\n\
+                 s.sendmail('alice@smime.example',['bob@smime.example'],open(sys.argv[3],'rb').read())\n\
+                 s.quit()\n"
+            );
+            Command::new("python3")
+                .args(["-c", &script, user, password, file])
+                .output()
+                .expect("python3 is installed")
+        }
+        "msmtp" => {
+            // AUTH LOGIN this time; msmtp reads the password from a command, never argv.
+            let pw = tmp.path().join("pw");
+            std::fs::write(&pw, password).unwrap();
+            Command::new("msmtp")
+                .args([
+                    "--host=127.0.0.1",
+                    &format!("--port={port}"),
+                    "--auth=login",
+                    &format!("--user={user}"),
+                    &format!("--passwordeval=cat {}", pw.display()),
+                    "--tls=off",
+                    "--from=alice@smime.example",
+                    "bob@smime.example",
+                ])
+                .stdin(std::fs::File::open(file).unwrap())
+                .output()
+                .expect("msmtp is installed")
+        }
+        other => panic!("unknown client {other}"),
+    }
+}
+
+/// The content Bob reads: decrypted with `key`, verified against the RFC 9216 CA by OpenSSL.
+fn openssl_open(stored: &[u8], key: &str) -> Result<Vec<u8>, String> {
+    let v = common::rfc9216();
+    let signed = testkit::openssl_pipe(
+        &["cms", "-decrypt", "-inkey", v.join(key).to_str().unwrap()],
+        stored,
+    )?;
+    testkit::openssl_pipe(
+        &[
+            "cms",
+            "-verify",
+            "-CAfile",
+            v.join("ca.rsa.crt").to_str().unwrap(),
+        ],
+        &signed,
+    )
+}
+
+/// The body of a MIME entity (after the first empty line).
+fn body(entity: &[u8]) -> &[u8] {
+    smime::mime::split(entity).body
+}
+
+#[test]
+fn real_clients_through_envelopd_to_postfix_in_every_tls_mode() {
+    let provider = Provider::start();
+    let lab = Lab::new();
+    let mut sent = 0;
+    for (mode, port) in [
+        ("starttls", provider.submission),
+        ("implicit", provider.smtps),
+        ("none", provider.plain),
+    ] {
+        let e = Envelopd::start(&provider, mode, port, "");
+        for client in ["swaks", "curl", "smtplib", "msmtp"] {
+            let subject = format!("{client}-{mode}");
+            let msg = message(&subject, "Alice <alice@smime.example>");
+            let o = send(client, e.listen, "alice@smime.example", "alice-pw", &msg);
+            assert!(
+                o.status.success(),
+                "{client} via {mode}: {}\n{}",
+                transcript(&o),
+                e.log()
+            );
+            sent += 1;
+            let stored = provider.wait_messages("bob", sent);
+            assert_eq!(stored.len(), sent, "{}", provider.postfix_log());
+            let copy = stored.last().unwrap();
+            let text = String::from_utf8_lossy(copy);
+            assert!(
+                text.contains("smime-type=enveloped-data") && !text.contains("unauffaellig"),
+                "{client} via {mode}: the provider must hold only ciphertext"
+            );
+            assert!(
+                text.contains("Subject: "),
+                "outer headers stay readable for the mailbox"
+            );
+            for key in ["bob.encrypt.key", "alice.encrypt.key"] {
+                let content = openssl_open(copy, key)
+                    .unwrap_or_else(|err| panic!("{client} via {mode}, {key}: {err}"));
+                // swaks always ends the data with an empty line of its own (it does so straight to
+                // smtp-sink too); every other client sends the file as it is.
+                let want = if client == "swaks" {
+                    format!("{BODY}\r\n")
+                } else {
+                    BODY.to_string()
+                };
+                assert_eq!(
+                    String::from_utf8_lossy(body(&content)),
+                    want,
+                    "{client} via {mode}: the body must arrive byte-exact"
+                );
+            }
+        }
+        // The stored copy of this mode also opens in gpgsm and NSS (Thunderbird's engine).
+        let copy = provider.wait_messages("bob", sent).pop().unwrap();
+        let der = lab.write(
+            &format!("stored-{mode}.p7m"),
+            &smime::mime::base64_decode(body(&copy)).unwrap(),
+        );
+        let o = lab.gpgsm(&["--passphrase-fd", "0", "--decrypt", &der], Some(b"x\n"));
+        let inner = ok(&o, "gpgsm --decrypt").unwrap_or_else(|e| panic!("{mode}: {e}"));
+        assert!(
+            String::from_utf8_lossy(&inner).contains("multipart/signed"),
+            "gpgsm finds the signed message inside"
+        );
+        let o = run(
+            "cmsutil",
+            &["-D", "-i", &der, "-d", &lab.nss_bob],
+            None,
+            &[],
+        );
+        let inner = ok(&o, "cmsutil -D").unwrap_or_else(|e| panic!("{mode}: {e}"));
+        let (content, _sig) = common::lab::split_signed(&inner);
+        assert_eq!(String::from_utf8_lossy(body(&content)), BODY);
+        assert!(
+            lab.nss_verify(&inner).contains("GoodSignature"),
+            "NSS verifies Alice's signature"
+        );
+    }
+}
+
+#[test]
+fn logins_are_checked_by_the_provider_and_decide_which_key_signs() {
+    let provider = Provider::start();
+    let e = Envelopd::start(&provider, "starttls", provider.submission, "");
+    // A wrong password: the provider's 535 reaches the client; nothing is sent.
+    let msg = message("wrong-password", "Alice <alice@smime.example>");
+    let o = send("swaks", e.listen, "alice@smime.example", "guess", &msg);
+    assert!(!o.status.success());
+    assert!(transcript(&o).contains("535"), "{}", transcript(&o));
+    assert!(
+        !e.log().contains("guess"),
+        "a password must never reach the log"
+    );
+    // Bob logs in correctly but writes "From: alice": the provider would take it, but envelopd
+    // must not sign with Alice's key for him; the message is still encrypted to Bob.
+    let msg = message("bob-as-alice", "Alice <alice@smime.example>");
+    let o = send("swaks", e.listen, "bob@smime.example", "bob-pw", &msg);
+    assert!(o.status.success(), "{}", transcript(&o));
+    let stored = provider.wait_messages("bob", 1);
+    assert_eq!(stored.len(), 1);
+    let signed_by_alice = openssl_open(&stored[0], "bob.encrypt.key");
+    assert!(
+        signed_by_alice.is_err(),
+        "Bob's session must not produce a message signed as Alice"
+    );
+    assert!(e.log().contains("not signing"), "{}", e.log());
+    // Without a login the provider refuses the recipient (its 5xx is what the client sees).
+    let o = Command::new("swaks")
+        .args(["--server", &format!("127.0.0.1:{}", e.listen)])
+        .args(["--from", "alice@smime.example", "--to", "bob@smime.example"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(transcript(&o).contains("554 5.7.1"), "{}", transcript(&o));
+    assert_eq!(provider.count("bob"), 1, "nothing else was delivered");
+    assert!(!e.log().contains("bob-pw") && !e.log().contains("alice-pw"));
+}
+
+#[test]
+fn a_provider_certificate_that_is_not_trusted_gets_4xx_and_nothing_is_sent() {
+    let provider = Provider::start();
+    // Trust only the system roots: the test provider's private CA is not among them.
+    let dir = tempfile::tempdir().unwrap();
+    let other_ca = dir.path().join("other-ca.pem");
+    std::fs::copy(common::rfc9216().join("ca.rsa.crt"), &other_ca).unwrap();
+    let e = Envelopd::start(&provider, "starttls", provider.submission, "");
+    let cfg = e.dir.path().join("proxy.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let ca_line = format!("ca_file = \"{}\"", provider.ca().display());
+    std::fs::write(
+        &cfg,
+        text.replace(&ca_line, &format!("ca_file = \"{}\"", other_ca.display())),
+    )
+    .unwrap();
+    drop(e._proc);
+    let port = e.listen;
+    let _p = Proc(
+        Command::new(ENVELOPD)
+            .args(["run", "--config"])
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(e.dir.path().join("envelopd2.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(port);
+    let msg = message("untrusted", "Alice <alice@smime.example>");
+    let o = send("swaks", port, "alice@smime.example", "alice-pw", &msg);
+    assert!(!o.status.success());
+    let t = transcript(&o);
+    assert!(
+        t.contains("454 4.7.0") || t.contains("451 4.7.0"),
+        "a TLS failure is temporary for the client: {t}"
+    );
+    let log = std::fs::read_to_string(e.dir.path().join("envelopd2.log")).unwrap();
+    assert!(
+        log.contains("TLS handshake with the provider failed"),
+        "{log}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(provider.count("bob"), 0);
+}
