@@ -1,44 +1,152 @@
 #!/usr/bin/env bash
-# A self-contained demo of envelopd's S/MIME core with the public RFC 9216 example keys:
-# Alice signs and encrypts a message to Bob (and to herself, for her Sent folder), Bob decrypts
-# and verifies it, and OpenSSL (if installed) independently checks the same message.
+# The envelopd demo on a fresh Debian machine: a real mail provider on loopback (Postfix for
+# sending, Dovecot for reading; installed with apt if missing), a throwaway CA with two users
+# and their PKCS#12 files, and envelopd in front. Dr. Alice's practice sends one message to
+# Bob through envelopd; the copy the provider stored is shown to be S/MIME and is opened with
+# `openssl cms` as proof. envelopd then keeps running for your own mail program until Ctrl-C;
+# everything is removed afterwards.
+#
+#   scripts/demo.sh          # run, then wait for Ctrl-C
+#   scripts/demo.sh --once   # run the proof and stop (used by the tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-V="$(cd "${ENVELOPD_VECTORS:-../shared/vectors}" && pwd)/rfc9216"
-[ -d "$V" ] || { echo "RFC 9216 vectors not found at $V (set ENVELOPD_VECTORS)" >&2; exit 1; }
+root=$PWD
+once=false
+[ "${1:-}" = --once ] && once=true
 
-echo "== building envelopd"
-cargo build --quiet --release -p envelopd
-E="$PWD/target/release/envelopd"
-work=$(mktemp -d); trap 'rm -rf "$work"' EXIT
-cp "$V"/*.crt "$V"/*.key "$work"/ && chmod 600 "$work"/*.key
+SUDO=""
+if [ "$(id -u)" != 0 ]; then
+  command -v sudo >/dev/null || { echo "the demo runs Postfix and Dovecot: run it as root or install sudo" >&2; exit 1; }
+  SUDO=sudo
+fi
+
+need=()
+for pair in postfix:postfix dovecot:dovecot-imapd openssl:openssl curl:curl; do
+  command -v "${pair%%:*}" >/dev/null || [ -x "/usr/sbin/${pair%%:*}" ] || need+=("${pair#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  echo "== installing ${need[*]} (apt)"
+  # The packages must not configure or start system-wide mail servers: the demo runs its own.
+  echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+    $SUDO chmod +x /usr/sbin/policy-rc.d
+  fi
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" ca-certificates >/dev/null
+fi
+export PATH="$PATH:/usr/sbin"
+
+if [ -n "${ENVELOPD_BIN:-}" ]; then
+  E=$ENVELOPD_BIN
+else
+  echo "== building envelopd (release)"
+  cargo build --quiet --release -p envelopd
+  E="$root/target/release/envelopd"
+fi
+
+work=$(mktemp -d /tmp/envelopd-demo.XXXXXX)
+chmod 755 "$work"
+pid=""
+cleanup() {
+  if [ -n "$pid" ]; then kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; fi
+  $SUDO "$root/scripts/mailserver.sh" stop "$work/provider" >/dev/null 2>&1 || true
+  $SUDO rm -rf "$work"
+  echo "== cleaned up"
+}
+trap cleanup EXIT
+trap 'exit 0' INT TERM
 cd "$work"
 
-printf 'From: Alice <alice@smime.example>\r\nTo: Bob <bob@smime.example>\r\nSubject: Befund Herr Muster\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nLieber Bob,\r\nder Befund ist unauff\xc3\xa4llig.\r\nGr\xc3\xbc\xc3\x9fe, Alice\r\n' > message.eml
+: "${DEMO_SMTP_PORT:=10587}"
+: "${SUBMISSION_PORT:=12587}" "${IMAPS_PORT:=12993}"
+export SUBMISSION_PORT IMAPS_PORT
 
-echo "== 1. Alice signs (RSA, SHA-256) and encrypts (AES-256-GCM) to Bob and herself"
-"$E" smime sign --key alice.sign.key --cert alice.sign.crt --encryption-cert alice.encrypt.crt --in message.eml \
-  | "$E" smime encrypt --to bob.encrypt.crt --to alice.encrypt.crt --cipher aes256-gcm --out outgoing.eml
-sed -n '1,/^\r\{0,1\}$/p' outgoing.eml
-echo "   ($(wc -c < outgoing.eml) bytes; the body is ciphertext)"
+echo "== 1. a throwaway CA and two users with S/MIME certificates (PKCS#12)"
+mkdir -p pki trust certs keys
+openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=Demo Health Network CA" \
+  -keyout pki/ca.key -out trust/ca.pem -addext basicConstraints=critical,CA:TRUE \
+  -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+issue() { # name address
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=$1" -keyout "pki/$1.key" -out "pki/$1.csr" 2>/dev/null
+  printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=emailProtection\nsubjectAltName=email:%s\n' "$2" >"pki/$1.ext"
+  openssl x509 -req -in "pki/$1.csr" -CA trust/ca.pem -CAkey pki/ca.key -CAserial pki/ca.srl -CAcreateserial -days 30 \
+    -extfile "pki/$1.ext" -out "pki/$1.pem" 2>/dev/null
+  openssl rand -hex 12 >"keys/$1.pass"
+  openssl pkcs12 -export -inkey "pki/$1.key" -in "pki/$1.pem" -certfile trust/ca.pem \
+    -passout "file:keys/$1.pass" -out "keys/$1.p12"
+  chmod 600 "keys/$1.pass" "keys/$1.p12" "pki/$1.key"
+  echo "   $2: certificate $(openssl x509 -in "pki/$1.pem" -noout -serial), keys/$1.p12"
+}
+issue alice dr.alice@praxis.test
+issue bob bob@klinik.test
+cp pki/bob.pem certs/bob.pem
 
-echo "== 2. Bob decrypts and verifies"
-"$E" smime decrypt --key bob.encrypt.key --cert bob.encrypt.crt --in outgoing.eml --out decrypted.eml
-"$E" smime verify --ca ca.rsa.crt --in decrypted.eml --out plain.eml 2> status.json
-echo "   status: $(cat status.json)"
-echo "   message as Bob reads it:"
-sed 's/^/     | /' plain.eml
+echo "== 2. the mail provider: Postfix (submission with STARTTLS + AUTH) and Dovecot (IMAPS)"
+$SUDO "$root/scripts/mailserver.sh" start "$work/provider" \
+  dr.alice@praxis.test:alice-demo bob@klinik.test:bob-demo | sed 's/^/   /'
 
-if command -v openssl >/dev/null; then
-  echo "== 3. OpenSSL checks the same message independently"
-  openssl cms -decrypt -inkey bob.encrypt.key -recip bob.encrypt.crt -in outgoing.eml \
-    | openssl cms -verify -CAfile ca.rsa.crt -out /dev/null
-fi
+cat >proxy.toml <<EOF
+[smtp]
+listen = "127.0.0.1:$DEMO_SMTP_PORT"
 
-echo "== 4. Tampering is detected"
-sed 's/unauff/auff/' decrypted.eml > tampered.eml
-if "$E" smime verify --ca ca.rsa.crt --in tampered.eml --out /dev/null 2> tampered.json; then
-  echo "   tampered message verified?!" >&2; exit 1
-fi
-echo "   status: $(cat tampered.json)"
-echo "== demo complete"
+[upstream.smtp]
+host = "localhost"
+port = $SUBMISSION_PORT
+tls = "starttls"
+ca_file = "$work/provider/tls/ca.pem"
+system_roots = false
+
+[certificates]
+anchors = ["trust"]
+recipients = "certs"
+
+[[identity]]
+addresses = ["dr.alice@praxis.test"]
+pkcs12 = "keys/alice.p12"
+password_file = "keys/alice.pass"
+
+[policy]
+fallback = "refuse"
+EOF
+
+echo "== 3. envelopd check"
+"$E" check --config proxy.toml | sed 's/^/   /'
+
+echo "== 4. envelopd run (log: $work/envelopd.log)"
+"$E" run --config proxy.toml 2>envelopd.log &
+pid=$!
+for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$DEMO_SMTP_PORT") 2>/dev/null && break; sleep 0.1; done
+
+echo "== 5. Dr. Alice's practice software sends a Befund to Bob through envelopd"
+printf 'From: Dr. Alice <dr.alice@praxis.test>\r\nTo: Bob <bob@klinik.test>\r\nSubject: Befund Herr Muster\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nLieber Kollege,\r\nder Befund von Herrn Muster ist unauff\xc3\xa4llig.\r\nViele Gr\xc3\xbc\xc3\x9fe, Alice\r\n' >befund.eml
+curl -sS "smtp://127.0.0.1:$DEMO_SMTP_PORT" --user dr.alice@praxis.test:alice-demo \
+  --mail-from dr.alice@praxis.test --mail-rcpt bob@klinik.test -T befund.eml
+echo "   accepted by the provider (curl got 250 only after Postfix took the message)"
+
+echo "== 6. what the provider stored in Bob's mailbox"
+box="$work/provider/mail/klinik.test/bob/new"
+for _ in $(seq 100); do [ -n "$($SUDO ls "$box")" ] && break; sleep 0.1; done
+stored=$($SUDO sh -c "ls $box/* | head -1")
+$SUDO cat "$stored" >stored.eml
+sed -n '1,/^\r\{0,1\}$/p' stored.eml | grep -E '^(From|To|Subject|Content-Type|Received: from)' | sed 's/^/   | /'
+echo "   | ... $(wc -c <stored.eml) bytes of base64 ciphertext; 'unauffällig' appears $(grep -c 'unauff' stored.eml || true) times"
+
+echo "== 7. proof: OpenSSL, with Bob's key, decrypts it and verifies Dr. Alice's signature"
+echo "   (the text is quoted-printable: envelopd made it 7-bit so the signature survives transport)"
+openssl cms -decrypt -inkey pki/bob.key -in stored.eml | openssl cms -verify -CAfile trust/ca.pem 2>verify.txt \
+  | sed -n '/^\r\{0,1\}$/,$p' | sed 's/^/   | /'
+echo "   openssl: $(cat verify.txt)"
+
+cat <<EOF
+== 8. try it with your own mail program (Thunderbird, Outlook, ...)
+   Outgoing (SMTP):  server 127.0.0.1, port $DEMO_SMTP_PORT, no encryption (this machine only),
+                     user dr.alice@praxis.test, password alice-demo
+   Incoming (IMAP):  server localhost, port $IMAPS_PORT, SSL/TLS, user bob@klinik.test, password bob-demo
+                     (the provider directly, with its demo CA $work/provider/tls/ca.pem;
+                     the decrypting IMAP side of envelopd is the next step)
+   Send to bob@klinik.test: it leaves signed and encrypted. Send to anyone else: refused with
+   550 5.7.1, because policy "refuse" is set and they have no certificate.
+EOF
+if $once; then exit 0; fi
+echo "== envelopd is running; Ctrl-C stops it and removes everything"
+wait "$pid"

@@ -21,7 +21,11 @@ dir=$(cd "$dir" && pwd)
 stop() {
   [ -f "$dir/postfix/main.cf" ] && postfix -c "$dir/postfix" stop >/dev/null 2>&1 || true
   if [ -f "$dir/dovecot-run/master.pid" ]; then
-    kill "$(cat "$dir/dovecot-run/master.pid")" 2>/dev/null || true
+    local dpid
+    dpid=$(cat "$dir/dovecot-run/master.pid")
+    kill "$dpid" 2>/dev/null || true
+    # Wait for it to go, so the directory can be removed and the ports reused at once.
+    for _ in $(seq 50); do kill -0 "$dpid" 2>/dev/null || break; sleep 0.1; done
   fi
 }
 

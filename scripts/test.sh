@@ -23,3 +23,5 @@ cargo test --workspace --locked -- --skip interop_matrix
 echo "== interoperability matrix"
 # --workspace keeps feature unification identical to the build above (no second build).
 cargo test --workspace --locked --test interop -- --nocapture
+echo "== the demo (README's first command), non-interactively"
+ENVELOPD_BIN="$PWD/target/debug/envelopd" scripts/demo.sh --once
