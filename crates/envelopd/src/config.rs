@@ -97,6 +97,14 @@ pub struct UpstreamServer {
     /// Whether the system's CA store is trusted for the provider's certificate.
     #[serde(default = "yes")]
     pub system_roots: bool,
+    /// Seconds to wait for each reply (RFC 5321 §4.5.3.2: 5 minutes); the end of the message
+    /// gets twice as long.
+    #[serde(default = "default_timeout")]
+    pub timeout: u64,
+}
+
+fn default_timeout() -> u64 {
+    300
 }
 
 fn yes() -> bool {
@@ -104,6 +112,16 @@ fn yes() -> bool {
 }
 
 impl UpstreamServer {
+    /// The waits towards this server.
+    pub fn timeouts(&self) -> smtp::upstream::Timeouts {
+        let t = std::time::Duration::from_secs(self.timeout.max(1));
+        smtp::upstream::Timeouts {
+            connect: t.min(std::time::Duration::from_secs(30)),
+            command: t,
+            data_end: 2 * t,
+        }
+    }
+
     /// The effective port.
     pub fn port(&self) -> u16 {
         self.port.unwrap_or(match self.tls {

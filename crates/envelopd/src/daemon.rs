@@ -77,7 +77,7 @@ pub fn run(cfg: Config) -> Result<()> {
         policy: cfg.policy.to_policy(),
         max_size: 50 << 20,
         max_recipients: 1000,
-        timeouts: Default::default(),
+        timeouts: cfg.upstream.smtp.timeouts(),
         client_timeout: Duration::from_secs(300),
     });
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;

@@ -126,6 +126,11 @@ struct Envelopd {
 
 impl Envelopd {
     fn start(provider: &Provider, tls: &str, port: u16, extra: &str) -> Envelopd {
+        Envelopd::start_on(provider, "127.0.0.1", tls, port, extra)
+    }
+
+    /// Listening on `ip`, with `extra` lines for the `[smtp]` section.
+    fn start_on(provider: &Provider, ip: &str, tls: &str, port: u16, extra: &str) -> Envelopd {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -145,7 +150,7 @@ impl Envelopd {
         std::fs::write(
             d.join("proxy.toml"),
             format!(
-                "[smtp]\nlisten = \"127.0.0.1:{listen}\"\n{extra}\n\
+                "[smtp]\nlisten = \"{ip}:{listen}\"\n{extra}\n\
                  [upstream.smtp]\nhost = \"localhost\"\nport = {port}\ntls = \"{tls}\"\nca_file = \"{}\"\nsystem_roots = false\n\
                  [certificates]\nanchors = [\"trust\"]\nrecipients = \"certs\"\n\
                  [[identity]]\naddresses = [\"alice@smime.example\"]\npkcs12 = \"keys/alice.p12\"\npassword_file = \"keys/pw\"\nencryption_cert = \"keys/alice-enc.pem\"\n\
@@ -436,4 +441,98 @@ fn a_provider_certificate_that_is_not_trusted_gets_4xx_and_nothing_is_sent() {
     );
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(provider.count("bob"), 0);
+}
+
+/// This machine's first IPv4 address that is not loopback (a LAN client's view of envelopd).
+fn lan_address() -> String {
+    let o = Command::new("hostname").arg("-I").output().unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .find(|a| {
+            a.parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| !ip.is_loopback())
+        })
+        .expect("the LAN test needs a non-loopback IPv4 address on this machine")
+        .to_string()
+}
+
+fn edges(mode: &str, host: &str, port: u16, provider: &Provider) -> Output {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/smtp_tls_edges.py");
+    Command::new("python3")
+        .arg(script)
+        .args([mode, host, &port.to_string()])
+        .arg(provider.ca())
+        .args(["alice@smime.example", "alice-pw"])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn clients_get_starttls_and_the_lan_gets_tls_and_login_or_nothing() {
+    let provider = Provider::start();
+    let tls_files = format!(
+        "cert = \"{}\"\nkey = \"{}\"",
+        provider.dir.path().join("tls/server.pem").display(),
+        provider.dir.path().join("tls/server.key").display()
+    );
+    // On loopback: STARTTLS offered, command injection defused, garbage instead of TLS survived.
+    let e = Envelopd::start(
+        &provider,
+        "starttls",
+        provider.submission,
+        &format!("tls = \"starttls\"\n{tls_files}"),
+    );
+    let o = edges("loopback", "127.0.0.1", e.listen, &provider);
+    assert!(o.status.success(), "{}\n{}", transcript(&o), e.log());
+    // On the LAN: nothing without TLS, nothing without a login the provider accepted.
+    let lan = Envelopd::start_on(
+        &provider,
+        "0.0.0.0",
+        "starttls",
+        provider.submission,
+        &format!("tls = \"starttls\"\n{tls_files}"),
+    );
+    let o = edges("lan", &lan_address(), lan.listen, &provider);
+    assert!(o.status.success(), "{}\n{}", transcript(&o), lan.log());
+    let stored = provider.wait_messages("bob", 1);
+    assert_eq!(stored.len(), 1);
+    let content = openssl_open(&stored[0], "bob.encrypt.key").unwrap();
+    assert!(String::from_utf8_lossy(&content).contains("sent from another machine"));
+    // Implicit TLS (SMTPS) for clients, with curl.
+    let smtps = Envelopd::start(
+        &provider,
+        "starttls",
+        provider.submission,
+        &format!("tls = \"implicit\"\n{tls_files}"),
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("m.eml");
+    std::fs::write(
+        &file,
+        message("smtps-client", "Alice <alice@smime.example>"),
+    )
+    .unwrap();
+    let o = Command::new("curl")
+        .args([
+            "-sS",
+            &format!("smtps://localhost:{}", smtps.listen),
+            "--cacert",
+        ])
+        .arg(provider.ca())
+        .args(["--user", "alice@smime.example:alice-pw"])
+        .args([
+            "--mail-from",
+            "alice@smime.example",
+            "--mail-rcpt",
+            "bob@smime.example",
+            "-T",
+        ])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}\n{}", transcript(&o), smtps.log());
+    let stored = provider.wait_messages("bob", 2);
+    assert_eq!(stored.len(), 2);
+    let content = openssl_open(&stored[1], "bob.encrypt.key").unwrap();
+    assert_eq!(String::from_utf8_lossy(body(&content)), BODY);
 }

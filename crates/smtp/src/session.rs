@@ -608,7 +608,8 @@ impl Session {
                 return Ok(r);
             }
         };
-        if reply.is_positive() {
+        // Only 235 (RFC 4954) counts: a server that says 250 to AUTH has not checked anything.
+        if reply.code == 235 {
             let login = login_name(name, &responses);
             tracing::info!(
                 login = login.as_deref().unwrap_or("?"),

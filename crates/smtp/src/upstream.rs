@@ -335,8 +335,19 @@ impl Upstream {
             .map_err(|e| Reply::unavailable(&e.to_string()))
     }
 
+    /// Reads one reply. A 421 means the provider is closing the connection: it becomes an
+    /// error (the session then forgets this connection) and the client gets 451, since envelopd
+    /// itself stays available.
     async fn read_reply(&mut self, limit: Duration) -> Result<Reply, Reply> {
-        self.read_raw(limit).await.map(|(r, _)| r)
+        let (r, _) = self.read_raw(limit).await?;
+        if r.code == 421 {
+            return Err(Reply::new(
+                451,
+                "4.4.2",
+                format!("provider closed the connection: {}", r.text),
+            ));
+        }
+        Ok(r)
     }
 
     /// Reads one reply; also returns its text with the lines kept apart (for EHLO).
