@@ -22,6 +22,8 @@ pub fn run(cfg: Config) -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal, never in log files or the journal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let upstream = upstream_target(&cfg)?;
     let client_tls = client_tls(&cfg)?;

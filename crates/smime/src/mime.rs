@@ -553,8 +553,27 @@ fn find_delimiter(body: &[u8], boundary: &str) -> Option<usize> {
 
 /// True when a body is plain 7-bit text with lines of at most 998 bytes and no NUL.
 pub fn is_7bit_safe(body: &[u8]) -> bool {
-    body.split(|&b| b == b'\n')
-        .all(|line| line.len() <= 999 && line.iter().all(|&b| b != 0 && b < 0x80))
+    // Bytes a block at a time (branch-free inner loop the compiler vectorises), then line
+    // lengths with memchr: a byte-by-byte scan was an eighth of the CPU for a 1 MiB message.
+    let bad_byte = body.chunks(64).any(|block| {
+        let (mut high, mut nul) = (0u8, false);
+        for &b in block {
+            high |= b;
+            nul |= b == 0;
+        }
+        high & 0x80 != 0 || nul
+    });
+    if bad_byte {
+        return false;
+    }
+    let mut start = 0;
+    for nl in memchr::memchr_iter(b'\n', body) {
+        if nl - start > 999 {
+            return false;
+        }
+        start = nl + 1;
+    }
+    body.len() - start <= 999
 }
 
 #[cfg(test)]

@@ -267,3 +267,26 @@ fn every_single_byte_flip_is_detected() {
         }
     }
 }
+
+proptest! {
+    /// The block-wise 7-bit check agrees with the plain definition (every byte 1..=127, lines of
+    /// at most 998 octets plus CR) on arbitrary bytes, long lines and line-length edges.
+    #[test]
+    fn seven_bit_check_matches_its_definition(
+        body in prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..300),
+            (990usize..1010, 0usize..3).prop_map(|(n, extra)| {
+                let mut v = vec![b'a'; n];
+                v.extend(std::iter::repeat_n(b'\n', extra));
+                v.extend(vec![b'b'; 1000 - n.min(1000)]);
+                v
+            }),
+            proptest::collection::vec(prop_oneof![Just(b'a'), Just(b'\n'), Just(b'\r'), Just(0u8), Just(0x80u8)], 0..3000),
+        ]
+    ) {
+        let naive = body
+            .split(|&b| b == b'\n')
+            .all(|line| line.len() <= 999 && line.iter().all(|&b| b != 0 && b < 0x80));
+        prop_assert_eq!(smime::mime::is_7bit_safe(&body), naive);
+    }
+}

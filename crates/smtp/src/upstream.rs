@@ -398,14 +398,19 @@ impl Upstream {
 /// Dot-stuffing (RFC 5321 §4.5.2) and the final `.` line; the message must use CRLF.
 pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 8);
-    let mut at_line_start = true;
-    for &b in message {
-        if at_line_start && b == b'.' {
-            out.push(b'.');
-        }
-        out.push(b);
-        at_line_start = b == b'\n';
+    // Whole runs between the rare lines that start with a dot are copied at once.
+    let mut start = 0;
+    if message.first() == Some(&b'.') {
+        out.push(b'.');
     }
+    for nl in memchr::memchr_iter(b'\n', message) {
+        if message.get(nl + 1) == Some(&b'.') {
+            out.extend_from_slice(&message[start..=nl]);
+            out.push(b'.');
+            start = nl + 1;
+        }
+    }
+    out.extend_from_slice(&message[start..]);
     if !message.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
     }
@@ -424,6 +429,33 @@ mod tests {
             b"..a\r\nb\r\n...c\r\n.\r\n"
         );
         assert_eq!(dot_stuff(b"no newline"), b"no newline\r\n.\r\n");
+        assert_eq!(dot_stuff(b"."), b"..\r\n.\r\n");
+        assert_eq!(dot_stuff(b"a\r\n.\r\n.\r\n"), b"a\r\n..\r\n..\r\n.\r\n");
+        assert_eq!(dot_stuff(b""), b"\r\n.\r\n");
+    }
+
+    proptest::proptest! {
+        /// The run-copying stuffer equals the byte-by-byte definition for any CRLF message.
+        #[test]
+        fn dot_stuffing_matches_the_definition(
+            lines in proptest::collection::vec("[.a-z]{0,4}", 0..20)
+        ) {
+            let message: Vec<u8> = lines.iter().flat_map(|l| format!("{l}\r\n").into_bytes()).collect();
+            let mut naive = Vec::new();
+            let mut at_start = true;
+            for &b in &message {
+                if at_start && b == b'.' {
+                    naive.push(b'.');
+                }
+                naive.push(b);
+                at_start = b == b'\n';
+            }
+            if !message.ends_with(b"\r\n") {
+                naive.extend_from_slice(b"\r\n");
+            }
+            naive.extend_from_slice(b".\r\n");
+            proptest::prop_assert_eq!(dot_stuff(&message), naive);
+        }
     }
 
     #[test]

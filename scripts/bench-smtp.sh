@@ -1,0 +1,125 @@
+#!/usr/bin/env bash
+# SMTP throughput benchmark, all baselines measured in the same run:
+#   * Postfix's smtp-source sending straight to smtp-sink (the client and sink alone),
+#   * the same client through `envelopd run` (every message signed with RSA-2048 and
+#     encrypted to the recipient and the sender's Sent key), 4 KiB and 1 MiB messages,
+#   * the machine's raw RSA-2048 signing rate (`openssl speed`, one core and all cores),
+# and envelopd's peak memory. Needs postfix (smtp-source, smtp-sink) and openssl.
+#
+#   scripts/bench-smtp.sh [--quick]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+export PATH="$PATH:/usr/sbin"
+V="$(cd "${ENVELOPD_VECTORS:-../shared/vectors}" && pwd)/rfc9216"
+small=4000 large=120 sessions=8
+if [ "${1:-}" = --quick ]; then small=400 large=16; fi
+
+echo "== building envelopd (release)"
+cargo build --quiet --release -p envelopd
+E="$root/target/release/envelopd"
+
+work=$(mktemp -d); chmod 755 "$work"
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+cd "$work"
+mkdir trust certs keys
+cp "$V/ca.rsa.crt" trust/ca.pem
+cp "$V/bob.encrypt.crt" certs/bob.pem
+cp "$V/alice.p12" keys/alice.p12
+cp "$V/alice.encrypt.crt" keys/alice-enc.pem
+echo alice >keys/pw
+chmod 600 keys/*
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.05; done; echo "nothing on port $1" >&2; exit 1; }
+sink_port=$(port)
+listen=$(port)
+user=()
+[ "$(id -u)" = 0 ] && user=(-u nobody)
+smtp-sink "${user[@]}" -m 512 "127.0.0.1:$sink_port" 1024 </dev/null >/dev/null 2>&1 &
+pids+=($!)
+cat >proxy.toml <<EOF
+[smtp]
+listen = "127.0.0.1:$listen"
+[upstream.smtp]
+host = "127.0.0.1"
+port = $sink_port
+tls = "none"
+[certificates]
+anchors = ["trust"]
+recipients = "certs"
+[[identity]]
+addresses = ["alice@smime.example"]
+pkcs12 = "keys/alice.p12"
+password_file = "keys/pw"
+encryption_cert = "keys/alice-enc.pem"
+[policy]
+fallback = "refuse"
+EOF
+RUST_LOG=info "$E" run --config proxy.toml 2>envelopd.log &
+epid=$!
+pids+=($epid)
+wait_port "$sink_port"
+wait_port "$listen"
+
+mkmsg() { # file body-bytes
+  { printf 'From: Alice <alice@smime.example>\nTo: Bob <bob@smime.example>\nSubject: bench\n\n'
+    head -c "$2" /dev/zero | tr '\0' 'x' | fold -w 76; echo; } >"$1"
+}
+mkmsg small.eml 4096
+mkmsg large.eml 1048576
+
+# Messages per second for N messages of FILE to PORT over $sessions parallel sessions.
+rate() { # port file count [extra smtp-source options]
+  local start end
+  start=$(date +%s.%N)
+  smtp-source -s "$sessions" -m "$3" "${@:4}" -F "$2" -f alice@smime.example -t bob@smime.example "127.0.0.1:$1"
+  end=$(date +%s.%N)
+  python3 -c "print(f'{$3/($end-$start):.1f}')"
+}
+
+echo "== openssl speed rsa2048 (the machine's raw signing rate)"
+cores=$(nproc)
+one=$(openssl speed -seconds 3 rsa2048 2>/dev/null | awk '/^rsa 2048/ {print $6}')
+all=$(openssl speed -multi "$cores" -seconds 3 rsa2048 2>/dev/null | awk '/^rsa 2048/ {print $6}')
+echo "   one core: $one sign/s; $cores cores: $all sign/s"
+
+echo "== 4 KiB messages ($small, $sessions sessions in parallel, one message per session)"
+direct_s=$(rate "$sink_port" small.eml "$small")
+via_s=$(rate "$listen" small.eml "$small")
+echo "== 4 KiB messages, sessions kept open (-d)"
+direct_sd=$(rate "$sink_port" small.eml "$small" -d)
+via_sd=$(rate "$listen" small.eml "$small" -d)
+echo "== 1 MiB messages ($large)"
+direct_l=$(rate "$sink_port" large.eml "$large")
+via_l=$(rate "$listen" large.eml "$large")
+rss=$(awk '/VmHWM/ {print $2}' "/proc/$epid/status")
+# Every message through envelopd must have been signed and encrypted (one log event each, at the
+# default log level, so the benchmark also pays for logging as a real deployment does).
+through=$((2 * small + large))
+done_ok=$(grep -c 'signed_as="alice@smime.example" copies=1 encrypted_copies=1' envelopd.log || true)
+if [ "$done_ok" != "$through" ]; then
+  echo "only $done_ok of $through messages were signed and encrypted; see the log:" >&2
+  tail -5 envelopd.log >&2
+  exit 1
+fi
+echo "== all $through messages through envelopd were signed and encrypted"
+
+python3 - "$one" "$all" "$direct_s" "$via_s" "$direct_sd" "$via_sd" "$direct_l" "$via_l" "$rss" "$cores" <<'EOF'
+import sys
+one, allc, ds, vs, dsd, vsd, dl, vl, rss, cores = map(float, sys.argv[1:])
+print()
+print(f"{'':40}{'msg/s':>10}{'vs direct':>12}{'vs RSA sign 1 core':>20}{'all cores':>11}")
+rows = [("4 KiB direct to smtp-sink", ds, None), ("4 KiB through envelopd", vs, ds),
+        ("4 KiB direct, sessions reused", dsd, None), ("4 KiB through envelopd, sessions reused", vsd, dsd),
+        ("1 MiB direct to smtp-sink", dl, None), ("1 MiB through envelopd", vl, dl)]
+for name, v, base in rows:
+    r = f"{v/base:.2f}x" if base else ""
+    s1 = f"{v/one*100:.0f} %" if base else ""
+    s = f"{v/allc*100:.0f} %" if base else ""
+    print(f"{name:40}{v:>10.1f}{r:>12}{s1:>20}{s:>11}")
+print(f"raw RSA-2048 sign: {one:.0f}/s on one core, {allc:.0f}/s on {cores:.0f} cores (openssl speed)")
+print(f"envelopd peak RSS: {rss/1024:.1f} MiB (1 MiB messages, {8} sessions in parallel)")
+EOF
