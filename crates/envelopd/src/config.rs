@@ -45,6 +45,13 @@ pub struct SmtpListener {
     /// Require AUTH before MAIL (always on off loopback).
     #[serde(default)]
     pub require_auth: bool,
+    /// The largest message accepted, in bytes (less if the provider's limit leaves less room).
+    #[serde(default = "default_max_size")]
+    pub max_message_size: usize,
+}
+
+fn default_max_size() -> usize {
+    50 << 20
 }
 
 fn no_tls() -> TlsMode {
@@ -59,6 +66,7 @@ impl Default for SmtpListener {
             cert: None,
             key: None,
             require_auth: false,
+            max_message_size: default_max_size(),
         }
     }
 }

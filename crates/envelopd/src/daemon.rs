@@ -77,7 +77,7 @@ pub fn run(cfg: Config) -> Result<()> {
         store,
         identities,
         policy: cfg.policy.to_policy(),
-        max_size: 50 << 20,
+        max_size: cfg.smtp.max_message_size,
         max_recipients: 1000,
         timeouts: cfg.upstream.smtp.timeouts(),
         client_timeout: Duration::from_secs(300),

@@ -615,3 +615,77 @@ fn a_provider_without_tls_gets_nothing_when_tls_is_configured() {
         assert!(s.messages().is_empty(), "{mode}: nothing may be sent");
     }
 }
+
+#[test]
+fn bdat_chunks_and_oversized_data_are_handled_without_losing_the_session() {
+    let s = Setup::new("plaintext");
+    let cfg = s.dir.path().join("proxy.toml");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[smtp]\n", "[smtp]\nmax_message_size = 20000\n");
+    std::fs::write(&cfg, text).unwrap();
+    let _sink = sink(&s.dump(), s.upstream, &[]);
+    let _e = s.envelopd();
+    let mut c = Raw::connect(s.listen);
+    let expect = |reply: String, code: &str| {
+        assert!(reply.starts_with(code), "expected {code}, got {reply:?}")
+    };
+    let ehlo = c.send(b"EHLO client.example\r\n");
+    assert!(
+        ehlo.contains("CHUNKING") && ehlo.contains("SIZE 20000"),
+        "{ehlo}"
+    );
+    // BDAT before MAIL: refused, and its bytes are skipped rather than read as commands.
+    expect(c.send(b"BDAT 12 LAST\r\nNOOP\r\nNOOP\r\n"), "503 5.5.1");
+    expect(c.send(b"NOOP\r\n"), "250");
+    // A message in three chunks; a line with a lone dot inside a chunk is data, not the end.
+    expect(c.send(b"MAIL FROM:<alice@smime.example>\r\n"), "250");
+    expect(c.send(b"RCPT TO:<carol@other.example>\r\n"), "250");
+    let part1 = b"From: alice@smime.example\r\nSubject: chunked\r\n\r\n";
+    let part2 = b"first chunk\r\n.\r\nstill the message\r\n";
+    let part3 = b"last chunk\r\n";
+    expect(
+        c.send(&[format!("BDAT {}\r\n", part1.len()).as_bytes(), part1].concat()),
+        "250 2.0.0",
+    );
+    expect(
+        c.send(&[format!("BDAT {}\r\n", part2.len()).as_bytes(), part2].concat()),
+        "250 2.0.0",
+    );
+    let last = c.send(&[format!("BDAT {} LAST\r\n", part3.len()).as_bytes(), part3].concat());
+    assert!(last.starts_with("250 2.0.0 Ok"), "the provider's reply: {last}");
+    // DATA inside a BDAT transaction is refused and the transaction is gone.
+    expect(c.send(b"MAIL FROM:<alice@smime.example>\r\n"), "250");
+    expect(c.send(b"RCPT TO:<carol@other.example>\r\n"), "250");
+    expect(c.send(b"BDAT 4\r\nabcd"), "250");
+    expect(c.send(b"DATA\r\n"), "503 5.5.1");
+    expect(c.send(b"RCPT TO:<carol@other.example>\r\n"), "503 5.5.1");
+    // A DATA message over the limit: 552 after the end, and the session goes on.
+    expect(c.send(b"MAIL FROM:<alice@smime.example>\r\n"), "250");
+    expect(c.send(b"RCPT TO:<carol@other.example>\r\n"), "250");
+    expect(c.send(b"DATA\r\n"), "354");
+    let mut big = b"Subject: too big\r\n\r\n".to_vec();
+    for _ in 0..400 {
+        big.extend_from_slice(&[b'x'; 76]);
+        big.extend_from_slice(b"\r\n");
+    }
+    big.extend_from_slice(b".\r\n");
+    expect(c.send(&big), "552 5.3.4");
+    // Over the limit in BDAT too.
+    expect(c.send(b"MAIL FROM:<alice@smime.example>\r\n"), "250");
+    expect(c.send(b"RCPT TO:<carol@other.example>\r\n"), "250");
+    let chunk = vec![b'y'; 25000];
+    expect(
+        c.send(&[b"BDAT 25000 LAST\r\n".as_slice(), &chunk].concat()),
+        "552 5.3.4",
+    );
+    expect(c.send(b"NOOP\r\n"), "250");
+    expect(c.send(b"QUIT\r\n"), "221");
+    let stored = s.messages();
+    assert_eq!(stored.len(), 1, "only the chunked message was delivered");
+    let text = String::from_utf8_lossy(&stored[0]);
+    assert!(
+        text.contains("first chunk") && text.contains("still the message") && text.contains("last chunk"),
+        "{text}"
+    );
+}
