@@ -653,7 +653,10 @@ fn bdat_chunks_and_oversized_data_are_handled_without_losing_the_session() {
         "250 2.0.0",
     );
     let last = c.send(&[format!("BDAT {} LAST\r\n", part3.len()).as_bytes(), part3].concat());
-    assert!(last.starts_with("250 2.0.0 Ok"), "the provider's reply: {last}");
+    assert!(
+        last.starts_with("250 2.0.0 Ok"),
+        "the provider's reply: {last}"
+    );
     // DATA inside a BDAT transaction is refused and the transaction is gone.
     expect(c.send(b"MAIL FROM:<alice@smime.example>\r\n"), "250");
     expect(c.send(b"RCPT TO:<carol@other.example>\r\n"), "250");
@@ -685,7 +688,9 @@ fn bdat_chunks_and_oversized_data_are_handled_without_losing_the_session() {
     assert_eq!(stored.len(), 1, "only the chunked message was delivered");
     let text = String::from_utf8_lossy(&stored[0]);
     assert!(
-        text.contains("first chunk") && text.contains("still the message") && text.contains("last chunk"),
+        text.contains("first chunk")
+            && text.contains("still the message")
+            && text.contains("last chunk"),
         "{text}"
     );
 }
