@@ -694,3 +694,33 @@ fn bdat_chunks_and_oversized_data_are_handled_without_losing_the_session() {
         "{text}"
     );
 }
+
+#[test]
+fn a_client_that_vanishes_mid_data_sends_nothing_and_others_go_on() {
+    let s = Setup::new("plaintext");
+    let _sink = sink(&s.dump(), s.upstream, &[]);
+    let _e = s.envelopd();
+    {
+        let mut c = Raw::connect(s.listen);
+        assert!(c.send(b"EHLO c.example\r\n").starts_with("250"));
+        assert!(c
+            .send(b"MAIL FROM:<alice@smime.example>\r\n")
+            .starts_with("250"));
+        assert!(c
+            .send(b"RCPT TO:<carol@other.example>\r\n")
+            .starts_with("250"));
+        assert!(c.send(b"DATA\r\n").starts_with("354"));
+        use std::io::Write;
+        c.stream
+            .get_mut()
+            .write_all(b"Subject: cut\r\n\r\nhalf a message that never ends\r\n")
+            .unwrap();
+        // The connection drops here without the final dot.
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let o = s.swaks(&["carol@other.example"], &["Subject: next"], BODY);
+    assert!(o.status.success(), "{}", transcript(&o));
+    let stored = s.messages();
+    assert_eq!(stored.len(), 1, "only the complete message arrives");
+    assert!(!String::from_utf8_lossy(&stored[0]).contains("half a message"));
+}
