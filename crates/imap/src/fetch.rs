@@ -1,0 +1,345 @@
+//! FETCH rewriting, on `imap-codec` types. A client FETCH that asks for anything derived from
+//! the message content is sent to the server with two more items (the UID, and the
+//! `Content-Type` and status header fields), which tell envelopd which messages it must show
+//! decrypted; their responses are then answered from the shown message, every item from the same
+//! bytes. Items the client did not ask for are removed again. Pure functions.
+
+use std::num::NonZeroU32;
+
+use imap_codec::decode::Decoder;
+use imap_codec::encode::Encoder;
+use imap_codec::imap_types::command::{Command, CommandBody};
+use imap_codec::imap_types::core::{AString, Literal, NString, Vec1};
+use imap_codec::imap_types::fetch::{
+    MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName, Section,
+};
+use imap_codec::imap_types::response::{Data, Response};
+use imap_codec::{CommandCodec, ResponseCodec};
+
+use crate::present::STATUS_FIELD;
+use crate::structure;
+
+/// A client FETCH that envelopd answers from shown messages.
+#[derive(Debug, Clone)]
+pub struct FetchPlan {
+    /// The client's tag.
+    pub tag: String,
+    /// `UID FETCH` (the UID is then always part of the response).
+    pub uid: bool,
+    /// What the client asked for.
+    pub requested: Vec<MessageDataItemName<'static>>,
+}
+
+fn marker_section() -> Section<'static> {
+    Section::HeaderFields(
+        None,
+        Vec1::try_from(vec![
+            AString::try_from("Content-Type").expect("an atom"),
+            AString::try_from(STATUS_FIELD).expect("an atom"),
+        ])
+        .expect("two names"),
+    )
+}
+
+fn marker_item() -> MessageDataItemName<'static> {
+    MessageDataItemName::BodyExt {
+        section: Some(marker_section()),
+        partial: None,
+        peek: true,
+    }
+}
+
+fn touches_content(item: &MessageDataItemName<'_>) -> bool {
+    use MessageDataItemName::*;
+    matches!(
+        item,
+        Body | BodyExt { .. }
+            | BodyStructure
+            | Rfc822
+            | Rfc822Header
+            | Rfc822Size
+            | Rfc822Text
+            | Binary { .. }
+            | BinarySize { .. }
+    )
+}
+
+/// If `line` (one complete command line, CRLF included) is a FETCH that needs rewriting,
+/// returns the line to send to the server instead and the plan for its responses.
+pub fn plan(line: &[u8]) -> Option<(Vec<u8>, FetchPlan)> {
+    let (rest, command) = CommandCodec::default().decode(line).ok()?;
+    if !rest.is_empty() {
+        return None;
+    }
+    let Command { tag, body } = command;
+    let CommandBody::Fetch {
+        sequence_set,
+        macro_or_item_names,
+        uid,
+        modifiers,
+    } = body
+    else {
+        return None;
+    };
+    let requested: Vec<MessageDataItemName<'static>> = match &macro_or_item_names {
+        MacroOrMessageDataItemNames::Macro(m) => m
+            .expand()
+            .into_iter()
+            .map(bounded_static::IntoBoundedStatic::into_static)
+            .collect(),
+        MacroOrMessageDataItemNames::MessageDataItemNames(items) => items
+            .iter()
+            .cloned()
+            .map(bounded_static::IntoBoundedStatic::into_static)
+            .collect(),
+    };
+    if !requested.iter().any(touches_content) {
+        return None;
+    }
+    let mut items = requested.clone();
+    if !items.contains(&MessageDataItemName::Uid) {
+        items.push(MessageDataItemName::Uid);
+    }
+    items.push(marker_item());
+    let rewritten = Command {
+        tag: tag.clone(),
+        body: CommandBody::Fetch {
+            sequence_set,
+            macro_or_item_names: MacroOrMessageDataItemNames::MessageDataItemNames(items),
+            uid,
+            modifiers,
+        },
+    };
+    let bytes = CommandCodec::default().encode(&rewritten).dump();
+    Some((
+        bytes,
+        FetchPlan {
+            tag: tag.inner().to_string(),
+            uid,
+            requested,
+        },
+    ))
+}
+
+/// One parsed untagged FETCH response.
+pub struct FetchResponse {
+    /// The message sequence number.
+    pub seq: NonZeroU32,
+    /// Its items as the server sent them.
+    pub items: Vec<MessageDataItem<'static>>,
+}
+
+impl FetchResponse {
+    /// The UID, if the response has one.
+    pub fn uid(&self) -> Option<u32> {
+        self.items.iter().find_map(|i| match i {
+            MessageDataItem::Uid(u) => Some(u.get()),
+            _ => None,
+        })
+    }
+
+    /// The header fields envelopd asked for (Content-Type and the status field), if present.
+    pub fn marker(&self) -> Option<Vec<u8>> {
+        let wanted = marker_section();
+        self.items.iter().find_map(|i| match i {
+            MessageDataItem::BodyExt {
+                section: Some(s),
+                data,
+                ..
+            } if *s == wanted => data.clone().into_option().map(|d| d.into_owned()),
+            _ => None,
+        })
+    }
+
+    /// `BODY[]` as sent, if present (envelopd's own fetch of the stored message).
+    pub fn whole_body(&self) -> Option<Vec<u8>> {
+        self.items.iter().find_map(|i| match i {
+            MessageDataItem::BodyExt {
+                section: None,
+                origin: None,
+                data,
+            } => data.clone().into_option().map(|d| d.into_owned()),
+            _ => None,
+        })
+    }
+}
+
+/// Parses `* n FETCH (...)`; `None` for anything else or what imap-codec cannot read.
+pub fn parse_response(message: &[u8]) -> Option<FetchResponse> {
+    let (rest, response) = ResponseCodec::default().decode(message).ok()?;
+    if !rest.is_empty() {
+        return None;
+    }
+    match response {
+        Response::Data(Data::Fetch { seq, items }) => Some(FetchResponse {
+            seq,
+            items: items
+                .into_iter()
+                .map(bounded_static::IntoBoundedStatic::into_static)
+                .collect(),
+        }),
+        _ => None,
+    }
+}
+
+/// The status header fields a message carries (for a plain message: is a forged one there?).
+pub fn marker_has_status(marker: &[u8]) -> bool {
+    smime::mime::fields(marker)
+        .iter()
+        .any(|f| f.name.eq_ignore_ascii_case(STATUS_FIELD))
+}
+
+/// The Content-Type value in the marker fields (empty when absent).
+pub fn marker_content_type(marker: &[u8]) -> String {
+    smime::mime::fields(marker)
+        .iter()
+        .find(|f| f.name == "content-type")
+        .map(|f| {
+            let raw = String::from_utf8_lossy(f.raw);
+            raw.split_once(':')
+                .map(|(_, v)| v.trim().replace(['\r', '\n'], " "))
+                .unwrap_or_default()
+        })
+        .unwrap_or_default()
+}
+
+fn nstring(data: Vec<u8>) -> NString<'static> {
+    let literal = Literal::try_from(data.clone()).unwrap_or_else(|_| {
+        // IMAP4rev1 literals cannot carry NUL; such a byte is shown as a space.
+        let clean: Vec<u8> = data
+            .iter()
+            .map(|&b| if b == 0 { b' ' } else { b })
+            .collect();
+        Literal::try_from(clean).expect("NUL-free bytes make a literal")
+    });
+    NString(Some(literal.into()))
+}
+
+/// The requested partial range for `BODY[section]<origin>`, if any.
+fn partial_for(plan: &FetchPlan, section: &Option<Section<'static>>, origin: u32) -> Option<u32> {
+    plan.requested.iter().find_map(|r| match r {
+        MessageDataItemName::BodyExt {
+            section: s,
+            partial: Some((o, n)),
+            ..
+        } if s == section && *o == origin => Some(n.get()),
+        _ => None,
+    })
+}
+
+fn was_requested(plan: &FetchPlan, item: &MessageDataItem<'_>) -> bool {
+    use MessageDataItemName as N;
+    match item {
+        MessageDataItem::Uid(_) => plan.uid || plan.requested.contains(&N::Uid),
+        MessageDataItem::BodyExt { section, .. } => {
+            *section != Some(marker_section())
+                || plan.requested.iter().any(
+                    |r| matches!(r, N::BodyExt { section: s, .. } if *s == Some(marker_section())),
+                )
+        }
+        _ => true,
+    }
+}
+
+/// Encodes the response for the client: with `shown`, every content item is answered from those
+/// bytes; without, the server's items pass unchanged. envelopd's extra items are removed.
+pub fn rewrite(response: FetchResponse, plan: &FetchPlan, shown: Option<&[u8]>) -> Vec<u8> {
+    let mut items = Vec::with_capacity(response.items.len());
+    for item in response.items {
+        if !was_requested(plan, &item) {
+            continue;
+        }
+        let Some(p) = shown else {
+            items.push(item);
+            continue;
+        };
+        let new = match item {
+            MessageDataItem::BodyExt {
+                section, origin, ..
+            } => {
+                let mut bytes = structure::section(p, section.as_ref());
+                if let Some(o) = origin {
+                    let start = (o as usize).min(bytes.len());
+                    let len = partial_for(plan, &section, o).unwrap_or(u32::MAX) as usize;
+                    let end = start.saturating_add(len).min(bytes.len());
+                    bytes = bytes[start..end].to_vec();
+                }
+                MessageDataItem::BodyExt {
+                    section,
+                    origin,
+                    data: nstring(bytes),
+                }
+            }
+            MessageDataItem::Rfc822(_) => MessageDataItem::Rfc822(nstring(p.to_vec())),
+            MessageDataItem::Rfc822Header(_) => MessageDataItem::Rfc822Header(nstring(
+                structure::section(p, Some(&Section::Header(None))),
+            )),
+            MessageDataItem::Rfc822Text(_) => MessageDataItem::Rfc822Text(nstring(
+                structure::section(p, Some(&Section::Text(None))),
+            )),
+            MessageDataItem::Rfc822Size(_) => MessageDataItem::Rfc822Size(p.len() as u32),
+            MessageDataItem::Body(_) => MessageDataItem::Body(structure::body_structure(p, false)),
+            MessageDataItem::BodyStructure(_) => {
+                MessageDataItem::BodyStructure(structure::body_structure(p, true))
+            }
+            other => other,
+        };
+        items.push(new);
+    }
+    let Ok(items) = Vec1::try_from(items) else {
+        // Nothing the client asked for was in the response: send the sequence number's UID
+        // never happens in practice; an empty FETCH is not valid IMAP, so answer with FLAGS ().
+        let data = Data::Fetch {
+            seq: response.seq,
+            items: Vec1::from(MessageDataItem::Flags(Vec::new())),
+        };
+        return ResponseCodec::default()
+            .encode(&Response::Data(data))
+            .dump();
+    };
+    let data = Data::Fetch {
+        seq: response.seq,
+        items,
+    };
+    ResponseCodec::default()
+        .encode(&Response::Data(data))
+        .dump()
+}
+
+/// envelopd's own command to read whole stored messages by UID.
+pub fn fetch_whole(tag: &str, uids: &[u32]) -> Vec<u8> {
+    let set: Vec<String> = uids.iter().map(u32::to_string).collect();
+    format!("{tag} UID FETCH {} (UID BODY.PEEK[])\r\n", set.join(",")).into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_fetches_are_planned_and_others_pass() {
+        let (line, plan) = plan(b"a1 UID FETCH 1:* (FLAGS RFC822.SIZE)\r\n").unwrap();
+        let line = String::from_utf8(line).unwrap();
+        assert!(line.starts_with("a1 UID FETCH 1:* (FLAGS RFC822.SIZE UID BODY.PEEK[HEADER.FIELDS (Content-Type X-Envelopd)])"), "{line}");
+        assert!(plan.uid);
+        assert!(super::plan(b"a2 FETCH 1 (FLAGS)\r\n").is_none());
+        assert!(super::plan(b"a3 NOOP\r\n").is_none());
+        let (_, full) = super::plan(b"a4 FETCH 1:3 FULL\r\n").unwrap();
+        assert!(full.requested.contains(&MessageDataItemName::Body));
+    }
+
+    #[test]
+    fn responses_are_answered_from_the_shown_message_and_extras_removed() {
+        let (_, plan) = plan(b"a FETCH 1 (RFC822.SIZE BODY.PEEK[]<2.5> FLAGS)\r\n").unwrap();
+        let server = b"* 1 FETCH (RFC822.SIZE 999 BODY[]<2> {5}\r\nxxxxx FLAGS (\\Seen) UID 7 BODY[HEADER.FIELDS (Content-Type X-Envelopd)] {2}\r\n\r\n)\r\n";
+        let r = parse_response(server).unwrap();
+        assert_eq!(r.uid(), Some(7));
+        assert_eq!(r.marker().unwrap(), b"\r\n");
+        let shown = b"Subject: hello\r\n\r\nbody\r\n";
+        let out = String::from_utf8(rewrite(r, &plan, Some(shown))).unwrap();
+        assert_eq!(
+            out,
+            "* 1 FETCH (RFC822.SIZE 24 BODY[]<2> {5}\r\nbject FLAGS (\\Seen))\r\n"
+        );
+    }
+}

@@ -1,0 +1,251 @@
+//! Splitting IMAP byte streams, with bounded memory. From the server, whole messages (a line
+//! and the literals it announces) are collected, because envelopd may rewrite them; the server
+//! never waits for the client inside a response, so this cannot deadlock. From the client, lines
+//! and literal bytes are handed on as they arrive: a client sending `{n}` waits for the server's
+//! `+` before the literal, so a command must never be held back until it is complete.
+
+/// What went wrong while splitting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameError {
+    /// A line without CRLF longer than the limit.
+    LineTooLong(usize),
+    /// A literal announced larger than the limit.
+    LiteralTooLong(u64),
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::LineTooLong(n) => write!(f, "a line longer than {n} bytes"),
+            FrameError::LiteralTooLong(n) => write!(f, "a literal of {n} bytes, over the limit"),
+        }
+    }
+}
+
+/// The literal a line announces at its end (`{12}`, `{12+}`, `~{12}`), if any.
+pub fn literal_at_end(line: &[u8]) -> Option<u64> {
+    let line = line.strip_suffix(b"\n")?;
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let inner = line.strip_suffix(b"}")?;
+    let open = memchr::memrchr(b'{', inner)?;
+    let digits = &inner[open + 1..];
+    let digits = digits
+        .strip_suffix(b"+")
+        .or_else(|| digits.strip_suffix(b"-"))
+        .unwrap_or(digits);
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// Collects whole server messages.
+#[derive(Debug)]
+pub struct Framer {
+    buf: Vec<u8>,
+    /// Bytes of the current message already checked.
+    pos: usize,
+    literal_left: u64,
+    max_line: usize,
+    max_literal: u64,
+}
+
+impl Framer {
+    /// A framer with limits for one line and one literal.
+    pub fn new(max_line: usize, max_literal: u64) -> Self {
+        Framer {
+            buf: Vec::with_capacity(8192),
+            pos: 0,
+            literal_left: 0,
+            max_line,
+            max_literal,
+        }
+    }
+
+    /// Adds received bytes.
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// How many bytes are buffered beyond the messages already returned.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The next complete message, if one is buffered.
+    pub fn next_message(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        loop {
+            if self.literal_left > 0 {
+                let available = (self.buf.len() - self.pos) as u64;
+                if available < self.literal_left {
+                    return Ok(None);
+                }
+                self.pos += self.literal_left as usize;
+                self.literal_left = 0;
+                continue;
+            }
+            let Some(nl) = memchr::memchr(b'\n', &self.buf[self.pos..]) else {
+                if self.buf.len() - self.pos > self.max_line {
+                    return Err(FrameError::LineTooLong(self.max_line));
+                }
+                return Ok(None);
+            };
+            let end = self.pos + nl + 1;
+            if end - self.pos > self.max_line + 2 {
+                return Err(FrameError::LineTooLong(self.max_line));
+            }
+            if let Some(n) = literal_at_end(&self.buf[self.pos..end]) {
+                if n > self.max_literal {
+                    return Err(FrameError::LiteralTooLong(n));
+                }
+                self.literal_left = n;
+                self.pos = end;
+                self.buf.reserve(n as usize);
+                continue;
+            }
+            let message: Vec<u8> = self.buf.drain(..end).collect();
+            self.pos = 0;
+            return Ok(Some(message));
+        }
+    }
+}
+
+/// A piece of the client's stream.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Piece {
+    /// One line with its line end; `first` when it starts a new command.
+    Line {
+        /// The bytes.
+        bytes: Vec<u8>,
+        /// Whether the line begins a command (not the continuation after a literal).
+        first: bool,
+    },
+    /// Literal bytes (a literal may arrive in several pieces).
+    Literal(Vec<u8>),
+}
+
+/// Splits the client's stream into lines and literal bytes.
+#[derive(Debug)]
+pub struct Splitter {
+    buf: Vec<u8>,
+    literal_left: u64,
+    at_command_start: bool,
+    max_line: usize,
+}
+
+impl Splitter {
+    /// A splitter with a line limit.
+    pub fn new(max_line: usize) -> Self {
+        Splitter {
+            buf: Vec::with_capacity(8192),
+            literal_left: 0,
+            at_command_start: true,
+            max_line,
+        }
+    }
+
+    /// Adds received bytes.
+    pub fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+    }
+
+    /// The next piece, if one is available.
+    pub fn next_piece(&mut self) -> Result<Option<Piece>, FrameError> {
+        if self.literal_left > 0 {
+            if self.buf.is_empty() {
+                return Ok(None);
+            }
+            let n = (self.literal_left.min(self.buf.len() as u64)) as usize;
+            self.literal_left -= n as u64;
+            return Ok(Some(Piece::Literal(self.buf.drain(..n).collect())));
+        }
+        let Some(nl) = memchr::memchr(b'\n', &self.buf) else {
+            if self.buf.len() > self.max_line {
+                return Err(FrameError::LineTooLong(self.max_line));
+            }
+            return Ok(None);
+        };
+        if nl > self.max_line {
+            return Err(FrameError::LineTooLong(self.max_line));
+        }
+        let bytes: Vec<u8> = self.buf.drain(..=nl).collect();
+        let first = self.at_command_start;
+        match literal_at_end(&bytes) {
+            Some(n) => {
+                self.literal_left = n;
+                self.at_command_start = false;
+            }
+            None => self.at_command_start = true,
+        }
+        Ok(Some(Piece::Line { bytes, first }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_are_found_at_line_ends_only() {
+        assert_eq!(literal_at_end(b"a APPEND x {12}\r\n"), Some(12));
+        assert_eq!(literal_at_end(b"a APPEND x {12+}\r\n"), Some(12));
+        assert_eq!(literal_at_end(b"* 1 FETCH (BODY[] {0}\r\n"), Some(0));
+        assert_eq!(literal_at_end(b"a SEARCH SUBJECT {x}\r\n"), None);
+        assert_eq!(literal_at_end(b"a NOOP {12} more\r\n"), None);
+        assert_eq!(literal_at_end(b"a X {99999999999999999999}\r\n"), None);
+    }
+
+    #[test]
+    fn server_messages_are_whole_with_their_literals_and_bounded() {
+        let mut f = Framer::new(100, 10);
+        f.push(b"* 1 FETCH (BODY[] {5}\r\nab");
+        assert_eq!(f.next_message().unwrap(), None);
+        f.push(b"\ncd)\r\n* OK done\r\n");
+        assert_eq!(
+            f.next_message().unwrap().unwrap(),
+            b"* 1 FETCH (BODY[] {5}\r\nab\ncd)\r\n"
+        );
+        assert_eq!(f.next_message().unwrap().unwrap(), b"* OK done\r\n");
+        f.push(b"* 1 FETCH (BODY[] {2147483648}\r\n");
+        assert_eq!(
+            f.next_message(),
+            Err(FrameError::LiteralTooLong(2147483648))
+        );
+        let mut f = Framer::new(100, 10);
+        f.push(&[b'x'; 200]);
+        assert_eq!(f.next_message(), Err(FrameError::LineTooLong(100)));
+    }
+
+    #[test]
+    fn client_literals_pass_in_pieces_and_commands_are_marked() {
+        let mut s = Splitter::new(100);
+        s.push(b"a LOGIN {3}\r\nbob {2}\r\npw\r\nb NOOP\r\n");
+        let mut pieces = Vec::new();
+        while let Some(p) = s.next_piece().unwrap() {
+            pieces.push(p);
+        }
+        assert_eq!(
+            pieces,
+            vec![
+                Piece::Line {
+                    bytes: b"a LOGIN {3}\r\n".to_vec(),
+                    first: true
+                },
+                Piece::Literal(b"bob".to_vec()),
+                Piece::Line {
+                    bytes: b" {2}\r\n".to_vec(),
+                    first: false
+                },
+                Piece::Literal(b"pw".to_vec()),
+                Piece::Line {
+                    bytes: b"\r\n".to_vec(),
+                    first: false
+                },
+                Piece::Line {
+                    bytes: b"b NOOP\r\n".to_vec(),
+                    first: true
+                },
+            ]
+        );
+    }
+}

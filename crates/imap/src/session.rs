@@ -1,0 +1,692 @@
+//! One proxied IMAP connection. Client commands and server responses stream through as bytes,
+//! except: FETCHes that ask for message content (rewritten and answered from the shown
+//! message), capability lists (what envelopd cannot keep consistent is hidden), and the few
+//! commands envelopd answers itself (STARTTLS, COMPRESS). LOGIN and AUTHENTICATE pass through:
+//! the server checks the password; envelopd keeps only the login name (for its cache key).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use certstore::CertStore;
+use smime::Identity;
+use smtp::conn::Conn;
+use smtp::upstream::TargetTls;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+
+use crate::fetch::{self, FetchPlan};
+use crate::frame::{literal_at_end, FrameError, Framer, Piece, Splitter};
+use crate::present::{needs_presentation, present, Presentation};
+
+/// The longest command or response line (literals excluded).
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// The provider's IMAP server.
+#[derive(Clone)]
+pub struct ImapTarget {
+    /// Host name (checked against the TLS certificate) or address.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Transport security (STARTTLS, implicit TLS or none).
+    pub tls: TargetTls,
+}
+
+/// Decrypted messages kept in memory, bounded by their total size; never written to disk.
+pub struct Cache {
+    entries: HashMap<CacheKey, Arc<Presentation>>,
+    order: VecDeque<CacheKey>,
+    bytes: usize,
+    limit: usize,
+}
+
+/// (login, mailbox, UIDVALIDITY, UID): a UID names the same message only within all four.
+type CacheKey = (String, String, u32, u32);
+
+impl Cache {
+    /// An empty cache holding at most `limit` bytes of shown messages.
+    pub fn new(limit: usize) -> Self {
+        Cache {
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            bytes: 0,
+            limit,
+        }
+    }
+
+    fn get(&self, key: &CacheKey) -> Option<Arc<Presentation>> {
+        self.entries.get(key).cloned()
+    }
+
+    fn insert(&mut self, key: CacheKey, value: Arc<Presentation>) {
+        let size = value.message.len();
+        if size > self.limit {
+            return;
+        }
+        while self.bytes + size > self.limit {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(v) = self.entries.remove(&old) {
+                self.bytes -= v.message.len();
+            }
+        }
+        if let Some(v) = self.entries.insert(key.clone(), value) {
+            self.bytes -= v.message.len();
+            self.order.retain(|k| k != &key);
+        }
+        self.bytes += size;
+        self.order.push_back(key);
+    }
+}
+
+/// Everything the IMAP sessions share.
+pub struct ImapContext {
+    /// The provider's IMAP server.
+    pub upstream: ImapTarget,
+    /// The practice's keys, tried in turn to decrypt.
+    pub keys: Vec<Identity>,
+    /// Trust anchors and certificates for verifying signatures.
+    pub store: CertStore,
+    /// Shown messages.
+    pub cache: Mutex<Cache>,
+    /// The largest literal accepted from the server (a stored message).
+    pub max_literal: u64,
+    /// How long connecting and the TLS handshake may take.
+    pub connect_timeout: Duration,
+    /// How long a client may be silent (IDLE clients re-issue every 29 minutes).
+    pub client_timeout: Duration,
+}
+
+/// Accepts mail programs until `shutdown` turns true; one task per connection.
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<ImapContext>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    use tracing::Instrument;
+    let mut sessions = tokio::task::JoinSet::new();
+    let mut next_id: u64 = 0;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = accepted?;
+                let _ = stream.set_nodelay(true);
+                next_id += 1;
+                let ctx = ctx.clone();
+                let span = tracing::info_span!("imap", session = next_id, %peer);
+                sessions.spawn(async move {
+                    if let Err(e) = run(stream, ctx).await {
+                        tracing::info!(error = %e, "connection ended");
+                    }
+                }.instrument(span));
+            }
+            _ = shutdown.changed() => break,
+            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+        }
+    }
+    // IMAP sessions hold no message in flight towards the server that a restart could lose:
+    // they are closed (clients reconnect).
+    sessions.abort_all();
+    Ok(())
+}
+
+struct Session {
+    client: Conn,
+    up: Conn,
+    ctx: Arc<ImapContext>,
+    framer: Framer,
+    splitter: Splitter,
+    pending: Option<FetchPlan>,
+    held: Vec<Vec<u8>>,
+    login: Option<String>,
+    mailbox: Option<String>,
+    selecting: Option<(String, String)>,
+    uidvalidity: Option<u32>,
+    next_tag: u64,
+}
+
+async fn run(client: TcpStream, ctx: Arc<ImapContext>) -> std::io::Result<()> {
+    let mut client = Conn::Plain(client);
+    let (up, greeting, framer) = match connect(&ctx).await {
+        Ok(x) => x,
+        Err(why) => {
+            tracing::warn!(reason = %why, "IMAP server not usable");
+            let bye = format!("* BYE envelopd cannot reach the mail server: {why}\r\n");
+            let _ = client.write_all(bye.as_bytes()).await;
+            return Ok(());
+        }
+    };
+    client.write_all(&greeting).await?;
+    client.flush().await?;
+    let mut s = Session {
+        client,
+        up,
+        ctx,
+        framer,
+        splitter: Splitter::new(MAX_LINE),
+        pending: None,
+        held: Vec::new(),
+        login: None,
+        mailbox: None,
+        selecting: None,
+        uidvalidity: None,
+        next_tag: 2,
+    };
+    let result = s.pump().await;
+    let _ = s.client.shutdown().await;
+    result
+}
+
+/// Connects (with TLS as configured) and returns the connection, the greeting for the client
+/// and the framer holding anything the server sent after it.
+async fn connect(ctx: &ImapContext) -> Result<(Conn, Vec<u8>, Framer), String> {
+    let t = &ctx.upstream;
+    let tcp = timeout(
+        ctx.connect_timeout,
+        TcpStream::connect((t.host.as_str(), t.port)),
+    )
+    .await
+    .map_err(|_| "connection timed out".to_string())?
+    .map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    let mut up = Conn::Plain(tcp);
+    let name = rustls_pki_types::ServerName::try_from(t.host.clone())
+        .map_err(|_| format!("{} is not a valid TLS server name", t.host))?;
+    if let TargetTls::Implicit(cfg) = &t.tls {
+        timeout(
+            ctx.connect_timeout,
+            up.upgrade_client(cfg.clone(), name.clone()),
+        )
+        .await
+        .map_err(|_| "TLS handshake timed out".to_string())?
+        .map_err(|e| format!("TLS with the mail server failed: {e}"))?;
+    }
+    let mut framer = Framer::new(MAX_LINE, ctx.max_literal);
+    let greeting = read_message(&mut up, &mut framer, ctx.connect_timeout).await?;
+    if !greeting.starts_with(b"* OK") && !greeting.starts_with(b"* PREAUTH") {
+        return Err(format!(
+            "the server refused: {}",
+            String::from_utf8_lossy(&greeting).trim()
+        ));
+    }
+    if let TargetTls::Starttls(cfg) = &t.tls {
+        up.write_all(b"envelopd0 STARTTLS\r\n")
+            .await
+            .map_err(|e| e.to_string())?;
+        up.flush().await.map_err(|e| e.to_string())?;
+        loop {
+            let m = read_message(&mut up, &mut framer, ctx.connect_timeout).await?;
+            if m.starts_with(b"envelopd0 ") {
+                if !m.starts_with(b"envelopd0 OK") {
+                    return Err(
+                        "the server refused STARTTLS; envelopd reads no mail without TLS".into(),
+                    );
+                }
+                break;
+            }
+        }
+        if framer.has_buffered() {
+            return Err("the server sent data before the TLS handshake".into());
+        }
+        timeout(ctx.connect_timeout, up.upgrade_client(cfg.clone(), name))
+            .await
+            .map_err(|_| "TLS handshake timed out".to_string())?
+            .map_err(|e| format!("TLS with the mail server failed: {e}"))?;
+        // IMAP has no second greeting after STARTTLS: ask for the capabilities and greet the
+        // client with them.
+        up.write_all(b"envelopd1 CAPABILITY\r\n")
+            .await
+            .map_err(|e| e.to_string())?;
+        up.flush().await.map_err(|e| e.to_string())?;
+        let mut caps = String::new();
+        loop {
+            let m = read_message(&mut up, &mut framer, ctx.connect_timeout).await?;
+            if let Some(rest) = m.strip_prefix(b"* CAPABILITY ") {
+                caps = String::from_utf8_lossy(rest).trim().to_string();
+            }
+            if m.starts_with(b"envelopd1 ") {
+                break;
+            }
+        }
+        let greeting = format!(
+            "* OK [CAPABILITY {}] envelopd ready\r\n",
+            filter_tokens(&caps)
+        );
+        return Ok((up, greeting.into_bytes(), framer));
+    }
+    Ok((up, filter_capabilities(&greeting), framer))
+}
+
+async fn read_message(
+    up: &mut Conn,
+    framer: &mut Framer,
+    limit: Duration,
+) -> Result<Vec<u8>, String> {
+    loop {
+        match framer.next_message() {
+            Ok(Some(m)) => return Ok(m),
+            Ok(None) => {}
+            Err(e) => return Err(format!("the server sent {e}")),
+        }
+        let mut chunk = [0u8; 16384];
+        let n = timeout(limit, up.read(&mut chunk))
+            .await
+            .map_err(|_| "the server did not answer in time".to_string())?
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("the server closed the connection".into());
+        }
+        framer.push(&chunk[..n]);
+    }
+}
+
+impl Framer {
+    /// True when bytes after the last complete message are buffered.
+    pub fn has_buffered(&self) -> bool {
+        self.buffered() > 0
+    }
+}
+
+/// Whether a capability may be shown to the client. Hidden: what would show or search
+/// ciphertext, or change framing envelopd relies on (COMPRESS, BINARY, CATENATE, URLAUTH,
+/// URL-PARTIAL, PREVIEW, SNIPPET, NOTIFY, OBJECTID, SAVEDATE, UTF8=, IMAP4rev2, STARTTLS and
+/// LOGINDISABLED, since envelopd itself talks TLS to the server).
+pub fn keep_capability(cap: &str) -> bool {
+    let c = cap.to_ascii_uppercase();
+    let hidden_prefixes = [
+        "COMPRESS",
+        "BINARY",
+        "CATENATE",
+        "URLAUTH",
+        "URL-PARTIAL",
+        "PREVIEW",
+        "SNIPPET",
+        "NOTIFY",
+        "OBJECTID",
+        "SAVEDATE",
+        "UTF8=",
+        "IMAP4REV2",
+        "STARTTLS",
+        "LOGINDISABLED",
+        "SEARCH=FUZZY",
+        "X-",
+        "XAPPLE",
+    ];
+    !hidden_prefixes.iter().any(|p| c.starts_with(p))
+}
+
+fn filter_tokens(list: &str) -> String {
+    list.split_ascii_whitespace()
+        .filter(|c| keep_capability(c))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Removes hidden capabilities from a `* CAPABILITY` response or a `[CAPABILITY ...]` code.
+pub fn filter_capabilities(message: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(message);
+    if let Some(rest) = text.strip_prefix("* CAPABILITY ") {
+        return format!("* CAPABILITY {}\r\n", filter_tokens(rest.trim_end())).into_bytes();
+    }
+    if let Some(start) = text.find("[CAPABILITY ") {
+        if let Some(len) = text[start..].find(']') {
+            let inner = &text[start + "[CAPABILITY ".len()..start + len];
+            let mut out = text[..start].to_string();
+            out.push_str(&format!("[CAPABILITY {}]", filter_tokens(inner)));
+            out.push_str(&text[start + len + 1..]);
+            return out.into_bytes();
+        }
+    }
+    message.to_vec()
+}
+
+fn tag_of(message: &[u8]) -> &[u8] {
+    let end = memchr::memchr(b' ', message).unwrap_or(message.len());
+    &message[..end]
+}
+
+/// The first words of a command line, upper-cased: (tag, name, next word).
+fn command_words(line: &[u8]) -> (String, String, String) {
+    let text = String::from_utf8_lossy(line);
+    let mut w = text.split_ascii_whitespace();
+    let tag = w.next().unwrap_or("").to_string();
+    let name = w.next().unwrap_or("").to_ascii_uppercase();
+    let next = w.next().unwrap_or("").to_string();
+    (tag, name, next)
+}
+
+fn unquote(word: &str) -> String {
+    word.trim_matches('"').to_string()
+}
+
+impl Session {
+    async fn to_client(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.client.write_all(bytes).await?;
+        self.client.flush().await
+    }
+
+    async fn to_server(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.up.write_all(bytes).await?;
+        self.up.flush().await
+    }
+
+    async fn bye(&mut self, why: &str) -> std::io::Result<()> {
+        tracing::warn!(reason = why, "closing the session");
+        let line = format!("* BYE envelopd: {why}\r\n");
+        self.to_client(line.as_bytes()).await
+    }
+
+    async fn pump(&mut self) -> std::io::Result<()> {
+        let mut cbuf = vec![0u8; 16384];
+        let mut sbuf = vec![0u8; 65536];
+        loop {
+            let client_open = self.pending.is_none();
+            tokio::select! {
+                r = timeout(self.ctx.client_timeout, self.client.read(&mut cbuf)), if client_open => {
+                    let n = match r {
+                        Ok(r) => r?,
+                        Err(_) => return self.bye("autologout: no command for too long").await,
+                    };
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    self.splitter.push(&cbuf[..n]);
+                    if let Err(e) = self.client_pieces().await? {
+                        return self.bye(&format!("the mail program sent {e}")).await;
+                    }
+                }
+                r = self.up.read(&mut sbuf) => {
+                    let n = r?;
+                    if n == 0 {
+                        return self.bye("the mail server closed the connection").await;
+                    }
+                    self.framer.push(&sbuf[..n]);
+                    loop {
+                        match self.framer.next_message() {
+                            Ok(Some(m)) => self.server_message(m).await?,
+                            Ok(None) => break,
+                            Err(e) => return self.bye(&format!("the mail server sent {e}")).await,
+                        }
+                    }
+                    if self.pending.is_none() {
+                        // Commands the client sent while a FETCH was being answered.
+                        if let Err(e) = self.client_pieces().await? {
+                            return self.bye(&format!("the mail program sent {e}")).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Forwards buffered client pieces until a FETCH needs its answer first.
+    async fn client_pieces(&mut self) -> std::io::Result<Result<(), FrameError>> {
+        while self.pending.is_none() {
+            let piece = match self.splitter.next_piece() {
+                Ok(Some(p)) => p,
+                Ok(None) => break,
+                Err(e) => return Ok(Err(e)),
+            };
+            match piece {
+                Piece::Line { bytes, first: true } if literal_at_end(&bytes).is_none() => {
+                    self.command(bytes).await?;
+                }
+                Piece::Line { bytes, first } => {
+                    if first {
+                        self.note_command(&bytes);
+                    }
+                    self.to_server(&bytes).await?;
+                }
+                Piece::Literal(bytes) => self.to_server(&bytes).await?,
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Remembers what a command means for the session (login name, selected mailbox).
+    fn note_command(&mut self, line: &[u8]) {
+        let (tag, name, next) = command_words(line);
+        match name.as_str() {
+            "LOGIN" => self.login = Some(unquote(&next).to_ascii_lowercase()),
+            "SELECT" | "EXAMINE" => {
+                self.selecting = Some((tag, unquote(&next)));
+                self.mailbox = None;
+                self.uidvalidity = None;
+            }
+            "AUTHENTICATE" => {
+                // AUTHENTICATE PLAIN with an initial response names the user; otherwise the
+                // session does without the shared cache.
+                let text = String::from_utf8_lossy(line);
+                let mut w = text.split_ascii_whitespace().skip(3);
+                if next.eq_ignore_ascii_case("PLAIN") {
+                    if let Some(ir) = w.next() {
+                        if let Ok(raw) = smime::mime::base64_decode(ir.as_bytes()) {
+                            if let Some(user) = raw.split(|&b| b == 0).nth(1) {
+                                self.login =
+                                    Some(String::from_utf8_lossy(user).to_ascii_lowercase());
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn command(&mut self, line: Vec<u8>) -> std::io::Result<()> {
+        let (tag, name, next) = command_words(&line);
+        let is_fetch = name == "FETCH" || (name == "UID" && next.eq_ignore_ascii_case("FETCH"));
+        if is_fetch {
+            if let Some((rewritten, plan)) = fetch::plan(&line) {
+                self.pending = Some(plan);
+                self.held.clear();
+                return self.to_server(&rewritten).await;
+            }
+        }
+        match name.as_str() {
+            "STARTTLS" => {
+                let r = format!("{tag} NO envelopd offers no TLS on this listener (it is on this machine only)\r\n");
+                return self.to_client(r.as_bytes()).await;
+            }
+            "COMPRESS" => {
+                let r = format!("{tag} NO COMPRESS is not available through envelopd\r\n");
+                return self.to_client(r.as_bytes()).await;
+            }
+            _ => self.note_command(&line),
+        }
+        self.to_server(&line).await
+    }
+
+    async fn server_message(&mut self, m: Vec<u8>) -> std::io::Result<()> {
+        if let Some(plan) = &self.pending {
+            if tag_of(&m) == plan.tag.as_bytes() {
+                return self.complete_fetch(m).await;
+            }
+            self.held.push(m);
+            return Ok(());
+        }
+        if m.starts_with(b"* ") {
+            if let Some(v) = uidvalidity(&m) {
+                self.uidvalidity = Some(v);
+            }
+        } else if let Some((tag, mailbox)) = &self.selecting {
+            if tag_of(&m) == tag.as_bytes() {
+                if m[tag.len()..].starts_with(b" OK") {
+                    self.mailbox = Some(mailbox.clone());
+                }
+                self.selecting = None;
+            }
+        }
+        let out = filter_capabilities(&m);
+        self.to_client(&out).await
+    }
+
+    fn cache_key(&self, uid: u32) -> Option<CacheKey> {
+        Some((
+            self.login.clone()?,
+            self.mailbox.clone()?,
+            self.uidvalidity?,
+            uid,
+        ))
+    }
+
+    /// The FETCH's tagged reply has come: answer every held response, then pass the reply.
+    async fn complete_fetch(&mut self, tagged: Vec<u8>) -> std::io::Result<()> {
+        let plan = self.pending.take().expect("a pending FETCH");
+        let held = std::mem::take(&mut self.held);
+        let mut parsed: Vec<Option<(fetch::FetchResponse, bool)>> = Vec::with_capacity(held.len());
+        let mut shown: HashMap<u32, Arc<Presentation>> = HashMap::new();
+        let mut missing = Vec::new();
+        for m in &held {
+            let r = if m.starts_with(b"* ") {
+                fetch::parse_response(m)
+            } else {
+                None
+            };
+            let Some(r) = r else {
+                parsed.push(None);
+                continue;
+            };
+            let needs = r.marker().is_some_and(|mk| {
+                needs_presentation(
+                    &fetch::marker_content_type(&mk),
+                    fetch::marker_has_status(&mk),
+                )
+            });
+            if needs {
+                if let Some(uid) = r.uid() {
+                    let cached = self
+                        .cache_key(uid)
+                        .and_then(|k| self.ctx.cache.lock().ok()?.get(&k));
+                    match cached {
+                        Some(p) => {
+                            shown.insert(uid, p);
+                        }
+                        None => missing.push(uid),
+                    }
+                }
+            } else if r.marker().is_none() {
+                tracing::warn!(
+                    "a FETCH response without the fields envelopd asked for; passed unchanged"
+                );
+            }
+            parsed.push(Some((r, needs)));
+        }
+        let mut after = Vec::new();
+        if !missing.is_empty() {
+            missing.sort_unstable();
+            missing.dedup();
+            let tag = format!("envelopd{}", self.next_tag);
+            self.next_tag += 1;
+            self.to_server(&fetch::fetch_whole(&tag, &missing)).await?;
+            loop {
+                let m = match read_message(&mut self.up, &mut self.framer, Duration::from_secs(600))
+                    .await
+                {
+                    Ok(m) => m,
+                    Err(e) => return Err(std::io::Error::other(e)),
+                };
+                if tag_of(&m) == tag.as_bytes() {
+                    break;
+                }
+                match fetch::parse_response(&m) {
+                    Some(r)
+                        if r.whole_body().is_some()
+                            && r.uid().is_some_and(|u| missing.contains(&u)) =>
+                    {
+                        let uid = r.uid().expect("checked");
+                        let stored = r.whole_body().expect("checked");
+                        let p = Arc::new(present(
+                            &stored,
+                            &self.ctx.keys,
+                            &self.ctx.store,
+                            SystemTime::now(),
+                        ));
+                        tracing::info!(uid, status = %p.status, "showing a protected message");
+                        if let Some(k) = self.cache_key(uid) {
+                            if let Ok(mut c) = self.ctx.cache.lock() {
+                                c.insert(k, p.clone());
+                            }
+                        }
+                        shown.insert(uid, p);
+                    }
+                    _ => after.push(m),
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (m, p) in held.into_iter().zip(parsed) {
+            match p {
+                Some((r, needs)) => {
+                    let view = if needs {
+                        r.uid()
+                            .and_then(|u| shown.get(&u))
+                            .map(|p| p.message.clone())
+                    } else {
+                        None
+                    };
+                    out.extend_from_slice(&fetch::rewrite(r, &plan, view.as_deref()));
+                }
+                None => out.extend_from_slice(&filter_capabilities(&m)),
+            }
+        }
+        out.extend_from_slice(&filter_capabilities(&tagged));
+        for m in after {
+            out.extend_from_slice(&filter_capabilities(&m));
+        }
+        self.to_client(&out).await
+    }
+}
+
+/// `* OK [UIDVALIDITY n]`.
+fn uidvalidity(m: &[u8]) -> Option<u32> {
+    let text = String::from_utf8_lossy(m);
+    let start = text.find("[UIDVALIDITY ")? + "[UIDVALIDITY ".len();
+    let end = text[start..].find(']')? + start;
+    text[start..end].trim().parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_that_would_show_ciphertext_are_hidden() {
+        let caps = b"* CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT LITERAL+ MOVE CONDSTORE QRESYNC BINARY CATENATE URL-PARTIAL COMPRESS=DEFLATE PREVIEW SNIPPET=FUZZY STARTTLS UIDPLUS SPECIAL-USE\r\n";
+        assert_eq!(
+            filter_capabilities(caps),
+            b"* CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT LITERAL+ MOVE CONDSTORE QRESYNC UIDPLUS SPECIAL-USE\r\n"
+        );
+        assert_eq!(
+            filter_capabilities(b"a OK [CAPABILITY IMAP4rev1 COMPRESS=DEFLATE IDLE] Logged in\r\n"),
+            b"a OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n"
+        );
+        assert_eq!(filter_capabilities(b"* 3 EXISTS\r\n"), b"* 3 EXISTS\r\n");
+    }
+
+    #[test]
+    fn the_cache_stays_within_its_size() {
+        let mut c = Cache::new(100);
+        let p = |n: usize| {
+            Arc::new(Presentation {
+                message: vec![b'x'; n],
+                status: String::new(),
+                harvest: Vec::new(),
+            })
+        };
+        let k = |uid| ("u".to_string(), "INBOX".to_string(), 1, uid);
+        c.insert(k(1), p(60));
+        c.insert(k(2), p(30));
+        c.insert(k(3), p(50));
+        assert!(c.get(&k(1)).is_none() && c.get(&k(2)).is_some() && c.get(&k(3)).is_some());
+        assert!(c.bytes <= 100);
+        c.insert(k(4), p(500));
+        assert!(
+            c.get(&k(4)).is_none(),
+            "larger than the whole cache: not kept"
+        );
+    }
+}
