@@ -15,6 +15,8 @@ pub struct Config {
     /// Where mail clients connect.
     #[serde(default)]
     pub smtp: SmtpListener,
+    /// Where mail clients read mail (absent: no IMAP proxy).
+    pub imap: Option<ImapListener>,
     /// The provider.
     pub upstream: Upstream,
     /// Trust anchors and recipient certificates.
@@ -82,12 +84,34 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 10587))
 }
 
+/// The client-facing IMAP listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapListener {
+    /// Address and port to listen on (loopback only in this version).
+    #[serde(default = "default_imap_listen")]
+    pub listen: SocketAddr,
+    /// Decrypted messages kept in memory, in MiB (never written to disk).
+    #[serde(default = "default_cache_mb")]
+    pub cache_mb: usize,
+}
+
+fn default_imap_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 10143))
+}
+
+fn default_cache_mb() -> usize {
+    64
+}
+
 /// The provider's servers.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Upstream {
     /// The outgoing (submission) server.
     pub smtp: UpstreamServer,
+    /// The incoming (IMAP) server, needed with an `[imap]` section.
+    pub imap: Option<UpstreamServer>,
 }
 
 /// One upstream server.
@@ -128,6 +152,14 @@ impl UpstreamServer {
             command: t,
             data_end: 2 * t,
         }
+    }
+
+    /// The effective port for IMAP: 993 for implicit TLS, 143 otherwise.
+    pub fn imap_port(&self) -> u16 {
+        self.port.unwrap_or(match self.tls {
+            TlsMode::Implicit => 993,
+            _ => 143,
+        })
     }
 
     /// The effective port.
@@ -306,6 +338,22 @@ impl Config {
                 up.host
             );
         }
+        match (&self.imap, &self.upstream.imap) {
+            (Some(_), None) => bail!("[imap] needs [upstream.imap]: the provider's IMAP server"),
+            (Some(i), Some(_)) if !i.listen.ip().is_loopback() => bail!(
+                "imap.listen = {}: the IMAP side listens on this machine only in this version",
+                i.listen
+            ),
+            _ => {}
+        }
+        if let Some(up) = &self.upstream.imap {
+            if up.tls == TlsMode::None && !is_loopback_host(&up.host) {
+                bail!(
+                    "upstream.imap: tls = \"none\" is only allowed to a server on this machine, not to {}",
+                    up.host
+                );
+            }
+        }
         let l = &self.smtp;
         if l.tls != TlsMode::None && (l.cert.is_none() || l.key.is_none()) {
             bail!("smtp: TLS for mail programs needs cert and key (PEM files)");
@@ -356,6 +404,9 @@ impl Config {
             fix(p);
         }
         if let Some(p) = self.upstream.smtp.ca_file.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.upstream.imap.as_mut().and_then(|i| i.ca_file.as_mut()) {
             fix(p);
         }
         for p in [&mut self.smtp.cert, &mut self.smtp.key]

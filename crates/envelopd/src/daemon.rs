@@ -44,6 +44,8 @@ pub fn run(cfg: Config) -> Result<()> {
         }
     }
     let mut identities = Vec::new();
+    // Every key of every identity may be needed to decrypt incoming mail.
+    let mut decryption_keys = Vec::new();
     for id in &cfg.identities {
         let source = id.key_source();
         let mut identity = source
@@ -52,6 +54,7 @@ pub fn run(cfg: Config) -> Result<()> {
         for c in &id.chain {
             identity.chain.extend(read_certs(c)?);
         }
+        decryption_keys.extend(source.load_all()?);
         let encryption_cert = match &id.encryption_cert {
             Some(p) => read_certs(p)?.into_iter().next(),
             None => None,
@@ -69,6 +72,32 @@ pub fn run(cfg: Config) -> Result<()> {
             logins: id.logins.clone(),
         });
     }
+    let imap = match (&cfg.imap, &cfg.upstream.imap) {
+        (Some(l), Some(up)) => {
+            let target = imap::session::ImapTarget {
+                host: up
+                    .host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
+                port: up.imap_port(),
+                tls: target_tls(up, "upstream.imap")?,
+            };
+            Some((
+                l.listen,
+                Arc::new(imap::session::ImapContext {
+                    upstream: target,
+                    keys: decryption_keys,
+                    store: store.clone(),
+                    cache: std::sync::Mutex::new(imap::session::Cache::new(l.cache_mb << 20)),
+                    max_literal: 2 * cfg.smtp.max_message_size as u64 + (1 << 20),
+                    connect_timeout: Duration::from_secs(30),
+                    client_timeout: Duration::from_secs(31 * 60),
+                }),
+            ))
+        }
+        _ => None,
+    };
     let ctx = Arc::new(Context {
         upstream,
         tls: client_tls,
@@ -100,29 +129,47 @@ pub fn run(cfg: Config) -> Result<()> {
                 let _ = stop.send(true);
             }
         });
+        let imap_task = match imap {
+            Some((listen, ictx)) => {
+                let l = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
+                tracing::info!(%listen, upstream = %format!("{}:{}", ictx.upstream.host, ictx.upstream.port), "IMAP proxy listening");
+                Some(tokio::spawn(imap::session::serve(l, ictx, stopped.clone())))
+            }
+            None => None,
+        };
         smtp::session::serve(listener, ctx, stopped)
             .await
             .context("listener failed")?;
+        if let Some(t) = imap_task {
+            let _ = t.await;
+        }
         tracing::info!("stopped");
         Ok(())
     })
 }
 
-/// The provider's server with its TLS trust, as the SMTP session uses it.
-pub fn upstream_target(cfg: &Config) -> Result<Target> {
-    let up = &cfg.upstream.smtp;
-    let tls = match up.tls {
+/// The TLS set-up for one of the provider's servers.
+fn target_tls(up: &crate::config::UpstreamServer, section: &str) -> Result<TargetTls> {
+    Ok(match up.tls {
         TlsMode::None => TargetTls::None,
         mode => {
             let config = crate::tls::client_config(up.system_roots, up.ca_file.as_deref())
-                .context("upstream.smtp")?;
+                .with_context(|| section.to_string())?;
             if mode == TlsMode::Implicit {
                 TargetTls::Implicit(config)
             } else {
                 TargetTls::Starttls(config)
             }
         }
-    };
+    })
+}
+
+/// The provider's server with its TLS trust, as the SMTP session uses it.
+pub fn upstream_target(cfg: &Config) -> Result<Target> {
+    let up = &cfg.upstream.smtp;
+    let tls = target_tls(up, "upstream.smtp")?;
     Ok(Target {
         host: up
             .host

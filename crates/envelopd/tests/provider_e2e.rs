@@ -7,115 +7,18 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::lab::{ok, run, Lab};
-use testkit::procs::{free_port, is_root, wait_for, Proc};
+use common::provider::Provider;
+use testkit::procs::{free_port, wait_for, Proc};
 
 const ENVELOPD: &str = env!("CARGO_BIN_EXE_envelopd");
 
 /// The body every client sends; canonical text, so "byte-exact" means exactly these bytes.
 const BODY: &str = "Befund Herr Muster: unauffaellig.\r\nKontrolle in 6 Monaten.\r\n";
-
-/// A running Postfix + Dovecot in a temporary directory; stopped when dropped.
-struct Provider {
-    dir: tempfile::TempDir,
-    plain: u16,
-    submission: u16,
-    smtps: u16,
-}
-
-impl Provider {
-    fn start() -> Provider {
-        assert!(
-            is_root(),
-            "these tests start Postfix and Dovecot and must run as root (CI does)"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let (plain, submission, smtps, imap, imaps) = (
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-        );
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/mailserver.sh");
-        let o = Command::new(script)
-            .arg("start")
-            .arg(dir.path())
-            .args(["alice@smime.example:alice-pw", "bob@smime.example:bob-pw"])
-            .env("SMTP_PLAIN_PORT", plain.to_string())
-            .env("SUBMISSION_PORT", submission.to_string())
-            .env("SMTPS_PORT", smtps.to_string())
-            .env("IMAP_PORT", imap.to_string())
-            .env("IMAPS_PORT", imaps.to_string())
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "mailserver.sh failed: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        Provider {
-            dir,
-            plain,
-            submission,
-            smtps,
-        }
-    }
-
-    fn ca(&self) -> PathBuf {
-        self.dir.path().join("tls/ca.pem")
-    }
-
-    fn maildir(&self, user: &str) -> PathBuf {
-        self.dir
-            .path()
-            .join("mail/smime.example")
-            .join(user)
-            .join("new")
-    }
-
-    /// Waits until `user` has `n` messages (Postfix delivers asynchronously) and returns them.
-    fn wait_messages(&self, user: &str, n: usize) -> Vec<Vec<u8>> {
-        let start = Instant::now();
-        loop {
-            let mut files: Vec<PathBuf> = std::fs::read_dir(self.maildir(user))
-                .unwrap()
-                .map(|e| e.unwrap().path())
-                .collect();
-            if files.len() >= n || start.elapsed() > Duration::from_secs(20) {
-                files.sort_by_key(|f| std::fs::metadata(f).unwrap().modified().unwrap());
-                return files.iter().map(|f| std::fs::read(f).unwrap()).collect();
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    fn count(&self, user: &str) -> usize {
-        std::fs::read_dir(self.maildir(user)).unwrap().count()
-    }
-
-    fn postfix_log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("log/postfix.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Provider {
-    fn drop(&mut self) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/mailserver.sh");
-        let _ = Command::new(script)
-            .arg("stop")
-            .arg(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
 
 /// envelopd in front of one of the provider's ports.
 struct Envelopd {

@@ -41,6 +41,24 @@ fn marker_section() -> Section<'static> {
     )
 }
 
+/// True for envelopd's header-fields section, however the server spelled the field names
+/// (Dovecot answers in upper case).
+fn is_marker(section: &Option<Section<'_>>) -> bool {
+    let Some(Section::HeaderFields(None, names)) = section else {
+        return false;
+    };
+    let names: Vec<String> = names
+        .as_ref()
+        .iter()
+        .map(|n| String::from_utf8_lossy(n.as_ref()).to_ascii_lowercase())
+        .collect();
+    names
+        == [
+            "content-type".to_string(),
+            STATUS_FIELD.to_ascii_lowercase(),
+        ]
+}
+
 fn marker_item() -> MessageDataItemName<'static> {
     MessageDataItemName::BodyExt {
         section: Some(marker_section()),
@@ -140,13 +158,13 @@ impl FetchResponse {
 
     /// The header fields envelopd asked for (Content-Type and the status field), if present.
     pub fn marker(&self) -> Option<Vec<u8>> {
-        let wanted = marker_section();
         self.items.iter().find_map(|i| match i {
-            MessageDataItem::BodyExt {
-                section: Some(s),
-                data,
-                ..
-            } if *s == wanted => data.clone().into_option().map(|d| d.into_owned()),
+            MessageDataItem::BodyExt { section, data, .. } if is_marker(section) => Some(
+                data.clone()
+                    .into_option()
+                    .map(|d| d.into_owned())
+                    .unwrap_or_default(),
+            ),
             _ => None,
         })
     }
@@ -232,10 +250,11 @@ fn was_requested(plan: &FetchPlan, item: &MessageDataItem<'_>) -> bool {
     match item {
         MessageDataItem::Uid(_) => plan.uid || plan.requested.contains(&N::Uid),
         MessageDataItem::BodyExt { section, .. } => {
-            *section != Some(marker_section())
-                || plan.requested.iter().any(
-                    |r| matches!(r, N::BodyExt { section: s, .. } if *s == Some(marker_section())),
-                )
+            !is_marker(section)
+                || plan
+                    .requested
+                    .iter()
+                    .any(|r| matches!(r, N::BodyExt { section: s, .. } if is_marker(s)))
         }
         _ => true,
     }

