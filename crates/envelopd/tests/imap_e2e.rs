@@ -230,7 +230,7 @@ fn norm(s: &str) -> String {
     s.to_ascii_lowercase()
 }
 
-fn read_through(imap_port: u16, provider: &Provider) -> serde_json::Value {
+fn read_through(imap_port: u16, provider: &Provider, log: &Path) -> serde_json::Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/imap_read.py");
     let o = Command::new("python3")
         .arg(script)
@@ -241,8 +241,9 @@ fn read_through(imap_port: u16, provider: &Provider) -> serde_json::Value {
         .unwrap();
     assert!(
         o.status.success(),
-        "imap_read.py: {}",
-        String::from_utf8_lossy(&o.stderr)
+        "imap_read.py: {}\nenvelopd's log:\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        std::fs::read_to_string(log).unwrap_or_default()
     );
     serde_json::from_slice(&o.stdout).unwrap()
 }
@@ -283,7 +284,7 @@ fn encrypted_mail_reads_as_plain_with_a_trustworthy_status_in_every_fetch_form()
 
     for (mode, port) in [("implicit", provider.imaps), ("starttls", provider.imap)] {
         let (bob_dir, _bob_smtp, bob_imap, _bob) = envelopd(&provider, "bob", mode, port);
-        let seen = read_through(bob_imap, &provider);
+        let seen = read_through(bob_imap, &provider, &bob_dir.path().join("envelopd.log"));
         let log = std::fs::read_to_string(bob_dir.path().join("envelopd.log")).unwrap();
         let caps: Vec<String> = seen["capabilities"]
             .as_array()
@@ -378,6 +379,75 @@ fn encrypted_mail_reads_as_plain_with_a_trustworthy_status_in_every_fetch_form()
         let failed = status("not-for-bob").unwrap();
         assert!(failed.starts_with("decrypted=failed; reason="), "{failed}");
         assert_eq!(status("plain"), None);
+        // SEARCH finds what only the decrypted messages contain, in every form of the query.
+        let uid_of = |subject: &str| -> u64 {
+            seen["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| subject_of(&b64d(&m["body"])) == subject)
+                .unwrap()["uid"]
+                .as_u64()
+                .unwrap()
+        };
+        let all: Vec<u64> = seen["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["uid"].as_u64().unwrap())
+            .collect();
+        let uids = |q: &str| -> Vec<u64> {
+            seen["searches"][q]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|u| u.as_u64().unwrap())
+                .collect()
+        };
+        let mut secret: Vec<u64> = ["smtp-path", "openssl-gcm", "gpgsm-ber"]
+            .iter()
+            .map(|s| uid_of(s))
+            .collect();
+        secret.sort();
+        assert_eq!(uids("BODY unauffaellig"), secret, "{mode}: SEARCH BODY");
+        assert_eq!(uids("TEXT UNAUFFAELLIG"), secret, "{mode}: SEARCH TEXT");
+        let rest: Vec<u64> = all
+            .iter()
+            .copied()
+            .filter(|u| !secret.contains(u))
+            .collect();
+        assert_eq!(
+            uids("NOT BODY unauffaellig"),
+            rest,
+            "{mode}: SEARCH NOT BODY"
+        );
+        let mut or = secret.clone();
+        or.push(uid_of("plain"));
+        or.sort();
+        assert_eq!(
+            uids("OR BODY unauffaellig SUBJECT plain"),
+            or,
+            "{mode}: SEARCH OR"
+        );
+        assert_eq!(
+            uids("BODY unauffaellig SUBJECT openssl-gcm"),
+            vec![uid_of("openssl-gcm")]
+        );
+        let by_seq: Vec<u64> = seen["uid_by_seq"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u.as_u64().unwrap())
+            .collect();
+        let seqs: Vec<u64> = secret
+            .iter()
+            .map(|u| by_seq.iter().position(|x| x == u).unwrap() as u64 + 1)
+            .collect();
+        assert_eq!(
+            uids("seq: BODY unauffaellig"),
+            seqs,
+            "{mode}: SEARCH by sequence number"
+        );
         assert!(!log.contains(SECRET), "no message text in the log");
     }
     // The provider still holds only ciphertext.

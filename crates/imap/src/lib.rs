@@ -12,5 +12,6 @@
 pub mod fetch;
 pub mod frame;
 pub mod present;
+pub mod search;
 pub mod session;
 pub mod structure;

@@ -146,6 +146,8 @@ struct Session {
     selecting: Option<(String, String)>,
     uidvalidity: Option<u32>,
     next_tag: u64,
+    /// Client commands sent to the server and not yet answered.
+    in_flight: usize,
 }
 
 async fn run(client: TcpStream, ctx: Arc<ImapContext>) -> std::io::Result<()> {
@@ -174,6 +176,7 @@ async fn run(client: TcpStream, ctx: Arc<ImapContext>) -> std::io::Result<()> {
         selecting: None,
         uidvalidity: None,
         next_tag: 2,
+        in_flight: 0,
     };
     let result = s.pump().await;
     let _ = s.client.shutdown().await;
@@ -437,6 +440,7 @@ impl Session {
                 Piece::Line { bytes, first } => {
                     if first {
                         self.note_command(&bytes);
+                        self.in_flight += 1;
                     }
                     self.send_server(&bytes).await?;
                 }
@@ -483,7 +487,14 @@ impl Session {
             if let Some((rewritten, plan)) = fetch::plan(&line) {
                 self.pending = Some(plan);
                 self.held.clear();
+                self.in_flight += 1;
                 return self.send_server(&rewritten).await;
+            }
+        }
+        let is_search = name == "SEARCH" || (name == "UID" && next.eq_ignore_ascii_case("SEARCH"));
+        if is_search && self.mailbox.is_some() {
+            if let Some(plan) = crate::search::plan(&line) {
+                return self.search(plan).await;
             }
         }
         match name.as_str() {
@@ -497,6 +508,7 @@ impl Session {
             }
             _ => self.note_command(&line),
         }
+        self.in_flight += 1;
         self.send_server(&line).await
     }
 
@@ -512,7 +524,10 @@ impl Session {
             if let Some(v) = uidvalidity(&m) {
                 self.uidvalidity = Some(v);
             }
-        } else if let Some((tag, mailbox)) = &self.selecting {
+        } else if !m.starts_with(b"+") {
+            self.in_flight = self.in_flight.saturating_sub(1);
+        }
+        if let Some((tag, mailbox)) = &self.selecting {
             if tag_of(&m) == tag.as_bytes() {
                 if m[tag.len()..].starts_with(b" OK") {
                     self.mailbox = Some(mailbox.clone());
@@ -521,6 +536,175 @@ impl Session {
             }
         }
         let out = filter_capabilities(&m);
+        self.send_client(&out).await
+    }
+
+    /// Waits until the server has answered every client command already sent, forwarding
+    /// those answers, so that what envelopd asks next cannot be mixed up with them.
+    async fn quiesce(&mut self) -> std::io::Result<()> {
+        while self.in_flight > 0 {
+            let m = read_message(&mut self.up, &mut self.framer, Duration::from_secs(600))
+                .await
+                .map_err(std::io::Error::other)?;
+            // Boxed: answering a message may itself wait for the server (a cycle in types only;
+            // no FETCH is pending here, so it does not recurse at run time).
+            Box::pin(self.server_message(m)).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs one command of envelopd's own; returns its untagged responses and the tagged one.
+    async fn internal(&mut self, command: &[u8]) -> std::io::Result<(Vec<Vec<u8>>, Vec<u8>)> {
+        let tag = format!("ENVLPD.{}", self.next_tag);
+        self.next_tag += 1;
+        let mut line = tag.clone().into_bytes();
+        line.push(b' ');
+        line.extend_from_slice(command);
+        self.send_server(&line).await?;
+        let mut untagged = Vec::new();
+        loop {
+            let m = read_message(&mut self.up, &mut self.framer, Duration::from_secs(600))
+                .await
+                .map_err(std::io::Error::other)?;
+            if tag_of(&m) == tag.as_bytes() {
+                return Ok((untagged, m));
+            }
+            untagged.push(m);
+        }
+    }
+
+    /// The shown form of the stored messages `uids` (from the cache, or fetched, opened and
+    /// cached); also returns unrelated responses that arrived meanwhile, for the client.
+    async fn presentations(
+        &mut self,
+        uids: &[u32],
+    ) -> std::io::Result<(HashMap<u32, Arc<Presentation>>, Vec<Vec<u8>>)> {
+        let mut shown = HashMap::new();
+        let mut missing = Vec::new();
+        for &uid in uids {
+            let cached = self
+                .cache_key(uid)
+                .and_then(|k| self.ctx.cache.lock().ok()?.get(&k));
+            match cached {
+                Some(p) => {
+                    shown.insert(uid, p);
+                }
+                None => missing.push(uid),
+            }
+        }
+        let mut extra = Vec::new();
+        // In batches, so one command line stays short.
+        for batch in missing.chunks(500) {
+            let line = fetch::fetch_whole("", batch);
+            let (untagged, _tagged) = self.internal(&line[1..]).await?;
+            for m in untagged {
+                match fetch::parse_response(&m) {
+                    Some(r)
+                        if r.whole_body().is_some()
+                            && r.uid().is_some_and(|u| batch.contains(&u)) =>
+                    {
+                        let uid = r.uid().expect("checked");
+                        let stored = r.whole_body().expect("checked");
+                        let p = Arc::new(present(
+                            &stored,
+                            &self.ctx.keys,
+                            &self.ctx.store,
+                            SystemTime::now(),
+                        ));
+                        tracing::info!(uid, status = %p.status, "showing a protected message");
+                        if let Some(k) = self.cache_key(uid) {
+                            if let Ok(mut c) = self.ctx.cache.lock() {
+                                c.insert(k, p.clone());
+                            }
+                        }
+                        shown.insert(uid, p);
+                    }
+                    _ => extra.push(m),
+                }
+            }
+        }
+        Ok((shown, extra))
+    }
+
+    /// Answers a SEARCH with BODY/TEXT keys for encrypted messages too (see [`crate::search`]).
+    async fn search(&mut self, plan: crate::search::SearchPlan) -> std::io::Result<()> {
+        use crate::search::parse_search_response;
+        self.quiesce().await?;
+        let mut extra = Vec::new();
+        let numbers = |untagged: Vec<Vec<u8>>, extra: &mut Vec<Vec<u8>>| {
+            let mut found = Vec::new();
+            for m in untagged {
+                match parse_search_response(&m) {
+                    Some(n) => found.extend(n),
+                    None => extra.push(m),
+                }
+            }
+            found
+        };
+        let (untagged, tagged) = self.internal(&plan.original("")).await?;
+        if !tagged[tag_of(&tagged).len()..].starts_with(b" OK") {
+            // The server's refusal (a bad charset, a syntax error) is the client's answer.
+            let mut reply = plan.tag.clone().into_bytes();
+            reply.extend_from_slice(&tagged[tag_of(&tagged).len()..]);
+            for m in untagged {
+                self.send_client(&m).await?;
+            }
+            return self.send_client(&reply).await;
+        }
+        let server_answer = numbers(untagged, &mut extra);
+        let (untagged, _) = self
+            .internal(b"UID SEARCH HEADER Content-Type pkcs7\r\n")
+            .await?;
+        let protected = numbers(untagged, &mut extra);
+        let (shown, more) = self.presentations(&protected).await?;
+        extra.extend(more);
+        let mut groups: HashMap<Vec<bool>, Vec<u32>> = HashMap::new();
+        for (uid, p) in &shown {
+            groups
+                .entry(plan.answers(&p.message))
+                .or_default()
+                .push(*uid);
+        }
+        let mut result: Vec<u32> = server_answer
+            .into_iter()
+            .filter(|u| !shown.contains_key(u))
+            .collect();
+        for (answers, mut uids) in groups {
+            uids.sort_unstable();
+            let (untagged, _) = self.internal(&plan.for_group("", &uids, &answers)).await?;
+            result.extend(numbers(untagged, &mut extra));
+        }
+        result.sort_unstable();
+        result.dedup();
+        if !plan.uid && !result.is_empty() {
+            let set: Vec<String> = result.iter().map(u32::to_string).collect();
+            let (untagged, _) = self
+                .internal(format!("SEARCH UID {}\r\n", set.join(",")).as_bytes())
+                .await?;
+            result = numbers(untagged, &mut extra);
+        }
+        tracing::info!(
+            encrypted = shown.len(),
+            "SEARCH answered for encrypted messages too"
+        );
+        let mut out = Vec::new();
+        for m in extra {
+            out.extend_from_slice(&filter_capabilities(&m));
+        }
+        let list: Vec<String> = result.iter().map(u32::to_string).collect();
+        if list.is_empty() {
+            out.extend_from_slice(b"* SEARCH\r\n");
+        } else {
+            out.extend_from_slice(format!("* SEARCH {}\r\n", list.join(" ")).as_bytes());
+        }
+        out.extend_from_slice(
+            format!(
+                "{} OK SEARCH completed (envelopd also searched {} encrypted messages)\r\n",
+                plan.tag,
+                shown.len()
+            )
+            .as_bytes(),
+        );
         self.send_client(&out).await
     }
 
@@ -575,47 +759,13 @@ impl Session {
             }
             parsed.push(Some((r, needs)));
         }
+        self.in_flight = self.in_flight.saturating_sub(1);
         let mut after = Vec::new();
         if !missing.is_empty() {
-            missing.sort_unstable();
-            missing.dedup();
-            let tag = format!("envelopd{}", self.next_tag);
-            self.next_tag += 1;
-            self.send_server(&fetch::fetch_whole(&tag, &missing)).await?;
-            loop {
-                let m = match read_message(&mut self.up, &mut self.framer, Duration::from_secs(600))
-                    .await
-                {
-                    Ok(m) => m,
-                    Err(e) => return Err(std::io::Error::other(e)),
-                };
-                if tag_of(&m) == tag.as_bytes() {
-                    break;
-                }
-                match fetch::parse_response(&m) {
-                    Some(r)
-                        if r.whole_body().is_some()
-                            && r.uid().is_some_and(|u| missing.contains(&u)) =>
-                    {
-                        let uid = r.uid().expect("checked");
-                        let stored = r.whole_body().expect("checked");
-                        let p = Arc::new(present(
-                            &stored,
-                            &self.ctx.keys,
-                            &self.ctx.store,
-                            SystemTime::now(),
-                        ));
-                        tracing::info!(uid, status = %p.status, "showing a protected message");
-                        if let Some(k) = self.cache_key(uid) {
-                            if let Ok(mut c) = self.ctx.cache.lock() {
-                                c.insert(k, p.clone());
-                            }
-                        }
-                        shown.insert(uid, p);
-                    }
-                    _ => after.push(m),
-                }
-            }
+            self.quiesce().await?;
+            let (found, extra) = self.presentations(&missing).await?;
+            shown.extend(found);
+            after = extra;
         }
         let mut out = Vec::new();
         for (m, p) in held.into_iter().zip(parsed) {

@@ -81,6 +81,18 @@ def main():
         typ, flags = m.uid("FETCH", str(uid), "(FLAGS)")
         msg["flags"] = text(flags)
         out["messages"].append(msg)
+    # SEARCH over encrypted mail: UIDs for each query, and sequence numbers for one.
+    searches = {}
+    for q in ["BODY unauffaellig", "TEXT UNAUFFAELLIG", "NOT BODY unauffaellig",
+              "OR BODY unauffaellig SUBJECT plain", "BODY unauffaellig SUBJECT openssl-gcm"]:
+        typ, data = m.uid("SEARCH", None, q)
+        assert typ == "OK", (q, data)
+        searches[q] = [int(u) for u in data[0].split()]
+    typ, data = m.search(None, "BODY", "unauffaellig")
+    searches["seq: BODY unauffaellig"] = [int(u) for u in data[0].split()]
+    typ, data = m.uid("FETCH", "1:*", "(UID)")
+    out["uid_by_seq"] = [int(re.search(rb"UID (\d+)", d).group(1)) for d in data if d]
+    out["searches"] = searches
     m.logout()
 
     # The same bytes stored at Dovecot directly: its BODYSTRUCTURE is the reference.
