@@ -94,6 +94,13 @@ pub struct ImapListener {
     /// Decrypted messages kept in memory, in MiB (never written to disk).
     #[serde(default = "default_cache_mb")]
     pub cache_mb: usize,
+    /// Store plaintext the mail program appends to Sent or Drafts encrypted to the own
+    /// certificate, so the provider never holds a plaintext copy of what went out encrypted.
+    #[serde(default = "yes")]
+    pub encrypt_appends: bool,
+    /// The folders that applies to (last hierarchy level, any case); empty: the usual names.
+    #[serde(default)]
+    pub encrypted_folders: Vec<String>,
 }
 
 fn default_imap_listen() -> SocketAddr {

@@ -46,6 +46,7 @@ pub fn run(cfg: Config) -> Result<()> {
     let mut identities = Vec::new();
     // Every key of every identity may be needed to decrypt incoming mail.
     let mut decryption_keys = Vec::new();
+    let mut own_certs = Vec::new();
     for id in &cfg.identities {
         let source = id.key_source();
         let mut identity = source
@@ -65,6 +66,16 @@ pub fn run(cfg: Config) -> Result<()> {
         for c in identity.chain.iter().chain(encryption_cert.iter()) {
             store.add_cert(c.clone());
         }
+        own_certs.push((
+            id.addresses
+                .iter()
+                .chain(&id.logins)
+                .cloned()
+                .collect::<Vec<_>>(),
+            encryption_cert
+                .clone()
+                .unwrap_or_else(|| identity.cert.clone()),
+        ));
         identities.push(SenderIdentity {
             addresses: id.addresses.clone(),
             identity,
@@ -93,6 +104,15 @@ pub fn run(cfg: Config) -> Result<()> {
                     max_literal: 2 * cfg.smtp.max_message_size as u64 + (1 << 20),
                     connect_timeout: Duration::from_secs(30),
                     client_timeout: Duration::from_secs(31 * 60),
+                    own_certs,
+                    encrypt_appends_to: match (l.encrypt_appends, l.encrypted_folders.is_empty()) {
+                        (false, _) => Vec::new(),
+                        (true, true) => imap::session::DEFAULT_ENCRYPTED_FOLDERS
+                            .iter()
+                            .map(|s| s.to_string())
+                            .collect(),
+                        (true, false) => l.encrypted_folders.clone(),
+                    },
                 }),
             ))
         }

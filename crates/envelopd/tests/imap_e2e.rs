@@ -461,3 +461,81 @@ fn encrypted_mail_reads_as_plain_with_a_trustworthy_status_in_every_fetch_form()
         );
     }
 }
+
+#[test]
+fn appended_sent_copies_are_stored_encrypted_and_idle_sees_new_mail() {
+    use std::io::BufRead;
+    let provider = Provider::start();
+    let (_alice_dir, alice_smtp, _ai, _alice) =
+        envelopd(&provider, "alice", "implicit", provider.imaps);
+    let (bob_dir, _bs, bob_imap, _bob) = envelopd(&provider, "bob", "starttls", provider.imap);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/imap_append_idle.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .args([&bob_imap.to_string(), "bob@smime.example", "bob-pw"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut events = Vec::new();
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if v.get("idling").is_some() {
+            // Now a message arrives the real way: Alice's envelopd -> Postfix -> Bob's Maildir.
+            let o = Command::new("swaks")
+                .args([
+                    "--server",
+                    &format!("127.0.0.1:{alice_smtp}"),
+                    "--auth",
+                    "PLAIN",
+                ])
+                .args([
+                    "--auth-user",
+                    "alice@smime.example",
+                    "--auth-password",
+                    "alice-pw",
+                ])
+                .args(["--from", "alice@smime.example", "--to", "bob@smime.example"])
+                .args(["--header", "Subject: while idling", "--body", SECRET])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+        }
+        events.push(v);
+    }
+    let out = child.wait_with_output().unwrap();
+    let log = std::fs::read_to_string(bob_dir.path().join("envelopd.log")).unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{log}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The Sent copy reads back as plain text, and says it was stored encrypted (AES-256-GCM).
+    let back = b64d(&events[0]["sent_read_back"]);
+    assert!(String::from_utf8_lossy(&back).contains("Sent copy secret 42"));
+    assert_eq!(
+        status_of(&back).as_deref(),
+        Some("decrypted=aes-256-gcm; signature=none")
+    );
+    // On the server's disk: ciphertext in Sent, the INBOX append untouched.
+    let sent_dir = provider.dir.path().join("mail/smime.example/bob/.Sent");
+    let stored: Vec<Vec<u8>> = ["new", "cur"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(sent_dir.join(d)).unwrap())
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(stored.len(), 1);
+    let text = String::from_utf8_lossy(&stored[0]);
+    assert!(
+        text.contains("application/pkcs7-mime") && !text.contains("Sent copy secret 42"),
+        "{text}"
+    );
+    let inbox = provider.all_messages("bob");
+    assert!(inbox
+        .iter()
+        .any(|m| String::from_utf8_lossy(m).contains("Inbox plain 43")));
+    // IDLE through the proxy saw the delivery.
+    assert_eq!(events[2]["exists"].as_u64(), Some(2), "{events:?}\n{log}");
+}

@@ -149,6 +149,13 @@ impl Splitter {
         self.buf.extend_from_slice(data);
     }
 
+    /// Forgets the literal announced by the last line: the client will not send it (envelopd
+    /// refused the command before its `+`), and the next line starts a new command.
+    pub fn cancel_literal(&mut self) {
+        self.literal_left = 0;
+        self.at_command_start = true;
+    }
+
     /// The next piece, if one is available.
     pub fn next_piece(&mut self) -> Result<Option<Piece>, FrameError> {
         if self.literal_left > 0 {

@@ -98,6 +98,36 @@ pub struct ImapContext {
     pub connect_timeout: Duration,
     /// How long a client may be silent (IDLE clients re-issue every 29 minutes).
     pub client_timeout: Duration,
+    /// The practice's own encryption certificates, with the logins and addresses they are for:
+    /// plaintext appended to Sent or Drafts is stored encrypted to them.
+    pub own_certs: Vec<(Vec<String>, smime::Cert)>,
+    /// Mailbox names (last hierarchy level, any case) whose appended mail is encrypted.
+    pub encrypt_appends_to: Vec<String>,
+}
+
+/// The usual names of Sent and Drafts folders (Thunderbird, Outlook, Apple Mail, German
+/// clients; `Entw&APw-rfe` is "Entwürfe" in IMAP's modified UTF-7).
+pub const DEFAULT_ENCRYPTED_FOLDERS: &[&str] = &[
+    "Sent",
+    "Sent Items",
+    "Sent Messages",
+    "Sent Mail",
+    "Drafts",
+    "Gesendet",
+    "Gesendete Elemente",
+    "Gesendete Objekte",
+    "Entw&APw-rfe",
+];
+
+/// A message the client is appending to a folder envelopd encrypts.
+struct AppendCapture {
+    /// The command line up to the literal's `{`.
+    prefix: Vec<u8>,
+    tag: String,
+    left: u64,
+    data: Vec<u8>,
+    too_big: bool,
+    cert: smime::Cert,
 }
 
 /// Accepts mail programs until `shutdown` turns true; one task per connection.
@@ -148,6 +178,7 @@ struct Session {
     next_tag: u64,
     /// Client commands sent to the server and not yet answered.
     in_flight: usize,
+    append: Option<AppendCapture>,
 }
 
 async fn run(client: TcpStream, ctx: Arc<ImapContext>) -> std::io::Result<()> {
@@ -177,6 +208,7 @@ async fn run(client: TcpStream, ctx: Arc<ImapContext>) -> std::io::Result<()> {
         uidvalidity: None,
         next_tag: 2,
         in_flight: 0,
+        append: None,
     };
     let result = s.pump().await;
     let _ = s.client.shutdown().await;
@@ -314,6 +346,7 @@ pub fn keep_capability(cap: &str) -> bool {
         "IMAP4REV2",
         "STARTTLS",
         "LOGINDISABLED",
+        "MULTIAPPEND",
         "SEARCH=FUZZY",
         "X-",
         "XAPPLE",
@@ -433,10 +466,15 @@ impl Session {
                 Ok(None) => break,
                 Err(e) => return Ok(Err(e)),
             };
+            if self.append.is_some() {
+                self.append_piece(piece).await?;
+                continue;
+            }
             match piece {
                 Piece::Line { bytes, first: true } if literal_at_end(&bytes).is_none() => {
                     self.command(bytes).await?;
                 }
+                Piece::Line { bytes, first: true } if self.start_append(&bytes).await? => {}
                 Piece::Line { bytes, first } => {
                     if first {
                         self.note_command(&bytes);
@@ -448,6 +486,150 @@ impl Session {
             }
         }
         Ok(Ok(()))
+    }
+
+    /// The own encryption certificate for this session's login, if it has one.
+    fn own_cert(&self) -> Option<smime::Cert> {
+        let login = self.login.as_deref()?;
+        self.ctx
+            .own_certs
+            .iter()
+            .find(|(names, _)| names.iter().any(|n| n.eq_ignore_ascii_case(login)))
+            .map(|(_, c)| c.clone())
+    }
+
+    /// Starts capturing `APPEND <Sent or Drafts> ... {n}` so the message can be stored
+    /// encrypted; false when the command is not such an APPEND (it then passes unchanged).
+    async fn start_append(&mut self, line: &[u8]) -> std::io::Result<bool> {
+        let (tag, name, _) = command_words(line);
+        if name != "APPEND" {
+            return Ok(false);
+        }
+        let Some(mailbox) = append_mailbox(line) else {
+            return Ok(false);
+        };
+        let leaf = mailbox
+            .rsplit(['/', '.'])
+            .next()
+            .unwrap_or(&mailbox)
+            .to_ascii_lowercase();
+        if !self
+            .ctx
+            .encrypt_appends_to
+            .iter()
+            .any(|f| f.to_ascii_lowercase() == leaf)
+        {
+            return Ok(false);
+        }
+        let Some(cert) = self.own_cert() else {
+            return Ok(false);
+        };
+        let n = literal_at_end(line).expect("checked by the caller");
+        let open = memchr::memrchr(b'{', line).expect("a literal marker");
+        let sync = !line[open..].contains(&b'+');
+        let too_big = n > self.ctx.max_literal / 2;
+        if too_big && sync {
+            // The client waits for "+" before sending the literal: refusing now costs nothing.
+            let r = format!("{tag} NO [TOOBIG] the message is too big for envelopd\r\n");
+            self.send_client(r.as_bytes()).await?;
+            self.splitter.cancel_literal();
+            return Ok(true);
+        }
+        if sync {
+            self.send_client(b"+ Ready for literal data\r\n").await?;
+        }
+        self.append = Some(AppendCapture {
+            prefix: line[..open].to_vec(),
+            tag,
+            left: n,
+            data: Vec::with_capacity(if too_big { 0 } else { n as usize }),
+            too_big,
+            cert,
+        });
+        Ok(true)
+    }
+
+    async fn append_piece(&mut self, piece: Piece) -> std::io::Result<()> {
+        let cap = self.append.as_mut().expect("capturing");
+        match piece {
+            Piece::Literal(bytes) => {
+                cap.left = cap.left.saturating_sub(bytes.len() as u64);
+                if !cap.too_big {
+                    cap.data.extend_from_slice(&bytes);
+                }
+                Ok(())
+            }
+            Piece::Line { bytes, .. } => {
+                let cap = self.append.take().expect("capturing");
+                if bytes != b"\r\n" && bytes != b"\n" {
+                    // MULTIAPPEND (more messages in one command) is hidden; a client that tries
+                    // it anyway gets a clear refusal for the whole command.
+                    let r = format!(
+                        "{} NO envelopd stores one message per APPEND here\r\n",
+                        cap.tag
+                    );
+                    if literal_at_end(&bytes).is_some() {
+                        self.splitter.cancel_literal();
+                    }
+                    return self.send_client(r.as_bytes()).await;
+                }
+                if cap.too_big {
+                    let r = format!(
+                        "{} NO [TOOBIG] the message is too big for envelopd\r\n",
+                        cap.tag
+                    );
+                    return self.send_client(r.as_bytes()).await;
+                }
+                self.finish_append(cap).await
+            }
+        }
+    }
+
+    /// Stores the captured message encrypted to the user's own certificate (unless it already is
+    /// S/MIME), with the client's tag, so the server's answer (APPENDUID …) reaches the client.
+    async fn finish_append(&mut self, cap: AppendCapture) -> std::io::Result<()> {
+        let message = if smime::message::kind(&cap.data) == smime::message::Kind::Plain {
+            let opts = smime::EncryptOptions::default();
+            match smime::encrypt(&cap.data, std::slice::from_ref(&cap.cert), &opts) {
+                Ok(m) => {
+                    tracing::info!(
+                        size = cap.data.len(),
+                        "appended message stored encrypted to the own certificate"
+                    );
+                    m
+                }
+                Err(e) => {
+                    let r = format!(
+                        "{} NO envelopd could not encrypt the message: {e}\r\n",
+                        cap.tag
+                    );
+                    return self.send_client(r.as_bytes()).await;
+                }
+            }
+        } else {
+            cap.data
+        };
+        self.quiesce().await?;
+        let mut line = cap.prefix;
+        line.extend_from_slice(format!("{{{}}}\r\n", message.len()).as_bytes());
+        self.send_server(&line).await?;
+        loop {
+            let m = read_message(&mut self.up, &mut self.framer, Duration::from_secs(300))
+                .await
+                .map_err(std::io::Error::other)?;
+            if m.starts_with(b"+") {
+                break;
+            }
+            if tag_of(&m) == cap.tag.as_bytes() {
+                // Refused before the literal (quota, no such folder): that is the answer.
+                return self.send_client(&m).await;
+            }
+            self.send_client(&filter_capabilities(&m)).await?;
+        }
+        self.in_flight += 1;
+        let mut data = message;
+        data.extend_from_slice(b"\r\n");
+        self.send_server(&data).await
     }
 
     /// Remembers what a command means for the session (login name, selected mailbox).
@@ -789,6 +971,26 @@ impl Session {
         }
         self.send_client(&out).await
     }
+}
+
+/// The mailbox of an `APPEND` line (atom or quoted string).
+fn append_mailbox(line: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(line);
+    let mut rest = text.splitn(3, ' ').nth(2)?.trim_start();
+    if let Some(q) = rest.strip_prefix('"') {
+        let mut out = String::new();
+        let mut chars = q.chars();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => out.push(chars.next()?),
+                '"' => return Some(out),
+                c => out.push(c),
+            }
+        }
+        return None;
+    }
+    rest = rest.split(' ').next()?;
+    Some(rest.to_string())
 }
 
 /// `* OK [UIDVALIDITY n]`.
