@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""A misbehaving IMAP server for envelopd's bad-input tests.
+
+    fake_imap.py PORT MODE
+
+Serves connections one after another: greeting, LOGIN, SELECT, then answers a FETCH the way
+MODE says: "huge" (announces a 2 GiB literal and stalls), "garbage" (a FETCH response no parser
+accepts), "truncated" (half a literal, then hangs up), "bad-smime" (claims S/MIME, then sends
+base64 garbage as the message), "nested" (a message with MIME nested 200 levels deep).
+"""
+import socket
+import sys
+
+port, mode = int(sys.argv[1]), sys.argv[2]
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", port))
+srv.listen(5)
+
+NESTED = b"Subject: deep\r\nContent-Type: multipart/mixed; boundary=b0\r\n\r\n"
+for i in range(1, 200):
+    NESTED += b"--b%d\r\nContent-Type: multipart/mixed; boundary=b%d\r\n\r\n" % (i - 1, i)
+NESTED += b"--b199\r\nContent-Type: text/plain\r\n\r\nbottom\r\n"
+for i in range(199, -1, -1):
+    NESTED += b"--b%d--\r\n" % i
+SMIME_CT = b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\n"
+
+
+def serve(conn):
+    f = conn.makefile("rb")
+    conn.sendall(b"* OK [CAPABILITY IMAP4rev1 IDLE] fake server ready\r\n")
+    while True:
+        line = f.readline()
+        if not line:
+            return
+        tag, _, rest = line.partition(b" ")
+        word = rest.split(b" ")[0].upper().strip()
+        if word == b"UID":
+            word = rest.split(b" ")[1].upper()
+        if word == b"LOGIN":
+            conn.sendall(tag + b" OK logged in\r\n")
+        elif word in (b"SELECT", b"EXAMINE"):
+            conn.sendall(b"* 1 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n" + tag + b" OK [READ-WRITE] selected\r\n")
+        elif word == b"FETCH" and b"BODY.PEEK[]" in rest and b"HEADER.FIELDS" not in rest:
+            # envelopd's own fetch of the whole stored message.
+            if mode == "bad-smime":
+                body = b"Subject: x\r\n" + SMIME_CT + b"!!!! not base64 at all ####\r\n"
+            else:
+                body = NESTED
+            conn.sendall(b"* 1 FETCH (UID 1 BODY[] {%d}\r\n" % len(body) + body + b")\r\n" + tag + b" OK done\r\n")
+        elif word == b"FETCH":
+            if mode == "huge":
+                conn.sendall(b"* 1 FETCH (UID 1 BODY[HEADER.FIELDS (CONTENT-TYPE X-ENVELOPD)] {2147483648}\r\n")
+                f.readline()  # stall until the proxy gives up
+                return
+            if mode == "garbage":
+                conn.sendall(b"* 1 FETCH (UID 1 BODYSTRUCTURE (\"TEXT\" ((( garbage)\r\n" + tag + b" OK done\r\n")
+            elif mode == "truncated":
+                conn.sendall(b"* 1 FETCH (UID 1 BODY[] {100}\r\nabc")
+                conn.close()
+                return
+            elif mode == "bad-smime":
+                stored = b"Subject: x\r\n" + SMIME_CT + b"!!!! not base64 at all ####\r\n"
+                conn.sendall(b"* 1 FETCH (UID 1 RFC822.SIZE 99 BODY[] {%d}\r\n" % len(stored) + stored
+                             + b" BODY[HEADER.FIELDS (CONTENT-TYPE X-ENVELOPD)] {%d}\r\n" % len(SMIME_CT) + SMIME_CT + b")\r\n" + tag + b" OK done\r\n")
+            elif mode == "nested":
+                ct = b"Content-Type: multipart/mixed; boundary=b0\r\nX-Envelopd: forged\r\n\r\n"
+                conn.sendall(b"* 1 FETCH (UID 1 BODYSTRUCTURE (\"TEXT\" \"PLAIN\" NIL NIL NIL \"7BIT\" 1 1) BODY[HEADER.FIELDS (CONTENT-TYPE X-ENVELOPD)] {%d}\r\n" % len(ct) + ct + b")\r\n" + tag + b" OK done\r\n")
+        elif word == b"LOGOUT":
+            conn.sendall(b"* BYE bye\r\n" + tag + b" OK bye\r\n")
+            return
+        else:
+            conn.sendall(tag + b" OK\r\n")
+
+
+while True:
+    c, _ = srv.accept()
+    try:
+        serve(c)
+    except OSError:
+        pass
+    c.close()

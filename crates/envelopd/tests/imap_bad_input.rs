@@ -1,0 +1,221 @@
+//! Bad input from either side of the IMAP proxy: a server that announces a 2 GiB literal, sends
+//! an unparsable FETCH, hangs up inside a literal, claims S/MIME for garbage, or nests MIME 200
+//! deep; a client with an overlong line or an unterminated literal. Each gives a clear IMAP
+//! answer (BYE, NO, BAD, or the message with a status saying why), never a hang or a crash, and
+//! the proxy keeps serving new connections.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use testkit::procs::{free_port, wait_for, Proc};
+
+const ENVELOPD: &str = env!("CARGO_BIN_EXE_envelopd");
+
+fn fake_server(mode: &str) -> (Proc, u16) {
+    let port = free_port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/fake_imap.py");
+    let p = Proc(
+        Command::new("python3")
+            .arg(script)
+            .args([&port.to_string(), mode])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(port);
+    (p, port)
+}
+
+fn envelopd(upstream_imap: u16) -> (tempfile::TempDir, u16, Proc) {
+    let dir = tempfile::tempdir().unwrap();
+    let imap = free_port();
+    let smtp = free_port();
+    std::fs::write(
+        dir.path().join("proxy.toml"),
+        format!(
+            "[smtp]\nlisten = \"127.0.0.1:{smtp}\"\n[imap]\nlisten = \"127.0.0.1:{imap}\"\n\
+             [upstream.smtp]\nhost = \"127.0.0.1\"\nport = 1\ntls = \"none\"\n\
+             [upstream.imap]\nhost = \"127.0.0.1\"\nport = {upstream_imap}\ntls = \"none\"\n"
+        ),
+    )
+    .unwrap();
+    let p = Proc(
+        Command::new(ENVELOPD)
+            .args(["run", "--config"])
+            .arg(dir.path().join("proxy.toml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("envelopd.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(imap);
+    (dir, imap, p)
+}
+
+struct Client {
+    r: BufReader<TcpStream>,
+}
+
+impl Client {
+    fn connect(port: u16) -> Client {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        // A hang would show up as a read timeout, failing the test instead of blocking it.
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let mut c = Client {
+            r: BufReader::new(s),
+        };
+        let greeting = c.line();
+        assert!(greeting.starts_with("* OK"), "{greeting}");
+        c
+    }
+
+    fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.r
+            .read_line(&mut l)
+            .expect("an answer in time, not a hang");
+        l
+    }
+
+    fn send(&mut self, bytes: &[u8]) {
+        self.r.get_mut().write_all(bytes).unwrap();
+    }
+
+    /// Sends a command and collects everything up to its tagged answer (or the end).
+    fn command(&mut self, tag: &str, bytes: &[u8]) -> String {
+        self.send(bytes);
+        let mut all = String::new();
+        loop {
+            let mut raw = Vec::new();
+            let n = self
+                .r
+                .read_until(b'\n', &mut raw)
+                .expect("an answer in time, not a hang");
+            let l = String::from_utf8_lossy(&raw).to_string();
+            all.push_str(&l);
+            if n == 0 || l.starts_with(&format!("{tag} ")) || l.starts_with("* BYE") {
+                return all;
+            }
+        }
+    }
+
+    fn login_select(&mut self) {
+        assert!(self.command("l", b"l LOGIN bob pw\r\n").contains("l OK"));
+        assert!(self.command("s", b"s SELECT INBOX\r\n").contains("s OK"));
+    }
+}
+
+#[test]
+fn a_server_announcing_a_2_gib_literal_gets_the_client_a_bye_not_a_hang() {
+    let (_srv, port) = fake_server("huge");
+    let (_d, imap, _e) = envelopd(port);
+    let mut c = Client::connect(imap);
+    c.login_select();
+    let out = c.command("f", b"f FETCH 1 (BODY.PEEK[])\r\n");
+    assert!(
+        out.contains("* BYE envelopd: the mail server sent a literal of 2147483648 bytes"),
+        "{out}"
+    );
+    // The proxy itself is fine.
+    let _again = Client::connect(imap);
+}
+
+#[test]
+fn an_unparsable_fetch_response_passes_and_the_command_completes() {
+    let (_srv, port) = fake_server("garbage");
+    let (_d, imap, _e) = envelopd(port);
+    let mut c = Client::connect(imap);
+    c.login_select();
+    let out = c.command("f", b"f FETCH 1 (BODYSTRUCTURE)\r\n");
+    assert!(out.contains("f OK"), "{out}");
+    assert!(c.command("n", b"n NOOP\r\n").contains("n OK"));
+}
+
+#[test]
+fn a_server_hanging_up_inside_a_literal_ends_the_session_with_bye() {
+    let (_srv, port) = fake_server("truncated");
+    let (_d, imap, _e) = envelopd(port);
+    let mut c = Client::connect(imap);
+    c.login_select();
+    let out = c.command("f", b"f FETCH 1 (BODY[])\r\n");
+    assert!(out.contains("* BYE") || out.is_empty(), "{out}");
+    let _again = Client::connect(imap);
+}
+
+#[test]
+fn an_smime_message_that_cannot_be_opened_is_shown_with_a_status_that_says_why() {
+    let (_srv, port) = fake_server("bad-smime");
+    let (_d, imap, _e) = envelopd(port);
+    let mut c = Client::connect(imap);
+    c.login_select();
+    let out = c.command("f", b"f FETCH 1 (RFC822.SIZE BODY.PEEK[])\r\n");
+    assert!(out.contains("f OK"), "{out}");
+    assert!(
+        out.contains("X-Envelopd: decrypted=failed; reason="),
+        "{out}"
+    );
+    // RFC822.SIZE is the size of what is shown, not of what is stored.
+    let size: usize = out
+        .split("RFC822.SIZE ")
+        .nth(1)
+        .unwrap()
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let literal: usize = out
+        .split("BODY[] {")
+        .nth(1)
+        .unwrap()
+        .split('}')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(size, literal);
+}
+
+#[test]
+fn mime_nested_200_deep_is_described_without_recursing_forever() {
+    let (_srv, port) = fake_server("nested");
+    let (_d, imap, _e) = envelopd(port);
+    let mut c = Client::connect(imap);
+    c.login_select();
+    let out = c.command("f", b"f FETCH 1 (BODYSTRUCTURE BODY.PEEK[1.1.1])\r\n");
+    assert!(
+        out.contains("f OK") && out.contains("BODYSTRUCTURE ("),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_client_input_gets_bye_or_passes_without_harm() {
+    let (_srv, port) = fake_server("garbage");
+    let (d, imap, _e) = envelopd(port);
+    // An overlong line (over 64 KiB without CRLF): BYE, connection closed.
+    let mut c = Client::connect(imap);
+    let mut long = b"a NOOP ".to_vec();
+    long.extend(std::iter::repeat_n(b'x', 70_000));
+    c.send(&long);
+    let l = c.line();
+    assert!(
+        l.starts_with("* BYE envelopd: the mail program sent a line longer than"),
+        "{l}"
+    );
+    // A client announcing a 2 GiB literal and vanishing: nothing is buffered, the proxy goes on.
+    let mut c = Client::connect(imap);
+    c.send(b"a APPEND INBOX {2147483648+}\r\nonly a few bytes");
+    drop(c);
+    let mut c = Client::connect(imap);
+    c.login_select();
+    assert!(c.command("n", b"n NOOP\r\n").contains("n OK"));
+    let log = std::fs::read_to_string(d.path().join("envelopd.log")).unwrap();
+    assert!(!log.contains("panicked"), "{log}");
+}
