@@ -7,7 +7,8 @@ cd "$(dirname "$0")"
 secs=${1:-60}
 [ -d corpus/cms ] || ./seed.sh
 export RUSTC_BOOTSTRAP=1
-for t in cms mime decrypt; do
+for t in cms mime decrypt imap_server imap_client; do
+  mkdir -p "corpus/$t"
   echo "== fuzzing $t for ${secs}s"
   cargo fuzz run -O "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=2048 -max_len=65536 2>&1 \
     | grep -E "^#[0-9]+.*(DONE|pulse)|ERROR|panicked|SUMMARY|Done" | tail -3

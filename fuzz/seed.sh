@@ -19,4 +19,10 @@ for c in aes256-gcm aes256-cbc; do
 done
 openssl cms -encrypt -aes256 -outform DER -in "$tmp/m.eml" "$tmp/bob.encrypt.crt" > corpus/cms/openssl-enveloped.der
 openssl cms -sign -nodetach -outform DER -signer "$tmp/alice.sign.crt" -inkey "$tmp/alice.sign.key" -in "$tmp/m.eml" > corpus/cms/openssl-signed.der
+# IMAP: server responses (FETCH with literals, capabilities) and client commands.
+mkdir -p corpus/imap_server corpus/imap_client
+printf '* 1 FETCH (UID 7 RFC822.SIZE 44 BODY[] {12}\r\nSubject: x\r\n BODY[HEADER.FIELDS (CONTENT-TYPE X-ENVELOPD)] {2}\r\n\r\n FLAGS (\\Seen))\r\n* CAPABILITY IMAP4rev1 COMPRESS=DEFLATE IDLE\r\na OK done\r\n' > corpus/imap_server/fetch.txt
+printf '* 2 FETCH (BODYSTRUCTURE (("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 5 1 NIL NIL NIL NIL)("APPLICATION" "PDF" NIL NIL NIL "BASE64" 4 NIL ("ATTACHMENT" ("FILENAME" "x.pdf")) NIL NIL) "MIXED" ("BOUNDARY" "b") NIL NIL NIL))\r\n' > corpus/imap_server/structure.txt
+cp corpus/mime/plain-multipart.eml corpus/imap_server/
+printf 'a UID FETCH 1:* (UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From Subject)] BODYSTRUCTURE)\r\nb SEARCH OR BODY x NOT TEXT y SINCE 1-Jan-2026\r\nc APPEND Sent (\\Seen) {5}\r\nhello\r\nd IDLE\r\nDONE\r\n' > corpus/imap_client/commands.txt
 echo "seed corpora: $(ls corpus/cms | wc -l) cms, $(ls corpus/mime | wc -l) mime, $(ls corpus/decrypt | wc -l) decrypt"

@@ -57,19 +57,19 @@ trap cleanup EXIT
 trap 'exit 0' INT TERM
 cd "$work"
 
-: "${DEMO_SMTP_PORT:=10587}"
+: "${DEMO_SMTP_PORT:=10587}" "${DEMO_IMAP_PORT:=10143}"
 : "${SUBMISSION_PORT:=12587}" "${IMAPS_PORT:=12993}"
 export SUBMISSION_PORT IMAPS_PORT
 
 echo "== 1. a throwaway CA and two users with S/MIME certificates (PKCS#12)"
 mkdir -p pki trust certs keys
-openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=Demo Health Network CA" \
+openssl req -x509 -newkey rsa:2048 -nodes -days 400 -subj "/CN=Demo Health Network CA" \
   -keyout pki/ca.key -out trust/ca.pem -addext basicConstraints=critical,CA:TRUE \
   -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
 issue() { # name address
   openssl req -newkey rsa:2048 -nodes -subj "/CN=$1" -keyout "pki/$1.key" -out "pki/$1.csr" 2>/dev/null
   printf 'basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=emailProtection\nsubjectAltName=email:%s\n' "$2" >"pki/$1.ext"
-  openssl x509 -req -in "pki/$1.csr" -CA trust/ca.pem -CAkey pki/ca.key -CAserial pki/ca.srl -CAcreateserial -days 30 \
+  openssl x509 -req -in "pki/$1.csr" -CA trust/ca.pem -CAkey pki/ca.key -CAserial pki/ca.srl -CAcreateserial -days 400 \
     -extfile "pki/$1.ext" -out "pki/$1.pem" 2>/dev/null
   openssl rand -hex 12 >"keys/$1.pass"
   openssl pkcs12 -export -inkey "pki/$1.key" -in "pki/$1.pem" -certfile trust/ca.pem \
@@ -89,6 +89,9 @@ cat >proxy.toml <<EOF
 [smtp]
 listen = "127.0.0.1:$DEMO_SMTP_PORT"
 
+[imap]
+listen = "127.0.0.1:$DEMO_IMAP_PORT"
+
 [upstream.smtp]
 host = "localhost"
 port = $SUBMISSION_PORT
@@ -96,17 +99,32 @@ tls = "starttls"
 ca_file = "$work/provider/tls/ca.pem"
 system_roots = false
 
+[upstream.imap]
+host = "localhost"
+port = $IMAPS_PORT
+tls = "implicit"
+ca_file = "$work/provider/tls/ca.pem"
+system_roots = false
+
 [certificates]
 anchors = ["trust"]
 recipients = "certs"
 
+# Both users' keys are in this one envelopd, as on a practice's gateway.
 [[identity]]
 addresses = ["dr.alice@praxis.test"]
 pkcs12 = "keys/alice.p12"
 password_file = "keys/alice.pass"
 
+[[identity]]
+addresses = ["bob@klinik.test"]
+pkcs12 = "keys/bob.p12"
+password_file = "keys/bob.pass"
+
 [policy]
 fallback = "refuse"
+# Bob's envelopd reads AES-GCM (authenticated encryption); Outlook would not.
+gcm_capable = ["klinik.test"]
 EOF
 
 echo "== 3. envelopd check"
@@ -137,13 +155,19 @@ openssl cms -decrypt -inkey pki/bob.key -in stored.eml | openssl cms -verify -CA
   | sed -n '/^\r\{0,1\}$/,$p' | sed 's/^/   | /'
 echo "   openssl: $(cat verify.txt)"
 
+echo "== 8. Bob reads his mail through envelopd (IMAP, curl): decrypted, signature checked"
+curl -sS "imap://127.0.0.1:$DEMO_IMAP_PORT/INBOX;UID=1" --user bob@klinik.test:bob-demo >read.eml
+grep -E '^(X-Envelopd|From|Subject):' read.eml | sed 's/^/   | /'
+sed -n '/^\r\{0,1\}$/,$p' read.eml | sed 's/^/   | /'
+echo "   (the X-Envelopd line is envelopd's verdict; a copy of it arriving in the mail is removed)"
+
 cat <<EOF
-== 8. try it with your own mail program (Thunderbird, Outlook, ...)
+== 9. try it with your own mail program (Thunderbird, Outlook, ...)
    Outgoing (SMTP):  server 127.0.0.1, port $DEMO_SMTP_PORT, no encryption (this machine only),
                      user dr.alice@praxis.test, password alice-demo
-   Incoming (IMAP):  server localhost, port $IMAPS_PORT, SSL/TLS, user bob@klinik.test, password bob-demo
-                     (the provider directly, with its demo CA $work/provider/tls/ca.pem;
-                     the decrypting IMAP side of envelopd is the next step)
+   Incoming (IMAP):  server 127.0.0.1, port $DEMO_IMAP_PORT, no encryption (this machine only),
+                     user bob@klinik.test, password bob-demo: encrypted mail reads as plain text
+                     with an "X-Envelopd:" line saying how it was protected and who signed it
    Send to bob@klinik.test: it leaves signed and encrypted. Send to anyone else: refused with
    550 5.7.1, because policy "refuse" is set and they have no certificate.
 EOF

@@ -102,6 +102,25 @@ pub fn check(cfg: &Config, now: SystemTime, probe_upstream: bool) -> Report {
         }
     }
 
+    if let (Some(i), Some(iup)) = (&cfg.imap, &cfg.upstream.imap) {
+        r.push(
+            Level::Ok,
+            format!(
+                "mail programs read through {} (IMAP; S/MIME shown decrypted and verified; {} MiB cache in memory)",
+                i.listen, i.cache_mb
+            ),
+        );
+        let target = format!("{}:{}", iup.host, iup.imap_port());
+        if probe_upstream {
+            match probe_imap(cfg) {
+                Ok(greeting) => r.push(
+                    Level::Ok,
+                    format!("IMAP server {target}: reachable, TLS as configured; it greets with: {greeting}"),
+                ),
+                Err(e) => r.push(Level::Problem, format!("IMAP server {target}: {e}")),
+            }
+        }
+    }
     let up = &cfg.upstream.smtp;
     let mode = match up.tls {
         TlsMode::Implicit => "implicit TLS (SMTPS)",
@@ -314,6 +333,29 @@ fn check_identity(r: &mut Report, id: &IdentityConfig, store: &CertStore, now: S
             Err(e) => r.push(Level::Problem, format!("identity {who}: {e:#}")),
         }
     }
+}
+
+/// Connects to the provider's IMAP server exactly as an IMAP session will.
+fn probe_imap(cfg: &Config) -> Result<String, String> {
+    let target = crate::daemon::imap_target(cfg)
+        .map_err(|e| format!("{e:#}"))?
+        .ok_or("no [upstream.imap]")?;
+    let ctx = imap::session::ImapContext {
+        upstream: target,
+        keys: Vec::new(),
+        store: certstore::CertStore::new(),
+        cache: std::sync::Mutex::new(imap::session::Cache::new(0)),
+        max_literal: 1 << 20,
+        connect_timeout: Duration::from_secs(10),
+        client_timeout: Duration::from_secs(10),
+        own_certs: Vec::new(),
+        encrypt_appends_to: Vec::new(),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(imap::session::probe(&ctx))
 }
 
 /// Connects to the provider exactly as the daemon will (TLS, certificate check, EHLO) and

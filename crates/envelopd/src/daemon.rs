@@ -186,6 +186,22 @@ fn target_tls(up: &crate::config::UpstreamServer, section: &str) -> Result<Targe
     })
 }
 
+/// The provider's IMAP server with its TLS trust, if configured.
+pub fn imap_target(cfg: &Config) -> Result<Option<imap::session::ImapTarget>> {
+    let Some(up) = &cfg.upstream.imap else {
+        return Ok(None);
+    };
+    Ok(Some(imap::session::ImapTarget {
+        host: up
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port: up.imap_port(),
+        tls: target_tls(up, "upstream.imap")?,
+    }))
+}
+
 /// The provider's server with its TLS trust, as the SMTP session uses it.
 pub fn upstream_target(cfg: &Config) -> Result<Target> {
     let up = &cfg.upstream.smtp;

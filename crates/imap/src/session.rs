@@ -215,6 +215,15 @@ async fn run(client: TcpStream, ctx: Arc<ImapContext>) -> std::io::Result<()> {
     result
 }
 
+/// Connects to the IMAP server as a session would (TLS, certificate check, greeting) and
+/// returns the greeting a mail program would see; for `envelopd check`.
+pub async fn probe(ctx: &ImapContext) -> Result<String, String> {
+    let (mut up, greeting, _) = connect(ctx).await?;
+    let _ = up.write_all(b"envelopd9 LOGOUT\r\n").await;
+    let _ = up.flush().await;
+    Ok(String::from_utf8_lossy(&greeting).trim().to_string())
+}
+
 /// Connects (with TLS as configured) and returns the connection, the greeting for the client
 /// and the framer holding anything the server sent after it.
 async fn connect(ctx: &ImapContext) -> Result<(Conn, Vec<u8>, Framer), String> {

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# IMAP benchmark, all in one run: opening a folder of N messages (half of them signed and
+# encrypted S/MIME) the way Thunderbird does (UID, RFC822.SIZE, FLAGS and the list headers of
+# every message), straight at Dovecot and through envelopd with a cold and a warm cache.
+# Needs root (Postfix/Dovecot from scripts/mailserver.sh), python3 and openssl.
+#
+#   scripts/bench-imap.sh [--quick]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+export PATH="$PATH:/usr/sbin"
+V="$(cd "${ENVELOPD_VECTORS:-../shared/vectors}" && pwd)/rfc9216"
+n=1000
+[ "${1:-}" = --quick ] && n=200
+
+echo "== building envelopd (release)"
+cargo build --quiet --release -p envelopd
+E="$root/target/release/envelopd"
+work=$(mktemp -d /tmp/envelopd-bench-imap.XXXXXX); chmod 755 "$work"
+epid=""
+cleanup() {
+  [ -n "$epid" ] && kill "$epid" 2>/dev/null || true
+  "$root/scripts/mailserver.sh" stop "$work/provider" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+export SMTP_PLAIN_PORT=$(port) SUBMISSION_PORT=$(port) SMTPS_PORT=$(port) IMAP_PORT=$(port) IMAPS_PORT=$(port)
+"$root/scripts/mailserver.sh" start "$work/provider" bob@smime.example:bob-pw >/dev/null
+
+echo "== filling a folder with $n messages ($((n / 2)) S/MIME)"
+cd "$work"
+mkdir -p keys trust
+cp "$V/bob.p12" keys/ && echo bob >keys/pw && chmod 600 keys/*
+cp "$V/ca.rsa.crt" trust/ca.pem
+cp "$V"/alice.sign.* "$V"/bob.encrypt.crt . && chmod 600 alice.sign.key
+body=$(head -c 3000 /dev/zero | tr '\0' 'x' | fold -w 76)
+printf 'From: Alice <alice@smime.example>\r\nTo: bob@smime.example\r\nSubject: s\r\n\r\n%s\r\n' "$body" >plain.eml
+"$E" smime sign --key alice.sign.key --cert alice.sign.crt --in plain.eml \
+  | "$E" smime encrypt --to bob.encrypt.crt --cipher aes256-cbc --out smime.eml
+box="$work/provider/mail/smime.example/bob/cur"
+python3 - "$n" "$box" <<'EOF'
+import os, sys
+n, box = int(sys.argv[1]), sys.argv[2]
+plain = open("plain.eml", "rb").read().replace(b"Subject: s", b"Subject: plain %d")
+smime = open("smime.eml", "rb").read()
+for i in range(n):
+    if i % 2:
+        m = smime.replace(b"Subject: s", b"Subject: encrypted %d" % i, 1)
+    else:
+        m = plain % i
+    path = os.path.join(box, "%d.M%dP1.bench:2,S" % (1700000000 + i, i))
+    open(path, "wb").write(m)
+    os.chown(path, 5000, 5000)
+EOF
+
+listen=$(port)
+cat >proxy.toml <<EOF
+[smtp]
+listen = "127.0.0.1:$(port)"
+[imap]
+listen = "127.0.0.1:$listen"
+[upstream.smtp]
+host = "127.0.0.1"
+port = $SMTP_PLAIN_PORT
+tls = "none"
+[upstream.imap]
+host = "127.0.0.1"
+port = $IMAP_PORT
+tls = "none"
+[certificates]
+anchors = ["trust"]
+[[identity]]
+addresses = ["bob@smime.example"]
+pkcs12 = "keys/bob.p12"
+password_file = "keys/pw"
+EOF
+RUST_LOG=warn "$E" run --config proxy.toml 2>envelopd.log &
+epid=$!
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$listen") 2>/dev/null && break; sleep 0.05; done
+
+python3 - "$IMAP_PORT" "$listen" "$n" <<'EOF'
+import imaplib, sys, time
+direct, proxy, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+ITEMS = ("(UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Cc Bcc Subject Date "
+         "Message-ID Priority X-Priority References Newsgroups In-Reply-To Content-Type Reply-To)])")
+
+def open_folder(port):
+    start = time.perf_counter()
+    m = imaplib.IMAP4("127.0.0.1", port)
+    m.login("bob@smime.example", "bob-pw")
+    m.select("INBOX")
+    typ, data = m.uid("FETCH", "1:*", ITEMS)
+    assert typ == "OK"
+    count = sum(1 for d in data if isinstance(d, tuple))
+    m.logout()
+    assert count == n, (count, n)
+    return time.perf_counter() - start
+
+open_folder(direct)  # Dovecot builds its index once; not part of the comparison
+d = min(open_folder(direct) for _ in range(3))
+cold = open_folder(proxy)
+warm = min(open_folder(proxy) for _ in range(3))
+print()
+print(f"opening a folder of {n} messages ({n // 2} S/MIME), as Thunderbird does:")
+print(f"  straight to Dovecot          {d * 1000:8.1f} ms   1.00x")
+print(f"  through envelopd, cold cache {cold * 1000:8.1f} ms   {cold / d:5.2f}x   (every S/MIME message decrypted and verified)")
+print(f"  through envelopd, warm cache {warm * 1000:8.1f} ms   {warm / d:5.2f}x")
+EOF
+echo "envelopd peak RSS: $(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' "/proc/$epid/status")"
