@@ -1,0 +1,51 @@
+//! The fuzz targets' entry points on stable Rust: thousands of random and mutated IMAP inputs
+//! through the server-side and client-side parsers; none may panic or loop.
+
+use proptest::prelude::*;
+
+const SEEDS: &[&[u8]] = &[
+    b"* 1 FETCH (UID 7 RFC822.SIZE 44 BODY[] {12}\r\nSubject: x\r\n BODY[HEADER.FIELDS (CONTENT-TYPE X-ENVELOPD)] {2}\r\n\r\n FLAGS (\\Seen))\r\na OK done\r\n",
+    b"* 2 FETCH (BODYSTRUCTURE ((\"TEXT\" \"PLAIN\" (\"CHARSET\" \"us-ascii\") NIL NIL \"7BIT\" 5 1 NIL NIL NIL NIL) \"MIXED\" (\"BOUNDARY\" \"b\") NIL NIL NIL))\r\n",
+    b"* CAPABILITY IMAP4rev1 COMPRESS=DEFLATE IDLE\r\n* OK [CAPABILITY IMAP4rev1 BINARY] hi\r\n",
+    b"Subject: s\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: message/rfc822\r\n\r\nSubject: in\r\n\r\nx\r\n--b--\r\n",
+    b"a UID FETCH 1:* (UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From Subject)] BODYSTRUCTURE)\r\nb SEARCH OR BODY x NOT TEXT y SINCE 1-Jan-2026\r\nc APPEND Sent (\\Seen) {5}\r\nhello\r\n",
+];
+
+fn mutate(seed: &[u8], edits: &[(usize, u8)]) -> Vec<u8> {
+    let mut v = seed.to_vec();
+    for &(pos, byte) in edits {
+        if v.is_empty() {
+            break;
+        }
+        let i = pos % v.len();
+        match byte % 4 {
+            0 => v[i] = byte,
+            1 => {
+                v.remove(i);
+            }
+            2 => v.insert(i, byte),
+            _ => v.truncate(i),
+        }
+    }
+    v
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..400)) {
+        imap::fuzz_targets::server(&data);
+        imap::fuzz_targets::client(&data);
+    }
+
+    #[test]
+    fn mutated_seeds_never_panic(
+        seed in 0..SEEDS.len(),
+        edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..12),
+    ) {
+        let data = mutate(SEEDS[seed], &edits);
+        imap::fuzz_targets::server(&data);
+        imap::fuzz_targets::client(&data);
+    }
+}
