@@ -182,6 +182,40 @@ impl FetchResponse {
     }
 }
 
+/// The fast path for the common case: the server echoed envelopd's header-fields item last (as
+/// it was asked), and the UID is part of what the client gets anyway. Returns the response
+/// without that item, and the item's bytes; `None` when the response does not look exactly like
+/// that (the full parse then decides).
+pub fn split_marker(message: &[u8], plan: &FetchPlan) -> Option<(Vec<u8>, Vec<u8>)> {
+    if !(plan.uid || plan.requested.contains(&MessageDataItemName::Uid))
+        || plan.requested.iter().any(
+            |r| matches!(r, MessageDataItemName::BodyExt { section, .. } if is_marker(section)),
+        )
+    {
+        return None;
+    }
+    let body = message.strip_suffix(b")\r\n")?;
+    // The marker's literal is the last thing before ")": find its announcement.
+    let open = memchr::memrchr(b'{', body)?;
+    let close = open + memchr::memchr(b'}', &body[open..])?;
+    let n: usize = std::str::from_utf8(&body[open + 1..close])
+        .ok()?
+        .parse()
+        .ok()?;
+    let data_start = close + 3;
+    if body.get(close + 1..data_start)? != b"\r\n" || data_start + n != body.len() {
+        return None;
+    }
+    let name_start = memchr::memmem::rfind(&body[..open], b" BODY[")?;
+    let name = String::from_utf8_lossy(&body[name_start..open]).to_ascii_lowercase();
+    if name.trim() != "body[header.fields (content-type x-envelopd)]" {
+        return None;
+    }
+    let mut stripped = body[..name_start].to_vec();
+    stripped.extend_from_slice(b")\r\n");
+    Some((stripped, body[data_start..].to_vec()))
+}
+
 /// Parses `* n FETCH (...)`; `None` for anything else or what imap-codec cannot read.
 pub fn parse_response(message: &[u8]) -> Option<FetchResponse> {
     let (rest, response) = ResponseCodec::default().decode(message).ok()?;
@@ -345,6 +379,20 @@ mod tests {
         assert!(super::plan(b"a3 NOOP\r\n").is_none());
         let (_, full) = super::plan(b"a4 FETCH 1:3 FULL\r\n").unwrap();
         assert!(full.requested.contains(&MessageDataItemName::Body));
+    }
+
+    #[test]
+    fn the_fast_path_cuts_exactly_the_marker() {
+        let (_, plan) = plan(b"a UID FETCH 1:* (RFC822.SIZE FLAGS)\r\n").unwrap();
+        let m = b"* 3 FETCH (UID 9 RFC822.SIZE 10 FLAGS () BODY[HEADER.FIELDS (CONTENT-TYPE X-ENVELOPD)] {24}\r\nContent-Type: text/x\r\n\r\n)\r\n";
+        let (stripped, marker) = split_marker(m, &plan).unwrap();
+        assert_eq!(stripped, b"* 3 FETCH (UID 9 RFC822.SIZE 10 FLAGS ())\r\n");
+        assert_eq!(marker, b"Content-Type: text/x\r\n\r\n");
+        // Without UID in what the client gets, or with other trailing items: the full parse.
+        let (_, seq_plan) = super::plan(b"a FETCH 1:* (RFC822.SIZE)\r\n").unwrap();
+        assert!(split_marker(m, &seq_plan).is_none());
+        let other = b"* 3 FETCH (UID 9 BODY[HEADER.FIELDS (FROM)] {4}\r\nx\r\n\r\n)\r\n";
+        assert!(split_marker(other, &plan).is_none());
     }
 
     #[test]

@@ -43,7 +43,10 @@ pub fn literal_at_end(line: &[u8]) -> Option<u64> {
 #[derive(Debug)]
 pub struct Framer {
     buf: Vec<u8>,
-    /// Bytes of the current message already checked.
+    /// Where the current message starts (messages before it were handed out; the buffer is
+    /// compacted only now and then, not after every small message).
+    head: usize,
+    /// Bytes of the buffer already checked (absolute position).
     pos: usize,
     literal_left: u64,
     max_line: usize,
@@ -55,6 +58,7 @@ impl Framer {
     pub fn new(max_line: usize, max_literal: u64) -> Self {
         Framer {
             buf: Vec::with_capacity(8192),
+            head: 0,
             pos: 0,
             literal_left: 0,
             max_line,
@@ -64,12 +68,17 @@ impl Framer {
 
     /// Adds received bytes.
     pub fn push(&mut self, data: &[u8]) {
+        if self.head > 0 && self.head >= self.buf.len() / 2 {
+            self.buf.drain(..self.head);
+            self.pos -= self.head;
+            self.head = 0;
+        }
         self.buf.extend_from_slice(data);
     }
 
     /// How many bytes are buffered beyond the messages already returned.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.head
     }
 
     /// The next complete message, if one is buffered.
@@ -103,8 +112,9 @@ impl Framer {
                 self.buf.reserve(n as usize);
                 continue;
             }
-            let message: Vec<u8> = self.buf.drain(..end).collect();
-            self.pos = 0;
+            let message = self.buf[self.head..end].to_vec();
+            self.head = end;
+            self.pos = end;
             return Ok(Some(message));
         }
     }

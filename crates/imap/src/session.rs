@@ -179,6 +179,8 @@ struct Session {
     /// Client commands sent to the server and not yet answered.
     in_flight: usize,
     append: Option<AppendCapture>,
+    /// Output for the client not yet written.
+    out: Vec<u8>,
 }
 
 async fn run(client: TcpStream, ctx: Arc<ImapContext>) -> std::io::Result<()> {
@@ -209,6 +211,7 @@ async fn run(client: TcpStream, ctx: Arc<ImapContext>) -> std::io::Result<()> {
         next_tag: 2,
         in_flight: 0,
         append: None,
+        out: Vec::new(),
     };
     let result = s.pump().await;
     let _ = s.client.shutdown().await;
@@ -409,8 +412,25 @@ fn unquote(word: &str) -> String {
 
 impl Session {
     async fn send_client(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.client.write_all(bytes).await?;
-        self.client.flush().await
+        self.queue_client(bytes);
+        self.flush_client().await
+    }
+
+    /// Collects output for the client; [`Self::flush_client`] sends it in one write (a folder
+    /// listing is a thousand small responses: one syscall each would dominate).
+    fn queue_client(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    async fn flush_client(&mut self) -> std::io::Result<()> {
+        if !self.out.is_empty() {
+            let out = std::mem::take(&mut self.out);
+            self.client.write_all(&out).await?;
+            self.client.flush().await?;
+            self.out = out;
+            self.out.clear();
+        }
+        Ok(())
     }
 
     async fn send_server(&mut self, bytes: &[u8]) -> std::io::Result<()> {
@@ -453,9 +473,13 @@ impl Session {
                         match self.framer.next_message() {
                             Ok(Some(m)) => self.server_message(m).await?,
                             Ok(None) => break,
-                            Err(e) => return self.bye(&format!("the mail server sent {e}")).await,
+                            Err(e) => {
+                                self.flush_client().await?;
+                                return self.bye(&format!("the mail server sent {e}")).await;
+                            }
                         }
                     }
+                    self.flush_client().await?;
                     if self.pending.is_none() {
                         // Commands the client sent while a FETCH was being answered.
                         if let Err(e) = self.client_pieces().await? {
@@ -708,6 +732,14 @@ impl Session {
             if tag_of(&m) == plan.tag.as_bytes() {
                 return self.complete_fetch(m).await;
             }
+            // Until something must wait for envelopd's own fetch, answers stream on (FETCH
+            // responses may come in any order); after that, everything keeps its order.
+            if self.held.is_empty() {
+                if let Some(out) = self.answer_now(&m) {
+                    self.queue_client(&out);
+                    return Ok(());
+                }
+            }
             self.held.push(m);
             return Ok(());
         }
@@ -897,6 +929,41 @@ impl Session {
             .as_bytes(),
         );
         self.send_client(&out).await
+    }
+
+    /// The answer to one response of a pending FETCH, if it can be given without fetching the
+    /// stored message (plain, or shown form cached); `None`: it must wait.
+    fn answer_now(&self, m: &[u8]) -> Option<Vec<u8>> {
+        let plan = self.pending.as_ref()?;
+        if let Some((stripped, marker)) = fetch::split_marker(m, plan) {
+            let needs = needs_presentation(
+                &fetch::marker_content_type(&marker),
+                fetch::marker_has_status(&marker),
+            );
+            if !needs {
+                return Some(stripped);
+            }
+        }
+        let Some(r) = m
+            .starts_with(b"* ")
+            .then(|| fetch::parse_response(m))
+            .flatten()
+        else {
+            return Some(filter_capabilities(m));
+        };
+        let needs = r.marker().is_some_and(|mk| {
+            needs_presentation(
+                &fetch::marker_content_type(&mk),
+                fetch::marker_has_status(&mk),
+            )
+        });
+        if !needs {
+            return Some(fetch::rewrite(r, plan, None));
+        }
+        let shown = self
+            .cache_key(r.uid()?)
+            .and_then(|k| self.ctx.cache.lock().ok()?.get(&k))?;
+        Some(fetch::rewrite(r, plan, Some(&shown.message)))
     }
 
     fn cache_key(&self, uid: u32) -> Option<CacheKey> {

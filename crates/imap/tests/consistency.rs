@@ -30,7 +30,9 @@ fn render(t: &Tree, depth: usize, out: &mut Vec<u8>) {
         }
         Tree::Multi(kids) => {
             let b = format!("b{depth}x");
-            out.extend_from_slice(format!("Content-Type: multipart/mixed; boundary=\"{b}\"\r\n\r\n").as_bytes());
+            out.extend_from_slice(
+                format!("Content-Type: multipart/mixed; boundary=\"{b}\"\r\n\r\n").as_bytes(),
+            );
             for k in kids {
                 out.extend_from_slice(format!("--{b}\r\n").as_bytes());
                 render(k, depth + 1, out);
@@ -42,7 +44,9 @@ fn render(t: &Tree, depth: usize, out: &mut Vec<u8>) {
 }
 
 fn message(t: &Tree) -> Vec<u8> {
-    let mut m = b"X-Envelopd: decrypted=aes-256-gcm; signature=none\r\nFrom: a@x.example\r\nSubject: t\r\n".to_vec();
+    let mut m =
+        b"X-Envelopd: decrypted=aes-256-gcm; signature=none\r\nFrom: a@x.example\r\nSubject: t\r\n"
+            .to_vec();
     render(t, 0, &mut m);
     m
 }
@@ -63,7 +67,11 @@ fn leaves(bs: &BodyStructure<'_>, path: Vec<u32>, out: &mut Vec<(Vec<u32>, u32)>
 
 fn data_of(item: &MessageDataItem<'_>) -> Vec<u8> {
     match item {
-        MessageDataItem::BodyExt { data, .. } => data.clone().into_option().map(|d| d.into_owned()).unwrap_or_default(),
+        MessageDataItem::BodyExt { data, .. } => data
+            .clone()
+            .into_option()
+            .map(|d| d.into_owned())
+            .unwrap_or_default(),
         _ => Vec::new(),
     }
 }
