@@ -203,6 +203,13 @@ fn deliver_test_messages(provider: &Provider, lab: &Lab) {
     );
     provider.deliver("bob", "6.notforbob", &not_for_bob);
 
+    // HTML, CBC-encrypted, unsigned: a CBC gadget could have planted this image; it must not load.
+    let html = openssl(
+        &["cms", "-encrypt", "-aes256", "-from", "alice@smime.example", "-to", "bob@smime.example", "-subject", "html-cbc", &p("bob.encrypt.crt")],
+        b"Content-Type: text/html; charset=us-ascii\r\n\r\n<p>Befund</p><img src=\"http://attacker.example/leak\">\r\n",
+    );
+    provider.deliver("bob", "8.html", &html);
+
     // Plain mail stays exactly as stored.
     provider.deliver(
         "bob",
@@ -379,6 +386,21 @@ fn encrypted_mail_reads_as_plain_with_a_trustworthy_status_in_every_fetch_form()
         let failed = status("not-for-bob").unwrap();
         assert!(failed.starts_with("decrypted=failed; reason="), "{failed}");
         assert_eq!(status("plain"), None);
+        assert_eq!(
+            status("html-cbc").as_deref(),
+            Some("decrypted=aes-256-cbc; integrity=none; signature=none; remote-content=blocked"),
+            "{mode}"
+        );
+        let shown_html = mail_parser::MessageParser::default()
+            .parse(&by_subject["html-cbc"].0[..])
+            .unwrap()
+            .body_html(0)
+            .unwrap()
+            .to_string();
+        assert!(
+            shown_html.contains("<p>Befund</p>") && !shown_html.contains("src=\"http"),
+            "{mode}: {shown_html}"
+        );
         // SEARCH finds what only the decrypted messages contain, in every form of the query.
         let uid_of = |subject: &str| -> u64 {
             seen["messages"]
@@ -452,7 +474,7 @@ fn encrypted_mail_reads_as_plain_with_a_trustworthy_status_in_every_fetch_form()
     }
     // The provider still holds only ciphertext.
     let stored = provider.all_messages("bob");
-    assert_eq!(stored.len(), 8);
+    assert_eq!(stored.len(), 9);
     for m in &stored {
         let text = String::from_utf8_lossy(m);
         assert!(

@@ -20,6 +20,9 @@
 //!   address, signed attributes present), `invalid` (with `reason`), `untrusted` (no trusted CA
 //!   issued the signer's certificate), `from-mismatch` (the certificate is not for the From
 //!   address) or `none`. `signer` names the first signer's address.
+//! - `remote-content=blocked` last: the message was decrypted without integrity protection (CBC)
+//!   and carries no valid signature, so its HTML may have been altered in transit (Efail CBC
+//!   gadgets); every remote reference in its HTML parts was disabled.
 
 use std::time::SystemTime;
 
@@ -96,7 +99,18 @@ pub fn present(
             (stored.to_vec(), "signature=none".to_string())
         }
     };
+    let signed = signature.starts_with("signature=valid");
     parts.push(signature);
+    let unprotected = parts.iter().any(|p| p == "integrity=none");
+    let inner = if unprotected && !signed {
+        let (rewritten, changed) = neutralize_html_parts(&to_crlf(&inner), 0);
+        if changed {
+            parts.push("remote-content=blocked".into());
+        }
+        rewritten
+    } else {
+        inner
+    };
     let status = parts.join("; ");
     let mut message = Vec::with_capacity(inner.len() + 128);
     message.extend_from_slice(format!("{STATUS_FIELD}: {status}\r\n").as_bytes());
@@ -173,4 +187,135 @@ fn signature_status(
         }
     }
     format!("signature=valid{signer}")
+}
+
+/// MIME deeper than this is left alone by the HTML rewriting (it then shows no HTML anyway in
+/// the clients envelopd serves; the bound keeps the recursion small).
+const MAX_HTML_DEPTH: usize = 16;
+
+/// Disables remote references in every `text/html` part (decoded, rewritten, re-encoded as
+/// UTF-8 base64); returns the message and whether anything changed.
+fn neutralize_html_parts(entity: &[u8], depth: usize) -> (Vec<u8>, bool) {
+    let e = mime::split(entity);
+    let ct = mime::content_type(e.header);
+    if ct.is_multipart() && depth < MAX_HTML_DEPTH {
+        let Some(boundary) = ct.param("boundary") else {
+            return (entity.to_vec(), false);
+        };
+        let Ok(children) = mime::split_multipart(e.body, boundary) else {
+            return (entity.to_vec(), false);
+        };
+        let mut changed = false;
+        let mut out = entity[..entity.len() - e.body.len()].to_vec();
+        for child in children {
+            let (c, ch) = neutralize_html_parts(child, depth + 1);
+            changed |= ch;
+            out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+            out.extend_from_slice(&c);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        return if changed {
+            (out, true)
+        } else {
+            (entity.to_vec(), false)
+        };
+    }
+    if ct.mime_type != "text/html" {
+        return (entity.to_vec(), false);
+    }
+    let Some(parsed) = mail_parser::MessageParser::default().parse(entity) else {
+        return (entity.to_vec(), false);
+    };
+    let Some(html) = parsed.body_html(0) else {
+        return (entity.to_vec(), false);
+    };
+    let (safe, changed) = block_remote_references(&html);
+    if !changed {
+        return (entity.to_vec(), false);
+    }
+    let mut out = mime::select_fields(e.header, |name| {
+        name != "content-type" && name != "content-transfer-encoding"
+    });
+    out.extend_from_slice(
+        b"Content-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n",
+    );
+    out.extend_from_slice(&mime::base64_lines(safe.as_bytes()));
+    (out, true)
+}
+
+/// Rewrites `http:`, `https:` and protocol-relative `//` references so no client loads them.
+pub fn block_remote_references(html: &str) -> (String, bool) {
+    let lower = html.to_ascii_lowercase();
+    let mut out = String::with_capacity(html.len() + 64);
+    let mut last = 0;
+    let mut i = 0;
+    let bytes = lower.as_bytes();
+    while i < bytes.len() {
+        let rest = &lower[i..];
+        let hit = if rest.starts_with("http:") || rest.starts_with("https:") {
+            Some(0)
+        } else if rest.starts_with("//")
+            && i > 0
+            && matches!(bytes[i - 1], b'=' | b'"' | b'\'' | b'(' | b' ')
+        {
+            Some(0)
+        } else {
+            None
+        };
+        if hit.is_some() {
+            out.push_str(&html[last..i]);
+            out.push_str("blocked-by-envelopd:");
+            last = i;
+            i += 2;
+            continue;
+        }
+        i += 1;
+    }
+    if last == 0 {
+        return (html.to_string(), false);
+    }
+    out.push_str(&html[last..]);
+    (out, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_references_are_blocked_but_text_stays() {
+        let (out, changed) = block_remote_references(
+            "<img src=\"http://evil.example/x?\"><a href='HTTPS://x'>t</a><div style=\"background:url(//e/x)\">secret</div>",
+        );
+        assert!(changed);
+        assert!(!out.to_ascii_lowercase().contains("src=\"http"), "{out}");
+        assert!(!out.to_ascii_lowercase().contains("href='https"), "{out}");
+        assert!(!out.contains("url(//"), "{out}");
+        assert!(out.contains("secret"));
+        assert_eq!(
+            block_remote_references("<p>plain</p>"),
+            ("<p>plain</p>".into(), false)
+        );
+    }
+
+    #[test]
+    fn only_html_parts_are_rewritten() {
+        let msg = b"Content-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsee http://x\r\n--b\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n<img src=3D\"http://evil/\">\r\n--b--\r\n";
+        let (out, changed) = neutralize_html_parts(msg, 0);
+        assert!(changed);
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains("see http://x"),
+            "plain text is not HTML: {text}"
+        );
+        let parsed = mail_parser::MessageParser::default()
+            .parse(&out[..])
+            .unwrap();
+        let html = parsed.body_html(0).unwrap();
+        assert!(
+            html.contains("blocked-by-envelopd:") && !html.contains("\"http"),
+            "{html}"
+        );
+    }
 }
