@@ -253,17 +253,11 @@ pub fn block_remote_references(html: &str) -> (String, bool) {
     let bytes = lower.as_bytes();
     while i < bytes.len() {
         let rest = &lower[i..];
-        let hit = if rest.starts_with("http:") || rest.starts_with("https:") {
-            Some(0)
-        } else if rest.starts_with("//")
+        let scheme = rest.starts_with("http:") || rest.starts_with("https:");
+        let relative = rest.starts_with("//")
             && i > 0
-            && matches!(bytes[i - 1], b'=' | b'"' | b'\'' | b'(' | b' ')
-        {
-            Some(0)
-        } else {
-            None
-        };
-        if hit.is_some() {
+            && matches!(bytes[i - 1], b'=' | b'"' | b'\'' | b'(' | b' ');
+        if scheme || relative {
             out.push_str(&html[last..i]);
             out.push_str("blocked-by-envelopd:");
             last = i;
