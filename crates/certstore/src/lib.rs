@@ -110,7 +110,16 @@ pub struct CertStore {
     intermediates: Vec<Cert>,
     certs: Vec<Cert>,
     verified: SignatureCache,
+    /// SMIMECapabilities learnt from verified signed mail, by lower-case address.
+    capabilities: std::collections::HashMap<String, Vec<String>>,
 }
+
+/// The AES-GCM content-encryption OIDs (RFC 5084): 128, 192 and 256 bits.
+const GCM_OIDS: [&str; 3] = [
+    "2.16.840.1.101.3.4.1.6",
+    "2.16.840.1.101.3.4.1.26",
+    "2.16.840.1.101.3.4.1.46",
+];
 
 /// Certificate signatures already checked, by SHA-256 of (certificate, issuer). A signature
 /// does not change with time, so every message to the same recipient need not repeat the RSA
@@ -205,6 +214,29 @@ impl CertStore {
         let n = certs.len();
         certs.into_iter().for_each(|c| self.add_anchor(c));
         Ok(n)
+    }
+
+    /// Records what a correspondent's client announced in a verified signature (SMIMECapabilities).
+    pub fn set_capabilities(&mut self, address: &str, oids: Vec<String>) {
+        if !oids.is_empty() {
+            self.capabilities.insert(address.to_ascii_lowercase(), oids);
+        }
+    }
+
+    /// True when the address's client announced AES-GCM in verified signed mail.
+    pub fn announces_gcm(&self, address: &str) -> bool {
+        self.capabilities
+            .get(&address.to_ascii_lowercase())
+            .is_some_and(|caps| caps.iter().any(|c| GCM_OIDS.contains(&c.as_str())))
+    }
+
+    /// Adds a certificate learnt from verified mail, if it is new; true when it was.
+    pub fn learn(&mut self, cert: Cert) -> bool {
+        if self.certs.contains(&cert) {
+            return false;
+        }
+        self.certs.push(cert);
+        true
     }
 
     /// Loads the system trust store ([`SYSTEM_ROOTS`]).

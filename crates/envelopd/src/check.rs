@@ -343,7 +343,8 @@ fn probe_imap(cfg: &Config) -> Result<String, String> {
     let ctx = imap::session::ImapContext {
         upstream: target,
         keys: Vec::new(),
-        store: certstore::CertStore::new(),
+        store: std::sync::Arc::new(std::sync::RwLock::new(certstore::CertStore::new())),
+        harvest_dir: None,
         cache: std::sync::Mutex::new(imap::session::Cache::new(0)),
         max_literal: 1 << 20,
         connect_timeout: Duration::from_secs(10),

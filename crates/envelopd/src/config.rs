@@ -202,6 +202,8 @@ pub struct Certificates {
     pub system_anchors: bool,
     /// A directory (or file) of recipient certificates, any file names.
     pub recipients: Option<PathBuf>,
+    /// Where certificates learnt from verified signed mail are kept (absent: in memory only).
+    pub harvested: Option<PathBuf>,
 }
 
 /// One of the practice's keys and the addresses it signs for.
@@ -408,6 +410,9 @@ impl Config {
         };
         self.certificates.anchors.iter_mut().for_each(fix);
         if let Some(p) = self.certificates.recipients.as_mut() {
+            fix(p);
+        }
+        if let Some(p) = self.certificates.harvested.as_mut() {
             fix(p);
         }
         if let Some(p) = self.upstream.smtp.ca_file.as_mut() {

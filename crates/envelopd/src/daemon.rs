@@ -43,6 +43,13 @@ pub fn run(cfg: Config) -> Result<()> {
             tracing::warn!("skipped {e}");
         }
     }
+    if let Some(dir) = cfg.certificates.harvested.as_ref().filter(|d| d.exists()) {
+        let (n, errors) = store.load_certs(dir);
+        tracing::info!(count = n, dir = %dir.display(), "certificates learnt earlier loaded");
+        for e in errors {
+            tracing::warn!("skipped {e}");
+        }
+    }
     let mut identities = Vec::new();
     // Every key of every identity may be needed to decrypt incoming mail.
     let mut decryption_keys = Vec::new();
@@ -83,6 +90,8 @@ pub fn run(cfg: Config) -> Result<()> {
             logins: id.logins.clone(),
         });
     }
+    // One store for both sides: what the IMAP side learns, the SMTP side encrypts to.
+    let store = Arc::new(std::sync::RwLock::new(store));
     let imap = match (&cfg.imap, &cfg.upstream.imap) {
         (Some(l), Some(up)) => {
             let target = imap::session::ImapTarget {
@@ -100,6 +109,7 @@ pub fn run(cfg: Config) -> Result<()> {
                     upstream: target,
                     keys: decryption_keys,
                     store: store.clone(),
+                    harvest_dir: cfg.certificates.harvested.clone(),
                     cache: std::sync::Mutex::new(imap::session::Cache::new(l.cache_mb << 20)),
                     max_literal: 2 * cfg.smtp.max_message_size as u64 + (1 << 20),
                     connect_timeout: Duration::from_secs(30),

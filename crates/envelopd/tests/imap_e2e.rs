@@ -29,6 +29,17 @@ fn envelopd(
     imap_tls: &str,
     imap_port: u16,
 ) -> (tempfile::TempDir, u16, u16, Proc) {
+    envelopd_with(provider, who, imap_tls, imap_port, "")
+}
+
+/// Like [`envelopd`], with extra configuration appended (identity keys, a [policy] section).
+fn envelopd_with(
+    provider: &Provider,
+    who: &str,
+    imap_tls: &str,
+    imap_port: u16,
+    extra: &str,
+) -> (tempfile::TempDir, u16, u16, Proc) {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -51,7 +62,7 @@ fn envelopd(
              [upstream.smtp]\nhost = \"localhost\"\nport = {}\ntls = \"starttls\"\nca_file = \"{ca}\"\nsystem_roots = false\n\
              [upstream.imap]\nhost = \"localhost\"\nport = {imap_port}\ntls = \"{imap_tls}\"\nca_file = \"{ca}\"\nsystem_roots = false\n\
              [certificates]\nanchors = [\"trust\"]\nrecipients = \"certs\"\n\
-             [[identity]]\naddresses = [\"{who}@smime.example\"]\npkcs12 = \"keys/id.p12\"\npassword_file = \"keys/pw\"\n",
+             [[identity]]\naddresses = [\"{who}@smime.example\"]\npkcs12 = \"keys/id.p12\"\npassword_file = \"keys/pw\"\n{extra}",
             provider.submission,
             ca = provider.ca().display()
         ),
@@ -560,4 +571,97 @@ fn appended_sent_copies_are_stored_encrypted_and_idle_sees_new_mail() {
         .any(|m| String::from_utf8_lossy(m).contains("Inbox plain 43")));
     // IDLE through the proxy saw the delivery.
     assert_eq!(events[2]["exists"].as_u64(), Some(2), "{events:?}\n{log}");
+}
+
+#[test]
+fn a_verified_signature_teaches_the_sender_s_certificate_and_capabilities() {
+    let provider = Provider::start();
+    let v = common::rfc9216();
+    let enc = v.join("alice.encrypt.crt").display().to_string();
+    let (_ad, alice_smtp, _ai, _alice) = envelopd_with(
+        &provider,
+        "alice",
+        "implicit",
+        provider.imaps,
+        &format!("encryption_cert = \"{enc}\"\n"),
+    );
+    let (bob_dir, bob_smtp, bob_imap, _bob) = envelopd_with(
+        &provider,
+        "bob",
+        "implicit",
+        provider.imaps,
+        "[policy]\nfallback = \"refuse\"\n",
+    );
+    let send = |port: u16, user: &str, pw: &str, to: &str, subject: &str| {
+        Command::new("swaks")
+            .args(["--server", &format!("127.0.0.1:{port}"), "--auth", "PLAIN"])
+            .args(["--auth-user", user, "--auth-password", pw])
+            .args(["--from", user, "--to", to])
+            .args([
+                "--header",
+                &format!("Subject: {subject}"),
+                "--header",
+                &format!("From: {user}"),
+            ])
+            .args(["--body", SECRET])
+            .output()
+            .unwrap()
+    };
+    // Bob has no certificate for Alice yet: refused under policy "refuse".
+    let o = send(
+        bob_smtp,
+        "bob@smime.example",
+        "bob-pw",
+        "alice@smime.example",
+        "too early",
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("550 5.7.1"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // Alice writes to Bob (signed, with her encryption certificate and capabilities).
+    let o = send(
+        alice_smtp,
+        "alice@smime.example",
+        "alice-pw",
+        "bob@smime.example",
+        "hello bob",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    provider.wait_messages("bob", 1);
+    // Bob reads it through envelopd: the signature verifies, the certificate is learnt.
+    let seen = read_through(bob_imap, &provider, &bob_dir.path().join("envelopd.log"));
+    let shown = b64d(&seen["messages"][0]["body"]);
+    assert!(status_of(&shown).unwrap().contains("signature=valid"));
+    let log = std::fs::read_to_string(bob_dir.path().join("envelopd.log")).unwrap();
+    assert!(log.contains("learnt an encryption certificate"), "{log}");
+    // Now Bob's mail to Alice goes out encrypted, with AES-256-GCM, which her client announced.
+    let o = send(
+        bob_smtp,
+        "bob@smime.example",
+        "bob-pw",
+        "alice@smime.example",
+        "now encrypted",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    let stored = provider.wait_messages("alice", 1);
+    assert_eq!(stored.len(), 1);
+    let text = String::from_utf8_lossy(&stored[0]);
+    assert!(text.contains("smime-type=authEnveloped-data"), "{text}");
+    let plain = openssl(
+        &[
+            "cms",
+            "-decrypt",
+            "-inkey",
+            v.join("alice.encrypt.key").to_str().unwrap(),
+        ],
+        &stored[0],
+    );
+    assert!(
+        String::from_utf8_lossy(&plain).contains("smime.p7s")
+            || String::from_utf8_lossy(&plain).contains("multipart/signed")
+    );
+    // Learnt certificates are also kept on disk? Only when configured: not here, so none.
+    assert!(!bob_dir.path().join("harvested").exists());
 }

@@ -39,8 +39,10 @@ pub struct Presentation {
     pub message: Vec<u8>,
     /// The status header's value.
     pub status: String,
-    /// Certificates from valid signatures, to be kept for encrypting to their owners.
+    /// Certificates from valid signatures, valid for encrypting to the From address, to be kept.
     pub harvest: Vec<(String, smime::Cert)>,
+    /// What the sender's client announced (SMIMECapabilities OIDs), from a valid signature.
+    pub capabilities: Vec<(String, Vec<String>)>,
 }
 
 /// True when the stored message needs a presentation of its own: its outermost layer is S/MIME,
@@ -67,6 +69,7 @@ pub fn present(
     };
     let mut parts: Vec<String> = Vec::new();
     let mut harvest = Vec::new();
+    let mut capabilities = Vec::new();
     let (inner, signature) = match smime::open(stored, keys, &opts) {
         Ok(opened) => {
             let mut decrypted = None;
@@ -75,7 +78,7 @@ pub fn present(
                 match layer {
                     Layer::Encrypted(cipher) => decrypted = Some(*cipher),
                     Layer::Signed(v) => {
-                        signature = signature_status(v, store, at, &mut harvest);
+                        signature = signature_status(v, store, at, &mut harvest, &mut capabilities);
                     }
                 }
             }
@@ -122,6 +125,7 @@ pub fn present(
         message,
         status,
         harvest,
+        capabilities,
     }
 }
 
@@ -145,6 +149,7 @@ fn signature_status(
     store: &CertStore,
     at: SystemTime,
     harvest: &mut Vec<(String, smime::Cert)>,
+    capabilities: &mut Vec<(String, Vec<String>)>,
 ) -> String {
     let from = v.from.clone().unwrap_or_default();
     let Some(first) = v.signers.first() else {
@@ -180,11 +185,21 @@ fn signature_status(
             }
         }
     }
-    // Every signer is valid: their certificates may be kept for encrypting to them later.
-    for s in &v.signers {
-        if let (Some(cert), Some(addr)) = (&s.cert, s.emails.first()) {
-            harvest.push((addr.clone(), cert.clone()));
+    // Every signer is valid and names the From address: the certificates the message carried
+    // that are valid for encrypting to that address are kept (a separate encryption certificate
+    // travels in the signature; the signing certificate itself may not allow encryption).
+    let mut candidates: Vec<&smime::Cert> = v.certificates.iter().collect();
+    candidates.extend(v.signers.iter().filter_map(|s| s.cert.as_ref()));
+    for cert in candidates {
+        let usable = store
+            .validate(cert, Purpose::Encrypt, &from, &v.certificates, at)
+            .is_ok();
+        if usable && !harvest.iter().any(|(_, c)| c == cert) {
+            harvest.push((from.clone(), cert.clone()));
         }
+    }
+    if let Some(first) = v.signers.first() {
+        capabilities.push((from.clone(), first.capabilities.clone()));
     }
     format!("signature=valid{signer}")
 }

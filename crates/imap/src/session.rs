@@ -88,8 +88,11 @@ pub struct ImapContext {
     pub upstream: ImapTarget,
     /// The practice's keys, tried in turn to decrypt.
     pub keys: Vec<Identity>,
-    /// Trust anchors and certificates for verifying signatures.
-    pub store: CertStore,
+    /// Trust anchors and certificates, shared with the SMTP side: certificates learnt from
+    /// verified signed mail are added here and used for encrypting at once.
+    pub store: Arc<std::sync::RwLock<CertStore>>,
+    /// Where learnt certificates are also written (DER files), to survive a restart.
+    pub harvest_dir: Option<std::path::PathBuf>,
     /// Shown messages.
     pub cache: Mutex<Cache>,
     /// The largest literal accepted from the server (a stored message).
@@ -828,12 +831,11 @@ impl Session {
                     {
                         let uid = r.uid().expect("checked");
                         let stored = r.whole_body().expect("checked");
-                        let p = Arc::new(present(
-                            &stored,
-                            &self.ctx.keys,
-                            &self.ctx.store,
-                            SystemTime::now(),
-                        ));
+                        let p = {
+                            let store = self.ctx.store.read().unwrap_or_else(|e| e.into_inner());
+                            Arc::new(present(&stored, &self.ctx.keys, &store, SystemTime::now()))
+                        };
+                        self.learn(&p);
                         tracing::info!(uid, status = %p.status, "showing a protected message");
                         if let Some(k) = self.cache_key(uid) {
                             if let Ok(mut c) = self.ctx.cache.lock() {
@@ -966,6 +968,37 @@ impl Session {
         Some(fetch::rewrite(r, plan, Some(&shown.message)))
     }
 
+    /// Keeps what a verified signature taught: the sender's encryption certificate (in the shared
+    /// store, and in the harvest directory if configured) and their client's capabilities.
+    fn learn(&self, p: &Presentation) {
+        if p.harvest.is_empty() && p.capabilities.is_empty() {
+            return;
+        }
+        let mut store = self.ctx.store.write().unwrap_or_else(|e| e.into_inner());
+        for (address, caps) in &p.capabilities {
+            store.set_capabilities(address, caps.clone());
+        }
+        for (address, cert) in &p.harvest {
+            if store.learn(cert.clone()) {
+                tracing::info!(%address, subject = %cert.subject(), "learnt an encryption certificate from verified signed mail");
+                if let Some(dir) = &self.ctx.harvest_dir {
+                    let name = format!(
+                        "{}-{}.der",
+                        address.replace(['/', '\\'], "_"),
+                        fingerprint(cert)
+                    );
+                    let tmp = dir.join(format!(".{name}.tmp"));
+                    let saved = std::fs::create_dir_all(dir)
+                        .and_then(|_| std::fs::write(&tmp, cert.der()))
+                        .and_then(|_| std::fs::rename(&tmp, dir.join(&name)));
+                    if let Err(e) = saved {
+                        tracing::warn!(error = %e, dir = %dir.display(), "could not save a learnt certificate");
+                    }
+                }
+            }
+        }
+    }
+
     fn cache_key(&self, uid: u32) -> Option<CacheKey> {
         Some((
             self.login.clone()?,
@@ -1067,6 +1100,16 @@ fn append_mailbox(line: &[u8]) -> Option<String> {
     }
     rest = rest.split(' ').next()?;
     Some(rest.to_string())
+}
+
+/// The first 16 hex digits of a certificate's SHA-256 (for file names).
+fn fingerprint(cert: &smime::Cert) -> String {
+    smime::Digest::Sha256
+        .digest(cert.der())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// `* OK [UIDVALIDITY n]`.

@@ -185,6 +185,22 @@ pub fn decide(
     cfg: &PolicyConfig,
     at: SystemTime,
 ) -> Decision {
+    // Recipients whose clients announced AES-GCM in verified signed mail count as configured.
+    let learnt: Vec<String> = facts
+        .recipients
+        .iter()
+        .filter(|a| store.announces_gcm(a))
+        .cloned()
+        .collect();
+    let extended;
+    let cfg = if learnt.is_empty() {
+        cfg
+    } else {
+        let mut c = cfg.clone();
+        c.gcm_capable.extend(learnt);
+        extended = c;
+        &extended
+    };
     if facts.already_protected {
         return Decision::PassThrough;
     }

@@ -73,8 +73,9 @@ pub struct Context {
     pub require_auth: bool,
     /// The name envelopd uses in EHLO and its greeting.
     pub hostname: String,
-    /// Certificates and trust anchors.
-    pub store: CertStore,
+    /// Certificates and trust anchors, shared with the IMAP side, which adds certificates it
+    /// learns from verified signed mail.
+    pub store: Arc<std::sync::RwLock<CertStore>>,
     /// The practice's signing identities.
     pub identities: Vec<SenderIdentity>,
     /// The outgoing policy.
@@ -103,6 +104,7 @@ impl Context {
 struct SessionIdentities<'a> {
     ctx: &'a Context,
     login: Option<&'a str>,
+    store: &'a CertStore,
 }
 
 impl SessionIdentities<'_> {
@@ -121,8 +123,7 @@ impl SessionIdentities<'_> {
 impl Identities for SessionIdentities<'_> {
     fn can_sign_as(&self, address: &str) -> bool {
         self.identity_for(address).is_some_and(|i| {
-            self.ctx
-                .store
+            self.store
                 .validate(
                     &i.identity.cert,
                     certstore::Purpose::Sign,
@@ -140,8 +141,7 @@ impl Identities for SessionIdentities<'_> {
             .encryption_cert
             .clone()
             .unwrap_or_else(|| i.identity.cert.clone());
-        self.ctx
-            .store
+        self.store
             .validate(
                 &cert,
                 certstore::Purpose::Encrypt,
@@ -899,27 +899,33 @@ impl Session {
         let params = self.mail_params.clone();
         let facts = MessageFacts::from_message(&message, rcpts.clone());
         let now = SystemTime::now();
-        let ids = SessionIdentities {
-            ctx: &self.ctx,
-            login: self.login.as_deref(),
+        // Decided and transformed under the store's read lock, released before any network wait.
+        let prepared = {
+            let store = self.ctx.store.read().unwrap_or_else(|e| e.into_inner());
+            let ids = SessionIdentities {
+                ctx: &self.ctx,
+                login: self.login.as_deref(),
+                store: &store,
+            };
+            let decision = decide(&facts, &store, &ids, &self.ctx.policy, now);
+            let signer = match &decision {
+                Decision::Deliver {
+                    sign_as: Some(a), ..
+                } => ids.identity_for(a),
+                _ => None,
+            };
+            let encryption_cert = signer.and_then(|i| i.encryption_cert.clone());
+            let signer = signer.map(|i| &i.identity);
+            let opts = SignOptions {
+                digest: None,
+                rsa_padding: smime::RsaPadding::Pkcs1v15,
+                signing_time: now,
+                encryption_cert,
+            };
+            log_decision(&decision, rcpts.len(), message.len());
+            copies(&message, &rcpts, &decision, signer, &opts)
         };
-        let decision = decide(&facts, &self.ctx.store, &ids, &self.ctx.policy, now);
-        let signer = match &decision {
-            Decision::Deliver {
-                sign_as: Some(a), ..
-            } => ids.identity_for(a),
-            _ => None,
-        };
-        let encryption_cert = signer.and_then(|i| i.encryption_cert.clone());
-        let signer = signer.map(|i| &i.identity);
-        let opts = SignOptions {
-            digest: None,
-            rsa_padding: smime::RsaPadding::Pkcs1v15,
-            signing_time: now,
-            encryption_cert,
-        };
-        log_decision(&decision, rcpts.len(), message.len());
-        let out = match copies(&message, &rcpts, &decision, signer, &opts) {
+        let out = match prepared {
             Ok(c) => c,
             Err(Refusal::Policy {
                 code,
