@@ -1146,6 +1146,7 @@ mod tests {
                 message: vec![b'x'; n],
                 status: String::new(),
                 harvest: Vec::new(),
+                capabilities: Vec::new(),
             })
         };
         let k = |uid| ("u".to_string(), "INBOX".to_string(), 1, uid);
