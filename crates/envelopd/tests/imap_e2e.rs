@@ -665,3 +665,173 @@ fn a_verified_signature_teaches_the_sender_s_certificate_and_capabilities() {
     // Learnt certificates are also kept on disk? Only when configured: not here, so none.
     assert!(!bob_dir.path().join("harvested").exists());
 }
+
+#[test]
+fn curl_mbsync_fetchmail_and_s_nail_read_the_same_decrypted_message() {
+    let provider = Provider::start();
+    let (_ad, alice_smtp, _ai, _alice) = envelopd(&provider, "alice", "implicit", provider.imaps);
+    let (bob_dir, _bs, bob_imap, _bob) = envelopd(&provider, "bob", "starttls", provider.imap);
+    let o = Command::new("swaks")
+        .args([
+            "--server",
+            &format!("127.0.0.1:{alice_smtp}"),
+            "--auth",
+            "PLAIN",
+        ])
+        .args([
+            "--auth-user",
+            "alice@smime.example",
+            "--auth-password",
+            "alice-pw",
+        ])
+        .args(["--from", "alice@smime.example", "--to", "bob@smime.example"])
+        .args([
+            "--header",
+            "Subject: for every reader",
+            "--header",
+            "From: alice@smime.example",
+        ])
+        .args(["--body", SECRET])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    provider.wait_messages("bob", 1);
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let log = || std::fs::read_to_string(bob_dir.path().join("envelopd.log")).unwrap_or_default();
+
+    // curl: the reference bytes.
+    let o = Command::new("curl")
+        .args(["-sS", &format!("imap://127.0.0.1:{bob_imap}/INBOX;UID=1")])
+        .args(["--user", "bob@smime.example:bob-pw"])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "curl: {}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        log()
+    );
+    let shown = o.stdout;
+    assert!(
+        status_of(&shown)
+            .unwrap()
+            .starts_with("decrypted=aes-256-cbc; integrity=none; signature=valid"),
+        "{}",
+        String::from_utf8_lossy(&shown)
+    );
+    let body = smime::mime::split(&shown).body.to_vec();
+    assert!(String::from_utf8_lossy(&body).contains(SECRET));
+
+    // mbsync: a Maildir copy, byte for byte what curl got.
+    std::fs::write(
+        w.join("mbsyncrc"),
+        format!(
+            "IMAPAccount a\nHost 127.0.0.1\nPort {bob_imap}\nUser bob@smime.example\nPass bob-pw\nSSLType None\nAuthMechs LOGIN\n\n\
+             IMAPStore remote\nAccount a\n\nMaildirStore local\nPath {0}/local/\nInbox {0}/local/INBOX\n\n\
+             Channel c\nFar :remote:\nNear :local:\nPatterns INBOX\nSync Pull\nCreate Near\nSyncState *\n",
+            w.display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir(w.join("local")).unwrap();
+    let o = Command::new("mbsync")
+        .arg("-c")
+        .arg(w.join("mbsyncrc"))
+        .arg("-a")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "mbsync: {}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        log()
+    );
+    // curl's fetch marked the message \Seen, so mbsync files it under cur/.
+    let copies: Vec<_> = ["new", "cur"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(w.join("local/INBOX").join(d)).unwrap())
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(copies.len(), 1);
+    // Maildir files use LF line ends; mbsync converts.
+    let lf = |b: &[u8]| String::from_utf8_lossy(b).replace("\r\n", "\n");
+    // mbsync also adds its own X-TUID tracking line.
+    let mbsync_copy: String = lf(&copies[0])
+        .lines()
+        .filter(|l| !l.starts_with("X-TUID: "))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(mbsync_copy, lf(&shown), "mbsync's copy");
+
+    // fetchmail (keeping the message on the server): the same message after its Received line.
+    std::fs::write(
+        w.join("deliver.sh"),
+        format!("#!/bin/sh\ncat >> {}/fetched.eml\n", w.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(w.join("deliver.sh"), std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::write(
+        w.join("fetchmailrc"),
+        format!(
+            "poll 127.0.0.1 protocol IMAP port {bob_imap} user \"bob@smime.example\" password \"bob-pw\" keep fetchall sslproto \"\" mda \"{}/deliver.sh\"\n",
+            w.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        w.join("fetchmailrc"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    let o = Command::new("fetchmail")
+        .arg("-f")
+        .arg(w.join("fetchmailrc"))
+        .args(["--nosyslog", "--nodetach"])
+        .env("FETCHMAILHOME", w)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "fetchmail: {}{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+        log()
+    );
+    let fetched = std::fs::read(w.join("fetched.eml")).unwrap();
+    // fetchmail adds its own Received field (before the first one); nothing else may differ.
+    let mut fetched_lines = Vec::new();
+    let mut in_own = false;
+    for l in lf(&fetched).lines() {
+        if l.starts_with("Received: from 127.0.0.1 [127.0.0.1]") {
+            in_own = true;
+            continue;
+        }
+        if in_own && (l.starts_with('\t') || l.starts_with(' ')) {
+            continue;
+        }
+        in_own = false;
+        fetched_lines.push(format!("{l}\n"));
+    }
+    assert_eq!(fetched_lines.concat(), lf(&shown), "fetchmail's copy");
+
+    // s-nail: prints the decrypted text with envelopd's status.
+    let o = Command::new("s-nail")
+        .args(["-n", "-R", "-S", "v15-compat", "-S", "password=bob-pw"])
+        .args(["-Y", "Print 1", "-Y", "quit", "-f"])
+        .arg(format!("imap://bob%40smime.example@127.0.0.1:{bob_imap}"))
+        .env("HOME", w)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains(SECRET) && out.contains("X-Envelopd: decrypted=aes-256-cbc"),
+        "s-nail:\n{out}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Every reader left the server's copy as it was: encrypted.
+    let stored = provider.all_messages("bob");
+    assert!(!String::from_utf8_lossy(&stored[0]).contains(SECRET));
+}

@@ -184,6 +184,8 @@ struct Session {
     append: Option<AppendCapture>,
     /// Output for the client not yet written.
     out: Vec<u8>,
+    /// The client sent LOGOUT.
+    logged_out: bool,
 }
 
 async fn run(client: TcpStream, ctx: Arc<ImapContext>) -> std::io::Result<()> {
@@ -215,6 +217,7 @@ async fn run(client: TcpStream, ctx: Arc<ImapContext>) -> std::io::Result<()> {
         in_flight: 0,
         append: None,
         out: Vec::new(),
+        logged_out: false,
     };
     let result = s.pump().await;
     let _ = s.client.shutdown().await;
@@ -469,6 +472,11 @@ impl Session {
                 r = self.up.read(&mut sbuf) => {
                     let n = r?;
                     if n == 0 {
+                        if self.logged_out {
+                            // The normal end: the server said BYE to LOGOUT and closed.
+                            self.flush_client().await?;
+                            return Ok(());
+                        }
                         return self.bye("the mail server closed the connection").await;
                     }
                     self.framer.push(&sbuf[..n]);
@@ -673,6 +681,7 @@ impl Session {
         let (tag, name, next) = command_words(line);
         match name.as_str() {
             "LOGIN" => self.login = Some(unquote(&next).to_ascii_lowercase()),
+            "LOGOUT" => self.logged_out = true,
             "SELECT" | "EXAMINE" => {
                 self.selecting = Some((tag, unquote(&next)));
                 self.mailbox = None;
