@@ -152,6 +152,66 @@ fn deliver_test_messages(provider: &Provider, lab: &Lab) {
     m.extend_from_slice(&smime::mime::base64_lines(&der));
     provider.deliver("bob", "2.gpgsm", &m);
 
+    // NSS cmsutil (Thunderbird's engine): BER, to Bob, wrapped by hand.
+    let o = common::lab::run(
+        "certutil",
+        &[
+            "-A",
+            "-d",
+            &lab.nss_alice,
+            "-n",
+            "bob",
+            "-t",
+            ",,",
+            "-i",
+            &p("bob.encrypt.crt"),
+        ],
+        None,
+        &[],
+    );
+    ok(&o, "certutil -A bob").unwrap();
+    let out = lab.p("nss-out.p7m");
+    let o = common::lab::run(
+        "cmsutil",
+        &[
+            "-E",
+            "-r",
+            "bob@smime.example",
+            "-i",
+            &f,
+            "-o",
+            &out,
+            "-d",
+            &lab.nss_alice,
+        ],
+        None,
+        &[],
+    );
+    ok(&o, "cmsutil -E").unwrap();
+    let der = std::fs::read(&out).unwrap();
+    let mut m = b"From: Alice <alice@smime.example>\r\nTo: bob@smime.example\r\nSubject: nss-ber\r\nMIME-Version: 1.0\r\nContent-Type: application/pkcs7-mime; smime-type=enveloped-data; name=smime.p7m\r\nContent-Transfer-Encoding: base64\r\n\r\n".to_vec();
+    m.extend_from_slice(&smime::mime::base64_lines(&der));
+    provider.deliver("bob", "2b.nss", &m);
+
+    // A signature over one part only ("Johnny, you are fired"): no message-wide verdict.
+    let signed_part = openssl(
+        &[
+            "cms",
+            "-sign",
+            "-signer",
+            &p("alice.sign.crt"),
+            "-inkey",
+            &p("alice.sign.key"),
+        ],
+        b"Content-Type: text/plain\r\n\r\nI, Alice, approve.\r\n",
+    );
+    let part = smime::mime::split(&signed_part);
+    let mut wrapped = b"From: Alice <alice@smime.example>\r\nTo: bob@smime.example\r\nSubject: part-signed\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"W\"\r\n\r\n--W\r\nContent-Type: text/plain\r\n\r\nYou are fired.\r\n--W\r\n".to_vec();
+    wrapped.extend_from_slice(&signed_part[..signed_part.len() - part.body.len()]);
+    wrapped.extend_from_slice(part.body);
+    wrapped.extend_from_slice(b"\r\n--W--\r\n");
+    provider.deliver("bob", "2c.partsigned", &wrapped);
+
     // A plain message with a forged status header.
     let mut forged =
         b"X-Envelopd: decrypted=aes-256-gcm; signature=valid; signer=alice@smime.example\r\n"
@@ -380,6 +440,17 @@ fn encrypted_mail_reads_as_plain_with_a_trustworthy_status_in_every_fetch_form()
             format!("{SECRET}\r\n"),
             "{mode}: BODY[1] of the decrypted gpgsm message"
         );
+        let nss = status("nss-ber").unwrap();
+        assert!(
+            nss.starts_with("decrypted=") && !nss.starts_with("decrypted=failed"),
+            "{mode}: {nss}"
+        );
+        assert!(body("nss-ber").contains(SECRET), "{mode}");
+        assert_eq!(
+            status("part-signed"),
+            None,
+            "{mode}: a signed part is no message-wide signature"
+        );
         // The forged header is gone; the real one says the truth.
         assert_eq!(
             status("forged-status").as_deref(),
@@ -437,7 +508,7 @@ fn encrypted_mail_reads_as_plain_with_a_trustworthy_status_in_every_fetch_form()
                 .map(|u| u.as_u64().unwrap())
                 .collect()
         };
-        let mut secret: Vec<u64> = ["smtp-path", "openssl-gcm", "gpgsm-ber"]
+        let mut secret: Vec<u64> = ["smtp-path", "openssl-gcm", "gpgsm-ber", "nss-ber"]
             .iter()
             .map(|s| uid_of(s))
             .collect();
@@ -485,7 +556,7 @@ fn encrypted_mail_reads_as_plain_with_a_trustworthy_status_in_every_fetch_form()
     }
     // The provider still holds only ciphertext.
     let stored = provider.all_messages("bob");
-    assert_eq!(stored.len(), 9);
+    assert_eq!(stored.len(), 11);
     for m in &stored {
         let text = String::from_utf8_lossy(m);
         assert!(
