@@ -88,9 +88,16 @@ fn default_listen() -> SocketAddr {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ImapListener {
-    /// Address and port to listen on (loopback only in this version).
+    /// Address and port to listen on.
     #[serde(default = "default_imap_listen")]
     pub listen: SocketAddr,
+    /// TLS towards mail programs: `none` (loopback only), `starttls` or `implicit` (IMAPS).
+    #[serde(default = "no_tls")]
+    pub tls: TlsMode,
+    /// The listener's TLS certificate chain (PEM).
+    pub cert: Option<PathBuf>,
+    /// The listener's TLS private key (PEM; mode 0600).
+    pub key: Option<PathBuf>,
     /// Decrypted messages kept in memory, in MiB (never written to disk).
     #[serde(default = "default_cache_mb")]
     pub cache_mb: usize,
@@ -349,10 +356,13 @@ impl Config {
         }
         match (&self.imap, &self.upstream.imap) {
             (Some(_), None) => bail!("[imap] needs [upstream.imap]: the provider's IMAP server"),
-            (Some(i), Some(_)) if !i.listen.ip().is_loopback() => bail!(
-                "imap.listen = {}: the IMAP side listens on this machine only in this version",
+            (Some(i), Some(_)) if !i.listen.ip().is_loopback() && i.tls == TlsMode::None => bail!(
+                "imap.listen = {}: listening beyond this machine needs TLS (tls = \"starttls\" or \"implicit\", with cert and key)",
                 i.listen
             ),
+            (Some(i), Some(_)) if i.tls != TlsMode::None && (i.cert.is_none() || i.key.is_none()) => {
+                bail!("imap: TLS for mail programs needs cert and key (PEM files)")
+            }
             _ => {}
         }
         if let Some(up) = &self.upstream.imap {

@@ -115,6 +115,14 @@ pub fn run(cfg: Config) -> Result<()> {
                     connect_timeout: Duration::from_secs(30),
                     client_timeout: Duration::from_secs(31 * 60),
                     own_certs,
+                    client_tls: match (l.tls, &l.cert, &l.key) {
+                        (TlsMode::None, _, _) => None,
+                        (mode, Some(c), Some(k)) => Some(ClientTls {
+                            config: crate::tls::server_config(c, k).context("imap listener TLS")?,
+                            implicit: mode == TlsMode::Implicit,
+                        }),
+                        _ => anyhow::bail!("imap: TLS for mail programs needs cert and key"),
+                    },
                     encrypt_appends_to: match (l.encrypt_appends, l.encrypted_folders.is_empty()) {
                         (false, _) => Vec::new(),
                         (true, true) => imap::session::DEFAULT_ENCRYPTED_FOLDERS

@@ -906,3 +906,104 @@ fn curl_mbsync_fetchmail_and_s_nail_read_the_same_decrypted_message() {
     let stored = provider.all_messages("bob");
     assert!(!String::from_utf8_lossy(&stored[0]).contains(SECRET));
 }
+
+#[test]
+fn the_lan_reads_only_over_tls_with_starttls_or_imaps() {
+    let provider = Provider::start();
+    let (_ad, alice_smtp, _ai, _alice) = envelopd(&provider, "alice", "implicit", provider.imaps);
+    let o = Command::new("swaks")
+        .args([
+            "--server",
+            &format!("127.0.0.1:{alice_smtp}"),
+            "--auth",
+            "PLAIN",
+        ])
+        .args([
+            "--auth-user",
+            "alice@smime.example",
+            "--auth-password",
+            "alice-pw",
+        ])
+        .args(["--from", "alice@smime.example", "--to", "bob@smime.example"])
+        .args(["--header", "Subject: over the LAN", "--body", SECRET])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+    provider.wait_messages("bob", 1);
+    let tls_files = format!(
+        "cert = \"{}\"\nkey = \"{}\"\n",
+        provider.dir.path().join("tls/server.pem").display(),
+        provider.dir.path().join("tls/server.key").display()
+    );
+    // A gateway: IMAP on all addresses with STARTTLS, reached through this machine's LAN address.
+    let dir = tempfile::tempdir().unwrap();
+    let imap = free_port();
+    let bob_key = dir.path().join("bob.p12");
+    std::fs::copy(common::rfc9216().join("bob.p12"), &bob_key).unwrap();
+    std::fs::write(dir.path().join("pw"), "bob\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["bob.p12", "pw"] {
+        std::fs::set_permissions(dir.path().join(f), std::fs::Permissions::from_mode(0o600))
+            .unwrap();
+    }
+    std::fs::write(
+        dir.path().join("proxy.toml"),
+        format!(
+            "[smtp]\nlisten = \"127.0.0.1:{}\"\n[imap]\nlisten = \"0.0.0.0:{imap}\"\ntls = \"starttls\"\n{tls_files}\
+             [upstream.smtp]\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"\n\
+             [upstream.imap]\nhost = \"localhost\"\nport = {}\ntls = \"implicit\"\nca_file = \"{}\"\nsystem_roots = false\n\
+             [[identity]]\naddresses = [\"bob@smime.example\"]\npkcs12 = \"bob.p12\"\npassword_file = \"pw\"\n",
+            free_port(),
+            provider.plain,
+            provider.imaps,
+            provider.ca().display()
+        ),
+    )
+    .unwrap();
+    let _e = Proc(
+        Command::new(ENVELOPD)
+            .args(["run", "--config"])
+            .arg(dir.path().join("proxy.toml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("envelopd.log")).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(imap);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/imap_tls_edges.py");
+    let o = Command::new("python3")
+        .arg(script)
+        .args([&testkit::procs::lan_address(), &imap.to_string()])
+        .arg(provider.ca())
+        .args(["bob@smime.example", "bob-pw"])
+        .output()
+        .unwrap();
+    let log = std::fs::read_to_string(dir.path().join("envelopd.log")).unwrap();
+    assert!(
+        o.status.success(),
+        "{}{}\n{log}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // A LAN listener without TLS is refused at start-up.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(dir.path().join("proxy.toml"))
+            .unwrap()
+            .replace("tls = \"starttls\"\n", ""),
+    )
+    .unwrap();
+    let o = Command::new(ENVELOPD)
+        .args(["check", "--no-connect", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("listening beyond this machine needs TLS"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use common::lab::{ok, run, Lab};
 use common::provider::Provider;
-use testkit::procs::{free_port, wait_for, Proc};
+use testkit::procs::{free_port, lan_address, wait_for, Proc};
 
 const ENVELOPD: &str = env!("CARGO_BIN_EXE_envelopd");
 
@@ -344,19 +344,6 @@ fn a_provider_certificate_that_is_not_trusted_gets_4xx_and_nothing_is_sent() {
     );
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(provider.count("bob"), 0);
-}
-
-/// This machine's first IPv4 address that is not loopback (a LAN client's view of envelopd).
-fn lan_address() -> String {
-    let o = Command::new("hostname").arg("-I").output().unwrap();
-    String::from_utf8_lossy(&o.stdout)
-        .split_whitespace()
-        .find(|a| {
-            a.parse::<std::net::Ipv4Addr>()
-                .is_ok_and(|ip| !ip.is_loopback())
-        })
-        .expect("the LAN test needs a non-loopback IPv4 address on this machine")
-        .to_string()
 }
 
 fn edges(mode: &str, host: &str, port: u16, provider: &Provider) -> Output {

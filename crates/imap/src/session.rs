@@ -106,6 +106,8 @@ pub struct ImapContext {
     pub own_certs: Vec<(Vec<String>, smime::Cert)>,
     /// Mailbox names (last hierarchy level, any case) whose appended mail is encrypted.
     pub encrypt_appends_to: Vec<String>,
+    /// TLS offered to mail programs (STARTTLS or implicit), if configured.
+    pub client_tls: Option<smtp::session::ClientTls>,
 }
 
 /// The usual names of Sent and Drafts folders (Thunderbird, Outlook, Apple Mail, German
@@ -168,6 +170,7 @@ pub async fn serve(
 
 struct Session {
     client: Conn,
+    peer: std::net::SocketAddr,
     up: Conn,
     ctx: Arc<ImapContext>,
     framer: Framer,
@@ -189,7 +192,18 @@ struct Session {
 }
 
 async fn run(client: TcpStream, ctx: Arc<ImapContext>) -> std::io::Result<()> {
+    let peer = client.peer_addr()?;
     let mut client = Conn::Plain(client);
+    if let Some(tls) = ctx.client_tls.clone().filter(|t| t.implicit) {
+        match timeout(ctx.connect_timeout, client.upgrade_server(tls.config)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, "TLS handshake with the mail program failed");
+                return Ok(());
+            }
+            Err(_) => return Ok(()),
+        }
+    }
     let (up, greeting, framer) = match connect(&ctx).await {
         Ok(x) => x,
         Err(why) => {
@@ -199,10 +213,9 @@ async fn run(client: TcpStream, ctx: Arc<ImapContext>) -> std::io::Result<()> {
             return Ok(());
         }
     };
-    client.write_all(&greeting).await?;
-    client.flush().await?;
     let mut s = Session {
         client,
+        peer,
         up,
         ctx,
         framer,
@@ -219,6 +232,8 @@ async fn run(client: TcpStream, ctx: Arc<ImapContext>) -> std::io::Result<()> {
         out: Vec::new(),
         logged_out: false,
     };
+    let greeting = s.caps(&greeting);
+    s.send_client(&greeting).await?;
     let result = s.pump().await;
     let _ = s.client.shutdown().await;
     result
@@ -381,15 +396,28 @@ fn filter_tokens(list: &str) -> String {
 
 /// Removes hidden capabilities from a `* CAPABILITY` response or a `[CAPABILITY ...]` code.
 pub fn filter_capabilities(message: &[u8]) -> Vec<u8> {
+    filter_capabilities_with(message, &[])
+}
+
+/// Like [`filter_capabilities`], adding envelopd's own capabilities (STARTTLS, LOGINDISABLED).
+pub fn filter_capabilities_with(message: &[u8], extra: &[&str]) -> Vec<u8> {
     let text = String::from_utf8_lossy(message);
+    let with = |list: &str| {
+        let mut t = filter_tokens(list);
+        for e in extra {
+            t.push(' ');
+            t.push_str(e);
+        }
+        t
+    };
     if let Some(rest) = text.strip_prefix("* CAPABILITY ") {
-        return format!("* CAPABILITY {}\r\n", filter_tokens(rest.trim_end())).into_bytes();
+        return format!("* CAPABILITY {}\r\n", with(rest.trim_end())).into_bytes();
     }
     if let Some(start) = text.find("[CAPABILITY ") {
         if let Some(len) = text[start..].find(']') {
             let inner = &text[start + "[CAPABILITY ".len()..start + len];
             let mut out = text[..start].to_string();
-            out.push_str(&format!("[CAPABILITY {}]", filter_tokens(inner)));
+            out.push_str(&format!("[CAPABILITY {}]", with(inner)));
             out.push_str(&text[start + len + 1..]);
             return out.into_bytes();
         }
@@ -499,6 +527,55 @@ impl Session {
                     }
                 }
             }
+        }
+    }
+
+    /// The capability list as this client may see it: hidden ones removed; STARTTLS while it can
+    /// still be used; LOGINDISABLED off loopback until TLS protects the connection.
+    fn caps(&self, m: &[u8]) -> Vec<u8> {
+        let mut extra = Vec::new();
+        if !self.client.is_tls() && self.ctx.client_tls.as_ref().is_some_and(|t| !t.implicit) {
+            extra.push("STARTTLS");
+        }
+        if !self.login_allowed() {
+            extra.push("LOGINDISABLED");
+        }
+        filter_capabilities_with(m, &extra)
+    }
+
+    /// Passwords cross the network only under TLS: in the clear only from this machine.
+    fn login_allowed(&self) -> bool {
+        self.client.is_tls() || self.peer.ip().is_loopback()
+    }
+
+    /// Client STARTTLS (RFC 9051 §6.2.1): OK, then the handshake; plaintext sent after the
+    /// command is discarded, not executed under TLS.
+    async fn client_starttls(&mut self, tag: &str) -> std::io::Result<bool> {
+        let Some(tls) = self
+            .ctx
+            .client_tls
+            .clone()
+            .filter(|t| !t.implicit && !self.client.is_tls())
+        else {
+            let r = format!("{tag} NO TLS is not available here\r\n");
+            self.send_client(r.as_bytes()).await?;
+            return Ok(true);
+        };
+        let r = format!("{tag} OK Begin TLS negotiation now\r\n");
+        self.send_client(r.as_bytes()).await?;
+        self.splitter = Splitter::new(MAX_LINE);
+        match timeout(
+            self.ctx.connect_timeout,
+            self.client.upgrade_server(tls.config),
+        )
+        .await
+        {
+            Ok(Ok(())) => Ok(true),
+            Ok(Err(e)) => {
+                tracing::info!(error = %e, "TLS handshake with the mail program failed");
+                Ok(false)
+            }
+            Err(_) => Ok(false),
         }
     }
 
@@ -668,7 +745,8 @@ impl Session {
                 // Refused before the literal (quota, no such folder): that is the answer.
                 return self.send_client(&m).await;
             }
-            self.send_client(&filter_capabilities(&m)).await?;
+            let c = self.caps(&m);
+            self.send_client(&c).await?;
         }
         self.in_flight += 1;
         let mut data = message;
@@ -724,10 +802,16 @@ impl Session {
                 return self.search(plan).await;
             }
         }
+        if matches!(name.as_str(), "LOGIN" | "AUTHENTICATE") && !self.login_allowed() {
+            let r = format!("{tag} NO [PRIVACYREQUIRED] use STARTTLS first: passwords do not cross the network in the clear\r\n");
+            return self.send_client(r.as_bytes()).await;
+        }
         match name.as_str() {
             "STARTTLS" => {
-                let r = format!("{tag} NO envelopd offers no TLS on this listener (it is on this machine only)\r\n");
-                return self.send_client(r.as_bytes()).await;
+                if !self.client_starttls(&tag).await? {
+                    return Err(std::io::Error::other("TLS handshake failed"));
+                }
+                return Ok(());
             }
             "COMPRESS" => {
                 let r = format!("{tag} NO COMPRESS is not available through envelopd\r\n");
@@ -770,7 +854,7 @@ impl Session {
                 self.selecting = None;
             }
         }
-        let out = filter_capabilities(&m);
+        let out = self.caps(&m);
         self.send_client(&out).await
     }
 
@@ -923,7 +1007,7 @@ impl Session {
         );
         let mut out = Vec::new();
         for m in extra {
-            out.extend_from_slice(&filter_capabilities(&m));
+            out.extend_from_slice(&self.caps(&m));
         }
         let list: Vec<String> = result.iter().map(u32::to_string).collect();
         if list.is_empty() {
@@ -960,7 +1044,7 @@ impl Session {
             .then(|| fetch::parse_response(m))
             .flatten()
         else {
-            return Some(filter_capabilities(m));
+            return Some(self.caps(m));
         };
         let needs = r.marker().is_some_and(|mk| {
             needs_presentation(
@@ -1080,12 +1164,12 @@ impl Session {
                     };
                     out.extend_from_slice(&fetch::rewrite(r, &plan, view.as_deref()));
                 }
-                None => out.extend_from_slice(&filter_capabilities(&m)),
+                None => out.extend_from_slice(&self.caps(&m)),
             }
         }
-        out.extend_from_slice(&filter_capabilities(&tagged));
+        out.extend_from_slice(&self.caps(&tagged));
         for m in after {
-            out.extend_from_slice(&filter_capabilities(&m));
+            out.extend_from_slice(&self.caps(&m));
         }
         self.send_client(&out).await
     }

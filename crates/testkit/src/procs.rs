@@ -65,3 +65,16 @@ pub fn smtp_sink(dir: &Path, port: u16, extra: &[&str]) -> Proc {
     wait_for(port);
     p
 }
+
+/// This machine's first IPv4 address that is not loopback (how a LAN client reaches a gateway).
+pub fn lan_address() -> String {
+    let o = Command::new("hostname").arg("-I").output().unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .find(|a| {
+            a.parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| !ip.is_loopback())
+        })
+        .expect("the LAN tests need a non-loopback IPv4 address on this machine")
+        .to_string()
+}
