@@ -281,6 +281,13 @@ fn deliver_test_messages(provider: &Provider, lab: &Lab) {
     );
     provider.deliver("bob", "8.html", &html);
 
+    // A forwarded message inside an encrypted one: its BODYSTRUCTURE has an envelope of its own.
+    let fwd = openssl(
+        &["cms", "-encrypt", "-aes256", "-from", "alice@smime.example", "-to", "bob@smime.example", "-subject", "forwarded", &p("bob.encrypt.crt")],
+        b"Content-Type: multipart/mixed; boundary=\"M\"\r\n\r\n--M\r\nContent-Type: text/plain\r\n\r\nSee the forwarded message.\r\n--M\r\nContent-Type: message/rfc822\r\n\r\nFrom: Carol <carol@smime.example>\r\nTo: bob@smime.example, Dana <dana@smime.example>\r\nSubject: original\r\nDate: Tue, 24 Nov 2026 09:00:00 +0000\r\nMessage-ID: <orig@test>\r\n\r\nOriginal text.\r\n--M--\r\n",
+    );
+    provider.deliver("bob", "9.fwd", &fwd);
+
     // Plain mail stays exactly as stored.
     provider.deliver(
         "bob",
@@ -468,6 +475,7 @@ fn encrypted_mail_reads_as_plain_with_a_trustworthy_status_in_every_fetch_form()
         let failed = status("not-for-bob").unwrap();
         assert!(failed.starts_with("decrypted=failed; reason="), "{failed}");
         assert_eq!(status("plain"), None);
+        assert!(body("forwarded").contains("Original text."), "{mode}");
         assert_eq!(
             status("html-cbc").as_deref(),
             Some("decrypted=aes-256-cbc; integrity=none; signature=none; remote-content=blocked"),
@@ -556,7 +564,7 @@ fn encrypted_mail_reads_as_plain_with_a_trustworthy_status_in_every_fetch_form()
     }
     // The provider still holds only ciphertext.
     let stored = provider.all_messages("bob");
-    assert_eq!(stored.len(), 11);
+    assert_eq!(stored.len(), 12);
     for m in &stored {
         let text = String::from_utf8_lossy(m);
         assert!(

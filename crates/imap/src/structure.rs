@@ -9,6 +9,7 @@ use imap_codec::imap_types::body::{
     SinglePartExtensionData, SpecificFields,
 };
 use imap_codec::imap_types::core::{AString, IString, NString, Vec1};
+use imap_codec::imap_types::envelope::{Address, Envelope};
 use imap_codec::imap_types::fetch::{Part, Section};
 use mail_parser::{HeaderValue, MessageParser, MimeHeaders};
 use smime::mime;
@@ -158,10 +159,9 @@ fn params(
     .unwrap_or_default()
 }
 
+/// Line count as servers give it (Dovecot, Cyrus): the number of line ends.
 fn lines(body: &[u8]) -> u32 {
-    let n = memchr::memchr_iter(b'\n', body).count();
-    let tail = usize::from(!body.is_empty() && !body.ends_with(b"\n"));
-    (n + tail) as u32
+    memchr::memchr_iter(b'\n', body).count() as u32
 }
 
 fn disposition(
@@ -219,7 +219,12 @@ fn structure_of(e: Entity<'_>, ext: bool, depth: usize) -> BodyStructure<'static
         None => ("text".to_string(), "plain".to_string()),
     };
     let mut plist = params(ct.and_then(|c| c.attributes().map(|a| a.to_vec())).as_ref());
-    if ct.is_none() {
+    // Text without a charset is US-ASCII (RFC 2045 §5.2); servers show it explicitly.
+    if ty == "text"
+        && !plist
+            .iter()
+            .any(|(n, _)| n.as_ref().eq_ignore_ascii_case(b"charset"))
+    {
         plist.push((istring("CHARSET"), istring("us-ascii")));
     }
     if ty == "multipart" && depth < MAX_DEPTH {
@@ -265,8 +270,15 @@ fn structure_of(e: Entity<'_>, ext: bool, depth: usize) -> BodyStructure<'static
             subtype: istring(&sub.to_ascii_uppercase()),
             number_of_lines: lines(e.body),
         }
+    } else if ty == "message" && sub == "rfc822" && depth < MAX_DEPTH {
+        // RFC 3501: an attached message has its own envelope, structure and line count.
+        let inner = entity(e.body);
+        SpecificFields::Message {
+            envelope: Box::new(envelope(inner.header)),
+            body_structure: Box::new(structure_of(inner, ext, depth + 1)),
+            number_of_lines: lines(e.body),
+        }
     } else {
-        // message/rfc822 parts are described as basic parts for now (no envelope).
         SpecificFields::Basic {
             r#type: istring(&ty.to_ascii_uppercase()),
             subtype: istring(&sub.to_ascii_uppercase()),
@@ -278,6 +290,69 @@ fn structure_of(e: Entity<'_>, ext: bool, depth: usize) -> BodyStructure<'static
             md5: NString(None),
             tail: disposition(parsed.as_ref(), true),
         }),
+    }
+}
+
+/// The ENVELOPE of a message header (RFC 3501 §7.4.2): raw Date, Subject, In-Reply-To and
+/// Message-ID; parsed address lists, Sender and Reply-To defaulting to From.
+pub fn envelope(header: &[u8]) -> Envelope<'static> {
+    let mut block = header.to_vec();
+    if !block.ends_with(b"\r\n\r\n") && !block.ends_with(b"\n\n") {
+        block.extend_from_slice(b"\r\n");
+    }
+    let parsed = MessageParser::default().parse_headers(&block);
+    let raw = |name: &str| -> NString<'static> {
+        let v = parsed
+            .as_ref()
+            .and_then(|m| m.header_raw(name))
+            .map(|v| v.trim().replace(['\r', '\n'], ""));
+        nstring(v.as_deref())
+    };
+    let list = |addr: Option<&mail_parser::Address<'_>>| -> Vec<Address<'static>> {
+        let Some(a) = addr else {
+            return Vec::new();
+        };
+        a.iter()
+            .map(|one| {
+                let (mailbox, host) = match one.address.as_deref() {
+                    Some(addr) => match addr.rsplit_once('@') {
+                        Some((l, h)) => (Some(l.to_string()), Some(h.to_string())),
+                        None => (Some(addr.to_string()), None),
+                    },
+                    None => (None, None),
+                };
+                Address {
+                    name: nstring(one.name.as_deref()),
+                    adl: NString(None),
+                    mailbox: nstring(mailbox.as_deref()),
+                    host: nstring(host.as_deref()),
+                }
+            })
+            .collect()
+    };
+    let m = parsed.as_ref();
+    let from = list(m.and_then(|m| m.from()));
+    let sender = list(m.and_then(|m| m.sender()));
+    let reply_to = list(m.and_then(|m| m.reply_to()));
+    Envelope {
+        date: raw("Date"),
+        subject: raw("Subject"),
+        sender: if sender.is_empty() {
+            from.clone()
+        } else {
+            sender
+        },
+        reply_to: if reply_to.is_empty() {
+            from.clone()
+        } else {
+            reply_to
+        },
+        from,
+        to: list(m.and_then(|m| m.to())),
+        cc: list(m.and_then(|m| m.cc())),
+        bcc: list(m.and_then(|m| m.bcc())),
+        in_reply_to: raw("In-Reply-To"),
+        message_id: raw("Message-ID"),
     }
 }
 
@@ -340,7 +415,7 @@ mod tests {
         assert!(matches!(
             body.specific,
             SpecificFields::Text {
-                number_of_lines: 2,
+                number_of_lines: 1,
                 ..
             }
         ));
