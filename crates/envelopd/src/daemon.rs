@@ -93,16 +93,8 @@ pub fn run(cfg: Config) -> Result<()> {
     // One store for both sides: what the IMAP side learns, the SMTP side encrypts to.
     let store = Arc::new(std::sync::RwLock::new(store));
     let imap = match (&cfg.imap, &cfg.upstream.imap) {
-        (Some(l), Some(up)) => {
-            let target = imap::session::ImapTarget {
-                host: up
-                    .host
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string(),
-                port: up.imap_port(),
-                tls: target_tls(up, "upstream.imap")?,
-            };
+        (Some(l), Some(_)) => {
+            let target = imap_target(&cfg)?.expect("upstream.imap is set");
             Some((
                 l.listen,
                 Arc::new(imap::session::ImapContext {
@@ -115,14 +107,7 @@ pub fn run(cfg: Config) -> Result<()> {
                     connect_timeout: Duration::from_secs(30),
                     client_timeout: Duration::from_secs(31 * 60),
                     own_certs,
-                    client_tls: match (l.tls, &l.cert, &l.key) {
-                        (TlsMode::None, _, _) => None,
-                        (mode, Some(c), Some(k)) => Some(ClientTls {
-                            config: crate::tls::server_config(c, k).context("imap listener TLS")?,
-                            implicit: mode == TlsMode::Implicit,
-                        }),
-                        _ => anyhow::bail!("imap: TLS for mail programs needs cert and key"),
-                    },
+                    client_tls: listener_tls(l.tls, l.cert.as_deref(), l.key.as_deref(), "imap")?,
                     encrypt_appends_to: match (l.encrypt_appends, l.encrypted_folders.is_empty()) {
                         (false, _) => Vec::new(),
                         (true, true) => imap::session::DEFAULT_ENCRYPTED_FOLDERS
@@ -238,12 +223,23 @@ pub fn upstream_target(cfg: &Config) -> Result<Target> {
 /// The TLS offered to mail programs, if configured.
 pub fn client_tls(cfg: &Config) -> Result<Option<ClientTls>> {
     let l = &cfg.smtp;
-    match (l.tls, &l.cert, &l.key) {
+    listener_tls(l.tls, l.cert.as_deref(), l.key.as_deref(), "smtp")
+}
+
+/// The TLS a listener (`what`: smtp or imap) offers mail programs, if any.
+fn listener_tls(
+    mode: TlsMode,
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+    what: &str,
+) -> Result<Option<ClientTls>> {
+    match (mode, cert, key) {
         (TlsMode::None, _, _) => Ok(None),
         (mode, Some(cert), Some(key)) => Ok(Some(ClientTls {
-            config: crate::tls::server_config(cert, key).context("smtp listener TLS")?,
+            config: crate::tls::server_config(cert, key)
+                .with_context(|| format!("{what} listener TLS"))?,
             implicit: mode == TlsMode::Implicit,
         })),
-        _ => anyhow::bail!("smtp: TLS for mail programs needs cert and key"),
+        _ => anyhow::bail!("{what}: TLS for mail programs needs cert and key"),
     }
 }

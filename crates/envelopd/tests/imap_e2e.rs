@@ -83,6 +83,23 @@ fn envelopd_with(
     (dir, smtp, imap, p)
 }
 
+/// Sends one message through an envelopd's SMTP side with swaks, logged in as `user`.
+fn send_mail(port: u16, user: &str, pw: &str, to: &str, subject: &str) -> std::process::Output {
+    Command::new("swaks")
+        .args(["--server", &format!("127.0.0.1:{port}"), "--auth", "PLAIN"])
+        .args(["--auth-user", user, "--auth-password", pw])
+        .args(["--from", user, "--to", to])
+        .args([
+            "--header",
+            &format!("Subject: {subject}"),
+            "--header",
+            &format!("From: {user}"),
+        ])
+        .args(["--body", SECRET])
+        .output()
+        .unwrap()
+}
+
 fn mail(from: &str, subject: &str, body: &str) -> Vec<u8> {
     format!(
         "From: {from}\r\nTo: Bob <bob@smime.example>\r\nSubject: {subject}\r\nMessage-ID: <{subject}@test>\r\nDate: Wed, 25 Nov 2026 10:00:00 +0000\r\nMIME-Version: 1.0\r\n"
@@ -340,29 +357,13 @@ fn encrypted_mail_reads_as_plain_with_a_trustworthy_status_in_every_fetch_form()
     // Alice's practice sends through envelopd (signed + encrypted to Bob) via real Postfix.
     let (_alice_dir, alice_smtp, _alice_imap, _alice) =
         envelopd(&provider, "alice", "implicit", provider.imaps);
-    let o = Command::new("swaks")
-        .args([
-            "--server",
-            &format!("127.0.0.1:{alice_smtp}"),
-            "--auth",
-            "PLAIN",
-        ])
-        .args([
-            "--auth-user",
-            "alice@smime.example",
-            "--auth-password",
-            "alice-pw",
-        ])
-        .args(["--from", "alice@smime.example", "--to", "bob@smime.example"])
-        .args([
-            "--header",
-            "Subject: smtp-path",
-            "--header",
-            "From: Alice <alice@smime.example>",
-        ])
-        .args(["--body", SECRET])
-        .output()
-        .unwrap();
+    let o = send_mail(
+        alice_smtp,
+        "alice@smime.example",
+        "alice-pw",
+        "bob@smime.example",
+        "smtp-path",
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     assert_eq!(provider.wait_messages("bob", 1).len(), 1);
     deliver_test_messages(&provider, &lab);
@@ -596,23 +597,13 @@ fn appended_sent_copies_are_stored_encrypted_and_idle_sees_new_mail() {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap();
         if v.get("idling").is_some() {
             // Now a message arrives the real way: Alice's envelopd -> Postfix -> Bob's Maildir.
-            let o = Command::new("swaks")
-                .args([
-                    "--server",
-                    &format!("127.0.0.1:{alice_smtp}"),
-                    "--auth",
-                    "PLAIN",
-                ])
-                .args([
-                    "--auth-user",
-                    "alice@smime.example",
-                    "--auth-password",
-                    "alice-pw",
-                ])
-                .args(["--from", "alice@smime.example", "--to", "bob@smime.example"])
-                .args(["--header", "Subject: while idling", "--body", SECRET])
-                .output()
-                .unwrap();
+            let o = send_mail(
+                alice_smtp,
+                "alice@smime.example",
+                "alice-pw",
+                "bob@smime.example",
+                "while idling",
+            );
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
         }
         events.push(v);
@@ -671,23 +662,8 @@ fn a_verified_signature_teaches_the_sender_s_certificate_and_capabilities() {
         provider.imaps,
         "[policy]\nfallback = \"refuse\"\n",
     );
-    let send = |port: u16, user: &str, pw: &str, to: &str, subject: &str| {
-        Command::new("swaks")
-            .args(["--server", &format!("127.0.0.1:{port}"), "--auth", "PLAIN"])
-            .args(["--auth-user", user, "--auth-password", pw])
-            .args(["--from", user, "--to", to])
-            .args([
-                "--header",
-                &format!("Subject: {subject}"),
-                "--header",
-                &format!("From: {user}"),
-            ])
-            .args(["--body", SECRET])
-            .output()
-            .unwrap()
-    };
     // Bob has no certificate for Alice yet: refused under policy "refuse".
-    let o = send(
+    let o = send_mail(
         bob_smtp,
         "bob@smime.example",
         "bob-pw",
@@ -700,7 +676,7 @@ fn a_verified_signature_teaches_the_sender_s_certificate_and_capabilities() {
         String::from_utf8_lossy(&o.stdout)
     );
     // Alice writes to Bob (signed, with her encryption certificate and capabilities).
-    let o = send(
+    let o = send_mail(
         alice_smtp,
         "alice@smime.example",
         "alice-pw",
@@ -716,7 +692,7 @@ fn a_verified_signature_teaches_the_sender_s_certificate_and_capabilities() {
     let log = std::fs::read_to_string(bob_dir.path().join("envelopd.log")).unwrap();
     assert!(log.contains("learnt an encryption certificate"), "{log}");
     // Now Bob's mail to Alice goes out encrypted, with AES-256-GCM, which her client announced.
-    let o = send(
+    let o = send_mail(
         bob_smtp,
         "bob@smime.example",
         "bob-pw",
@@ -750,29 +726,13 @@ fn curl_mbsync_fetchmail_and_s_nail_read_the_same_decrypted_message() {
     let provider = Provider::start();
     let (_ad, alice_smtp, _ai, _alice) = envelopd(&provider, "alice", "implicit", provider.imaps);
     let (bob_dir, _bs, bob_imap, _bob) = envelopd(&provider, "bob", "starttls", provider.imap);
-    let o = Command::new("swaks")
-        .args([
-            "--server",
-            &format!("127.0.0.1:{alice_smtp}"),
-            "--auth",
-            "PLAIN",
-        ])
-        .args([
-            "--auth-user",
-            "alice@smime.example",
-            "--auth-password",
-            "alice-pw",
-        ])
-        .args(["--from", "alice@smime.example", "--to", "bob@smime.example"])
-        .args([
-            "--header",
-            "Subject: for every reader",
-            "--header",
-            "From: alice@smime.example",
-        ])
-        .args(["--body", SECRET])
-        .output()
-        .unwrap();
+    let o = send_mail(
+        alice_smtp,
+        "alice@smime.example",
+        "alice-pw",
+        "bob@smime.example",
+        "for every reader",
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     provider.wait_messages("bob", 1);
     let work = tempfile::tempdir().unwrap();
@@ -919,23 +879,13 @@ fn curl_mbsync_fetchmail_and_s_nail_read_the_same_decrypted_message() {
 fn the_lan_reads_only_over_tls_with_starttls_or_imaps() {
     let provider = Provider::start();
     let (_ad, alice_smtp, _ai, _alice) = envelopd(&provider, "alice", "implicit", provider.imaps);
-    let o = Command::new("swaks")
-        .args([
-            "--server",
-            &format!("127.0.0.1:{alice_smtp}"),
-            "--auth",
-            "PLAIN",
-        ])
-        .args([
-            "--auth-user",
-            "alice@smime.example",
-            "--auth-password",
-            "alice-pw",
-        ])
-        .args(["--from", "alice@smime.example", "--to", "bob@smime.example"])
-        .args(["--header", "Subject: over the LAN", "--body", SECRET])
-        .output()
-        .unwrap();
+    let o = send_mail(
+        alice_smtp,
+        "alice@smime.example",
+        "alice-pw",
+        "bob@smime.example",
+        "over the LAN",
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     provider.wait_messages("bob", 1);
     let tls_files = format!(

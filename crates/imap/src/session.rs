@@ -912,6 +912,10 @@ impl Session {
             }
         }
         let mut extra = Vec::new();
+        if !missing.is_empty() {
+            // envelopd's own command must not interleave with the client's.
+            self.quiesce().await?;
+        }
         // In batches, so one command line stays short.
         for batch in missing.chunks(500) {
             let line = fetch::fetch_whole("", batch);
@@ -1046,13 +1050,7 @@ impl Session {
         else {
             return Some(self.caps(m));
         };
-        let needs = r.marker().is_some_and(|mk| {
-            needs_presentation(
-                &fetch::marker_content_type(&mk),
-                fetch::marker_has_status(&mk),
-            )
-        });
-        if !needs {
+        if !needs_shown_form(&r) {
             return Some(fetch::rewrite(r, plan, None));
         }
         let shown = self
@@ -1106,8 +1104,7 @@ impl Session {
         let plan = self.pending.take().expect("a pending FETCH");
         let held = std::mem::take(&mut self.held);
         let mut parsed: Vec<Option<(fetch::FetchResponse, bool)>> = Vec::with_capacity(held.len());
-        let mut shown: HashMap<u32, Arc<Presentation>> = HashMap::new();
-        let mut missing = Vec::new();
+        let mut needed = Vec::new();
         for m in &held {
             let r = if m.starts_with(b"* ") {
                 fetch::parse_response(m)
@@ -1118,24 +1115,9 @@ impl Session {
                 parsed.push(None);
                 continue;
             };
-            let needs = r.marker().is_some_and(|mk| {
-                needs_presentation(
-                    &fetch::marker_content_type(&mk),
-                    fetch::marker_has_status(&mk),
-                )
-            });
+            let needs = needs_shown_form(&r);
             if needs {
-                if let Some(uid) = r.uid() {
-                    let cached = self
-                        .cache_key(uid)
-                        .and_then(|k| self.ctx.cache.lock().ok()?.get(&k));
-                    match cached {
-                        Some(p) => {
-                            shown.insert(uid, p);
-                        }
-                        None => missing.push(uid),
-                    }
-                }
+                needed.extend(r.uid());
             } else if r.marker().is_none() {
                 tracing::warn!(
                     "a FETCH response without the fields envelopd asked for; passed unchanged"
@@ -1144,13 +1126,7 @@ impl Session {
             parsed.push(Some((r, needs)));
         }
         self.in_flight = self.in_flight.saturating_sub(1);
-        let mut after = Vec::new();
-        if !missing.is_empty() {
-            self.quiesce().await?;
-            let (found, extra) = self.presentations(&missing).await?;
-            shown.extend(found);
-            after = extra;
-        }
+        let (shown, after) = self.presentations(&needed).await?;
         let mut out = Vec::new();
         for (m, p) in held.into_iter().zip(parsed) {
             match p {
@@ -1173,6 +1149,17 @@ impl Session {
         }
         self.send_client(&out).await
     }
+}
+
+/// Whether a FETCH response's message must be shown in envelopd's form (S/MIME, or carrying a
+/// status header), judged by the header fields envelopd asked for.
+fn needs_shown_form(r: &fetch::FetchResponse) -> bool {
+    r.marker().is_some_and(|mk| {
+        needs_presentation(
+            &fetch::marker_content_type(&mk),
+            fetch::marker_has_status(&mk),
+        )
+    })
 }
 
 /// The mailbox of an `APPEND` line (atom or quoted string).
