@@ -48,10 +48,17 @@ pub struct Presentation {
 /// True when the stored message needs a presentation of its own: its outermost layer is S/MIME,
 /// or it carries a status header (which must not reach the client unchecked).
 pub fn needs_presentation(content_type: &str, has_status_field: bool) -> bool {
-    let ct = mime::content_type(format!("Content-Type: {content_type}\r\n").as_bytes());
+    // Only the media type matters (parameters, comments and case aside); this runs for every
+    // message of every folder listing, so no full header parse.
+    let media = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     has_status_field
         || matches!(
-            ct.mime_type.as_str(),
+            media.as_str(),
             "application/pkcs7-mime" | "application/x-pkcs7-mime" | "multipart/signed"
         )
 }
@@ -291,6 +298,26 @@ pub fn block_remote_references(html: &str) -> (String, bool) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn which_messages_get_a_shown_form() {
+        assert!(needs_presentation(
+            "application/pkcs7-mime; smime-type=enveloped-data",
+            false
+        ));
+        assert!(needs_presentation("Application/X-PKCS7-MIME", false));
+        assert!(needs_presentation(
+            " multipart/signed; protocol=\"application/pkcs7-signature\"",
+            false
+        ));
+        assert!(!needs_presentation("multipart/mixed; boundary=x", false));
+        assert!(!needs_presentation(
+            "text/plain; name=\"application/pkcs7-mime\"",
+            false
+        ));
+        assert!(!needs_presentation("", false));
+        assert!(needs_presentation("text/plain", true));
+    }
 
     #[test]
     fn remote_references_are_blocked_but_text_stays() {
