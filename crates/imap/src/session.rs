@@ -361,7 +361,8 @@ impl Framer {
 /// Whether a capability may be shown to the client. Hidden: what would show or search
 /// ciphertext, or change framing envelopd relies on (COMPRESS, BINARY, CATENATE, URLAUTH,
 /// URL-PARTIAL, PREVIEW, SNIPPET, NOTIFY, OBJECTID, SAVEDATE, UTF8=, IMAP4rev2, STARTTLS and
-/// LOGINDISABLED, since envelopd itself talks TLS to the server).
+/// LOGINDISABLED, since envelopd itself talks TLS to the server), and the SEARCH variants whose
+/// BODY/TEXT keys would silently miss encrypted mail (ESEARCH, SEARCHRES, CONTEXT, SORT, THREAD).
 pub fn keep_capability(cap: &str) -> bool {
     let c = cap.to_ascii_uppercase();
     let hidden_prefixes = [
@@ -381,6 +382,14 @@ pub fn keep_capability(cap: &str) -> bool {
         "LOGINDISABLED",
         "MULTIAPPEND",
         "SEARCH=FUZZY",
+        // Search variants envelopd does not answer for encrypted mail: clients fall back to
+        // plain SEARCH, which it does answer.
+        "ESEARCH",
+        "SEARCHRES",
+        "CONTEXT=",
+        "SORT",
+        "ESORT",
+        "THREAD=",
         "X-",
         "XAPPLE",
     ];
@@ -1209,7 +1218,7 @@ mod tests {
         let caps = b"* CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT LITERAL+ MOVE CONDSTORE QRESYNC BINARY CATENATE URL-PARTIAL COMPRESS=DEFLATE PREVIEW SNIPPET=FUZZY STARTTLS UIDPLUS SPECIAL-USE\r\n";
         assert_eq!(
             filter_capabilities(caps),
-            b"* CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT LITERAL+ MOVE CONDSTORE QRESYNC UIDPLUS SPECIAL-USE\r\n"
+            b"* CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ MOVE CONDSTORE QRESYNC UIDPLUS SPECIAL-USE\r\n"
         );
         assert_eq!(
             filter_capabilities(b"a OK [CAPABILITY IMAP4rev1 COMPRESS=DEFLATE IDLE] Logged in\r\n"),
