@@ -641,6 +641,13 @@ fn appended_sent_copies_are_stored_encrypted_and_idle_sees_new_mail() {
         .any(|m| String::from_utf8_lossy(m).contains("Inbox plain 43")));
     // IDLE through the proxy saw the delivery.
     assert_eq!(events[2]["exists"].as_u64(), Some(2), "{events:?}\n{log}");
+    assert!(
+        events[2]["after_idle"]
+            .as_str()
+            .unwrap()
+            .contains("unauffaellig"),
+        "the new message reads decrypted right after IDLE: {events:?}"
+    );
 }
 
 #[test]

@@ -189,6 +189,21 @@ struct Session {
     out: Vec<u8>,
     /// The client sent LOGOUT.
     logged_out: bool,
+    /// Lines from the client that are not commands: SASL responses after AUTHENTICATE (until
+    /// its tagged answer) or the DONE that ends IDLE. They pass through uncounted.
+    continuation: Option<Continuation>,
+}
+
+/// What the client's next lines are, when they are not commands.
+enum Continuation {
+    /// AUTHENTICATE with this tag and mechanism; whether the login name is still to be read.
+    Sasl {
+        tag: String,
+        mechanism: String,
+        name_pending: bool,
+    },
+    /// IDLE: the next line is DONE.
+    Idle,
 }
 
 async fn run(client: TcpStream, ctx: Arc<ImapContext>) -> std::io::Result<()> {
@@ -231,6 +246,7 @@ async fn run(client: TcpStream, ctx: Arc<ImapContext>) -> std::io::Result<()> {
         append: None,
         out: Vec::new(),
         logged_out: false,
+        continuation: None,
     };
     let greeting = s.caps(&greeting);
     s.send_client(&greeting).await?;
@@ -600,6 +616,11 @@ impl Session {
                 self.append_piece(piece).await?;
                 continue;
             }
+            if let (Some(_), Piece::Line { bytes, .. }) = (&self.continuation, &piece) {
+                self.continuation_line(bytes);
+                self.send_server(bytes).await?;
+                continue;
+            }
             match piece {
                 Piece::Line { bytes, first: true } if literal_at_end(&bytes).is_none() => {
                     self.command(bytes).await?;
@@ -775,22 +796,41 @@ impl Session {
                 self.uidvalidity = None;
             }
             "AUTHENTICATE" => {
-                // AUTHENTICATE PLAIN with an initial response names the user; otherwise the
-                // session does without the shared cache.
+                // The login name comes from the initial response (SASL-IR) or the first
+                // response line; the password is never kept.
                 let text = String::from_utf8_lossy(line);
-                let mut w = text.split_ascii_whitespace().skip(3);
-                if next.eq_ignore_ascii_case("PLAIN") {
-                    if let Some(ir) = w.next() {
-                        if let Ok(raw) = smime::mime::base64_decode(ir.as_bytes()) {
-                            if let Some(user) = raw.split(|&b| b == 0).nth(1) {
-                                self.login =
-                                    Some(String::from_utf8_lossy(user).to_ascii_lowercase());
-                            }
-                        }
-                    }
+                let ir = text.split_ascii_whitespace().nth(3).map(str::to_string);
+                let mechanism = next.to_ascii_uppercase();
+                if let Some(ir) = &ir {
+                    self.login = sasl_login(&mechanism, ir.as_bytes());
+                }
+                self.continuation = Some(Continuation::Sasl {
+                    tag,
+                    mechanism,
+                    name_pending: ir.is_none(),
+                });
+            }
+            "IDLE" => self.continuation = Some(Continuation::Idle),
+            _ => {}
+        }
+    }
+
+    /// A non-command line from the client (SASL response or DONE): what it tells envelopd.
+    fn continuation_line(&mut self, line: &[u8]) {
+        match &mut self.continuation {
+            Some(Continuation::Sasl {
+                mechanism,
+                name_pending,
+                ..
+            }) => {
+                if *name_pending {
+                    let text = String::from_utf8_lossy(line);
+                    self.login = sasl_login(mechanism, text.trim().as_bytes());
+                    *name_pending = false;
                 }
             }
-            _ => {}
+            Some(Continuation::Idle) => self.continuation = None,
+            None => {}
         }
     }
 
@@ -854,6 +894,11 @@ impl Session {
             }
         } else if !m.starts_with(b"+") {
             self.in_flight = self.in_flight.saturating_sub(1);
+            if let Some(Continuation::Sasl { tag, .. }) = &self.continuation {
+                if tag_of(&m) == tag.as_bytes() {
+                    self.continuation = None;
+                }
+            }
         }
         if let Some((tag, mailbox)) = &self.selecting {
             if tag_of(&m) == tag.as_bytes() {
@@ -1158,6 +1203,18 @@ impl Session {
         }
         self.send_client(&out).await
     }
+}
+
+/// The login name in a SASL response: PLAIN's authentication identity, LOGIN's user name.
+fn sasl_login(mechanism: &str, response: &[u8]) -> Option<String> {
+    let raw = smime::mime::base64_decode(response).ok()?;
+    let name = match mechanism {
+        "PLAIN" => raw.split(|&b| b == 0).nth(1)?.to_vec(),
+        "LOGIN" => raw,
+        _ => return None,
+    };
+    let name = String::from_utf8(name).ok()?.to_ascii_lowercase();
+    (!name.is_empty()).then_some(name)
 }
 
 /// Whether a FETCH response's message must be shown in envelopd's form (S/MIME, or carrying a
