@@ -822,13 +822,12 @@ impl Session {
                 mechanism,
                 name_pending,
                 ..
-            }) => {
-                if *name_pending {
-                    let text = String::from_utf8_lossy(line);
-                    self.login = sasl_login(mechanism, text.trim().as_bytes());
-                    *name_pending = false;
-                }
+            }) if *name_pending => {
+                let text = String::from_utf8_lossy(line);
+                self.login = sasl_login(mechanism, text.trim().as_bytes());
+                *name_pending = false;
             }
+            Some(Continuation::Sasl { .. }) => {}
             Some(Continuation::Idle) => self.continuation = None,
             None => {}
         }
