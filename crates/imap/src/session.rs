@@ -135,37 +135,22 @@ struct AppendCapture {
     cert: smime::Cert,
 }
 
-/// Accepts mail programs until `shutdown` turns true; one task per connection.
+/// Accepts mail programs until `shutdown` turns true; one task per connection. IMAP sessions
+/// hold no message in flight that a restart could lose, so they are closed at once (clients
+/// reconnect).
 pub async fn serve(
     listener: TcpListener,
     ctx: Arc<ImapContext>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    use tracing::Instrument;
-    let mut sessions = tokio::task::JoinSet::new();
-    let mut next_id: u64 = 0;
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = accepted?;
-                let _ = stream.set_nodelay(true);
-                next_id += 1;
-                let ctx = ctx.clone();
-                let span = tracing::info_span!("imap", session = next_id, %peer);
-                sessions.spawn(async move {
-                    if let Err(e) = run(stream, ctx).await {
-                        tracing::info!(error = %e, "connection ended");
-                    }
-                }.instrument(span));
-            }
-            _ = shutdown.changed() => break,
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-        }
-    }
-    // IMAP sessions hold no message in flight towards the server that a restart could lose:
-    // they are closed (clients reconnect).
-    sessions.abort_all();
-    Ok(())
+    smtp::conn::serve_connections(
+        listener,
+        shutdown,
+        "imap",
+        Duration::ZERO,
+        |stream, _, _| run(stream, ctx.clone()),
+    )
+    .await
 }
 
 struct Session {
@@ -210,13 +195,8 @@ async fn run(client: TcpStream, ctx: Arc<ImapContext>) -> std::io::Result<()> {
     let peer = client.peer_addr()?;
     let mut client = Conn::Plain(client);
     if let Some(tls) = ctx.client_tls.clone().filter(|t| t.implicit) {
-        match timeout(ctx.connect_timeout, client.upgrade_server(tls.config)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::info!(error = %e, "TLS handshake with the mail program failed");
-                return Ok(());
-            }
-            Err(_) => return Ok(()),
+        if !client.accept_tls(tls.config, ctx.connect_timeout).await {
+            return Ok(());
         }
     }
     let (up, greeting, framer) = match connect(&ctx).await {
@@ -589,19 +569,10 @@ impl Session {
         let r = format!("{tag} OK Begin TLS negotiation now\r\n");
         self.send_client(r.as_bytes()).await?;
         self.splitter = Splitter::new(MAX_LINE);
-        match timeout(
-            self.ctx.connect_timeout,
-            self.client.upgrade_server(tls.config),
-        )
-        .await
-        {
-            Ok(Ok(())) => Ok(true),
-            Ok(Err(e)) => {
-                tracing::info!(error = %e, "TLS handshake with the mail program failed");
-                Ok(false)
-            }
-            Err(_) => Ok(false),
-        }
+        Ok(self
+            .client
+            .accept_tls(tls.config, self.ctx.connect_timeout)
+            .await)
     }
 
     /// Forwards buffered client pieces until a FETCH needs its answer first.

@@ -163,49 +163,16 @@ pub const DRAIN_TIME: Duration = Duration::from_secs(60);
 pub async fn serve(
     listener: TcpListener,
     ctx: Arc<Context>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    use tracing::Instrument;
-    let mut sessions = tokio::task::JoinSet::new();
-    let mut next_id: u64 = 0;
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = accepted?;
-                // Replies are small and each waits for the next command: no Nagle delay.
-                let _ = stream.set_nodelay(true);
-                next_id += 1;
-                let session = Session::new(Conn::Plain(stream), peer, ctx.clone(), shutdown.clone());
-                let span = tracing::info_span!("smtp", session = next_id, %peer);
-                sessions.spawn(
-                    async move {
-                        tracing::debug!("connected");
-                        // A broken client connection ends only its own session.
-                        if let Err(e) = session.run().await {
-                            tracing::info!(error = %e, "client connection ended");
-                        }
-                    }
-                    .instrument(span),
-                );
-            }
-            _ = shutdown.changed() => break,
-            Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-        }
-    }
-    drop(listener);
-    tracing::info!(
-        open = sessions.len(),
-        "no new connections; letting open sessions finish"
-    );
-    let drain = async { while sessions.join_next().await.is_some() {} };
-    if timeout(DRAIN_TIME, drain).await.is_err() {
-        tracing::warn!(
-            open = sessions.len(),
-            "sessions still open after the drain time; closing them"
-        );
-        sessions.abort_all();
-    }
-    Ok(())
+    crate::conn::serve_connections(
+        listener,
+        shutdown,
+        "smtp",
+        DRAIN_TIME,
+        |stream, peer, stop| Session::new(Conn::Plain(stream), peer, ctx.clone(), stop).run(),
+    )
+    .await
 }
 
 struct Session {
@@ -317,20 +284,12 @@ impl Session {
 
     async fn run(mut self) -> std::io::Result<()> {
         if let Some(tls) = self.ctx.tls.clone().filter(|t| t.implicit) {
-            let handshake = timeout(
-                self.ctx.timeouts.connect,
-                self.client.upgrade_server(tls.config),
-            );
-            match handshake.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::info!(error = %e, "TLS handshake with the client failed");
-                    return Ok(());
-                }
-                Err(_) => {
-                    tracing::info!("TLS handshake with the client timed out");
-                    return Ok(());
-                }
+            if !self
+                .client
+                .accept_tls(tls.config, self.ctx.timeouts.connect)
+                .await
+            {
+                return Ok(());
             }
         }
         let greeting = Reply::new(220, "", format!("{} ESMTP envelopd", self.ctx.hostname));
@@ -506,20 +465,12 @@ impl Session {
             );
             self.inbuf.clear();
         }
-        let handshake = timeout(
-            self.ctx.timeouts.connect,
-            self.client.upgrade_server(tls.config),
-        );
-        match handshake.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::info!(error = %e, "TLS handshake with the client failed");
-                return Ok(Flow::Quit);
-            }
-            Err(_) => {
-                tracing::info!("TLS handshake with the client timed out");
-                return Ok(Flow::Quit);
-            }
+        if !self
+            .client
+            .accept_tls(tls.config, self.ctx.timeouts.connect)
+            .await
+        {
+            return Ok(Flow::Quit);
         }
         // RFC 3207 §4.2: everything learnt before TLS is forgotten.
         self.reset().await;
