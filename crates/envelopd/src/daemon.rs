@@ -27,69 +27,12 @@ pub fn run(cfg: Config) -> Result<()> {
         .init();
     let upstream = upstream_target(&cfg)?;
     let client_tls = client_tls(&cfg)?;
-    let mut store = CertStore::new();
-    for a in &cfg.certificates.anchors {
-        store
-            .load_anchors(a)
-            .with_context(|| "loading trust anchors".to_string())?;
-    }
-    if cfg.certificates.system_anchors {
-        store.load_system_roots()?;
-    }
-    if let Some(dir) = &cfg.certificates.recipients {
-        let (n, errors) = store.load_certs(dir);
-        tracing::info!(count = n, dir = %dir.display(), "recipient certificates loaded");
-        for e in errors {
-            tracing::warn!("skipped {e}");
-        }
-    }
-    if let Some(dir) = cfg.certificates.harvested.as_ref().filter(|d| d.exists()) {
-        let (n, errors) = store.load_certs(dir);
-        tracing::info!(count = n, dir = %dir.display(), "certificates learnt earlier loaded");
-        for e in errors {
-            tracing::warn!("skipped {e}");
-        }
-    }
-    let mut identities = Vec::new();
-    // Every key of every identity may be needed to decrypt incoming mail.
-    let mut decryption_keys = Vec::new();
-    let mut own_certs = Vec::new();
-    for id in &cfg.identities {
-        let source = id.key_source();
-        let mut identity = source
-            .load()
-            .with_context(|| format!("identity {}", id.addresses.join(", ")))?;
-        for c in &id.chain {
-            identity.chain.extend(read_certs(c)?);
-        }
-        decryption_keys.extend(source.load_all()?);
-        let encryption_cert = match &id.encryption_cert {
-            Some(p) => read_certs(p)?.into_iter().next(),
-            None => None,
-        };
-        // The practice's own certificates are part of the store: mail to colleagues (or to
-        // oneself) is encrypted like any other.
-        store.add_cert(identity.cert.clone());
-        for c in identity.chain.iter().chain(encryption_cert.iter()) {
-            store.add_cert(c.clone());
-        }
-        own_certs.push((
-            id.addresses
-                .iter()
-                .chain(&id.logins)
-                .cloned()
-                .collect::<Vec<_>>(),
-            encryption_cert
-                .clone()
-                .unwrap_or_else(|| identity.cert.clone()),
-        ));
-        identities.push(SenderIdentity {
-            addresses: id.addresses.clone(),
-            identity,
-            encryption_cert,
-            logins: id.logins.clone(),
-        });
-    }
+    let Loaded {
+        store,
+        identities,
+        decryption_keys,
+        own_certs,
+    } = load(&cfg)?;
     // One store for both sides: what the IMAP side learns, the SMTP side encrypts to.
     let store = Arc::new(std::sync::RwLock::new(store));
     let imap = match (&cfg.imap, &cfg.upstream.imap) {
@@ -186,6 +129,93 @@ fn target_tls(up: &crate::config::UpstreamServer, section: &str) -> Result<Targe
                 TargetTls::Starttls(config)
             }
         }
+    })
+}
+
+/// What the configuration's files hold: the certificate store (anchors, recipients, learnt
+/// certificates, the practice's own), the signing identities, every decryption key and the own
+/// encryption certificates.
+pub struct Loaded {
+    /// Anchors and certificates.
+    pub store: CertStore,
+    /// The practice's signing identities.
+    pub identities: Vec<SenderIdentity>,
+    /// Every private key, for decrypting incoming mail.
+    pub decryption_keys: Vec<smime::Identity>,
+    /// Own encryption certificates with the logins and addresses they belong to.
+    pub own_certs: Vec<(Vec<String>, smime::Cert)>,
+}
+
+/// Reads every certificate and key the configuration names.
+pub fn load(cfg: &Config) -> Result<Loaded> {
+    let mut store = CertStore::new();
+    for a in &cfg.certificates.anchors {
+        store
+            .load_anchors(a)
+            .with_context(|| "loading trust anchors".to_string())?;
+    }
+    if cfg.certificates.system_anchors {
+        store.load_system_roots()?;
+    }
+    if let Some(dir) = &cfg.certificates.recipients {
+        let (n, errors) = store.load_certs(dir);
+        tracing::info!(count = n, dir = %dir.display(), "recipient certificates loaded");
+        for e in errors {
+            tracing::warn!("skipped {e}");
+        }
+    }
+    if let Some(dir) = cfg.certificates.harvested.as_ref().filter(|d| d.exists()) {
+        let (n, errors) = store.load_certs(dir);
+        tracing::info!(count = n, dir = %dir.display(), "certificates learnt earlier loaded");
+        for e in errors {
+            tracing::warn!("skipped {e}");
+        }
+    }
+    let mut identities = Vec::new();
+    // Every key of every identity may be needed to decrypt incoming mail.
+    let mut decryption_keys = Vec::new();
+    let mut own_certs = Vec::new();
+    for id in &cfg.identities {
+        let source = id.key_source();
+        let mut identity = source
+            .load()
+            .with_context(|| format!("identity {}", id.addresses.join(", ")))?;
+        for c in &id.chain {
+            identity.chain.extend(read_certs(c)?);
+        }
+        decryption_keys.extend(source.load_all()?);
+        let encryption_cert = match &id.encryption_cert {
+            Some(p) => read_certs(p)?.into_iter().next(),
+            None => None,
+        };
+        // The practice's own certificates are part of the store: mail to colleagues (or to
+        // oneself) is encrypted like any other.
+        store.add_cert(identity.cert.clone());
+        for c in identity.chain.iter().chain(encryption_cert.iter()) {
+            store.add_cert(c.clone());
+        }
+        own_certs.push((
+            id.addresses
+                .iter()
+                .chain(&id.logins)
+                .cloned()
+                .collect::<Vec<_>>(),
+            encryption_cert
+                .clone()
+                .unwrap_or_else(|| identity.cert.clone()),
+        ));
+        identities.push(SenderIdentity {
+            addresses: id.addresses.clone(),
+            identity,
+            encryption_cert,
+            logins: id.logins.clone(),
+        });
+    }
+    Ok(Loaded {
+        store,
+        identities,
+        decryption_keys,
+        own_certs,
     })
 }
 

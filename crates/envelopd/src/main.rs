@@ -17,6 +17,7 @@ use smime::{ContentCipher, Digest, EncryptOptions, KeyTransport};
 mod check;
 mod config;
 mod daemon;
+mod explain;
 mod keyfiles;
 mod tls;
 
@@ -39,6 +40,27 @@ enum Command {
         /// The configuration file.
         #[arg(long, default_value = "proxy.toml")]
         config: PathBuf,
+    },
+    /// Explain what envelopd would do with a message and why, recipient by recipient.
+    Explain {
+        /// The configuration file.
+        #[arg(long, default_value = "proxy.toml")]
+        config: PathBuf,
+        /// The sender.
+        #[arg(long)]
+        from: String,
+        /// A To recipient (repeatable).
+        #[arg(long)]
+        to: Vec<String>,
+        /// A Cc recipient (repeatable).
+        #[arg(long)]
+        cc: Vec<String>,
+        /// A Bcc recipient (repeatable).
+        #[arg(long)]
+        bcc: Vec<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
     },
     /// Check a configuration and report what envelopd would work with.
     Check {
@@ -212,6 +234,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run { config } => {
             let cfg = config::Config::load(&config)?;
             daemon::run(cfg)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Explain {
+            config,
+            from,
+            to,
+            cc,
+            bcc,
+            json,
+        } => {
+            let cfg = config::Config::load(&config)?;
+            let q = explain::Question { from, to, cc, bcc };
+            if q.to.is_empty() && q.cc.is_empty() && q.bcc.is_empty() {
+                anyhow::bail!("name at least one recipient (--to, --cc or --bcc)");
+            }
+            let (text, value) = explain::explain(&cfg, &q, SystemTime::now())?;
+            if json {
+                println!("{value}");
+            } else {
+                print!("{text}");
+            }
             return Ok(ExitCode::SUCCESS);
         }
         Command::Check { config, no_connect } => {

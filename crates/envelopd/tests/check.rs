@@ -134,3 +134,104 @@ fn problems_are_named_and_fail_the_check() {
         "{out}"
     );
 }
+
+fn explain(cfg: &Path, args: &[&str]) -> (i32, String) {
+    let o = Command::new(ENVELOPD)
+        .args(["explain", "--config"])
+        .arg(cfg)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap(),
+        String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr),
+    )
+}
+
+#[test]
+fn explain_says_per_recipient_what_would_happen_and_why() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = setup(d.path(), 1, 0o600);
+    // Policy "refuse": Carol has no certificate, so the whole message would be refused.
+    let (code, out) = explain(
+        &cfg,
+        &[
+            "--from",
+            "alice@smime.example",
+            "--to",
+            "bob@smime.example",
+            "--to",
+            "carol@other.example",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("refused: 550 5.7.1"), "{out}");
+    assert!(
+        out.contains(
+            "carol@other.example: no certificate for carol@other.example (policy 'refuse')"
+        ),
+        "{out}"
+    );
+    // Policy "plaintext": Bob encrypted, Carol in plaintext, each with the reason; a Bcc
+    // recipient gets a copy of their own.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("fallback = \"refuse\"", "fallback = \"split\"");
+    std::fs::write(&cfg, text).unwrap();
+    let (code, out) = explain(
+        &cfg,
+        &[
+            "--from",
+            "alice@smime.example",
+            "--to",
+            "carol@other.example",
+            "--bcc",
+            "bob@smime.example",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("signed as alice@smime.example"), "{out}");
+    assert!(
+        out.contains("bob@smime.example: encrypted with AES-256-CBC"),
+        "{out}"
+    );
+    assert!(out.contains("a copy of its own: Bcc"), "{out}");
+    assert!(
+        out.contains("carol@other.example: no certificate → plaintext under policy 'split'"),
+        "{out}"
+    );
+    // Policy "plaintext": the whole message goes unencrypted, and Bob's line says why.
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("fallback = \"split\"", "fallback = \"plaintext\"");
+    std::fs::write(&cfg, text).unwrap();
+    let (_, out) = explain(
+        &cfg,
+        &[
+            "--from",
+            "alice@smime.example",
+            "--to",
+            "carol@other.example",
+            "--to",
+            "bob@smime.example",
+        ],
+    );
+    assert!(out.contains("bob@smime.example: certificate valid, but not every recipient has one → plaintext under policy 'plaintext'"), "{out}");
+    let (_, json) = explain(
+        &cfg,
+        &[
+            "--from",
+            "alice@smime.example",
+            "--to",
+            "bob@smime.example",
+            "--json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["outcome"], "delivered");
+    assert_eq!(v["recipients"][0]["outcome"], "encrypted");
+    // Without a recipient there is nothing to explain.
+    let (code, out) = explain(&cfg, &["--from", "alice@smime.example"]);
+    assert_ne!(code, 0);
+    assert!(out.contains("name at least one recipient"), "{out}");
+}

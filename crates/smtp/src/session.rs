@@ -90,26 +90,40 @@ pub struct Context {
     pub client_timeout: Duration,
 }
 
-impl Context {
-    fn identity_for(&self, address: &str) -> Option<&SenderIdentity> {
-        self.identities.iter().find(|i| {
-            i.addresses
-                .iter()
-                .any(|a| certstore::address_matches(a, address))
-        })
-    }
+/// The identity whose addresses include `address`.
+fn identity_for<'a>(identities: &'a [SenderIdentity], address: &str) -> Option<&'a SenderIdentity> {
+    identities.iter().find(|i| {
+        i.addresses
+            .iter()
+            .any(|a| certstore::address_matches(a, address))
+    })
 }
 
-/// The identities as one session sees them: only those its login may use.
-struct SessionIdentities<'a> {
-    ctx: &'a Context,
+/// The identities as one session sees them: only those its login may use (all of them without
+/// a login); what the policy asks about the sender.
+pub struct SessionIdentities<'a> {
+    identities: &'a [SenderIdentity],
     login: Option<&'a str>,
     store: &'a CertStore,
 }
 
-impl SessionIdentities<'_> {
-    fn identity_for(&self, address: &str) -> Option<&SenderIdentity> {
-        let i = self.ctx.identity_for(address)?;
+impl<'a> SessionIdentities<'a> {
+    /// The view of `identities` for a session logged in as `login`, checked against `store`.
+    pub fn new(
+        identities: &'a [SenderIdentity],
+        login: Option<&'a str>,
+        store: &'a CertStore,
+    ) -> Self {
+        SessionIdentities {
+            identities,
+            login,
+            store,
+        }
+    }
+
+    /// The identity that would sign for `address` in this session.
+    pub fn identity_for(&self, address: &str) -> Option<&'a SenderIdentity> {
+        let i = identity_for(self.identities, address)?;
         match self.login {
             Some(login) if !i.usable_by(login) => {
                 tracing::info!(%address, login, "not signing: this login may not use that key");
@@ -136,7 +150,7 @@ impl Identities for SessionIdentities<'_> {
     }
 
     fn own_encryption_cert(&self, address: &str) -> Option<Cert> {
-        let i = self.ctx.identity_for(address)?;
+        let i = identity_for(self.identities, address)?;
         let cert = i
             .encryption_cert
             .clone()
@@ -853,11 +867,7 @@ impl Session {
         // Decided and transformed under the store's read lock, released before any network wait.
         let prepared = {
             let store = self.ctx.store.read().unwrap_or_else(|e| e.into_inner());
-            let ids = SessionIdentities {
-                ctx: &self.ctx,
-                login: self.login.as_deref(),
-                store: &store,
-            };
+            let ids = SessionIdentities::new(&self.ctx.identities, self.login.as_deref(), &store);
             let decision = decide(&facts, &store, &ids, &self.ctx.policy, now);
             let signer = match &decision {
                 Decision::Deliver {
