@@ -163,6 +163,10 @@ struct Session {
     pending: Option<FetchPlan>,
     held: Vec<Vec<u8>>,
     login: Option<String>,
+    /// A login name claimed by a LOGIN or AUTHENTICATE still waiting for the server's answer:
+    /// it becomes `login` only on OK, so a failed attempt never lends its name (and that
+    /// user's cached messages) to the session.
+    claimed: Option<(String, Option<String>)>,
     mailbox: Option<String>,
     selecting: Option<(String, String)>,
     uidvalidity: Option<u32>,
@@ -218,6 +222,7 @@ async fn run(client: TcpStream, ctx: Arc<ImapContext>) -> std::io::Result<()> {
         pending: None,
         held: Vec::new(),
         login: None,
+        claimed: None,
         mailbox: None,
         selecting: None,
         uidvalidity: None,
@@ -759,7 +764,12 @@ impl Session {
     fn note_command(&mut self, line: &[u8]) {
         let (tag, name, next) = command_words(line);
         match name.as_str() {
-            "LOGIN" => self.login = Some(unquote(&next).to_ascii_lowercase()),
+            "LOGIN" => {
+                // A user name sent as a literal is not read here: such a session does without
+                // the shared cache rather than share a placeholder name with others.
+                let name = (!next.starts_with('{')).then(|| unquote(&next).to_ascii_lowercase());
+                self.claimed = Some((tag, name));
+            }
             "LOGOUT" => self.logged_out = true,
             "SELECT" | "EXAMINE" => {
                 self.selecting = Some((tag, unquote(&next)));
@@ -772,9 +782,10 @@ impl Session {
                 let text = String::from_utf8_lossy(line);
                 let ir = text.split_ascii_whitespace().nth(3).map(str::to_string);
                 let mechanism = next.to_ascii_uppercase();
-                if let Some(ir) = &ir {
-                    self.login = sasl_login(&mechanism, ir.as_bytes());
-                }
+                let name = ir
+                    .as_ref()
+                    .and_then(|ir| sasl_login(&mechanism, ir.as_bytes()));
+                self.claimed = Some((tag.clone(), name));
                 self.continuation = Some(Continuation::Sasl {
                     tag,
                     mechanism,
@@ -795,7 +806,10 @@ impl Session {
                 ..
             }) if *name_pending => {
                 let text = String::from_utf8_lossy(line);
-                self.login = sasl_login(mechanism, text.trim().as_bytes());
+                let name = sasl_login(mechanism, text.trim().as_bytes());
+                if let Some((_, claimed)) = self.claimed.as_mut() {
+                    *claimed = name;
+                }
                 *name_pending = false;
             }
             Some(Continuation::Sasl { .. }) => {}
@@ -867,6 +881,14 @@ impl Session {
             if let Some(Continuation::Sasl { tag, .. }) = &self.continuation {
                 if tag_of(&m) == tag.as_bytes() {
                     self.continuation = None;
+                }
+            }
+            if let Some((tag, name)) = &self.claimed {
+                if tag_of(&m) == tag.as_bytes() {
+                    if m[tag.len()..].starts_with(b" OK") {
+                        self.login = name.clone();
+                    }
+                    self.claimed = None;
                 }
             }
         }
