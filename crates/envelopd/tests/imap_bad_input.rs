@@ -219,3 +219,33 @@ fn bad_client_input_gets_bye_or_passes_without_harm() {
     let log = std::fs::read_to_string(d.path().join("envelopd.log")).unwrap();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+#[test]
+fn a_failed_login_never_lends_its_name_or_another_user_s_cached_mail() {
+    let (_srv, port) = fake_server("users");
+    let (_d, imap, _e) = envelopd(port);
+    // Alice reads her (S/MIME) message: its shown form is cached under her login.
+    let mut alice = Client::connect(imap);
+    assert!(alice.command("l", b"l LOGIN alice pw\r\n").contains("l OK"));
+    assert!(alice.command("s", b"s SELECT INBOX\r\n").contains("s OK"));
+    let out = alice.command("f", b"f UID FETCH 1 (BODY.PEEK[HEADER])\r\n");
+    assert!(out.contains("mailbox of alice"), "{out}");
+    // (The fake server serves one connection at a time.)
+    assert!(alice.command("o", b"o LOGOUT\r\n").contains("BYE"));
+    drop(alice);
+    // Mallory claims to be Alice (refused), then gets in some other way: she must see her own
+    // mailbox, never Alice's cached message.
+    let mut mallory = Client::connect(imap);
+    assert!(mallory
+        .command("l", b"l LOGIN alice wrong\r\n")
+        .contains("l NO"));
+    mallory.send(b"a AUTHENTICATE XFAKE\r\n");
+    assert!(mallory.line().starts_with('+'));
+    assert!(mallory.command("a", b"eA==\r\n").contains("a OK"));
+    assert!(mallory.command("s", b"s SELECT INBOX\r\n").contains("s OK"));
+    let out = mallory.command("f", b"f UID FETCH 1 (BODY.PEEK[HEADER])\r\n");
+    assert!(
+        out.contains("mailbox of mallory") && !out.contains("mailbox of alice"),
+        "{out}"
+    );
+}

@@ -6,7 +6,9 @@
 Serves connections one after another: greeting, LOGIN, SELECT, then answers a FETCH the way
 MODE says: "huge" (announces a 2 GiB literal and stalls), "garbage" (a FETCH response no parser
 accepts), "truncated" (half a literal, then hangs up), "bad-smime" (claims S/MIME, then sends
-base64 garbage as the message), "nested" (a message with MIME nested 200 levels deep).
+base64 garbage as the message), "nested" (a message with MIME nested 200 levels deep),
+"users" (LOGIN with password "wrong" fails; AUTHENTICATE of any kind logs in as "mallory";
+the one message, S/MIME by its header, names the logged-in user in its Subject).
 """
 import socket
 import sys
@@ -27,6 +29,7 @@ SMIME_CT = b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n
 
 
 def serve(conn):
+    user = None
     f = conn.makefile("rb")
     conn.sendall(b"* OK [CAPABILITY IMAP4rev1 IDLE] fake server ready\r\n")
     while True:
@@ -38,13 +41,25 @@ def serve(conn):
         if word == b"UID":
             word = rest.split(b" ")[1].upper()
         if word == b"LOGIN":
-            conn.sendall(tag + b" OK logged in\r\n")
+            parts = rest.split()
+            if mode == "users" and parts[-1] == b"wrong":
+                conn.sendall(tag + b" NO [AUTHENTICATIONFAILED] wrong password\r\n")
+            else:
+                user = parts[1].decode()
+                conn.sendall(tag + b" OK logged in\r\n")
+        elif word == b"AUTHENTICATE":
+            conn.sendall(b"+ \r\n")
+            f.readline()
+            user = "mallory"
+            conn.sendall(tag + b" OK authenticated\r\n")
         elif word in (b"SELECT", b"EXAMINE"):
             conn.sendall(b"* 1 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n" + tag + b" OK [READ-WRITE] selected\r\n")
         elif word == b"FETCH" and b"BODY.PEEK[]" in rest and b"HEADER.FIELDS" not in rest:
             # envelopd's own fetch of the whole stored message.
             if mode == "bad-smime":
                 body = b"Subject: x\r\n" + SMIME_CT + b"!!!! not base64 at all ####\r\n"
+            elif mode == "users":
+                body = b"Subject: mailbox of " + str(user).encode() + b"\r\n" + SMIME_CT + b"AAAA\r\n"
             else:
                 body = NESTED
             conn.sendall(b"* 1 FETCH (UID 1 BODY[] {%d}\r\n" % len(body) + body + b")\r\n" + tag + b" OK done\r\n")
@@ -59,6 +74,10 @@ def serve(conn):
                 conn.sendall(b"* 1 FETCH (UID 1 BODY[] {100}\r\nabc")
                 conn.close()
                 return
+            elif mode == "users":
+                stored = b"Subject: stored\r\n\r\n"
+                conn.sendall(b"* 1 FETCH (UID 1 BODY[HEADER] {%d}\r\n" % len(stored) + stored
+                             + b" BODY[HEADER.FIELDS (CONTENT-TYPE X-ENVELOPD)] {%d}\r\n" % len(SMIME_CT) + SMIME_CT + b")\r\n" + tag + b" OK done\r\n")
             elif mode == "bad-smime":
                 stored = b"Subject: x\r\n" + SMIME_CT + b"!!!! not base64 at all ####\r\n"
                 conn.sendall(b"* 1 FETCH (UID 1 RFC822.SIZE 99 BODY[] {%d}\r\n" % len(stored) + stored
