@@ -4,6 +4,8 @@
 //! answer (BYE, NO, BAD, or the message with a status saying why), never a hang or a crash, and
 //! the proxy keeps serving new connections.
 
+mod common;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -11,8 +13,6 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use testkit::procs::{free_port, wait_for, Proc};
-
-const ENVELOPD: &str = env!("CARGO_BIN_EXE_envelopd");
 
 fn fake_server(mode: &str) -> (Proc, u16) {
     let port = free_port();
@@ -44,15 +44,9 @@ fn envelopd(upstream_imap: u16) -> (tempfile::TempDir, u16, Proc) {
         ),
     )
     .unwrap();
-    let p = Proc(
-        Command::new(ENVELOPD)
-            .args(["run", "--config"])
-            .arg(dir.path().join("proxy.toml"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("envelopd.log")).unwrap())
-            .spawn()
-            .unwrap(),
+    let p = common::run_envelopd(
+        &dir.path().join("proxy.toml"),
+        &dir.path().join("envelopd.log"),
     );
     wait_for(imap);
     (dir, imap, p)

@@ -68,16 +68,7 @@ fn envelopd_with(
         ),
     )
     .unwrap();
-    let p = Proc(
-        Command::new(ENVELOPD)
-            .args(["run", "--config"])
-            .arg(d.join("proxy.toml"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(d.join("envelopd.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let p = common::run_envelopd(&d.join("proxy.toml"), &d.join("envelopd.log"));
     wait_for(smtp);
     wait_for(imap);
     (dir, smtp, imap, p)
@@ -925,15 +916,9 @@ fn the_lan_reads_only_over_tls_with_starttls_or_imaps() {
         ),
     )
     .unwrap();
-    let _e = Proc(
-        Command::new(ENVELOPD)
-            .args(["run", "--config"])
-            .arg(dir.path().join("proxy.toml"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("envelopd.log")).unwrap())
-            .spawn()
-            .unwrap(),
+    let _e = common::run_envelopd(
+        &dir.path().join("proxy.toml"),
+        &dir.path().join("envelopd.log"),
     );
     wait_for(imap);
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/imap_tls_edges.py");

@@ -8,14 +8,12 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use common::lab::{ok, run, Lab};
 use common::provider::Provider;
 use testkit::procs::{free_port, lan_address, wait_for, Proc};
-
-const ENVELOPD: &str = env!("CARGO_BIN_EXE_envelopd");
 
 /// The body every client sends; canonical text, so "byte-exact" means exactly these bytes.
 const BODY: &str = "Befund Herr Muster: unauffaellig.\r\nKontrolle in 6 Monaten.\r\n";
@@ -62,16 +60,7 @@ impl Envelopd {
             ),
         )
         .unwrap();
-        let proc = Proc(
-            Command::new(ENVELOPD)
-                .args(["run", "--config"])
-                .arg(d.join("proxy.toml"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(d.join("envelopd.log")).unwrap())
-                .spawn()
-                .unwrap(),
-        );
+        let proc = common::run_envelopd(&d.join("proxy.toml"), &d.join("envelopd.log"));
         wait_for(listen);
         Envelopd {
             dir,
@@ -318,16 +307,7 @@ fn a_provider_certificate_that_is_not_trusted_gets_4xx_and_nothing_is_sent() {
     .unwrap();
     drop(e._proc);
     let port = e.listen;
-    let _p = Proc(
-        Command::new(ENVELOPD)
-            .args(["run", "--config"])
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(e.dir.path().join("envelopd2.log")).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let _p = common::run_envelopd(&cfg, &e.dir.path().join("envelopd2.log"));
     wait_for(port);
     let msg = message("untrusted", "Alice <alice@smime.example>");
     let o = send("swaks", port, "alice@smime.example", "alice-pw", &msg);

@@ -7,10 +7,8 @@ mod common;
 
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
-
-const ENVELOPD: &str = env!("CARGO_BIN_EXE_envelopd");
 
 use testkit::procs::{free_port, smtp_sink as sink, wait_for, Proc};
 
@@ -68,15 +66,9 @@ impl Setup {
     }
 
     fn envelopd(&self) -> Proc {
-        let p = Proc(
-            Command::new(ENVELOPD)
-                .args(["run", "--config"])
-                .arg(self.dir.path().join("proxy.toml"))
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(self.dir.path().join("envelopd.log")).unwrap())
-                .spawn()
-                .unwrap(),
+        let p = common::run_envelopd(
+            &self.dir.path().join("proxy.toml"),
+            &self.dir.path().join("envelopd.log"),
         );
         wait_for(self.listen);
         p

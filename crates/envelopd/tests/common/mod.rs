@@ -16,3 +16,19 @@ pub fn vectors() -> PathBuf {
 pub fn rfc9216() -> PathBuf {
     vectors().join("rfc9216")
 }
+
+/// `envelopd run --config CONFIG` with its log written to LOG; killed when dropped. The caller
+/// waits for the ports it needs.
+pub fn run_envelopd(config: &std::path::Path, log: &std::path::Path) -> testkit::procs::Proc {
+    use std::process::{Command, Stdio};
+    testkit::procs::Proc(
+        Command::new(env!("CARGO_BIN_EXE_envelopd"))
+            .args(["run", "--config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    )
+}
