@@ -269,6 +269,24 @@ pub struct PolicySection {
     /// Per-domain or per-address fallbacks.
     #[serde(default, rename = "override")]
     pub overrides: Vec<OverrideSetting>,
+    /// RFC 9788 header protection: `on` (default) or `off`.
+    #[serde(default)]
+    pub header_protection: OnOff,
+    /// Put the real Subject at the top of the text of encrypted mail, for readers without
+    /// RFC 9788 support (off by default: the text stays exactly as written).
+    #[serde(default)]
+    pub legacy_display: bool,
+}
+
+/// A switch written as `"on"` or `"off"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnOff {
+    /// Enabled.
+    #[default]
+    On,
+    /// Disabled.
+    Off,
 }
 
 /// The fallback as written in the file.
@@ -305,6 +323,14 @@ impl From<FallbackSetting> for policy::Fallback {
 }
 
 impl PolicySection {
+    /// The header protection the SMTP side applies.
+    pub fn header_protection(&self) -> smtp::outgoing::HeaderProtection {
+        smtp::outgoing::HeaderProtection {
+            enabled: self.header_protection == OnOff::On,
+            legacy_display: self.legacy_display,
+        }
+    }
+
     /// The policy crate's settings.
     pub fn to_policy(&self) -> policy::PolicyConfig {
         policy::PolicyConfig {
@@ -486,6 +512,10 @@ mod tests {
             (MINIMAL.replace("starttls", "none"), "only allowed to a server on this machine"),
             (format!("{MINIMAL}[policy]\nfallbak = \"refuse\"\n"), "unknown field `fallbak`"),
             (format!("{MINIMAL}[policy]\nfallback = \"maybe\"\n"), "unknown variant `maybe`"),
+            (
+                format!("{MINIMAL}[policy]\nheader_protection = \"yes\"\n"),
+                "unknown variant `yes`",
+            ),
             (format!("{MINIMAL}[[identity]]\naddresses = [\"a@x.org\"]\npkcs12 = \"a.p12\"\npassword = \"secret\"\n"), "never written into the configuration"),
             (format!("{MINIMAL}[[identity]]\naddresses = [\"a@x.org\"]\npkcs12 = \"a.p12\"\n"), "needs password_file or password_env"),
             (format!("{MINIMAL}[[identity]]\naddresses = [\"a@x.org\"]\nkey = \"a.key\"\n"), "either pkcs12, or key and cert"),

@@ -72,6 +72,7 @@ pub fn run(cfg: Config) -> Result<()> {
         store,
         identities,
         policy: cfg.policy.to_policy(),
+        header_protection: cfg.policy.header_protection(),
         max_size: cfg.smtp.max_message_size,
         max_recipients: 1000,
         timeouts: cfg.upstream.smtp.timeouts(),

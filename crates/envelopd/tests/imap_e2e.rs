@@ -40,6 +40,18 @@ fn envelopd_with(
     imap_port: u16,
     extra: &str,
 ) -> (tempfile::TempDir, u16, u16, Proc) {
+    envelopd_env(provider, who, imap_tls, imap_port, extra, &[])
+}
+
+/// Like [`envelopd_with`], with extra environment variables for the daemon.
+fn envelopd_env(
+    provider: &Provider,
+    who: &str,
+    imap_tls: &str,
+    imap_port: u16,
+    extra: &str,
+    env: &[(&str, &str)],
+) -> (tempfile::TempDir, u16, u16, Proc) {
     use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -68,7 +80,7 @@ fn envelopd_with(
         ),
     )
     .unwrap();
-    let p = common::run_envelopd(&d.join("proxy.toml"), &d.join("envelopd.log"));
+    let p = common::run_envelopd_env(&d.join("proxy.toml"), &d.join("envelopd.log"), env);
     wait_for(smtp);
     wait_for(imap);
     (dir, smtp, imap, p)
@@ -956,4 +968,175 @@ fn the_lan_reads_only_over_tls_with_starttls_or_imaps() {
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// RFC 9788 through real Postfix and Dovecot: Alice's envelopd sends three encrypted messages to
+/// Bob (header protection on, on with a Legacy Display Element, off). The provider stores
+/// `[...]` as Subject of the protected ones and nothing of the real Subject; Bob reading through
+/// his envelopd sees the real Subject in every FETCH form and finds it with SEARCH; the Legacy
+/// Display Element is hidden; no envelopd log (at debug level) contains the Subject.
+#[test]
+fn protected_subjects_are_hidden_from_the_provider_and_shown_in_every_fetch_form() {
+    const WORD: &str = "Roentgen";
+    let subject = |kind: &str| format!("Befund Patientin M. {WORD} Thorax {kind}");
+    let provider = Provider::start();
+    let debug = [("RUST_LOG", "debug")];
+    let mut dirs = Vec::new();
+    let mut procs = Vec::new();
+    for (kind, policy) in [
+        ("on", ""),
+        ("legacy", "[policy]\nlegacy_display = true\n"),
+        ("off", "[policy]\nheader_protection = \"off\"\n"),
+    ] {
+        let (dir, smtp, _imap, p) = envelopd_env(
+            &provider,
+            "alice",
+            "implicit",
+            provider.imaps,
+            policy,
+            &debug,
+        );
+        let o = send_mail(
+            smtp,
+            "alice@smime.example",
+            "alice-pw",
+            "bob@smime.example",
+            &subject(kind),
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+        // One at a time, so the UIDs follow the order on, legacy, off.
+        provider.wait_messages("bob", dirs.len() + 1);
+        dirs.push(dir);
+        procs.push(p);
+    }
+    let stored = provider.wait_messages("bob", 3);
+    assert_eq!(stored.len(), 3);
+    let v = common::rfc9216();
+    let bob_key = v.join("bob.encrypt.key");
+    for (i, copy) in stored.iter().enumerate() {
+        let text = String::from_utf8_lossy(copy);
+        assert!(
+            text.contains("application/pkcs7-mime"),
+            "copy {i} not encrypted"
+        );
+        let inside = String::from_utf8_lossy(&openssl(
+            &["cms", "-decrypt", "-inkey", bob_key.to_str().unwrap()],
+            copy,
+        ))
+        .into_owned();
+        if i < 2 {
+            // The provider has only "[...]": the real Subject is inside the encryption only.
+            assert_eq!(subject_of(copy), "[...]", "copy {i}");
+            assert!(
+                !text.contains(WORD) && !text.contains("Thorax"),
+                "copy {i}: {text}"
+            );
+            assert!(inside.contains(&format!("Subject: {}\r\n", subject(["on", "legacy"][i]))));
+            assert!(
+                inside.contains("hp=\"cipher\"") && inside.contains("HP-Outer: Subject: [...]")
+            );
+            assert_eq!(
+                inside.contains("hp-legacy-display"),
+                i == 1,
+                "copy {i}: {inside}"
+            );
+        } else {
+            assert_eq!(subject_of(copy), subject("off"));
+            assert!(!inside.contains("hp="), "{inside}");
+        }
+    }
+
+    let (bob_dir, _bs, bob_imap, _bob) =
+        envelopd_env(&provider, "bob", "implicit", provider.imaps, "", &debug);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/imap_headers.py");
+    let o = Command::new("python3")
+        .arg(script)
+        .args([&bob_imap.to_string(), "bob@smime.example", "bob-pw", WORD])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "imap_headers.py: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let msgs = seen["messages"].as_array().unwrap();
+    assert_eq!(msgs.len(), 3);
+    for (m, kind) in msgs.iter().zip(["on", "legacy", "off"]) {
+        let want = subject(kind);
+        let body = b64d(&m["body"]);
+        let header = b64d(&m["header"]);
+        assert_eq!(subject_of(&body), want, "{kind}: BODY[]");
+        assert_eq!(subject_of(&header), want, "{kind}: BODY[HEADER]");
+        assert_eq!(
+            subject_of(&b64d(&m["rfc822_header"])),
+            want,
+            "{kind}: RFC822.HEADER"
+        );
+        assert_eq!(
+            b64d(&m["subject_field"]),
+            format!("Subject: {want}\r\n\r\n").into_bytes(),
+            "{kind}: HEADER.FIELDS"
+        );
+        assert!(
+            m["envelope"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("\"{want}\"")),
+            "{kind}: ENVELOPE {}",
+            m["envelope"]
+        );
+        assert!(
+            !String::from_utf8_lossy(&header).contains("[...]"),
+            "{kind}"
+        );
+        assert!(
+            !String::from_utf8_lossy(&header).contains("HP-Outer"),
+            "{kind}"
+        );
+        // The header and text forms agree with BODY[] and its size.
+        let text = b64d(&m["text"]);
+        assert_eq!(
+            [header.as_slice(), text.as_slice()].concat(),
+            body,
+            "{kind}"
+        );
+        assert_eq!(m["size"].as_u64().unwrap() as usize, body.len(), "{kind}");
+        let text = String::from_utf8_lossy(&text);
+        assert!(text.contains(SECRET), "{kind}: {text}");
+        assert!(
+            !text.contains(WORD),
+            "{kind}: Legacy Display Element shown: {text}"
+        );
+        let status = status_of(&body).unwrap();
+        assert!(status.contains("signature=valid"), "{kind}: {status}");
+        assert_eq!(
+            status.contains("headers=protected"),
+            kind != "off",
+            "{status}"
+        );
+    }
+    let uids: Vec<u64> = msgs.iter().map(|m| m["uid"].as_u64().unwrap()).collect();
+    let found = |key: &str| -> Vec<u64> {
+        seen[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u.as_u64().unwrap())
+            .collect()
+    };
+    assert_eq!(found("search_subject"), uids, "SEARCH SUBJECT");
+    assert_eq!(found("search_header"), uids, "SEARCH HEADER Subject");
+
+    // No log line of any envelopd (debug level) carries the protected Subject.
+    drop(procs);
+    for dir in dirs.iter().map(|d| d.path()).chain([bob_dir.path()]) {
+        let log = std::fs::read_to_string(dir.join("envelopd.log")).unwrap();
+        assert!(!log.is_empty());
+        assert!(
+            !log.contains(WORD) && !log.contains("Thorax"),
+            "Subject in the log of {}:\n{log}",
+            dir.display()
+        );
+    }
 }

@@ -73,6 +73,7 @@ fn touches_content(item: &MessageDataItemName<'_>) -> bool {
         item,
         Body | BodyExt { .. }
             | BodyStructure
+            | Envelope
             | Rfc822
             | Rfc822Header
             | Rfc822Size
@@ -334,6 +335,10 @@ pub fn rewrite(response: FetchResponse, plan: &FetchPlan, shown: Option<&[u8]>) 
             MessageDataItem::Body(_) => MessageDataItem::Body(structure::body_structure(p, false)),
             MessageDataItem::BodyStructure(_) => {
                 MessageDataItem::BodyStructure(structure::body_structure(p, true))
+            }
+            // With header protection the shown Subject, From … differ from the stored ones.
+            MessageDataItem::Envelope(_) => {
+                MessageDataItem::Envelope(structure::envelope(smime::mime::split(p).header))
             }
             other => other,
         };

@@ -7,6 +7,7 @@
 //!
 //! ```text
 //! X-Envelopd: decrypted=aes-256-gcm; signature=valid; signer=alice@example.org
+//! X-Envelopd: decrypted=aes-256-gcm; signature=valid; signer=alice@example.org; headers=protected
 //! X-Envelopd: decrypted=aes-256-cbc; integrity=none; signature=none
 //! X-Envelopd: decrypted=no; signature=from-mismatch; signer=mallory@example.org
 //! X-Envelopd: decrypted=failed; reason="no key for this message"; signature=none
@@ -20,6 +21,9 @@
 //!   address, signed attributes present), `invalid` (with `reason`), `untrusted` (no trusted CA
 //!   issued the signer's certificate), `from-mismatch` (the certificate is not for the From
 //!   address) or `none`. `signer` names the first signer's address.
+//! - `headers=protected`: the sender protected the header fields (RFC 9788); the From, To,
+//!   Subject … shown are the ones inside the encryption/signature (the provider's copy of an
+//!   encrypted message shows `[...]` as Subject), unprotected outer ones are not shown.
 //! - `remote-content=blocked` last: the message was decrypted without integrity protection (CBC)
 //!   and carries no valid signature, so its HTML may have been altered in transit (Efail CBC
 //!   gadgets); every remote reference in its HTML parts was disabled.
@@ -77,8 +81,10 @@ pub fn present(
     let mut parts: Vec<String> = Vec::new();
     let mut harvest = Vec::new();
     let mut capabilities = Vec::new();
+    let mut protected_headers = false;
     let (inner, signature) = match smime::open(stored, keys, &opts) {
         Ok(opened) => {
+            protected_headers = opened.header_protection.is_some();
             let mut decrypted = None;
             let mut signature = "signature=none".to_string();
             for layer in &opened.layers {
@@ -111,6 +117,9 @@ pub fn present(
     };
     let signed = signature.starts_with("signature=valid");
     parts.push(signature);
+    if protected_headers {
+        parts.push("headers=protected".into());
+    }
     let unprotected = parts.iter().any(|p| p == "integrity=none");
     let inner = if unprotected && !signed {
         let (rewritten, changed) = neutralize_html_parts(&to_crlf(&inner), 0);

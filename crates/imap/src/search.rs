@@ -1,6 +1,8 @@
 //! SEARCH with `BODY` or `TEXT` keys over a mailbox that holds S/MIME messages: the server can
-//! only search the ciphertext, so envelopd answers those messages itself. For every S/MIME
-//! message the body/text keys are decided locally on the shown (decrypted) message; messages with
+//! only search the ciphertext, so envelopd answers those messages itself. The same holds for the
+//! header keys (`SUBJECT`, `FROM`, `TO`, `CC`, `BCC`, `HEADER`): with header protection (RFC 9788)
+//! the server only has `[...]` as Subject. For every S/MIME message these keys are decided
+//! locally on the shown (decrypted) message; messages with
 //! the same local answers are grouped, and for each group the server evaluates the whole query
 //! with those keys replaced by `ALL` or `NOT ALL`, so every other key (dates, flags, OR, NOT …)
 //! keeps the server's exact meaning. Pure functions; the session runs the queries.
@@ -23,14 +25,40 @@ pub struct SearchPlan {
     pub uid: bool,
     charset: Option<Charset<'static>>,
     criteria: Vec1<SearchKey<'static>>,
-    /// The body/text keys: (`true` for TEXT, the string), in tree order.
-    pub keys: Vec<(bool, String)>,
+    /// The keys decided locally, in tree order.
+    pub keys: Vec<LocalKey>,
 }
 
-fn collect(key: &SearchKey<'_>, out: &mut Vec<(bool, String)>) {
+/// A search key envelopd decides itself for S/MIME messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalKey {
+    /// `BODY string`.
+    Body(String),
+    /// `TEXT string` (header and body).
+    Text(String),
+    /// `HEADER name string` (and SUBJECT, FROM, TO, CC, BCC): the lower-case field name and
+    /// the string looked for in its decoded value.
+    Header(String, String),
+}
+
+fn text(s: &impl AsRef<[u8]>) -> String {
+    String::from_utf8_lossy(s.as_ref()).into_owned()
+}
+
+fn collect(key: &SearchKey<'_>, out: &mut Vec<LocalKey>) {
+    let header = |name: &str, s: &dyn AsRef<[u8]>| LocalKey::Header(name.into(), text(&s.as_ref()));
     match key {
-        SearchKey::Body(s) => out.push((false, String::from_utf8_lossy(s.as_ref()).into_owned())),
-        SearchKey::Text(s) => out.push((true, String::from_utf8_lossy(s.as_ref()).into_owned())),
+        SearchKey::Body(s) => out.push(LocalKey::Body(text(s))),
+        SearchKey::Text(s) => out.push(LocalKey::Text(text(s))),
+        SearchKey::Subject(s) => out.push(header("subject", s)),
+        SearchKey::From(s) => out.push(header("from", s)),
+        SearchKey::To(s) => out.push(header("to", s)),
+        SearchKey::Cc(s) => out.push(header("cc", s)),
+        SearchKey::Bcc(s) => out.push(header("bcc", s)),
+        SearchKey::Header(name, s) => out.push(LocalKey::Header(
+            text(name).trim().to_ascii_lowercase(),
+            text(s),
+        )),
         SearchKey::And(keys) => keys.as_ref().iter().for_each(|k| collect(k, out)),
         SearchKey::Or(a, b) => {
             collect(a, out);
@@ -41,7 +69,8 @@ fn collect(key: &SearchKey<'_>, out: &mut Vec<(bool, String)>) {
     }
 }
 
-/// If `line` is a SEARCH with BODY or TEXT keys, the plan for answering it.
+/// If `line` is a SEARCH with keys the server cannot decide for S/MIME messages (body, text or
+/// header keys), the plan for answering it.
 pub fn plan(line: &[u8]) -> Option<SearchPlan> {
     let (rest, command) = CommandCodec::default().decode(line).ok()?;
     if !rest.is_empty() {
@@ -78,7 +107,14 @@ fn substitute(
     answers: &mut std::slice::Iter<'_, bool>,
 ) -> SearchKey<'static> {
     match key {
-        SearchKey::Body(_) | SearchKey::Text(_) => {
+        SearchKey::Body(_)
+        | SearchKey::Text(_)
+        | SearchKey::Subject(_)
+        | SearchKey::From(_)
+        | SearchKey::To(_)
+        | SearchKey::Cc(_)
+        | SearchKey::Bcc(_)
+        | SearchKey::Header(..) => {
             if *answers.next().unwrap_or(&false) {
                 SearchKey::All
             } else {
@@ -155,22 +191,47 @@ impl SearchPlan {
         )
     }
 
-    /// The local answer of every body/text key for one shown message.
+    /// The local answer of every key for one shown message.
     pub fn answers(&self, shown: &[u8]) -> Vec<bool> {
         let body = searchable_text(shown, false);
         let all = searchable_text(shown, true);
+        let header = smime::mime::split(shown).header;
         self.keys
             .iter()
-            .map(|(text, needle)| {
-                let needle = needle.to_lowercase();
-                if *text {
-                    all.contains(&needle)
-                } else {
-                    body.contains(&needle)
-                }
+            .map(|key| match key {
+                LocalKey::Body(needle) => body.contains(&needle.to_lowercase()),
+                LocalKey::Text(needle) => all.contains(&needle.to_lowercase()),
+                LocalKey::Header(name, needle) => header_contains(header, name, needle),
             })
             .collect()
     }
+}
+
+/// RFC 3501 `HEADER`: a field of that name whose decoded value contains the string (any such
+/// field when the string is empty), case-insensitively.
+fn header_contains(header: &[u8], name: &str, needle: &str) -> bool {
+    let needle = needle.to_lowercase();
+    smime::mime::fields(header)
+        .into_iter()
+        .filter(|f| f.name == name)
+        .any(|f| {
+            let colon = f.raw.iter().position(|&b| b == b':').unwrap_or(0);
+            let mut value = f.raw[colon + 1..].to_vec();
+            if !value.ends_with(b"\n") {
+                value.extend_from_slice(b"\r\n");
+            }
+            let decoded =
+                match mail_parser::parsers::MessageStream::new(&value).parse_unstructured() {
+                    mail_parser::HeaderValue::Text(t) => t.into_owned(),
+                    mail_parser::HeaderValue::TextList(l) => l.join(" "),
+                    _ => String::from_utf8_lossy(&value).into_owned(),
+                };
+            // The raw value too: an address may be searched for in its encoded form.
+            decoded.to_lowercase().contains(&needle)
+                || String::from_utf8_lossy(&value)
+                    .to_lowercase()
+                    .contains(&needle)
+        })
 }
 
 /// The message's text as a search sees it, lower-cased: the decoded text of every part
@@ -215,11 +276,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_searches_with_body_or_text_keys_are_planned() {
-        assert!(plan(b"a SEARCH FROM alice\r\n").is_none());
+    fn only_searches_with_content_keys_are_planned() {
+        assert!(plan(b"a SEARCH SEEN SINCE 1-Jan-2026\r\n").is_none());
         let p = plan(b"a UID SEARCH OR BODY foo NOT TEXT bar SINCE 1-Jan-2026\r\n").unwrap();
         assert!(p.uid);
-        assert_eq!(p.keys, vec![(false, "foo".into()), (true, "bar".into())]);
+        assert_eq!(
+            p.keys,
+            vec![LocalKey::Body("foo".into()), LocalKey::Text("bar".into())]
+        );
         let q = String::from_utf8(p.for_group("e1", &[3, 5], &[true, false])).unwrap();
         assert_eq!(
             q,
@@ -242,5 +306,17 @@ mod tests {
             Some(vec![2, 4, 9])
         );
         assert_eq!(parse_search_response(b"* SEARCH\r\n"), Some(vec![]));
+    }
+
+    #[test]
+    fn header_keys_are_decided_on_decoded_values() {
+        let p =
+            plan(b"a SEARCH SUBJECT \"ntgen THORAX\" FROM alice HEADER X-Prio \"\" CC nobody\r\n");
+        let p = p.unwrap();
+        assert_eq!(p.keys.len(), 4);
+        let msg = b"From: Alice <alice@example.org>\r\nSubject: Befund =?utf-8?q?R=C3=B6ntgen?=\r\n Thorax\r\nX-Prio: 1\r\n\r\nbody\r\n";
+        assert_eq!(p.answers(msg), vec![true, true, true, false]);
+        let q = String::from_utf8(p.for_group("e", &[7], &[true, true, true, false])).unwrap();
+        assert_eq!(q, "e UID SEARCH UID 7 ALL ALL ALL NOT ALL\r\n");
     }
 }

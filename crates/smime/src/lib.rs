@@ -16,6 +16,7 @@ pub mod alg;
 pub mod ber;
 pub mod cert;
 pub mod envelope;
+pub mod hp;
 pub mod keys;
 pub mod message;
 pub mod mime;
@@ -25,6 +26,7 @@ pub mod signed;
 pub use alg::{ContentCipher, Digest};
 pub use cert::{parse_certificates, Cert};
 pub use envelope::{EncryptOptions, KeyTransport};
+pub use hp::Protection;
 pub use keys::{Identity, PrivateKey, RsaPadding};
 pub use message::{
     decrypt, decrypt_owned, encrypt, encrypt_owned, open, sign, sign_and_encrypt, verify,

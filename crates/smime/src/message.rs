@@ -8,6 +8,7 @@
 use crate::alg::ContentCipher;
 use crate::cert::Cert;
 use crate::envelope::{self, EncryptOptions};
+use crate::hp::{self, Declared, Protection};
 use crate::keys::Identity;
 use crate::mime::{self, ContentType};
 use crate::signed::{self, SignOptions, SignerReport, VerifyOptions};
@@ -15,24 +16,6 @@ use crate::Error;
 
 /// The most S/MIME layers opened in one message (signed inside encrypted inside signed …).
 pub const MAX_LAYERS: usize = 4;
-
-/// The header fields that go inside an S/MIME layer: the `Content-*` fields, with an explicit
-/// text/plain Content-Type when the message has none.
-fn inner_header(header: &[u8], body: &[u8]) -> Vec<u8> {
-    let mut h = mime::content_fields(header);
-    if !mime::fields(header)
-        .iter()
-        .any(|f| f.name == "content-type")
-    {
-        let charset = if mime::is_7bit_safe(body) {
-            "us-ascii"
-        } else {
-            "utf-8"
-        };
-        h.extend_from_slice(format!("Content-Type: text/plain; charset={charset}\r\n").as_bytes());
-    }
-    h
-}
 
 /// A fresh random MIME boundary (its absence from the content is checked after writing).
 fn random_boundary() -> Result<String, Error> {
@@ -44,18 +27,17 @@ fn random_boundary() -> Result<String, Error> {
     ))
 }
 
-/// Appends the `multipart/signed` entity for `message`'s content to `out` and returns the
-/// message's outer fields. The canonical content is written once, straight into `out`, and
-/// hashed there: no intermediate copy of a large message.
+/// Appends the `multipart/signed` entity for the payload `header` + `body` to `out`. The
+/// canonical content is written once, straight into `out`, and hashed there: no intermediate
+/// copy of a large message.
 fn sign_entity_into(
-    message: &[u8],
+    header: &[u8],
+    body: &[u8],
     id: &Identity,
     opts: &SignOptions,
     out: &mut Vec<u8>,
 ) -> Result<(), Error> {
-    let e = mime::split(message);
     let digest = opts.digest.unwrap_or_else(|| id.key.default_digest());
-    let header = inner_header(e.header, e.body);
     let mark = out.len();
     for _ in 0..4 {
         out.truncate(mark);
@@ -68,7 +50,7 @@ fn sign_entity_into(
             .as_bytes(),
         );
         let start = out.len();
-        mime::canonicalize_into(&header, e.body, out, 0)?;
+        mime::canonicalize_into(header, body, out, 0)?;
         let content = &out[start..];
         if memchr::memmem::find(content, b.as_bytes()).is_some() {
             continue; // the content happens to contain the boundary: pick another
@@ -89,12 +71,7 @@ fn sign_entity_into(
 
 /// Signs a message: `multipart/signed` with a detached `application/pkcs7-signature`.
 pub fn sign(message: &[u8], id: &Identity, opts: &SignOptions) -> Result<Vec<u8>, Error> {
-    let outer = mime::outer_fields(mime::split(message).header);
-    let mut out = Vec::with_capacity(message.len() + message.len() / 16 + 8192);
-    out.extend_from_slice(&outer);
-    out.extend_from_slice(b"MIME-Version: 1.0\r\n");
-    sign_entity_into(message, id, opts, &mut out)?;
-    Ok(out)
+    Ok(Prepared::new(message, Some((id, opts)), Protection::Off)?.to_message())
 }
 
 /// Encrypts a message for the recipients: `application/pkcs7-mime` with `enveloped-data`
@@ -123,7 +100,7 @@ pub fn encrypt_owned(
 /// The outer fields and the canonical inner entity of a message about to be encrypted.
 fn entity_to_encrypt(message: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Error> {
     let e = mime::split(message);
-    let header = inner_header(e.header, e.body);
+    let header = hp::payload_content_fields(e.header, e.body);
     let mut entity = Vec::with_capacity(message.len() + message.len() / 16 + 64);
     mime::canonicalize_into(&header, e.body, &mut entity, 0)?;
     Ok((mime::outer_fields(e.header), entity))
@@ -139,18 +116,17 @@ pub fn sign_and_encrypt(
     enc_opts: &EncryptOptions,
 ) -> Result<Vec<u8>, Error> {
     let mut entity = Vec::with_capacity(message.len() + message.len() / 16 + 8192);
-    sign_entity_into(message, id, sign_opts, &mut entity)?;
-    encrypt_entity(
-        &mime::outer_fields(mime::split(message).header),
-        entity,
-        recipients,
-        enc_opts,
-    )
+    let e = mime::split(message);
+    let header = hp::payload_content_fields(e.header, e.body);
+    sign_entity_into(&header, e.body, id, sign_opts, &mut entity)?;
+    encrypt_entity(&mime::outer_fields(e.header), entity, recipients, enc_opts)
 }
 
 /// A message prepared for one or more protected copies: its outer routing fields (without Bcc)
 /// and its inner entity, signed once if a signer is given. Each copy is then encrypted from it,
-/// so a message to several separately encrypted groups is signed only once.
+/// so a message to several separately encrypted groups is signed only once. With header
+/// protection ([`Protection::Cipher`]) the payload carries the header fields and the outer
+/// Subject is `[...]`.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     outer: Vec<u8>,
@@ -158,19 +134,23 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    /// Canonicalises the content and signs it with `signer`, if given.
-    pub fn new(message: &[u8], signer: Option<(&Identity, &SignOptions)>) -> Result<Self, Error> {
-        let e = mime::split(message);
-        let outer = mime::outer_fields_without(e.header, &["bcc"]);
-        let entity = match signer {
-            Some((id, opts)) => {
-                let mut entity = Vec::with_capacity(message.len() + message.len() / 16 + 8192);
-                sign_entity_into(message, id, opts, &mut entity)?;
-                entity
-            }
-            None => entity_to_encrypt(message)?.1,
-        };
-        Ok(Prepared { outer, entity })
+    /// Protects the header fields as asked, canonicalises the content and signs it with
+    /// `signer`, if given.
+    pub fn new(
+        message: &[u8],
+        signer: Option<(&Identity, &SignOptions)>,
+        protection: Protection,
+    ) -> Result<Self, Error> {
+        let p = hp::protect(message, protection);
+        let mut entity = Vec::with_capacity(message.len() + message.len() / 16 + 8192);
+        match signer {
+            Some((id, opts)) => sign_entity_into(&p.header, &p.body, id, opts, &mut entity)?,
+            None => mime::canonicalize_into(&p.header, &p.body, &mut entity, 0)?,
+        }
+        Ok(Prepared {
+            outer: p.outer,
+            entity,
+        })
     }
 
     /// The whole message: outer fields, MIME-Version and the entity.
@@ -264,9 +244,19 @@ fn decode_body(ct: &ContentType, body: &[u8]) -> Result<Vec<u8>, Error> {
 }
 
 /// Rebuilds a message from the outer fields of `wrapper` and a decrypted/verified inner entity.
-fn rewrap(wrapper_header: &[u8], inner: &[u8]) -> Vec<u8> {
-    let outer = mime::outer_fields(wrapper_header);
+/// When the inner entity declares header protection (RFC 9788 `hp`), its header fields are the
+/// message's: the outer user-facing fields are dropped, not merged ([`hp`]).
+fn rewrap(wrapper_header: &[u8], inner: &[u8]) -> (Vec<u8>, Option<Declared>) {
     let inner = mime::to_crlf(inner);
+    let inner_header = mime::split(&inner).header;
+    let declared = hp::declared(inner_header);
+    let (outer, inner) = match declared {
+        Some(_) => (
+            hp::outer_fields_beside(wrapper_header, inner_header),
+            std::borrow::Cow::Owned(hp::unprotect_payload(&inner)),
+        ),
+        None => (mime::outer_fields(wrapper_header), inner),
+    };
     let inner_fields = mime::fields(mime::split(&inner).header);
     let mut out = Vec::with_capacity(outer.len() + inner.len() + 32);
     out.extend_from_slice(&outer);
@@ -277,7 +267,7 @@ fn rewrap(wrapper_header: &[u8], inner: &[u8]) -> Vec<u8> {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(&inner);
-    out
+    (out, declared)
 }
 
 /// The verification result for a signed message.
@@ -291,6 +281,8 @@ pub struct Verified {
     pub certificates: Vec<Cert>,
     /// The From address of the message, if any.
     pub from: Option<String>,
+    /// The header protection the signed content declared (RFC 9788), if any.
+    pub header_protection: Option<Declared>,
 }
 
 impl Verified {
@@ -350,10 +342,14 @@ pub fn verify(message: &[u8], opts: &VerifyOptions) -> Result<Verified, Error> {
         (None, Some(d)) => d,
         (None, None) => return Err(Error::Malformed("signature without content".into())),
     };
-    let message = rewrap(e.header, &inner);
-    // The From that counts is the one the reader sees: protected (inner) if present, else outer.
-    let from =
-        mime::from_address(mime::split(&inner).header).or_else(|| mime::from_address(e.header));
+    let (message, header_protection) = rewrap(e.header, &inner);
+    // The From that counts is the one the reader sees: protected (inner) if present, else outer
+    // (never outer when the payload declares header protection: the outer one is not shown).
+    let inner_from = mime::from_address(mime::split(&inner).header);
+    let from = match header_protection {
+        Some(_) => inner_from,
+        None => inner_from.or_else(|| mime::from_address(e.header)),
+    };
     let mut signers = v.signers;
     for s in &mut signers {
         // For mail, a signature without signed attributes is not trustworthy (no binding of
@@ -381,6 +377,7 @@ pub fn verify(message: &[u8], opts: &VerifyOptions) -> Result<Verified, Error> {
         signers,
         certificates: v.certificates,
         from,
+        header_protection,
     })
 }
 
@@ -391,6 +388,8 @@ pub struct Decrypted {
     pub message: Vec<u8>,
     /// The content cipher used by the sender.
     pub cipher: ContentCipher,
+    /// The header protection the decrypted content declared (RFC 9788), if any.
+    pub header_protection: Option<Declared>,
 }
 
 /// Decrypts an `application/pkcs7-mime` enveloped or authEnveloped message.
@@ -421,9 +420,11 @@ fn envelope_of(message: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Error> {
 
 fn finish_decrypt(header: &[u8], der: Vec<u8>, keys: &[Identity]) -> Result<Decrypted, Error> {
     let opened = envelope::decrypt_der(der, keys)?;
+    let (message, header_protection) = rewrap(header, &opened.content);
     Ok(Decrypted {
-        message: rewrap(header, &opened.content),
+        message,
         cipher: opened.cipher,
+        header_protection,
     })
 }
 
@@ -443,6 +444,9 @@ pub struct OpenedMessage {
     pub message: Vec<u8>,
     /// The layers from outermost to innermost.
     pub layers: Vec<Layer>,
+    /// The header protection the innermost content declared (RFC 9788), if any: its header
+    /// fields are then the message's.
+    pub header_protection: Option<Declared>,
 }
 
 /// Opens every whole-message S/MIME layer: decrypts and verifies in whatever order they nest.
@@ -453,12 +457,14 @@ pub fn open(
 ) -> Result<OpenedMessage, Error> {
     let mut current = message.to_vec();
     let mut layers = Vec::new();
+    let mut header_protection = None;
     for _ in 0..MAX_LAYERS {
         match kind(&current) {
             Kind::Plain => break,
             Kind::ClearSigned => {
                 let mut v = verify(&current, opts)?;
                 current = std::mem::take(&mut v.message);
+                header_protection = v.header_protection;
                 layers.push(Layer::Signed(v));
             }
             Kind::Pkcs7Mime => {
@@ -470,11 +476,14 @@ pub fn open(
                     || content_type == crate::alg::ID_AUTH_ENVELOPED_DATA
                 {
                     let opened = envelope::decrypt_der(der, keys)?;
-                    current = rewrap(e.header, &opened.content);
+                    let (m, declared) = rewrap(e.header, &opened.content);
+                    current = m;
+                    header_protection = declared;
                     layers.push(Layer::Encrypted(opened.cipher));
                 } else {
                     let mut v = verify(&current, opts)?;
                     current = std::mem::take(&mut v.message);
+                    header_protection = v.header_protection;
                     layers.push(Layer::Signed(v));
                 }
             }
@@ -483,5 +492,6 @@ pub fn open(
     Ok(OpenedMessage {
         message: current,
         layers,
+        header_protection,
     })
 }

@@ -2,7 +2,47 @@
 //! its envelope recipients and its bytes, signed once, encrypted per group, Bcc header removed.
 
 use policy::{Decision, Delivery};
-use smime::{EncryptOptions, Identity, KeyTransport, Prepared, SignOptions};
+use smime::{EncryptOptions, Identity, KeyTransport, Prepared, Protection, SignOptions};
+
+/// Header protection (RFC 9788) for the copies envelopd signs or encrypts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeaderProtection {
+    /// Copy the header fields into the protected payload; encrypted copies show `[...]` as
+    /// their outer Subject.
+    pub enabled: bool,
+    /// Also put the real Subject at the top of the text of encrypted copies, for readers that
+    /// do not know RFC 9788.
+    pub legacy_display: bool,
+}
+
+impl Default for HeaderProtection {
+    fn default() -> Self {
+        HeaderProtection {
+            enabled: true,
+            legacy_display: false,
+        }
+    }
+}
+
+impl HeaderProtection {
+    fn for_encrypted(self) -> Protection {
+        if self.enabled {
+            Protection::Cipher {
+                legacy_display: self.legacy_display,
+            }
+        } else {
+            Protection::Off
+        }
+    }
+
+    fn for_signed(self) -> Protection {
+        if self.enabled {
+            Protection::Clear
+        } else {
+            Protection::Off
+        }
+    }
+}
 
 /// One upstream transaction.
 #[derive(Debug, Clone)]
@@ -43,6 +83,7 @@ pub fn copies(
     decision: &Decision,
     signer: Option<&Identity>,
     sign_opts: &SignOptions,
+    hp: HeaderProtection,
 ) -> Result<Vec<Copy>, Refusal> {
     let deliveries: &[Delivery] = match decision {
         Decision::PassThrough => {
@@ -67,23 +108,34 @@ pub fn copies(
         Decision::Deliver { deliveries, .. } => deliveries,
     };
     let signed = signer.is_some();
-    let needs_prepared = signed || deliveries.iter().any(|d| d.encrypt.is_some());
-    let prepared = if needs_prepared {
-        Some(Prepared::new(message, signer.map(|id| (id, sign_opts))).map_err(Refusal::Crypto)?)
+    let signer = signer.map(|id| (id, sign_opts));
+    // Encrypted copies and signed-only copies carry different payloads once headers are
+    // protected (hp="cipher" vs hp="clear"), so each kind is prepared (and signed) once.
+    let any_encrypted = deliveries.iter().any(|d| d.encrypt.is_some());
+    let any_signed_plain = signed && deliveries.iter().any(|d| d.encrypt.is_none());
+    let for_encrypted = if any_encrypted {
+        Some(Prepared::new(message, signer, hp.for_encrypted()).map_err(Refusal::Crypto)?)
     } else {
         None
     };
+    let for_signed = match (&for_encrypted, any_signed_plain) {
+        (Some(p), true) if !hp.enabled => Some(p.clone()),
+        (_, true) => {
+            Some(Prepared::new(message, signer, hp.for_signed()).map_err(Refusal::Crypto)?)
+        }
+        (_, false) => None,
+    };
     let mut out = Vec::with_capacity(deliveries.len());
     for d in deliveries {
-        let bytes = match (&d.encrypt, &prepared) {
-            (Some(enc), Some(p)) => {
+        let bytes = match (&d.encrypt, &for_encrypted, &for_signed) {
+            (Some(enc), Some(p), _) => {
                 let opts = EncryptOptions {
                     cipher: enc.cipher,
                     key_transport: KeyTransport::RsaPkcs1v15,
                 };
                 p.encrypt(&enc.certs, &opts).map_err(Refusal::Crypto)?
             }
-            (None, Some(p)) if signed => p.to_message(),
+            (None, _, Some(p)) => p.to_message(),
             // Unsigned plaintext goes out as the client wrote it, minus Bcc.
             _ => smime::mime::without_fields(message, &["bcc"]),
         };

@@ -80,6 +80,8 @@ pub struct Context {
     pub identities: Vec<SenderIdentity>,
     /// The outgoing policy.
     pub policy: PolicyConfig,
+    /// Header protection (RFC 9788) for signed and encrypted copies.
+    pub header_protection: crate::outgoing::HeaderProtection,
     /// The largest message accepted (bytes), unless the provider announces less.
     pub max_size: usize,
     /// The most recipients per message.
@@ -884,7 +886,14 @@ impl Session {
                 encryption_cert,
             };
             log_decision(&decision, rcpts.len(), message.len());
-            copies(&message, &rcpts, &decision, signer, &opts)
+            copies(
+                &message,
+                &rcpts,
+                &decision,
+                signer,
+                &opts,
+                self.ctx.header_protection,
+            )
         };
         let out = match prepared {
             Ok(c) => c,

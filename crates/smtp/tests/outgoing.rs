@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use certstore::CertStore;
 use policy::{decide, Fallback, Identities, MessageFacts, PolicyConfig};
 use smime::{Cert, Identity, PrivateKey, SignOptions};
-use smtp::outgoing::{copies, Refusal};
+use smtp::outgoing::{copies, HeaderProtection, Refusal};
 
 fn cert(name: &str) -> Cert {
     smime::parse_certificates(&std::fs::read(testkit::rfc9216(name)).unwrap())
@@ -96,7 +96,15 @@ fn bcc_recipients_are_invisible_in_every_copy() {
         },
         at(),
     );
-    let out = copies(msg.as_bytes(), &rcpts, &decision, None, &sign_opts()).unwrap();
+    let out = copies(
+        msg.as_bytes(),
+        &rcpts,
+        &decision,
+        None,
+        &sign_opts(),
+        HeaderProtection::default(),
+    )
+    .unwrap();
     assert_eq!(out.len(), 2);
     let (alice_serial, bob_serial) = (serial("alice.encrypt.crt"), serial("bob.encrypt.crt"));
     for (copy, me, other, key) in [
@@ -144,6 +152,7 @@ fn signed_once_then_encrypted_to_recipient_and_sender() {
         &decision,
         Some(&signer),
         &sign_opts(),
+        HeaderProtection::default(),
     )
     .unwrap();
     assert_eq!(out.len(), 1);
@@ -195,6 +204,7 @@ fn split_sends_signed_plaintext_to_the_rest_and_refuse_says_why() {
         &decision,
         Some(&alice_signer()),
         &sign_opts(),
+        HeaderProtection::default(),
     )
     .unwrap();
     assert_eq!(out.len(), 2);
@@ -218,13 +228,33 @@ fn split_sends_signed_plaintext_to_the_rest_and_refuse_says_why() {
     )
     .unwrap();
     assert!(String::from_utf8_lossy(&content).ends_with(BODY));
+    // Header protection: the encrypted copy hides the Subject, the signed-only copy keeps it
+    // outside and carries a signed copy inside (hp="clear").
+    let subjects = |m: &[u8]| -> Vec<String> {
+        smime::mime::fields(smime::mime::split(m).header)
+            .into_iter()
+            .filter(|f| f.name == "subject")
+            .map(|f| String::from_utf8_lossy(f.raw).trim_end().to_string())
+            .collect()
+    };
+    assert_eq!(subjects(&out[0].message), vec!["Subject: [...]"]);
+    assert_eq!(subjects(&out[1].message), vec!["Subject: x"]);
+    let content = String::from_utf8_lossy(&content);
+    assert!(content.contains("hp=\"clear\"") && content.contains("Subject: x\r\n"));
 
     let refuse = PolicyConfig {
         fallback: Fallback::Refuse,
         ..Default::default()
     };
     let decision = decide(&facts, &store(), &Ids, &refuse, at());
-    match copies(msg.as_bytes(), &rcpts, &decision, None, &sign_opts()) {
+    match copies(
+        msg.as_bytes(),
+        &rcpts,
+        &decision,
+        None,
+        &sign_opts(),
+        HeaderProtection::default(),
+    ) {
         Err(Refusal::Policy {
             code: 550,
             enhanced: "5.7.1",

@@ -20,11 +20,21 @@ pub fn rfc9216() -> PathBuf {
 /// `envelopd run --config CONFIG` with its log written to LOG; killed when dropped. The caller
 /// waits for the ports it needs.
 pub fn run_envelopd(config: &std::path::Path, log: &std::path::Path) -> testkit::procs::Proc {
+    run_envelopd_env(config, log, &[])
+}
+
+/// Like [`run_envelopd`], with extra environment variables (e.g. `RUST_LOG=debug`).
+pub fn run_envelopd_env(
+    config: &std::path::Path,
+    log: &std::path::Path,
+    env: &[(&str, &str)],
+) -> testkit::procs::Proc {
     use std::process::{Command, Stdio};
     testkit::procs::Proc(
         Command::new(env!("CARGO_BIN_EXE_envelopd"))
             .args(["run", "--config"])
             .arg(config)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(log).unwrap())
