@@ -17,6 +17,8 @@ cp "$tmp/m.eml" corpus/mime/plain-multipart.eml
 for c in aes256-gcm aes256-cbc; do
   "$E" smime encrypt --to "$tmp/bob.encrypt.crt" --cipher "$c" --in corpus/mime/signed.eml --out "corpus/decrypt/enc-$c.eml"
 done
+# Header protection (RFC 9788): a protected payload with HP-Outer and Legacy Display Elements.
+printf 'Content-Type: multipart/alternative; boundary="c"; hp="cipher"\r\nFrom: alice@smime.example\r\nSubject: Dinner\r\nHP-Outer: Subject: [...]\r\n\r\n--c\r\nContent-Type: text/plain; hp-legacy-display="1"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nSubject: Dinner\r\n\r\nLet=27s meet.\r\n--c\r\nContent-Type: text/html; hp-legacy-display="1"\r\n\r\n<body><div class="header-protection-legacy-display"><pre>Subject: Dinner</pre></div><p>x</p></body>\r\n--c--\r\n' > corpus/mime/hp-payload.eml
 openssl cms -encrypt -aes256 -outform DER -in "$tmp/m.eml" "$tmp/bob.encrypt.crt" > corpus/cms/openssl-enveloped.der
 openssl cms -sign -nodetach -outform DER -signer "$tmp/alice.sign.crt" -inkey "$tmp/alice.sign.key" -in "$tmp/m.eml" > corpus/cms/openssl-signed.der
 # IMAP: server responses (FETCH with literals, capabilities) and client commands.

@@ -51,6 +51,13 @@ pub fn run(cfg: Config) -> Result<()> {
                     client_timeout: Duration::from_secs(31 * 60),
                     own_certs,
                     client_tls: listener_tls(l.tls, l.cert.as_deref(), l.key.as_deref(), "imap")?,
+                    header_protection: if cfg.policy.header_protection == crate::config::OnOff::On {
+                        smime::Protection::Cipher {
+                            legacy_display: false,
+                        }
+                    } else {
+                        smime::Protection::Off
+                    },
                     encrypt_appends_to: match (l.encrypt_appends, l.encrypted_folders.is_empty()) {
                         (false, _) => Vec::new(),
                         (true, true) => imap::session::DEFAULT_ENCRYPTED_FOLDERS

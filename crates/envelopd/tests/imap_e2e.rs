@@ -431,7 +431,7 @@ fn encrypted_mail_reads_as_plain_with_a_trustworthy_status_in_every_fetch_form()
 
         assert_eq!(
             status("smtp-path").as_deref(),
-            Some("decrypted=aes-256-cbc; integrity=none; signature=valid; signer=alice@smime.example"),
+            Some("decrypted=aes-256-cbc; integrity=none; signature=valid; signer=alice@smime.example; headers=protected"),
             "{mode}\n{log}"
         );
         assert!(body("smtp-path").contains(SECRET));
@@ -618,13 +618,16 @@ fn appended_sent_copies_are_stored_encrypted_and_idle_sees_new_mail() {
         "{}\n{log}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // The Sent copy reads back as plain text, and says it was stored encrypted (AES-256-GCM).
+    // The Sent copy reads back as plain text, with its real Subject and its Bcc, and says it
+    // was stored encrypted (AES-256-GCM) with protected header fields.
     let back = b64d(&events[0]["sent_read_back"]);
     assert!(String::from_utf8_lossy(&back).contains("Sent copy secret 42"));
     assert_eq!(
         status_of(&back).as_deref(),
-        Some("decrypted=aes-256-gcm; signature=none")
+        Some("decrypted=aes-256-gcm; signature=none; headers=protected")
     );
+    assert_eq!(subject_of(&back), "sent copy");
+    assert!(String::from_utf8_lossy(&back).contains("Bcc: carol@smime.example\r\n"));
     // On the server's disk: ciphertext in Sent, the INBOX append untouched.
     let sent_dir = provider.dir.path().join("mail/smime.example/bob/.Sent");
     let stored: Vec<Vec<u8>> = ["new", "cur"]
@@ -636,6 +639,12 @@ fn appended_sent_copies_are_stored_encrypted_and_idle_sees_new_mail() {
     let text = String::from_utf8_lossy(&stored[0]);
     assert!(
         text.contains("application/pkcs7-mime") && !text.contains("Sent copy secret 42"),
+        "{text}"
+    );
+    // The server sees neither the Subject nor whom the mail went to in Bcc.
+    assert_eq!(subject_of(&stored[0]), "[...]");
+    assert!(
+        !text.contains("sent copy") && !text.contains("carol@"),
         "{text}"
     );
     let inbox = provider.all_messages("bob");

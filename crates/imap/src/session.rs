@@ -106,6 +106,8 @@ pub struct ImapContext {
     pub own_certs: Vec<(Vec<String>, smime::Cert)>,
     /// Mailbox names (last hierarchy level, any case) whose appended mail is encrypted.
     pub encrypt_appends_to: Vec<String>,
+    /// Header protection for those copies (RFC 9788; the Subject hidden from the server).
+    pub header_protection: smime::Protection,
     /// TLS offered to mail programs (STARTTLS or implicit), if configured.
     pub client_tls: Option<smtp::session::ClientTls>,
 }
@@ -717,7 +719,9 @@ impl Session {
     async fn finish_append(&mut self, cap: AppendCapture) -> std::io::Result<()> {
         let message = if smime::message::kind(&cap.data) == smime::message::Kind::Plain {
             let opts = smime::EncryptOptions::default();
-            match smime::encrypt(&cap.data, std::slice::from_ref(&cap.cert), &opts) {
+            let encrypted = smime::Prepared::own_copy(&cap.data, self.ctx.header_protection)
+                .and_then(|p| p.encrypt(std::slice::from_ref(&cap.cert), &opts));
+            match encrypted {
                 Ok(m) => {
                     tracing::info!(
                         size = cap.data.len(),

@@ -99,6 +99,12 @@ pub struct Protected {
 /// asks. A message whose Content-Type already declares `hp` was protected by the mail program
 /// itself and is passed on as it is (no second, conflicting protection).
 pub fn protect(message: &[u8], protection: Protection) -> Protected {
+    protect_with(message, protection, false)
+}
+
+/// Like [`protect`]; with `keep_bcc` (a copy only the sender can read, such as the Sent copy)
+/// Bcc is kept: inside the payload when protecting, outside otherwise.
+pub fn protect_with(message: &[u8], protection: Protection, keep_bcc: bool) -> Protected {
     let e = mime::split(message);
     let protection = if declared(e.header).is_some() {
         Protection::Off
@@ -106,15 +112,19 @@ pub fn protect(message: &[u8], protection: Protection) -> Protected {
         protection
     };
     let outside = |name: &str| !is_content_field(name) && name != "bcc";
-    let plain_outer = mime::select_fields(e.header, outside);
     let content = payload_content_fields(e.header, e.body);
     if protection == Protection::Off {
         return Protected {
-            outer: plain_outer,
+            outer: mime::select_fields(e.header, |n| {
+                !is_content_field(n) && (keep_bcc || n != "bcc")
+            }),
             header: content,
             body: e.body.to_vec(),
         };
     }
+    let plain_outer = mime::select_fields(e.header, |n| {
+        !is_content_field(n) && (keep_bcc || n != "bcc")
+    });
     let (hp, legacy) = match protection {
         Protection::Cipher { legacy_display } => ("cipher", legacy_display),
         _ => ("clear", false),

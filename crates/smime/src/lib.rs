@@ -113,6 +113,14 @@ pub mod fuzz_targets {
             assert!(crate::mime::to_crlf(c2.body).len() == c2.body.len());
         }
         let _ = crate::mime::base64_decode(e.body);
+        // Header protection on untrusted payloads (reading) and on any submitted message.
+        let _ = crate::hp::unprotect_payload(data);
+        let _ = crate::hp::protect(
+            data,
+            crate::hp::Protection::Cipher {
+                legacy_display: true,
+            },
+        );
         let opts = crate::VerifyOptions {
             anchors: Vec::new(),
             at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000),

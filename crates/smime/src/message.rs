@@ -153,6 +153,18 @@ impl Prepared {
         })
     }
 
+    /// Prepares the sender's own copy (Sent, Drafts): unsigned, and Bcc kept (inside the
+    /// payload when headers are protected), since only the sender can read it.
+    pub fn own_copy(message: &[u8], protection: Protection) -> Result<Self, Error> {
+        let p = hp::protect_with(message, protection, true);
+        let mut entity = Vec::with_capacity(message.len() + message.len() / 16 + 64);
+        mime::canonicalize_into(&p.header, &p.body, &mut entity, 0)?;
+        Ok(Prepared {
+            outer: p.outer,
+            entity,
+        })
+    }
+
     /// The whole message: outer fields, MIME-Version and the entity.
     pub fn to_message(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.outer.len() + self.entity.len() + 32);

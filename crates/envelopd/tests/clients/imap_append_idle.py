@@ -15,7 +15,7 @@ import sys
 import time
 
 port, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-SENT = b"From: bob@smime.example\r\nTo: alice@smime.example\r\nSubject: sent copy\r\n\r\nSent copy secret 42\r\n"
+SENT = b"From: bob@smime.example\r\nTo: alice@smime.example\r\nBcc: carol@smime.example\r\nSubject: sent copy\r\n\r\nSent copy secret 42\r\n"
 PLAIN = b"From: bob@smime.example\r\nTo: bob@smime.example\r\nSubject: inbox copy\r\n\r\nInbox plain 43\r\n"
 
 m = imaplib.IMAP4("127.0.0.1", port)
