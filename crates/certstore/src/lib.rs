@@ -10,15 +10,22 @@
 //! (rfc822Name or SmtpUTF8Mailbox; local part exact, domain case-insensitive, no wildcards).
 //! Every rejection says why, in words a practice's IT person can act on.
 //!
-//! Revocation, harvesting certificates from signed mail and directory lookups come later.
+//! Revocation ([`revocation`]): every certificate on the path below the anchor is checked
+//! against the CRLs (and OCSP answers) the store holds; a revoked one is never used, and one
+//! whose status is unknown is used or not as the [`RevocationMode`] says.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod revocation;
+
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use std::sync::Arc;
+
 use der::Encode;
+pub use revocation::{Revocation, RevocationMode, Status};
 use smime::cert::fmt_time;
 use smime::Cert;
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
@@ -91,6 +98,24 @@ pub enum Rejection {
         /// Why.
         why: String,
     },
+    /// The certificate (or one on its path) was revoked by its CA.
+    #[error("certificate \"{subject}\" was revoked on {date}{}", reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default())]
+    Revoked {
+        /// Subject of the revoked certificate.
+        subject: String,
+        /// When.
+        date: String,
+        /// The CA's reason code, if given.
+        reason: Option<String>,
+    },
+    /// Revocation checking is required and the status could not be found out.
+    #[error("certificate \"{subject}\": revocation status unknown ({why}), and revocation = \"require\"")]
+    RevocationUnknown {
+        /// Subject of the certificate.
+        subject: String,
+        /// Why the status is unknown.
+        why: String,
+    },
 }
 
 /// A file the store could not use.
@@ -112,6 +137,9 @@ pub struct CertStore {
     verified: SignatureCache,
     /// SMIMECapabilities learnt from verified signed mail, by lower-case address.
     capabilities: std::collections::HashMap<String, Vec<String>>,
+    /// CRLs and OCSP answers, shared with the fetcher that keeps them current.
+    revocation: Arc<Revocation>,
+    revocation_mode: RevocationMode,
 }
 
 /// The AES-GCM content-encryption OIDs (RFC 5084): 128, 192 and 256 bits.
@@ -239,6 +267,48 @@ impl CertStore {
         true
     }
 
+    /// Sets what to do when a certificate's revocation status is unknown.
+    pub fn set_revocation_mode(&mut self, mode: RevocationMode) {
+        self.revocation_mode = mode;
+    }
+
+    /// The revocation mode.
+    pub fn revocation_mode(&self) -> RevocationMode {
+        self.revocation_mode
+    }
+
+    /// The revocation data (shared: a clone of the store sees the same CRLs).
+    pub fn revocation(&self) -> &Arc<Revocation> {
+        &self.revocation
+    }
+
+    /// Checks a CRL (DER or PEM) against the store's CAs and keeps it; `source` names where it
+    /// came from. Returns the CRL, or why it cannot be used.
+    pub fn add_crl(&self, data: &[u8], source: &str) -> Result<revocation::Crl, String> {
+        let issuers: Vec<&Cert> = self.anchors.iter().chain(&self.intermediates).collect();
+        let crl = revocation::Crl::verified(data, &issuers, source)?;
+        self.revocation.add(crl.clone());
+        Ok(crl)
+    }
+
+    /// The CRL distribution point URLs of every certificate in the store, without repeats.
+    pub fn crl_urls(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for c in self.certs.iter().chain(&self.intermediates) {
+            for u in revocation::crl_urls(c) {
+                if !out.contains(&u) {
+                    out.push(u);
+                }
+            }
+        }
+        out
+    }
+
+    /// The intermediate CA certificates.
+    pub fn intermediates(&self) -> &[Cert] {
+        &self.intermediates
+    }
+
     /// Loads the system trust store ([`SYSTEM_ROOTS`]).
     pub fn load_system_roots(&mut self) -> Result<usize, LoadError> {
         self.load_anchors(Path::new(SYSTEM_ROOTS))
@@ -303,7 +373,54 @@ impl CertStore {
         check_validity(cert, at)?;
         check_key(cert, purpose)?;
         check_usage(cert, purpose)?;
-        self.build_path(cert, carried, at)
+        let path = self.build_path(cert, carried, at)?;
+        self.check_revocation(&path, at)?;
+        Ok(path)
+    }
+
+    /// The revocation status of every certificate on `path` below its anchor.
+    fn check_revocation(&self, path: &[Cert], at: SystemTime) -> Result<(), Rejection> {
+        if self.revocation_mode == RevocationMode::Off {
+            return Ok(());
+        }
+        for pair in path.windows(2) {
+            match self.revocation.status(&pair[0], &pair[1], at) {
+                Status::Good => {}
+                Status::Revoked { date, reason } => {
+                    return Err(Rejection::Revoked {
+                        subject: pair[0].subject(),
+                        date: fmt_time(date),
+                        reason,
+                    })
+                }
+                Status::Unknown(why) => {
+                    if self.revocation_mode == RevocationMode::Require {
+                        return Err(Rejection::RevocationUnknown {
+                            subject: pair[0].subject(),
+                            why,
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The revocation status of `cert` as the store sees it: the first problem on its path
+    /// (revoked, or unknown), or good. For listings; [`CertStore::validate`] applies it.
+    pub fn revocation_status(&self, cert: &Cert, carried: &[Cert], at: SystemTime) -> Status {
+        let Ok(path) = self.build_path(cert, carried, at) else {
+            return Status::Unknown("no path to a trust anchor".into());
+        };
+        let mut worst = Status::Good;
+        for pair in path.windows(2) {
+            match self.revocation.status(&pair[0], &pair[1], at) {
+                Status::Good => {}
+                r @ Status::Revoked { .. } => return r,
+                u @ Status::Unknown(_) => worst = u,
+            }
+        }
+        worst
     }
 
     /// Finds a path from `leaf` to an anchor, checking every link.

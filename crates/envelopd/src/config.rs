@@ -211,6 +211,52 @@ pub struct Certificates {
     pub recipients: Option<PathBuf>,
     /// Where certificates learnt from verified signed mail are kept (absent: in memory only).
     pub harvested: Option<PathBuf>,
+    /// Revocation checking: `prefer` (default), `require` or `off`.
+    #[serde(default)]
+    pub revocation: RevocationSetting,
+    /// Local CRL files or directories (for CAs without a reachable distribution point).
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+    /// Where fetched CRLs are kept across restarts (absent: in memory only).
+    pub crl_cache: Option<PathBuf>,
+    /// Deadline for one CRL download, in seconds.
+    #[serde(default = "default_crl_timeout")]
+    pub crl_timeout: u64,
+    /// How often the distribution points are looked at, in seconds (each CRL is fetched again
+    /// only before its nextUpdate, or after a failure with growing pauses).
+    #[serde(default = "default_crl_interval")]
+    pub crl_interval: u64,
+}
+
+fn default_crl_timeout() -> u64 {
+    10
+}
+
+fn default_crl_interval() -> u64 {
+    60
+}
+
+/// `revocation` as written in the file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RevocationSetting {
+    /// No revocation checks.
+    Off,
+    /// Use revocation data when it can be had.
+    #[default]
+    Prefer,
+    /// Certificates with unknown status are not used.
+    Require,
+}
+
+impl From<RevocationSetting> for certstore::RevocationMode {
+    fn from(r: RevocationSetting) -> Self {
+        match r {
+            RevocationSetting::Off => certstore::RevocationMode::Off,
+            RevocationSetting::Prefer => certstore::RevocationMode::Prefer,
+            RevocationSetting::Require => certstore::RevocationMode::Require,
+        }
+    }
 }
 
 /// One of the practice's keys and the addresses it signs for.
@@ -449,6 +495,10 @@ impl Config {
             fix(p);
         }
         if let Some(p) = self.certificates.harvested.as_mut() {
+            fix(p);
+        }
+        self.certificates.crls.iter_mut().for_each(fix);
+        if let Some(p) = self.certificates.crl_cache.as_mut() {
             fix(p);
         }
         if let Some(p) = self.upstream.smtp.ca_file.as_mut() {

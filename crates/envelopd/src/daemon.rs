@@ -35,6 +35,7 @@ pub fn run(cfg: Config) -> Result<()> {
     } = load(&cfg)?;
     // One store for both sides: what the IMAP side learns, the SMTP side encrypts to.
     let store = Arc::new(std::sync::RwLock::new(store));
+    start_revocation(&cfg, &store);
     let imap = match (&cfg.imap, &cfg.upstream.imap) {
         (Some(l), Some(_)) => {
             let target = imap_target(&cfg)?.expect("upstream.imap is set");
@@ -154,9 +155,35 @@ pub struct Loaded {
     pub own_certs: Vec<(Vec<String>, smime::Cert)>,
 }
 
+/// Loads local and cached CRLs and starts the thread that keeps the distribution points'
+/// CRLs current (unless revocation checking is off).
+fn start_revocation(cfg: &Config, store: &Arc<std::sync::RwLock<CertStore>>) {
+    let c = &cfg.certificates;
+    if c.revocation == crate::config::RevocationSetting::Off {
+        tracing::info!("revocation checking is off");
+        return;
+    }
+    let fetcher = Arc::new(crate::revocation::Fetcher::new(
+        store.clone(),
+        c.crl_cache.clone(),
+        Duration::from_secs(c.crl_timeout.max(1)),
+    ));
+    let files = fetcher.load_files(&c.crls);
+    let cached = fetcher.load_cache();
+    tracing::info!(
+        mode = ?c.revocation,
+        crl_files = files,
+        cached,
+        distribution_points = store.read().map(|s| s.crl_urls().len()).unwrap_or(0),
+        "revocation checking"
+    );
+    fetcher.spawn(Duration::from_secs(c.crl_interval.max(1)));
+}
+
 /// Reads every certificate and key the configuration names.
 pub fn load(cfg: &Config) -> Result<Loaded> {
     let mut store = CertStore::new();
+    store.set_revocation_mode(cfg.certificates.revocation.into());
     for a in &cfg.certificates.anchors {
         store
             .load_anchors(a)

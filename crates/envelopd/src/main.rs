@@ -19,6 +19,7 @@ mod config;
 mod daemon;
 mod explain;
 mod keyfiles;
+mod revocation;
 mod tls;
 
 use keyfiles::{read_certs, KeySource};

@@ -20,7 +20,8 @@
 //! - `signature` is `valid` (every signer verified, chained to a trust anchor, valid for the From
 //!   address, signed attributes present), `invalid` (with `reason`), `untrusted` (no trusted CA
 //!   issued the signer's certificate), `from-mismatch` (the certificate is not for the From
-//!   address) or `none`. `signer` names the first signer's address.
+//!   address), `revoked` (the signer's certificate or its CA was revoked, with `reason`) or
+//!   `none`. `signer` names the first signer's address.
 //! - `headers=protected`: the sender protected the header fields (RFC 9788); the From, To,
 //!   Subject … shown are the ones inside the encryption/signature (the provider's copy of an
 //!   encrypted message shows `[...]` as Subject), unprotected outer ones are not shown.
@@ -192,6 +193,9 @@ fn signature_status(
                 return format!("signature=from-mismatch{signer}");
             }
             (_, Err(Rejection::Untrusted { .. })) => return format!("signature=untrusted{signer}"),
+            (_, Err(r @ Rejection::Revoked { .. })) => {
+                return format!("signature=revoked; reason={}{signer}", quote(&r.to_string()))
+            }
             (Some(p), _) => return format!("signature=invalid; reason={}{signer}", quote(p)),
             (None, Err(e)) => {
                 return format!(

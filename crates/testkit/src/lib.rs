@@ -196,4 +196,44 @@ impl Pki {
         ]);
         (key, crt)
     }
+
+    /// A CRL from `ca` (key, cert) listing `revoked` (certificate path, reason code such as
+    /// `keyCompromise`), made with `openssl ca`; `dates` optionally sets (lastUpdate,
+    /// nextUpdate) as `YYMMDDHHMMSSZ`. Returns the CRL's path (PEM).
+    pub fn crl(
+        &self,
+        name: &str,
+        ca: &(String, String),
+        revoked: &[(&str, &str)],
+        dates: Option<(&str, &str)>,
+    ) -> String {
+        let db = self.p(&format!("{name}.db"));
+        std::fs::create_dir_all(&db).unwrap();
+        let index = format!("{db}/index.txt");
+        if !std::path::Path::new(&index).exists() {
+            std::fs::write(&index, "").unwrap();
+            std::fs::write(format!("{db}/crlnumber"), "01\n").unwrap();
+        }
+        let cnf = self.write(
+            &format!("{name}.ca.cnf"),
+            &format!(
+                "[ca]\ndefault_ca=d\n[d]\ndatabase={index}\ncrlnumber={db}/crlnumber\ndefault_md=sha256\ndefault_crl_days=7\nunique_subject=no\n"
+            ),
+        );
+        for (crt, reason) in revoked {
+            openssl_ok(&[
+                "ca", "-config", &cnf, "-keyfile", &ca.0, "-cert", &ca.1, "-revoke", crt,
+                "-crl_reason", reason,
+            ]);
+        }
+        let out = self.p(&format!("{name}.crl.pem"));
+        let mut args = vec![
+            "ca", "-config", &cnf, "-keyfile", &ca.0, "-cert", &ca.1, "-gencrl", "-out", &out,
+        ];
+        if let Some((last, next)) = dates {
+            args.extend(["-crl_lastupdate", last, "-crl_nextupdate", next]);
+        }
+        openssl_ok(&args);
+        out
+    }
 }

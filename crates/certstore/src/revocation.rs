@@ -1,0 +1,420 @@
+//! Revocation: certificate revocation lists (RFC 5280 §5) kept verified in memory, and the
+//! status of a certificate from them. Pure: fetching (HTTP, files, the disk cache) is the
+//! daemon's job; here CRL bytes come in, are checked against the CA that must have signed them,
+//! and answer "good", "revoked" or "unknown, because …".
+//!
+//! CRLs are parsed with `x509-cert` (RustCrypto, the same types as the certificates) and their
+//! signatures checked with the S/MIME core's `aws-lc-rs` verifier, so a CRL is trusted exactly as
+//! far as the CA certificate it chains to.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::SystemTime;
+
+use der::{Decode, Encode};
+use smime::cert::fmt_time;
+use smime::Cert;
+use x509_cert::crl::CertificateList;
+use x509_cert::ext::pkix::crl::dp::DistributionPoint;
+use x509_cert::ext::pkix::crl::CrlReason;
+use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
+use x509_cert::ext::pkix::{
+    AuthorityInfoAccessSyntax, CrlDistributionPoints, KeyUsage, KeyUsages,
+};
+
+/// The largest CRL accepted (bytes); national CAs publish CRLs of a few MiB.
+pub const MAX_CRL_SIZE: usize = 32 << 20;
+
+/// What to do when the revocation status of a certificate cannot be found out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RevocationMode {
+    /// Do not check revocation at all.
+    Off,
+    /// Use revocation data when it can be had; a certificate with unknown status is used
+    /// (and the daemon logs that it could not check).
+    #[default]
+    Prefer,
+    /// A certificate whose status is unknown is not used.
+    Require,
+}
+
+/// The revocation status of one certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Status {
+    /// Not revoked according to fresh data.
+    Good,
+    /// Revoked.
+    Revoked {
+        /// When, according to the CA.
+        date: SystemTime,
+        /// The CRL reason code, if given (`keyCompromise` …).
+        reason: Option<String>,
+    },
+    /// No usable revocation data; why.
+    Unknown(String),
+}
+
+/// A CRL whose signature was checked against its issuing CA.
+#[derive(Debug, Clone)]
+pub struct Crl {
+    issuer: Vec<u8>,
+    issuer_text: String,
+    signer_key: [u8; 32],
+    this_update: SystemTime,
+    next_update: Option<SystemTime>,
+    revoked: HashMap<Vec<u8>, (SystemTime, Option<String>)>,
+    source: String,
+}
+
+impl Crl {
+    /// Parses a CRL (DER or PEM) and checks it was signed by one of `issuers` (a CA certificate
+    /// whose subject is the CRL's issuer and that may sign CRLs). `source` names where it came
+    /// from, for messages.
+    pub fn verified(data: &[u8], issuers: &[&Cert], source: &str) -> Result<Crl, String> {
+        if data.len() > MAX_CRL_SIZE {
+            return Err(format!(
+                "the CRL is {} bytes, more than the {} accepted",
+                data.len(),
+                MAX_CRL_SIZE
+            ));
+        }
+        let der = pem_or_der(data)?;
+        let list = CertificateList::<x509_cert::certificate::Rfc5280>::from_der(&der)
+            .map_err(|e| format!("not a CRL (X.509 CertificateList): {e}"))?;
+        let tbs = &list.tbs_cert_list;
+        if list.signature_algorithm.to_der().ok() != tbs.signature.to_der().ok() {
+            return Err("the CRL's two signature algorithm fields differ".into());
+        }
+        // Critical extensions envelopd does not implement (delta CRLs, indirect CRLs, partial
+        // scopes) make the CRL unusable rather than misread (RFC 5280 §5.2).
+        for ext in tbs.crl_extensions.iter().flatten() {
+            if ext.critical {
+                return Err(format!(
+                    "the CRL has a critical extension envelopd does not support ({})",
+                    ext.extn_id
+                ));
+            }
+        }
+        let issuer = tbs.issuer.to_der().map_err(|e| e.to_string())?;
+        let raw_tbs = {
+            let (_, outer, _) = smime::ber::read_tlv(&der).map_err(|e| e.to_string())?;
+            smime::ber::children(outer)
+                .map_err(|e| e.to_string())?
+                .first()
+                .copied()
+                .ok_or("empty CRL")?
+        };
+        let signature = list
+            .signature
+            .as_bytes()
+            .ok_or("the CRL signature is not a whole number of bytes")?;
+        let mut problem = format!(
+            "no CA certificate for the CRL's issuer \"{}\" is known",
+            tbs.issuer
+        );
+        let mut signer = None;
+        for ca in issuers {
+            if ca.parsed().tbs_certificate().subject().to_der().ok().as_deref() != Some(&issuer) {
+                continue;
+            }
+            if let Ok(Some((_, ku))) = ca.parsed().tbs_certificate().get_extension::<KeyUsage>() {
+                if !ku.0.contains(KeyUsages::CRLSign) {
+                    problem = format!("the CA \"{}\" may not sign CRLs (keyUsage)", ca.subject());
+                    continue;
+                }
+            }
+            match smime::sigalg::verify(
+                ca.spki(),
+                &list.signature_algorithm,
+                None,
+                raw_tbs,
+                signature,
+            ) {
+                Ok(()) => {
+                    signer = Some(*ca);
+                    break;
+                }
+                Err(e) => {
+                    problem = format!(
+                        "the CRL's signature does not verify with the key of \"{}\": {e}",
+                        ca.subject()
+                    )
+                }
+            }
+        }
+        let signer = signer.ok_or(problem)?;
+        let mut revoked = HashMap::new();
+        for entry in tbs.revoked_certificates.iter().flatten() {
+            let mut reason = None;
+            for ext in entry.crl_entry_extensions.iter().flatten() {
+                if ext.extn_id == <CrlReason as der::oid::AssociatedOid>::OID {
+                    reason = CrlReason::from_der(ext.extn_value.as_bytes())
+                        .ok()
+                        .map(reason_name);
+                } else if ext.critical {
+                    // certificateIssuer (indirect CRLs) and anything else critical.
+                    return Err(format!(
+                        "a CRL entry has a critical extension envelopd does not support ({})",
+                        ext.extn_id
+                    ));
+                }
+            }
+            revoked.insert(
+                entry.serial_number.as_bytes().to_vec(),
+                (entry.revocation_date.to_system_time(), reason),
+            );
+        }
+        Ok(Crl {
+            issuer,
+            issuer_text: tbs.issuer.to_string(),
+            signer_key: key_id(signer),
+            this_update: tbs.this_update.to_system_time(),
+            next_update: tbs.next_update.map(|t| t.to_system_time()),
+            revoked,
+            source: source.to_string(),
+        })
+    }
+
+    /// The issuing CA's name.
+    pub fn issuer(&self) -> &str {
+        &self.issuer_text
+    }
+
+    /// When the CA issued this CRL.
+    pub fn this_update(&self) -> SystemTime {
+        self.this_update
+    }
+
+    /// When the CA promises the next one (the CRL is stale after that).
+    pub fn next_update(&self) -> Option<SystemTime> {
+        self.next_update
+    }
+
+    /// How many certificates it lists as revoked.
+    pub fn revoked_count(&self) -> usize {
+        self.revoked.len()
+    }
+
+    /// Where it came from (URL or file).
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+}
+
+fn reason_name(r: CrlReason) -> String {
+    match r {
+        CrlReason::Unspecified => "unspecified",
+        CrlReason::KeyCompromise => "keyCompromise",
+        CrlReason::CaCompromise => "cACompromise",
+        CrlReason::AffiliationChanged => "affiliationChanged",
+        CrlReason::Superseded => "superseded",
+        CrlReason::CessationOfOperation => "cessationOfOperation",
+        CrlReason::CertificateHold => "certificateHold",
+        CrlReason::RemoveFromCRL => "removeFromCRL",
+        CrlReason::PrivilegeWithdrawn => "privilegeWithdrawn",
+        CrlReason::AaCompromise => "aACompromise",
+    }
+    .to_string()
+}
+
+fn pem_or_der(data: &[u8]) -> Result<Vec<u8>, String> {
+    if data.starts_with(b"-----") || data.trim_ascii_start().starts_with(b"-----BEGIN") {
+        smime::cert::pem_blocks(data)
+            .into_iter()
+            .find(|(label, _)| label == "X509 CRL")
+            .map(|(_, der)| der)
+            .ok_or_else(|| "PEM without an X509 CRL block".to_string())
+    } else {
+        Ok(data.to_vec())
+    }
+}
+
+/// SHA-256 of a certificate's public key: which key signed a CRL.
+fn key_id(c: &Cert) -> [u8; 32] {
+    let spki = c.spki().to_der().unwrap_or_default();
+    let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &spki);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// The HTTP(S) URLs of a certificate's CRL distribution points.
+pub fn crl_urls(c: &Cert) -> Vec<String> {
+    let Ok(Some((_, dps))) = c
+        .parsed()
+        .tbs_certificate()
+        .get_extension::<CrlDistributionPoints>()
+    else {
+        return Vec::new();
+    };
+    dps.0
+        .iter()
+        .filter_map(|dp: &DistributionPoint| dp.distribution_point.as_ref())
+        .flat_map(|name| match name {
+            DistributionPointName::FullName(names) => names.clone(),
+            _ => Vec::new(),
+        })
+        .filter_map(|g| match g {
+            GeneralName::UniformResourceIdentifier(u) => Some(u.to_string()),
+            _ => None,
+        })
+        .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
+        .collect()
+}
+
+/// The OCSP responder URLs of a certificate (Authority Information Access).
+pub fn ocsp_urls(c: &Cert) -> Vec<String> {
+    const ID_AD_OCSP: der::asn1::ObjectIdentifier =
+        der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1");
+    let Ok(Some((_, aia))) = c
+        .parsed()
+        .tbs_certificate()
+        .get_extension::<AuthorityInfoAccessSyntax>()
+    else {
+        return Vec::new();
+    };
+    aia.0
+        .iter()
+        .filter(|a| a.access_method == ID_AD_OCSP)
+        .filter_map(|a| match &a.access_location {
+            GeneralName::UniformResourceIdentifier(u) => Some(u.to_string()),
+            _ => None,
+        })
+        .filter(|u| u.starts_with("http://"))
+        .collect()
+}
+
+/// An answer from an OCSP responder, already checked.
+#[derive(Debug, Clone)]
+pub struct OcspAnswer {
+    /// The status it gave.
+    pub status: Status,
+    /// When it stops being current.
+    pub next_update: Option<SystemTime>,
+    /// When the responder produced it.
+    pub this_update: SystemTime,
+}
+
+/// The revocation data envelopd holds: verified CRLs, newest per CA key, and OCSP answers.
+/// Shared between the certificate store (which asks) and the fetcher (which adds).
+#[derive(Debug, Default)]
+pub struct Revocation {
+    crls: RwLock<Vec<Crl>>,
+    ocsp: RwLock<HashMap<(Vec<u8>, Vec<u8>), OcspAnswer>>,
+}
+
+impl Revocation {
+    /// Keeps a verified CRL (replacing an older one from the same CA key); false when an equal
+    /// or newer one is already held.
+    pub fn add(&self, crl: Crl) -> bool {
+        let mut crls = self.crls.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(old) = crls
+            .iter_mut()
+            .find(|c| c.issuer == crl.issuer && c.signer_key == crl.signer_key)
+        {
+            if old.this_update >= crl.this_update {
+                return false;
+            }
+            *old = crl;
+            return true;
+        }
+        crls.push(crl);
+        true
+    }
+
+    /// Every CRL held.
+    pub fn crls(&self) -> Vec<Crl> {
+        self.crls.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Keeps an OCSP answer for `cert` issued by `issuer`.
+    pub fn add_ocsp(&self, cert: &Cert, issuer: &Cert, answer: OcspAnswer) {
+        self.ocsp
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(ocsp_key(cert, issuer), answer);
+    }
+
+    /// The status of `cert` (issued by `issuer`) at `at`: a revocation in any held CRL or OCSP
+    /// answer wins; otherwise good only when current data says so.
+    pub fn status(&self, cert: &Cert, issuer: &Cert, at: SystemTime) -> Status {
+        let issuer_name = cert
+            .parsed()
+            .tbs_certificate()
+            .issuer()
+            .to_der()
+            .unwrap_or_default();
+        let serial = cert
+            .parsed()
+            .tbs_certificate()
+            .serial_number()
+            .as_bytes()
+            .to_vec();
+        let key = key_id(issuer);
+        let mut unknown = Vec::new();
+        {
+            let crls = self.crls.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(crl) = crls
+                .iter()
+                .find(|c| c.issuer == issuer_name && c.signer_key == key)
+            {
+                if let Some((date, reason)) = crl.revoked.get(&serial) {
+                    return Status::Revoked {
+                        date: *date,
+                        reason: reason.clone(),
+                    };
+                }
+                match crl.next_update {
+                    Some(next) if next < at => unknown.push(format!(
+                        "the CRL of \"{}\" is out of date since {}",
+                        crl.issuer_text,
+                        fmt_time(next)
+                    )),
+                    _ if crl.this_update > at + std::time::Duration::from_secs(300) => unknown
+                        .push(format!(
+                            "the CRL of \"{}\" was issued after the time asked about",
+                            crl.issuer_text
+                        )),
+                    _ => return Status::Good,
+                }
+            }
+        }
+        if let Some(a) = self
+            .ocsp
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ocsp_key(cert, issuer))
+        {
+            let current = a.next_update.is_none_or(|n| n >= at);
+            match &a.status {
+                Status::Revoked { .. } => return a.status.clone(),
+                Status::Good if current => return Status::Good,
+                Status::Good => unknown.push("the OCSP answer is out of date".into()),
+                Status::Unknown(why) => unknown.push(why.clone()),
+            }
+        }
+        if unknown.is_empty() {
+            let urls = crl_urls(cert);
+            unknown.push(if urls.is_empty() && ocsp_urls(cert).is_empty() {
+                format!(
+                    "no CRL of \"{}\" is known and the certificate names no place to get one",
+                    cert.issuer()
+                )
+            } else {
+                format!("no CRL of \"{}\" could be fetched yet", cert.issuer())
+            });
+        }
+        Status::Unknown(unknown.join("; "))
+    }
+}
+
+fn ocsp_key(cert: &Cert, issuer: &Cert) -> (Vec<u8>, Vec<u8>) {
+    (
+        key_id(issuer).to_vec(),
+        cert.parsed()
+            .tbs_certificate()
+            .serial_number()
+            .as_bytes()
+            .to_vec(),
+    )
+}
