@@ -18,9 +18,7 @@ use x509_cert::crl::CertificateList;
 use x509_cert::ext::pkix::crl::dp::DistributionPoint;
 use x509_cert::ext::pkix::crl::CrlReason;
 use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
-use x509_cert::ext::pkix::{
-    AuthorityInfoAccessSyntax, CrlDistributionPoints, KeyUsage, KeyUsages,
-};
+use x509_cert::ext::pkix::{AuthorityInfoAccessSyntax, CrlDistributionPoints, KeyUsage, KeyUsages};
 
 /// The largest CRL accepted (bytes); national CAs publish CRLs of a few MiB.
 pub const MAX_CRL_SIZE: usize = 32 << 20;
@@ -114,7 +112,15 @@ impl Crl {
         );
         let mut signer = None;
         for ca in issuers {
-            if ca.parsed().tbs_certificate().subject().to_der().ok().as_deref() != Some(&issuer) {
+            if ca
+                .parsed()
+                .tbs_certificate()
+                .subject()
+                .to_der()
+                .ok()
+                .as_deref()
+                != Some(&issuer)
+            {
                 continue;
             }
             if let Ok(Some((_, ku))) = ca.parsed().tbs_certificate().get_extension::<KeyUsage>() {
@@ -300,7 +306,7 @@ pub struct OcspAnswer {
 #[derive(Debug, Default)]
 pub struct Revocation {
     crls: RwLock<Vec<Crl>>,
-    ocsp: RwLock<HashMap<(Vec<u8>, Vec<u8>), OcspAnswer>>,
+    ocsp: RwLock<HashMap<OcspKey, OcspAnswer>>,
 }
 
 impl Revocation {
@@ -408,7 +414,10 @@ impl Revocation {
     }
 }
 
-fn ocsp_key(cert: &Cert, issuer: &Cert) -> (Vec<u8>, Vec<u8>) {
+/// (SHA-256 of the issuer's key, serial number): one certificate.
+type OcspKey = (Vec<u8>, Vec<u8>);
+
+fn ocsp_key(cert: &Cert, issuer: &Cert) -> OcspKey {
     (
         key_id(issuer).to_vec(),
         cert.parsed()

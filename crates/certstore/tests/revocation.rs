@@ -65,9 +65,15 @@ fn revoked_certificates_are_refused_in_every_mode_but_off() {
     );
     let root_crl = f.pki.crl("root", &f.root, &[], None);
     // Without CRLs: "prefer" uses both, "require" neither, and says why.
-    assert!(f.store.encryption_cert("revoked@praxis.example", now()).is_ok());
+    assert!(f
+        .store
+        .encryption_cert("revoked@praxis.example", now())
+        .is_ok());
     f.store.set_revocation_mode(RevocationMode::Require);
-    let e = f.store.encryption_cert("good@praxis.example", now()).unwrap_err();
+    let e = f
+        .store
+        .encryption_cert("good@praxis.example", now())
+        .unwrap_err();
     assert!(
         matches!(&e, Rejection::RevocationUnknown { why, .. } if why.contains("could be fetched")),
         "{e}"
@@ -86,7 +92,10 @@ fn revoked_certificates_are_refused_in_every_mode_but_off() {
     assert_eq!(added.revoked_count(), 1);
     assert_eq!(added.issuer(), "CN=Praxis Mail CA");
     // The leaf's CRL alone is not enough under "require": the intermediate's status is unknown.
-    let e = f.store.encryption_cert("good@praxis.example", now()).unwrap_err();
+    let e = f
+        .store
+        .encryption_cert("good@praxis.example", now())
+        .unwrap_err();
     assert!(
         matches!(&e, Rejection::RevocationUnknown { subject, .. } if subject == "CN=Praxis Mail CA"),
         "{e}"
@@ -94,7 +103,10 @@ fn revoked_certificates_are_refused_in_every_mode_but_off() {
     f.store
         .add_crl(&std::fs::read(&root_crl).unwrap(), "root.crl")
         .unwrap();
-    assert!(f.store.encryption_cert("good@praxis.example", now()).is_ok());
+    assert!(f
+        .store
+        .encryption_cert("good@praxis.example", now())
+        .is_ok());
     for mode in [RevocationMode::Require, RevocationMode::Prefer] {
         f.store.set_revocation_mode(mode);
         let e = f
@@ -117,7 +129,10 @@ fn revoked_certificates_are_refused_in_every_mode_but_off() {
         assert!(matches!(r, Err(Rejection::Revoked { .. })), "{r:?}");
     }
     f.store.set_revocation_mode(RevocationMode::Off);
-    assert!(f.store.encryption_cert("revoked@praxis.example", now()).is_ok());
+    assert!(f
+        .store
+        .encryption_cert("revoked@praxis.example", now())
+        .is_ok());
     assert_eq!(
         f.store
             .revocation_status(&cert(&f.pki.p("good.crt")), &[], now()),
@@ -128,16 +143,16 @@ fn revoked_certificates_are_refused_in_every_mode_but_off() {
 #[test]
 fn a_revoked_intermediate_takes_its_leaves_down() {
     let f = fixture();
-    let root_crl = f.pki.crl(
-        "root",
-        &f.root,
-        &[(&f.inter.1, "cACompromise")],
-        None,
-    );
+    let root_crl = f
+        .pki
+        .crl("root", &f.root, &[(&f.inter.1, "cACompromise")], None);
     f.store
         .add_crl(&std::fs::read(root_crl).unwrap(), "root.crl")
         .unwrap();
-    let e = f.store.encryption_cert("good@praxis.example", now()).unwrap_err();
+    let e = f
+        .store
+        .encryption_cert("good@praxis.example", now())
+        .unwrap_err();
     assert!(
         matches!(&e, Rejection::Revoked { subject, .. } if subject == "CN=Praxis Mail CA"),
         "{e}"
@@ -192,14 +207,23 @@ fn forged_foreign_garbage_and_stale_crls() {
         .add_crl(&std::fs::read(root_crl).unwrap(), "root")
         .unwrap();
     f.store.set_revocation_mode(RevocationMode::Require);
-    let e = f.store.encryption_cert("good@praxis.example", now()).unwrap_err();
-    assert!(e.to_string().contains("out of date since 2020-01-08"), "{e}");
+    let e = f
+        .store
+        .encryption_cert("good@praxis.example", now())
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("out of date since 2020-01-08"),
+        "{e}"
+    );
     assert!(matches!(
         f.store.encryption_cert("revoked@praxis.example", now()),
         Err(Rejection::Revoked { .. })
     ));
     f.store.set_revocation_mode(RevocationMode::Prefer);
-    assert!(f.store.encryption_cert("good@praxis.example", now()).is_ok());
+    assert!(f
+        .store
+        .encryption_cert("good@praxis.example", now())
+        .is_ok());
 }
 
 #[test]
@@ -221,12 +245,24 @@ fn a_newer_crl_replaces_an_older_one_and_not_the_other_way_round() {
     );
     let newer = std::fs::read(newer).unwrap();
     f.store.add_crl(&older, "1").unwrap();
-    assert!(f.store.encryption_cert("revoked@praxis.example", now()).is_ok());
+    assert!(f
+        .store
+        .encryption_cert("revoked@praxis.example", now())
+        .is_ok());
     f.store.add_crl(&newer, "2").unwrap();
-    assert!(f.store.encryption_cert("revoked@praxis.example", now()).is_err());
+    assert!(f
+        .store
+        .encryption_cert("revoked@praxis.example", now())
+        .is_err());
     // Replaying the older list (an attacker serving an old CRL) does not un-revoke.
     f.store.add_crl(&older, "1 again").unwrap();
-    assert!(f.store.encryption_cert("revoked@praxis.example", now()).is_err());
+    assert!(f
+        .store
+        .encryption_cert("revoked@praxis.example", now())
+        .is_err());
     let later = now() + Duration::from_secs(3600);
-    assert!(f.store.encryption_cert("good@praxis.example", later).is_ok());
+    assert!(f
+        .store
+        .encryption_cert("good@praxis.example", later)
+        .is_ok());
 }

@@ -100,7 +100,9 @@ impl Fetcher {
                     .duration_since(crl.this_update())
                     .unwrap_or(Duration::ZERO);
                 let margin = (period / 10).max(Duration::from_secs(3600));
-                next.checked_sub(margin).unwrap_or(next).max(now + FIRST_BACKOFF)
+                next.checked_sub(margin)
+                    .unwrap_or(next)
+                    .max(now + FIRST_BACKOFF)
             }
             None => now + MAX_AGE,
         };
@@ -185,7 +187,9 @@ impl Fetcher {
         let Some(dir) = &self.cache else {
             return;
         };
-        let name = hex(&aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, url.as_bytes()).as_ref()[..12]);
+        let name = hex(
+            &aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, url.as_bytes()).as_ref()[..12],
+        );
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(dir)?;
             let tmp = dir.join(format!("{name}.tmp"));

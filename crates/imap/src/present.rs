@@ -194,7 +194,10 @@ fn signature_status(
             }
             (_, Err(Rejection::Untrusted { .. })) => return format!("signature=untrusted{signer}"),
             (_, Err(r @ Rejection::Revoked { .. })) => {
-                return format!("signature=revoked; reason={}{signer}", quote(&r.to_string()))
+                return format!(
+                    "signature=revoked; reason={}{signer}",
+                    quote(&r.to_string())
+                )
             }
             (Some(p), _) => return format!("signature=invalid; reason={}{signer}", quote(p)),
             (None, Err(e)) => {

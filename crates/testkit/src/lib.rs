@@ -222,8 +222,17 @@ impl Pki {
         );
         for (crt, reason) in revoked {
             openssl_ok(&[
-                "ca", "-config", &cnf, "-keyfile", &ca.0, "-cert", &ca.1, "-revoke", crt,
-                "-crl_reason", reason,
+                "ca",
+                "-config",
+                &cnf,
+                "-keyfile",
+                &ca.0,
+                "-cert",
+                &ca.1,
+                "-revoke",
+                crt,
+                "-crl_reason",
+                reason,
             ]);
         }
         let out = self.p(&format!("{name}.crl.pem"));
