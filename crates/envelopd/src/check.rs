@@ -168,6 +168,7 @@ pub fn check(cfg: &Config, now: SystemTime, probe_upstream: bool) -> Report {
     }
 
     let mut store = CertStore::new();
+    store.set_revocation_mode(cfg.certificates.revocation.into());
     for a in &cfg.certificates.anchors {
         match store.load_anchors(a) {
             Ok(n) => r.push(
@@ -206,6 +207,10 @@ pub fn check(cfg: &Config, now: SystemTime, probe_upstream: bool) -> Report {
         for e in errors {
             r.push(Level::Warning, format!("skipped {e}"));
         }
+    }
+
+    check_revocation(&mut r, cfg, &mut store, now);
+    if cfg.certificates.recipients.is_some() {
         let usable = store
             .certs()
             .iter()
@@ -252,6 +257,52 @@ pub fn check(cfg: &Config, now: SystemTime, probe_upstream: bool) -> Report {
         ),
     );
     r
+}
+
+/// The revocation setting and the CRLs envelopd holds without going online (local files and the
+/// cache of earlier runs); the daemon fetches the rest.
+fn check_revocation(r: &mut Report, cfg: &Config, store: &mut CertStore, now: SystemTime) {
+    let c = &cfg.certificates;
+    let mode = match c.revocation {
+        crate::config::RevocationSetting::Off => {
+            r.push(
+                Level::Warning,
+                "revocation: off (revoked certificates would still be used)",
+            );
+            return;
+        }
+        crate::config::RevocationSetting::Prefer => {
+            "prefer (a certificate whose status cannot be found out is still used)"
+        }
+        crate::config::RevocationSetting::Require => {
+            "require (a certificate whose status cannot be found out is not used)"
+        }
+    };
+    let (loaded, files, cached) = crate::revocation::with_local_crls(c, std::mem::take(store));
+    *store = loaded;
+    r.push(
+        Level::Ok,
+        format!(
+            "revocation: {mode}; {files} local CRL(s), {cached} cached; {} distribution point(s) fetched by the daemon",
+            store.crl_urls().len()
+        ),
+    );
+    for crl in store.revocation().crls() {
+        let next = crl.next_update();
+        let stale = next.is_some_and(|n| n < now);
+        r.push(
+            if stale { Level::Warning } else { Level::Ok },
+            format!(
+                "CRL of \"{}\" ({} revoked) from {}: next update {}{}",
+                crl.issuer(),
+                crl.revoked_count(),
+                crl.source(),
+                next.map(smime::cert::fmt_time)
+                    .unwrap_or_else(|| "not announced".into()),
+                if stale { ", out of date" } else { "" }
+            ),
+        );
+    }
 }
 
 fn check_identity(r: &mut Report, id: &IdentityConfig, store: &CertStore, now: SystemTime) {

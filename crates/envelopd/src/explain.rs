@@ -25,7 +25,9 @@ pub struct Question {
 
 /// The explanation, as text and as JSON.
 pub fn explain(cfg: &Config, q: &Question, at: SystemTime) -> Result<(String, serde_json::Value)> {
-    let loaded = crate::daemon::load(cfg)?;
+    let mut loaded = crate::daemon::load(cfg)?;
+    // The CRLs held locally (files, the daemon's cache): explain does not go online.
+    loaded.store = crate::revocation::with_local_crls(&cfg.certificates, loaded.store).0;
     let store = &loaded.store;
     let mut header = format!("From: {}\r\n", q.from);
     if !q.to.is_empty() {

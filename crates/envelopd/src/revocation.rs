@@ -214,6 +214,21 @@ impl Fetcher {
     }
 }
 
+/// The store with the CRLs available without going online (local files, the cache of earlier
+/// runs), for the commands that do not run the fetcher; with how many of each were taken.
+pub fn with_local_crls(
+    c: &crate::config::Certificates,
+    store: CertStore,
+) -> (CertStore, usize, usize) {
+    let shared = Arc::new(RwLock::new(store));
+    let fetcher = Fetcher::new(shared.clone(), c.crl_cache.clone(), Duration::ZERO);
+    let files = fetcher.load_files(&c.crls);
+    let cached = fetcher.load_cache();
+    drop(fetcher);
+    let store = std::mem::take(&mut *shared.write().unwrap_or_else(|e| e.into_inner()));
+    (store, files, cached)
+}
+
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
