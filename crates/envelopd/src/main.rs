@@ -14,6 +14,7 @@ use clap::{Args, Parser, Subcommand};
 
 use smime::{ContentCipher, Digest, EncryptOptions, KeyTransport};
 
+mod certs;
 mod check;
 mod config;
 mod daemon;
@@ -63,6 +64,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Recipient certificates: list, show, import, remove.
+    #[command(subcommand)]
+    Certs(CertsCommand),
     /// Check a configuration and report what envelopd would work with.
     Check {
         /// The configuration file.
@@ -71,6 +75,49 @@ enum Command {
         /// Do not try to connect to the provider.
         #[arg(long)]
         no_connect: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Every certificate with its addresses, expiry and whether envelopd encrypts to it.
+    List {
+        /// The configuration file.
+        #[arg(long, default_value = "proxy.toml")]
+        config: PathBuf,
+        /// Only those expiring within this many days (exit status 1 if there are any).
+        #[arg(long)]
+        expiring: Option<u64>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The certificates of one address in detail: chain, validity, revocation, decisions.
+    Show {
+        /// The configuration file.
+        #[arg(long, default_value = "proxy.toml")]
+        config: PathBuf,
+        /// The e-mail address.
+        address: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a certificate file (PEM/DER, with its chain) and keep it in the recipients directory.
+    Import {
+        /// The configuration file.
+        #[arg(long, default_value = "proxy.toml")]
+        config: PathBuf,
+        /// The certificate file.
+        file: PathBuf,
+    },
+    /// Remove an address's certificate files from the recipient and harvested directories.
+    Remove {
+        /// The configuration file.
+        #[arg(long, default_value = "proxy.toml")]
+        config: PathBuf,
+        /// The e-mail address.
+        address: String,
     },
 }
 
@@ -229,6 +276,57 @@ fn parse_time(s: &str) -> Result<SystemTime> {
     Ok(dt.to_system_time())
 }
 
+fn run_certs(cmd: CertsCommand) -> Result<ExitCode> {
+    let now = SystemTime::now();
+    match cmd {
+        CertsCommand::List {
+            config,
+            expiring,
+            json,
+        } => {
+            let cfg = config::Config::load(&config)?;
+            let (text, value) = certs::list(&cfg, expiring, now)?;
+            let found = value["certificates"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty());
+            if json {
+                println!("{value}");
+            } else {
+                print!("{text}");
+            }
+            Ok(if expiring.is_some() && found {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        CertsCommand::Show {
+            config,
+            address,
+            json,
+        } => {
+            let cfg = config::Config::load(&config)?;
+            let (text, value) = certs::show(&cfg, &address, now)?;
+            if json {
+                println!("{value}");
+            } else {
+                print!("{text}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        CertsCommand::Import { config, file } => {
+            let cfg = config::Config::load(&config)?;
+            print!("{}", certs::import(&cfg, &file, now)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        CertsCommand::Remove { config, address } => {
+            let cfg = config::Config::load(&config)?;
+            print!("{}", certs::remove(&cfg, &address)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
     let cmd = match cli.command {
         Command::Smime(cmd) => *cmd,
@@ -237,6 +335,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             daemon::run(cfg)?;
             return Ok(ExitCode::SUCCESS);
         }
+        Command::Certs(c) => return run_certs(c),
         Command::Explain {
             config,
             from,

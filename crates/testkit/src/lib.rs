@@ -245,4 +245,66 @@ impl Pki {
         openssl_ok(&args);
         out
     }
+
+    /// Like [`Pki::issue`] with an explicit validity (`YYYYMMDDHHMMSSZ`), for expired and
+    /// not-yet-valid certificates (made with `openssl ca`).
+    pub fn issue_dated(
+        &self,
+        name: &str,
+        ext: &str,
+        issuer: &(String, String),
+        start: &str,
+        end: &str,
+    ) -> (String, String) {
+        let key = self.key(name, "2048");
+        let (csr, crt) = (
+            self.p(&format!("{name}.csr")),
+            self.p(&format!("{name}.crt")),
+        );
+        let extf = self.write(&format!("{name}.ext"), ext);
+        openssl_ok(&[
+            "req",
+            "-new",
+            "-key",
+            &key,
+            "-subj",
+            &format!("/CN={name}"),
+            "-out",
+            &csr,
+        ]);
+        let db = self.p("dated.db");
+        if !std::path::Path::new(&db).exists() {
+            std::fs::create_dir_all(format!("{db}/new")).unwrap();
+            std::fs::write(format!("{db}/index.txt"), "").unwrap();
+            std::fs::write(format!("{db}/serial"), "1000\n").unwrap();
+        }
+        let cnf = self.write(
+            "dated.cnf",
+            &format!(
+                "[ca]\ndefault_ca=d\n[d]\ndatabase={db}/index.txt\nnew_certs_dir={db}/new\nserial={db}/serial\ndefault_md=sha256\npolicy=p\nunique_subject=no\n[p]\ncommonName=supplied\n"
+            ),
+        );
+        openssl_ok(&[
+            "ca",
+            "-batch",
+            "-config",
+            &cnf,
+            "-keyfile",
+            &issuer.0,
+            "-cert",
+            &issuer.1,
+            "-in",
+            &csr,
+            "-out",
+            &crt,
+            "-startdate",
+            start,
+            "-enddate",
+            end,
+            "-extfile",
+            &extf,
+            "-notext",
+        ]);
+        (key, crt)
+    }
 }
