@@ -36,6 +36,7 @@ pub fn run(cfg: Config) -> Result<()> {
     // One store for both sides: what the IMAP side learns, the SMTP side encrypts to.
     let store = Arc::new(std::sync::RwLock::new(store));
     start_revocation(&cfg, &store);
+    watch_own_certificates(&identities);
     let imap = match (&cfg.imap, &cfg.upstream.imap) {
         (Some(l), Some(_)) => {
             let target = imap_target(&cfg)?.expect("upstream.imap is set");
@@ -153,6 +154,53 @@ pub struct Loaded {
     pub decryption_keys: Vec<smime::Identity>,
     /// Own encryption certificates with the logins and addresses they belong to.
     pub own_certs: Vec<(Vec<String>, smime::Cert)>,
+}
+
+/// Days before expiry from which the practice's own certificates are warned about (daily).
+pub const EXPIRY_WARNINGS: [u64; 3] = [30, 14, 7];
+
+/// Logs a warning for every own certificate that expires within 30 days, at start and then once
+/// a day: louder (error level) in the last 7 days, and after expiry.
+fn watch_own_certificates(identities: &[SenderIdentity]) {
+    let certs: Vec<(String, smime::Cert)> = identities
+        .iter()
+        .flat_map(|i| {
+            let who = i.addresses.join(", ");
+            std::iter::once((who.clone(), i.identity.cert.clone()))
+                .chain(i.encryption_cert.clone().map(|c| (who, c)))
+        })
+        .collect();
+    let check = move || {
+        let now = std::time::SystemTime::now();
+        for (who, cert) in &certs {
+            let until = cert.validity().1;
+            let date = smime::cert::fmt_time(until);
+            match until.duration_since(now) {
+                Err(_) => tracing::error!(
+                    identity = %who,
+                    subject = %cert.subject(),
+                    "own certificate EXPIRED on {date}: mail is no longer signed with it and correspondents cannot encrypt to it; install the renewed certificate"
+                ),
+                Ok(left) => {
+                    let days = left.as_secs() / 86400;
+                    if days < EXPIRY_WARNINGS[2] {
+                        tracing::error!(identity = %who, subject = %cert.subject(), days, "own certificate expires on {date}: renew it now");
+                    } else if days < EXPIRY_WARNINGS[1] {
+                        tracing::warn!(identity = %who, subject = %cert.subject(), days, "own certificate expires on {date} (in {days} days): renew it soon");
+                    } else if days < EXPIRY_WARNINGS[0] {
+                        tracing::warn!(identity = %who, subject = %cert.subject(), days, "own certificate expires on {date} (in {days} days): order the renewal");
+                    }
+                }
+            }
+        }
+    };
+    check();
+    let _ = std::thread::Builder::new()
+        .name("expiry-watch".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(86400));
+            check();
+        });
 }
 
 /// Loads local and cached CRLs and starts the thread that keeps the distribution points'

@@ -20,6 +20,7 @@ mod config;
 mod daemon;
 mod explain;
 mod keyfiles;
+mod keys;
 mod revocation;
 mod tls;
 
@@ -64,6 +65,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The practice's own keys: import (there is no export).
+    #[command(subcommand)]
+    Keys(KeysCommand),
     /// Recipient certificates: list, show, import, remove.
     #[command(subcommand)]
     Certs(CertsCommand),
@@ -75,6 +79,24 @@ enum Command {
         /// Do not try to connect to the provider.
         #[arg(long)]
         no_connect: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Check a PKCS#12 file (key + certificate) and keep it, with its password, mode 0600.
+    Import {
+        /// The configuration file (the key goes into `keys/` beside it).
+        #[arg(long, default_value = "proxy.toml")]
+        config: PathBuf,
+        /// The PKCS#12 file (.p12/.pfx), e.g. exported from Windows or issued by the CA.
+        file: PathBuf,
+        /// A file whose first line is the password (otherwise asked, or read from stdin).
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        /// The sender address(es) this key signs for (default: those in the certificate).
+        #[arg(long)]
+        address: Vec<String>,
     },
 }
 
@@ -336,6 +358,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Certs(c) => return run_certs(c),
+        Command::Keys(KeysCommand::Import {
+            config,
+            file,
+            password_file,
+            address,
+        }) => {
+            let cfg = config::Config::load(&config)?;
+            print!(
+                "{}",
+                keys::import(
+                    &config,
+                    &cfg,
+                    &file,
+                    password_file.as_deref(),
+                    &address,
+                    SystemTime::now()
+                )?
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Explain {
             config,
             from,

@@ -289,3 +289,113 @@ fn certs_list_show_import_and_remove() {
     assert_ne!(code, 0);
     assert!(err.contains("no certificate file"), "{err}");
 }
+
+#[test]
+fn keys_import_keeps_the_key_private_and_the_daemon_warns_before_it_expires() {
+    use std::os::unix::fs::PermissionsExt;
+    let p = practice();
+    let d = p.dir.path();
+    let inter = (p.pki.p("Praxis Mail CA.key"), p.pki.p("Praxis Mail CA.crt"));
+    let (key, crt) = p.pki.issue(
+        "doc",
+        "2048",
+        &leaf("subjectAltName=email:doc@praxis.example"),
+        &inter,
+    );
+    let p12 = p.pki.p("doc.p12");
+    testkit::openssl_ok(&[
+        "pkcs12",
+        "-export",
+        "-inkey",
+        &key,
+        "-in",
+        &crt,
+        "-certfile",
+        &inter.1,
+        "-passout",
+        "pass:geheim",
+        "-out",
+        &p12,
+    ]);
+    let import = |stdin: &str| {
+        let mut c = Command::new(ENVELOPD)
+            .args(["keys", "import", "--config"])
+            .arg(d.join("proxy.toml"))
+            .arg(&p12)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        c.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+        let o = c.wait_with_output().unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = import("falsch\n");
+    assert_ne!(code, 0);
+    assert!(err.contains("wrong password"), "{err}");
+    assert!(!d.join("keys").join("doc@praxis.example.p12").exists());
+    let (code, out, err) = import("geheim\n");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("mail from it will be signed"), "{out}");
+    let mode = |f: &str| std::fs::metadata(d.join(f)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("keys"), 0o700);
+    assert_eq!(mode("keys/doc@praxis.example.p12"), 0o600);
+    assert_eq!(mode("keys/doc@praxis.example.pass"), 0o600);
+    let (code, _, err) = import("geheim\n");
+    assert_ne!(code, 0);
+    assert!(err.contains("already exists"), "{err}");
+    // The printed section is a working identity.
+    let section = &out[out.find("[[identity]]").unwrap()..];
+    let port = testkit::procs::free_port();
+    let config = std::fs::read_to_string(d.join("proxy.toml"))
+        .unwrap()
+        .replace("127.0.0.1:10587", &format!("127.0.0.1:{port}"));
+    std::fs::write(d.join("proxy.toml"), format!("{config}{section}")).unwrap();
+    let (code, out, err) = envelopd(&p, &["check", "--no-connect"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("identity doc@praxis.example") && out.contains("can sign"),
+        "{out}"
+    );
+    // The daemon warns that the (30-day) certificate runs out.
+    let log = d.join("run.log");
+    let mut run = testkit::procs::Proc(
+        Command::new(ENVELOPD)
+            .args(["run", "--config"])
+            .arg(d.join("proxy.toml"))
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    testkit::procs::wait_for(port);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("own certificate expires on") && text.contains("order the renewal"),
+        "{text}"
+    );
+    let _ = run.0.kill();
+    let _ = run.0.wait();
+    // A key file others may read: the daemon refuses to start, and says what to do.
+    std::fs::set_permissions(
+        d.join("keys/doc@praxis.example.pass"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let o = Command::new(ENVELOPD)
+        .args(["run", "--config"])
+        .arg(d.join("proxy.toml"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("readable by other users") && err.contains("chmod 600"),
+        "{err}"
+    );
+}
