@@ -16,6 +16,12 @@ if [ ! -d "${ENVELOPD_VECTORS:-../shared/vectors}" ]; then
 fi
 export ENVELOPD_VECTORS="$(cd "${ENVELOPD_VECTORS:-../shared/vectors}" && pwd)"
 
+echo "== NIST PKITS data (cryptography_vectors from PyPI)"
+if pkits=$(scripts/fetch-pkits.sh); then
+  export ENVELOPD_PKITS="$pkits" ENVELOPD_REQUIRE_PKITS=1
+else
+  echo "WARNING: could not fetch the PKITS data: the PKITS path-validation test is NOT run" >&2
+fi
 echo "== build"
 cargo build --workspace --all-targets --locked
 echo "== tests"

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod constraints;
 pub mod revocation;
 
 use std::path::{Path, PathBuf};
@@ -24,7 +25,6 @@ use std::time::SystemTime;
 
 use std::sync::Arc;
 
-use der::Encode;
 pub use revocation::{Revocation, RevocationMode, Status};
 use smime::cert::fmt_time;
 use smime::Cert;
@@ -374,8 +374,53 @@ impl CertStore {
         check_key(cert, purpose)?;
         check_usage(cert, purpose)?;
         let path = self.build_path(cert, carried, at)?;
+        self.check_path_rules(&path)?;
         self.check_revocation(&path, at)?;
         Ok(path)
+    }
+
+    /// The path checks of [`CertStore::validate`] without the address, usage and key-size ones:
+    /// validity, a path to an anchor with every link checked, and revocation. For path
+    /// validation suites (NIST PKITS), whose certificates name no mail address.
+    pub fn validate_chain(
+        &self,
+        cert: &Cert,
+        carried: &[Cert],
+        at: SystemTime,
+    ) -> Result<Vec<Cert>, Rejection> {
+        check_validity(cert, at)?;
+        let path = self.build_path(cert, carried, at)?;
+        self.check_path_rules(&path)?;
+        self.check_revocation(&path, at)?;
+        Ok(path)
+    }
+
+    /// Like [`CertStore::add_crl`], also accepting CRLs signed by CA certificates a message
+    /// carried (`carried`). Such a CRL only ever answers for certificates whose validated path
+    /// runs through that very key, so an unvalidated carrier cannot vouch for anything.
+    pub fn add_crl_with(
+        &self,
+        data: &[u8],
+        source: &str,
+        carried: &[Cert],
+    ) -> Result<revocation::Crl, String> {
+        let issuers: Vec<&Cert> = self
+            .anchors
+            .iter()
+            .chain(&self.intermediates)
+            .chain(carried.iter().filter(|c| is_ca(c)))
+            .collect();
+        let crl = revocation::Crl::verified(data, &issuers, source)?;
+        self.revocation.add(crl.clone());
+        Ok(crl)
+    }
+
+    /// Critical extensions and name constraints along a built path.
+    fn check_path_rules(&self, path: &[Cert]) -> Result<(), Rejection> {
+        for c in path {
+            constraints::check_critical(c)?;
+        }
+        constraints::check_name_constraints(path)
     }
 
     /// The revocation status of every certificate on `path` below its anchor.
@@ -461,8 +506,8 @@ impl CertStore {
         if self.anchors.contains(&current) {
             return true;
         }
-        let issuer_name = current.parsed().tbs_certificate().issuer().to_der().ok();
-        let subject_of = |c: &Cert| c.parsed().tbs_certificate().subject().to_der().ok();
+        let issuer_name = name_key(current.parsed().tbs_certificate().issuer());
+        let subject_of = |c: &Cert| name_key(c.parsed().tbs_certificate().subject());
         // The anchor is the end of the path: its own validity is not the chain's concern (RFC 5280
         // §6.1), but the practice should know, so an expired anchor still fails.
         for anchor in self.anchors.iter().filter(|a| subject_of(a) == issuer_name) {
@@ -487,7 +532,9 @@ impl CertStore {
             if !self.verified.signed_by(&current, next) {
                 continue;
             }
-            if let Err(e) = check_issuer(next, path.len() - 1).and(check_validity(next, at)) {
+            // Self-issued intermediates (key rollover) do not count against pathLenConstraint.
+            let below = path[1..].iter().filter(|c| !c.is_self_issued()).count();
+            if let Err(e) = check_issuer(next, below).and(check_validity(next, at)) {
                 *problem = Some(e);
                 continue;
             }
@@ -499,6 +546,57 @@ impl CertStore {
         }
         false
     }
+}
+
+/// A distinguished name in the form RFC 5280 §7.1 compares (after RFC 4518 preparation, in
+/// the simplified form most path validators use): string values case-folded with white space
+/// trimmed and runs of it collapsed, whatever their string type; other values by their bytes.
+/// So "CN=GOOD  CA" issued by a CA whose subject says "CN=Good CA" chains, as it must.
+pub fn name_key(name: &x509_cert::name::Name) -> String {
+    name.iter_rdn().map(rdn_key).collect::<Vec<_>>().join(",")
+}
+
+/// One RDN in the form [`name_key`] compares (multi-valued RDNs sorted).
+pub fn rdn_key(rdn: &x509_cert::name::RelativeDistinguishedName) -> String {
+    use der::{Tag, Tagged};
+    let mut parts: Vec<String> = rdn
+        .iter()
+        .map(|atv| {
+            let v = &atv.value;
+            let text = match v.tag() {
+                Tag::Utf8String | Tag::PrintableString | Tag::Ia5String | Tag::VisibleString => {
+                    String::from_utf8(v.value().to_vec()).ok()
+                }
+                Tag::TeletexString => Some(v.value().iter().map(|&b| b as char).collect()),
+                Tag::BmpString => {
+                    let units: Vec<u16> = v
+                        .value()
+                        .chunks(2)
+                        .map(|c| u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]))
+                        .collect();
+                    String::from_utf16(&units).ok()
+                }
+                _ => None,
+            };
+            let value = match text {
+                Some(t) => t
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .to_lowercase(),
+                None => format!(
+                    "#{}",
+                    v.value()
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<String>()
+                ),
+            };
+            format!("{}={value}", atv.oid)
+        })
+        .collect();
+    parts.sort();
+    parts.join("+")
 }
 
 /// True when the certificate is a CA (basicConstraints cA = true).

@@ -15,10 +15,14 @@ use der::{Decode, Encode};
 use smime::cert::fmt_time;
 use smime::Cert;
 use x509_cert::crl::CertificateList;
-use x509_cert::ext::pkix::crl::dp::DistributionPoint;
+use x509_cert::ext::pkix::crl::dp::{DistributionPoint, IssuingDistributionPoint};
 use x509_cert::ext::pkix::crl::CrlReason;
 use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
 use x509_cert::ext::pkix::{AuthorityInfoAccessSyntax, CrlDistributionPoints, KeyUsage, KeyUsages};
+
+/// id-ce-issuingDistributionPoint (RFC 5280 §5.2.5).
+const ID_CE_ISSUING_DISTRIBUTION_POINT: der::asn1::ObjectIdentifier =
+    der::asn1::ObjectIdentifier::new_unwrap("2.5.29.28");
 
 /// The largest CRL accepted (bytes); national CAs publish CRLs of a few MiB.
 pub const MAX_CRL_SIZE: usize = 32 << 20;
@@ -62,6 +66,35 @@ pub struct Crl {
     next_update: Option<SystemTime>,
     revoked: HashMap<Vec<u8>, (SystemTime, Option<String>)>,
     source: String,
+    scope: Scope,
+}
+
+/// What an issuingDistributionPoint extension limits a CRL to (RFC 5280 §5.2.5).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Scope {
+    only_user: bool,
+    only_ca: bool,
+    /// Covers only some revocation reasons: it can prove "revoked", never "good".
+    partial: bool,
+    /// The distribution point names it is for (URIs, directory names as [`crate::name_key`]).
+    names: Vec<String>,
+}
+
+/// The names of a distribution point, comparable across certificates and CRLs.
+fn dp_names(name: &DistributionPointName) -> Vec<String> {
+    match name {
+        DistributionPointName::FullName(names) => names
+            .iter()
+            .filter_map(|g| match g {
+                GeneralName::UniformResourceIdentifier(u) => Some(format!("uri:{u}")),
+                GeneralName::DirectoryName(n) => Some(format!("dn:{}", crate::name_key(n))),
+                _ => None,
+            })
+            .collect(),
+        // Relative names would need the CRL issuer prepended; such a CRL applies to no
+        // certificate here (its status then stays unknown rather than wrongly good).
+        DistributionPointName::NameRelativeToCRLIssuer(_) => vec!["relative".into()],
+    }
 }
 
 impl Crl {
@@ -85,15 +118,38 @@ impl Crl {
         }
         // Critical extensions envelopd does not implement (delta CRLs, indirect CRLs, partial
         // scopes) make the CRL unusable rather than misread (RFC 5280 §5.2).
+        let mut scope = Scope::default();
         for ext in tbs.crl_extensions.iter().flatten() {
-            if ext.critical {
+            // Matched by its OID from RFC 5280: x509-cert 0.3.0 associates IssuingDistributionPoint
+            // with the subjectInfoAccess OID by mistake.
+            if ext.extn_id == ID_CE_ISSUING_DISTRIBUTION_POINT {
+                let idp = IssuingDistributionPoint::from_der(ext.extn_value.as_bytes())
+                    .map_err(|e| format!("the CRL's issuingDistributionPoint is malformed: {e}"))?;
+                if idp.indirect_crl || idp.only_contains_attribute_certs {
+                    return Err(
+                        "indirect CRLs and attribute-certificate CRLs are not supported".into(),
+                    );
+                }
+                scope = Scope {
+                    only_user: idp.only_contains_user_certs,
+                    only_ca: idp.only_contains_ca_certs,
+                    partial: idp.only_some_reasons.is_some(),
+                    names: idp
+                        .distribution_point
+                        .as_ref()
+                        .map(dp_names)
+                        .unwrap_or_default(),
+                };
+            } else if ext.critical {
+                // Delta CRLs (deltaCRLIndicator) and anything else critical: unusable rather
+                // than misread (RFC 5280 §5.2).
                 return Err(format!(
                     "the CRL has a critical extension envelopd does not support ({})",
                     ext.extn_id
                 ));
             }
         }
-        let issuer = tbs.issuer.to_der().map_err(|e| e.to_string())?;
+        let issuer = crate::name_key(&tbs.issuer).into_bytes();
         let raw_tbs = {
             let (_, outer, _) = smime::ber::read_tlv(&der).map_err(|e| e.to_string())?;
             smime::ber::children(outer)
@@ -112,15 +168,7 @@ impl Crl {
         );
         let mut signer = None;
         for ca in issuers {
-            if ca
-                .parsed()
-                .tbs_certificate()
-                .subject()
-                .to_der()
-                .ok()
-                .as_deref()
-                != Some(&issuer)
-            {
+            if crate::name_key(ca.parsed().tbs_certificate().subject()).as_bytes() != issuer {
                 continue;
             }
             if let Ok(Some((_, ku))) = ca.parsed().tbs_certificate().get_extension::<KeyUsage>() {
@@ -178,6 +226,7 @@ impl Crl {
             next_update: tbs.next_update.map(|t| t.to_system_time()),
             revoked,
             source: source.to_string(),
+            scope,
         })
     }
 
@@ -268,6 +317,22 @@ pub fn crl_urls(c: &Cert) -> Vec<String> {
         .collect()
 }
 
+/// The names of every CRL distribution point of a certificate (for matching a CRL's scope).
+fn cert_dp_names(c: &Cert) -> Vec<String> {
+    let Ok(Some((_, dps))) = c
+        .parsed()
+        .tbs_certificate()
+        .get_extension::<CrlDistributionPoints>()
+    else {
+        return Vec::new();
+    };
+    dps.0
+        .iter()
+        .filter_map(|dp| dp.distribution_point.as_ref())
+        .flat_map(dp_names)
+        .collect()
+}
+
 /// The OCSP responder URLs of a certificate (Authority Information Access).
 pub fn ocsp_urls(c: &Cert) -> Vec<String> {
     const ID_AD_OCSP: der::asn1::ObjectIdentifier =
@@ -314,10 +379,9 @@ impl Revocation {
     /// or newer one is already held.
     pub fn add(&self, crl: Crl) -> bool {
         let mut crls = self.crls.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(old) = crls
-            .iter_mut()
-            .find(|c| c.issuer == crl.issuer && c.signer_key == crl.signer_key)
-        {
+        if let Some(old) = crls.iter_mut().find(|c| {
+            c.issuer == crl.issuer && c.signer_key == crl.signer_key && c.scope == crl.scope
+        }) {
             if old.this_update >= crl.this_update {
                 return false;
             }
@@ -344,12 +408,7 @@ impl Revocation {
     /// The status of `cert` (issued by `issuer`) at `at`: a revocation in any held CRL or OCSP
     /// answer wins; otherwise good only when current data says so.
     pub fn status(&self, cert: &Cert, issuer: &Cert, at: SystemTime) -> Status {
-        let issuer_name = cert
-            .parsed()
-            .tbs_certificate()
-            .issuer()
-            .to_der()
-            .unwrap_or_default();
+        let issuer_name = crate::name_key(cert.parsed().tbs_certificate().issuer()).into_bytes();
         let serial = cert
             .parsed()
             .tbs_certificate()
@@ -360,10 +419,18 @@ impl Revocation {
         let mut unknown = Vec::new();
         {
             let crls = self.crls.read().unwrap_or_else(|e| e.into_inner());
-            if let Some(crl) = crls
-                .iter()
-                .find(|c| c.issuer == issuer_name && c.signer_key == key)
-            {
+            let cert_is_ca = cert.ca_problem().is_none();
+            let cert_dps: Vec<String> = cert_dp_names(cert);
+            let applicable = crls.iter().filter(|c| {
+                c.issuer == issuer_name
+                    && c.signer_key == key
+                    && !(c.scope.only_user && cert_is_ca)
+                    && (!c.scope.only_ca || cert_is_ca)
+                    && (c.scope.names.is_empty()
+                        || c.scope.names.iter().any(|n| cert_dps.contains(n)))
+            });
+            let mut good = false;
+            for crl in applicable {
                 if let Some((date, reason)) = crl.revoked.get(&serial) {
                     return Status::Revoked {
                         date: *date,
@@ -381,8 +448,15 @@ impl Revocation {
                             "the CRL of \"{}\" was issued after the time asked about",
                             crl.issuer_text
                         )),
-                    _ => return Status::Good,
+                    _ if crl.scope.partial => unknown.push(format!(
+                        "the CRL of \"{}\" covers only some revocation reasons",
+                        crl.issuer_text
+                    )),
+                    _ => good = true,
                 }
+            }
+            if good {
+                return Status::Good;
             }
         }
         if let Some(a) = self

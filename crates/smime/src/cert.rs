@@ -351,48 +351,73 @@ pub fn pem_blocks(data: &[u8]) -> Vec<(String, Vec<u8>)> {
 
 /// Builds a path from `leaf` through `intermediates` to one of `anchors`, checking every
 /// signature and every validity period at `at`. Returns a description of the first problem.
+///
+/// Depth-first with backtracking (a message may carry several certificates with the same
+/// subject, e.g. a CA's old and new key), self-issued intermediates allowed (key rollover
+/// certificates), at most 8 certificates long.
 pub fn check_path(
     leaf: &Cert,
     intermediates: &[Cert],
     anchors: &[Cert],
     at: SystemTime,
 ) -> Result<Vec<Cert>, String> {
+    if let Some(problem) = leaf.validity_problem(at) {
+        return Err(problem);
+    }
     let mut path = vec![leaf.clone()];
-    let mut current = leaf.clone();
-    for _ in 0..8 {
-        if let Some(problem) = current.validity_problem(at) {
-            return Err(problem);
-        }
-        if anchors.contains(&current) {
-            return Ok(path);
-        }
-        if let Some(anchor) = anchors.iter().find(|a| current.is_signed_by(a).is_ok()) {
-            if let Some(problem) = anchor.validity_problem(at) {
-                return Err(problem);
-            }
-            path.push(anchor.clone());
-            return Ok(path);
-        }
-        let next = intermediates
-            .iter()
-            .find(|c| !path.contains(c) && !c.is_self_issued() && current.is_signed_by(c).is_ok());
-        match next {
-            Some(next) => {
-                // A leaf signed by another leaf must not pass as a chain.
-                if let Some(problem) = next.ca_problem() {
-                    return Err(problem);
-                }
-                path.push(next.clone());
-                current = next.clone();
-            }
+    let mut problem = None;
+    if extend_path(&mut path, intermediates, anchors, at, &mut problem) {
+        return Ok(path);
+    }
+    Err(problem.unwrap_or_else(|| {
+        let last = path.last().unwrap_or(leaf);
+        format!(
+            "certificate \"{}\" does not chain to a trusted CA (issuer \"{}\")",
+            leaf.subject(),
+            last.issuer()
+        )
+    }))
+}
+
+fn extend_path(
+    path: &mut Vec<Cert>,
+    intermediates: &[Cert],
+    anchors: &[Cert],
+    at: SystemTime,
+    problem: &mut Option<String>,
+) -> bool {
+    let current = path.last().expect("the path starts with the leaf").clone();
+    if anchors.contains(&current) {
+        return true;
+    }
+    for anchor in anchors.iter().filter(|a| current.is_signed_by(a).is_ok()) {
+        match anchor.validity_problem(at) {
+            Some(p) => *problem = Some(p),
             None => {
-                return Err(format!(
-                    "certificate \"{}\" does not chain to a trusted CA (issuer \"{}\")",
-                    current.subject(),
-                    current.issuer()
-                ))
+                path.push(anchor.clone());
+                return true;
             }
         }
     }
-    Err("certificate chain is too long".into())
+    if path.len() >= 8 {
+        *problem = Some("certificate chain is too long".into());
+        return false;
+    }
+    let candidates: Vec<&Cert> = intermediates
+        .iter()
+        .filter(|c| !path.contains(c) && current.is_signed_by(c).is_ok())
+        .collect();
+    for next in candidates {
+        // A leaf signed by another leaf must not pass as a chain.
+        if let Some(p) = next.ca_problem().or_else(|| next.validity_problem(at)) {
+            *problem = Some(p);
+            continue;
+        }
+        path.push(next.clone());
+        if extend_path(path, intermediates, anchors, at, problem) {
+            return true;
+        }
+        path.pop();
+    }
+    false
 }

@@ -291,6 +291,8 @@ pub struct Verified {
     pub signers: Vec<SignerReport>,
     /// Every certificate the signature carried.
     pub certificates: Vec<Cert>,
+    /// Every CRL the signature carried (DER; not checked here: the certificate store does).
+    pub crls: Vec<Vec<u8>>,
     /// The From address of the message, if any.
     pub from: Option<String>,
     /// The header protection the signed content declared (RFC 9788), if any.
@@ -388,6 +390,7 @@ pub fn verify(message: &[u8], opts: &VerifyOptions) -> Result<Verified, Error> {
         message,
         signers,
         certificates: v.certificates,
+        crls: v.crls,
         from,
         header_protection,
     })

@@ -201,6 +201,8 @@ pub struct CmsVerified {
     pub signers: Vec<SignerReport>,
     /// Every certificate the message carried (for harvesting after verification).
     pub certificates: Vec<Cert>,
+    /// Every CRL the message carried (DER), for the certificate store to check and use.
+    pub crls: Vec<Vec<u8>>,
 }
 
 /// Options for verification.
@@ -270,6 +272,15 @@ pub fn verify_cms(
             }
         }
     }
+    let crls = sd
+        .crls
+        .iter()
+        .flat_map(|set| set.0.iter())
+        .filter_map(|c| match c {
+            cms::revocation::RevocationInfoChoice::Crl(list) => list.to_der().ok(),
+            _ => None,
+        })
+        .collect();
     let signers = sd
         .signer_infos
         .0
@@ -289,6 +300,7 @@ pub fn verify_cms(
         content: encapsulated,
         signers,
         certificates,
+        crls,
     })
 }
 
