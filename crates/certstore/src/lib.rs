@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 mod constraints;
+pub mod ocsp;
 pub mod revocation;
 
 use std::path::{Path, PathBuf};
@@ -299,6 +300,26 @@ impl CertStore {
                 if !out.contains(&u) {
                     out.push(u);
                 }
+            }
+        }
+        out
+    }
+
+    /// Certificates whose revocation status is unknown from CRLs but whose chain names an OCSP
+    /// responder: (certificate, its issuer, responder URL), for the fetcher to ask.
+    pub fn ocsp_candidates(&self, at: SystemTime) -> Vec<(Cert, Cert, String)> {
+        let mut out = Vec::new();
+        for c in self.certs.iter().chain(&self.intermediates) {
+            let urls = revocation::ocsp_urls(c);
+            if urls.is_empty() {
+                continue;
+            }
+            let Ok(path) = self.build_path(c, &[], at) else {
+                continue;
+            };
+            let Some(issuer) = path.get(1) else { continue };
+            if matches!(self.revocation.status(c, issuer, at), Status::Unknown(_)) {
+                out.push((c.clone(), issuer.clone(), urls[0].clone()));
             }
         }
         out

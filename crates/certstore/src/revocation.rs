@@ -256,7 +256,8 @@ impl Crl {
     }
 }
 
-fn reason_name(r: CrlReason) -> String {
+/// The RFC 5280 name of a CRL reason code.
+pub fn reason_name(r: CrlReason) -> String {
     match r {
         CrlReason::Unspecified => "unspecified",
         CrlReason::KeyCompromise => "keyCompromise",

@@ -141,8 +141,68 @@ impl Fetcher {
             .collect()
     }
 
-    /// One round: fetches every due CRL. Returns (fetched, failed).
+    /// Asks OCSP responders about the certificates whose status the CRLs leave unknown (the
+    /// second source). Returns (answered, failed).
+    fn refresh_ocsp(&self) -> (usize, usize) {
+        let now = SystemTime::now();
+        let candidates = self
+            .store
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .ocsp_candidates(now);
+        let (mut ok, mut failed) = (0, 0);
+        for (cert, issuer, url) in candidates {
+            let key = format!(
+                "ocsp {url} {}",
+                hex(cert.parsed().tbs_certificate().serial_number().as_bytes())
+            );
+            {
+                let urls = self.urls.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(s) = urls.get(&key) {
+                    let pause = FIRST_BACKOFF
+                        .saturating_mul(1 << s.failures.min(6))
+                        .min(MAX_BACKOFF);
+                    if s.failures > 0 && s.last_attempt.is_some_and(|t| now < t + pause) {
+                        continue;
+                    }
+                }
+            }
+            let answer = certstore::ocsp::request(&cert, &issuer)
+                .and_then(|req| post_ocsp(&url, &req, self.timeout))
+                .and_then(|resp| certstore::ocsp::read_response(&resp, &cert, &issuer, now));
+            let mut urls = self.urls.lock().unwrap_or_else(|e| e.into_inner());
+            let state = urls.entry(key).or_default();
+            state.last_attempt = Some(now);
+            match answer {
+                Ok(a) => {
+                    ok += 1;
+                    state.failures = 0;
+                    tracing::info!(url = %url, subject = %cert.subject(), status = ?a.status, "OCSP answer");
+                    self.store
+                        .read()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .revocation()
+                        .add_ocsp(&cert, &issuer, a);
+                }
+                Err(e) => {
+                    failed += 1;
+                    state.failures = state.failures.saturating_add(1);
+                    tracing::warn!(url = %url, subject = %cert.subject(), "OCSP query failed: {e}");
+                }
+            }
+        }
+        (ok, failed)
+    }
+
+    /// One round: fetches every due CRL, then asks OCSP about what is still unknown. Returns
+    /// (fetched, failed).
     pub fn refresh(&self) -> (usize, usize) {
+        let (ok, failed) = self.refresh_crls();
+        let (o, f) = self.refresh_ocsp();
+        (ok + o, failed + f)
+    }
+
+    fn refresh_crls(&self) -> (usize, usize) {
         let (mut ok, mut failed) = (0, 0);
         for url in self.due_urls() {
             match fetch(&url, self.timeout).and_then(|data| {
@@ -253,6 +313,31 @@ fn files_of(p: &Path) -> Vec<PathBuf> {
     } else {
         vec![p.to_path_buf()]
     }
+}
+
+/// POSTs an OCSP request (RFC 6960 appendix A) with one deadline and a size limit.
+fn post_ocsp(url: &str, request: &[u8], timeout: Duration) -> Result<Vec<u8>, String> {
+    if !url.starts_with("http://") {
+        return Err("only http:// OCSP responders are asked".into());
+    }
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut resp = agent
+        .post(url)
+        .header("Content-Type", "application/ocsp-request")
+        .send(request)
+        .map_err(|e| format!("HTTP request failed: {e}"))?;
+    if resp.status() != 200 {
+        return Err(format!("the responder answered HTTP {}", resp.status()));
+    }
+    resp.body_mut()
+        .with_config()
+        .limit(certstore::ocsp::MAX_OCSP_SIZE as u64)
+        .read_to_vec()
+        .map_err(|e| format!("reading the OCSP answer failed: {e}"))
 }
 
 /// GETs a CRL over plain HTTP with one deadline for the whole exchange and a size limit.

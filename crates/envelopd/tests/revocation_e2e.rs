@@ -306,3 +306,133 @@ fn fetch_failures_follow_the_policy_and_never_hold_up_a_session() {
         assert!(last_reply(&strict.send("revoked@praxis.example").0).contains("550"));
     }
 }
+
+/// OCSP as the second source: leaves without a CRL distribution point but with an OCSP
+/// responder (`openssl ocsp`, signed by the issuing CA) in their AIA. A responder signing with
+/// another CA's key is not believed.
+#[test]
+fn ocsp_answers_from_openssl_decide_when_there_is_no_crl() {
+    let http_dir = tempfile::tempdir().unwrap();
+    let (http_port, ocsp_port, rogue_port) = (free_port(), free_port(), free_port());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/crl_server.py");
+    let _http = Proc(
+        Command::new("python3")
+            .arg(script)
+            .arg(http_port.to_string())
+            .arg(http_dir.path())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pki = testkit::Pki::new();
+    let root = pki.root("Praxis Root CA");
+    let inter = pki.issue(
+        "Praxis Mail CA",
+        "2048",
+        &format!("basicConstraints=critical,CA:TRUE,pathlen:0\nkeyUsage=critical,keyCertSign,cRLSign\ncrlDistributionPoints=URI:http://127.0.0.1:{http_port}/root.crl\n"),
+        &root,
+    );
+    der_crl(
+        &pki.crl("root", &root, &[], None),
+        &http_dir.path().join("root.crl"),
+    );
+    let certs = pki.dir().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    std::fs::copy(&inter.1, certs.join("mail-ca.pem")).unwrap();
+    for (who, port) in [
+        ("good", ocsp_port),
+        ("revoked", ocsp_port),
+        ("rogue", rogue_port),
+    ] {
+        let (_, crt) = pki.issue(
+            who,
+            "2048",
+            &format!("{LEAF}subjectAltName=email:{who}@praxis.example\nauthorityInfoAccess=OCSP;URI:http://127.0.0.1:{port}/\n"),
+            &inter,
+        );
+        std::fs::copy(crt, certs.join(format!("{who}.pem"))).unwrap();
+    }
+    let index = pki.ca_index(
+        "mail-ca",
+        &inter,
+        &[&pki.p("good.crt"), &pki.p("rogue.crt")],
+        &[(&pki.p("revoked.crt"), "keyCompromise")],
+    );
+    // `openssl ocsp` serves one connection at a time and hangs on one that closes without a
+    // request, so readiness is read from its log instead of probing the port.
+    let responder = |port: u16, signer: &(String, String)| {
+        let log = pki.dir().join(format!("ocsp-{port}.log"));
+        let p = Proc(
+            Command::new("openssl")
+                .args(["ocsp", "-index", &index, "-port", &port.to_string()])
+                .args(["-rsigner", &signer.1, "-rkey", &signer.0, "-CA", &inter.1])
+                .args(["-ndays", "1"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        let start = Instant::now();
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("waiting for OCSP client connections")
+        {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "openssl ocsp did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        p
+    };
+    let _ocsp = responder(ocsp_port, &inter);
+    // The rogue responder signs with a key the mail CA never authorised.
+    let stranger = pki.root("Stranger CA");
+    let _rogue = responder(rogue_port, &stranger);
+
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("dump")).unwrap();
+    let (listen, upstream) = (free_port(), free_port());
+    std::fs::write(
+        d.join("proxy.toml"),
+        format!(
+            "[smtp]\nlisten = \"127.0.0.1:{listen}\"\n\
+             [upstream.smtp]\nhost = \"127.0.0.1\"\nport = {upstream}\ntls = \"none\"\n\
+             [certificates]\nanchors = [\"{}\"]\nrecipients = \"{}\"\n\
+             revocation = \"require\"\ncrl_timeout = 3\ncrl_interval = 1\n\
+             [policy]\nfallback = \"refuse\"\n",
+            root.1,
+            certs.display(),
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon {
+        _sink: smtp_sink(&d.join("dump"), upstream, &[]),
+        proc: Some(common::run_envelopd(
+            &d.join("proxy.toml"),
+            &d.join("envelopd.log"),
+        )),
+        dir,
+        listen,
+    };
+    wait_for(listen);
+    daemon.wait_log("OCSP answer", 2);
+    daemon.wait_log("not signed by the issuing CA", 1);
+    let (t, _) = daemon.send("good@praxis.example");
+    assert!(last_reply(&t).contains("250"), "{t}\n{}", daemon.log());
+    assert!(daemon.stored()[0].contains("application/pkcs7-mime"));
+    let (t, _) = daemon.send("revoked@praxis.example");
+    let reply = last_reply(&t);
+    assert!(
+        reply.contains("550") && reply.contains("revoked on") && reply.contains("keyCompromise"),
+        "{t}"
+    );
+    let (t, _) = daemon.send("rogue@praxis.example");
+    let reply = last_reply(&t);
+    assert!(
+        reply.contains("550") && reply.contains("revocation status unknown"),
+        "{t}"
+    );
+}

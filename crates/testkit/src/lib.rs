@@ -307,4 +307,47 @@ impl Pki {
         ]);
         (key, crt)
     }
+
+    /// An `openssl ca` database for `ca` in which `valid` certificates are listed as valid and
+    /// `revoked` ones (path, reason) as revoked, for `openssl ocsp -index`; returns its path.
+    pub fn ca_index(
+        &self,
+        name: &str,
+        ca: &(String, String),
+        valid: &[&str],
+        revoked: &[(&str, &str)],
+    ) -> String {
+        let db = self.p(&format!("{name}.db"));
+        std::fs::create_dir_all(&db).unwrap();
+        let index = format!("{db}/index.txt");
+        std::fs::write(&index, "").unwrap();
+        std::fs::write(format!("{db}/crlnumber"), "01\n").unwrap();
+        let cnf = self.write(
+            &format!("{name}.ca.cnf"),
+            &format!(
+                "[ca]\ndefault_ca=d\n[d]\ndatabase={index}\ncrlnumber={db}/crlnumber\ndefault_md=sha256\ndefault_crl_days=7\nunique_subject=no\n"
+            ),
+        );
+        for crt in valid {
+            openssl_ok(&[
+                "ca", "-config", &cnf, "-keyfile", &ca.0, "-cert", &ca.1, "-valid", crt,
+            ]);
+        }
+        for (crt, reason) in revoked {
+            openssl_ok(&[
+                "ca",
+                "-config",
+                &cnf,
+                "-keyfile",
+                &ca.0,
+                "-cert",
+                &ca.1,
+                "-revoke",
+                crt,
+                "-crl_reason",
+                reason,
+            ]);
+        }
+        index
+    }
 }
