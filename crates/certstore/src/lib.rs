@@ -138,6 +138,9 @@ pub struct CertStore {
     verified: SignatureCache,
     /// SMIMECapabilities learnt from verified signed mail, by lower-case address.
     capabilities: std::collections::HashMap<String, Vec<String>>,
+    /// The certificate a correspondent asked to be encrypted to (SMIMEEncryptionKeyPreference
+    /// in verified signed mail), by lower-case address.
+    preferred: std::collections::HashMap<String, Cert>,
     /// CRLs and OCSP answers, shared with the fetcher that keeps them current.
     revocation: Arc<Revocation>,
     revocation_mode: RevocationMode,
@@ -259,6 +262,11 @@ impl CertStore {
             .is_some_and(|caps| caps.iter().any(|c| GCM_OIDS.contains(&c.as_str())))
     }
 
+    /// Records the certificate `address` asked to be encrypted to (from a verified signature).
+    pub fn set_preferred(&mut self, address: &str, cert: Cert) {
+        self.preferred.insert(address.to_ascii_lowercase(), cert);
+    }
+
     /// Adds a certificate learnt from verified mail, if it is new; true when it was.
     pub fn learn(&mut self, cert: Cert) -> bool {
         if self.certs.contains(&cert) {
@@ -345,8 +353,11 @@ impl CertStore {
         (n, errors)
     }
 
-    /// The best certificate to encrypt to `address` at `at`: among the valid ones, the one that
-    /// stays valid longest. Without a valid one, the reason why the most recent candidate fails.
+    /// The best certificate to encrypt to `address` at `at`: the one its owner asked for in
+    /// verified signed mail (SMIMEEncryptionKeyPreference) if it is valid, otherwise the newest
+    /// valid one (latest notBefore: a renewal replaces the old certificate at once, a
+    /// signing-only certificate never qualifies). Without a valid one, the reason why the newest
+    /// candidate fails.
     pub fn encryption_cert(&self, address: &str, at: SystemTime) -> Result<Cert, Rejection> {
         let mut candidates: Vec<&Cert> = self
             .certs
@@ -365,7 +376,12 @@ impl CertStore {
                 .map(|c| wrong_address(c, address))
                 .unwrap_or_else(|| Rejection::NoCertificate(address.to_string())));
         }
-        candidates.sort_by_key(|c| std::cmp::Reverse(c.validity().1));
+        if let Some(p) = self.preferred.get(&address.to_ascii_lowercase()) {
+            if self.validate(p, Purpose::Encrypt, address, &[], at).is_ok() {
+                return Ok(p.clone());
+            }
+        }
+        candidates.sort_by_key(|c| std::cmp::Reverse((c.validity().0, c.validity().1)));
         let mut first_problem = None;
         for c in candidates {
             match self.validate(c, Purpose::Encrypt, address, &[], at) {

@@ -48,6 +48,9 @@ pub struct Presentation {
     pub harvest: Vec<(String, smime::Cert)>,
     /// What the sender's client announced (SMIMECapabilities OIDs), from a valid signature.
     pub capabilities: Vec<(String, Vec<String>)>,
+    /// The certificate the sender asked to be encrypted to (SMIMEEncryptionKeyPreference), from
+    /// a valid signature, when it is among `harvest`.
+    pub preferred: Vec<(String, smime::Cert)>,
 }
 
 /// True when the stored message needs a presentation of its own: its outermost layer is S/MIME,
@@ -82,6 +85,7 @@ pub fn present(
     let mut parts: Vec<String> = Vec::new();
     let mut harvest = Vec::new();
     let mut capabilities = Vec::new();
+    let mut preferred = Vec::new();
     let mut protected_headers = false;
     let (inner, signature) = match smime::open(stored, keys, &opts) {
         Ok(opened) => {
@@ -93,6 +97,20 @@ pub fn present(
                     Layer::Encrypted(cipher) => decrypted = Some(*cipher),
                     Layer::Signed(v) => {
                         signature = signature_status(v, store, at, &mut harvest, &mut capabilities);
+                        if signature.starts_with("signature=valid") {
+                            let pref = v
+                                .signers
+                                .first()
+                                .and_then(|s| s.encryption_key_preference.as_ref());
+                            if let Some(isn) = pref {
+                                preferred.extend(
+                                    harvest
+                                        .iter()
+                                        .filter(|(_, c)| c.matches_issuer_serial(isn))
+                                        .cloned(),
+                                );
+                            }
+                        }
                     }
                 }
             }
@@ -143,6 +161,7 @@ pub fn present(
         status,
         harvest,
         capabilities,
+        preferred,
     }
 }
 

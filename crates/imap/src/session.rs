@@ -1119,6 +1119,9 @@ impl Session {
         for (address, caps) in &p.capabilities {
             store.set_capabilities(address, caps.clone());
         }
+        for (address, cert) in &p.preferred {
+            store.set_preferred(address, cert.clone());
+        }
         for (address, cert) in &p.harvest {
             if store.learn(cert.clone()) {
                 tracing::info!(%address, subject = %cert.subject(), "learnt an encryption certificate from verified signed mail");
@@ -1289,6 +1292,7 @@ mod tests {
                 status: String::new(),
                 harvest: Vec::new(),
                 capabilities: Vec::new(),
+                preferred: Vec::new(),
             })
         };
         let k = |uid| ("u".to_string(), "INBOX".to_string(), 1, uid);

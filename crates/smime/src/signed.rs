@@ -181,6 +181,9 @@ pub struct SignerReport {
     pub capabilities: Vec<String>,
     /// Whether the SignerInfo carried signed attributes (S/MIME requires them for mail).
     pub signed_attributes: bool,
+    /// The certificate the signer asked to be encrypted to (SMIMEEncryptionKeyPreference,
+    /// issuerAndSerialNumber form), if any.
+    pub encryption_key_preference: Option<cms::cert::IssuerAndSerialNumber>,
     /// None when the signer is valid; otherwise why not.
     pub problem: Option<String>,
 }
@@ -375,6 +378,7 @@ fn verify_signer(
         digest: alg::name(&si.digest_alg.oid),
         capabilities: Vec::new(),
         signed_attributes: si.signed_attrs.is_some(),
+        encryption_key_preference: None,
         problem: None,
     };
     if let Some(attrs) = &si.signed_attrs {
@@ -386,6 +390,26 @@ fn verify_signer(
                 if let Ok(caps) = v.decode_as::<Vec<AlgorithmIdentifierOwned>>() {
                     report.capabilities = caps.iter().map(|c| c.oid.to_string()).collect();
                 }
+            } else if a.oid == alg::ID_ENCRYPTION_KEY_PREFERENCE
+                && der::Tagged::tag(v)
+                    == (der::Tag::ContextSpecific {
+                        constructed: true,
+                        number: der::TagNumber(0),
+                    })
+            {
+                // [0] IMPLICIT IssuerAndSerialNumber: the SEQUENCE's contents under another tag.
+                let mut seq = vec![0x30];
+                let len = v.value().len();
+                if len < 128 {
+                    seq.push(len as u8);
+                } else if len < 256 {
+                    seq.extend_from_slice(&[0x81, len as u8]);
+                } else {
+                    seq.extend_from_slice(&[0x82, (len >> 8) as u8, len as u8]);
+                }
+                seq.extend_from_slice(v.value());
+                report.encryption_key_preference =
+                    cms::cert::IssuerAndSerialNumber::from_der(&seq).ok();
             }
         }
     }

@@ -1,0 +1,76 @@
+//! Which certificate is used when an address has several: the one its owner asked for in a
+//! verified signature (SMIMEEncryptionKeyPreference) if valid, else the newest valid one.
+
+use std::path::Path;
+use std::time::SystemTime;
+
+use certstore::CertStore;
+
+const LEAF: &str = "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=emailProtection\nsubjectAltName=email:alice@praxis.example\n";
+
+fn cert(path: &str) -> smime::Cert {
+    smime::parse_certificates(&std::fs::read(path).unwrap())
+        .unwrap()
+        .remove(0)
+}
+
+#[test]
+fn newest_valid_wins_unless_the_owner_prefers_another() {
+    let pki = testkit::Pki::new();
+    let root = pki.root("Root");
+    // Older but longer-lived, newer but shorter-lived, and an expired one.
+    let (_, old) = pki.issue_dated("old", LEAF, &root, "20260101000000Z", "20291231000000Z");
+    let (_, new) = pki.issue_dated("new", LEAF, &root, "20260601000000Z", "20280101000000Z");
+    let (_, gone) = pki.issue_dated("gone", LEAF, &root, "20200101000000Z", "20210101000000Z");
+    let mut store = CertStore::new();
+    store.load_anchors(Path::new(&root.1)).unwrap();
+    for c in [&old, &new, &gone] {
+        store.add_cert(cert(c));
+    }
+    let now = SystemTime::now();
+    let chosen = store.encryption_cert("alice@praxis.example", now).unwrap();
+    assert_eq!(chosen.subject(), "CN=new");
+    store.set_preferred("Alice@praxis.example", cert(&old));
+    let chosen = store.encryption_cert("alice@praxis.example", now).unwrap();
+    assert_eq!(chosen.subject(), "CN=old", "the owner's preference wins");
+    // A preference for a certificate that is no longer valid is not followed.
+    store.set_preferred("alice@praxis.example", cert(&gone));
+    let chosen = store.encryption_cert("alice@praxis.example", now).unwrap();
+    assert_eq!(chosen.subject(), "CN=new");
+}
+
+#[test]
+fn the_encryption_key_preference_survives_signing_and_verifying() {
+    let v = testkit::vectors().join("rfc9216");
+    let read = |n: &str| std::fs::read(v.join(n)).unwrap();
+    let id = smime::Identity::new(
+        smime::PrivateKey::load(&read("alice.sign.key"), None).unwrap(),
+        smime::parse_certificates(&read("alice.sign.crt")).unwrap(),
+    )
+    .unwrap();
+    let enc = smime::parse_certificates(&read("alice.encrypt.crt"))
+        .unwrap()
+        .remove(0);
+    let opts = smime::SignOptions {
+        digest: None,
+        rsa_padding: smime::RsaPadding::Pkcs1v15,
+        signing_time: SystemTime::now(),
+        encryption_cert: Some(enc.clone()),
+    };
+    let msg = b"From: alice@smime.example\r\nSubject: x\r\n\r\nhi\r\n";
+    let signed = smime::sign(msg, &id, &opts).unwrap();
+    let verified = smime::verify(
+        &signed,
+        &smime::VerifyOptions {
+            anchors: smime::parse_certificates(&read("ca.rsa.crt")).unwrap(),
+            at: SystemTime::now(),
+        },
+    )
+    .unwrap();
+    let pref = verified.signers[0]
+        .encryption_key_preference
+        .as_ref()
+        .expect("the preference is read back");
+    assert!(enc.matches_issuer_serial(pref));
+    assert!(!id.cert.matches_issuer_serial(pref));
+}
