@@ -8,8 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export PATH="$PATH:/usr/sbin"
-for tool in openssl gpgsm cmsutil certutil pk12util smtp-sink postfix dovecot swaks curl msmtp python3 mbsync fetchmail s-nail; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: run .ci/run once, or apt-get install openssl gpgsm libnss3-tools postfix dovecot-imapd swaks curl msmtp python3 isync fetchmail s-nail" >&2; exit 1; }
+for tool in openssl gpgsm cmsutil certutil pk12util smtp-sink postfix dovecot swaks curl msmtp python3 mbsync fetchmail s-nail slapd slapadd; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: run .ci/run once, or apt-get install openssl gpgsm libnss3-tools postfix dovecot-imapd swaks curl msmtp python3 isync fetchmail s-nail slapd ldap-utils" >&2; exit 1; }
 done
 if [ ! -d "${ENVELOPD_VECTORS:-../shared/vectors}" ]; then
   echo "test vectors not found: put shared/ beside the checkout or set ENVELOPD_VECTORS" >&2; exit 1

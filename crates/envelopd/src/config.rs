@@ -28,6 +28,33 @@ pub struct Config {
     /// What to do when not every recipient has a certificate.
     #[serde(default)]
     pub policy: PolicySection,
+    /// LDAP directories asked for recipient certificates envelopd does not have.
+    #[serde(default, rename = "directory")]
+    pub directories: Vec<DirectoryConfig>,
+}
+
+/// One LDAP directory.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectoryConfig {
+    /// `ldap://host:port`.
+    pub url: String,
+    /// The base DN searched (subtree).
+    pub base: String,
+    /// The search filter; `{address}` is the recipient address.
+    #[serde(default = "default_directory_filter")]
+    pub filter: String,
+    /// Deadline for one lookup, in seconds.
+    #[serde(default = "default_directory_timeout")]
+    pub timeout: u64,
+}
+
+fn default_directory_filter() -> String {
+    "(mail={address})".into()
+}
+
+fn default_directory_timeout() -> u64 {
+    5
 }
 
 /// The client-facing SMTP listener.
@@ -226,6 +253,20 @@ pub struct Certificates {
     /// only before its nextUpdate, or after a failure with growing pauses).
     #[serde(default = "default_crl_interval")]
     pub crl_interval: u64,
+    /// How long a certificate found in a directory is used before asking again, in seconds.
+    #[serde(default = "default_directory_ttl")]
+    pub directory_ttl: u64,
+    /// How long "not in the directory" is remembered, in seconds.
+    #[serde(default = "default_directory_negative_ttl")]
+    pub directory_negative_ttl: u64,
+}
+
+fn default_directory_ttl() -> u64 {
+    86400
+}
+
+fn default_directory_negative_ttl() -> u64 {
+    3600
 }
 
 fn default_crl_timeout() -> u64 {

@@ -82,6 +82,7 @@ pub fn run(cfg: Config) -> Result<()> {
         identities,
         policy: cfg.policy.to_policy(),
         header_protection: cfg.policy.header_protection(),
+        directory: directories(&cfg),
         max_size: cfg.smtp.max_message_size,
         max_recipients: 1000,
         timeouts: cfg.upstream.smtp.timeouts(),
@@ -154,6 +155,28 @@ pub struct Loaded {
     pub decryption_keys: Vec<smime::Identity>,
     /// Own encryption certificates with the logins and addresses they belong to.
     pub own_certs: Vec<(Vec<String>, smime::Cert)>,
+}
+
+/// The configured LDAP directories, if any.
+pub fn directories(cfg: &Config) -> Option<Arc<directory::Directories>> {
+    if cfg.directories.is_empty() {
+        return None;
+    }
+    let dirs = cfg
+        .directories
+        .iter()
+        .map(|d| directory::Directory {
+            url: d.url.clone(),
+            base: d.base.clone(),
+            filter: d.filter.clone(),
+            timeout: Duration::from_secs(d.timeout.max(1)),
+        })
+        .collect();
+    Some(Arc::new(directory::Directories::new(
+        dirs,
+        Duration::from_secs(cfg.certificates.directory_ttl),
+        Duration::from_secs(cfg.certificates.directory_negative_ttl),
+    )))
 }
 
 /// Days before expiry from which the practice's own certificates are warned about (daily).

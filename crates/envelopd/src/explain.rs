@@ -28,6 +28,21 @@ pub fn explain(cfg: &Config, q: &Question, at: SystemTime) -> Result<(String, se
     let mut loaded = crate::daemon::load(cfg)?;
     // The CRLs held locally (files, the daemon's cache): explain does not go online.
     loaded.store = crate::revocation::with_local_crls(&cfg.certificates, loaded.store).0;
+    let recipients_all: Vec<String> = q.to.iter().chain(&q.cc).chain(&q.bcc).cloned().collect();
+    // Recipients without a certificate are looked up in the directories, as the daemon does.
+    if let Some(dirs) = crate::daemon::directories(cfg) {
+        let shared = std::sync::Arc::new(std::sync::RwLock::new(std::mem::take(&mut loaded.store)));
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(smtp::session::complete_from_directory(
+                &shared,
+                dirs,
+                &recipients_all,
+                at,
+            ));
+        loaded.store = std::mem::take(&mut *shared.write().unwrap_or_else(|e| e.into_inner()));
+    }
     let store = &loaded.store;
     let mut header = format!("From: {}\r\n", q.from);
     if !q.to.is_empty() {

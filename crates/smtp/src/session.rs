@@ -82,6 +82,8 @@ pub struct Context {
     pub policy: PolicyConfig,
     /// Header protection (RFC 9788) for signed and encrypted copies.
     pub header_protection: crate::outgoing::HeaderProtection,
+    /// LDAP directories asked for recipients without a usable certificate (with deadlines).
+    pub directory: Option<Arc<directory::Directories>>,
     /// The largest message accepted (bytes), unless the provider announces less.
     pub max_size: usize,
     /// The most recipients per message.
@@ -90,6 +92,48 @@ pub struct Context {
     pub timeouts: Timeouts,
     /// How long a client may be silent.
     pub client_timeout: Duration,
+}
+
+/// Asks the directories (in parallel, each with its deadline) for every recipient without a
+/// usable certificate, and keeps what validates for that recipient.
+pub async fn complete_from_directory(
+    store: &Arc<std::sync::RwLock<CertStore>>,
+    dir: Arc<directory::Directories>,
+    rcpts: &[String],
+    now: SystemTime,
+) {
+    let missing: Vec<String> = {
+        let s = store.read().unwrap_or_else(|e| e.into_inner());
+        rcpts
+            .iter()
+            .filter(|r| s.encryption_cert(r, now).is_err())
+            .cloned()
+            .collect()
+    };
+    let mut lookups = tokio::task::JoinSet::new();
+    for r in missing {
+        let dir = dir.clone();
+        lookups.spawn(async move {
+            let certs = dir.lookup(&r).await;
+            (r, certs)
+        });
+    }
+    while let Some(Ok((address, certs))) = lookups.join_next().await {
+        if certs.is_empty() {
+            continue;
+        }
+        let mut s = store.write().unwrap_or_else(|e| e.into_inner());
+        for c in certs {
+            match s.validate(&c, certstore::Purpose::Encrypt, &address, &[], now) {
+                Ok(_) => {
+                    if s.learn(c.clone()) {
+                        tracing::info!(%address, subject = %c.subject(), "using a certificate from the directory");
+                    }
+                }
+                Err(e) => tracing::info!(%address, "directory certificate not usable: {e}"),
+            }
+        }
+    }
 }
 
 /// The identity whose addresses include `address`.
@@ -866,6 +910,9 @@ impl Session {
         let params = self.mail_params.clone();
         let facts = MessageFacts::from_message(&message, rcpts.clone());
         let now = SystemTime::now();
+        if let Some(dir) = self.ctx.directory.clone() {
+            complete_from_directory(&self.ctx.store, dir, &rcpts, now).await;
+        }
         // Decided and transformed under the store's read lock, released before any network wait.
         let prepared = {
             let store = self.ctx.store.read().unwrap_or_else(|e| e.into_inner());
