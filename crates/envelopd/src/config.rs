@@ -554,6 +554,12 @@ impl Config {
         {
             fix(p);
         }
+        // The IMAP listener's TLS files too (they were taken relative to the working directory).
+        if let Some(i) = self.imap.as_mut() {
+            for p in [&mut i.cert, &mut i.key].into_iter().flatten() {
+                fix(p);
+            }
+        }
         for id in &mut self.identities {
             for p in [
                 &mut id.pkcs12,

@@ -65,6 +65,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// TLS material for the listeners.
+    #[command(subcommand)]
+    Tls(TlsCommand),
     /// The practice's own keys: import (there is no export).
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -79,6 +82,25 @@ enum Command {
         /// Do not try to connect to the provider.
         #[arg(long)]
         no_connect: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TlsCommand {
+    /// Create a self-signed certificate and key for a first setup of the LAN listeners.
+    Selfsigned {
+        /// Host name or IP address mail programs connect to (repeatable).
+        #[arg(long = "name", required = true)]
+        names: Vec<String>,
+        /// Where to write the certificate (PEM).
+        #[arg(long, default_value = "tls/envelopd.crt")]
+        cert: PathBuf,
+        /// Where to write the private key (PEM, mode 0600).
+        #[arg(long, default_value = "tls/envelopd.key")]
+        key: PathBuf,
+        /// Validity in days.
+        #[arg(long, default_value_t = 825)]
+        days: u32,
     },
 }
 
@@ -358,6 +380,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         Command::Certs(c) => return run_certs(c),
+        Command::Tls(TlsCommand::Selfsigned {
+            names,
+            cert,
+            key,
+            days,
+        }) => {
+            for p in [&cert, &key] {
+                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                }
+            }
+            print!("{}", tls::selfsigned(&names, &cert, &key, days)?);
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Keys(KeysCommand::Import {
             config,
             file,

@@ -77,3 +77,62 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig
         .context("the listener's certificate and key do not match or are unusable")?;
     Ok(Arc::new(config))
 }
+
+/// `envelopd tls selfsigned`: a self-signed ECDSA P-256 certificate for the listeners of a first
+/// setup, for `names` (host names or IP addresses), valid `days`. The key is written mode 0600
+/// and never overwritten. Returns what to tell the user (paths, SHA-256 fingerprint).
+pub fn selfsigned(names: &[String], cert_out: &Path, key_out: &Path, days: u32) -> Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    anyhow::ensure!(
+        !names.is_empty(),
+        "name the host (--name praxis-server.local, or an IP address)"
+    );
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| anyhow::anyhow!("generating the key: {e}"))?;
+    let mut params = rcgen::CertificateParams::new(names.to_vec())
+        .map_err(|e| anyhow::anyhow!("invalid name: {e}"))?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, names[0].clone());
+    let now = std::time::SystemTime::now();
+    params.not_before = now.into();
+    params.not_after = (now + std::time::Duration::from_secs(u64::from(days) * 86400)).into();
+    let cert = params
+        .self_signed(&key)
+        .map_err(|e| anyhow::anyhow!("signing the certificate: {e}"))?;
+    let key_pem = zeroize::Zeroizing::new(key.serialize_pem());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(key_out)
+        .with_context(|| format!("{} exists already (not overwritten)", key_out.display()))?;
+    f.write_all(key_pem.as_bytes())?;
+    let mut c = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .open(cert_out)
+        .with_context(|| format!("{} exists already (not overwritten)", cert_out.display()))?;
+    c.write_all(cert.pem().as_bytes())?;
+    let fp = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert.der());
+    let fp: Vec<String> = fp.as_ref().iter().map(|b| format!("{b:02X}")).collect();
+    Ok(format!(
+        "wrote {} and {} (key mode 0600), valid {days} days for {}
+         SHA-256 fingerprint (compare it when a mail program asks to trust the certificate):
+  {}
+         use it in proxy.toml, e.g.
+  [smtp]
+  tls = \"starttls\"
+  cert = \"{}\"
+  key = \"{}\"
+",
+        cert_out.display(),
+        key_out.display(),
+        names.join(", "),
+        fp.join(":"),
+        cert_out.display(),
+        key_out.display()
+    ))
+}
