@@ -392,6 +392,7 @@ fn probe_imap(cfg: &Config) -> Result<String, String> {
         .map_err(|e| format!("{e:#}"))?
         .ok_or("no [upstream.imap]")?;
     let ctx = imap::session::ImapContext {
+        limits: smtp::conn::Limits::default(),
         upstream: target,
         keys: Vec::new(),
         store: std::sync::Arc::new(std::sync::RwLock::new(certstore::CertStore::new())),

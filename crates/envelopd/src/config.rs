@@ -77,6 +77,20 @@ pub struct SmtpListener {
     /// The largest message accepted, in bytes (less if the provider's limit leaves less room).
     #[serde(default = "default_max_size")]
     pub max_message_size: usize,
+    /// Open connections at most (further ones get 421 and are closed).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Open connections at most from one IP address.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+}
+
+fn default_max_connections() -> usize {
+    1000
+}
+
+fn default_max_connections_per_ip() -> usize {
+    100
 }
 
 fn default_max_size() -> usize {
@@ -96,6 +110,8 @@ impl Default for SmtpListener {
             key: None,
             require_auth: false,
             max_message_size: default_max_size(),
+            max_connections: default_max_connections(),
+            max_connections_per_ip: default_max_connections_per_ip(),
         }
     }
 }
@@ -128,6 +144,12 @@ pub struct ImapListener {
     /// Decrypted messages kept in memory, in MiB (never written to disk).
     #[serde(default = "default_cache_mb")]
     pub cache_mb: usize,
+    /// Open connections at most (further ones get `* BYE` and are closed).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Open connections at most from one IP address.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
     /// Store plaintext the mail program appends to Sent or Drafts encrypted to the own
     /// certificate, so the provider never holds a plaintext copy of what went out encrypted.
     #[serde(default = "yes")]

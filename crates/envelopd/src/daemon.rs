@@ -43,6 +43,11 @@ pub fn run(cfg: Config) -> Result<()> {
             Some((
                 l.listen,
                 Arc::new(imap::session::ImapContext {
+                    limits: smtp::conn::Limits {
+                        total: l.max_connections.max(1),
+                        per_ip: l.max_connections_per_ip.max(1),
+                        refusal: None,
+                    },
                     upstream: target,
                     keys: decryption_keys,
                     store: store.clone(),
@@ -83,6 +88,11 @@ pub fn run(cfg: Config) -> Result<()> {
         policy: cfg.policy.to_policy(),
         header_protection: cfg.policy.header_protection(),
         directory: directories(&cfg),
+        limits: smtp::conn::Limits {
+            total: cfg.smtp.max_connections.max(1),
+            per_ip: cfg.smtp.max_connections_per_ip.max(1),
+            refusal: None,
+        },
         max_size: cfg.smtp.max_message_size,
         max_recipients: 1000,
         timeouts: cfg.upstream.smtp.timeouts(),

@@ -106,6 +106,8 @@ pub struct ImapContext {
     pub own_certs: Vec<(Vec<String>, smime::Cert)>,
     /// Mailbox names (last hierarchy level, any case) whose appended mail is encrypted.
     pub encrypt_appends_to: Vec<String>,
+    /// Connection limits of the listener.
+    pub limits: smtp::conn::Limits,
     /// Header protection for those copies (RFC 9788; the Subject hidden from the server).
     pub header_protection: smime::Protection,
     /// TLS offered to mail programs (STARTTLS or implicit), if configured.
@@ -145,11 +147,17 @@ pub async fn serve(
     ctx: Arc<ImapContext>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let limits = smtp::conn::Limits {
+        refusal: (!ctx.client_tls.as_ref().is_some_and(|t| t.implicit))
+            .then_some(&b"* BYE envelopd: too many connections, try again later\r\n"[..]),
+        ..ctx.limits.clone()
+    };
     smtp::conn::serve_connections(
         listener,
         shutdown,
         "imap",
         Duration::ZERO,
+        limits,
         |stream, _, _| run(stream, ctx.clone()),
     )
     .await

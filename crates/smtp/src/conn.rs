@@ -3,11 +3,12 @@
 //! so the session code reads and writes the same way before and after the upgrade. Also the
 //! accept loop the SMTP and IMAP listeners share.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -79,15 +80,40 @@ impl Conn {
     }
 }
 
+/// How many connections a listener takes, and what a refused one is told.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Open connections at most, in all.
+    pub total: usize,
+    /// Open connections at most from one IP address.
+    pub per_ip: usize,
+    /// The line a refused client gets (`421 …` / `* BYE …`); none on implicit-TLS listeners,
+    /// where plaintext would only confuse the client's TLS handshake.
+    pub refusal: Option<&'static [u8]>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            total: 1000,
+            per_ip: 100,
+            refusal: None,
+        }
+    }
+}
+
 /// Accepts connections until `shutdown` turns true, one task each (`handle` gets the stream,
 /// the peer and the shutdown signal), each in a tracing span with the protocol, a session number
-/// and the peer; a broken connection ends only its own session. Then stops accepting and lets
-/// open sessions finish for at most `drain` before closing them.
+/// and the peer; a broken connection ends only its own session. Connections beyond `limits`
+/// (in all, or from one address) are told so and closed at once, so one misbehaving machine
+/// cannot take the service from the others. Then stops accepting and lets open sessions finish
+/// for at most `drain` before closing them.
 pub async fn serve_connections<F, Fut>(
     listener: TcpListener,
     mut shutdown: watch::Receiver<bool>,
     proto: &'static str,
     drain: Duration,
+    limits: Limits,
     handle: F,
 ) -> io::Result<()>
 where
@@ -97,17 +123,46 @@ where
     use tracing::Instrument;
     let mut sessions = tokio::task::JoinSet::new();
     let mut next_id: u64 = 0;
+    let per_ip: Arc<Mutex<HashMap<IpAddr, usize>>> = Arc::default();
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (stream, peer) = accepted?;
+                let (mut stream, peer) = match accepted {
+                    Ok(a) => a,
+                    // Out of file descriptors and the like: wait a moment rather than spin or
+                    // stop serving everyone.
+                    Err(e) => {
+                        tracing::warn!(proto, error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                };
+                let from_peer = {
+                    let m = per_ip.lock().unwrap_or_else(|e| e.into_inner());
+                    *m.get(&peer.ip()).unwrap_or(&0)
+                };
+                if sessions.len() >= limits.total || from_peer >= limits.per_ip {
+                    tracing::warn!(proto, %peer, open = sessions.len(), from_peer, "connection refused: too many connections");
+                    if let Some(line) = limits.refusal {
+                        sessions.spawn(async move {
+                            let _ = tokio::time::timeout(
+                                Duration::from_secs(1),
+                                tokio::io::AsyncWriteExt::write_all(&mut stream, line),
+                            )
+                            .await;
+                        });
+                    }
+                    continue;
+                }
                 // Replies are small and each waits for the next command: no Nagle delay.
                 let _ = stream.set_nodelay(true);
                 next_id += 1;
                 let span = tracing::info_span!("session", proto, id = next_id, %peer);
                 let session = handle(stream, peer, shutdown.clone());
+                let counter = PeerCount::new(per_ip.clone(), peer.ip());
                 sessions.spawn(
                     async move {
+                        let _counted = counter;
                         tracing::debug!("connected");
                         if let Err(e) = session.await {
                             tracing::info!(error = %e, "connection ended");
@@ -136,6 +191,34 @@ where
         sessions.abort_all();
     }
     Ok(())
+}
+
+/// One open connection counted against its address; uncounted when the session ends.
+struct PeerCount {
+    map: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl PeerCount {
+    fn new(map: Arc<Mutex<HashMap<IpAddr, usize>>>, ip: IpAddr) -> Self {
+        *map.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(ip)
+            .or_insert(0) += 1;
+        PeerCount { map, ip }
+    }
+}
+
+impl Drop for PeerCount {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
 }
 
 fn gone() -> io::Error {

@@ -82,6 +82,8 @@ pub struct Context {
     pub policy: PolicyConfig,
     /// Header protection (RFC 9788) for signed and encrypted copies.
     pub header_protection: crate::outgoing::HeaderProtection,
+    /// Connection limits of the listener.
+    pub limits: crate::conn::Limits,
     /// LDAP directories asked for recipients without a usable certificate (with deadlines).
     pub directory: Option<Arc<directory::Directories>>,
     /// The largest message accepted (bytes), unless the provider announces less.
@@ -225,11 +227,17 @@ pub async fn serve(
     ctx: Arc<Context>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let limits = crate::conn::Limits {
+        refusal: (!ctx.tls.as_ref().is_some_and(|t| t.implicit))
+            .then_some(&b"421 4.7.0 envelopd: too many connections, try again later\r\n"[..]),
+        ..ctx.limits.clone()
+    };
     crate::conn::serve_connections(
         listener,
         shutdown,
         "smtp",
         DRAIN_TIME,
+        limits,
         |stream, peer, stop| Session::new(Conn::Plain(stream), peer, ctx.clone(), stop).run(),
     )
     .await

@@ -1,0 +1,152 @@
+//! Connection limits: one address cannot take all connections (421 / `* BYE`), a freed slot is
+//! usable again, the sessions already open keep working; and 2,000 idle connections are held
+//! with bounded memory while a new client is still served.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use testkit::procs::{free_port, wait_for};
+
+fn line(s: &TcpStream) -> String {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut l = String::new();
+    let _ = r.read_line(&mut l);
+    l
+}
+
+/// A TCP server that accepts and then says nothing (an IMAP upstream that never greets).
+fn silent_server() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in l.incoming() {
+            held.push(c);
+        }
+    });
+    port
+}
+
+fn config(dir: &std::path::Path, extra_smtp: &str, extra_imap: &str) -> (u16, u16) {
+    let (smtp, imap, up) = (free_port(), free_port(), silent_server());
+    std::fs::write(
+        dir.join("proxy.toml"),
+        format!(
+            "[smtp]\nlisten = \"127.0.0.1:{smtp}\"\n{extra_smtp}\n[imap]\nlisten = \"127.0.0.1:{imap}\"\n{extra_imap}\n\
+             [upstream.smtp]\nhost = \"127.0.0.1\"\nport = {up}\ntls = \"none\"\n\
+             [upstream.imap]\nhost = \"127.0.0.1\"\nport = {up}\ntls = \"none\"\n\
+             [certificates]\nrevocation = \"off\"\n"
+        ),
+    )
+    .unwrap();
+    (smtp, imap)
+}
+
+#[test]
+fn one_address_cannot_take_every_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let (smtp, imap) = config(
+        dir.path(),
+        "max_connections_per_ip = 3",
+        "max_connections = 2",
+    );
+    let _e = common::run_envelopd(&dir.path().join("proxy.toml"), &dir.path().join("log"));
+    wait_for(smtp);
+    wait_for(imap);
+    // wait_for's own probe connections must be gone before counting.
+    std::thread::sleep(Duration::from_millis(300));
+    let open: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(("127.0.0.1", smtp)).unwrap())
+        .collect();
+    for s in &open {
+        assert!(line(s).starts_with("220 "));
+    }
+    let extra = TcpStream::connect(("127.0.0.1", smtp)).unwrap();
+    let refused = line(&extra);
+    assert!(
+        refused.starts_with("421 4.7.0") && refused.contains("too many connections"),
+        "{refused}"
+    );
+    // The open sessions still work.
+    let mut s = &open[0];
+    s.write_all(b"NOOP\r\n").unwrap();
+    assert!(line(s).starts_with("250"), "NOOP after the refusal");
+    // A freed slot can be used again.
+    drop(open);
+    std::thread::sleep(Duration::from_millis(300));
+    let again = TcpStream::connect(("127.0.0.1", smtp)).unwrap();
+    assert!(line(&again).starts_with("220 "));
+
+    // IMAP: the whole listener takes two (their upstream never greets, so they stay open).
+    let a = TcpStream::connect(("127.0.0.1", imap)).unwrap();
+    let b = TcpStream::connect(("127.0.0.1", imap)).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let c = TcpStream::connect(("127.0.0.1", imap)).unwrap();
+    let bye = line(&c);
+    assert!(
+        bye.starts_with("* BYE") && bye.contains("too many connections"),
+        "{bye}"
+    );
+    drop((a, b));
+}
+
+fn vm_hwm_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+#[test]
+fn two_thousand_idle_connections_are_held_in_bounded_memory() {
+    // Enough descriptors for 2,000 client ends here and 2,000 server ends in envelopd (the
+    // child inherits the raised limit).
+    let me = std::process::id().to_string();
+    let raised = std::process::Command::new("prlimit")
+        .args(["--pid", &me, "--nofile=8192:8192"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        raised,
+        "prlimit (util-linux) could not raise the descriptor limit"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (smtp, _) = config(
+        dir.path(),
+        "max_connections = 5000\nmax_connections_per_ip = 5000",
+        "",
+    );
+    let e = common::run_envelopd(&dir.path().join("proxy.toml"), &dir.path().join("log"));
+    wait_for(smtp);
+    let before = vm_hwm_kib(e.0.id());
+    let idle: Vec<TcpStream> = (0..2000)
+        .map(|_| TcpStream::connect(("127.0.0.1", smtp)).unwrap())
+        .collect();
+    // Each gets its greeting; then they just sit there.
+    for s in idle.iter().step_by(100) {
+        assert!(line(s).starts_with("220 "));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let fresh = TcpStream::connect(("127.0.0.1", smtp)).unwrap();
+    let mut f = &fresh;
+    // The greeting, then a command is answered while 2,000 others wait (NOOP: EHLO would ask
+    // the provider, which here never answers).
+    assert!(line(&fresh).starts_with("220 "));
+    f.write_all(b"NOOP\r\n").unwrap();
+    assert!(line(&fresh).starts_with("250"));
+    let peak = vm_hwm_kib(e.0.id());
+    println!(
+        "2,000 idle SMTP connections: peak RSS {} MiB (before {} MiB), {} KiB per connection",
+        peak / 1024,
+        before / 1024,
+        (peak.saturating_sub(before)) / 2000
+    );
+    assert!(peak < 256 * 1024, "peak RSS {peak} KiB");
+    drop(idle);
+}
