@@ -35,6 +35,8 @@ pub fn run(cfg: Config) -> Result<()> {
     } = load(&cfg)?;
     // One store for both sides: what the IMAP side learns, the SMTP side encrypts to.
     let store = Arc::new(std::sync::RwLock::new(store));
+    // Failed logins count across both protocols.
+    let auth_throttle = Arc::new(smtp::conn::AuthThrottle::default());
     start_revocation(&cfg, &store);
     watch_own_certificates(&identities);
     let imap = match (&cfg.imap, &cfg.upstream.imap) {
@@ -43,6 +45,7 @@ pub fn run(cfg: Config) -> Result<()> {
             Some((
                 l.listen,
                 Arc::new(imap::session::ImapContext {
+                    auth_throttle: auth_throttle.clone(),
                     limits: smtp::conn::Limits {
                         total: l.max_connections.max(1),
                         per_ip: l.max_connections_per_ip.max(1),
@@ -88,6 +91,7 @@ pub fn run(cfg: Config) -> Result<()> {
         policy: cfg.policy.to_policy(),
         header_protection: cfg.policy.header_protection(),
         directory: directories(&cfg),
+        auth_throttle,
         limits: smtp::conn::Limits {
             total: cfg.smtp.max_connections.max(1),
             per_ip: cfg.smtp.max_connections_per_ip.max(1),

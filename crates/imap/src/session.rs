@@ -108,6 +108,8 @@ pub struct ImapContext {
     pub encrypt_appends_to: Vec<String>,
     /// Connection limits of the listener.
     pub limits: smtp::conn::Limits,
+    /// Failed-login counting, shared with the SMTP listener.
+    pub auth_throttle: Arc<smtp::conn::AuthThrottle>,
     /// Header protection for those copies (RFC 9788; the Subject hidden from the server).
     pub header_protection: smime::Protection,
     /// TLS offered to mail programs (STARTTLS or implicit), if configured.
@@ -851,6 +853,27 @@ impl Session {
             let r = format!("{tag} NO [PRIVACYREQUIRED] use STARTTLS first: passwords do not cross the network in the clear\r\n");
             return self.send_client(r.as_bytes()).await;
         }
+        if matches!(name.as_str(), "LOGIN" | "AUTHENTICATE") {
+            let user = match name.as_str() {
+                "LOGIN" => Some(unquote(&next).to_ascii_lowercase()),
+                _ => String::from_utf8_lossy(&line)
+                    .split_ascii_whitespace()
+                    .nth(3)
+                    .and_then(|ir| sasl_login(&next.to_ascii_uppercase(), ir.as_bytes())),
+            };
+            if let Some(wait) = self
+                .ctx
+                .auth_throttle
+                .blocked(self.peer.ip(), user.as_deref())
+            {
+                tracing::warn!(peer = %self.peer, "login refused: too many failed logins");
+                let r = format!(
+                    "{tag} NO [UNAVAILABLE] too many failed logins; try again in {} minutes\r\n",
+                    wait.as_secs() / 60 + 1
+                );
+                return self.send_client(r.as_bytes()).await;
+            }
+        }
         match name.as_str() {
             "STARTTLS" => {
                 if !self.client_starttls(&tag).await? {
@@ -899,6 +922,10 @@ impl Session {
                 if tag_of(&m) == tag.as_bytes() {
                     if m[tag.len()..].starts_with(b" OK") {
                         self.login = name.clone();
+                    } else if m[tag.len()..].starts_with(b" NO") {
+                        self.ctx
+                            .auth_throttle
+                            .failed(self.peer.ip(), name.as_deref());
                     }
                     self.claimed = None;
                 }

@@ -275,3 +275,67 @@ impl AsyncWrite for Conn {
         }
     }
 }
+
+/// Failed logins per client address and per login name: after `max_failures` within `window`,
+/// further attempts are refused without asking the provider until the window has passed, so a
+/// password cannot be guessed through envelopd (and the provider does not lock the practice's
+/// account because of someone else's guessing). Shared by the SMTP and IMAP listeners.
+#[derive(Debug)]
+pub struct AuthThrottle {
+    max_failures: u32,
+    window: Duration,
+    entries: Mutex<HashMap<String, (std::time::Instant, u32)>>,
+}
+
+impl AuthThrottle {
+    /// At most `max_failures` failed logins per address and per name within `window`.
+    pub fn new(max_failures: u32, window: Duration) -> Self {
+        AuthThrottle {
+            max_failures: max_failures.max(1),
+            window,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn keys(ip: IpAddr, user: Option<&str>) -> Vec<String> {
+        let mut k = vec![format!("ip {ip}")];
+        if let Some(u) = user.filter(|u| !u.is_empty()) {
+            k.push(format!("user {}", u.to_ascii_lowercase()));
+        }
+        k
+    }
+
+    /// How long logins from `ip` (or for `user`) stay refused; `None` when allowed.
+    pub fn blocked(&self, ip: IpAddr, user: Option<&str>) -> Option<Duration> {
+        let now = std::time::Instant::now();
+        let m = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        Self::keys(ip, user)
+            .iter()
+            .filter_map(|k| m.get(k))
+            .filter(|(start, n)| *n >= self.max_failures && now < *start + self.window)
+            .map(|(start, _)| *start + self.window - now)
+            .max()
+    }
+
+    /// Counts a failed login.
+    pub fn failed(&self, ip: IpAddr, user: Option<&str>) {
+        let now = std::time::Instant::now();
+        let mut m = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() > 100_000 {
+            m.retain(|_, (start, _)| now < *start + self.window);
+        }
+        for k in Self::keys(ip, user) {
+            let e = m.entry(k).or_insert((now, 0));
+            if now >= e.0 + self.window {
+                *e = (now, 0);
+            }
+            e.1 += 1;
+        }
+    }
+}
+
+impl Default for AuthThrottle {
+    fn default() -> Self {
+        AuthThrottle::new(5, Duration::from_secs(15 * 60))
+    }
+}

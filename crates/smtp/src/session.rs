@@ -84,6 +84,8 @@ pub struct Context {
     pub header_protection: crate::outgoing::HeaderProtection,
     /// Connection limits of the listener.
     pub limits: crate::conn::Limits,
+    /// Failed-login counting, shared with the IMAP listener.
+    pub auth_throttle: Arc<crate::conn::AuthThrottle>,
     /// LDAP directories asked for recipients without a usable certificate (with deadlines).
     pub directory: Option<Arc<directory::Directories>>,
     /// The largest message accepted (bytes), unless the provider announces less.
@@ -572,6 +574,24 @@ impl Session {
                 "encryption required: use STARTTLS first",
             ));
         }
+        let early_name = (mechanism == smtp_proto::AUTH_PLAIN && !initial.is_empty())
+            .then(|| login_name("PLAIN", &[Zeroizing::new(initial.as_bytes().to_vec())]))
+            .flatten();
+        if let Some(wait) = self
+            .ctx
+            .auth_throttle
+            .blocked(self.peer.ip(), early_name.as_deref())
+        {
+            tracing::warn!(peer = %self.peer, "login refused: too many failed logins");
+            return Ok(Reply::new(
+                454,
+                "4.7.0",
+                format!(
+                    "too many failed logins; try again in {} minutes",
+                    wait.as_secs() / 60 + 1
+                ),
+            ));
+        }
         let name = match mechanism {
             smtp_proto::AUTH_PLAIN => "PLAIN",
             smtp_proto::AUTH_LOGIN => "LOGIN",
@@ -637,6 +657,12 @@ impl Session {
             self.login = Some(login.unwrap_or_default());
         } else {
             tracing::info!(code = reply.code, "the provider refused the login");
+            if reply.code == 535 {
+                let login = login_name(name, &responses);
+                self.ctx
+                    .auth_throttle
+                    .failed(self.peer.ip(), login.as_deref());
+            }
         }
         Ok(reply)
     }
