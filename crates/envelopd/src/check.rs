@@ -393,6 +393,7 @@ fn probe_imap(cfg: &Config) -> Result<String, String> {
         .ok_or("no [upstream.imap]")?;
     let ctx = imap::session::ImapContext {
         limits: smtp::conn::Limits::default(),
+        command_timeout: Duration::from_secs(120),
         auth_throttle: Default::default(),
         upstream: target,
         keys: Vec::new(),

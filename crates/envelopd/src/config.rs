@@ -80,9 +80,20 @@ pub struct SmtpListener {
     /// Open connections at most (further ones get 421 and are closed).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Seconds a client may take for one command line (or be silent) before 421.
+    #[serde(default = "default_smtp_client_timeout")]
+    pub client_timeout: u64,
     /// Open connections at most from one IP address.
     #[serde(default = "default_max_connections_per_ip")]
     pub max_connections_per_ip: usize,
+}
+
+fn default_smtp_client_timeout() -> u64 {
+    300
+}
+
+fn default_imap_command_timeout() -> u64 {
+    120
 }
 
 fn default_max_connections() -> usize {
@@ -112,6 +123,7 @@ impl Default for SmtpListener {
             max_message_size: default_max_size(),
             max_connections: default_max_connections(),
             max_connections_per_ip: default_max_connections_per_ip(),
+            client_timeout: default_smtp_client_timeout(),
         }
     }
 }
@@ -147,6 +159,9 @@ pub struct ImapListener {
     /// Open connections at most (further ones get `* BYE` and are closed).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Seconds one command line may take to arrive, however slowly (idle clients get 31 min).
+    #[serde(default = "default_imap_command_timeout")]
+    pub command_timeout: u64,
     /// Open connections at most from one IP address.
     #[serde(default = "default_max_connections_per_ip")]
     pub max_connections_per_ip: usize,

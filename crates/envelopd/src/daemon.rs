@@ -59,6 +59,7 @@ pub fn run(cfg: Config) -> Result<()> {
                     max_literal: 2 * cfg.smtp.max_message_size as u64 + (1 << 20),
                     connect_timeout: Duration::from_secs(30),
                     client_timeout: Duration::from_secs(31 * 60),
+                    command_timeout: Duration::from_secs(l.command_timeout.max(1)),
                     own_certs,
                     client_tls: listener_tls(l.tls, l.cert.as_deref(), l.key.as_deref(), "imap")?,
                     header_protection: if cfg.policy.header_protection == crate::config::OnOff::On {
@@ -100,7 +101,7 @@ pub fn run(cfg: Config) -> Result<()> {
         max_size: cfg.smtp.max_message_size,
         max_recipients: 1000,
         timeouts: cfg.upstream.smtp.timeouts(),
-        client_timeout: Duration::from_secs(300),
+        client_timeout: Duration::from_secs(cfg.smtp.client_timeout.max(1)),
     });
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {

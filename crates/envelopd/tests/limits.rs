@@ -150,3 +150,111 @@ fn two_thousand_idle_connections_are_held_in_bounded_memory() {
     assert!(peak < 256 * 1024, "peak RSS {peak} KiB");
     drop(idle);
 }
+
+/// An IMAP "server" that greets and then listens (for sessions that never get further).
+fn greeting_server() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for mut c in l.incoming().flatten() {
+            let _ = c.write_all(b"* OK [CAPABILITY IMAP4rev1] fake ready\r\n");
+            held.push(c);
+        }
+    });
+    port
+}
+
+fn vm_hwm(pid: u32) -> u64 {
+    vm_hwm_kib(pid)
+}
+
+#[test]
+fn slowloris_and_endless_lines_are_cut_off_while_others_are_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let (smtp, imap, up, imap_up) = (free_port(), free_port(), silent_server(), greeting_server());
+    std::fs::write(
+        dir.path().join("proxy.toml"),
+        format!(
+            "[smtp]\nlisten = \"127.0.0.1:{smtp}\"\nclient_timeout = 3\n\
+             [imap]\nlisten = \"127.0.0.1:{imap}\"\ncommand_timeout = 3\n\
+             [upstream.smtp]\nhost = \"127.0.0.1\"\nport = {up}\ntls = \"none\"\n\
+             [upstream.imap]\nhost = \"127.0.0.1\"\nport = {imap_up}\ntls = \"none\"\n\
+             [certificates]\nrevocation = \"off\"\n"
+        ),
+    )
+    .unwrap();
+    let e = common::run_envelopd(&dir.path().join("proxy.toml"), &dir.path().join("log"));
+    wait_for(smtp);
+    wait_for(imap);
+    let before = vm_hwm(e.0.id());
+
+    // Slowloris: a byte every 400 ms never completes a line; cut off after the 3 s deadline.
+    for (port, greeting, cut) in [(smtp, "220 ", "421 4.4.2"), (imap, "* OK", "* BYE")] {
+        let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        assert!(line(&slow).starts_with(greeting), "{port}");
+        let start = std::time::Instant::now();
+        let mut answer = String::new();
+        let mut buf = [0u8; 512];
+        for b in b"NOOPNOOPNOOPNOOPNOOPNOOPNOOPNOOPNOOPNOOP".iter() {
+            if slow.write_all(&[*b]).is_err() {
+                break;
+            }
+            slow.set_read_timeout(Some(Duration::from_millis(400)))
+                .unwrap();
+            match std::io::Read::read(&mut slow, &mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    answer = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    break;
+                }
+                Err(_) => {}
+            }
+        }
+        let took = start.elapsed();
+        assert!(
+            answer.starts_with(cut),
+            "{port} (smtp {smtp}, imap {imap}): {answer:?} after {took:?}"
+        );
+        assert!(
+            took >= Duration::from_secs(3) && took < Duration::from_secs(6),
+            "{port}: cut off after {took:?}"
+        );
+    }
+
+    // A 100 MB line: refused and closed without buffering it.
+    for (port, greeting) in [(smtp, "220 "), (imap, "* OK")] {
+        let mut big = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        assert!(line(&big).starts_with(greeting));
+        let block = vec![b'A'; 1 << 20];
+        let mut sent = 0usize;
+        for _ in 0..100 {
+            if big.write_all(&block).is_err() {
+                break;
+            }
+            sent += block.len();
+        }
+        let answer = line(&big);
+        assert!(
+            sent < 100 << 20
+                || answer.starts_with("5")
+                || answer.starts_with("* BYE")
+                || answer.is_empty(),
+            "{port}: {answer:?}"
+        );
+        // Someone else is served meanwhile.
+        let mut other = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        assert!(line(&other).starts_with(greeting));
+        if port == smtp {
+            other.write_all(b"NOOP\r\n").unwrap();
+            assert!(line(&other).starts_with("250"));
+        }
+    }
+    let peak = vm_hwm(e.0.id());
+    println!(
+        "slowloris and 100 MB lines: peak RSS {} MiB (before {} MiB)",
+        peak / 1024,
+        before / 1024
+    );
+    assert!(peak < before + 64 * 1024, "peak RSS {peak} KiB");
+}

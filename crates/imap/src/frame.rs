@@ -159,6 +159,11 @@ impl Splitter {
         self.buf.extend_from_slice(data);
     }
 
+    /// True when part of a command line (not literal data) is waiting for the rest.
+    pub fn partial_line(&self) -> bool {
+        self.literal_left == 0 && !self.buf.is_empty()
+    }
+
     /// Forgets the literal announced by the last line: the client will not send it (envelopd
     /// refused the command before its `+`), and the next line starts a new command.
     pub fn cancel_literal(&mut self) {

@@ -108,6 +108,8 @@ pub struct ImapContext {
     pub encrypt_appends_to: Vec<String>,
     /// Connection limits of the listener.
     pub limits: smtp::conn::Limits,
+    /// How long one command line may take to arrive (slowloris bound).
+    pub command_timeout: Duration,
     /// Failed-login counting, shared with the SMTP listener.
     pub auth_throttle: Arc<smtp::conn::AuthThrottle>,
     /// Header protection for those copies (RFC 9788; the Subject hidden from the server).
@@ -503,12 +505,22 @@ impl Session {
     async fn pump(&mut self) -> std::io::Result<()> {
         let mut cbuf = vec![0u8; 16384];
         let mut sbuf = vec![0u8; 65536];
+        // A command line must arrive whole within command_timeout, however slowly its bytes
+        // trickle in (slowloris); an idle client gets the autologout time.
+        let mut partial_since: Option<std::time::Instant> = None;
         loop {
             let client_open = self.pending.is_none();
+            let wait = match partial_since {
+                Some(t) => self.ctx.command_timeout.saturating_sub(t.elapsed()),
+                None => self.ctx.client_timeout,
+            };
             tokio::select! {
-                r = timeout(self.ctx.client_timeout, self.client.read(&mut cbuf)), if client_open => {
+                r = timeout(wait, self.client.read(&mut cbuf)), if client_open => {
                     let n = match r {
                         Ok(r) => r?,
+                        Err(_) if partial_since.is_some() => {
+                            return self.bye("a command line took too long to arrive").await
+                        }
                         Err(_) => return self.bye("autologout: no command for too long").await,
                     };
                     if n == 0 {
@@ -518,6 +530,11 @@ impl Session {
                     if let Err(e) = self.client_pieces().await? {
                         return self.bye(&format!("the mail program sent {e}")).await;
                     }
+                    partial_since = if self.splitter.partial_line() {
+                        partial_since.or_else(|| Some(std::time::Instant::now()))
+                    } else {
+                        None
+                    };
                 }
                 r = self.up.read(&mut sbuf) => {
                     let n = r?;

@@ -262,6 +262,8 @@ struct Session {
     /// A message arriving in BDAT chunks; `None` outside BDAT.
     chunks: Option<Vec<u8>>,
     chunks_too_big: bool,
+    /// When the partial command line in `inbuf` began to arrive.
+    line_started: Option<std::time::Instant>,
 }
 
 enum Flow {
@@ -290,6 +292,7 @@ impl Session {
             login: None,
             chunks: None,
             chunks_too_big: false,
+            line_started: None,
         }
     }
 
@@ -307,7 +310,13 @@ impl Session {
     /// in the middle of a message it does not, so the message can still be delivered.
     async fn fill(&mut self, idle: bool) -> std::io::Result<bool> {
         let mut chunk = [0u8; 8192];
-        let client_timeout = self.ctx.client_timeout;
+        // Between commands the whole command line must arrive within the timeout, not each
+        // byte of it: a client trickling a byte at a time (slowloris) is cut off like a silent
+        // one (RFC 5321 §4.5.3.2: 5 minutes per command).
+        let client_timeout = match self.line_started.filter(|_| idle) {
+            Some(t) => self.ctx.client_timeout.saturating_sub(t.elapsed()),
+            None => self.ctx.client_timeout,
+        };
         let n = if idle {
             if *self.shutdown.borrow() {
                 let _ = self
@@ -372,14 +381,22 @@ impl Session {
             let consumed = self.inbuf.len() - iter.as_slice().len();
             self.inbuf.drain(..consumed);
             let flow = match parsed {
-                Ok(req) => self.handle(req).await?,
+                Ok(req) => {
+                    self.line_started = None;
+                    self.handle(req).await?
+                }
                 Err(smtp_proto::Error::NeedsMoreData { .. }) => {
+                    // Part of a command is in the parser: its line is now on the clock.
+                    if consumed > 0 && self.line_started.is_none() {
+                        self.line_started = Some(std::time::Instant::now());
+                    }
                     if !self.fill(true).await? {
                         break;
                     }
                     continue;
                 }
                 Err(e) => {
+                    self.line_started = None;
                     self.send(&syntax_reply(&e)).await?;
                     Flow::Continue
                 }
