@@ -242,6 +242,14 @@ fn revoked_recipients_are_refused_with_crls_fetched_over_http_and_cached() {
         1,
         "nothing sent for the revoked recipient"
     );
+    assert!(
+        d.log().lines().any(|l| l.contains("audit v1 ")
+            && l.contains("rcpts=revoked@praxis.example")
+            && l.contains("decision=refused")
+            && l.contains("reply=550")),
+        "{}",
+        d.log()
+    );
     let cached = std::fs::read_dir(d.dir.path().join("crl-cache"))
         .unwrap()
         .filter(|e| {

@@ -179,6 +179,24 @@ fn mail_to_a_recipient_with_a_certificate_is_stored_signed_and_encrypted() {
         !log.contains("Muster") && !log.contains("alice\n"),
         "body or password in the log:\n{log}"
     );
+    // One audit line per message, in its stable key=value form.
+    let audit: Vec<&str> = log.lines().filter(|l| l.contains("audit v1 ")).collect();
+    assert_eq!(audit.len(), 1, "{log}");
+    let line = audit[0];
+    for field in [
+        "proto=smtp",
+        "peer=127.0.0.1",
+        "login=-",
+        "from=alice@smime.example",
+        "rcpts=bob@smime.example",
+        "decision=encrypted",
+        "cipher=aes-256-cbc",
+        "signed_as=alice@smime.example",
+        "copies=1",
+        "reply=250",
+    ] {
+        assert!(line.contains(field), "{field} missing in {line}");
+    }
 }
 
 #[test]

@@ -264,6 +264,8 @@ struct Session {
     chunks_too_big: bool,
     /// When the partial command line in `inbuf` began to arrive.
     line_started: Option<std::time::Instant>,
+    /// The current message's audit facts: decision, cipher, signing identity, copies.
+    audit: (&'static str, String, String, usize),
 }
 
 enum Flow {
@@ -293,6 +295,7 @@ impl Session {
             chunks: None,
             chunks_too_big: false,
             line_started: None,
+            audit: ("-", String::new(), String::new(), 0),
         }
     }
 
@@ -955,7 +958,26 @@ impl Session {
         self.send(&reply).await
     }
 
+    /// Transforms and relays one message; then writes its audit line.
     async fn deliver(&mut self, message: Vec<u8>) -> Reply {
+        self.audit = ("error", "-".into(), "-".into(), 0);
+        let rcpts = self.rcpts.clone();
+        let from = self.mail_from.clone().unwrap_or_default();
+        let reply = self.deliver_inner(message).await;
+        let (decision, cipher, signed_as, copies) = &self.audit;
+        tracing::info!(
+            target: "envelopd::audit",
+            "audit v1 proto=smtp peer={} login={} from={} rcpts={} decision={decision} cipher={cipher} signed_as={signed_as} copies={copies} reply={}",
+            self.peer.ip(),
+            audit_word(self.login.as_deref().unwrap_or("-")),
+            audit_word(if from.is_empty() { "<>" } else { &from }),
+            audit_word(&rcpts.join(",")),
+            reply.code
+        );
+        reply
+    }
+
+    async fn deliver_inner(&mut self, message: Vec<u8>) -> Reply {
         let rcpts = self.rcpts.clone();
         let from = self.mail_from.clone().unwrap_or_default();
         let params = self.mail_params.clone();
@@ -984,6 +1006,7 @@ impl Session {
                 encryption_cert,
             };
             log_decision(&decision, rcpts.len(), message.len());
+            self.audit = audit_of(&decision);
             copies(
                 &message,
                 &rcpts,
@@ -1081,6 +1104,64 @@ fn login_name(mechanism: &str, responses: &[Zeroizing<Vec<u8>>]) -> Option<Strin
         decoded.to_vec()
     };
     String::from_utf8(name).ok().filter(|n| !n.is_empty())
+}
+
+/// A value for the audit line: no spaces or control characters, so the line stays one line of
+/// `key=value` words whatever a client sends as an address.
+fn audit_word(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_whitespace() || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
+        .take(2000)
+        .collect()
+}
+
+/// The audit facts of a decision: what was done (`encrypted`, `split`, `signed`, `plaintext`,
+/// `refused`, `passthrough`), the cipher, the signing identity and the number of copies.
+fn audit_of(decision: &Decision) -> (&'static str, String, String, usize) {
+    match decision {
+        Decision::PassThrough => ("passthrough", "-".into(), "-".into(), 1),
+        Decision::Refuse { .. } => ("refused", "-".into(), "-".into(), 0),
+        Decision::Deliver {
+            sign_as,
+            deliveries,
+            ..
+        } => {
+            let encrypted: Vec<_> = deliveries
+                .iter()
+                .filter_map(|d| d.encrypt.as_ref())
+                .collect();
+            let what = if !encrypted.is_empty() && encrypted.len() == deliveries.len() {
+                "encrypted"
+            } else if !encrypted.is_empty() {
+                "split"
+            } else if sign_as.is_some() {
+                "signed"
+            } else {
+                "plaintext"
+            };
+            let mut ciphers: Vec<String> = encrypted
+                .iter()
+                .map(|e| e.cipher.label().to_ascii_lowercase())
+                .collect();
+            ciphers.dedup();
+            (
+                what,
+                if ciphers.is_empty() {
+                    "-".into()
+                } else {
+                    ciphers.join(",")
+                },
+                sign_as.clone().unwrap_or_else(|| "-".into()),
+                deliveries.len(),
+            )
+        }
+    }
 }
 
 /// One event per decision: what was done, to how many, never who wrote what.
