@@ -83,6 +83,12 @@ pub struct SmtpListener {
     /// Seconds a client may take for one command line (or be silent) before 421.
     #[serde(default = "default_smtp_client_timeout")]
     pub client_timeout: u64,
+    /// Connections come through a balancer sending PROXY protocol v2 headers.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// The balancers' addresses (required with `proxy_protocol`).
+    #[serde(default)]
+    pub proxy_from: Vec<std::net::IpAddr>,
     /// Open connections at most from one IP address.
     #[serde(default = "default_max_connections_per_ip")]
     pub max_connections_per_ip: usize,
@@ -124,6 +130,8 @@ impl Default for SmtpListener {
             max_connections: default_max_connections(),
             max_connections_per_ip: default_max_connections_per_ip(),
             client_timeout: default_smtp_client_timeout(),
+            proxy_protocol: false,
+            proxy_from: Vec::new(),
         }
     }
 }
@@ -162,6 +170,12 @@ pub struct ImapListener {
     /// Seconds one command line may take to arrive, however slowly (idle clients get 31 min).
     #[serde(default = "default_imap_command_timeout")]
     pub command_timeout: u64,
+    /// Connections come through a balancer sending PROXY protocol v2 headers.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// The balancers' addresses (required with `proxy_protocol`).
+    #[serde(default)]
+    pub proxy_from: Vec<std::net::IpAddr>,
     /// Open connections at most from one IP address.
     #[serde(default = "default_max_connections_per_ip")]
     pub max_connections_per_ip: usize,
@@ -526,6 +540,14 @@ impl Config {
         let l = &self.smtp;
         if l.tls != TlsMode::None && (l.cert.is_none() || l.key.is_none()) {
             bail!("smtp: TLS for mail programs needs cert and key (PEM files)");
+        }
+        if l.proxy_protocol && l.proxy_from.is_empty() {
+            bail!("smtp: proxy_protocol needs proxy_from = [\"<the balancer's address>\"]: otherwise any client could claim any address");
+        }
+        if let Some(i) = &self.imap {
+            if i.proxy_protocol && i.proxy_from.is_empty() {
+                bail!("imap: proxy_protocol needs proxy_from = [\"<the balancer's address>\"]: otherwise any client could claim any address");
+            }
         }
         if !l.listen.ip().is_loopback() && l.tls == TlsMode::None {
             // Passwords and patient data would cross the LAN in the clear.

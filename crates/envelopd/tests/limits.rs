@@ -258,3 +258,69 @@ fn slowloris_and_endless_lines_are_cut_off_while_others_are_served() {
     );
     assert!(peak < before + 64 * 1024, "peak RSS {peak} KiB");
 }
+
+/// A PROXY protocol v2 header for a TCP/IPv4 client `src`.
+fn proxy_v2(src: [u8; 4], port: u16) -> Vec<u8> {
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, 0x11, 0, 12]);
+    h.extend_from_slice(&src);
+    h.extend_from_slice(&[192, 0, 2, 1]);
+    h.extend_from_slice(&port.to_be_bytes());
+    h.extend_from_slice(&587u16.to_be_bytes());
+    h
+}
+
+#[test]
+fn behind_a_balancer_the_proxy_header_names_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let (smtp, _) = config(
+        dir.path(),
+        "proxy_protocol = true\nproxy_from = [\"127.0.0.1\"]\nmax_connections_per_ip = 1",
+        "",
+    );
+    let log = dir.path().join("log");
+    let _e = common::run_envelopd(&dir.path().join("proxy.toml"), &log);
+    wait_for(smtp);
+    std::thread::sleep(Duration::from_millis(300));
+    let connect = |src: [u8; 4]| {
+        let mut s = TcpStream::connect(("127.0.0.1", smtp)).unwrap();
+        s.write_all(&proxy_v2(src, 40000)).unwrap();
+        s
+    };
+    // The per-address limit (1) counts the client behind the balancer, not the balancer.
+    let a = connect([203, 0, 113, 7]);
+    assert!(line(&a).starts_with("220 "));
+    let b = connect([203, 0, 113, 7]);
+    assert!(
+        line(&b).starts_with("421 "),
+        "second connection of the same client"
+    );
+    let c = connect([203, 0, 113, 8]);
+    assert!(
+        line(&c).starts_with("220 "),
+        "another client behind the same balancer"
+    );
+    // Without a header: closed without a greeting.
+    let mut d = TcpStream::connect(("127.0.0.1", smtp)).unwrap();
+    d.write_all(b"EHLO direct\r\nEHLO direct\r\n").unwrap();
+    assert_eq!(line(&d), "");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("203.0.113.7"), "{text}");
+    assert!(text.contains("no valid PROXY protocol header"), "{text}");
+    drop((a, b, c));
+
+    // proxy_protocol without proxy_from is a configuration error.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[smtp]\nproxy_protocol = true\n[upstream.smtp]\nhost = \"127.0.0.1\"\nport = 25\ntls = \"none\"\n",
+    )
+    .unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_envelopd"))
+        .args(["check", "--no-connect", "--config"])
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("proxy_from"));
+}

@@ -162,7 +162,7 @@ pub async fn serve(
         "imap",
         Duration::ZERO,
         limits,
-        |stream, _, _| run(stream, ctx.clone()),
+        move |stream, peer, _| run(stream, peer, ctx.clone()),
     )
     .await
 }
@@ -209,8 +209,11 @@ enum Continuation {
     Idle,
 }
 
-async fn run(client: TcpStream, ctx: Arc<ImapContext>) -> std::io::Result<()> {
-    let peer = client.peer_addr()?;
+async fn run(
+    client: TcpStream,
+    peer: std::net::SocketAddr,
+    ctx: Arc<ImapContext>,
+) -> std::io::Result<()> {
     let mut client = Conn::Plain(client);
     if let Some(tls) = ctx.client_tls.clone().filter(|t| t.implicit) {
         if !client.accept_tls(tls.config, ctx.connect_timeout).await {

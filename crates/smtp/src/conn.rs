@@ -90,6 +90,12 @@ pub struct Limits {
     /// The line a refused client gets (`421 …` / `* BYE …`); none on implicit-TLS listeners,
     /// where plaintext would only confuse the client's TLS handshake.
     pub refusal: Option<&'static [u8]>,
+    /// Every connection starts with a PROXY protocol v2 header (HAProxy in front): the client
+    /// address is taken from it; connections without one are closed.
+    pub proxy_protocol: bool,
+    /// The balancers allowed to send PROXY headers; a connection from anywhere else is closed
+    /// (a client must not be able to claim another address, least of all a loopback one).
+    pub proxy_from: Vec<IpAddr>,
 }
 
 impl Default for Limits {
@@ -98,6 +104,8 @@ impl Default for Limits {
             total: 1000,
             per_ip: 100,
             refusal: None,
+            proxy_protocol: false,
+            proxy_from: Vec::new(),
         }
     }
 }
@@ -117,7 +125,7 @@ pub async fn serve_connections<F, Fut>(
     handle: F,
 ) -> io::Result<()>
 where
-    F: Fn(TcpStream, SocketAddr, watch::Receiver<bool>) -> Fut,
+    F: Fn(TcpStream, SocketAddr, watch::Receiver<bool>) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = io::Result<()>> + Send + 'static,
 {
     use tracing::Instrument;
@@ -127,7 +135,7 @@ where
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let (mut stream, peer) = match accepted {
+                let (stream, peer) = match accepted {
                     Ok(a) => a,
                     // Out of file descriptors and the like: wait a moment rather than spin or
                     // stop serving everyone.
@@ -137,39 +145,65 @@ where
                         continue;
                     }
                 };
-                let from_peer = {
-                    let m = per_ip.lock().unwrap_or_else(|e| e.into_inner());
-                    *m.get(&peer.ip()).unwrap_or(&0)
-                };
-                if sessions.len() >= limits.total || from_peer >= limits.per_ip {
-                    tracing::warn!(proto, %peer, open = sessions.len(), from_peer, "connection refused: too many connections");
-                    if let Some(line) = limits.refusal {
-                        sessions.spawn(async move {
-                            let _ = tokio::time::timeout(
-                                Duration::from_secs(1),
-                                tokio::io::AsyncWriteExt::write_all(&mut stream, line),
-                            )
-                            .await;
-                        });
-                    }
+                if sessions.len() >= limits.total {
+                    tracing::warn!(proto, %peer, open = sessions.len(), "connection refused: too many connections");
+                    refuse(&mut sessions, stream, limits.refusal);
                     continue;
                 }
                 // Replies are small and each waits for the next command: no Nagle delay.
                 let _ = stream.set_nodelay(true);
                 next_id += 1;
-                let span = tracing::info_span!("session", proto, id = next_id, %peer);
-                let session = handle(stream, peer, shutdown.clone());
-                let counter = PeerCount::new(per_ip.clone(), peer.ip());
-                sessions.spawn(
+                let id = next_id;
+                let (per_ip, limits, handle, stop) =
+                    (per_ip.clone(), limits.clone(), handle.clone(), shutdown.clone());
+                sessions.spawn(async move {
+                    let mut stream = stream;
+                    let peer = if limits.proxy_protocol {
+                        if !limits.proxy_from.contains(&peer.ip()) {
+                            tracing::warn!(proto, %peer, "closed: PROXY protocol listener, and this is not a configured balancer");
+                            return;
+                        }
+                        match tokio::time::timeout(Duration::from_secs(5), read_proxy_header(&mut stream)).await {
+                            Ok(Ok(Some(real))) => real,
+                            Ok(Ok(None)) => peer,
+                            Ok(Err(e)) => {
+                                tracing::warn!(proto, %peer, "closed: no valid PROXY protocol header ({e})");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::warn!(proto, %peer, "closed: no PROXY protocol header in time");
+                                return;
+                            }
+                        }
+                    } else {
+                        peer
+                    };
+                    let from_peer = {
+                        let m = per_ip.lock().unwrap_or_else(|e| e.into_inner());
+                        *m.get(&peer.ip()).unwrap_or(&0)
+                    };
+                    if from_peer >= limits.per_ip {
+                        tracing::warn!(proto, %peer, from_peer, "connection refused: too many connections from this address");
+                        if let Some(line) = limits.refusal {
+                            let _ = tokio::time::timeout(
+                                Duration::from_secs(1),
+                                tokio::io::AsyncWriteExt::write_all(&mut stream, line),
+                            )
+                            .await;
+                        }
+                        return;
+                    }
+                    let _counted = PeerCount::new(per_ip, peer.ip());
+                    let span = tracing::info_span!("session", proto, id, %peer);
                     async move {
-                        let _counted = counter;
                         tracing::debug!("connected");
-                        if let Err(e) = session.await {
+                        if let Err(e) = handle(stream, peer, stop).await {
                             tracing::info!(error = %e, "connection ended");
                         }
                     }
-                    .instrument(span),
-                );
+                    .instrument(span)
+                    .await;
+                });
             }
             _ = shutdown.changed() => break,
             Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
@@ -191,6 +225,56 @@ where
         sessions.abort_all();
     }
     Ok(())
+}
+
+/// Tells a refused client so (briefly, in the background) and closes.
+fn refuse(
+    sessions: &mut tokio::task::JoinSet<()>,
+    mut stream: TcpStream,
+    line: Option<&'static [u8]>,
+) {
+    if let Some(line) = line {
+        sessions.spawn(async move {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(1),
+                tokio::io::AsyncWriteExt::write_all(&mut stream, line),
+            )
+            .await;
+        });
+    }
+}
+
+/// The PROXY protocol v2 signature (HAProxy's proxy-protocol.txt §2.2).
+const PROXY_V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+
+/// Reads a PROXY protocol v2 header: the client's address for PROXY, `None` for LOCAL (the
+/// balancer's own health check). Parsed by the `ppp` crate; at most 16 + 1024 bytes.
+async fn read_proxy_header(stream: &mut TcpStream) -> io::Result<Option<SocketAddr>> {
+    use tokio::io::AsyncReadExt;
+    let mut fixed = [0u8; 16];
+    stream.read_exact(&mut fixed).await?;
+    if &fixed[..12] != PROXY_V2_SIGNATURE {
+        return Err(io::Error::other(
+            "the connection does not start with a PROXY v2 header",
+        ));
+    }
+    let len = u16::from_be_bytes([fixed[14], fixed[15]]) as usize;
+    if len > 1024 {
+        return Err(io::Error::other("PROXY header too long"));
+    }
+    let mut all = fixed.to_vec();
+    all.resize(16 + len, 0);
+    stream.read_exact(&mut all[16..]).await?;
+    let header = ppp::v2::Header::try_from(&all[..])
+        .map_err(|e| io::Error::other(format!("malformed PROXY header: {e:?}")))?;
+    if header.command == ppp::v2::Command::Local {
+        return Ok(None);
+    }
+    Ok(match header.addresses {
+        ppp::v2::Addresses::IPv4(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
+        ppp::v2::Addresses::IPv6(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
+        _ => None,
+    })
 }
 
 /// One open connection counted against its address; uncounted when the session ends.

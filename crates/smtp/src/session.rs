@@ -240,7 +240,7 @@ pub async fn serve(
         "smtp",
         DRAIN_TIME,
         limits,
-        |stream, peer, stop| Session::new(Conn::Plain(stream), peer, ctx.clone(), stop).run(),
+        move |stream, peer, stop| Session::new(Conn::Plain(stream), peer, ctx.clone(), stop).run(),
     )
     .await
 }
