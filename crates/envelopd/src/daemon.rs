@@ -89,7 +89,7 @@ pub fn run(cfg: Config) -> Result<()> {
         tls: client_tls,
         require_auth: cfg.smtp.auth_required(),
         hostname: "envelopd".into(),
-        store,
+        store: store.clone(),
         identities,
         policy: cfg.policy.to_policy(),
         header_protection: cfg.policy.header_protection(),
@@ -119,10 +119,47 @@ pub fn run(cfg: Config) -> Result<()> {
             "envelopd is running; Ctrl-C stops"
         );
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        // SIGINT (Ctrl-C) and SIGTERM (systemd, docker stop) stop gracefully: no new
+        // connections, messages in flight are finished.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                tracing::info!("stopping: finishing open sessions first");
-                let _ = stop.send(true);
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("stopping: finishing open sessions first");
+            let _ = stop.send(true);
+        });
+        // SIGHUP: the listeners' TLS certificates and the certificate directories are read again.
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
+        let reload_store = store.clone();
+        let reload_dirs: Vec<std::path::PathBuf> = cfg
+            .certificates
+            .recipients
+            .iter()
+            .chain(cfg.certificates.harvested.iter())
+            .cloned()
+            .collect();
+        let crl_files = cfg.certificates.crls.clone();
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                let (tls_ok, tls_failed) = crate::tls::reload_all();
+                let added = {
+                    let mut s = reload_store.write().unwrap_or_else(|e| e.into_inner());
+                    let before = s.certs().len() + s.intermediates().len();
+                    for d in &reload_dirs {
+                        let (_, errors) = s.load_certs(d);
+                        for e in errors {
+                            tracing::warn!("skipped {e}");
+                        }
+                    }
+                    s.certs().len() + s.intermediates().len() - before
+                };
+                let crls = crate::revocation::Fetcher::new(reload_store.clone(), None, Duration::ZERO)
+                    .load_files(&crl_files);
+                tracing::info!(tls_reloaded = tls_ok, tls_failed, certificates_added = added, crl_files = crls, "reloaded on SIGHUP");
             }
         });
         let imap_task = match imap {

@@ -63,19 +63,86 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
-/// The certificate and key shown to mail programs; the key file must be private (0600).
+/// The certificate and key shown to mail programs; the key file must be private (0600). The
+/// pair is read again on SIGHUP ([`reload_all`]), so a renewed certificate takes effect without
+/// a restart and without touching open sessions.
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>> {
-    let chain = read_pem_certs(cert)?;
-    let raw = read_secret_file(key, false)?;
-    let key = PrivateKeyDer::from_pem_slice(&raw)
-        .with_context(|| format!("{} is not a PEM private key", key.display()))?;
+    let resolver = Arc::new(ReloadableCert {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        current: std::sync::RwLock::new(load_certified(cert, key)?),
+    });
     let config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .context("TLS set-up")?
         .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .context("the listener's certificate and key do not match or are unusable")?;
+        .with_cert_resolver(resolver.clone());
+    RELOADABLE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(resolver);
     Ok(Arc::new(config))
+}
+
+fn load_certified(cert: &Path, key: &Path) -> Result<Arc<rustls::sign::CertifiedKey>> {
+    let chain = read_pem_certs(cert)?;
+    let raw = read_secret_file(key, false)?;
+    let key_der = PrivateKeyDer::from_pem_slice(&raw)
+        .with_context(|| format!("{} is not a PEM private key", key.display()))?;
+    let signing = provider()
+        .key_provider
+        .load_private_key(key_der)
+        .context("the listener's private key is unusable")?;
+    let certified = rustls::sign::CertifiedKey::new(chain, signing);
+    certified
+        .keys_match()
+        .context("the listener's certificate and key do not match")?;
+    Ok(Arc::new(certified))
+}
+
+/// A listener certificate that can be replaced while running.
+#[derive(Debug)]
+struct ReloadableCert {
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+    current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl rustls::server::ResolvesServerCert for ReloadableCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+        )
+    }
+}
+
+/// Every listener certificate of this process, for SIGHUP.
+static RELOADABLE: std::sync::Mutex<Vec<Arc<ReloadableCert>>> = std::sync::Mutex::new(Vec::new());
+
+/// Reads every listener's certificate and key again; a pair that fails to load keeps the old
+/// one in service (and is reported). Returns (reloaded, failed).
+pub fn reload_all() -> (usize, usize) {
+    let all = RELOADABLE.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let (mut ok, mut failed) = (0, 0);
+    for r in all {
+        match load_certified(&r.cert, &r.key) {
+            Ok(new) => {
+                *r.current.write().unwrap_or_else(|e| e.into_inner()) = new;
+                ok += 1;
+            }
+            Err(e) => {
+                tracing::error!(cert = %r.cert.display(), "TLS certificate not reloaded, the old one stays: {e:#}");
+                failed += 1;
+            }
+        }
+    }
+    (ok, failed)
 }
 
 /// `envelopd tls selfsigned`: a self-signed ECDSA P-256 certificate for the listeners of a first
