@@ -15,7 +15,7 @@ use der::{Decode, Encode};
 use smime::cert::fmt_time;
 use smime::Cert;
 use x509_cert::crl::CertificateList;
-use x509_cert::ext::pkix::crl::dp::{DistributionPoint, IssuingDistributionPoint};
+use x509_cert::ext::pkix::crl::dp::IssuingDistributionPoint;
 use x509_cert::ext::pkix::crl::CrlReason;
 use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
 use x509_cert::ext::pkix::{AuthorityInfoAccessSyntax, CrlDistributionPoints, KeyUsage, KeyUsages};
@@ -296,24 +296,9 @@ fn key_id(c: &Cert) -> [u8; 32] {
 
 /// The HTTP(S) URLs of a certificate's CRL distribution points.
 pub fn crl_urls(c: &Cert) -> Vec<String> {
-    let Ok(Some((_, dps))) = c
-        .parsed()
-        .tbs_certificate()
-        .get_extension::<CrlDistributionPoints>()
-    else {
-        return Vec::new();
-    };
-    dps.0
-        .iter()
-        .filter_map(|dp: &DistributionPoint| dp.distribution_point.as_ref())
-        .flat_map(|name| match name {
-            DistributionPointName::FullName(names) => names.clone(),
-            _ => Vec::new(),
-        })
-        .filter_map(|g| match g {
-            GeneralName::UniformResourceIdentifier(u) => Some(u.to_string()),
-            _ => None,
-        })
+    cert_dp_names(c)
+        .into_iter()
+        .filter_map(|n| n.strip_prefix("uri:").map(str::to_string))
         .filter(|u| u.starts_with("http://") || u.starts_with("https://"))
         .collect()
 }

@@ -161,26 +161,13 @@ impl Daemon {
     }
 }
 
-fn reply_after_data(t: &str) -> String {
-    let lines: Vec<&str> = t.lines().collect();
-    if let Some(e) = lines.iter().find(|l| l.starts_with("<** ")) {
-        return e.to_string();
-    }
-    lines
-        .iter()
-        .position(|l| *l == " -> .")
-        .and_then(|i| lines.get(i + 1))
-        .unwrap_or(&"")
-        .to_string()
-}
-
 #[test]
 fn a_certificate_only_in_slapd_encrypts_the_message() {
     let ldap_dir = tempfile::tempdir().unwrap();
     let (_slapd, port) = slapd(ldap_dir.path());
     let d = daemon(port);
     let (t, _) = d.send("bob@smime.example");
-    assert!(reply_after_data(&t).contains("250"), "{t}\n{}", d.log());
+    assert!(common::swaks_reply(&t).contains("250"), "{t}\n{}", d.log());
     let stored = d.stored();
     assert_eq!(stored.len(), 1);
     assert!(String::from_utf8_lossy(&stored[0]).contains("application/pkcs7-mime"));
@@ -203,7 +190,7 @@ fn a_certificate_only_in_slapd_encrypts_the_message() {
     // Someone the directory does not know: refused as before, and quickly.
     let (t, took) = d.send("carol@smime.example");
     assert!(
-        reply_after_data(&t).contains("550") && t.contains("no certificate"),
+        common::swaks_reply(&t).contains("550") && t.contains("no certificate"),
         "{t}"
     );
     assert!(took < Duration::from_secs(5), "{took:?}");
@@ -223,14 +210,14 @@ fn a_directory_that_is_down_or_silent_costs_at_most_its_deadline() {
     let closed = free_port();
     let d = daemon(closed);
     let (t, took) = d.send("bob@smime.example");
-    assert!(reply_after_data(&t).contains("550"), "{t}");
+    assert!(common::swaks_reply(&t).contains("550"), "{t}");
     assert!(took < Duration::from_secs(10), "{took:?}");
     assert!(d.log().contains("directory lookup failed"), "{}", d.log());
 
     let (_silent, port) = silent_server();
     let d = daemon(port);
     let (t, took) = d.send("bob@smime.example");
-    assert!(reply_after_data(&t).contains("550"), "{t}");
+    assert!(common::swaks_reply(&t).contains("550"), "{t}");
     assert!(
         took < Duration::from_secs(10),
         "deadline 2 s, took {took:?}"
@@ -242,6 +229,6 @@ fn a_directory_that_is_down_or_silent_costs_at_most_its_deadline() {
     );
     // The second message to the same address does not wait again (the answer is cached).
     let (t, took) = d.send("bob@smime.example");
-    assert!(reply_after_data(&t).contains("550"), "{t}");
+    assert!(common::swaks_reply(&t).contains("550"), "{t}");
     assert!(took < Duration::from_secs(2), "{took:?}");
 }

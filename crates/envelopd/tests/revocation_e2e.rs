@@ -205,20 +205,6 @@ impl Daemon {
     }
 }
 
-/// The reply to the message: the first error swaks reports, else the reply after the final dot.
-fn last_reply(transcript: &str) -> String {
-    let lines: Vec<&str> = transcript.lines().collect();
-    if let Some(e) = lines.iter().find(|l| l.starts_with("<** ")) {
-        return e.to_string();
-    }
-    lines
-        .iter()
-        .position(|l| *l == " -> .")
-        .and_then(|i| lines.get(i + 1))
-        .unwrap_or(&"")
-        .to_string()
-}
-
 #[test]
 fn revoked_recipients_are_refused_with_crls_fetched_over_http_and_cached() {
     let w = world();
@@ -226,10 +212,10 @@ fn revoked_recipients_are_refused_with_crls_fetched_over_http_and_cached() {
     let d = Daemon::start(&w, "prefer");
     d.wait_log("CRL fetched", 2);
     let (t, _) = d.send("good@praxis.example");
-    assert!(last_reply(&t).contains("250"), "{t}");
+    assert!(common::swaks_reply(&t).contains("250"), "{t}");
     assert!(d.stored()[0].contains("application/pkcs7-mime"));
     let (t, _) = d.send("revoked@praxis.example");
-    let reply = last_reply(&t);
+    let reply = common::swaks_reply(&t);
     assert!(
         reply.contains("550")
             && reply.contains("revoked@praxis.example")
@@ -270,11 +256,11 @@ fn revoked_recipients_are_refused_with_crls_fetched_over_http_and_cached() {
     assert!(d.log().contains("cached=2"), "{}", d.log());
     let (t, _) = d.send("revoked@praxis.example");
     assert!(
-        last_reply(&t).contains("550") && t.contains("revoked on"),
+        common::swaks_reply(&t).contains("550") && t.contains("revoked on"),
         "{t}"
     );
     let (t, _) = d.send("good@praxis.example");
-    assert!(last_reply(&t).contains("250"), "{t}");
+    assert!(common::swaks_reply(&t).contains("250"), "{t}");
 }
 
 #[test]
@@ -292,14 +278,14 @@ fn fetch_failures_follow_the_policy_and_never_hold_up_a_session() {
         let lenient = Daemon::start(&w, "prefer");
         // The sessions go on while the fetch fails (or hangs): no wait on the network.
         let (t, took) = strict.send("good@praxis.example");
-        let reply = last_reply(&t);
+        let reply = common::swaks_reply(&t);
         assert!(
             reply.contains("550") && reply.contains("revocation status unknown"),
             "{mode}: {t}"
         );
         assert!(took < Duration::from_secs(10), "{mode}: took {took:?}");
         let (t, took) = lenient.send("good@praxis.example");
-        assert!(last_reply(&t).contains("250"), "{mode}: {t}");
+        assert!(common::swaks_reply(&t).contains("250"), "{mode}: {t}");
         assert!(took < Duration::from_secs(10), "{mode}: took {took:?}");
         assert!(lenient.stored()[0].contains("application/pkcs7-mime"));
         strict.wait_log(log_says, 1);
@@ -310,8 +296,8 @@ fn fetch_failures_follow_the_policy_and_never_hold_up_a_session() {
         );
         // The revoked recipient's CRL never arrived: under "prefer" it is used, under
         // "require" refused — and neither daemon crashed.
-        assert!(last_reply(&lenient.send("revoked@praxis.example").0).contains("250"));
-        assert!(last_reply(&strict.send("revoked@praxis.example").0).contains("550"));
+        assert!(common::swaks_reply(&lenient.send("revoked@praxis.example").0).contains("250"));
+        assert!(common::swaks_reply(&strict.send("revoked@praxis.example").0).contains("550"));
     }
 }
 
@@ -429,16 +415,20 @@ fn ocsp_answers_from_openssl_decide_when_there_is_no_crl() {
     daemon.wait_log("OCSP answer", 2);
     daemon.wait_log("not signed by the issuing CA", 1);
     let (t, _) = daemon.send("good@praxis.example");
-    assert!(last_reply(&t).contains("250"), "{t}\n{}", daemon.log());
+    assert!(
+        common::swaks_reply(&t).contains("250"),
+        "{t}\n{}",
+        daemon.log()
+    );
     assert!(daemon.stored()[0].contains("application/pkcs7-mime"));
     let (t, _) = daemon.send("revoked@praxis.example");
-    let reply = last_reply(&t);
+    let reply = common::swaks_reply(&t);
     assert!(
         reply.contains("550") && reply.contains("revoked on") && reply.contains("keyCompromise"),
         "{t}"
     );
     let (t, _) = daemon.send("rogue@praxis.example");
-    let reply = last_reply(&t);
+    let reply = common::swaks_reply(&t);
     assert!(
         reply.contains("550") && reply.contains("revocation status unknown"),
         "{t}"

@@ -207,19 +207,7 @@ impl Pki {
         revoked: &[(&str, &str)],
         dates: Option<(&str, &str)>,
     ) -> String {
-        let db = self.p(&format!("{name}.db"));
-        std::fs::create_dir_all(&db).unwrap();
-        let index = format!("{db}/index.txt");
-        if !std::path::Path::new(&index).exists() {
-            std::fs::write(&index, "").unwrap();
-            std::fs::write(format!("{db}/crlnumber"), "01\n").unwrap();
-        }
-        let cnf = self.write(
-            &format!("{name}.ca.cnf"),
-            &format!(
-                "[ca]\ndefault_ca=d\n[d]\ndatabase={index}\ncrlnumber={db}/crlnumber\ndefault_md=sha256\ndefault_crl_days=7\nunique_subject=no\n"
-            ),
-        );
+        let (cnf, _) = self.ca_db(name);
         for (crt, reason) in revoked {
             openssl_ok(&[
                 "ca",
@@ -317,17 +305,9 @@ impl Pki {
         valid: &[&str],
         revoked: &[(&str, &str)],
     ) -> String {
-        let db = self.p(&format!("{name}.db"));
-        std::fs::create_dir_all(&db).unwrap();
-        let index = format!("{db}/index.txt");
+        let (cnf, index) = self.ca_db(name);
+        // A fresh list: exactly the entries given here.
         std::fs::write(&index, "").unwrap();
-        std::fs::write(format!("{db}/crlnumber"), "01\n").unwrap();
-        let cnf = self.write(
-            &format!("{name}.ca.cnf"),
-            &format!(
-                "[ca]\ndefault_ca=d\n[d]\ndatabase={index}\ncrlnumber={db}/crlnumber\ndefault_md=sha256\ndefault_crl_days=7\nunique_subject=no\n"
-            ),
-        );
         for crt in valid {
             openssl_ok(&[
                 "ca", "-config", &cnf, "-keyfile", &ca.0, "-cert", &ca.1, "-valid", crt,
@@ -349,5 +329,24 @@ impl Pki {
             ]);
         }
         index
+    }
+
+    /// The `openssl ca` database and configuration named `name` (created on first use):
+    /// returns (configuration, index file).
+    fn ca_db(&self, name: &str) -> (String, String) {
+        let db = self.p(&format!("{name}.db"));
+        std::fs::create_dir_all(&db).unwrap();
+        let index = format!("{db}/index.txt");
+        if !std::path::Path::new(&index).exists() {
+            std::fs::write(&index, "").unwrap();
+            std::fs::write(format!("{db}/crlnumber"), "01\n").unwrap();
+        }
+        let cnf = self.write(
+            &format!("{name}.ca.cnf"),
+            &format!(
+                "[ca]\ndefault_ca=d\n[d]\ndatabase={index}\ncrlnumber={db}/crlnumber\ndefault_md=sha256\ndefault_crl_days=7\nunique_subject=no\n"
+            ),
+        );
+        (cnf, index)
     }
 }

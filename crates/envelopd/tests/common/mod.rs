@@ -42,3 +42,18 @@ pub fn run_envelopd_env(
             .unwrap(),
     )
 }
+
+/// The reply a swaks transcript shows for the message: the first error swaks reports, else the
+/// reply after the final dot.
+pub fn swaks_reply(transcript: &str) -> String {
+    let lines: Vec<&str> = transcript.lines().collect();
+    if let Some(e) = lines.iter().find(|l| l.starts_with("<** ")) {
+        return e.to_string();
+    }
+    lines
+        .iter()
+        .position(|l| *l == " -> .")
+        .and_then(|i| lines.get(i + 1))
+        .unwrap_or(&"")
+        .to_string()
+}
