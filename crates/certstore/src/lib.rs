@@ -462,7 +462,11 @@ impl CertStore {
 
     /// The revocation status of every certificate on `path` below its anchor.
     fn check_revocation(&self, path: &[Cert], at: SystemTime) -> Result<(), Rejection> {
-        if self.revocation_mode == RevocationMode::Off {
+        // Nothing to check against, and an unknown status is acceptable: skip the per-link work
+        // (this runs for every recipient of every message).
+        if self.revocation_mode == RevocationMode::Off
+            || (self.revocation_mode == RevocationMode::Prefer && self.revocation.is_empty())
+        {
             return Ok(());
         }
         for pair in path.windows(2) {
@@ -543,11 +547,17 @@ impl CertStore {
         if self.anchors.contains(&current) {
             return true;
         }
-        let issuer_name = name_key(current.parsed().tbs_certificate().issuer());
-        let subject_of = |c: &Cert| name_key(c.parsed().tbs_certificate().subject());
+        let issuer = current.parsed().tbs_certificate().issuer();
+        // Names as RFC 5280 compares them; the exact-bytes case (nearly all) needs no
+        // preparation of the strings.
+        let issuer_key = std::cell::OnceCell::new();
+        let subject_of = |c: &Cert| {
+            let subject = c.parsed().tbs_certificate().subject();
+            subject == issuer || name_key(subject) == *issuer_key.get_or_init(|| name_key(issuer))
+        };
         // The anchor is the end of the path: its own validity is not the chain's concern (RFC 5280
         // §6.1), but the practice should know, so an expired anchor still fails.
-        for anchor in self.anchors.iter().filter(|a| subject_of(a) == issuer_name) {
+        for anchor in self.anchors.iter().filter(|a| subject_of(a)) {
             if self.verified.signed_by(&current, anchor) {
                 if let Err(e) = check_validity(anchor, at) {
                     *problem = Some(e);
@@ -563,7 +573,7 @@ impl CertStore {
         let candidates: Vec<&Cert> = pool
             .iter()
             .copied()
-            .filter(|c| subject_of(c) == issuer_name && !path.contains(c))
+            .filter(|c| subject_of(c) && !path.contains(c))
             .collect();
         for next in candidates {
             if !self.verified.signed_by(&current, next) {

@@ -378,6 +378,19 @@ impl Revocation {
         true
     }
 
+    /// True when no CRL and no OCSP answer is held.
+    pub fn is_empty(&self) -> bool {
+        self.crls
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+            && self
+                .ocsp
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty()
+    }
+
     /// Every CRL held.
     pub fn crls(&self) -> Vec<Crl> {
         self.crls.read().unwrap_or_else(|e| e.into_inner()).clone()
