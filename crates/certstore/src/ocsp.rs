@@ -201,14 +201,7 @@ pub fn read_response(
     let basic_der = bytes.response.as_bytes();
     let basic = BasicOcspResponse::from_der(basic_der)
         .map_err(|e| format!("malformed OCSP response: {e}"))?;
-    let raw_tbs = {
-        let (_, content, _) = smime::ber::read_tlv(basic_der).map_err(|e| e.to_string())?;
-        smime::ber::children(content)
-            .map_err(|e| e.to_string())?
-            .first()
-            .copied()
-            .ok_or("empty OCSP response")?
-    };
+    let raw_tbs = smime::ber::signed_part(basic_der).map_err(|e| e.to_string())?;
     let signature = basic
         .signature
         .as_bytes()

@@ -150,14 +150,7 @@ impl Crl {
             }
         }
         let issuer = crate::name_key(&tbs.issuer).into_bytes();
-        let raw_tbs = {
-            let (_, outer, _) = smime::ber::read_tlv(&der).map_err(|e| e.to_string())?;
-            smime::ber::children(outer)
-                .map_err(|e| e.to_string())?
-                .first()
-                .copied()
-                .ok_or("empty CRL")?
-        };
+        let raw_tbs = smime::ber::signed_part(&der).map_err(|e| e.to_string())?;
         let signature = list
             .signature
             .as_bytes()

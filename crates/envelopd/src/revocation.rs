@@ -28,6 +28,16 @@ struct UrlState {
     last_attempt: Option<SystemTime>,
 }
 
+impl UrlState {
+    /// After failures: whether the pause (doubling from a minute up to an hour) has passed.
+    fn retry_due(&self, now: SystemTime) -> bool {
+        let pause = FIRST_BACKOFF
+            .saturating_mul(1 << self.failures.min(6))
+            .min(MAX_BACKOFF);
+        self.last_attempt.is_none_or(|t| now >= t + pause)
+    }
+}
+
 /// The CRL fetcher: one per daemon, shared by its background thread.
 pub struct Fetcher {
     store: Arc<RwLock<CertStore>>,
@@ -130,12 +140,7 @@ impl Fetcher {
             .into_iter()
             .filter(|u| match urls.get(u) {
                 None => true,
-                Some(s) if s.failures > 0 => {
-                    let pause = FIRST_BACKOFF
-                        .saturating_mul(1 << s.failures.min(6))
-                        .min(MAX_BACKOFF);
-                    s.last_attempt.is_none_or(|t| now >= t + pause)
-                }
+                Some(s) if s.failures > 0 => s.retry_due(now),
                 Some(s) => s.due.is_none_or(|d| now >= d),
             })
             .collect()
@@ -158,13 +163,11 @@ impl Fetcher {
             );
             {
                 let urls = self.urls.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(s) = urls.get(&key) {
-                    let pause = FIRST_BACKOFF
-                        .saturating_mul(1 << s.failures.min(6))
-                        .min(MAX_BACKOFF);
-                    if s.failures > 0 && s.last_attempt.is_some_and(|t| now < t + pause) {
-                        continue;
-                    }
+                if urls
+                    .get(&key)
+                    .is_some_and(|s| s.failures > 0 && !s.retry_due(now))
+                {
+                    continue;
                 }
             }
             let answer = certstore::ocsp::request(&cert, &issuer)
@@ -315,16 +318,21 @@ fn files_of(p: &Path) -> Vec<PathBuf> {
     }
 }
 
+/// A plain-HTTP client with one deadline for the whole exchange; HTTP errors are answers.
+fn http_agent(timeout: Duration) -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
 /// POSTs an OCSP request (RFC 6960 appendix A) with one deadline and a size limit.
 fn post_ocsp(url: &str, request: &[u8], timeout: Duration) -> Result<Vec<u8>, String> {
     if !url.starts_with("http://") {
         return Err("only http:// OCSP responders are asked".into());
     }
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = http_agent(timeout);
     let mut resp = agent
         .post(url)
         .header("Content-Type", "application/ocsp-request")
@@ -345,11 +353,7 @@ pub fn fetch(url: &str, timeout: Duration) -> Result<Vec<u8>, String> {
     if !url.starts_with("http://") {
         return Err("only http:// distribution points are fetched (RFC 5280 §4.2.1.13)".into());
     }
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(timeout))
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = http_agent(timeout);
     let mut resp = agent
         .get(url)
         .call()

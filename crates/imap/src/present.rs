@@ -262,21 +262,16 @@ fn neutralize_html_parts(entity: &[u8], depth: usize) -> (Vec<u8>, bool) {
         let Ok(children) = mime::split_multipart(e.body, boundary) else {
             return (entity.to_vec(), false);
         };
-        let mut changed = false;
-        let mut out = entity[..entity.len() - e.body.len()].to_vec();
-        for child in children {
-            let (c, ch) = neutralize_html_parts(child, depth + 1);
-            changed |= ch;
-            out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
-            out.extend_from_slice(&c);
-            out.extend_from_slice(b"\r\n");
+        let parts: Vec<(Vec<u8>, bool)> = children
+            .into_iter()
+            .map(|child| neutralize_html_parts(child, depth + 1))
+            .collect();
+        if !parts.iter().any(|(_, changed)| *changed) {
+            return (entity.to_vec(), false);
         }
-        out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-        return if changed {
-            (out, true)
-        } else {
-            (entity.to_vec(), false)
-        };
+        let parts: Vec<&[u8]> = parts.iter().map(|(p, _)| p.as_slice()).collect();
+        let head = &entity[..entity.len() - e.body.len()];
+        return (mime::join_multipart(head, boundary, &parts), true);
     }
     if ct.mime_type != "text/html" {
         return (entity.to_vec(), false);

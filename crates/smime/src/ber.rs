@@ -277,6 +277,14 @@ pub fn read_tlv(input: &[u8]) -> Result<(u8, &[u8], usize), Error> {
     Ok((header.tag, &input[pos..pos + len], pos + len))
 }
 
+/// The exact bytes a signature covers in a signed X.509-style structure (certificate, CRL,
+/// OCSP response): the first element inside the outer SEQUENCE, as encoded.
+pub fn signed_part(der: &[u8]) -> Result<&[u8], Error> {
+    let (_, content, _) = read_tlv(der)?;
+    let (_, _, total) = read_tlv(content)?;
+    Ok(&content[..total])
+}
+
 /// Returns the encoded children of a DER constructed element's content.
 pub fn children(content: &[u8]) -> Result<Vec<&[u8]>, Error> {
     let mut out = Vec::new();

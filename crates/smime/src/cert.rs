@@ -191,11 +191,7 @@ impl Cert {
                 self.subject()
             )));
         }
-        let (_, outer, _) = ber::read_tlv(&self.der)?;
-        let kids = ber::children(outer)?;
-        let tbs = kids
-            .first()
-            .ok_or_else(|| Error::Certificate("empty certificate".into()))?;
+        let tbs = ber::signed_part(&self.der)?;
         sigalg::verify(
             issuer.spki(),
             self.parsed.signature_algorithm(),

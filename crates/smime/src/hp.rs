@@ -298,6 +298,27 @@ fn html_escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// The multipart entity with the changed parts (`Some`) in place of the originals; `None`
+/// when no part changed.
+fn rebuilt(
+    header: &[u8],
+    boundary: &str,
+    children: &[&[u8]],
+    new: &[Option<Vec<u8>>],
+) -> Option<Vec<u8>> {
+    if new.iter().all(Option::is_none) {
+        return None;
+    }
+    let mut head = mime::to_crlf(header).into_owned();
+    head.extend_from_slice(b"\r\n");
+    let parts: Vec<&[u8]> = children
+        .iter()
+        .zip(new)
+        .map(|(old, new)| new.as_deref().unwrap_or(old))
+        .collect();
+    Some(mime::join_multipart(&head, boundary, &parts))
+}
+
 /// Puts the Legacy Display Element at the top of the main body part(s): every text/plain and
 /// text/html part of a top-level text or multipart/alternative, the first part of a
 /// multipart/mixed or /related. Returns `None` when there is no such part.
@@ -319,22 +340,16 @@ fn inject_legacy_display(entity: &[u8], lines: &str, depth: usize) -> Option<Vec
         {
             return None;
         }
-        let mut changed = false;
-        let mut out = mime::to_crlf(e.header).into_owned();
-        out.extend_from_slice(b"\r\n");
-        for (i, child) in children.iter().enumerate() {
-            let new = if alternative || i == 0 {
-                inject_legacy_display(child, lines, depth + 1)
-            } else {
-                None
-            };
-            changed |= new.is_some();
-            out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
-            out.extend_from_slice(new.as_deref().unwrap_or(child));
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-        return changed.then_some(out);
+        let new: Vec<Option<Vec<u8>>> = children
+            .iter()
+            .enumerate()
+            .map(|(i, child)| {
+                (alternative || i == 0)
+                    .then(|| inject_legacy_display(child, lines, depth + 1))
+                    .flatten()
+            })
+            .collect();
+        return rebuilt(e.header, boundary, &children, &new);
     }
     let html = match ct.mime_type.as_str() {
         "text/plain" => false,
@@ -429,18 +444,11 @@ fn strip_legacy_display(entity: &[u8], depth: usize) -> Option<Vec<u8>> {
     if ct.is_multipart() {
         let boundary = ct.param("boundary")?;
         let children = mime::split_multipart(e.body, boundary).ok()?;
-        let mut changed = false;
-        let mut out = mime::to_crlf(e.header).into_owned();
-        out.extend_from_slice(b"\r\n");
-        for child in &children {
-            let new = strip_legacy_display(child, depth + 1);
-            changed |= new.is_some();
-            out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
-            out.extend_from_slice(new.as_deref().unwrap_or(child));
-            out.extend_from_slice(b"\r\n");
-        }
-        out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-        return changed.then_some(out);
+        let new: Vec<Option<Vec<u8>>> = children
+            .iter()
+            .map(|child| strip_legacy_display(child, depth + 1))
+            .collect();
+        return rebuilt(e.header, boundary, &children, &new);
     }
     if ct.param("hp-legacy-display") != Some("1") {
         return None;

@@ -400,6 +400,25 @@ pub fn qp_encode(text: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A multipart entity written anew: `head` (its header block and the empty line), then each
+/// part between delimiters; no preamble or epilogue.
+pub fn join_multipart(head: &[u8], boundary: &str, parts: &[&[u8]]) -> Vec<u8> {
+    let size: usize = parts.iter().map(|p| p.len() + boundary.len() + 6).sum();
+    let mut out = Vec::with_capacity(head.len() + size + boundary.len() + 6);
+    out.extend_from_slice(head);
+    for part in parts {
+        out.extend_from_slice(b"--");
+        out.extend_from_slice(boundary.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out.extend_from_slice(part);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"--");
+    out.extend_from_slice(boundary.as_bytes());
+    out.extend_from_slice(b"--\r\n");
+    out
+}
+
 /// Returns the delimiter positions of a multipart body: the parts between them (byte-exact,
 /// without the CRLF that belongs to the next delimiter).
 pub fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<&'a [u8]>, Error> {
