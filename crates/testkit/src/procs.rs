@@ -5,13 +5,33 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A port that was free a moment ago (bound to port 0, then released).
+/// A port that was free a moment ago, taken below the kernel's ephemeral range.
+///
+/// Why not port 0: the kernel hands out the same range as source ports of outgoing
+/// connections, so a test opening thousands of client connections in parallel could take the
+/// number between our probe and the daemon's bind (seen in CI: "nothing listens on 41071").
+/// Ports 20000..32000 are never chosen as source ports with Debian's default range.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // A start that differs between test processes, so two binaries rarely probe the same
+    // ports; within one process the counter walks distinct ports (13 is coprime to 12,000).
+    static SEED: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let seed = *SEED.get_or_init(|| {
+        std::process::id().wrapping_mul(7919)
+            ^ std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0)
+    });
+    for _ in 0..12_000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (seed.wrapping_add(n.wrapping_mul(13)) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000");
 }
 
 /// Waits until something accepts connections on the loopback port (at most 10 s).
