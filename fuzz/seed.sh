@@ -7,7 +7,7 @@ mkdir -p corpus/cms corpus/mime corpus/decrypt
 cp "$V"/rfc4134/*.bin corpus/cms/
 cp "$V"/rfc4134/*.eml corpus/mime/
 cp "$V"/rfc4134/5.3.eml corpus/decrypt/
-E="$(cd .. && pwd)/target/release/envelopd"
+E="${ENVELOPD_BIN:-$(cd .. && pwd)/target/release/envelopd}"
 [ -x "$E" ] || (cd .. && cargo build --release -q -p envelopd)
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 cp "$V"/rfc9216/*.key "$V"/rfc9216/*.crt "$tmp"/; chmod 600 "$tmp"/*.key
@@ -27,4 +27,10 @@ printf '* 1 FETCH (UID 7 RFC822.SIZE 44 BODY[] {12}\r\nSubject: x\r\n BODY[HEADE
 printf '* 2 FETCH (BODYSTRUCTURE (("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 5 1 NIL NIL NIL NIL)("APPLICATION" "PDF" NIL NIL NIL "BASE64" 4 NIL ("ATTACHMENT" ("FILENAME" "x.pdf")) NIL NIL) "MIXED" ("BOUNDARY" "b") NIL NIL NIL))\r\n' > corpus/imap_server/structure.txt
 cp corpus/mime/plain-multipart.eml corpus/imap_server/
 printf 'a UID FETCH 1:* (UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From Subject)] BODYSTRUCTURE)\r\nb SEARCH OR BODY x NOT TEXT y SINCE 1-Jan-2026\r\nc APPEND Sent (\\Seen) {5}\r\nhello\r\nd IDLE\r\nDONE\r\n' > corpus/imap_client/commands.txt
-echo "seed corpora: $(ls corpus/cms | wc -l) cms, $(ls corpus/mime | wc -l) mime, $(ls corpus/decrypt | wc -l) decrypt"
+# SMTP: a submission with DATA, AUTH exchanges, BDAT (0xff bytes mark where the harness pauses).
+mkdir -p corpus/smtp
+printf 'EHLO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nSubject: s\r\n\r\nbody\r\n..dot\r\n.\r\nQUIT\r\n' > corpus/smtp/data.txt
+printf 'EHLO x\r\nAUTH PLAIN AGEAcGFzcw==\r\nAUTH LOGIN\r\nYQ==\r\ncGFzcw==\r\nMAIL FROM:<a@example.org> BODY=8BITMIME SMTPUTF8\r\nRCPT TO:<b@example.org>\r\nRSET\r\nQUIT\r\n' > corpus/smtp/auth.txt
+printf 'EHLO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nBDAT 12\r\nSubject: s\r\n\377BDAT 6 LAST\r\n\r\nbody\r\nQUIT\r\n' > corpus/smtp/bdat.txt
+{ printf 'EHLO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n'; tr -d '\r' < corpus/mime/signed.eml | sed 's/$/\r/; s/^\./../'; printf '.\r\n'; } > corpus/smtp/signed.txt
+echo "seed corpora: $(ls corpus/cms | wc -l) cms, $(ls corpus/mime | wc -l) mime, $(ls corpus/decrypt | wc -l) decrypt, $(ls corpus/smtp | wc -l) smtp"

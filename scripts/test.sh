@@ -29,5 +29,13 @@ cargo test --workspace --locked -- --skip interop_matrix
 echo "== interoperability matrix"
 # --workspace keeps feature unification identical to the build above (no second build).
 cargo test --workspace --locked --test interop -- --nocapture
+if [ "${ENVELOPD_FUZZ_SECS:-20}" != 0 ] && cargo fuzz --version >/dev/null 2>&1; then
+  echo "== short coverage-guided fuzz run (${ENVELOPD_FUZZ_SECS:-20} s per target; fuzz/run.sh for longer)"
+  ENVELOPD_BIN="$PWD/target/debug/envelopd" SANITIZER=${ENVELOPD_FUZZ_SANITIZER:-none} \
+    fuzz/run.sh "${ENVELOPD_FUZZ_SECS:-20}"
+else
+  echo "NOTE: cargo-fuzz not installed (or ENVELOPD_FUZZ_SECS=0): the coverage-guided fuzz run is skipped;" \
+    "the fuzz entry points still ran on seeds and mutations in the tests above" >&2
+fi
 echo "== the demo (README's first command), non-interactively"
 ENVELOPD_BIN="$PWD/target/debug/envelopd" scripts/demo.sh --once

@@ -92,6 +92,13 @@ pub struct SmtpListener {
     /// Open connections at most from one IP address.
     #[serde(default = "default_max_connections_per_ip")]
     pub max_connections_per_ip: usize,
+    /// Recipients per message at most (more get 452 4.5.3; RFC 5321 asks for at least 100).
+    #[serde(default = "default_max_recipients")]
+    pub max_recipients: usize,
+}
+
+fn default_max_recipients() -> usize {
+    1000
 }
 
 fn default_smtp_client_timeout() -> u64 {
@@ -129,6 +136,7 @@ impl Default for SmtpListener {
             max_message_size: default_max_size(),
             max_connections: default_max_connections(),
             max_connections_per_ip: default_max_connections_per_ip(),
+            max_recipients: default_max_recipients(),
             client_timeout: default_smtp_client_timeout(),
             proxy_protocol: false,
             proxy_from: Vec::new(),
@@ -414,6 +422,31 @@ pub struct PolicySection {
     /// RFC 9788 support (off by default: the text stays exactly as written).
     #[serde(default)]
     pub legacy_display: bool,
+    /// What happens when a logged-in user sends as another user's signing identity:
+    /// `unsigned` (sent, never signed as them) or `refuse` (550). The default follows the
+    /// fallback: `refuse` when `fallback = "refuse"` (enforcement), `unsigned` otherwise.
+    #[serde(default)]
+    pub foreign_sender: Option<ForeignSender>,
+}
+
+/// The answer to a user sending as someone else's identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ForeignSender {
+    /// Relay the message unsigned.
+    Unsigned,
+    /// Refuse it with 550 5.7.1.
+    Refuse,
+}
+
+impl PolicySection {
+    /// Whether a user's message sent as another user's identity is refused.
+    pub fn refuse_foreign_sender(&self) -> bool {
+        match self.foreign_sender {
+            Some(f) => f == ForeignSender::Refuse,
+            None => self.fallback == FallbackSetting::Refuse,
+        }
+    }
 }
 
 /// A switch written as `"on"` or `"off"`.

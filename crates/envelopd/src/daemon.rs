@@ -103,7 +103,8 @@ pub fn run(cfg: Config) -> Result<()> {
             proxy_from: cfg.smtp.proxy_from.clone(),
         },
         max_size: cfg.smtp.max_message_size,
-        max_recipients: 1000,
+        max_recipients: cfg.smtp.max_recipients.max(1),
+        refuse_foreign_sender: cfg.policy.refuse_foreign_sender(),
         timeouts: cfg.upstream.smtp.timeouts(),
         client_timeout: Duration::from_secs(cfg.smtp.client_timeout.max(1)),
     });

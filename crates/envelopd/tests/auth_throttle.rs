@@ -73,6 +73,36 @@ except imaplib.IMAP4.error as e:
         out.contains("REFUSED") && out.contains("too many failed logins"),
         "{out}"
     );
+    // A literal is no way around the lock: refused before the "+" (and with LITERAL+, its
+    // data is dropped, never read by Dovecot as commands).
+    let script = r#"
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=20)
+f = s.makefile("rb")
+f.readline()
+s.sendall(b"a LOGIN {17}\r\n")
+print(f.readline().decode().strip())
+s.sendall(b"b LOGIN {17+}\r\nbob@smime.example {6+}\r\nbob-pw\r\nc NOOP\r\n")
+while True:
+    l = f.readline().decode()
+    print(l.strip())
+    if not l or l.startswith("c "):
+        break
+"#;
+    let o = Command::new("python3")
+        .args(["-c", script, &imap.to_string()])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(
+        lines[0].starts_with("a NO [UNAVAILABLE] too many failed logins"),
+        "{out}"
+    );
+    assert!(
+        out.contains("b NO [UNAVAILABLE]") && out.contains("c OK") && !out.contains("BAD"),
+        "{out}"
+    );
     let log = std::fs::read_to_string(dir.path().join("log")).unwrap();
     assert!(
         log.contains("login refused: too many failed logins"),

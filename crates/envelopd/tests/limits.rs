@@ -324,3 +324,98 @@ fn behind_a_balancer_the_proxy_header_names_the_client() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("proxy_from"));
 }
+
+#[test]
+fn a_recipient_flood_gets_452_and_the_message_still_goes_to_the_accepted_ones() {
+    // 20,000 pipelined RCPT commands against a limit of 100: the first 100 are passed to the
+    // provider (Postfix's smtp-sink), the rest get 452 4.5.3 without reaching it; memory stays
+    // bounded and the message is delivered to the accepted recipients.
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("dump");
+    std::fs::create_dir(&dump).unwrap();
+    let (smtp, up) = (free_port(), free_port());
+    let _sink = testkit::procs::smtp_sink(&dump, up, &[]);
+    std::fs::write(
+        dir.path().join("proxy.toml"),
+        format!(
+            "[smtp]\nlisten = \"127.0.0.1:{smtp}\"\nmax_recipients = 100\n\
+             [upstream.smtp]\nhost = \"127.0.0.1\"\nport = {up}\ntls = \"none\"\n\
+             [certificates]\nrevocation = \"off\"\n"
+        ),
+    )
+    .unwrap();
+    let e = common::run_envelopd(&dir.path().join("proxy.toml"), &dir.path().join("log"));
+    wait_for(smtp);
+    let before = vm_hwm(e.0.id());
+    let s = TcpStream::connect(("127.0.0.1", smtp)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut greeting = String::new();
+    r.read_line(&mut greeting).unwrap();
+    const FLOOD: usize = 20_000;
+    let writer = {
+        let mut w = s.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let mut cmds = String::from("EHLO flood.example\r\nMAIL FROM:<a@example.org>\r\n");
+            for i in 0..FLOOD {
+                cmds.push_str(&format!("RCPT TO:<r{i}@example.org>\r\n"));
+            }
+            w.write_all(cmds.as_bytes()).unwrap();
+        })
+    };
+    let (mut ok, mut full, mut other) = (0, 0, Vec::new());
+    let mut l = String::new();
+    // EHLO (multi-line) and MAIL first.
+    loop {
+        l.clear();
+        r.read_line(&mut l).unwrap();
+        if l.starts_with("250 ") {
+            break;
+        }
+    }
+    l.clear();
+    r.read_line(&mut l).unwrap();
+    assert!(l.starts_with("250"), "MAIL: {l}");
+    for _ in 0..FLOOD {
+        l.clear();
+        r.read_line(&mut l).unwrap();
+        match &l[..l.len().min(9)] {
+            "250 2.1.5" => ok += 1,
+            "452 4.5.3" => full += 1,
+            _ => other.push(l.clone()),
+        }
+    }
+    writer.join().unwrap();
+    assert_eq!((ok, full), (100, FLOOD - 100), "{other:?}");
+    let mut w = s.try_clone().unwrap();
+    w.write_all(b"DATA\r\n").unwrap();
+    l.clear();
+    r.read_line(&mut l).unwrap();
+    assert!(l.starts_with("354"), "{l}");
+    w.write_all(b"Subject: flood\r\n\r\nstill delivered\r\n.\r\n")
+        .unwrap();
+    l.clear();
+    r.read_line(&mut l).unwrap();
+    assert!(l.starts_with("250"), "{l}");
+    std::thread::sleep(Duration::from_millis(300));
+    let stored: Vec<String> = std::fs::read_dir(&dump)
+        .unwrap()
+        .flatten()
+        .map(|f| std::fs::read_to_string(f.path()).unwrap_or_default())
+        .filter(|m| m.contains("still delivered"))
+        .collect();
+    assert_eq!(stored.len(), 1);
+    // smtp-sink records each recipient it accepted as an X-Rcpt-Args line.
+    let rcpts = stored[0]
+        .lines()
+        .filter(|l| l.starts_with("X-Rcpt-Args:"))
+        .count();
+    assert_eq!(rcpts, 100, "{}", &stored[0][..stored[0].len().min(2000)]);
+    let peak = vm_hwm(e.0.id());
+    println!(
+        "recipient flood ({FLOOD} RCPT): peak RSS {} MiB (before {} MiB); {rcpts} recipient lines at the provider",
+        peak / 1024,
+        before / 1024
+    );
+    assert!(peak < before + 32 * 1024, "peak RSS {peak} KiB");
+}

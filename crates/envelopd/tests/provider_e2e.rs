@@ -32,6 +32,18 @@ impl Envelopd {
 
     /// Listening on `ip`, with `extra` lines for the `[smtp]` section.
     fn start_on(provider: &Provider, ip: &str, tls: &str, port: u16, extra: &str) -> Envelopd {
+        Envelopd::start_full(provider, ip, tls, port, extra, "")
+    }
+
+    /// Also with `policy` lines for the `[policy]` section (whose fallback is `refuse`).
+    fn start_full(
+        provider: &Provider,
+        ip: &str,
+        tls: &str,
+        port: u16,
+        extra: &str,
+        policy: &str,
+    ) -> Envelopd {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -55,7 +67,7 @@ impl Envelopd {
                  [upstream.smtp]\nhost = \"localhost\"\nport = {port}\ntls = \"{tls}\"\nca_file = \"{}\"\nsystem_roots = false\n\
                  [certificates]\nanchors = [\"trust\"]\nrecipients = \"certs\"\n\
                  [[identity]]\naddresses = [\"alice@smime.example\"]\npkcs12 = \"keys/alice.p12\"\npassword_file = \"keys/pw\"\nencryption_cert = \"keys/alice-enc.pem\"\n\
-                 [policy]\nfallback = \"refuse\"\n",
+                 [policy]\nfallback = \"refuse\"\n{policy}\n",
                 provider.ca().display()
             ),
         )
@@ -264,19 +276,63 @@ fn logins_are_checked_by_the_provider_and_decide_which_key_signs() {
         !e.log().contains("guess"),
         "a password must never reach the log"
     );
-    // Bob logs in correctly but writes "From: alice": the provider would take it, but envelopd
-    // must not sign with Alice's key for him; the message is still encrypted to Bob.
+    // Enforcement (fallback = "refuse" makes foreign senders refused by default): Bob logs in
+    // correctly but gives Alice as envelope sender: 550 at MAIL, before anything is sent.
     let msg = message("bob-as-alice", "Alice <alice@smime.example>");
     let o = send("swaks", e.listen, "bob@smime.example", "bob-pw", &msg);
+    assert!(!o.status.success());
+    let t = transcript(&o);
+    assert!(
+        t.contains("550 5.7.1") && t.contains("may not send as alice@smime.example"),
+        "{t}"
+    );
+    // … and with his own envelope sender but "From: Alice" in the header: 550 after the data.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("m.eml"), &msg).unwrap();
+    let o = Command::new("swaks")
+        .args(["--server", &format!("127.0.0.1:{}", e.listen)])
+        .args(["--auth", "PLAIN", "--auth-user", "bob@smime.example"])
+        .args(["--auth-password", "bob-pw", "--from", "bob@smime.example"])
+        .args(["--to", "bob@smime.example", "--data"])
+        .arg(format!("@{}", tmp.path().join("m.eml").display()))
+        .output()
+        .unwrap();
+    let t = transcript(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(t.contains("<** 550 5.7.1"), "{t}");
+    assert!(e.log().contains("decision=refuse"), "{}", e.log());
+    assert_eq!(provider.count("bob"), 0, "nothing refused was delivered");
+    // With foreign_sender = "unsigned" the provider takes it, but envelopd must not sign with
+    // Alice's key for him; the message is still encrypted to Bob.
+    let e2 = Envelopd::start_full(
+        &provider,
+        "127.0.0.1",
+        "starttls",
+        provider.submission,
+        "",
+        "foreign_sender = \"unsigned\"",
+    );
+    let o = send("swaks", e2.listen, "bob@smime.example", "bob-pw", &msg);
     assert!(o.status.success(), "{}", transcript(&o));
     let stored = provider.wait_messages("bob", 1);
     assert_eq!(stored.len(), 1);
-    let signed_by_alice = openssl_open(&stored[0], "bob.encrypt.key");
+    let v = common::rfc9216();
+    let inner = testkit::openssl_pipe(
+        &[
+            "cms",
+            "-decrypt",
+            "-inkey",
+            v.join("bob.encrypt.key").to_str().unwrap(),
+        ],
+        &stored[0],
+    )
+    .expect("still encrypted to Bob");
+    let inner = String::from_utf8_lossy(&inner);
     assert!(
-        signed_by_alice.is_err(),
-        "Bob's session must not produce a message signed as Alice"
+        inner.contains("unauffaellig") && !inner.contains("pkcs7-signature"),
+        "Bob's session must not produce a message signed as Alice: {inner}"
     );
-    assert!(e.log().contains("not signing"), "{}", e.log());
+    assert!(e2.log().contains("not signing"), "{}", e2.log());
     // Without a login the provider refuses the recipient (its 5xx is what the client sees).
     let o = Command::new("swaks")
         .args(["--server", &format!("127.0.0.1:{}", e.listen)])

@@ -16,7 +16,11 @@ struct Setup {
     _serial: std::sync::MutexGuard<'static, ()>,
     dir: tempfile::TempDir,
     listen: u16,
+    /// Where smtp-sink listens.
     upstream: u16,
+    /// Gateway mode: envelopd on the LAN address with STARTTLS and logins required (the LAN
+    /// address; the AUTH relay in front of smtp-sink).
+    gateway: Option<(String, Proc)>,
 }
 
 /// The tests pick free ports by binding port 0; running them one at a time keeps one test's
@@ -30,6 +34,17 @@ impl Setup {
 
     /// With extra lines for the `[upstream.smtp]` section.
     fn with(fallback: &str, upstream_extra: &str) -> Setup {
+        Setup::build(fallback, upstream_extra, false)
+    }
+
+    /// A practice-wide gateway: listening on every address with STARTTLS (a certificate from
+    /// `envelopd tls selfsigned`) and logins required; smtp-sink behind the AUTH relay
+    /// (`clients/sink_auth.py`), since smtp-sink itself answers AUTH with 250.
+    fn gateway(fallback: &str, upstream_extra: &str) -> Setup {
+        Setup::build(fallback, upstream_extra, true)
+    }
+
+    fn build(fallback: &str, upstream_extra: &str, gateway: bool) -> Setup {
         use std::os::unix::fs::PermissionsExt;
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
@@ -47,10 +62,47 @@ impl Setup {
             std::fs::set_permissions(d.join(f), std::fs::Permissions::from_mode(0o600)).unwrap();
         }
         let (listen, upstream) = (free_port(), free_port());
+        let (smtp, relay_port, gateway) = if gateway {
+            let lan = testkit::procs::lan_address();
+            let o = Command::new(env!("CARGO_BIN_EXE_envelopd"))
+                .args(["tls", "selfsigned", "--name", &lan, "--cert"])
+                .arg(d.join("tls.crt"))
+                .arg("--key")
+                .arg(d.join("tls.key"))
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let relay_port = free_port();
+            let script =
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/sink_auth.py");
+            let relay = Proc(
+                Command::new("python3")
+                    .arg(script)
+                    .args([relay_port.to_string(), upstream.to_string()])
+                    .spawn()
+                    .unwrap(),
+            );
+            wait_for(relay_port);
+            (
+                format!(
+                    "[smtp]\nlisten = \"0.0.0.0:{listen}\"\ntls = \"starttls\"\ncert = \"{}\"\nkey = \"{}\"\n",
+                    d.join("tls.crt").display(),
+                    d.join("tls.key").display()
+                ),
+                relay_port,
+                Some((lan, relay)),
+            )
+        } else {
+            (
+                format!("[smtp]\nlisten = \"127.0.0.1:{listen}\"\n"),
+                upstream,
+                None,
+            )
+        };
         std::fs::write(
             d.join("proxy.toml"),
             format!(
-                "[smtp]\nlisten = \"127.0.0.1:{listen}\"\n[upstream.smtp]\nhost = \"127.0.0.1\"\nport = {upstream}\ntls = \"none\"\n{upstream_extra}\n\
+                "{smtp}[upstream.smtp]\nhost = \"127.0.0.1\"\nport = {relay_port}\ntls = \"none\"\n{upstream_extra}\n\
                  [certificates]\nanchors = [\"trust\"]\nrecipients = \"certs\"\n\
                  [[identity]]\naddresses = [\"alice@smime.example\"]\npkcs12 = \"keys/alice.p12\"\npassword_file = \"keys/pw\"\nencryption_cert = \"keys/alice-enc.pem\"\n\
                  [policy]\nfallback = \"{fallback}\"\n"
@@ -62,6 +114,7 @@ impl Setup {
             dir,
             listen,
             upstream,
+            gateway,
         }
     }
 
@@ -88,7 +141,9 @@ impl Setup {
             .map(|e| e.unwrap().path())
             .collect();
         files.sort();
-        files.iter().map(|f| std::fs::read(f).unwrap()).collect()
+        // smtp-sink removes the dump of a transaction that was cut off, possibly between the
+        // listing and the read: such a file holds no message.
+        files.iter().filter_map(|f| std::fs::read(f).ok()).collect()
     }
 
     /// The stored dumps that hold a message (smtp-sink may also leave envelope-only dumps of
@@ -102,12 +157,15 @@ impl Setup {
 
     fn swaks(&self, to: &[&str], headers: &[&str], body: &str) -> Output {
         let mut c = Command::new("swaks");
-        c.args([
-            "--server",
-            &format!("127.0.0.1:{}", self.listen),
-            "--from",
-            "alice@smime.example",
-        ]);
+        match &self.gateway {
+            None => c.args(["--server", &format!("127.0.0.1:{}", self.listen)]),
+            // From another machine's point of view: the LAN address, STARTTLS, a login.
+            Some((lan, _)) => c
+                .args(["--server", &format!("{lan}:{}", self.listen), "--tls"])
+                .args(["--auth", "PLAIN", "--auth-user", "alice@smime.example"])
+                .args(["--auth-password", "alice-pw"]),
+        };
+        c.args(["--from", "alice@smime.example"]);
         c.args(["--to", &to.join(",")]);
         for h in headers {
             c.args(["--header", h]);
@@ -449,6 +507,137 @@ fn a_stop_finishes_the_message_in_flight_and_says_goodbye_to_idle_clients() {
     );
 }
 
+/// A LAN client speaking SMTP through `openssl s_client -starttls smtp` (OpenSSL does the
+/// first EHLO and STARTTLS), reply by reply.
+struct TlsRaw {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl TlsRaw {
+    fn connect(host: &str, port: u16) -> TlsRaw {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = Command::new("openssl")
+            .args(["s_client", "-quiet", "-ign_eof", "-starttls", "smtp"])
+            .args(["-connect", &format!("{host}:{port}")])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in out.lines() {
+                let Ok(l) = l else { break };
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        TlsRaw { child, lines }
+    }
+
+    fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(20))
+                .unwrap_or_default();
+            all.push_str(&line);
+            all.push('\n');
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return all;
+            }
+        }
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().unwrap();
+        stdin.write_all(bytes).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    fn send(&mut self, bytes: &[u8]) -> String {
+        self.write(bytes);
+        self.reply()
+    }
+
+    /// EHLO again over TLS and log in as Alice (the relay makes smtp-sink's answer a 235).
+    fn login(&mut self) {
+        assert!(self.send(b"EHLO lan.example\r\n").starts_with("250"));
+        let plain = smime::mime::base64_lines(b"\0alice@smime.example\0alice-pw");
+        let auth = format!(
+            "AUTH PLAIN {}\r\n",
+            String::from_utf8_lossy(&plain).trim_end()
+        );
+        let r = self.send(auth.as_bytes());
+        assert!(r.starts_with("235"), "{r}");
+    }
+}
+
+impl Drop for TlsRaw {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_gateway_restarted_mid_session_loses_nothing_it_acknowledged() {
+    // envelopd as the LAN gateway (STARTTLS, logins) is stopped (SIGTERM, as systemd does on a
+    // restart) while one LAN client is idle and another is half-way through its message. The
+    // half-sent message is finished and delivered, the idle client is told to come back (421),
+    // and after the restart its retry goes through: every 250 is a stored message.
+    let s = Setup::gateway("plaintext", "");
+    let lan = s.gateway.as_ref().unwrap().0.clone();
+    let _sink = sink(&s.dump(), s.upstream, &[]);
+    let mut e = s.envelopd();
+    let mut idle = TlsRaw::connect(&lan, s.listen);
+    idle.login();
+    let mut busy = TlsRaw::connect(&lan, s.listen);
+    busy.login();
+    assert!(busy
+        .send(b"MAIL FROM:<alice@smime.example>\r\n")
+        .starts_with("250"));
+    assert!(busy
+        .send(b"RCPT TO:<carol@other.example>\r\n")
+        .starts_with("250"));
+    assert!(busy.send(b"DATA\r\n").starts_with("354"));
+    busy.write(b"Subject: in flight\r\n\r\nfirst half\r\n");
+    let pid = e.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let r = idle.reply();
+    assert!(r.starts_with("421 4.3.2"), "{r}");
+    let r = busy.send(b"second half\r\n.\r\n");
+    assert!(r.starts_with("250"), "the message in flight: {r}");
+    assert!(e.0.wait().unwrap().success());
+    // The restarted gateway takes the idle client's retry.
+    let _e2 = s.envelopd();
+    let o = s.swaks(
+        &["carol@other.example"],
+        &["Subject: retried after the restart"],
+        "after the restart",
+    );
+    assert!(o.status.success(), "{}", transcript(&o));
+    std::thread::sleep(Duration::from_millis(300));
+    let stored: Vec<String> = s
+        .messages()
+        .iter()
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .collect();
+    assert_eq!(stored.len(), 2, "{stored:?}");
+    assert!(stored.iter().any(|m| m.contains("second half")));
+    assert!(stored.iter().any(|m| m.contains("after the restart")));
+}
+
 #[test]
 fn a_killed_proxy_never_yields_250() {
     // envelopd killed (SIGKILL) in the middle of DATA: the client sees the connection drop.
@@ -516,10 +705,11 @@ struct FaultRun {
 fn last_reply(o: &Output) -> String {
     transcript(o)
         .lines()
-        .filter(|l| l.starts_with("<-") || l.starts_with("<**"))
+        // `<-` / `<**` in the clear, `<~` / `<~*` inside TLS.
+        .filter(|l| ["<-", "<**", "<~"].iter().any(|p| l.starts_with(p)))
         .rfind(|l| !l.contains(" 221 "))
         .unwrap_or("(no reply)")
-        .trim_start_matches(['<', '-', '*', ' '])
+        .trim_start_matches(['<', '-', '*', '~', ' '])
         .to_string()
 }
 
@@ -528,12 +718,25 @@ fn fault_matrix_never_loses_a_message() {
     // The provider answers 4xx, 5xx or nothing at every stage, or is too slow (envelopd waits
     // 1 s per reply and 2 s after the message here). For each fault a message with a unique body
     // is sent; "lost" is a 250 to the client for a message the provider does not have.
-    let s = Setup::with("plaintext", "timeout = 1");
+    fault_matrix(&Setup::with("plaintext", "timeout = 1"));
+}
+
+#[test]
+fn fault_matrix_in_gateway_mode_never_loses_a_message() {
+    // The same faults with envelopd as the practice's LAN gateway: the client comes over the LAN
+    // address with STARTTLS and logs in, so the provider is first reached for the login; faults
+    // before that (down, greeting, EHLO) are a temporary 454 for the login.
+    fault_matrix(&Setup::gateway("plaintext", "timeout = 1"));
+}
+
+fn fault_matrix(s: &Setup) {
     let _e = s.envelopd();
+    let gw = s.gateway.is_some();
+    let at_login = |code: u16| if gw { 454 } else { code };
     let faults: &[(&str, &[&str], u16)] = &[
-        ("provider down", &[], 451),
-        ("greeting 4xx", &["-r", "connect"], 451),
-        ("EHLO 5xx", &["-f", "ehlo"], 451),
+        ("provider down", &[], at_login(451)),
+        ("greeting 4xx", &["-r", "connect"], at_login(451)),
+        ("EHLO 5xx", &["-f", "ehlo"], at_login(451)),
         ("MAIL 4xx", &["-r", "mail"], 450),
         ("MAIL 5xx", &["-f", "mail"], 500),
         ("RCPT 4xx", &["-r", "rcpt"], 450),
@@ -581,7 +784,15 @@ fn fault_matrix_never_loses_a_message() {
             stored,
         });
     }
-    let mut table = String::from("\nfault                          client reply                                    provider has it\n");
+    let mut table = format!(
+        "\n{} mode\nfault ",
+        if gw {
+            "gateway (LAN, STARTTLS, login)"
+        } else {
+            "loopback"
+        }
+    );
+    table.push_str("                         client reply                                    provider has it\n");
     for r in &runs {
         table.push_str(&format!(
             "{:<30} {:<47} {}\n",

@@ -195,6 +195,9 @@ struct Session {
     /// Lines from the client that are not commands: SASL responses after AUTHENTICATE (until
     /// its tagged answer) or the DONE that ends IDLE. They pass through uncounted.
     continuation: Option<Continuation>,
+    /// The rest of a refused command with non-synchronizing literals (`{n+}`) is still
+    /// arriving: it is dropped, never sent to the server.
+    discarding: bool,
 }
 
 /// What the client's next lines are, when they are not commands.
@@ -249,6 +252,7 @@ async fn run(
         out: Vec::new(),
         logged_out: false,
         continuation: None,
+        discarding: false,
     };
     let greeting = s.caps(&greeting);
     s.send_client(&greeting).await?;
@@ -629,10 +633,24 @@ impl Session {
                 self.send_server(bytes).await?;
                 continue;
             }
+            if self.discarding {
+                match &piece {
+                    Piece::Literal(_) => continue,
+                    Piece::Line {
+                        bytes,
+                        first: false,
+                    } => {
+                        self.discarding = literal_at_end(bytes).is_some();
+                        continue;
+                    }
+                    Piece::Line { first: true, .. } => self.discarding = false,
+                }
+            }
             match piece {
                 Piece::Line { bytes, first: true } if literal_at_end(&bytes).is_none() => {
                     self.command(bytes).await?;
                 }
+                Piece::Line { bytes, first: true } if self.refuse_literal_login(&bytes).await? => {}
                 Piece::Line { bytes, first: true } if self.start_append(&bytes).await? => {}
                 Piece::Line { bytes, first } => {
                     if first {
@@ -645,6 +663,44 @@ impl Session {
             }
         }
         Ok(Ok(()))
+    }
+
+    /// Why this session may not log in now (cleartext off this machine, or too many failed
+    /// logins), as the tagged answer for `tag`; `user` is the claimed name, when known.
+    fn login_refusal(&self, tag: &str, user: Option<&str>) -> Option<String> {
+        if !self.login_allowed() {
+            return Some(format!("{tag} NO [PRIVACYREQUIRED] use STARTTLS first: passwords do not cross the network in the clear\r\n"));
+        }
+        let wait = self.ctx.auth_throttle.blocked(self.peer.ip(), user)?;
+        tracing::warn!(peer = %self.peer, "login refused: too many failed logins");
+        Some(format!(
+            "{tag} NO [UNAVAILABLE] too many failed logins; try again in {} minutes\r\n",
+            wait.as_secs() / 60 + 1
+        ))
+    }
+
+    /// LOGIN or AUTHENTICATE whose name or password comes as a literal gets the same checks as
+    /// the one-line form, before its `+`: otherwise a literal would be a way around the
+    /// cleartext rule and the failed-login lock. True when the command was refused.
+    async fn refuse_literal_login(&mut self, line: &[u8]) -> std::io::Result<bool> {
+        let (tag, name, next) = command_words(line);
+        if !matches!(name.as_str(), "LOGIN" | "AUTHENTICATE") {
+            return Ok(false);
+        }
+        let user = (name == "LOGIN" && !next.starts_with('{'))
+            .then(|| unquote(&next).to_ascii_lowercase());
+        let Some(refusal) = self.login_refusal(&tag, user.as_deref()) else {
+            return Ok(false);
+        };
+        self.send_client(refusal.as_bytes()).await?;
+        let open = memchr::memrchr(b'{', line).expect("a literal marker");
+        if line[open..].contains(&b'+') {
+            // LITERAL+: the data is on its way regardless; drop it and the rest of the command.
+            self.discarding = true;
+        } else {
+            self.splitter.cancel_literal();
+        }
+        Ok(true)
     }
 
     /// The own encryption certificate for this session's login, if it has one.
@@ -869,10 +925,6 @@ impl Session {
                 return self.search(plan).await;
             }
         }
-        if matches!(name.as_str(), "LOGIN" | "AUTHENTICATE") && !self.login_allowed() {
-            let r = format!("{tag} NO [PRIVACYREQUIRED] use STARTTLS first: passwords do not cross the network in the clear\r\n");
-            return self.send_client(r.as_bytes()).await;
-        }
         if matches!(name.as_str(), "LOGIN" | "AUTHENTICATE") {
             let user = match name.as_str() {
                 "LOGIN" => Some(unquote(&next).to_ascii_lowercase()),
@@ -881,16 +933,7 @@ impl Session {
                     .nth(3)
                     .and_then(|ir| sasl_login(&next.to_ascii_uppercase(), ir.as_bytes())),
             };
-            if let Some(wait) = self
-                .ctx
-                .auth_throttle
-                .blocked(self.peer.ip(), user.as_deref())
-            {
-                tracing::warn!(peer = %self.peer, "login refused: too many failed logins");
-                let r = format!(
-                    "{tag} NO [UNAVAILABLE] too many failed logins; try again in {} minutes\r\n",
-                    wait.as_secs() / 60 + 1
-                );
+            if let Some(r) = self.login_refusal(&tag, user.as_deref()) {
                 return self.send_client(r.as_bytes()).await;
             }
         }

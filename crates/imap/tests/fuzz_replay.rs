@@ -30,6 +30,22 @@ fn mutate(seed: &[u8], edits: &[(usize, u8)]) -> Vec<u8> {
     v
 }
 
+/// The inputs `fuzz/run.sh` kept from earlier findings (`fuzz/regressions/<target>`).
+#[test]
+fn kept_fuzzer_findings_run_cleanly() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions");
+    for (target, run) in [
+        ("imap_server", imap::fuzz_targets::server as fn(&[u8])),
+        ("imap_client", imap::fuzz_targets::client),
+    ] {
+        if let Ok(dir) = std::fs::read_dir(root.join(target)) {
+            for f in dir.flatten() {
+                run(&std::fs::read(f.path()).unwrap());
+            }
+        }
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 

@@ -143,3 +143,31 @@ fn decrypt_target_survives_mutated_envelopes() {
         }
     }
 }
+
+/// The inputs `fuzz/run.sh` kept from earlier findings (`fuzz/regressions/<target>`).
+fn kept(target: &str) -> Vec<Vec<u8>> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fuzz/regressions")
+        .join(target);
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|f| std::fs::read(f.path()).unwrap())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn kept_fuzzer_findings_run_cleanly() {
+    for m in kept("cms") {
+        smime::fuzz_targets::cms(&m);
+    }
+    for m in kept("mime") {
+        smime::fuzz_targets::mime(&m);
+    }
+    let keys = [bob()];
+    for m in kept("decrypt") {
+        smime::fuzz_targets::decrypt(&m, &keys);
+    }
+}

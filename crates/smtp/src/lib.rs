@@ -6,6 +6,8 @@
 #![warn(missing_docs)]
 
 pub mod conn;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod outgoing;
 pub mod session;
 pub mod upstream;

@@ -92,6 +92,9 @@ pub struct Context {
     pub max_size: usize,
     /// The most recipients per message.
     pub max_recipients: usize,
+    /// Refuse (550 5.7.1) a logged-in user's message whose envelope sender or From is another
+    /// user's signing identity, instead of sending it unsigned (enforcement mode).
+    pub refuse_foreign_sender: bool,
     /// Waits towards the provider.
     pub timeouts: Timeouts,
     /// How long a client may be silent.
@@ -243,6 +246,16 @@ pub async fn serve(
         move |stream, peer, stop| Session::new(Conn::Plain(stream), peer, ctx.clone(), stop).run(),
     )
     .await
+}
+
+/// One session on an accepted connection (the fuzz harness drives sessions this way).
+pub(crate) async fn serve_one(
+    client: Conn,
+    peer: SocketAddr,
+    ctx: Arc<Context>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    Session::new(client, peer, ctx, shutdown).run().await
 }
 
 struct Session {
@@ -741,6 +754,24 @@ impl Session {
         self.reset().await;
     }
 
+    /// The refusal for a logged-in user sending as an identity that is not theirs, when
+    /// enforcement asks for it (otherwise such mail goes out unsigned).
+    fn foreign_sender(&self, address: &str) -> Option<Reply> {
+        let login = self.login.as_deref()?;
+        if !self.ctx.refuse_foreign_sender {
+            return None;
+        }
+        let i = identity_for(&self.ctx.identities, address)?;
+        (!i.usable_by(login)).then(|| {
+            tracing::warn!(%address, login, "refused: this login may not send as that identity");
+            Reply::new(
+                550,
+                "5.7.1",
+                format!("{login} may not send as {address} (envelopd binds each signing identity to its users)"),
+            )
+        })
+    }
+
     async fn mail(&mut self, from: smtp_proto::MailFrom<String>) -> Reply {
         if !self.helo {
             return Reply::new(503, "5.5.1", "say EHLO first");
@@ -750,6 +781,9 @@ impl Session {
         }
         if self.ctx.require_auth && self.login.is_none() {
             return Reply::new(530, "5.7.0", "authentication required");
+        }
+        if let Some(refusal) = self.foreign_sender(&from.address) {
+            return refusal;
         }
         let limit = self.size_limit();
         if from.size > limit {
@@ -982,6 +1016,11 @@ impl Session {
         let from = self.mail_from.clone().unwrap_or_default();
         let params = self.mail_params.clone();
         let facts = MessageFacts::from_message(&message, rcpts.clone());
+        if let Some(refusal) = facts.from.as_deref().and_then(|f| self.foreign_sender(f)) {
+            self.audit.0 = "refuse";
+            self.reset().await;
+            return refusal;
+        }
         let now = SystemTime::now();
         if let Some(dir) = self.ctx.directory.clone() {
             complete_from_directory(&self.ctx.store, dir, &rcpts, now).await;

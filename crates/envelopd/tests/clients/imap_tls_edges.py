@@ -35,6 +35,16 @@ check("STARTTLS" in g and "LOGINDISABLED" in g, "greeting offers STARTTLS, says 
 s.sendall(b"a LOGIN " + user.encode() + b" " + password.encode() + b"\r\n")
 r = until_tagged(f, b"a")
 check("a NO [PRIVACYREQUIRED]" in r, "LOGIN in the clear refused", r)
+# The same with the name as a literal: refused before the "+", the password is never asked for.
+s.sendall(b"l1 LOGIN {%d}\r\n" % len(user))
+r = f.readline().decode()
+check(r.startswith("l1 NO [PRIVACYREQUIRED]"), "literal LOGIN in the clear refused before +", r)
+# LITERAL+: name and password arrive unasked; both are dropped, the session goes on.
+s.sendall(b"l2 LOGIN {%d+}\r\n%s {%d+}\r\n%s\r\nl3 NOOP\r\n"
+          % (len(user), user.encode(), len(password), password.encode()))
+r = until_tagged(f, b"l3")
+check("l2 NO [PRIVACYREQUIRED]" in r and "l3 OK" in r and "BAD" not in r,
+      "LITERAL+ LOGIN in the clear refused, its data dropped", r)
 s.sendall(b"b STARTTLS\r\nc CAPABILITY\r\n")
 r = until_tagged(f, b"b")
 check("b OK" in r, "STARTTLS accepted", r)

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Lets Postfix's smtp-sink stand in for a provider that checks logins.
+
+smtp-sink announces AUTH but answers it with "250 2.0.0 Ok" (it checks nothing), which envelopd
+rightly does not count as a login (RFC 4954 wants 235). This relay sits between envelopd and
+smtp-sink and changes only that one reply into 235; every other byte, hang-up and delay of
+smtp-sink (its fault options) passes through unchanged.
+
+usage: sink_auth.py LISTEN_PORT SINK_PORT
+"""
+import socket
+import socketserver
+import sys
+import threading
+
+LISTEN, SINK = int(sys.argv[1]), int(sys.argv[2])
+
+
+class Relay(socketserver.BaseRequestHandler):
+    def handle(self):
+        try:
+            up = socket.create_connection(("127.0.0.1", SINK))
+        except OSError:
+            return  # provider down: the client sees the connection close
+        auth_pending = threading.Event()
+
+        def down():
+            buf = b""
+            while True:
+                try:
+                    data = up.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    break
+                buf += data
+                while b"\n" in buf:
+                    line, buf = buf.split(b"\n", 1)
+                    line += b"\n"
+                    if auth_pending.is_set() and line.startswith(b"250 "):
+                        auth_pending.clear()
+                        line = b"235 2.7.0 Authentication successful\r\n"
+                    self.request.sendall(line)
+            try:
+                self.request.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+        t = threading.Thread(target=down, daemon=True)
+        t.start()
+        buf = b""
+        while True:
+            try:
+                data = self.request.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            buf += data
+            # Whole lines go on; an AUTH command arms the rewrite of its reply.
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                if line[:5].upper() == b"AUTH ":
+                    auth_pending.set()
+                try:
+                    up.sendall(line + b"\n")
+                except OSError:
+                    return
+        try:
+            up.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        t.join(30)
+
+
+class Server(socketserver.ThreadingTCPServer):
+    allow_reuse_address = True
+    daemon_threads = True
+
+
+with Server(("127.0.0.1", LISTEN), Relay) as s:
+    s.serve_forever()
