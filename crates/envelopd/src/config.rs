@@ -31,6 +31,39 @@ pub struct Config {
     /// LDAP directories asked for recipient certificates envelopd does not have.
     #[serde(default, rename = "directory")]
     pub directories: Vec<DirectoryConfig>,
+    /// The loopback status page and Prometheus metrics (absent: not served).
+    pub status: Option<StatusSection>,
+    /// How the log is written.
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// The status page and metrics endpoint.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusSection {
+    /// Address and port (loopback only: the page names correspondents).
+    pub listen: SocketAddr,
+}
+
+/// The log's form.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// `text` (default) or `json` (one JSON object per line, for log collectors).
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+/// A log line's form.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// One LDAP directory.
@@ -281,6 +314,16 @@ pub enum TlsMode {
     Starttls,
     /// No TLS: allowed only to a server on this machine.
     None,
+}
+
+impl std::fmt::Display for TlsMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TlsMode::Implicit => "implicit TLS",
+            TlsMode::Starttls => "STARTTLS",
+            TlsMode::None => "no TLS",
+        })
+    }
 }
 
 /// Certificate sources.
@@ -582,6 +625,17 @@ impl Config {
                 bail!("imap: proxy_protocol needs proxy_from = [\"<the balancer's address>\"]: otherwise any client could claim any address");
             }
         }
+        if let Some(st) = self
+            .status
+            .as_ref()
+            .filter(|s| !s.listen.ip().is_loopback())
+        {
+            // The page names correspondents and the metrics carry addresses: this machine only.
+            bail!(
+                "status.listen = {}: the status page and metrics are served on loopback only (e.g. 127.0.0.1:9187); scrape from elsewhere through an SSH tunnel or a local Prometheus",
+                st.listen
+            );
+        }
         if !l.listen.ip().is_loopback() && l.tls == TlsMode::None {
             // Passwords and patient data would cross the LAN in the clear.
             bail!(
@@ -696,11 +750,38 @@ mod tests {
     }
 
     #[test]
+    fn foreign_senders_are_refused_under_enforcement_unless_said_otherwise() {
+        let parse =
+            |extra: &str| -> Config { toml::from_str(&format!("{MINIMAL}{extra}")).unwrap() };
+        assert!(!parse("").policy.refuse_foreign_sender());
+        assert!(parse("[policy]\nfallback = \"refuse\"\n")
+            .policy
+            .refuse_foreign_sender());
+        assert!(
+            !parse("[policy]\nfallback = \"refuse\"\nforeign_sender = \"unsigned\"\n")
+                .policy
+                .refuse_foreign_sender()
+        );
+        assert!(parse("[policy]\nforeign_sender = \"refuse\"\n")
+            .policy
+            .refuse_foreign_sender());
+    }
+
+    #[test]
     fn unsafe_or_mistyped_settings_are_refused_with_a_reason() {
         let cases = [
             (MINIMAL.replace("starttls", "none"), "only allowed to a server on this machine"),
             (format!("{MINIMAL}[policy]\nfallbak = \"refuse\"\n"), "unknown field `fallbak`"),
             (format!("{MINIMAL}[policy]\nfallback = \"maybe\"\n"), "unknown variant `maybe`"),
+            (
+                format!("{MINIMAL}[status]\nlisten = \"0.0.0.0:9187\"\n"),
+                "served on loopback only",
+            ),
+            (
+                format!("{MINIMAL}[policy]\nforeign_sender = \"maybe\"\n"),
+                "unknown variant `maybe`",
+            ),
+            (format!("{MINIMAL}[log]\nformat = \"xml\"\n"), "unknown variant `xml`"),
             (
                 format!("{MINIMAL}[policy]\nheader_protection = \"yes\"\n"),
                 "unknown variant `yes`",

@@ -16,15 +16,19 @@ use crate::keyfiles::read_certs;
 pub fn run(cfg: Config) -> Result<()> {
     // Logs go to stderr (journald picks them up); RUST_LOG=debug for more. Never bodies, keys
     // or passwords: only sizes, counts, addresses in refusals and decisions.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cfg.log.format == crate::config::LogFormat::Json {
+        // One JSON object per line (fields, span and target kept apart) for log collectors.
+        logs.json().init();
+    } else {
         // Colour codes only for a person at a terminal, never in log files or the journal.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
     let upstream = upstream_target(&cfg)?;
     let client_tls = client_tls(&cfg)?;
     let Loaded {
@@ -38,7 +42,8 @@ pub fn run(cfg: Config) -> Result<()> {
     // Failed logins count across both protocols.
     let auth_throttle = Arc::new(smtp::conn::AuthThrottle::default());
     start_revocation(&cfg, &store);
-    watch_own_certificates(&identities);
+    let own_for_status = own_certificates(&identities);
+    watch_own_certificates(own_for_status.clone());
     let imap = match (&cfg.imap, &cfg.upstream.imap) {
         (Some(l), Some(_)) => {
             let target = imap_target(&cfg)?.expect("upstream.imap is set");
@@ -163,6 +168,28 @@ pub fn run(cfg: Config) -> Result<()> {
                 tracing::info!(tls_reloaded = tls_ok, tls_failed, certificates_added = added, crl_files = crls, "reloaded on SIGHUP");
             }
         });
+        let status_task = match &cfg.status {
+            Some(st) => {
+                let l = tokio::net::TcpListener::bind(st.listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {} (status)", st.listen))?;
+                let mut listeners = vec![(
+                    "SMTP".to_string(),
+                    format!("{} ({})", cfg.smtp.listen, cfg.smtp.tls),
+                )];
+                if let Some(i) = &cfg.imap {
+                    listeners.push(("IMAP".into(), format!("{} ({})", i.listen, i.tls)));
+                }
+                let status = Arc::new(crate::status::Status {
+                    store: store.clone(),
+                    own: own_for_status.clone(),
+                    listeners,
+                });
+                tracing::info!(listen = %st.listen, "status page and metrics at http://{}/", st.listen);
+                Some(tokio::spawn(crate::status::serve(l, status, stopped.clone())))
+            }
+            None => None,
+        };
         let imap_task = match imap {
             Some((listen, ictx)) => {
                 let l = tokio::net::TcpListener::bind(listen)
@@ -177,6 +204,9 @@ pub fn run(cfg: Config) -> Result<()> {
             .await
             .context("listener failed")?;
         if let Some(t) = imap_task {
+            let _ = t.await;
+        }
+        if let Some(t) = status_task {
             let _ = t.await;
         }
         tracing::info!("stopped");
@@ -236,20 +266,25 @@ pub fn directories(cfg: &Config) -> Option<Arc<directory::Directories>> {
     )))
 }
 
-/// Days before expiry from which the practice's own certificates are warned about (daily).
-pub const EXPIRY_WARNINGS: [u64; 3] = [30, 14, 7];
-
-/// Logs a warning for every own certificate that expires within 30 days, at start and then once
-/// a day: louder (error level) in the last 7 days, and after expiry.
-fn watch_own_certificates(identities: &[SenderIdentity]) {
-    let certs: Vec<(String, smime::Cert)> = identities
+/// The practice's own certificates (signing and separate encryption ones), each with the
+/// addresses of its identity.
+fn own_certificates(identities: &[SenderIdentity]) -> Vec<(String, smime::Cert)> {
+    identities
         .iter()
         .flat_map(|i| {
             let who = i.addresses.join(", ");
             std::iter::once((who.clone(), i.identity.cert.clone()))
                 .chain(i.encryption_cert.clone().map(|c| (who, c)))
         })
-        .collect();
+        .collect()
+}
+
+/// Days before expiry from which the practice's own certificates are warned about (daily).
+pub const EXPIRY_WARNINGS: [u64; 3] = [30, 14, 7];
+
+/// Logs a warning for every own certificate that expires within 30 days, at start and then once
+/// a day: louder (error level) in the last 7 days, and after expiry.
+fn watch_own_certificates(certs: Vec<(String, smime::Cert)>) {
     let check = move || {
         let now = std::time::SystemTime::now();
         for (who, cert) in &certs {

@@ -22,6 +22,7 @@ mod explain;
 mod keyfiles;
 mod keys;
 mod revocation;
+mod status;
 mod tls;
 
 use keyfiles::{read_certs, KeySource};

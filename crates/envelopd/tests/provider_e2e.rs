@@ -300,7 +300,7 @@ fn logins_are_checked_by_the_provider_and_decide_which_key_signs() {
     let t = transcript(&o);
     assert!(!o.status.success(), "{t}");
     assert!(t.contains("<** 550 5.7.1"), "{t}");
-    assert!(e.log().contains("decision=refuse"), "{}", e.log());
+    assert!(e.log().contains("decision=refused"), "{}", e.log());
     assert_eq!(provider.count("bob"), 0, "nothing refused was delivered");
     // With foreign_sender = "unsigned" the provider takes it, but envelopd must not sign with
     // Alice's key for him; the message is still encrypted to Bob.

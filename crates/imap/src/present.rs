@@ -87,7 +87,17 @@ pub fn present(
     let mut capabilities = Vec::new();
     let mut preferred = Vec::new();
     let mut protected_headers = false;
-    let (inner, signature) = match smime::open(stored, keys, &opts) {
+    let started = std::time::Instant::now();
+    let opened = smime::open(stored, keys, &opts);
+    smtp::observe::get().opened(
+        match &opened {
+            Err(_) => "failed",
+            Ok(o) if o.layers.iter().any(|l| matches!(l, Layer::Encrypted(_))) => "decrypted",
+            Ok(_) => "signed_only",
+        },
+        started.elapsed(),
+    );
+    let (inner, signature) = match opened {
         Ok(opened) => {
             protected_headers = opened.header_protection.is_some();
             let mut decrypted = None;

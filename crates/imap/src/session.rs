@@ -23,16 +23,8 @@ use crate::present::{needs_presentation, present, Presentation};
 /// The longest command or response line (literals excluded).
 pub const MAX_LINE: usize = 64 * 1024;
 
-/// The provider's IMAP server.
-#[derive(Clone)]
-pub struct ImapTarget {
-    /// Host name (checked against the TLS certificate) or address.
-    pub host: String,
-    /// Port.
-    pub port: u16,
-    /// Transport security (STARTTLS, implicit TLS or none).
-    pub tls: TargetTls,
-}
+/// The provider's IMAP server: host, port and transport security, as for SMTP.
+pub type ImapTarget = smtp::upstream::Target;
 
 /// Decrypted messages kept in memory, bounded by their total size; never written to disk.
 pub struct Cache {
@@ -223,9 +215,14 @@ async fn run(
             return Ok(());
         }
     }
+    let o = smtp::observe::get();
     let (up, greeting, framer) = match connect(&ctx).await {
-        Ok(x) => x,
+        Ok(x) => {
+            o.upstream_ok("imap", ctx.upstream.describe());
+            x
+        }
         Err(why) => {
+            o.upstream_error("imap", ctx.upstream.describe(), &why);
             tracing::warn!(reason = %why, "IMAP server not usable");
             let bye = format!("* BYE envelopd cannot reach the mail server: {why}\r\n");
             let _ = client.write_all(bye.as_bytes()).await;

@@ -147,6 +147,7 @@ where
                 };
                 if sessions.len() >= limits.total {
                     tracing::warn!(proto, %peer, open = sessions.len(), "connection refused: too many connections");
+                    crate::observe::get().refused(proto);
                     refuse(&mut sessions, stream, limits.refusal);
                     continue;
                 }
@@ -184,6 +185,7 @@ where
                     };
                     if from_peer >= limits.per_ip {
                         tracing::warn!(proto, %peer, from_peer, "connection refused: too many connections from this address");
+                        crate::observe::get().refused(proto);
                         if let Some(line) = limits.refusal {
                             let _ = tokio::time::timeout(
                                 Duration::from_secs(1),
@@ -194,6 +196,7 @@ where
                         return;
                     }
                     let _counted = PeerCount::new(per_ip, peer.ip());
+                    let _open = OpenSession::new(proto);
                     let span = tracing::info_span!("session", proto, id, %peer);
                     async move {
                         tracing::debug!("connected");
@@ -225,6 +228,22 @@ where
         sessions.abort_all();
     }
     Ok(())
+}
+
+/// Counts a session as open in the metrics until dropped (also when its task is aborted).
+struct OpenSession(&'static str);
+
+impl OpenSession {
+    fn new(proto: &'static str) -> Self {
+        crate::observe::get().session_started(proto);
+        OpenSession(proto)
+    }
+}
+
+impl Drop for OpenSession {
+    fn drop(&mut self) {
+        crate::observe::get().session_ended(self.0);
+    }
 }
 
 /// Tells a refused client so (briefly, in the background) and closes.
@@ -403,6 +422,7 @@ impl AuthThrottle {
 
     /// Counts a failed login.
     pub fn failed(&self, ip: IpAddr, user: Option<&str>) {
+        crate::observe::get().failed_login();
         let now = std::time::Instant::now();
         let mut m = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if m.len() > 100_000 {

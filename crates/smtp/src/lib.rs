@@ -8,6 +8,7 @@
 pub mod conn;
 #[doc(hidden)]
 pub mod fuzz_targets;
+pub mod observe;
 pub mod outgoing;
 pub mod session;
 pub mod upstream;

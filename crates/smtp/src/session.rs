@@ -997,8 +997,25 @@ impl Session {
         self.audit = ("error", "-".into(), "-".into(), 0);
         let rcpts = self.rcpts.clone();
         let from = self.mail_from.clone().unwrap_or_default();
+        let started = std::time::Instant::now();
         let reply = self.deliver_inner(message).await;
         let (decision, cipher, signed_as, copies) = &self.audit;
+        crate::observe::get().message(
+            crate::observe::RecentDecision {
+                at: SystemTime::now(),
+                from: if from.is_empty() {
+                    "<>".into()
+                } else {
+                    from.clone()
+                },
+                recipients: rcpts.len(),
+                decision: decision.to_string(),
+                cipher: cipher.clone(),
+                signed_as: signed_as.clone(),
+                reply: reply.code,
+            },
+            started.elapsed(),
+        );
         tracing::info!(
             target: "envelopd::audit",
             "audit v1 proto=smtp peer={} login={} from={} rcpts={} decision={decision} cipher={cipher} signed_as={signed_as} copies={copies} reply={}",
@@ -1017,7 +1034,7 @@ impl Session {
         let params = self.mail_params.clone();
         let facts = MessageFacts::from_message(&message, rcpts.clone());
         if let Some(refusal) = facts.from.as_deref().and_then(|f| self.foreign_sender(f)) {
-            self.audit.0 = "refuse";
+            self.audit.0 = "refused";
             self.reset().await;
             return refusal;
         }

@@ -127,6 +127,10 @@ pub struct Upstream {
     pub size_limit: Option<usize>,
     /// The provider's EHLO keywords with their parameters, upper-cased (`AUTH PLAIN LOGIN`).
     pub capabilities: Vec<String>,
+    /// `host:port (tls)`, for the status page.
+    target: String,
+    /// Set up completely: later transport failures count as upstream errors of their own.
+    ready: bool,
 }
 
 impl Upstream {
@@ -137,6 +141,21 @@ impl Upstream {
         helo_name: &str,
         timeouts: Timeouts,
     ) -> Result<Self, Reply> {
+        let o = crate::observe::get();
+        match Self::set_up(target, helo_name, timeouts).await {
+            Ok(mut up) => {
+                o.upstream_ok("smtp", target.describe());
+                up.ready = true;
+                Ok(up)
+            }
+            Err(r) => {
+                o.upstream_error("smtp", target.describe(), &r.text);
+                Err(r)
+            }
+        }
+    }
+
+    async fn set_up(target: &Target, helo_name: &str, timeouts: Timeouts) -> Result<Self, Reply> {
         let tcp = timeout(
             timeouts.connect,
             TcpStream::connect((target.host.as_str(), target.port)),
@@ -151,6 +170,8 @@ impl Upstream {
             timeouts,
             size_limit: None,
             capabilities: Vec::new(),
+            target: target.describe(),
+            ready: false,
         };
         if let TargetTls::Implicit(config) = &target.tls {
             up.start_tls(config.clone(), &target.host).await?;
@@ -329,10 +350,19 @@ impl Upstream {
             // TLS buffers records: without a flush the command may never leave.
             self.stream.flush().await
         };
-        timeout(self.timeouts.command, send)
+        let r = timeout(self.timeouts.command, send)
             .await
-            .map_err(|_| Reply::unavailable("timed out sending"))?
-            .map_err(|e| Reply::unavailable(&e.to_string()))
+            .map_err(|_| Reply::unavailable("timed out sending"))
+            .and_then(|r| r.map_err(|e| Reply::unavailable(&e.to_string())));
+        r.map_err(|e| self.failed(e))
+    }
+
+    /// Counts a transport failure after set-up (set-up failures are counted by `connect`).
+    fn failed(&self, r: Reply) -> Reply {
+        if self.ready {
+            crate::observe::get().upstream_error("smtp", self.target.clone(), &r.text);
+        }
+        r
     }
 
     /// Reads one reply. A 421 means the provider is closing the connection: it becomes an
@@ -385,10 +415,11 @@ impl Upstream {
             let mut chunk = [0u8; 4096];
             let n = timeout(limit, self.stream.read(&mut chunk))
                 .await
-                .map_err(|_| Reply::unavailable("timed out waiting for a reply"))?
-                .map_err(|e| Reply::unavailable(&e.to_string()))?;
+                .map_err(|_| Reply::unavailable("timed out waiting for a reply"))
+                .and_then(|r| r.map_err(|e| Reply::unavailable(&e.to_string())))
+                .map_err(|e| self.failed(e))?;
             if n == 0 {
-                return Err(Reply::unavailable("connection closed"));
+                return Err(self.failed(Reply::unavailable("connection closed")));
             }
             self.buf.extend_from_slice(&chunk[..n]);
         }
