@@ -570,8 +570,35 @@ impl Config {
             .with_context(|| format!("cannot read the configuration {}", path.display()))?;
         let mut cfg = Self::parse(&text).with_context(|| format!("in {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
+        cfg.resolve_credentials(std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from))?;
         cfg.resolve_paths(base);
         Ok(cfg)
+    }
+
+    /// `password_file = "credential:NAME"` is the systemd credential NAME (`LoadCredential=`),
+    /// so key passwords need not lie in /etc/envelopd at all.
+    fn resolve_credentials(&mut self, dir: Option<PathBuf>) -> Result<()> {
+        for id in &mut self.identities {
+            let Some(name) = id
+                .password_file
+                .as_ref()
+                .and_then(|p| p.to_str())
+                .and_then(|p| p.strip_prefix("credential:"))
+                .map(str::to_string)
+            else {
+                continue;
+            };
+            if name.is_empty() || name.contains('/') || name == ".." {
+                bail!("password_file = \"credential:{name}\": give the credential's name as in LoadCredential=");
+            }
+            let Some(dir) = &dir else {
+                bail!(
+                    "password_file = \"credential:{name}\" needs systemd's LoadCredential={name}:… for the service (CREDENTIALS_DIRECTORY is not set)"
+                );
+            };
+            id.password_file = Some(dir.join(name));
+        }
+        Ok(())
     }
 
     /// Parses and checks configuration text.
@@ -747,6 +774,27 @@ mod tests {
         assert_eq!(c.upstream.smtp.port(), 587);
         assert_eq!(c.policy.fallback, FallbackSetting::Plaintext);
         assert!(c.upstream.smtp.system_roots);
+    }
+
+    #[test]
+    fn passwords_can_come_from_systemd_credentials() {
+        let text = format!(
+            "{MINIMAL}[[identity]]\naddresses = [\"a@x.org\"]\npkcs12 = \"a.p12\"\npassword_file = \"credential:a.pass\"\n"
+        );
+        let mut c = Config::parse(&text).unwrap();
+        c.resolve_credentials(Some(PathBuf::from("/run/credentials/envelopd.service")))
+            .unwrap();
+        assert_eq!(
+            c.identities[0].password_file.as_deref(),
+            Some(Path::new("/run/credentials/envelopd.service/a.pass"))
+        );
+        let mut c = Config::parse(&text).unwrap();
+        let e = c.resolve_credentials(None).unwrap_err().to_string();
+        assert!(e.contains("LoadCredential=a.pass"), "{e}");
+        let mut c = Config::parse(&text.replace("a.pass", "../etc/shadow")).unwrap();
+        assert!(c
+            .resolve_credentials(Some(PathBuf::from("/run/x")))
+            .is_err());
     }
 
     #[test]
