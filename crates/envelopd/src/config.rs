@@ -708,12 +708,19 @@ impl Config {
         if let Some(p) = self.certificates.recipients.as_mut() {
             fix(p);
         }
+        // What envelopd writes (learnt certificates, the CRL cache) goes to systemd's state
+        // directory when there is one: /etc stays read-only for the service.
+        let state = std::env::var_os("STATE_DIRECTORY").map(PathBuf::from);
+        let fix_state = |p: &mut PathBuf| match &state {
+            Some(dir) if p.is_relative() => *p = dir.join(&*p),
+            _ => fix(p),
+        };
         if let Some(p) = self.certificates.harvested.as_mut() {
-            fix(p);
+            fix_state(p);
         }
         self.certificates.crls.iter_mut().for_each(fix);
         if let Some(p) = self.certificates.crl_cache.as_mut() {
-            fix(p);
+            fix_state(p);
         }
         if let Some(p) = self.upstream.smtp.ca_file.as_mut() {
             fix(p);
