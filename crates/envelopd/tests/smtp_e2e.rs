@@ -639,6 +639,120 @@ fn a_gateway_restarted_mid_session_loses_nothing_it_acknowledged() {
 }
 
 #[test]
+fn sigterm_during_fifty_concurrent_transactions_loses_nothing() {
+    // 50 clients at once: a third half-way through their message's data, a third between RCPT
+    // and DATA, a third only greeted. SIGTERM (systemd's stop) arrives: every client must get
+    // the provider's 250 or a 4xx, every 250 must be a stored message, and the process must
+    // end by itself once the messages in flight are through.
+    let s = Setup::new("plaintext");
+    let _sink = sink(&s.dump(), s.upstream, &[]);
+    let mut e = s.envelopd();
+    const N: usize = 50;
+    // Channels, not barriers: a client that fails before the stop must fail the test, not
+    // leave the others waiting forever.
+    let (ready_tx, ready) = std::sync::mpsc::channel::<Result<(), String>>();
+    let mut gos = Vec::new();
+    let listen = s.listen;
+    let clients: Vec<_> = (0..N)
+        .map(|i| {
+            let ready_tx = ready_tx.clone();
+            let (go_tx, go) = std::sync::mpsc::channel::<()>();
+            gos.push(go_tx);
+            std::thread::spawn(move || -> (usize, String) {
+                use std::io::Write;
+                let mut c = Raw::connect(listen);
+                let mut step = |c: &mut Raw, cmd: String, want: &str| {
+                    let r = c.send(cmd.as_bytes());
+                    if r.starts_with(want) {
+                        Ok(())
+                    } else {
+                        Err(format!("client {i}: {cmd:?} got {r:?}"))
+                    }
+                };
+                let prepared = (|| {
+                    step(&mut c, "EHLO many.example\r\n".into(), "250")?;
+                    if i % 3 != 2 {
+                        step(&mut c, "MAIL FROM:<alice@smime.example>\r\n".into(), "250")?;
+                        step(&mut c, format!("RCPT TO:<r{i}@other.example>\r\n"), "250")?;
+                    }
+                    if i % 3 == 0 {
+                        step(&mut c, "DATA\r\n".into(), "354")?;
+                        write!(
+                            c.stream.get_mut(),
+                            "Subject: concurrent {i}\r\n\r\nfirst half of message {i}\r\n"
+                        )
+                        .map_err(|e| e.to_string())?;
+                    }
+                    Ok(())
+                })();
+                let failed = prepared.is_err();
+                let _ = ready_tx.send(prepared);
+                if failed || go.recv().is_err() {
+                    return (i, String::new());
+                }
+                let reply = if i % 3 == 0 {
+                    c.send(format!("second half of message <{i}>\r\n.\r\n").as_bytes())
+                } else {
+                    // Between commands: told to come back later, without having to ask.
+                    c.reply()
+                };
+                (i, reply)
+            })
+        })
+        .collect();
+    for _ in 0..N {
+        ready
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a client hung before the stop")
+            .unwrap();
+    }
+    let pid = e.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    std::thread::sleep(Duration::from_millis(200));
+    for g in gos {
+        g.send(()).unwrap();
+    }
+    let outcomes: Vec<(usize, String)> = clients.into_iter().map(|t| t.join().unwrap()).collect();
+    let status = e.0.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    std::thread::sleep(Duration::from_millis(300));
+    let stored: Vec<String> = s
+        .messages()
+        .iter()
+        .map(|m| String::from_utf8_lossy(m).into_owned())
+        .collect();
+    let mut accepted = 0;
+    for (i, reply) in &outcomes {
+        assert!(
+            reply.starts_with("250") || reply.starts_with('4'),
+            "client {i} got {reply:?}"
+        );
+        let has = stored
+            .iter()
+            .any(|m| m.contains(&format!("second half of message <{i}>")));
+        if reply.starts_with("250") {
+            accepted += 1;
+            assert!(has, "client {i} was told 250 but the provider has nothing");
+        } else {
+            assert!(!has, "client {i} was refused but the message was stored");
+        }
+    }
+    eprintln!(
+        "SIGTERM during {N} transactions: {accepted} delivered with 250, {} told 4xx",
+        N - accepted
+    );
+    assert_eq!(
+        accepted,
+        N.div_ceil(3),
+        "every message in flight is finished"
+    );
+}
+
+#[test]
 fn a_killed_proxy_never_yields_250() {
     // envelopd killed (SIGKILL) in the middle of DATA: the client sees the connection drop.
     let s = Setup::new("plaintext");

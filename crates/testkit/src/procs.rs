@@ -77,7 +77,9 @@ pub fn smtp_sink(dir: &Path, port: u16, extra: &[&str]) -> Proc {
         .arg("-d")
         .arg(dir.join("%H%M%S"))
         .arg(format!("127.0.0.1:{port}"))
-        .arg("10")
+        // A backlog for bursts: with a short queue the kernel drops the handshake's last ACK and
+        // the connection completes only after SYN-ACK retransmissions (seconds).
+        .arg("256")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
