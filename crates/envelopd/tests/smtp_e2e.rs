@@ -661,7 +661,7 @@ fn sigterm_during_fifty_concurrent_transactions_loses_nothing() {
             std::thread::spawn(move || -> (usize, String) {
                 use std::io::Write;
                 let mut c = Raw::connect(listen);
-                let mut step = |c: &mut Raw, cmd: String, want: &str| {
+                let step = |c: &mut Raw, cmd: String, want: &str| {
                     let r = c.send(cmd.as_bytes());
                     if r.starts_with(want) {
                         Ok(())
