@@ -13,7 +13,7 @@ use crate::config::{Config, TlsMode};
 use crate::keyfiles::read_certs;
 
 /// Runs the proxy until interrupted.
-pub fn run(cfg: Config) -> Result<()> {
+pub fn run(cfg: Config, config_path: std::path::PathBuf) -> Result<()> {
     // Logs go to stderr (journald picks them up); RUST_LOG=debug for more. Never bodies, keys
     // or passwords: only sizes, counts, addresses in refusals and decisions.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -96,8 +96,7 @@ pub fn run(cfg: Config) -> Result<()> {
         hostname: "envelopd".into(),
         store: store.clone(),
         identities,
-        policy: cfg.policy.to_policy(),
-        header_protection: cfg.policy.header_protection(),
+        rules: std::sync::RwLock::new(rules_of(&cfg)),
         directory: directories(&cfg),
         auth_throttle,
         limits: smtp::conn::Limits {
@@ -109,7 +108,6 @@ pub fn run(cfg: Config) -> Result<()> {
         },
         max_size: cfg.smtp.max_message_size,
         max_recipients: cfg.smtp.max_recipients.max(1),
-        refuse_foreign_sender: cfg.policy.refuse_foreign_sender(),
         timeouts: cfg.upstream.smtp.timeouts(),
         client_timeout: Duration::from_secs(cfg.smtp.client_timeout.max(1)),
     });
@@ -149,8 +147,18 @@ pub fn run(cfg: Config) -> Result<()> {
             .cloned()
             .collect();
         let crl_files = cfg.certificates.crls.clone();
+        let reload_ctx = ctx.clone();
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
+                // The policy section is read again; a configuration that does not load keeps
+                // the rules in force (and says why).
+                match Config::load(&config_path) {
+                    Ok(new) => {
+                        *reload_ctx.rules.write().unwrap_or_else(|e| e.into_inner()) = rules_of(&new);
+                        tracing::info!(fallback = ?new.policy.fallback, overrides = new.policy.overrides.len(), "policy reloaded (listener, provider and identity changes need a restart)");
+                    }
+                    Err(e) => tracing::error!("configuration not reloaded, the previous policy stays in force: {e:#}"),
+                }
                 let (tls_ok, tls_failed) = crate::tls::reload_all();
                 let added = {
                     let mut s = reload_store.write().unwrap_or_else(|e| e.into_inner());
@@ -212,6 +220,15 @@ pub fn run(cfg: Config) -> Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// What a reload may change for running sessions: policy, header protection, sender binding.
+fn rules_of(cfg: &Config) -> smtp::session::Rules {
+    smtp::session::Rules {
+        policy: cfg.policy.to_policy(),
+        header_protection: cfg.policy.header_protection(),
+        refuse_foreign_sender: cfg.policy.refuse_foreign_sender(),
+    }
 }
 
 /// The TLS set-up for one of the provider's servers.

@@ -377,7 +377,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Smime(cmd) => *cmd,
         Command::Run { config } => {
             let cfg = config::Config::load(&config)?;
-            daemon::run(cfg)?;
+            daemon::run(cfg, config)?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Certs(c) => return run_certs(c),

@@ -1,5 +1,6 @@
-//! SIGHUP: a renewed listener certificate and recipient certificates added on disk take effect
-//! without a restart; an open session is not disturbed; a broken new key keeps the old one.
+//! SIGHUP: a renewed listener certificate, recipient certificates added on disk and a changed
+//! policy take effect without a restart; an open session is not disturbed; a broken new key or
+//! configuration keeps the old one.
 //! SIGTERM stops gracefully like Ctrl-C.
 
 mod common;
@@ -83,9 +84,13 @@ fn wait_log(log: &std::path::Path, text: &str, n: usize) {
 }
 
 fn swaks(port: u16) -> String {
+    swaks_to(port, "bob@smime.example")
+}
+
+fn swaks_to(port: u16, to: &str) -> String {
     let o = Command::new("swaks")
         .args(["--server", &format!("127.0.0.1:{port}")])
-        .args(["--from", "alice@smime.example", "--to", "bob@smime.example"])
+        .args(["--from", "alice@smime.example", "--to", to])
         .args(["--header", "Subject: x", "--body", "unauffaellig"])
         .output()
         .unwrap();
@@ -154,6 +159,31 @@ fn sighup_reloads_tls_and_certificates_and_sigterm_stops_gracefully() {
         .unwrap()
         .contains("the old one stays"));
     assert_eq!(presented(smtp), "second.local");
+    // The policy is reloaded too: Carol (no certificate) is refused under "refuse", gets her
+    // mail after the file says "plaintext" and SIGHUP; a configuration that does not load
+    // keeps the policy in force.
+    assert!(swaks_to(smtp, "carol@other.example").contains("550 5.7.1"));
+    let cfg = std::fs::read_to_string(d.join("proxy.toml")).unwrap();
+    std::fs::write(
+        d.join("proxy.toml"),
+        cfg.replace("fallback = \"refuse\"", "fallback = \"plaintext\""),
+    )
+    .unwrap();
+    hup(pid);
+    wait_log(&log, "reloaded on SIGHUP", 3);
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("policy reloaded"));
+    let t = swaks_to(smtp, "carol@other.example");
+    assert!(t.contains("250 2.0.0"), "{t}");
+    std::fs::write(d.join("proxy.toml"), "[policy\nfallback = ").unwrap();
+    hup(pid);
+    wait_log(&log, "reloaded on SIGHUP", 4);
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("configuration not reloaded, the previous policy stays in force"));
+    let t = swaks_to(smtp, "carol@other.example");
+    assert!(t.contains("250 2.0.0"), "{t}");
     // The session opened at the start still works.
     (&open).write_all(b"NOOP\r\n").unwrap();
     l.clear();

@@ -53,17 +53,19 @@ fn harness() -> &'static Harness {
             hostname: "fuzz".into(),
             store: Arc::new(std::sync::RwLock::new(certstore::CertStore::new())),
             identities: Vec::new(),
-            policy: policy::PolicyConfig::default(),
-            header_protection: crate::outgoing::HeaderProtection {
-                enabled: true,
-                legacy_display: false,
-            },
+            rules: std::sync::RwLock::new(crate::session::Rules {
+                policy: policy::PolicyConfig::default(),
+                header_protection: crate::outgoing::HeaderProtection {
+                    enabled: true,
+                    legacy_display: false,
+                },
+                refuse_foreign_sender: true,
+            }),
             limits: Limits::default(),
             auth_throttle: Arc::new(AuthThrottle::new(1_000_000, Duration::from_secs(1))),
             directory: None,
             max_size: 1 << 20,
             max_recipients: 50,
-            refuse_foreign_sender: true,
             timeouts: Timeouts {
                 connect: Duration::from_secs(2),
                 command: Duration::from_secs(2),

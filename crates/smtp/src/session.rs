@@ -78,10 +78,9 @@ pub struct Context {
     pub store: Arc<std::sync::RwLock<CertStore>>,
     /// The practice's signing identities.
     pub identities: Vec<SenderIdentity>,
-    /// The outgoing policy.
-    pub policy: PolicyConfig,
-    /// Header protection (RFC 9788) for signed and encrypted copies.
-    pub header_protection: crate::outgoing::HeaderProtection,
+    /// The outgoing policy, header protection and sender binding: read again on SIGHUP, taken
+    /// once per message.
+    pub rules: std::sync::RwLock<Rules>,
     /// Connection limits of the listener.
     pub limits: crate::conn::Limits,
     /// Failed-login counting, shared with the IMAP listener.
@@ -92,13 +91,29 @@ pub struct Context {
     pub max_size: usize,
     /// The most recipients per message.
     pub max_recipients: usize,
-    /// Refuse (550 5.7.1) a logged-in user's message whose envelope sender or From is another
-    /// user's signing identity, instead of sending it unsigned (enforcement mode).
-    pub refuse_foreign_sender: bool,
     /// Waits towards the provider.
     pub timeouts: Timeouts,
     /// How long a client may be silent.
     pub client_timeout: Duration,
+}
+
+/// The parts of the configuration a reload (SIGHUP) may change for sessions already running.
+#[derive(Clone)]
+pub struct Rules {
+    /// The outgoing policy.
+    pub policy: PolicyConfig,
+    /// Header protection (RFC 9788) for signed and encrypted copies.
+    pub header_protection: crate::outgoing::HeaderProtection,
+    /// Refuse (550 5.7.1) a logged-in user's message whose envelope sender or From is another
+    /// user's signing identity, instead of sending it unsigned (enforcement mode).
+    pub refuse_foreign_sender: bool,
+}
+
+impl Context {
+    /// The rules as they are now.
+    pub fn rules(&self) -> Rules {
+        self.rules.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// Asks the directories (in parallel, each with its deadline) for every recipient without a
@@ -758,7 +773,7 @@ impl Session {
     /// enforcement asks for it (otherwise such mail goes out unsigned).
     fn foreign_sender(&self, address: &str) -> Option<Reply> {
         let login = self.login.as_deref()?;
-        if !self.ctx.refuse_foreign_sender {
+        if !self.ctx.rules().refuse_foreign_sender {
             return None;
         }
         let i = identity_for(&self.ctx.identities, address)?;
@@ -1039,6 +1054,7 @@ impl Session {
             return refusal;
         }
         let now = SystemTime::now();
+        let rules = self.ctx.rules();
         if let Some(dir) = self.ctx.directory.clone() {
             complete_from_directory(&self.ctx.store, dir, &rcpts, now).await;
         }
@@ -1046,7 +1062,7 @@ impl Session {
         let prepared = {
             let store = self.ctx.store.read().unwrap_or_else(|e| e.into_inner());
             let ids = SessionIdentities::new(&self.ctx.identities, self.login.as_deref(), &store);
-            let decision = decide(&facts, &store, &ids, &self.ctx.policy, now);
+            let decision = decide(&facts, &store, &ids, &rules.policy, now);
             let signer = match &decision {
                 Decision::Deliver {
                     sign_as: Some(a), ..
@@ -1069,7 +1085,7 @@ impl Session {
                 &decision,
                 signer,
                 &opts,
-                self.ctx.header_protection,
+                rules.header_protection,
             )
         };
         let out = match prepared {
