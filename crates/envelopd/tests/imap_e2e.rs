@@ -1055,8 +1055,15 @@ fn protected_subjects_are_hidden_from_the_provider_and_shown_in_every_fetch_form
         }
     }
 
-    let (bob_dir, _bs, bob_imap, _bob) =
-        envelopd_env(&provider, "bob", "implicit", provider.imaps, "", &debug);
+    let status = free_port();
+    let (bob_dir, _bs, bob_imap, _bob) = envelopd_env(
+        &provider,
+        "bob",
+        "implicit",
+        provider.imaps,
+        &format!("[status]\nlisten = \"127.0.0.1:{status}\"\n"),
+        &debug,
+    );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/imap_headers.py");
     let o = Command::new("python3")
         .arg(script)
@@ -1136,6 +1143,43 @@ fn protected_subjects_are_hidden_from_the_provider_and_shown_in_every_fetch_form
     };
     assert_eq!(found("search_subject"), uids, "SEARCH SUBJECT");
     assert_eq!(found("search_header"), uids, "SEARCH HEADER Subject");
+
+    // Bob's envelopd counted the three S/MIME messages it decrypted for reading (each at
+    // least once; the cache spares repeats), none failed, the IMAP server was always reachable.
+    let o = Command::new("python3")
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/scrape.py"))
+        .arg(format!("http://127.0.0.1:{status}/metrics"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let sample = |name: &str, label: Option<(&str, &str)>| -> f64 {
+        m["samples"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s[0] == name && label.is_none_or(|(k, v)| s[1][k] == v))
+            .map(|s| s[2].as_f64().unwrap())
+            .sum()
+    };
+    let decrypted = sample(
+        "envelopd_imap_smime_opened_total",
+        Some(("result", "decrypted")),
+    );
+    assert!((3.0..=9.0).contains(&decrypted), "{decrypted}: {m}");
+    assert_eq!(
+        sample(
+            "envelopd_imap_smime_opened_total",
+            Some(("result", "failed"))
+        ),
+        0.0
+    );
+    assert_eq!(sample("envelopd_imap_open_seconds_count", None), decrypted);
+    assert_eq!(
+        sample("envelopd_upstream_errors_total", Some(("proto", "imap"))),
+        0.0
+    );
+    assert!(sample("envelopd_sessions_total", Some(("proto", "imap"))) >= 1.0);
 
     // No log line of any envelopd (debug level), after full sessions (AUTH, signing, encryption,
     // IMAP login, decryption, verification), carries a secret: the protected Subject, the body,
