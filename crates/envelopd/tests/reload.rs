@@ -59,14 +59,6 @@ fn presented(port: u16) -> String {
         .unwrap_or_default()
 }
 
-fn hup(pid: u32) {
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
-}
-
 fn wait_log(log: &std::path::Path, text: &str, n: usize) {
     let start = Instant::now();
     while std::fs::read_to_string(log)
@@ -143,7 +135,7 @@ fn sighup_reloads_tls_and_certificates_and_sigterm_stops_gracefully() {
         d.join("certs/bob.pem"),
     )
     .unwrap();
-    hup(pid);
+    testkit::procs::signal(pid, "HUP");
     wait_log(&log, "reloaded on SIGHUP", 1);
     assert!(std::fs::read_to_string(&log)
         .unwrap()
@@ -153,7 +145,7 @@ fn sighup_reloads_tls_and_certificates_and_sigterm_stops_gracefully() {
     assert!(t.contains("250 2.0.0"), "{t}");
     // A broken key: the old certificate stays in service.
     std::fs::write(d.join("tls/envelopd.key"), "not a key").unwrap();
-    hup(pid);
+    testkit::procs::signal(pid, "HUP");
     wait_log(&log, "reloaded on SIGHUP", 2);
     assert!(std::fs::read_to_string(&log)
         .unwrap()
@@ -169,7 +161,7 @@ fn sighup_reloads_tls_and_certificates_and_sigterm_stops_gracefully() {
         cfg.replace("fallback = \"refuse\"", "fallback = \"plaintext\""),
     )
     .unwrap();
-    hup(pid);
+    testkit::procs::signal(pid, "HUP");
     wait_log(&log, "reloaded on SIGHUP", 3);
     assert!(std::fs::read_to_string(&log)
         .unwrap()
@@ -177,7 +169,7 @@ fn sighup_reloads_tls_and_certificates_and_sigterm_stops_gracefully() {
     let t = swaks_to(smtp, "carol@other.example");
     assert!(t.contains("250 2.0.0"), "{t}");
     std::fs::write(d.join("proxy.toml"), "[policy\nfallback = ").unwrap();
-    hup(pid);
+    testkit::procs::signal(pid, "HUP");
     wait_log(&log, "reloaded on SIGHUP", 4);
     assert!(std::fs::read_to_string(&log)
         .unwrap()
@@ -191,11 +183,7 @@ fn sighup_reloads_tls_and_certificates_and_sigterm_stops_gracefully() {
     assert!(l.starts_with("250"), "{l}");
 
     // SIGTERM: the idle session is told goodbye (421) and the daemon exits.
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .unwrap()
-        .success());
+    testkit::procs::signal(pid, "TERM");
     l.clear();
     reader.read_line(&mut l).unwrap();
     assert!(l.starts_with("421"), "{l}");

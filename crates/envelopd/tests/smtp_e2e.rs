@@ -482,12 +482,7 @@ fn a_stop_finishes_the_message_in_flight_and_says_goodbye_to_idle_clients() {
             .unwrap();
     }
     // Ctrl-C for the daemon, while one message is half transferred.
-    let pid = e.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
+    testkit::procs::signal(e.0.id(), "INT");
     // The idle client is told to come back later.
     assert!(idle.reply().starts_with("421 4.3.2"));
     // The busy client finishes its message and gets the provider's 250.
@@ -608,12 +603,7 @@ fn a_gateway_restarted_mid_session_loses_nothing_it_acknowledged() {
         .starts_with("250"));
     assert!(busy.send(b"DATA\r\n").starts_with("354"));
     busy.write(b"Subject: in flight\r\n\r\nfirst half\r\n");
-    let pid = e.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    testkit::procs::signal(e.0.id(), "TERM");
     let r = idle.reply();
     assert!(r.starts_with("421 4.3.2"), "{r}");
     let r = busy.send(b"second half\r\n.\r\n");
@@ -706,12 +696,7 @@ fn sigterm_during_fifty_concurrent_transactions_loses_nothing() {
             .expect("a client hung before the stop")
             .unwrap();
     }
-    let pid = e.0.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    testkit::procs::signal(e.0.id(), "TERM");
     std::thread::sleep(Duration::from_millis(200));
     for g in gos {
         g.send(()).unwrap();

@@ -11,25 +11,6 @@ const SEEDS: &[&[u8]] = &[
     b"a UID FETCH 1:* (UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From Subject)] BODYSTRUCTURE)\r\nb SEARCH OR BODY x NOT TEXT y SINCE 1-Jan-2026\r\nc APPEND Sent (\\Seen) {5}\r\nhello\r\n",
 ];
 
-fn mutate(seed: &[u8], edits: &[(usize, u8)]) -> Vec<u8> {
-    let mut v = seed.to_vec();
-    for &(pos, byte) in edits {
-        if v.is_empty() {
-            break;
-        }
-        let i = pos % v.len();
-        match byte % 4 {
-            0 => v[i] = byte,
-            1 => {
-                v.remove(i);
-            }
-            2 => v.insert(i, byte),
-            _ => v.truncate(i),
-        }
-    }
-    v
-}
-
 /// The inputs `fuzz/run.sh` kept from earlier findings (`fuzz/regressions/<target>`).
 #[test]
 fn kept_fuzzer_findings_run_cleanly() {
@@ -60,7 +41,7 @@ proptest! {
         seed in 0..SEEDS.len(),
         edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..12),
     ) {
-        let data = mutate(SEEDS[seed], &edits);
+        let data = testkit::mutate(SEEDS[seed], &edits, None);
         imap::fuzz_targets::server(&data);
         imap::fuzz_targets::client(&data);
     }

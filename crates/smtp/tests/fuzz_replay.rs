@@ -14,26 +14,6 @@ const SEEDS: &[&[u8]] = &[
     b"EHLO x\r\nAUTH PLAIN\r\n*\r\nAUTH XOAUTH2 x\r\nMAIL FROM:<a@example.org> SIZE=99999999999\r\n\xffRCPT TO:<b@exa\xffmple.org>\r\n",
 ];
 
-fn mutate(seed: &[u8], edits: &[(usize, u8)]) -> Vec<u8> {
-    let mut v = seed.to_vec();
-    for &(pos, byte) in edits {
-        if v.is_empty() {
-            break;
-        }
-        let i = pos % v.len();
-        match byte % 5 {
-            0 => v[i] = byte,
-            1 => {
-                v.remove(i);
-            }
-            2 => v.insert(i, byte),
-            3 => v.insert(i, 0xff),
-            _ => v.truncate(i),
-        }
-    }
-    v
-}
-
 #[test]
 fn seeds_and_kept_crashes_run_cleanly() {
     // The harness reaches the relay: the first seed's message is accepted by the provider
@@ -66,6 +46,6 @@ proptest! {
         seed in 0..SEEDS.len(),
         edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..12),
     ) {
-        smtp::fuzz_targets::session(&mutate(SEEDS[seed], &edits));
+        smtp::fuzz_targets::session(&testkit::mutate(SEEDS[seed], &edits, Some(0xff)));
     }
 }

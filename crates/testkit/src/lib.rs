@@ -350,3 +350,27 @@ impl Pki {
         (cnf, index)
     }
 }
+
+/// A fuzz-replay input: `seed` with `edits` applied, each `(position, byte)` replacing, removing,
+/// inserting or truncating (chosen by the byte); with `marker`, also inserting that byte (the
+/// SMTP harness's "pause here").
+pub fn mutate(seed: &[u8], edits: &[(usize, u8)], marker: Option<u8>) -> Vec<u8> {
+    let ways = if marker.is_some() { 5 } else { 4 };
+    let mut v = seed.to_vec();
+    for &(pos, byte) in edits {
+        if v.is_empty() {
+            break;
+        }
+        let i = pos % v.len();
+        match (byte % ways, marker) {
+            (0, _) => v[i] = byte,
+            (1, _) => {
+                v.remove(i);
+            }
+            (2, _) => v.insert(i, byte),
+            (3, Some(m)) => v.insert(i, m),
+            _ => v.truncate(i),
+        }
+    }
+    v
+}

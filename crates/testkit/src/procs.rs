@@ -56,6 +56,16 @@ impl Drop for Proc {
     }
 }
 
+/// Sends `signal` (`HUP`, `INT`, `TERM`, …) to process `pid` with kill(1).
+pub fn signal(pid: u32, signal: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{signal} {pid} failed");
+}
+
 /// True when the tests run as root (CI does).
 pub fn is_root() -> bool {
     Command::new("id")
