@@ -1146,27 +1146,15 @@ fn protected_subjects_are_hidden_from_the_provider_and_shown_in_every_fetch_form
 
     // Bob's envelopd counted the three S/MIME messages it decrypted for reading (each at
     // least once; the cache spares repeats), none failed, the IMAP server was always reachable.
-    let o = Command::new("python3")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/scrape.py"))
-        .arg(format!("http://127.0.0.1:{status}/metrics"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let m = common::scrape(status);
     let sample = |name: &str, label: Option<(&str, &str)>| -> f64 {
-        m["samples"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|s| s[0] == name && label.is_none_or(|(k, v)| s[1][k] == v))
-            .map(|s| s[2].as_f64().unwrap())
-            .sum()
+        common::metric(&m, name, label.as_slice())
     };
     let decrypted = sample(
         "envelopd_imap_smime_opened_total",
         Some(("result", "decrypted")),
     );
-    assert!((3.0..=9.0).contains(&decrypted), "{decrypted}: {m}");
+    assert!((3.0..=9.0).contains(&decrypted), "{decrypted}: {m:?}");
     assert_eq!(
         sample(
             "envelopd_imap_smime_opened_total",

@@ -34,49 +34,17 @@ fn http_get(port: u16, path: &str, host: &str) -> String {
 
 type Samples = Vec<(String, HashMap<String, String>, f64)>;
 
-fn scrape(port: u16) -> Samples {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/scrape.py");
-    let o = Command::new("python3")
-        .arg(script)
-        .arg(format!("http://127.0.0.1:{port}/metrics"))
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "the OpenMetrics parser rejected /metrics: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    v["samples"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            let labels = s[1]
-                .as_object()
-                .unwrap()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
-                .collect();
-            (
-                s[0].as_str().unwrap().to_string(),
-                labels,
-                s[2].as_f64().unwrap(),
-            )
-        })
-        .collect()
-}
-
+/// The one sample called `name` with all of `labels`, if there is one.
 fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     samples
         .iter()
-        .find(|(n, l, _)| {
+        .any(|(n, l, _)| {
             n == name
                 && labels
                     .iter()
                     .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
         })
-        .map(|s| s.2)
+        .then(|| common::metric(samples, name, labels))
 }
 
 #[test]
@@ -119,7 +87,7 @@ fn metrics_parse_and_count_and_the_status_page_renders_in_chromium() {
     wait_for(status);
 
     // Before any mail: parsable, no messages counted, the provider not contacted yet.
-    let before = scrape(status);
+    let before = common::scrape(status);
     assert!(value(&before, "envelopd_messages_total", &[]).is_none());
 
     for (to, want) in [
@@ -139,7 +107,7 @@ fn metrics_parse_and_count_and_the_status_page_renders_in_chromium() {
         assert!(common::swaks_reply(&t).contains(want), "{to}: {t}");
     }
 
-    let m = scrape(status);
+    let m = common::scrape(status);
     let count = |decision: &str, cipher: &str, signed: &str, reply: &str| {
         value(
             &m,

@@ -57,3 +57,56 @@ pub fn swaks_reply(transcript: &str) -> String {
         .unwrap_or(&"")
         .to_string()
 }
+
+/// `/metrics` of the status listener on `port`, as the Prometheus Python client's strict
+/// OpenMetrics parser reads it (`tests/clients/scrape.py`): (name, labels, value) per sample.
+pub fn scrape(port: u16) -> Vec<(String, std::collections::HashMap<String, String>, f64)> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/scrape.py");
+    let o = std::process::Command::new("python3")
+        .arg(script)
+        .arg(format!("http://127.0.0.1:{port}/metrics"))
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "the OpenMetrics parser rejected /metrics: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    v["samples"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let labels = s[1]
+                .as_object()
+                .unwrap()
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+                .collect();
+            (
+                s[0].as_str().unwrap().to_string(),
+                labels,
+                s[2].as_f64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The sum of the samples called `name` whose labels include all of `labels`.
+pub fn metric(
+    samples: &[(String, std::collections::HashMap<String, String>, f64)],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    samples
+        .iter()
+        .filter(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|s| s.2)
+        .sum()
+}
