@@ -2,7 +2,8 @@
 //! an unparsable FETCH, hangs up inside a literal, claims S/MIME for garbage, or nests MIME 200
 //! deep; a client with an overlong line or an unterminated literal. Each gives a clear IMAP
 //! answer (BYE, NO, BAD, or the message with a status saying why), never a hang or a crash, and
-//! the proxy keeps serving new connections.
+//! the proxy keeps serving new connections. Also, with a scripted server that records what it is
+//! asked: what envelopd asks the server when a mailbox is opened again.
 
 mod common;
 
@@ -15,12 +16,17 @@ use std::time::Duration;
 use testkit::procs::{free_port, wait_for, Proc};
 
 fn fake_server(mode: &str) -> (Proc, u16) {
+    fake_server_with(mode, &[])
+}
+
+fn fake_server_with(mode: &str, more: &[&str]) -> (Proc, u16) {
     let port = free_port();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/fake_imap.py");
     let p = Proc(
         Command::new("python3")
             .arg(script)
             .args([&port.to_string(), mode])
+            .args(more)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -241,5 +247,70 @@ fn a_failed_login_never_lends_its_name_or_another_user_s_cached_mail() {
     assert!(
         out.contains("mailbox of mallory") && !out.contains("mailbox of alice"),
         "{out}"
+    );
+}
+
+/// A folder opened again is fetched with exactly what the client asks for (plus the UID): envelopd
+/// remembers which stored messages it shows in its own form and asks the server only about new
+/// ones, and the client's answers are the same as the first time.
+#[test]
+fn a_mailbox_opened_again_is_fetched_without_envelopd_s_extra_item() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("commands.log");
+    let (_srv, port) = fake_server_with("known", &[log.to_str().unwrap()]);
+    let (_d, imap, _e) = envelopd(port);
+    let mut c = Client::connect(imap);
+    c.login_select();
+    let mut open = |tag: &str| {
+        let cmd = format!("{tag} UID FETCH 1:* (UID RFC822.SIZE BODY.PEEK[HEADER])\r\n");
+        let out = c.command(tag, cmd.as_bytes());
+        assert!(out.contains(&format!("{tag} OK")), "{out}");
+        out.lines()
+            .filter(|l| !l.starts_with(tag))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let first = open("f1");
+    let second = open("f2");
+    let third = open("f3");
+
+    // What the client saw: the forged status header replaced by envelopd's, the same each time;
+    // the message that arrived later shown the same way.
+    let status = "X-Envelopd: decrypted=no; signature=none";
+    assert_eq!(first.matches("X-Envelopd").count(), 1, "{first}");
+    assert!(
+        first.contains(status) && first.contains("Subject: one"),
+        "{first}"
+    );
+    assert_eq!(first, second, "a second opening must look like the first");
+    assert!(third.starts_with(&second), "{third}");
+    assert_eq!(third.matches("X-Envelopd").count(), 2, "{third}");
+    assert!(third.contains("Subject: three"), "{third}");
+    assert!(!third.contains("signature=valid"), "{third}");
+
+    // What the server was asked.
+    let asked = std::fs::read_to_string(&log).unwrap();
+    let line = |tag: &str| {
+        asked
+            .lines()
+            .find(|l| l.starts_with(&format!("{tag} ")))
+            .unwrap_or_else(|| panic!("no {tag} in {asked}"))
+            .to_string()
+    };
+    assert!(
+        line("f1").contains("HEADER.FIELDS (Content-Type X-Envelopd)"),
+        "{asked}"
+    );
+    assert!(!line("f2").contains("HEADER.FIELDS"), "{asked}");
+    assert!(!line("f3").contains("HEADER.FIELDS"), "{asked}");
+    let own: Vec<&str> = asked.lines().filter(|l| l.starts_with("ENVLPD.")).collect();
+    assert_eq!(
+        own.iter().map(|l| l.split_once(' ').unwrap().1).collect::<Vec<_>>(),
+        [
+            "UID FETCH 2 (UID BODY.PEEK[])",
+            "UID FETCH 3 (UID BODY.PEEK[HEADER.FIELDS (Content-Type X-Envelopd)])",
+            "UID FETCH 3 (UID BODY.PEEK[])",
+        ],
+        "envelopd's own commands: the shown form of 2 once, then only about the new message\n{asked}"
     );
 }

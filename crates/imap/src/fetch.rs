@@ -1,10 +1,14 @@
 //! FETCH rewriting, on `imap-codec` types. A client FETCH that asks for anything derived from
-//! the message content is sent to the server with two more items (the UID, and the
-//! `Content-Type` and status header fields), which tell envelopd which messages it must show
-//! decrypted; their responses are then answered from the shown message, every item from the same
-//! bytes. Items the client did not ask for are removed again. Pure functions.
+//! the message content is sent to the server with the UID added and, in a mailbox envelopd has
+//! not seen yet, the `Content-Type` and status header fields (the "marker"), which tell envelopd
+//! which messages it must show decrypted. In a mailbox it knows, the marker is left out (the
+//! server's answer is then exactly what the client asked for plus the UID, so a folder opens
+//! as fast as directly) and only messages envelopd has not classified yet are asked about
+//! afterwards. Responses are answered from the shown message, every item from the same bytes;
+//! items the client did not ask for are removed again. Pure functions.
 
 use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
 
 use imap_codec::decode::Decoder;
 use imap_codec::encode::Encoder;
@@ -28,6 +32,16 @@ pub struct FetchPlan {
     pub uid: bool,
     /// What the client asked for.
     pub requested: Vec<MessageDataItemName<'static>>,
+    /// Whether envelopd's header-fields item was added (otherwise each message is judged by
+    /// what envelopd already knows of its UID).
+    pub marker: bool,
+}
+
+impl FetchPlan {
+    /// Whether the client gets the UID anyway (so a response may pass with it unchanged).
+    pub fn shows_uid(&self) -> bool {
+        self.uid || self.requested.contains(&MessageDataItemName::Uid)
+    }
 }
 
 fn marker_section() -> Section<'static> {
@@ -42,21 +56,108 @@ fn marker_section() -> Section<'static> {
 }
 
 /// True for envelopd's header-fields section, however the server spelled the field names
-/// (Dovecot answers in upper case).
+/// (Dovecot answers in upper case). Runs for every section of every response: no allocation.
 fn is_marker(section: &Option<Section<'_>>) -> bool {
     let Some(Section::HeaderFields(None, names)) = section else {
         return false;
     };
-    let names: Vec<String> = names
-        .as_ref()
-        .iter()
-        .map(|n| String::from_utf8_lossy(n.as_ref()).to_ascii_lowercase())
-        .collect();
-    names
-        == [
-            "content-type".to_string(),
-            STATUS_FIELD.to_ascii_lowercase(),
-        ]
+    let names = names.as_ref();
+    names.len() == 2
+        && names[0].as_ref().eq_ignore_ascii_case(b"Content-Type")
+        && names[1]
+            .as_ref()
+            .eq_ignore_ascii_case(STATUS_FIELD.as_bytes())
+}
+
+/// What was already worked out for one shown message: header sections (a folder listing asks
+/// for the same header fields of every message each time the folder is opened) and whole
+/// answers (the same server response to the same request is always rewritten the same way).
+/// Only header sections (small) and at most [`MEMO_ENTRIES`] of each are kept.
+#[derive(Default)]
+pub struct SectionMemo {
+    sections: Mutex<Vec<(Section<'static>, Arc<[u8]>)>>,
+    answers: Mutex<Vec<MemoAnswer>>,
+}
+
+/// One remembered answer: the request, the server's response, what the client got.
+struct MemoAnswer {
+    uid: bool,
+    requested: Vec<MessageDataItemName<'static>>,
+    response: Vec<u8>,
+    answer: Vec<u8>,
+}
+
+/// How many different header sections and answers are kept per shown message.
+const MEMO_ENTRIES: usize = 4;
+
+/// The largest server response plus answer remembered (a folder listing's is under 2 KiB).
+const MEMO_ANSWER_BYTES: usize = 16 * 1024;
+
+impl Clone for SectionMemo {
+    fn clone(&self) -> Self {
+        SectionMemo::default()
+    }
+}
+
+impl std::fmt::Debug for SectionMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SectionMemo")
+    }
+}
+
+impl SectionMemo {
+    /// The answer given before to exactly this server `response` under this `plan`, if any.
+    pub fn answer(&self, plan: &FetchPlan, response: &[u8]) -> Option<Vec<u8>> {
+        let answers = self.answers.lock().ok()?;
+        answers
+            .iter()
+            .find(|a| a.response == response && a.uid == plan.uid && a.requested == plan.requested)
+            .map(|a| a.answer.clone())
+    }
+
+    /// Remembers `answer` as the rewriting of `response` under `plan`, if both are small
+    /// (listings; not whole messages, which the cache's size bound does not count twice).
+    pub fn keep_answer(&self, plan: &FetchPlan, response: &[u8], answer: &[u8]) {
+        if response.len() + answer.len() > MEMO_ANSWER_BYTES {
+            return;
+        }
+        if let Ok(mut answers) = self.answers.lock() {
+            if answers.len() >= MEMO_ENTRIES {
+                answers.remove(0);
+            }
+            answers.push(MemoAnswer {
+                uid: plan.uid,
+                requested: plan.requested.clone(),
+                response: response.to_vec(),
+                answer: answer.to_vec(),
+            });
+        }
+    }
+
+    /// `BODY[section]` of `message` (which must be the message this memo belongs to).
+    fn section(&self, message: &[u8], section: &Option<Section<'static>>) -> Arc<[u8]> {
+        let Some(
+            s @ (Section::Header(_) | Section::HeaderFields(..) | Section::HeaderFieldsNot(..)),
+        ) = section
+        else {
+            return structure::section(message, section.as_ref()).into();
+        };
+        if let Some(hit) = self
+            .sections
+            .lock()
+            .ok()
+            .and_then(|m| m.iter().find(|(k, _)| k == s).map(|(_, v)| v.clone()))
+        {
+            return hit;
+        }
+        let bytes: Arc<[u8]> = structure::section(message, Some(s)).into();
+        if let Ok(mut m) = self.sections.lock() {
+            if m.len() < MEMO_ENTRIES {
+                m.push((s.clone(), bytes.clone()));
+            }
+        }
+        bytes
+    }
 }
 
 fn marker_item() -> MessageDataItemName<'static> {
@@ -84,8 +185,14 @@ fn touches_content(item: &MessageDataItemName<'_>) -> bool {
 }
 
 /// If `line` (one complete command line, CRLF included) is a FETCH that needs rewriting,
-/// returns the line to send to the server instead and the plan for its responses.
+/// returns the line to send to the server instead (with the marker) and the plan for its
+/// responses.
 pub fn plan(line: &[u8]) -> Option<(Vec<u8>, FetchPlan)> {
+    plan_with(line, true)
+}
+
+/// As [`plan`]; `marker` says whether envelopd's header-fields item is added.
+pub fn plan_with(line: &[u8], marker: bool) -> Option<(Vec<u8>, FetchPlan)> {
     let (rest, command) = CommandCodec::default().decode(line).ok()?;
     if !rest.is_empty() {
         return None;
@@ -119,7 +226,9 @@ pub fn plan(line: &[u8]) -> Option<(Vec<u8>, FetchPlan)> {
     if !items.contains(&MessageDataItemName::Uid) {
         items.push(MessageDataItemName::Uid);
     }
-    items.push(marker_item());
+    if marker {
+        items.push(marker_item());
+    }
     let rewritten = Command {
         tag: tag.clone(),
         body: CommandBody::Fetch {
@@ -136,8 +245,33 @@ pub fn plan(line: &[u8]) -> Option<(Vec<u8>, FetchPlan)> {
             tag: tag.inner().to_string(),
             uid,
             requested,
+            marker,
         },
     ))
+}
+
+/// The UID of a FETCH response that starts `* n FETCH (UID u` (Dovecot's order), read without a
+/// full parse; `None` when it does not start like that.
+pub fn quick_uid(message: &[u8]) -> Option<u32> {
+    let rest = message.strip_prefix(b"* ")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let rest = rest[digits..].strip_prefix(b" FETCH (UID ")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 10 || !matches!(rest.get(digits), Some(b' ' | b')')) {
+        return None;
+    }
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+}
+
+/// envelopd's own command asking which of `uids` it must show in its form: their UID and
+/// marker fields.
+pub fn classify(uids: &[u32]) -> Vec<u8> {
+    let set: Vec<String> = uids.iter().map(u32::to_string).collect();
+    format!(
+        "UID FETCH {} (UID BODY.PEEK[HEADER.FIELDS (Content-Type {STATUS_FIELD})])\r\n",
+        set.join(",")
+    )
+    .into_bytes()
 }
 
 /// One parsed untagged FETCH response.
@@ -154,6 +288,26 @@ impl FetchResponse {
         self.items.iter().find_map(|i| match i {
             MessageDataItem::Uid(u) => Some(u.get()),
             _ => None,
+        })
+    }
+
+    /// Whether any item is derived from the message content (flags, UID, dates are not).
+    pub fn has_content(&self) -> bool {
+        self.items.iter().any(|i| {
+            use MessageDataItem::*;
+            matches!(
+                i,
+                Body(_)
+                    | BodyExt { .. }
+                    | BodyStructure(_)
+                    | Envelope(_)
+                    | Rfc822(_)
+                    | Rfc822Header(_)
+                    | Rfc822Size(_)
+                    | Rfc822Text(_)
+                    | Binary { .. }
+                    | BinarySize { .. }
+            )
         })
     }
 
@@ -298,6 +452,16 @@ fn was_requested(plan: &FetchPlan, item: &MessageDataItem<'_>) -> bool {
 /// Encodes the response for the client: with `shown`, every content item is answered from those
 /// bytes; without, the server's items pass unchanged. envelopd's extra items are removed.
 pub fn rewrite(response: FetchResponse, plan: &FetchPlan, shown: Option<&[u8]>) -> Vec<u8> {
+    rewrite_memo(response, plan, shown, &SectionMemo::default())
+}
+
+/// As [`rewrite`], with header sections of `shown` taken from (and kept in) `memo`.
+pub fn rewrite_memo(
+    response: FetchResponse,
+    plan: &FetchPlan,
+    shown: Option<&[u8]>,
+    memo: &SectionMemo,
+) -> Vec<u8> {
     let mut items = Vec::with_capacity(response.items.len());
     for item in response.items {
         if !was_requested(plan, &item) {
@@ -311,13 +475,16 @@ pub fn rewrite(response: FetchResponse, plan: &FetchPlan, shown: Option<&[u8]>) 
             MessageDataItem::BodyExt {
                 section, origin, ..
             } => {
-                let mut bytes = structure::section(p, section.as_ref());
-                if let Some(o) = origin {
-                    let start = (o as usize).min(bytes.len());
-                    let len = partial_for(plan, &section, o).unwrap_or(u32::MAX) as usize;
-                    let end = start.saturating_add(len).min(bytes.len());
-                    bytes = bytes[start..end].to_vec();
-                }
+                let whole = memo.section(p, &section);
+                let bytes = match origin {
+                    Some(o) => {
+                        let start = (o as usize).min(whole.len());
+                        let len = partial_for(plan, &section, o).unwrap_or(u32::MAX) as usize;
+                        let end = start.saturating_add(len).min(whole.len());
+                        whole[start..end].to_vec()
+                    }
+                    None => whole.to_vec(),
+                };
                 MessageDataItem::BodyExt {
                     section,
                     origin,
@@ -373,6 +540,68 @@ pub fn fetch_whole(tag: &str, uids: &[u32]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_uid_is_read_only_where_dovecot_puts_it() {
+        assert_eq!(
+            quick_uid(b"* 12 FETCH (UID 4711 RFC822.SIZE 9)\r\n"),
+            Some(4711)
+        );
+        assert_eq!(quick_uid(b"* 1 FETCH (UID 7)\r\n"), Some(7));
+        for no in [
+            &b"* 1 FETCH (FLAGS () UID 7)\r\n"[..],
+            b"* 1 FETCH (UID x)\r\n",
+            b"* 1 FETCH (UID 99999999999 FLAGS ())\r\n",
+            b"* 1 FETCH (UID 7",
+            b"a1 OK FETCH (UID 7)\r\n",
+        ] {
+            assert_eq!(quick_uid(no), None, "{}", String::from_utf8_lossy(no));
+        }
+    }
+
+    #[test]
+    fn a_known_mailbox_is_asked_only_what_the_client_asks_plus_the_uid() {
+        let (line, plan) =
+            plan_with(b"a FETCH 1:* (RFC822.SIZE BODY.PEEK[HEADER])\r\n", false).unwrap();
+        assert_eq!(
+            String::from_utf8(line).unwrap(),
+            "a FETCH 1:* (RFC822.SIZE BODY.PEEK[HEADER] UID)\r\n"
+        );
+        assert!(!plan.marker && !plan.shows_uid());
+        let (line, _) = super::plan(b"a UID FETCH 1:* (RFC822.SIZE)\r\n").unwrap();
+        assert!(String::from_utf8(line).unwrap().contains("HEADER.FIELDS"));
+    }
+
+    #[test]
+    fn header_sections_are_computed_once_per_shown_message() {
+        let shown = b"Subject: s\r\nFrom: a@b\r\n\r\nbody\r\n";
+        let memo = SectionMemo::default();
+        let (_, plan) = plan(b"a FETCH 1 (BODY.PEEK[HEADER.FIELDS (Subject)])\r\n").unwrap();
+        let response = || {
+            parse_response(b"* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {3}\r\nx\r\n)\r\n").unwrap()
+        };
+        let a = rewrite_memo(response(), &plan, Some(shown), &memo);
+        assert_eq!(memo.sections.lock().unwrap().len(), 1);
+        let b = rewrite_memo(response(), &plan, Some(shown), &memo);
+        assert_eq!(a, b);
+        assert_eq!(a, rewrite(response(), &plan, Some(shown)));
+        assert!(String::from_utf8(a.clone())
+            .unwrap()
+            .contains("Subject: s\r\n\r\n"));
+
+        let server = b"* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {3}\r\nx\r\n)\r\n";
+        assert_eq!(memo.answer(&plan, server), None);
+        memo.keep_answer(&plan, server, &a);
+        assert_eq!(memo.answer(&plan, server), Some(a.clone()));
+        // Another request, or another response, is not answered from memory.
+        let (_, other) = super::plan(b"a FETCH 1 (BODY.PEEK[HEADER.FIELDS (From)])\r\n").unwrap();
+        assert_eq!(memo.answer(&other, server), None);
+        assert_eq!(memo.answer(&plan, &server[1..]), None);
+        // Whole messages are not kept twice.
+        let big = vec![b'x'; 20_000];
+        memo.keep_answer(&other, server, &big);
+        assert_eq!(memo.answer(&other, server), None);
+    }
 
     #[test]
     fn content_fetches_are_planned_and_others_pass() {

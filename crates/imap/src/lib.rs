@@ -31,10 +31,13 @@ pub mod fuzz_targets {
         )
         .expect("a content FETCH");
         while let Ok(Some(m)) = framer.next_message() {
+            let _ = crate::fetch::quick_uid(&m);
             if let Some(r) = crate::fetch::parse_response(&m) {
                 let _ = r.marker();
                 let _ = r.whole_body();
-                let _ = crate::fetch::rewrite(r, &plan, Some(data));
+                let _ = r.has_content();
+                let memo = crate::fetch::SectionMemo::default();
+                let _ = crate::fetch::rewrite_memo(r, &plan, Some(data), &memo);
             }
             let _ = crate::session::filter_capabilities(&m);
         }
@@ -64,6 +67,7 @@ pub mod fuzz_targets {
         while let Ok(Some(piece)) = s.next_piece() {
             if let crate::frame::Piece::Line { bytes, .. } = piece {
                 let _ = crate::fetch::plan(&bytes);
+                let _ = crate::fetch::plan_with(&bytes, false);
                 if let Some(p) = crate::search::plan(&bytes) {
                     let _ = p.original("t");
                     let _ = p.for_group("t", &[1, 2], &vec![true; p.keys.len()]);

@@ -51,6 +51,8 @@ pub struct Presentation {
     /// The certificate the sender asked to be encrypted to (SMIMEEncryptionKeyPreference), from
     /// a valid signature, when it is among `harvest`.
     pub preferred: Vec<(String, smime::Cert)>,
+    /// Header sections of `message` already answered (folder listings ask again and again).
+    pub sections: crate::fetch::SectionMemo,
 }
 
 /// True when the stored message needs a presentation of its own: its outermost layer is S/MIME,
@@ -172,6 +174,7 @@ pub fn present(
         harvest,
         capabilities,
         preferred,
+        sections: Default::default(),
     }
 }
 

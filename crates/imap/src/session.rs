@@ -26,16 +26,27 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// The provider's IMAP server: host, port and transport security, as for SMTP.
 pub type ImapTarget = smtp::upstream::Target;
 
-/// Decrypted messages kept in memory, bounded by their total size; never written to disk.
+/// Decrypted messages kept in memory, bounded by their total size; never written to disk. Also
+/// remembers, per stored message, whether it is shown in envelopd's form at all (a stored
+/// message never changes), so that a folder opened again needs no extra item from the server.
 pub struct Cache {
     entries: HashMap<CacheKey, Arc<Presentation>>,
     order: VecDeque<CacheKey>,
     bytes: usize,
     limit: usize,
+    kinds: HashMap<MailboxKey, HashMap<u32, bool>>,
+    kind_count: usize,
 }
 
 /// (login, mailbox, UIDVALIDITY, UID): a UID names the same message only within all four.
 type CacheKey = (String, String, u32, u32);
+
+/// (login, mailbox, UIDVALIDITY): the messages of one mailbox as one login sees them.
+type MailboxKey = (String, String, u32);
+
+/// How many messages' kinds are remembered at most (about 40 bytes each); beyond, all are
+/// forgotten and learnt again (each folder then costs one more header fetch).
+const MAX_KINDS: usize = 1 << 20;
 
 impl Cache {
     /// An empty cache holding at most `limit` bytes of shown messages.
@@ -45,11 +56,34 @@ impl Cache {
             order: VecDeque::new(),
             bytes: 0,
             limit,
+            kinds: HashMap::new(),
+            kind_count: 0,
         }
     }
 
     fn get(&self, key: &CacheKey) -> Option<Arc<Presentation>> {
         self.entries.get(key).cloned()
+    }
+
+    /// Whether the stored message `uid` of `mailbox` is shown in envelopd's form, if known.
+    fn kind(&self, mailbox: &MailboxKey, uid: u32) -> Option<bool> {
+        self.kinds.get(mailbox)?.get(&uid).copied()
+    }
+
+    /// Whether anything is known about `mailbox`'s messages (it was opened before).
+    fn knows(&self, mailbox: &MailboxKey) -> bool {
+        self.kinds.get(mailbox).is_some_and(|k| !k.is_empty())
+    }
+
+    fn set_kind(&mut self, mailbox: &MailboxKey, uid: u32, shown: bool) {
+        if self.kind_count >= MAX_KINDS {
+            self.kinds.clear();
+            self.kind_count = 0;
+        }
+        let known = self.kinds.entry(mailbox.clone()).or_default();
+        if known.insert(uid, shown).is_none() {
+            self.kind_count += 1;
+        }
     }
 
     fn insert(&mut self, key: CacheKey, value: Arc<Presentation>) {
@@ -167,6 +201,8 @@ struct Session {
     framer: Framer,
     splitter: Splitter,
     pending: Option<FetchPlan>,
+    /// The mailbox of the pending FETCH (so each response's lookup needs no new key).
+    pending_box: Option<MailboxKey>,
     held: Vec<Vec<u8>>,
     login: Option<String>,
     /// A login name claimed by a LOGIN or AUTHENTICATE still waiting for the server's answer:
@@ -237,6 +273,7 @@ async fn run(
         framer,
         splitter: Splitter::new(MAX_LINE),
         pending: None,
+        pending_box: None,
         held: Vec::new(),
         login: None,
         claimed: None,
@@ -909,8 +946,14 @@ impl Session {
         let (tag, name, next) = command_words(&line);
         let is_fetch = name == "FETCH" || (name == "UID" && next.eq_ignore_ascii_case("FETCH"));
         if is_fetch {
-            if let Some((rewritten, plan)) = fetch::plan(&line) {
+            // In a mailbox envelopd has seen, it knows which messages it shows in its form and
+            // asks the server for nothing more than the client does (plus the UID).
+            let known = self
+                .mailbox_key()
+                .is_some_and(|k| self.ctx.cache.lock().is_ok_and(|c| c.knows(&k)));
+            if let Some((rewritten, plan)) = fetch::plan_with(&line, !known) {
                 self.pending = Some(plan);
+                self.pending_box = self.mailbox_key();
                 self.held.clear();
                 self.in_flight += 1;
                 return self.send_server(&rewritten).await;
@@ -1179,13 +1222,30 @@ impl Session {
     /// stored message (plain, or shown form cached); `None`: it must wait.
     fn answer_now(&self, m: &[u8]) -> Option<Vec<u8>> {
         let plan = self.pending.as_ref()?;
-        if let Some((stripped, marker)) = fetch::split_marker(m, plan) {
-            let needs = needs_presentation(
-                &fetch::marker_content_type(&marker),
-                fetch::marker_has_status(&marker),
-            );
-            if !needs {
-                return Some(stripped);
+        if plan.marker {
+            if let Some((stripped, marker)) = fetch::split_marker(m, plan) {
+                let needs = needs_presentation(
+                    &fetch::marker_content_type(&marker),
+                    fetch::marker_has_status(&marker),
+                );
+                if let Some(uid) = fetch::quick_uid(m) {
+                    self.set_kind(uid, needs);
+                }
+                if !needs {
+                    return Some(stripped);
+                }
+            }
+        } else if let Some(uid) = fetch::quick_uid(m) {
+            match self.kind(uid) {
+                // A message known to be plain passes as the server sent it, unparsed.
+                Some(false) if plan.shows_uid() => return Some(m.to_vec()),
+                // A shown message answered before from the same server response.
+                Some(true) => {
+                    if let Some(a) = self.cached(uid).and_then(|p| p.sections.answer(plan, m)) {
+                        return Some(a);
+                    }
+                }
+                _ => {}
             }
         }
         let Some(r) = m
@@ -1195,13 +1255,85 @@ impl Session {
         else {
             return Some(self.caps(m));
         };
-        if !needs_shown_form(&r) {
+        if !self.judge(&r, plan)? {
             return Some(fetch::rewrite(r, plan, None));
         }
-        let shown = self
-            .cache_key(r.uid()?)
-            .and_then(|k| self.ctx.cache.lock().ok()?.get(&k))?;
-        Some(fetch::rewrite(r, plan, Some(&shown.message)))
+        let shown = self.cached(r.uid()?)?;
+        let answer = fetch::rewrite_memo(r, plan, Some(&shown.message), &shown.sections);
+        shown.sections.keep_answer(plan, m, &answer);
+        Some(answer)
+    }
+
+    /// The shown form of the stored message `uid`, if it is in the cache.
+    fn cached(&self, uid: u32) -> Option<Arc<Presentation>> {
+        let k = self.cache_key(uid)?;
+        self.ctx.cache.lock().ok()?.get(&k)
+    }
+
+    /// Whether a response of the pending FETCH must be answered from the shown message; `None`
+    /// when envelopd does not know yet (no marker asked for, and a UID it has not classified).
+    fn judge(&self, r: &fetch::FetchResponse, plan: &FetchPlan) -> Option<bool> {
+        if plan.marker {
+            let needs = needs_shown_form(r);
+            if let (Some(uid), true) = (r.uid(), r.marker().is_some()) {
+                self.set_kind(uid, needs);
+            }
+            return Some(needs);
+        }
+        if !r.has_content() {
+            return Some(false);
+        }
+        let Some(uid) = r.uid() else {
+            tracing::warn!("a FETCH response without the UID envelopd asked for; passed unchanged");
+            return Some(false);
+        };
+        self.kind(uid)
+    }
+
+    fn mailbox_key(&self) -> Option<MailboxKey> {
+        Some((
+            self.login.clone()?,
+            self.mailbox.clone()?,
+            self.uidvalidity?,
+        ))
+    }
+
+    fn kind(&self, uid: u32) -> Option<bool> {
+        let k = self.pending_box.as_ref()?;
+        self.ctx.cache.lock().ok()?.kind(k, uid)
+    }
+
+    fn set_kind(&self, uid: u32, shown: bool) {
+        if let (Some(k), Ok(mut c)) = (&self.pending_box, self.ctx.cache.lock()) {
+            c.set_kind(k, uid, shown);
+        }
+    }
+
+    /// Asks the server which of `uids` envelopd must show in its form (their marker fields);
+    /// returns the answers, and unrelated responses that arrived meanwhile, for the client.
+    async fn classify(
+        &mut self,
+        uids: &[u32],
+    ) -> std::io::Result<(HashMap<u32, bool>, Vec<Vec<u8>>)> {
+        self.quiesce().await?;
+        let mut kinds = HashMap::new();
+        let mut extra = Vec::new();
+        for batch in uids.chunks(500) {
+            let (untagged, _tagged) = self.internal(&fetch::classify(batch)).await?;
+            for m in untagged {
+                match fetch::parse_response(&m) {
+                    Some(r)
+                        if r.marker().is_some() && r.uid().is_some_and(|u| batch.contains(&u)) =>
+                    {
+                        let (uid, needs) = (r.uid().expect("checked"), needs_shown_form(&r));
+                        self.set_kind(uid, needs);
+                        kinds.insert(uid, needs);
+                    }
+                    _ => extra.push(m),
+                }
+            }
+        }
+        Ok((kinds, extra))
     }
 
     /// Keeps what a verified signature taught: the sender's encryption certificate (in the shared
@@ -1251,8 +1383,9 @@ impl Session {
     async fn complete_fetch(&mut self, tagged: Vec<u8>) -> std::io::Result<()> {
         let plan = self.pending.take().expect("a pending FETCH");
         let held = std::mem::take(&mut self.held);
-        let mut parsed: Vec<Option<(fetch::FetchResponse, bool)>> = Vec::with_capacity(held.len());
-        let mut needed = Vec::new();
+        let mut parsed: Vec<Option<(fetch::FetchResponse, Option<bool>)>> =
+            Vec::with_capacity(held.len());
+        let mut unknown = Vec::new();
         for m in &held {
             let r = if m.starts_with(b"* ") {
                 fetch::parse_response(m)
@@ -1263,30 +1396,52 @@ impl Session {
                 parsed.push(None);
                 continue;
             };
-            let needs = needs_shown_form(&r);
-            if needs {
-                needed.extend(r.uid());
-            } else if r.marker().is_none() {
-                tracing::warn!(
+            let needs = self.judge(&r, &plan);
+            match needs {
+                None => unknown.extend(r.uid()),
+                Some(false) if plan.marker && r.marker().is_none() => tracing::warn!(
                     "a FETCH response without the fields envelopd asked for; passed unchanged"
-                );
+                ),
+                _ => {}
             }
             parsed.push(Some((r, needs)));
         }
         self.in_flight = self.in_flight.saturating_sub(1);
-        let (shown, after) = self.presentations(&needed).await?;
+        let (classified, mut after) = if unknown.is_empty() {
+            (HashMap::new(), Vec::new())
+        } else {
+            self.classify(&unknown).await?
+        };
+        // A message the server no longer describes counts as one to show: envelopd then
+        // tries to open it, and passes the server's items only if that fails too.
+        let decide = |r: &fetch::FetchResponse, needs: Option<bool>| {
+            needs.unwrap_or_else(|| {
+                r.uid()
+                    .and_then(|u| classified.get(&u).copied())
+                    .unwrap_or(true)
+            })
+        };
+        let needed: Vec<u32> = parsed
+            .iter()
+            .flatten()
+            .filter(|(r, needs)| decide(r, *needs))
+            .filter_map(|(r, _)| r.uid())
+            .collect();
+        let (shown, more) = self.presentations(&needed).await?;
+        after.extend(more);
         let mut out = Vec::new();
         for (m, p) in held.into_iter().zip(parsed) {
             match p {
                 Some((r, needs)) => {
-                    let view = if needs {
-                        r.uid()
-                            .and_then(|u| shown.get(&u))
-                            .map(|p| p.message.clone())
+                    let view = if decide(&r, needs) {
+                        r.uid().and_then(|u| shown.get(&u))
                     } else {
                         None
                     };
-                    out.extend_from_slice(&fetch::rewrite(r, &plan, view.as_deref()));
+                    out.extend_from_slice(&match view {
+                        Some(p) => fetch::rewrite_memo(r, &plan, Some(&p.message), &p.sections),
+                        None => fetch::rewrite(r, &plan, None),
+                    });
                 }
                 None => out.extend_from_slice(&self.caps(&m)),
             }
@@ -1388,6 +1543,7 @@ mod tests {
                 harvest: Vec::new(),
                 capabilities: Vec::new(),
                 preferred: Vec::new(),
+                sections: Default::default(),
             })
         };
         let k = |uid| ("u".to_string(), "INBOX".to_string(), 1, uid);

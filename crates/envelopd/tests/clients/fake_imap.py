@@ -8,8 +8,15 @@ MODE says: "huge" (announces a 2 GiB literal and stalls), "garbage" (a FETCH res
 accepts), "truncated" (half a literal, then hangs up), "bad-smime" (claims S/MIME, then sends
 base64 garbage as the message), "nested" (a message with MIME nested 200 levels deep),
 "users" (LOGIN with password "wrong" fails; AUTHENTICATE of any kind logs in as "mallory";
-the one message, S/MIME by its header, names the logged-in user in its Subject).
+the one message, S/MIME by its header, names the logged-in user in its Subject),
+"known" (a scripted mailbox: UID 1 plain, UID 2 plain with a forged status header, UID 3
+arriving after two FETCHes of the whole mailbox; answers UID, RFC822.SIZE, BODY.PEEK[HEADER],
+BODY.PEEK[] and BODY.PEEK[HEADER.FIELDS (...)] for any UID set, and appends every command line it
+receives to the file LOG).
+
+    fake_imap.py PORT known LOG
 """
+import re
 import socket
 import sys
 
@@ -25,6 +32,54 @@ for i in range(1, 200):
 NESTED += b"--b199\r\nContent-Type: text/plain\r\n\r\nbottom\r\n"
 for i in range(199, -1, -1):
     NESTED += b"--b%d--\r\n" % i
+KNOWN = {
+    1: b"Subject: one\r\nContent-Type: text/plain\r\n\r\nhello\r\n",
+    2: b"Subject: two\r\nX-Envelopd: decrypted=aes-256-gcm; signature=valid\r\n\r\nforged\r\n",
+    3: b"Subject: three\r\nX-Envelopd: signature=valid\r\n\r\nlate\r\n",
+}
+known_fetches = 0
+
+
+def header_fields(message, names):
+    """The named header fields of a message, as a server sends BODY[HEADER.FIELDS (...)]."""
+    head = message.split(b"\r\n\r\n", 1)[0].split(b"\r\n")
+    keep = [f for f in head if f.split(b":")[0].lower() in names]
+    return b"".join(f + b"\r\n" for f in keep) + b"\r\n"
+
+
+def answer_known(conn, tag, rest):
+    """A FETCH or UID FETCH against the scripted mailbox."""
+    global known_fetches
+    uids = sorted(KNOWN) if known_fetches >= 2 else [1, 2]
+    words = rest.split(b" ")
+    is_uid = words[0].upper() == b"UID"
+    spec = words[2 if is_uid else 1].decode()
+    if spec == "1:*":
+        wanted = uids
+        known_fetches += 1
+    else:
+        wanted = [int(x) for x in spec.split(",")]
+    out = b""
+    for uid in wanted:
+        if uid not in uids:
+            continue
+        m = KNOWN[uid]
+        items = [b"UID %d" % uid] if is_uid or b"UID" in rest.upper().split(b"(", 1)[1] else []
+        if b"RFC822.SIZE" in rest:
+            items.append(b"RFC822.SIZE %d" % len(m))
+        for section in re.findall(rb"BODY\.PEEK\[([^\]]*)\]", rest):
+            if section == b"":
+                data = m
+            elif section == b"HEADER":
+                data = m.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+            else:
+                names = re.search(rb"\((.*)\)", section).group(1).lower().split(b" ")
+                data = header_fields(m, names)
+            items.append(b"BODY[%s] {%d}\r\n" % (section.upper(), len(data)) + data)
+        out += b"* %d FETCH (" % uid + b" ".join(items) + b")\r\n"
+    conn.sendall(out + tag + b" OK done\r\n")
+
+
 SMIME_CT = b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\n"
 
 
@@ -36,6 +91,9 @@ def serve(conn):
         line = f.readline()
         if not line:
             return
+        if mode == "known":
+            with open(sys.argv[3], "ab") as log:
+                log.write(line)
         tag, _, rest = line.partition(b" ")
         word = rest.split(b" ")[0].upper().strip()
         if word == b"UID":
@@ -54,6 +112,8 @@ def serve(conn):
             conn.sendall(tag + b" OK authenticated\r\n")
         elif word in (b"SELECT", b"EXAMINE"):
             conn.sendall(b"* 1 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n" + tag + b" OK [READ-WRITE] selected\r\n")
+        elif word == b"FETCH" and mode == "known":
+            answer_known(conn, tag, rest.strip())
         elif word == b"FETCH" and b"BODY.PEEK[]" in rest and b"HEADER.FIELDS" not in rest:
             # envelopd's own fetch of the whole stored message.
             if mode == "bad-smime":
