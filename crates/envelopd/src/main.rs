@@ -278,12 +278,27 @@ fn read_input(io: &Io) -> Result<Vec<u8>> {
 }
 
 fn write_output(io: &Io, data: &[u8]) -> Result<()> {
+    write_output_with(io, |w| w.write_all(data))
+}
+
+/// Writes the output through `write` (which may produce it in pieces) to the file or stdout.
+fn write_output_with(
+    io: &Io,
+    write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Result<()> {
     match &io.output {
-        Some(p) => std::fs::write(p, data).with_context(|| format!("writing {}", p.display())),
+        Some(p) => {
+            let mut f =
+                std::fs::File::create(p).with_context(|| format!("writing {}", p.display()))?;
+            write(&mut f)
+                .and_then(|_| f.flush())
+                .with_context(|| format!("writing {}", p.display()))
+        }
         None => {
             let mut out = std::io::stdout().lock();
-            out.write_all(data).context("writing stdout")?;
-            out.flush().context("writing stdout")
+            write(&mut out)
+                .and_then(|_| out.flush())
+                .context("writing stdout")
         }
     }
 }
@@ -510,7 +525,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
             };
             let msg = read_input(&io)?;
-            write_output(&io, &smime::encrypt_owned(msg, &recipients, &opts)?)?;
+            // The ciphertext is base64-encoded on its way out, never held as a whole text.
+            let encrypted = smime::message::encrypt_message(msg, &recipients, &opts)?;
+            write_output_with(&io, |mut w| encrypted.write_to(&mut w))?;
             Ok(ExitCode::SUCCESS)
         }
         SmimeCommand::Decrypt { io, key } => {

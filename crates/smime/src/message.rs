@@ -71,7 +71,17 @@ fn sign_entity_into(
 
 /// Signs a message: `multipart/signed` with a detached `application/pkcs7-signature`.
 pub fn sign(message: &[u8], id: &Identity, opts: &SignOptions) -> Result<Vec<u8>, Error> {
-    Ok(Prepared::new(message, Some((id, opts)), Protection::Off)?.to_message())
+    // What `Prepared::new(.., Protection::Off)` + `to_message` make, written straight into the
+    // one output buffer: the content is copied once (a 16 MiB message used to be copied three
+    // times, each into freshly faulted-in memory).
+    let e = mime::split(message);
+    let outer = mime::select_fields(e.header, |n| !mime::is_content_field(n) && n != "bcc");
+    let header = hp::payload_content_fields(e.header, e.body);
+    let mut out = Vec::with_capacity(outer.len() + message.len() + message.len() / 16 + 8192);
+    out.extend_from_slice(&outer);
+    out.extend_from_slice(b"MIME-Version: 1.0\r\n");
+    sign_entity_into(&header, e.body, id, opts, &mut out)?;
+    Ok(out)
 }
 
 /// Encrypts a message for the recipients: `application/pkcs7-mime` with `enveloped-data`
@@ -85,16 +95,117 @@ pub fn encrypt(
     encrypt_entity(&outer, entity, recipients, opts)
 }
 
-/// Like [`encrypt`], but takes the message and frees it as soon as its content is copied, so a
-/// large message is held at most twice (its canonical content, then the base64 output).
+/// Like [`encrypt`], but takes the message and reuses its buffer for the encryption where
+/// the content needs no re-encoding, so a large message is held about once, then the output.
 pub fn encrypt_owned(
     message: Vec<u8>,
     recipients: &[Cert],
     opts: &EncryptOptions,
 ) -> Result<Vec<u8>, Error> {
-    let (outer, entity) = entity_to_encrypt(&message)?;
-    drop(message);
-    encrypt_entity(&outer, entity, recipients, opts)
+    Ok(encrypt_message(message, recipients, opts)?.to_vec())
+}
+
+/// Encrypts like [`encrypt_owned`] and returns the result in pieces, to be written out
+/// ([`EncryptedMessage::write_to`]) without ever holding the whole base64 text: the message's
+/// own buffer becomes the ciphertext, so a large message is held about once in all.
+pub fn encrypt_message(
+    mut message: Vec<u8>,
+    recipients: &[Cert],
+    opts: &EncryptOptions,
+) -> Result<EncryptedMessage, Error> {
+    let (outer, entity) = match entity_in_place(&mut message)? {
+        Some(outer) => (outer, message),
+        None => {
+            let (outer, entity) = entity_to_encrypt(&message)?;
+            drop(message);
+            (outer, entity)
+        }
+    };
+    let der = envelope::encrypt_parts(entity, recipients, opts)?;
+    Ok(EncryptedMessage {
+        head: encrypted_head(&outer, opts),
+        der,
+    })
+}
+
+/// When the body of a single-part message is already canonical (CRLF, 7-bit or base64/QP),
+/// turns `message` into the inner entity in place (its content fields, then the body) and
+/// returns the outer fields; `None` when the content must be re-encoded (then nothing changed).
+fn entity_in_place(message: &mut Vec<u8>) -> Result<Option<Vec<u8>>, Error> {
+    let (outer, header, header_len) = {
+        let e = mime::split(message);
+        let header = hp::payload_content_fields(e.header, e.body);
+        // The same decisions as `mime::canonicalize_into` for this header and body.
+        let ct = mime::content_type(&header);
+        if ct.is_multipart() || !matches!(mime::to_crlf(e.body), std::borrow::Cow::Borrowed(_)) {
+            return Ok(None);
+        }
+        let re_encoded = match ct.transfer_encoding.as_str() {
+            "base64" | "quoted-printable" => false,
+            _ => !mime::is_7bit_safe(e.body),
+        };
+        if re_encoded {
+            return Ok(None);
+        }
+        let mut head = mime::to_crlf(&header).into_owned();
+        if !header.is_empty() || !e.body.is_empty() {
+            head.extend_from_slice(b"\r\n");
+        }
+        (
+            mime::outer_fields(e.header),
+            head,
+            message.len() - e.body.len(),
+        )
+    };
+    message.splice(..header_len, header);
+    Ok(Some(outer))
+}
+
+/// An encrypted message: its header block and the envelope's DER, base64-encoded on the way out.
+#[derive(Debug)]
+pub struct EncryptedMessage {
+    head: Vec<u8>,
+    der: envelope::EnvelopeDer,
+}
+
+impl EncryptedMessage {
+    /// The whole message as one buffer.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let der_len = self.der.prefix.len() + self.der.ciphertext.len() + self.der.suffix.len();
+        let mut out = Vec::with_capacity(self.head.len() + mime::base64_lines_len(der_len));
+        out.extend_from_slice(&self.head);
+        mime::append_base64_lines_chain(
+            &[&self.der.prefix, &self.der.ciphertext, &self.der.suffix],
+            &mut out,
+        );
+        out
+    }
+
+    /// Writes the message to `w`, encoding the DER in pieces of 64 KiB of text.
+    pub fn write_to(&self, w: &mut impl std::io::Write) -> std::io::Result<()> {
+        const WINDOW: usize = 57 * 1024;
+        w.write_all(&self.head)?;
+        let parts: [&[u8]; 3] = [&self.der.prefix, &self.der.ciphertext, &self.der.suffix];
+        let mut window = Vec::with_capacity(WINDOW);
+        let mut text = Vec::with_capacity(mime::base64_lines_len(WINDOW));
+        for part in parts {
+            let mut rest = part;
+            while !rest.is_empty() {
+                let take = (WINDOW - window.len()).min(rest.len());
+                window.extend_from_slice(&rest[..take]);
+                rest = &rest[take..];
+                if window.len() == WINDOW {
+                    text.clear();
+                    mime::append_base64_lines(&window, &mut text);
+                    w.write_all(&text)?;
+                    window.clear();
+                }
+            }
+        }
+        text.clear();
+        mime::append_base64_lines(&window, &mut text);
+        w.write_all(&text)
+    }
 }
 
 /// The outer fields and the canonical inner entity of a message about to be encrypted.
@@ -187,22 +298,28 @@ fn encrypt_entity(
     opts: &EncryptOptions,
 ) -> Result<Vec<u8>, Error> {
     let der = envelope::encrypt_parts(entity, recipients, opts)?;
+    Ok(EncryptedMessage {
+        head: encrypted_head(outer, opts),
+        der,
+    }
+    .to_vec())
+}
+
+/// The header block of an encrypted message: the outer fields and the S/MIME content fields.
+fn encrypted_head(outer: &[u8], opts: &EncryptOptions) -> Vec<u8> {
     let smime_type = if opts.cipher.is_aead() {
         "authEnveloped-data"
     } else {
         "enveloped-data"
     };
-    let der_len = der.prefix.len() + der.ciphertext.len() + der.suffix.len();
-    let mut out = Vec::with_capacity(outer.len() + mime::base64_lines_len(der_len) + 512);
-    out.extend_from_slice(outer);
-    out.extend_from_slice(
+    let mut head = outer.to_vec();
+    head.extend_from_slice(
         format!(
             "MIME-Version: 1.0\r\nContent-Type: application/pkcs7-mime; smime-type={smime_type}; name=\"smime.p7m\"\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"smime.p7m\"\r\nContent-Description: S/MIME Encrypted Message\r\n\r\n"
         )
         .as_bytes(),
     );
-    mime::append_base64_lines_chain(&[&der.prefix, &der.ciphertext, &der.suffix], &mut out);
-    Ok(out)
+    head
 }
 
 /// What kind of S/MIME structure a message's outermost layer is.
@@ -415,8 +532,22 @@ pub fn decrypt(message: &[u8], keys: &[Identity]) -> Result<Decrypted, Error> {
 
 /// Like [`decrypt`], but takes the message and frees it once its CMS body is decoded.
 pub fn decrypt_owned(message: Vec<u8>, keys: &[Identity]) -> Result<Decrypted, Error> {
-    let (header, der) = envelope_of(&message)?;
-    drop(message);
+    let (header, ct, body_start) = {
+        let e = mime::split(&message);
+        let ct = mime::content_type(e.header);
+        (e.header.to_vec(), ct, message.len() - e.body.len())
+    };
+    if classify(&ct) != Kind::Pkcs7Mime {
+        return Err(Error::NotSmime(format!(
+            "the message is {}, not S/MIME encrypted",
+            ct.mime_type
+        )));
+    }
+    // The CMS bytes are decoded in the message's own buffer: a large message is not held twice.
+    let der = match ct.transfer_encoding.as_str() {
+        "base64" => mime::base64_decode_owned(message, body_start)?,
+        _ => decode_body(&ct, &message[body_start..])?,
+    };
     finish_decrypt(&header, der, keys)
 }
 
@@ -509,4 +640,41 @@ pub fn open(
         layers,
         header_protection,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The in-place entity must be byte for byte what canonicalising into a new buffer makes,
+    /// and must leave alone what it cannot do in place.
+    #[test]
+    fn the_in_place_entity_is_the_canonical_one() {
+        let cases: [&[u8]; 8] = [
+            b"From: a@b\r\nSubject: s\r\n\r\nhello\r\n",
+            b"From: a@b\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nQUJD\r\n",
+            b"From: a@b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGr\xc3\xbc\xc3\x9fe\r\n",
+            b"From: a@b\nSubject: bare LF\n\nline\n",
+            b"From: a@b\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n\r\na\r\n--x--\r\n",
+            b"From: a@b\r\nBcc: c@d\r\n\r\n",
+            b"no header at all\r\n",
+            b"",
+        ];
+        for m in cases {
+            let (outer, entity) = entity_to_encrypt(m).unwrap();
+            let mut buf = m.to_vec();
+            match entity_in_place(&mut buf).unwrap() {
+                Some(o) => {
+                    assert_eq!(o, outer, "{}", String::from_utf8_lossy(m));
+                    assert_eq!(buf, entity, "{}", String::from_utf8_lossy(m));
+                }
+                None => assert_eq!(buf, m, "left alone: {}", String::from_utf8_lossy(m)),
+            }
+        }
+        let mut plain = cases[0].to_vec();
+        assert!(
+            entity_in_place(&mut plain).unwrap().is_some(),
+            "the common case is in place"
+        );
+    }
 }
