@@ -52,20 +52,9 @@ fn envelopd_env(
     extra: &str,
     env: &[(&str, &str)],
 ) -> (tempfile::TempDir, u16, u16, Proc) {
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    for sub in ["trust", "certs", "keys"] {
-        std::fs::create_dir(d.join(sub)).unwrap();
-    }
-    let v = common::rfc9216();
-    std::fs::copy(v.join("ca.rsa.crt"), d.join("trust/ca.pem")).unwrap();
-    std::fs::copy(v.join("bob.encrypt.crt"), d.join("certs/bob.pem")).unwrap();
-    std::fs::copy(v.join(format!("{who}.p12")), d.join("keys/id.p12")).unwrap();
-    std::fs::write(d.join("keys/pw"), format!("{who}\n")).unwrap();
-    for f in ["keys/id.p12", "keys/pw"] {
-        std::fs::set_permissions(d.join(f), std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
+    common::practice_dir(d, who, &[]);
     let (smtp, imap) = (free_port(), free_port());
     std::fs::write(
         d.join("proxy.toml"),
@@ -74,7 +63,7 @@ fn envelopd_env(
              [upstream.smtp]\nhost = \"localhost\"\nport = {}\ntls = \"starttls\"\nca_file = \"{ca}\"\nsystem_roots = false\n\
              [upstream.imap]\nhost = \"localhost\"\nport = {imap_port}\ntls = \"{imap_tls}\"\nca_file = \"{ca}\"\nsystem_roots = false\n\
              [certificates]\nanchors = [\"trust\"]\nrecipients = \"certs\"\n\
-             [[identity]]\naddresses = [\"{who}@smime.example\"]\npkcs12 = \"keys/id.p12\"\npassword_file = \"keys/pw\"\n{extra}",
+             [[identity]]\naddresses = [\"{who}@smime.example\"]\npkcs12 = \"keys/{who}.p12\"\npassword_file = \"keys/pw\"\n{extra}",
             provider.submission,
             ca = provider.ca().display()
         ),

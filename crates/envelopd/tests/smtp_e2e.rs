@@ -45,22 +45,10 @@ impl Setup {
     }
 
     fn build(fallback: &str, upstream_extra: &str, gateway: bool) -> Setup {
-        use std::os::unix::fs::PermissionsExt;
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        for sub in ["trust", "certs", "keys", "dump"] {
-            std::fs::create_dir(d.join(sub)).unwrap();
-        }
-        let v = common::rfc9216();
-        std::fs::copy(v.join("ca.rsa.crt"), d.join("trust/ca.pem")).unwrap();
-        std::fs::copy(v.join("bob.encrypt.crt"), d.join("certs/bob.pem")).unwrap();
-        std::fs::copy(v.join("alice.p12"), d.join("keys/alice.p12")).unwrap();
-        std::fs::copy(v.join("alice.encrypt.crt"), d.join("keys/alice-enc.pem")).unwrap();
-        std::fs::write(d.join("keys/pw"), "alice\n").unwrap();
-        for f in ["keys/alice.p12", "keys/pw"] {
-            std::fs::set_permissions(d.join(f), std::fs::Permissions::from_mode(0o600)).unwrap();
-        }
+        common::practice_dir(d, "alice", &["dump"]);
         let (listen, upstream) = (free_port(), free_port());
         let (smtp, relay_port, gateway) = if gateway {
             let lan = testkit::procs::lan_address();

@@ -49,20 +49,9 @@ fn value(samples: &Samples, name: &str, labels: &[(&str, &str)]) -> Option<f64> 
 
 #[test]
 fn metrics_parse_and_count_and_the_status_page_renders_in_chromium() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    for sub in ["trust", "certs", "keys", "dump"] {
-        std::fs::create_dir(d.join(sub)).unwrap();
-    }
-    let v = common::rfc9216();
-    std::fs::copy(v.join("ca.rsa.crt"), d.join("trust/ca.pem")).unwrap();
-    std::fs::copy(v.join("bob.encrypt.crt"), d.join("certs/bob.pem")).unwrap();
-    std::fs::copy(v.join("alice.p12"), d.join("keys/alice.p12")).unwrap();
-    std::fs::write(d.join("keys/pw"), "alice\n").unwrap();
-    for f in ["keys/alice.p12", "keys/pw"] {
-        std::fs::set_permissions(d.join(f), std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
+    common::practice_dir(d, "alice", &["dump"]);
     let (smtp, up, status) = (free_port(), free_port(), free_port());
     let _sink = smtp_sink(&d.join("dump"), up, &[]);
     std::fs::write(
@@ -139,7 +128,8 @@ fn metrics_parse_and_count_and_the_status_page_renders_in_chromium() {
         0.0
     );
     // The own certificate's expiry, as the certificate says (Unix time).
-    let alice = smime::parse_certificates(&std::fs::read(v.join("alice.sign.crt")).unwrap())
+    let alice_crt = common::rfc9216().join("alice.sign.crt");
+    let alice = smime::parse_certificates(&std::fs::read(alice_crt).unwrap())
         .unwrap()
         .remove(0);
     let not_after = alice

@@ -17,6 +17,32 @@ pub fn rfc9216() -> PathBuf {
     vectors().join("rfc9216")
 }
 
+/// Fills `d` as a practice's envelopd directory for `who` ("alice" or "bob" of RFC 9216):
+/// `trust/ca.pem` (the RFC 9216 CA), `certs/bob.pem` (Bob's encryption certificate),
+/// `keys/WHO.p12` and `keys/pw` (its password; both mode 0600), `keys/WHO-enc.pem` (the own
+/// encryption certificate), and the empty directories `more` (e.g. "dump").
+pub fn practice_dir(d: &std::path::Path, who: &str, more: &[&str]) {
+    use std::os::unix::fs::PermissionsExt;
+    for sub in ["trust", "certs", "keys"].iter().chain(more) {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    let v = rfc9216();
+    let copy = |from: &str, to: &str| {
+        std::fs::copy(v.join(from), d.join(to)).unwrap_or_else(|e| panic!("{from}: {e}"));
+    };
+    copy("ca.rsa.crt", "trust/ca.pem");
+    copy("bob.encrypt.crt", "certs/bob.pem");
+    copy(&format!("{who}.p12"), &format!("keys/{who}.p12"));
+    copy(
+        &format!("{who}.encrypt.crt"),
+        &format!("keys/{who}-enc.pem"),
+    );
+    std::fs::write(d.join("keys/pw"), format!("{who}\n")).unwrap();
+    for f in [format!("keys/{who}.p12"), "keys/pw".to_string()] {
+        std::fs::set_permissions(d.join(f), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+}
+
 /// `envelopd run --config CONFIG` with its log written to LOG; killed when dropped. The caller
 /// waits for the ports it needs.
 pub fn run_envelopd(config: &std::path::Path, log: &std::path::Path) -> testkit::procs::Proc {
