@@ -101,7 +101,12 @@ direct_s=$(rate "$sink_port" small.eml "$small")
 via_s=$(rate "$listen" small.eml "$small")
 echo "== 4 KiB messages, sessions kept open (-d)"
 direct_sd=$(rate "$sink_port" small.eml "$small" -d)
+# envelopd's own CPU time (user + system, from /proc) over this run: what one message costs it,
+# whatever the load generator and the sink on the same cores take.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$epid/stat"; }
+ticks0=$(cpu_ticks)
 via_sd=$(rate "$listen" small.eml "$small" -d)
+cpu_ms=$(python3 -c "print(f'{($(cpu_ticks) - $ticks0) * 1000 / $(getconf CLK_TCK) / $small:.3f}')")
 echo "== 1 MiB messages ($large)"
 direct_l=$(rate "$sink_port" large.eml "$large")
 via_l=$(rate "$listen" large.eml "$large")
@@ -132,9 +137,9 @@ if [ "$done_ok" != "$through" ]; then
 fi
 echo "== all $through messages through envelopd were signed and encrypted"
 
-python3 - "$one" "$all" "$direct_s" "$via_s" "$direct_sd" "$via_sd" "$direct_l" "$via_l" "$rss" "$cores" <<'EOF'
+python3 - "$one" "$all" "$direct_s" "$via_s" "$direct_sd" "$via_sd" "$direct_l" "$via_l" "$rss" "$cores" "$cpu_ms" <<'EOF'
 import sys
-one, allc, ds, vs, dsd, vsd, dl, vl, rss, cores = map(float, sys.argv[1:])
+one, allc, ds, vs, dsd, vsd, dl, vl, rss, cores, cpu_ms = map(float, sys.argv[1:])
 print()
 print(f"{'':40}{'msg/s':>10}{'vs direct':>12}{'vs RSA sign 1 core':>20}{'all cores':>11}")
 rows = [("4 KiB direct to smtp-sink", ds, None), ("4 KiB through envelopd", vs, ds),
@@ -146,5 +151,9 @@ for name, v, base in rows:
     s = f"{v/allc*100:.0f} %" if base else ""
     print(f"{name:40}{v:>10.1f}{r:>12}{s1:>20}{s:>11}")
 print(f"raw RSA-2048 sign: {one:.0f}/s on one core, {allc:.0f}/s on {cores:.0f} cores (openssl speed)")
+capacity = cores * 1000 / cpu_ms
+print(f"envelopd's CPU per 4 KiB message (sessions reused): {cpu_ms:.3f} ms, of which one RSA signature "
+      f"is {1000 / one:.3f} ms ({1000 / one / cpu_ms * 100:.0f} %); {cores:.0f} cores given to envelopd alone would "
+      f"carry {capacity:.0f} msg/s = {capacity / allc * 100:.0f} % of the {cores:.0f}-core RSA-2048 sign rate")
 print(f"envelopd peak RSS: {rss/1024:.1f} MiB (8 sessions in parallel, all runs above)")
 EOF

@@ -69,6 +69,18 @@ fn length_len(len: usize) -> usize {
     }
 }
 
+/// One DER element: `tag`, the definite length of `parts` together, then the parts.
+pub fn tlv(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = Vec::with_capacity(len + 6);
+    out.push(tag);
+    write_length(len, &mut out);
+    for p in parts {
+        out.extend_from_slice(p);
+    }
+    out
+}
+
 /// Appends a DER length (minimal form).
 pub fn write_length(len: usize, out: &mut Vec<u8>) {
     if len < 0x80 {

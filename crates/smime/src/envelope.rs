@@ -254,27 +254,6 @@ impl EnvelopeDer {
     }
 }
 
-/// DER of `ContentInfo { oid, [0] EXPLICIT inner }`, written once into an exactly sized buffer
-/// (going through `der::Any` would copy a large message twice more).
-pub(crate) fn content_info_der<T: Encode>(
-    oid: der::asn1::ObjectIdentifier,
-    inner: &T,
-) -> Result<Vec<u8>, Error> {
-    let inner_len = usize::try_from(inner.encoded_len().map_err(der_err)?)
-        .map_err(|_| Error::Malformed("length overflow".into()))?;
-    let oid_der = oid.to_der().map_err(der_err)?;
-    let mut ctx = vec![0xa0];
-    crate::ber::write_length(inner_len, &mut ctx);
-    let seq_len = oid_der.len() + ctx.len() + inner_len;
-    let mut out = Vec::with_capacity(seq_len + 6);
-    out.push(0x30);
-    crate::ber::write_length(seq_len, &mut out);
-    out.extend_from_slice(&oid_der);
-    out.extend_from_slice(&ctx);
-    inner.encode_to_vec(&mut out).map_err(der_err)?;
-    Ok(out)
-}
-
 fn wrap_for(r: &Cert, cek: &[u8], kt: KeyTransport) -> Result<KeyTransRecipientInfo, Error> {
     if r.spki().algorithm.oid != alg::RSA_ENCRYPTION {
         return Err(Error::Unsupported(format!(

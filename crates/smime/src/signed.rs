@@ -5,7 +5,7 @@ use std::time::SystemTime;
 
 use cms::content_info::{CmsVersion, ContentInfo};
 use cms::signed_data::{
-    CertificateSet, EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo, SignerInfos,
+    EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo, SignerInfos,
 };
 use der::asn1::{ObjectIdentifier as Oid, OctetString, SetOfVec};
 use der::{Any, Decode, Encode};
@@ -133,35 +133,39 @@ pub fn sign_detached(content: &[u8], id: &Identity, opts: &SignOptions) -> Resul
         signature: OctetString::new(signature).map_err(der_err)?,
         unsigned_attrs: None,
     };
-    let mut certs = vec![cms::cert::CertificateChoices::Certificate(
-        id.cert.parsed().clone(),
-    )];
-    for c in &id.chain {
-        certs.push(cms::cert::CertificateChoices::Certificate(
-            c.parsed().clone(),
-        ));
-    }
+    // The certificate set is written from the certificates' own DER, sorted as DER's SET OF
+    // requires (ascending encodings) and without duplicates, rather than cloned, re-encoded and
+    // compared structurally: that took about a tenth of envelopd's CPU per submitted message.
+    let mut certs: Vec<&[u8]> = vec![id.cert.der()];
+    certs.extend(id.chain.iter().map(Cert::der));
     if let Some(enc) = &opts.encryption_cert {
-        if enc != &id.cert {
-            certs.push(cms::cert::CertificateChoices::Certificate(
-                enc.parsed().clone(),
-            ));
-        }
+        certs.push(enc.der());
     }
+    certs.sort_unstable();
+    certs.dedup();
     let mut digest_algs = SetOfVec::new();
     digest_algs.insert(alg_id(digest.oid())).map_err(der_err)?;
-    let sd = SignedData {
-        version: CmsVersion::V1,
-        digest_algorithms: digest_algs,
-        encap_content_info: EncapsulatedContentInfo {
-            econtent_type: alg::ID_DATA,
-            econtent: None,
-        },
-        certificates: Some(CertificateSet::try_from(certs).map_err(der_err)?),
-        crls: None,
-        signer_infos: SignerInfos::try_from(vec![signer]).map_err(der_err)?,
+    let encap = EncapsulatedContentInfo {
+        econtent_type: alg::ID_DATA,
+        econtent: None,
     };
-    crate::envelope::content_info_der(alg::ID_SIGNED_DATA, &sd)
+    // SignedData ::= SEQUENCE { version, digestAlgorithms, encapContentInfo,
+    //   certificates [0] IMPLICIT CertificateSet, signerInfos }
+    let signed_data = ber::tlv(
+        0x30,
+        &[
+            &CmsVersion::V1.to_der().map_err(der_err)?,
+            &digest_algs.to_der().map_err(der_err)?,
+            &encap.to_der().map_err(der_err)?,
+            &ber::tlv(0xa0, &certs),
+            &SignerInfos::try_from(vec![signer])
+                .map_err(der_err)?
+                .to_der()
+                .map_err(der_err)?,
+        ],
+    );
+    let oid = alg::ID_SIGNED_DATA.to_der().map_err(der_err)?;
+    Ok(ber::tlv(0x30, &[&oid, &ber::tlv(0xa0, &[&signed_data])]))
 }
 
 /// What verification found out about one SignerInfo.

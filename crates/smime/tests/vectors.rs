@@ -364,3 +364,53 @@ fn an_encryption_only_certificate_cannot_make_a_valid_signature() {
         v.signers[0].problem
     );
 }
+
+/// The certificate set of a signature is written from the certificates' own DER: it must be
+/// canonical DER (ascending encodings, each certificate once) however the chain was given.
+#[test]
+fn the_certificate_set_of_a_signature_is_canonical_der() {
+    use der::Decode;
+    let mut alice = identity("rfc9216/alice.sign.key", "rfc9216/alice.sign.crt");
+    let ca = cert("rfc9216/ca.rsa.crt");
+    let enc = cert("rfc9216/alice.encrypt.crt");
+    alice.chain = vec![enc.clone(), ca.clone(), enc.clone(), ca];
+    let mut opts = sign_opts();
+    opts.encryption_cert = Some(enc);
+    let der = smime::signed::sign_detached(b"Content-Type: text/plain\r\n\r\nx\r\n", &alice, &opts)
+        .unwrap();
+    // Decodes as CMS at all.
+    let ci = cms::content_info::ContentInfo::from_der(&der).unwrap();
+    let _: cms::signed_data::SignedData = ci.content.decode_as().unwrap();
+    // ContentInfo { oid, [0] { SignedData { version, digestAlgorithms, encap, [0] certs … } } }
+    let body = |tlv: &[u8]| smime::ber::read_tlv(tlv).unwrap().1.to_vec();
+    let skip = |tlv: &[u8]| tlv[smime::ber::read_tlv(tlv).unwrap().2..].to_vec();
+    let signed_data = body(&body(&skip(&body(&der))));
+    let mut rest = skip(&skip(&skip(&signed_data)));
+    assert_eq!(
+        rest[0], 0xa0,
+        "the certificate set follows encapContentInfo"
+    );
+    rest = body(&rest);
+    // X.690 §11.6: a SET OF is in ascending order of the elements' encodings.
+    let mut inside: Vec<Vec<u8>> = Vec::new();
+    while !rest.is_empty() {
+        let total = smime::ber::read_tlv(&rest).unwrap().2;
+        inside.push(rest[..total].to_vec());
+        rest = rest[total..].to_vec();
+    }
+    let mut sorted = inside.clone();
+    sorted.sort();
+    assert_eq!(
+        inside, sorted,
+        "certificates in ascending order of their DER"
+    );
+    assert_eq!(
+        inside.len(),
+        3,
+        "signer, CA, encryption certificate, each once"
+    );
+    // And the signature itself still verifies.
+    let msg = b"From: alice@smime.example\r\nSubject: set\r\n\r\nbody\r\n";
+    let signed = smime::sign(msg, &alice, &opts).unwrap();
+    assert!(smime::verify(&signed, &rsa_anchor()).unwrap().is_valid());
+}
