@@ -246,14 +246,24 @@ pub fn visible_recipients(header: &[u8]) -> Vec<String> {
 
 /// Converts bare LF and bare CR line endings to CRLF, borrowing when nothing changes.
 pub fn to_crlf(data: &[u8]) -> Cow<'_, [u8]> {
-    // Fast path (the common case for mail): every CR is followed by LF and every LF preceded by CR.
-    let bare = memchr::memchr2_iter(b'\r', b'\n', data).find(|&i| match data[i] {
-        b'\r' => data.get(i + 1) != Some(&b'\n'),
-        _ => i == 0 || data[i - 1] != b'\r',
+    // Fast path (the common case for mail): every LF is preceded by CR, and there are no more
+    // CRs than LFs (so none is bare). Visiting only the LFs and counting CRs with SIMD is about
+    // twice as fast on large bodies as visiting every CR and LF.
+    let mut lines = 0usize;
+    let bare_lf = memchr::memchr_iter(b'\n', data).any(|i| {
+        lines += 1;
+        i == 0 || data[i - 1] != b'\r'
     });
-    let Some(first) = bare else {
+    if !bare_lf && memchr::memchr_iter(b'\r', data).count() == lines {
         return Cow::Borrowed(data);
-    };
+    }
+    let first = memchr::memchr2_iter(b'\r', b'\n', data)
+        .find(|&i| match data[i] {
+            b'\r' => data.get(i + 1) != Some(&b'\n'),
+            _ => i == 0 || data[i - 1] != b'\r',
+        })
+        // One exists, since the counts differ; 0 would only mean converting from the start.
+        .unwrap_or(0);
     let mut out = Vec::with_capacity(data.len() + data.len() / 32 + 2);
     out.extend_from_slice(&data[..first]);
     let mut i = first;
@@ -705,6 +715,37 @@ mod tests {
             let start = framed.len();
             framed.extend_from_slice(&out);
             assert_eq!(base64_decode_owned(framed, start).unwrap(), data);
+        }
+    }
+
+    #[test]
+    fn line_ends_become_crlf_exactly_like_a_byte_by_byte_conversion() {
+        let naive = |d: &[u8]| {
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < d.len() {
+                match d[i] {
+                    b'\r' if d.get(i + 1) == Some(&b'\n') => {
+                        out.extend_from_slice(b"\r\n");
+                        i += 1;
+                    }
+                    b'\r' | b'\n' => out.extend_from_slice(b"\r\n"),
+                    b => out.push(b),
+                }
+                i += 1;
+            }
+            out
+        };
+        // Every string of up to 6 symbols from {CR, LF, x}.
+        for len in 0..=6u32 {
+            for n in 0..3usize.pow(len) {
+                let d: Vec<u8> = (0..len)
+                    .map(|k| [b'\r', b'\n', b'x'][n / 3usize.pow(k) % 3])
+                    .collect();
+                let got = to_crlf(&d);
+                assert_eq!(&got[..], &naive(&d)[..], "{d:?}");
+                assert_eq!(matches!(got, Cow::Borrowed(_)), naive(&d) == d, "{d:?}");
+            }
         }
     }
 
