@@ -186,6 +186,16 @@ enum SmimeCommand {
         /// The sender's separate encryption certificate to announce (SMIMEEncryptionKeyPreference).
         #[arg(long)]
         encryption_cert: Option<PathBuf>,
+        /// Also encrypt the signed message to this recipient certificate (PEM or DER), in one
+        /// pass; repeat for several recipients.
+        #[arg(long = "encrypt-to")]
+        encrypt_to: Vec<PathBuf>,
+        /// With --encrypt-to: content cipher, as for `encrypt --cipher`.
+        #[arg(long, default_value = "aes256-gcm", requires = "encrypt_to")]
+        cipher: String,
+        /// With --encrypt-to: wrap the content key with RSA-OAEP (SHA-256).
+        #[arg(long, requires = "encrypt_to")]
+        oaep: bool,
     },
     /// Encrypt a message for one or more recipients.
     Encrypt {
@@ -267,7 +277,16 @@ fn main() -> ExitCode {
 fn read_input(io: &Io) -> Result<Vec<u8>> {
     let mut data = Vec::new();
     match &io.input {
-        Some(p) => data = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?,
+        Some(p) => {
+            // Room for the S/MIME framing, so that signing or encrypting in place never has
+            // to move a large message to a bigger buffer.
+            let mut f =
+                std::fs::File::open(p).with_context(|| format!("reading {}", p.display()))?;
+            let len = f.metadata().map(|m| m.len() as usize).unwrap_or(0);
+            data.reserve_exact(len + 64 * 1024);
+            f.read_to_end(&mut data)
+                .with_context(|| format!("reading {}", p.display()))?;
+        }
         None => {
             std::io::stdin()
                 .read_to_end(&mut data)
@@ -275,6 +294,30 @@ fn read_input(io: &Io) -> Result<Vec<u8>> {
         }
     }
     Ok(data)
+}
+
+/// The recipients' certificates and the encryption options from the command line.
+fn encryption(
+    to: &[PathBuf],
+    cipher: &str,
+    oaep: bool,
+) -> Result<(Vec<smime::Cert>, EncryptOptions)> {
+    let cipher = ContentCipher::from_name(cipher).with_context(|| {
+        format!("unknown --cipher {cipher:?} (aes256-gcm, aes128-gcm, aes256-cbc, aes128-cbc)")
+    })?;
+    let mut recipients = Vec::new();
+    for p in to {
+        recipients.push(read_certs(p)?.remove(0));
+    }
+    let opts = EncryptOptions {
+        cipher,
+        key_transport: if oaep {
+            KeyTransport::RsaOaepSha256
+        } else {
+            KeyTransport::RsaPkcs1v15
+        },
+    };
+    Ok((recipients, opts))
 }
 
 fn write_output(io: &Io, data: &[u8]) -> Result<()> {
@@ -471,6 +514,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             digest,
             pss,
             encryption_cert,
+            encrypt_to,
+            cipher,
+            oaep,
         } => {
             let mut id = key_source(&key)?.load()?;
             for c in &chain {
@@ -498,7 +544,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 encryption_cert,
             };
             let msg = read_input(&io)?;
-            write_output(&io, &smime::sign(&msg, &id, &opts)?)?;
+            if encrypt_to.is_empty() {
+                write_output(&io, &smime::sign(&msg, &id, &opts)?)?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            let (recipients, enc_opts) = encryption(&encrypt_to, &cipher, oaep)?;
+            // Signed and encrypted in the message's own buffer, base64-encoded on the way out.
+            let out =
+                smime::message::sign_and_encrypt_message(msg, &id, &opts, &recipients, &enc_opts)?;
+            write_output_with(&io, |mut w| out.write_to(&mut w))?;
             Ok(ExitCode::SUCCESS)
         }
         SmimeCommand::Encrypt {
@@ -507,23 +561,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             cipher,
             oaep,
         } => {
-            let cipher = ContentCipher::from_name(&cipher).with_context(|| {
-                format!(
-                    "unknown --cipher {cipher:?} (aes256-gcm, aes128-gcm, aes256-cbc, aes128-cbc)"
-                )
-            })?;
-            let mut recipients = Vec::new();
-            for p in &to {
-                recipients.push(read_certs(p)?.remove(0));
-            }
-            let opts = EncryptOptions {
-                cipher,
-                key_transport: if oaep {
-                    KeyTransport::RsaOaepSha256
-                } else {
-                    KeyTransport::RsaPkcs1v15
-                },
-            };
+            let (recipients, opts) = encryption(&to, &cipher, oaep)?;
             let msg = read_input(&io)?;
             // The ciphertext is base64-encoded on its way out, never held as a whole text.
             let encrypted = smime::message::encrypt_message(msg, &recipients, &opts)?;

@@ -174,3 +174,85 @@ fn verify_exit_status_follows_validity() {
     let o = run(&["smime", "verify", "--ca", &other], &signed);
     assert_eq!(o.status.code(), Some(1));
 }
+
+/// `sign --encrypt-to` signs and encrypts in one pass: OpenSSL decrypts it and verifies the
+/// signature over the original text; from a file (read with room to work in place) as from
+/// stdin; `--cipher` alone is a usage error.
+#[test]
+fn sign_with_encrypt_to_is_opened_and_verified_by_openssl() {
+    let d = tempfile::tempdir().unwrap();
+    let key = copy(d.path(), "alice.sign.key", 0o600);
+    let crt = copy(d.path(), "alice.sign.crt", 0o644);
+    let bob_key = copy(d.path(), "bob.encrypt.key", 0o600);
+    let bob = copy(d.path(), "bob.encrypt.crt", 0o644);
+    let ca = copy(d.path(), "ca.rsa.crt", 0o644);
+    let input = d.path().join("mail.eml");
+    std::fs::write(&input, MAIL).unwrap();
+    let sign = [
+        "smime",
+        "sign",
+        "--key",
+        &key,
+        "--cert",
+        &crt,
+        "--encrypt-to",
+        &bob,
+    ];
+    for (from_file, cipher) in [(true, "aes256-gcm"), (false, "aes256-cbc")] {
+        let mut args = sign.to_vec();
+        args.extend(["--cipher", cipher]);
+        let input = input.display().to_string();
+        if from_file {
+            args.extend(["--in", &input]);
+        }
+        let o = run(&args, if from_file { b"" } else { MAIL });
+        assert!(o.status.success(), "{}", stderr(&o));
+        let text = String::from_utf8_lossy(&o.stdout).to_string();
+        let smime_type = if cipher.ends_with("gcm") {
+            "authEnveloped-data"
+        } else {
+            "enveloped-data"
+        };
+        assert!(text.contains(&format!("smime-type={smime_type}")), "{text}");
+        assert!(text.starts_with("From: alice@smime.example\r\n") && !text.contains("hello"));
+        let open = |args: &[&str], input: &[u8]| {
+            let mut c = Command::new("openssl")
+                .args(args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(input).unwrap();
+            let o = c.wait_with_output().unwrap();
+            assert!(o.status.success(), "openssl {args:?}: {}", stderr(&o));
+            o.stdout
+        };
+        let signed = open(
+            &["cms", "-decrypt", "-inkey", &bob_key, "-recip", &bob],
+            &o.stdout,
+        );
+        let content = open(&["cms", "-verify", "-CAfile", &ca], &signed);
+        assert!(
+            content.ends_with(b"hello\r\n"),
+            "{}",
+            String::from_utf8_lossy(&content)
+        );
+    }
+    let o = run(
+        &[
+            "smime",
+            "sign",
+            "--key",
+            &key,
+            "--cert",
+            &crt,
+            "--cipher",
+            "aes256-cbc",
+        ],
+        MAIL,
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--encrypt-to"), "{}", stderr(&o));
+}

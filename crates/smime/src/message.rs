@@ -27,6 +27,25 @@ fn random_boundary() -> Result<String, Error> {
     ))
 }
 
+/// The start of a `multipart/signed` entity, up to its first part.
+fn signed_prefix(boundary: &str, digest: crate::alg::Digest) -> String {
+    format!(
+        "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\";\r\n micalg={}; boundary=\"{boundary}\"\r\n\r\nThis is a cryptographically signed message in MIME format.\r\n\r\n--{boundary}\r\n",
+        digest.micalg()
+    )
+}
+
+/// The end of a `multipart/signed` entity: the signature part and the closing delimiter.
+fn signed_suffix(boundary: &str, signature: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "\r\n--{boundary}\r\nContent-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"smime.p7s\"\r\nContent-Description: S/MIME Cryptographic Signature\r\n\r\n"
+    )
+    .into_bytes();
+    mime::append_base64_lines(signature, &mut out);
+    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    out
+}
+
 /// Appends the `multipart/signed` entity for the payload `header` + `body` to `out`. The
 /// canonical content is written once, straight into `out`, and hashed there: no intermediate
 /// copy of a large message.
@@ -42,13 +61,7 @@ fn sign_entity_into(
     for _ in 0..4 {
         out.truncate(mark);
         let b = random_boundary()?;
-        out.extend_from_slice(
-            format!(
-                "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\";\r\n micalg={}; boundary=\"{b}\"\r\n\r\nThis is a cryptographically signed message in MIME format.\r\n\r\n--{b}\r\n",
-                digest.micalg()
-            )
-            .as_bytes(),
-        );
+        out.extend_from_slice(signed_prefix(&b, digest).as_bytes());
         let start = out.len();
         mime::canonicalize_into(header, body, out, 0)?;
         let content = &out[start..];
@@ -56,14 +69,7 @@ fn sign_entity_into(
             continue; // the content happens to contain the boundary: pick another
         }
         let sig = signed::sign_detached(content, id, opts)?;
-        out.extend_from_slice(
-            format!(
-                "\r\n--{b}\r\nContent-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename=\"smime.p7s\"\r\nContent-Description: S/MIME Cryptographic Signature\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        mime::append_base64_lines(&sig, out);
-        out.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
+        out.extend_from_slice(&signed_suffix(&b, &sig));
         return Ok(());
     }
     Err(Error::Mime("cannot find a free MIME boundary".into()))
@@ -132,33 +138,89 @@ pub fn encrypt_message(
 /// turns `message` into the inner entity in place (its content fields, then the body) and
 /// returns the outer fields; `None` when the content must be re-encoded (then nothing changed).
 fn entity_in_place(message: &mut Vec<u8>) -> Result<Option<Vec<u8>>, Error> {
-    let (outer, header, header_len) = {
-        let e = mime::split(message);
-        let header = hp::payload_content_fields(e.header, e.body);
-        // The same decisions as `mime::canonicalize_into` for this header and body.
-        let ct = mime::content_type(&header);
-        if ct.is_multipart() || !matches!(mime::to_crlf(e.body), std::borrow::Cow::Borrowed(_)) {
-            return Ok(None);
-        }
-        let re_encoded = match ct.transfer_encoding.as_str() {
-            "base64" | "quoted-printable" => false,
-            _ => !mime::is_7bit_safe(e.body),
-        };
-        if re_encoded {
-            return Ok(None);
-        }
-        let mut head = mime::to_crlf(&header).into_owned();
-        if !header.is_empty() || !e.body.is_empty() {
-            head.extend_from_slice(b"\r\n");
-        }
-        (
-            mime::outer_fields(e.header),
-            head,
-            message.len() - e.body.len(),
-        )
+    let Some((outer, head, header_len)) = canonical_single_part(message) else {
+        return Ok(None);
     };
-    message.splice(..header_len, header);
+    message.splice(..header_len, head);
     Ok(Some(outer))
+}
+
+/// For a single-part message whose body canonicalising would leave unchanged: its outer
+/// fields, what canonicalising writes before the body (the content fields and the blank line),
+/// and the length of its header block. `None` otherwise.
+fn canonical_single_part(message: &[u8]) -> Option<(Vec<u8>, Vec<u8>, usize)> {
+    let e = mime::split(message);
+    let header = hp::payload_content_fields(e.header, e.body);
+    // The same decisions as `mime::canonicalize_into` for this header and body.
+    let ct = mime::content_type(&header);
+    if ct.is_multipart() || !matches!(mime::to_crlf(e.body), std::borrow::Cow::Borrowed(_)) {
+        return None;
+    }
+    let re_encoded = match ct.transfer_encoding.as_str() {
+        "base64" | "quoted-printable" => false,
+        _ => !mime::is_7bit_safe(e.body),
+    };
+    if re_encoded {
+        return None;
+    }
+    let mut head = mime::to_crlf(&header).into_owned();
+    if !header.is_empty() || !e.body.is_empty() {
+        head.extend_from_slice(b"\r\n");
+    }
+    Some((
+        mime::outer_fields(e.header),
+        head,
+        message.len() - e.body.len(),
+    ))
+}
+
+/// Signs, then encrypts, like [`sign_and_encrypt`], taking the message by value: when its body
+/// is already canonical, the message's own buffer becomes the signed entity and then the
+/// ciphertext, so a large message is held about once; the result is written out in pieces
+/// ([`EncryptedMessage::write_to`]).
+pub fn sign_and_encrypt_message(
+    mut message: Vec<u8>,
+    id: &Identity,
+    sign_opts: &SignOptions,
+    recipients: &[Cert],
+    enc_opts: &EncryptOptions,
+) -> Result<EncryptedMessage, Error> {
+    let head = |outer: &[u8]| encrypted_head(outer, enc_opts);
+    let Some((outer, content_head, header_len)) = canonical_single_part(&message) else {
+        let mut entity = Vec::with_capacity(message.len() + message.len() / 16 + 8192);
+        let e = mime::split(&message);
+        let header = hp::payload_content_fields(e.header, e.body);
+        sign_entity_into(&header, e.body, id, sign_opts, &mut entity)?;
+        let outer = mime::outer_fields(e.header);
+        drop(message);
+        let der = envelope::encrypt_parts(entity, recipients, enc_opts)?;
+        return Ok(EncryptedMessage {
+            head: head(&outer),
+            der,
+        });
+    };
+    let digest = sign_opts.digest.unwrap_or_else(|| id.key.default_digest());
+    let mut boundary = random_boundary()?;
+    let wrapper = signed_prefix(&boundary, digest);
+    let start = wrapper.len();
+    message.splice(..header_len, [wrapper.into_bytes(), content_head].concat());
+    let mut tries = 1;
+    while memchr::memmem::find(&message[start..], boundary.as_bytes()).is_some() {
+        // The content happens to contain the boundary: another one of the same length.
+        if tries == 4 {
+            return Err(Error::Mime("cannot find a free MIME boundary".into()));
+        }
+        boundary = random_boundary()?;
+        message[..start].copy_from_slice(signed_prefix(&boundary, digest).as_bytes());
+        tries += 1;
+    }
+    let sig = signed::sign_detached(&message[start..], id, sign_opts)?;
+    message.extend_from_slice(&signed_suffix(&boundary, &sig));
+    let der = envelope::encrypt_parts(message, recipients, enc_opts)?;
+    Ok(EncryptedMessage {
+        head: head(&outer),
+        der,
+    })
 }
 
 /// An encrypted message: its header block and the envelope's DER, base64-encoded on the way out.

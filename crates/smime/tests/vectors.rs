@@ -414,3 +414,62 @@ fn the_certificate_set_of_a_signature_is_canonical_der() {
     let signed = smime::sign(msg, &alice, &opts).unwrap();
     assert!(smime::verify(&signed, &rsa_anchor()).unwrap().is_valid());
 }
+
+/// Signing and encrypting in the message's own buffer must give, once decrypted, exactly what
+/// the copying path gives (up to the random MIME boundary), and fall back for content that
+/// needs re-encoding.
+#[test]
+fn signing_and_encrypting_in_place_gives_what_the_copying_path_gives() {
+    let alice = identity("rfc9216/alice.sign.key", "rfc9216/alice.sign.crt");
+    let bob = identity("rfc9216/bob.encrypt.key", "rfc9216/bob.encrypt.crt");
+    let recipients = [bob.cert.clone()];
+    let enc = smime::EncryptOptions::default();
+    let unbound = |m: Vec<u8>| {
+        let text = String::from_utf8(m).unwrap();
+        let b = text
+            .split("boundary=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap();
+        text.replace(b, "BOUNDARY")
+    };
+    let cases: [&[u8]; 4] = [
+        b"From: alice@smime.example\r\nSubject: s\r\n\r\nhello\r\n",
+        b"From: alice@smime.example\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nQUJD\r\n",
+        b"From: alice@smime.example\nSubject: bare LF\n\nline\n",
+        b"From: alice@smime.example\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nGr\xc3\xbc\xc3\x9fe\r\n",
+    ];
+    for m in cases {
+        let copied = smime::sign_and_encrypt(m, &alice, &sign_opts(), &recipients, &enc).unwrap();
+        let in_place = smime::message::sign_and_encrypt_message(
+            m.to_vec(),
+            &alice,
+            &sign_opts(),
+            &recipients,
+            &enc,
+        )
+        .unwrap();
+        let mut written = Vec::new();
+        in_place.write_to(&mut written).unwrap();
+        assert_eq!(
+            written,
+            in_place.to_vec(),
+            "written in pieces = as one buffer"
+        );
+        let open = |msg: &[u8]| {
+            smime::decrypt(msg, std::slice::from_ref(&bob))
+                .unwrap()
+                .message
+        };
+        let (a, b) = (open(&copied), open(&written));
+        assert_eq!(
+            unbound(a),
+            unbound(b.clone()),
+            "{}",
+            String::from_utf8_lossy(m)
+        );
+        assert!(smime::verify(&b, &rsa_anchor()).unwrap().is_valid());
+    }
+}
