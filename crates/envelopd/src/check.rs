@@ -405,7 +405,7 @@ fn probe_imap(cfg: &Config) -> Result<String, String> {
         client_timeout: Duration::from_secs(10),
         own_certs: Vec::new(),
         encrypt_appends_to: Vec::new(),
-        header_protection: smime::Protection::Off,
+        header_protection: std::sync::RwLock::new(smime::Protection::Off),
         client_tls: None,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

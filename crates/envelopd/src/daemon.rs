@@ -69,13 +69,7 @@ pub fn run(cfg: Config, config_path: std::path::PathBuf) -> Result<()> {
                     command_timeout: Duration::from_secs(l.command_timeout.max(1)),
                     own_certs,
                     client_tls: listener_tls(l.tls, l.cert.as_deref(), l.key.as_deref(), "imap")?,
-                    header_protection: if cfg.policy.header_protection == crate::config::OnOff::On {
-                        smime::Protection::Cipher {
-                            legacy_display: false,
-                        }
-                    } else {
-                        smime::Protection::Off
-                    },
+                    header_protection: std::sync::RwLock::new(own_copy_protection(&cfg)),
                     encrypt_appends_to: match (l.encrypt_appends, l.encrypted_folders.is_empty()) {
                         (false, _) => Vec::new(),
                         (true, true) => imap::session::DEFAULT_ENCRYPTED_FOLDERS
@@ -148,6 +142,7 @@ pub fn run(cfg: Config, config_path: std::path::PathBuf) -> Result<()> {
             .collect();
         let crl_files = cfg.certificates.crls.clone();
         let reload_ctx = ctx.clone();
+        let reload_imap = imap.as_ref().map(|(_, c)| c.clone());
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
                 // The policy section is read again; a configuration that does not load keeps
@@ -155,6 +150,10 @@ pub fn run(cfg: Config, config_path: std::path::PathBuf) -> Result<()> {
                 match Config::load(&config_path) {
                     Ok(new) => {
                         *reload_ctx.rules.write().unwrap_or_else(|e| e.into_inner()) = rules_of(&new);
+                        if let Some(imap) = &reload_imap {
+                            *imap.header_protection.write().unwrap_or_else(|e| e.into_inner()) =
+                                own_copy_protection(&new);
+                        }
                         tracing::info!(fallback = ?new.policy.fallback, overrides = new.policy.overrides.len(), "policy reloaded (listener, provider and identity changes need a restart)");
                     }
                     Err(e) => tracing::error!("configuration not reloaded, the previous policy stays in force: {e:#}"),
@@ -220,6 +219,18 @@ pub fn run(cfg: Config, config_path: std::path::PathBuf) -> Result<()> {
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// Header protection for the copies the IMAP side stores encrypted (Sent, Drafts): never a
+/// Legacy Display part, which only the sender's own client would see.
+fn own_copy_protection(cfg: &Config) -> smime::Protection {
+    if cfg.policy.header_protection == crate::config::OnOff::On {
+        smime::Protection::Cipher {
+            legacy_display: false,
+        }
+    } else {
+        smime::Protection::Off
+    }
 }
 
 /// What a reload may change for running sessions: policy, header protection, sender binding.

@@ -649,6 +649,48 @@ fn appended_sent_copies_are_stored_encrypted_and_idle_sees_new_mail() {
             .contains("unauffaellig"),
         "the new message reads decrypted right after IDLE: {events:?}"
     );
+
+    // A reload turns header protection off for the next Sent copy: still stored encrypted, its
+    // Subject now visible to the server.
+    let cfg = bob_dir.path().join("proxy.toml");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str("[policy]\nheader_protection = \"off\"\n");
+    std::fs::write(&cfg, text).unwrap();
+    testkit::procs::signal(_bob.0.id(), "HUP");
+    let log_path = bob_dir.path().join("envelopd.log");
+    let reloaded = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("policy reloaded"))
+    });
+    assert!(reloaded, "{}", std::fs::read_to_string(&log_path).unwrap());
+    let o = Command::new("python3")
+        .args([
+            "-c",
+            "import imaplib, sys\n\
+             m = imaplib.IMAP4('127.0.0.1', int(sys.argv[1]))\n\
+             m.login('bob@smime.example', 'bob-pw')\n\
+             typ, _ = m.append('Sent', None, None, b'From: bob@smime.example\\r\\nTo: alice@smime.example\\r\\nSubject: after reload\\r\\n\\r\\nSecond secret 44\\r\\n')\n\
+             assert typ == 'OK', typ\n",
+            &bob_imap.to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stored: Vec<Vec<u8>> = ["new", "cur"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(sent_dir.join(d)).unwrap())
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    let second = stored
+        .iter()
+        .find(|m| subject_of(m) != "[...]")
+        .expect("a second Sent copy");
+    let text = String::from_utf8_lossy(second);
+    assert_eq!(subject_of(second), "after reload");
+    assert!(
+        text.contains("application/pkcs7-mime") && !text.contains("Second secret 44"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -138,8 +138,9 @@ pub struct ImapContext {
     pub command_timeout: Duration,
     /// Failed-login counting, shared with the SMTP listener.
     pub auth_throttle: Arc<smtp::conn::AuthThrottle>,
-    /// Header protection for those copies (RFC 9788; the Subject hidden from the server).
-    pub header_protection: smime::Protection,
+    /// Header protection for those copies (RFC 9788; the Subject hidden from the server);
+    /// changed by a configuration reload.
+    pub header_protection: std::sync::RwLock<smime::Protection>,
     /// TLS offered to mail programs (STARTTLS or implicit), if configured.
     pub client_tls: Option<smtp::session::ClientTls>,
 }
@@ -839,8 +840,15 @@ impl Session {
     async fn finish_append(&mut self, cap: AppendCapture) -> std::io::Result<()> {
         let message = if smime::message::kind(&cap.data) == smime::message::Kind::Plain {
             let opts = smime::EncryptOptions::default();
-            let encrypted = smime::Prepared::own_copy(&cap.data, self.ctx.header_protection)
-                .and_then(|p| p.encrypt(std::slice::from_ref(&cap.cert), &opts));
+            let encrypted = smime::Prepared::own_copy(
+                &cap.data,
+                *self
+                    .ctx
+                    .header_protection
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner()),
+            )
+            .and_then(|p| p.encrypt(std::slice::from_ref(&cap.cert), &opts));
             match encrypted {
                 Ok(m) => {
                     tracing::info!(
