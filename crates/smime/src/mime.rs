@@ -359,6 +359,11 @@ pub fn base64_decode(body: &[u8]) -> Result<Vec<u8>, Error> {
         start = i + 1;
     }
     buf.extend_from_slice(&body[start..]);
+    decode_text_in_place(buf)
+}
+
+/// Decodes base64 text without line breaks in its own buffer.
+fn decode_text_in_place(mut buf: Vec<u8>) -> Result<Vec<u8>, Error> {
     if buf.iter().any(u8::is_ascii_whitespace) {
         // Rare: spaces or tabs inside the text (hand-edited or broken encoders).
         buf.retain(|b| !b.is_ascii_whitespace());
@@ -390,21 +395,9 @@ pub fn base64_decode_owned(mut data: Vec<u8>, start: usize) -> Result<Vec<u8>, E
     let tail = data.len() - r;
     data.copy_within(r.., w);
     data.truncate(w + tail);
-    if data.iter().any(u8::is_ascii_whitespace) {
-        data.retain(|b| !b.is_ascii_whitespace());
-    }
-    let engine = if data.len() % 4 == 0 {
-        &base64_simd::STANDARD
-    } else {
-        &base64_simd::STANDARD_NO_PAD
-    };
-    let n = engine
-        .decode_inplace(&mut data)
-        .map_err(|e| Error::Mime(format!("invalid base64 body: {e}")))?
-        .len();
-    data.truncate(n);
-    data.shrink_to_fit();
-    Ok(data)
+    let mut decoded = decode_text_in_place(data)?;
+    decoded.shrink_to_fit();
+    Ok(decoded)
 }
 
 /// Quoted-printable encoding (RFC 2045 §6.7) of CRLF text, with lines of at most 76 characters.
