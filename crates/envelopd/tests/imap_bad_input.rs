@@ -314,3 +314,46 @@ fn a_mailbox_opened_again_is_fetched_without_envelopd_s_extra_item() {
         "envelopd's own commands: the shown form of 2 once, then only about the new message\n{asked}"
     );
 }
+
+/// A client may pipeline SELECT and FETCH. envelopd must follow SELECT's answers even while the
+/// FETCH is pending (it used not to: the FETCH then waited for a reply it had already passed
+/// on, and its cache keys named no mailbox), and answer the FETCH for the mailbox SELECT opened.
+#[test]
+fn select_and_fetch_pipelined_are_answered_for_the_mailbox_selected() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("commands.log");
+    let (_srv, port) = fake_server_with("known", &[log.to_str().unwrap()]);
+    let (_d, imap, _e) = envelopd(port);
+    let mut c = Client::connect(imap);
+    assert!(c.command("l", b"l LOGIN bob pw\r\n").contains("l OK"));
+    let fetch = "UID FETCH 1:* (UID RFC822.SIZE BODY.PEEK[HEADER])\r\n";
+    let first = c.command("f", format!("s SELECT INBOX\r\nf {fetch}").as_bytes());
+    assert!(
+        first.contains("\r\ns OK") && first.contains("\r\nf OK"),
+        "{first}"
+    );
+    assert_eq!(first.matches("X-Envelopd").count(), 1, "{first}");
+    assert!(
+        first.contains("X-Envelopd: decrypted=no; signature=none"),
+        "{first}"
+    );
+    // The session is sane afterwards, and the next opening is answered the same way from what
+    // envelopd learnt about this mailbox.
+    let fetches = |out: &str| {
+        out.lines()
+            .filter(|l| !l.starts_with("s ") && !l.starts_with("f ") && !l.starts_with("g "))
+            .filter(|l| !l.starts_with("* OK [UIDVALIDITY") && !l.starts_with("* 1 EXISTS"))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let again = c.command("g", format!("g {fetch}").as_bytes());
+    assert!(again.contains("g OK"), "{again}");
+    assert_eq!(fetches(&first), fetches(&again));
+    let asked = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !asked
+            .lines()
+            .any(|l| l.starts_with("g ") && l.contains("HEADER.FIELDS")),
+        "the mailbox is known by then: {asked}"
+    );
+}

@@ -961,7 +961,8 @@ impl Session {
                 .is_some_and(|k| self.ctx.cache.lock().is_ok_and(|c| c.knows(&k)));
             if let Some((rewritten, plan)) = fetch::plan_with(&line, !known) {
                 self.pending = Some(plan);
-                self.pending_box = self.mailbox_key();
+                // Taken from the first answer: a SELECT still in flight may change it.
+                self.pending_box = None;
                 self.held.clear();
                 self.in_flight += 1;
                 return self.send_server(&rewritten).await;
@@ -1007,6 +1008,15 @@ impl Session {
             if tag_of(&m) == plan.tag.as_bytes() {
                 return self.complete_fetch(m).await;
             }
+        }
+        // The session's state follows every answer at once, also while a FETCH is pending: a
+        // client may pipeline SELECT and FETCH, and the FETCH's responses belong to the
+        // mailbox that SELECT opened.
+        self.note_server(&m);
+        if self.pending.is_some() {
+            if self.pending_box.is_none() {
+                self.pending_box = self.mailbox_key();
+            }
             // Until something must wait for envelopd's own fetch, answers stream on (FETCH
             // responses may come in any order); after that, everything keeps its order.
             if self.held.is_empty() {
@@ -1018,19 +1028,26 @@ impl Session {
             self.held.push(m);
             return Ok(());
         }
+        let out = self.caps(&m);
+        self.send_client(&out).await
+    }
+
+    /// Follows one server answer (other than the pending FETCH's tagged reply): the mailbox's
+    /// UIDVALIDITY, commands completed, the login that succeeded, the mailbox selected.
+    fn note_server(&mut self, m: &[u8]) {
         if m.starts_with(b"* ") {
-            if let Some(v) = uidvalidity(&m) {
+            if let Some(v) = uidvalidity(m) {
                 self.uidvalidity = Some(v);
             }
         } else if !m.starts_with(b"+") {
             self.in_flight = self.in_flight.saturating_sub(1);
             if let Some(Continuation::Sasl { tag, .. }) = &self.continuation {
-                if tag_of(&m) == tag.as_bytes() {
+                if tag_of(m) == tag.as_bytes() {
                     self.continuation = None;
                 }
             }
             if let Some((tag, name)) = &self.claimed {
-                if tag_of(&m) == tag.as_bytes() {
+                if tag_of(m) == tag.as_bytes() {
                     if m[tag.len()..].starts_with(b" OK") {
                         self.login = name.clone();
                     } else if m[tag.len()..].starts_with(b" NO") {
@@ -1043,15 +1060,13 @@ impl Session {
             }
         }
         if let Some((tag, mailbox)) = &self.selecting {
-            if tag_of(&m) == tag.as_bytes() {
+            if tag_of(m) == tag.as_bytes() {
                 if m[tag.len()..].starts_with(b" OK") {
                     self.mailbox = Some(mailbox.clone());
                 }
                 self.selecting = None;
             }
         }
-        let out = self.caps(&m);
-        self.send_client(&out).await
     }
 
     /// Waits until the server has answered every client command already sent, forwarding
@@ -1517,8 +1532,14 @@ fn fingerprint(cert: &smime::Cert) -> String {
 
 /// `* OK [UIDVALIDITY n]`.
 fn uidvalidity(m: &[u8]) -> Option<u32> {
+    // Only `* OK [UIDVALIDITY n]` (RFC 3501 §7.1): this runs for every untagged answer, and a
+    // FETCH response's literal may be megabytes long.
+    const CODE: &[u8] = b"* OK [UIDVALIDITY ";
+    if !m.get(..CODE.len())?.eq_ignore_ascii_case(CODE) {
+        return None;
+    }
     let text = String::from_utf8_lossy(m);
-    let start = text.find("[UIDVALIDITY ")? + "[UIDVALIDITY ".len();
+    let start = CODE.len();
     let end = text[start..].find(']')? + start;
     text[start..end].trim().parse().ok()
 }
