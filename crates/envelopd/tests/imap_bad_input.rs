@@ -356,4 +356,24 @@ fn select_and_fetch_pipelined_are_answered_for_the_mailbox_selected() {
             .any(|l| l.starts_with("g ") && l.contains("HEADER.FIELDS")),
         "the mailbox is known by then: {asked}"
     );
+    // Switching mailboxes the same way: what envelopd knows of INBOX is not taken for the
+    // other mailbox (the same UIDs name other messages there): that FETCH carries envelopd's
+    // item, and what it learns is kept for Other, whose next FETCH needs the item no more.
+    let other = c.command("h", format!("o SELECT Other\r\nh {fetch}").as_bytes());
+    assert!(
+        other.contains("\r\no OK") && other.contains("\r\nh OK"),
+        "{other}"
+    );
+    let next = c.command("i", format!("i {fetch}").as_bytes());
+    assert!(next.contains("i OK"), "{next}");
+    let asked = std::fs::read_to_string(&log).unwrap();
+    let line = |tag: &str| {
+        asked
+            .lines()
+            .find(|l| l.starts_with(&format!("{tag} ")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert!(line("h").contains("HEADER.FIELDS"), "{asked}");
+    assert!(!line("i").contains("HEADER.FIELDS"), "{asked}");
 }

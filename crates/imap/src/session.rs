@@ -1038,6 +1038,8 @@ impl Session {
         if m.starts_with(b"* ") {
             if let Some(v) = uidvalidity(m) {
                 self.uidvalidity = Some(v);
+                // A pending FETCH belongs to the mailbox now being opened.
+                self.pending_box = None;
             }
         } else if !m.starts_with(b"+") {
             self.in_flight = self.in_flight.saturating_sub(1);
@@ -1063,6 +1065,7 @@ impl Session {
             if tag_of(m) == tag.as_bytes() {
                 if m[tag.len()..].starts_with(b" OK") {
                     self.mailbox = Some(mailbox.clone());
+                    self.pending_box = None;
                 }
                 self.selecting = None;
             }
