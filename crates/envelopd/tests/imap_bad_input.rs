@@ -37,6 +37,45 @@ fn fake_server_with(mode: &str, more: &[&str]) -> (Proc, u16) {
     (p, port)
 }
 
+/// The scripted mailbox server ("known" mode of fake_imap.py) with envelopd in front of it, and
+/// the file in which the server records every command line it receives.
+struct Scripted {
+    imap: u16,
+    log: std::path::PathBuf,
+    _running: (Proc, Proc),
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+impl Scripted {
+    fn start() -> Scripted {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("commands.log");
+        let (server, port) = fake_server_with("known", &[log.to_str().unwrap()]);
+        let (config, imap, proxy) = envelopd(port);
+        Scripted {
+            imap,
+            log,
+            _running: (proxy, server),
+            _dirs: (config, dir),
+        }
+    }
+
+    /// Every command line the server has received.
+    fn asked(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The first command line with `tag` the server received (empty if none).
+    fn line(&self, tag: &str) -> String {
+        let prefix = format!("{tag} ");
+        self.asked()
+            .lines()
+            .find(|l| l.starts_with(&prefix))
+            .unwrap_or_default()
+            .to_string()
+    }
+}
+
 fn envelopd(upstream_imap: u16) -> (tempfile::TempDir, u16, Proc) {
     let dir = tempfile::tempdir().unwrap();
     let imap = free_port();
@@ -255,11 +294,8 @@ fn a_failed_login_never_lends_its_name_or_another_user_s_cached_mail() {
 /// ones, and the client's answers are the same as the first time.
 #[test]
 fn a_mailbox_opened_again_is_fetched_without_envelopd_s_extra_item() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("commands.log");
-    let (_srv, port) = fake_server_with("known", &[log.to_str().unwrap()]);
-    let (_d, imap, _e) = envelopd(port);
-    let mut c = Client::connect(imap);
+    let server = Scripted::start();
+    let mut c = Client::connect(server.imap);
     c.login_select();
     let mut open = |tag: &str| {
         let cmd = format!("{tag} UID FETCH 1:* (UID RFC822.SIZE BODY.PEEK[HEADER])\r\n");
@@ -289,13 +325,11 @@ fn a_mailbox_opened_again_is_fetched_without_envelopd_s_extra_item() {
     assert!(!third.contains("signature=valid"), "{third}");
 
     // What the server was asked.
-    let asked = std::fs::read_to_string(&log).unwrap();
+    let asked = server.asked();
     let line = |tag: &str| {
-        asked
-            .lines()
-            .find(|l| l.starts_with(&format!("{tag} ")))
-            .unwrap_or_else(|| panic!("no {tag} in {asked}"))
-            .to_string()
+        let l = server.line(tag);
+        assert!(!l.is_empty(), "no {tag} in {asked}");
+        l
     };
     assert!(
         line("f1").contains("HEADER.FIELDS (Content-Type X-Envelopd)"),
@@ -320,11 +354,8 @@ fn a_mailbox_opened_again_is_fetched_without_envelopd_s_extra_item() {
 /// on, and its cache keys named no mailbox), and answer the FETCH for the mailbox SELECT opened.
 #[test]
 fn select_and_fetch_pipelined_are_answered_for_the_mailbox_selected() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("commands.log");
-    let (_srv, port) = fake_server_with("known", &[log.to_str().unwrap()]);
-    let (_d, imap, _e) = envelopd(port);
-    let mut c = Client::connect(imap);
+    let server = Scripted::start();
+    let mut c = Client::connect(server.imap);
     assert!(c.command("l", b"l LOGIN bob pw\r\n").contains("l OK"));
     let fetch = "UID FETCH 1:* (UID RFC822.SIZE BODY.PEEK[HEADER])\r\n";
     let first = c.command("f", format!("s SELECT INBOX\r\nf {fetch}").as_bytes());
@@ -349,12 +380,10 @@ fn select_and_fetch_pipelined_are_answered_for_the_mailbox_selected() {
     let again = c.command("g", format!("g {fetch}").as_bytes());
     assert!(again.contains("g OK"), "{again}");
     assert_eq!(fetches(&first), fetches(&again));
-    let asked = std::fs::read_to_string(&log).unwrap();
     assert!(
-        !asked
-            .lines()
-            .any(|l| l.starts_with("g ") && l.contains("HEADER.FIELDS")),
-        "the mailbox is known by then: {asked}"
+        !server.line("g").contains("HEADER.FIELDS"),
+        "the mailbox is known by then: {}",
+        server.asked()
     );
     // Switching mailboxes the same way: what envelopd knows of INBOX is not taken for the
     // other mailbox (the same UIDs name other messages there): that FETCH carries envelopd's
@@ -366,14 +395,7 @@ fn select_and_fetch_pipelined_are_answered_for_the_mailbox_selected() {
     );
     let next = c.command("i", format!("i {fetch}").as_bytes());
     assert!(next.contains("i OK"), "{next}");
-    let asked = std::fs::read_to_string(&log).unwrap();
-    let line = |tag: &str| {
-        asked
-            .lines()
-            .find(|l| l.starts_with(&format!("{tag} ")))
-            .unwrap_or_default()
-            .to_string()
-    };
-    assert!(line("h").contains("HEADER.FIELDS"), "{asked}");
-    assert!(!line("i").contains("HEADER.FIELDS"), "{asked}");
+    let asked = server.asked();
+    assert!(server.line("h").contains("HEADER.FIELDS"), "{asked}");
+    assert!(!server.line("i").contains("HEADER.FIELDS"), "{asked}");
 }
