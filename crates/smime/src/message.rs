@@ -187,11 +187,7 @@ pub fn sign_and_encrypt_message(
 ) -> Result<EncryptedMessage, Error> {
     let head = |outer: &[u8]| encrypted_head(outer, enc_opts);
     let Some((outer, content_head, header_len)) = canonical_single_part(&message) else {
-        let mut entity = Vec::with_capacity(message.len() + message.len() / 16 + 8192);
-        let e = mime::split(&message);
-        let header = hp::payload_content_fields(e.header, e.body);
-        sign_entity_into(&header, e.body, id, sign_opts, &mut entity)?;
-        let outer = mime::outer_fields(e.header);
+        let (outer, entity) = signed_entity(&message, id, sign_opts)?;
         drop(message);
         let der = envelope::encrypt_parts(entity, recipients, enc_opts)?;
         return Ok(EncryptedMessage {
@@ -288,11 +284,21 @@ pub fn sign_and_encrypt(
     recipients: &[Cert],
     enc_opts: &EncryptOptions,
 ) -> Result<Vec<u8>, Error> {
+    let (outer, entity) = signed_entity(message, id, sign_opts)?;
+    encrypt_entity(&outer, entity, recipients, enc_opts)
+}
+
+/// The outer fields of a message and its signed inner entity, written into a new buffer.
+fn signed_entity(
+    message: &[u8],
+    id: &Identity,
+    sign_opts: &SignOptions,
+) -> Result<(Vec<u8>, Vec<u8>), Error> {
     let mut entity = Vec::with_capacity(message.len() + message.len() / 16 + 8192);
     let e = mime::split(message);
     let header = hp::payload_content_fields(e.header, e.body);
     sign_entity_into(&header, e.body, id, sign_opts, &mut entity)?;
-    encrypt_entity(&mime::outer_fields(e.header), entity, recipients, enc_opts)
+    Ok((mime::outer_fields(e.header), entity))
 }
 
 /// A message prepared for one or more protected copies: its outer routing fields (without Bcc)
