@@ -17,15 +17,23 @@ use x509_cert::Certificate;
 use crate::{alg, ber, sigalg, Error};
 
 /// A parsed certificate together with its exact DER bytes.
+///
+/// Shared behind an `Arc`: certificates are cloned into every path, signer set and recipient
+/// list built for each message, and a deep copy of a parsed certificate is thousands of small
+/// allocations (it was about 1 % of the proxy's CPU per message).
 #[derive(Clone, Debug)]
-pub struct Cert {
+pub struct Cert(std::sync::Arc<CertInner>);
+
+/// What a [`Cert`] shares.
+#[derive(Debug)]
+struct CertInner {
     der: Vec<u8>,
     parsed: Certificate,
 }
 
 impl PartialEq for Cert {
     fn eq(&self, other: &Self) -> bool {
-        self.der == other.der
+        std::sync::Arc::ptr_eq(&self.0, &other.0) || self.0.der == other.0.der
     }
 }
 
@@ -34,41 +42,41 @@ impl Cert {
     pub fn from_der(der: &[u8]) -> Result<Self, Error> {
         let parsed = Certificate::from_der(der)
             .map_err(|e| Error::Certificate(format!("cannot parse certificate: {e}")))?;
-        Ok(Cert {
+        Ok(Cert(std::sync::Arc::new(CertInner {
             der: der.to_vec(),
             parsed,
-        })
+        })))
     }
 
     /// The certificate's DER encoding.
     pub fn der(&self) -> &[u8] {
-        &self.der
+        &self.0.der
     }
 
     /// The parsed certificate.
     pub fn parsed(&self) -> &Certificate {
-        &self.parsed
+        &self.0.parsed
     }
 
     /// The subject distinguished name as text.
     pub fn subject(&self) -> String {
-        self.parsed.tbs_certificate().subject().to_string()
+        self.0.parsed.tbs_certificate().subject().to_string()
     }
 
     /// The issuer distinguished name as text.
     pub fn issuer(&self) -> String {
-        self.parsed.tbs_certificate().issuer().to_string()
+        self.0.parsed.tbs_certificate().issuer().to_string()
     }
 
     /// The subject public key.
     pub fn spki(&self) -> &SubjectPublicKeyInfoOwned {
-        self.parsed.tbs_certificate().subject_public_key_info()
+        self.0.parsed.tbs_certificate().subject_public_key_info()
     }
 
     /// The e-mail addresses the certificate names (rfc822Name SANs and the legacy subject
     /// emailAddress attribute), lower-cased.
     pub fn emails(&self) -> Vec<String> {
-        let tbs = self.parsed.tbs_certificate();
+        let tbs = self.0.parsed.tbs_certificate();
         let mut out = Vec::new();
         if let Ok(Some((_, san))) = tbs.get_extension::<SubjectAltName>() {
             for name in san.0 {
@@ -95,7 +103,7 @@ impl Cert {
     pub fn mailboxes(&self) -> Vec<String> {
         const SMTP_UTF8_MAILBOX: der::asn1::ObjectIdentifier =
             der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.8.9");
-        let tbs = self.parsed.tbs_certificate();
+        let tbs = self.0.parsed.tbs_certificate();
         match tbs.get_extension::<SubjectAltName>() {
             Ok(Some((_, san))) => san
                 .0
@@ -123,6 +131,7 @@ impl Cert {
     /// The subject key identifier extension, if present.
     pub fn subject_key_id(&self) -> Option<Vec<u8>> {
         match self
+            .0
             .parsed
             .tbs_certificate()
             .get_extension::<SubjectKeyIdentifier>()
@@ -134,7 +143,7 @@ impl Cert {
 
     /// The DER of issuer name and serial number, the way CMS identifies a certificate.
     pub fn issuer_and_serial(&self) -> cms::cert::IssuerAndSerialNumber {
-        let tbs = self.parsed.tbs_certificate();
+        let tbs = self.0.parsed.tbs_certificate();
         cms::cert::IssuerAndSerialNumber {
             issuer: tbs.issuer().clone(),
             serial_number: tbs.serial_number().clone(),
@@ -143,7 +152,7 @@ impl Cert {
 
     /// Start and end of validity.
     pub fn validity(&self) -> (SystemTime, SystemTime) {
-        let v = self.parsed.tbs_certificate().validity();
+        let v = self.0.parsed.tbs_certificate().validity();
         (v.not_before.to_system_time(), v.not_after.to_system_time())
     }
 
@@ -183,21 +192,21 @@ impl Cert {
     /// Checks that `issuer`'s key signed this certificate.
     pub fn is_signed_by(&self, issuer: &Cert) -> Result<(), Error> {
         // RFC 5280 §4.1.1.2: the outer algorithm (not signed) must equal the signed inner one.
-        if self.parsed.signature_algorithm().to_der().ok()
-            != self.parsed.tbs_certificate().signature().to_der().ok()
+        if self.0.parsed.signature_algorithm().to_der().ok()
+            != self.0.parsed.tbs_certificate().signature().to_der().ok()
         {
             return Err(Error::Certificate(format!(
                 "certificate \"{}\" has mismatched signature algorithm fields",
                 self.subject()
             )));
         }
-        let tbs = ber::signed_part(&self.der)?;
+        let tbs = ber::signed_part(&self.0.der)?;
         sigalg::verify(
             issuer.spki(),
-            self.parsed.signature_algorithm(),
+            self.0.parsed.signature_algorithm(),
             None,
             tbs,
-            self.parsed.signature().as_bytes().ok_or_else(|| {
+            self.0.parsed.signature().as_bytes().ok_or_else(|| {
                 Error::Certificate("certificate signature is not a whole number of bytes".into())
             })?,
         )
@@ -206,7 +215,7 @@ impl Cert {
     /// Describes why this certificate may not issue other certificates, or None if it may
     /// (basicConstraints cA, and keyCertSign when keyUsage is present; RFC 5280 §4.2.1.9).
     pub fn ca_problem(&self) -> Option<String> {
-        let tbs = self.parsed.tbs_certificate();
+        let tbs = self.0.parsed.tbs_certificate();
         let is_ca = matches!(tbs.get_extension::<BasicConstraints>(), Ok(Some((_, bc))) if bc.ca);
         if !is_ca {
             return Some(format!(
@@ -226,7 +235,7 @@ impl Cert {
     /// present) must allow digitalSignature or nonRepudiation, and extendedKeyUsage (if present)
     /// must include emailProtection or anyExtendedKeyUsage (RFC 8550 §4.4).
     pub fn smime_signing_problem(&self) -> Option<String> {
-        let tbs = self.parsed.tbs_certificate();
+        let tbs = self.0.parsed.tbs_certificate();
         if let Ok(Some((_, ku))) = tbs.get_extension::<KeyUsage>() {
             if !ku.digital_signature() && !ku.non_repudiation() {
                 return Some(format!(
@@ -251,6 +260,7 @@ impl Cert {
         const ANY_EKU: der::asn1::ObjectIdentifier =
             der::asn1::ObjectIdentifier::new_unwrap("2.5.29.37.0");
         match self
+            .0
             .parsed
             .tbs_certificate()
             .get_extension::<ExtendedKeyUsage>()
@@ -265,7 +275,7 @@ impl Cert {
 
     /// True when the certificate names itself as issuer.
     pub fn is_self_issued(&self) -> bool {
-        let tbs = self.parsed.tbs_certificate();
+        let tbs = self.0.parsed.tbs_certificate();
         tbs.issuer().to_der().ok() == tbs.subject().to_der().ok()
     }
 }

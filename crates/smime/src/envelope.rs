@@ -121,7 +121,19 @@ pub fn encrypt_parts(
             RecipientInfo::Ktri(wrap_for(r, &cek, opts.key_transport)?)
         });
     }
-    let recip_infos = RecipientInfos::try_from(infos).map_err(der_err)?;
+    // RFC 5652 §6.1: EnvelopedData is version 2 as soon as any recipient is not a v0 KTRI.
+    let all_ktri = infos.iter().all(|r| matches!(r, RecipientInfo::Ktri(_)));
+    // The SET OF is written from each RecipientInfo's encoding, sorted as DER requires
+    // (ascending octets, X.690 §11.6): each is encoded once, instead of twice per comparison
+    // as `SetOfVec`'s sort does (that and the re-encoding were 2 % of the proxy's CPU).
+    let mut encoded = infos
+        .iter()
+        .map(|r| r.to_der().map_err(der_err))
+        .collect::<Result<Vec<_>, _>>()?;
+    drop(infos);
+    encoded.sort_unstable();
+    let parts: Vec<&[u8]> = encoded.iter().map(Vec::as_slice).collect();
+    let recips = crate::ber::tlv(0x31, &parts);
 
     // Encrypted in place: the content buffer becomes the ciphertext, no copy.
     let mut buf = content;
@@ -166,25 +178,12 @@ pub fn encrypt_parts(
         oid: opts.cipher.oid(),
         parameters: Some(alg_params),
     };
-    // RFC 5652 §6.1: EnvelopedData is version 2 as soon as any recipient is not a v0 KTRI.
-    let version = if outer_oid == alg::ID_ENVELOPED_DATA
-        && recip_infos
-            .0
-            .iter()
-            .any(|r| !matches!(r, RecipientInfo::Ktri(_)))
-    {
+    let version = if outer_oid == alg::ID_ENVELOPED_DATA && !all_ktri {
         CmsVersion::V2
     } else {
         CmsVersion::V0
     };
-    EnvelopeDer::assemble(
-        outer_oid,
-        version,
-        &recip_infos,
-        &content_alg,
-        buf,
-        mac.as_ref(),
-    )
+    EnvelopeDer::assemble(outer_oid, version, &recips, &content_alg, buf, mac.as_ref())
 }
 
 /// A DER ContentInfo (EnvelopedData or AuthEnvelopedData) in three pieces, so that a large
@@ -206,11 +205,12 @@ impl EnvelopeDer {
     }
 
     /// Frames (Auth)EnvelopedData around `ciphertext`, following RFC 5652 §6.1 / RFC 5083 §2.1
-    /// field by field (version 0, no originatorInfo or attributes).
+    /// field by field (no originatorInfo or attributes); `recips` is the encoded SET OF
+    /// RecipientInfo.
     fn assemble(
         outer_oid: der::asn1::ObjectIdentifier,
         version: CmsVersion,
-        recip_infos: &RecipientInfos,
+        recips: &[u8],
         content_alg: &AlgorithmIdentifierOwned,
         ciphertext: Vec<u8>,
         mac: Option<&OctetString>,
@@ -218,7 +218,6 @@ impl EnvelopeDer {
         use crate::ber::write_length;
         let tlv_len = |content: usize| 1 + crate::ber::encoded_length_len(content) + content;
         let version = version.to_der().map_err(der_err)?;
-        let recips = recip_infos.to_der().map_err(der_err)?;
         let data_oid = alg::ID_DATA.to_der().map_err(der_err)?;
         let alg_der = content_alg.to_der().map_err(der_err)?;
         let suffix = match mac {

@@ -473,3 +473,40 @@ fn signing_and_encrypting_in_place_gives_what_the_copying_path_gives() {
         assert!(smime::verify(&b, &rsa_anchor()).unwrap().is_valid());
     }
 }
+
+#[test]
+fn recipient_infos_are_a_der_set_in_ascending_order_and_each_recipient_opens_it() {
+    // Four RSA recipients: the SET OF RecipientInfo must be in DER order (X.690 §11.6:
+    // ascending encodings), whatever order the certificates were given in.
+    let who = [
+        ("rfc9216/bob.encrypt.key", "rfc9216/bob.encrypt.crt"),
+        ("rfc9216/alice.sign.key", "rfc9216/alice.sign.crt"),
+        ("rfc9216/alice.encrypt.key", "rfc9216/alice.encrypt.crt"),
+        ("rfc9216/bob.sign.key", "rfc9216/bob.sign.crt"),
+    ];
+    let ids: Vec<Identity> = who.iter().map(|(k, c)| identity(k, c)).collect();
+    let certs: Vec<_> = ids.iter().map(|i| i.cert.clone()).collect();
+    let der =
+        smime::envelope::encrypt(SAMPLE.to_vec(), &certs, &EncryptOptions::default()).unwrap();
+    let (_, inner) = smime::envelope::split_content_info(&der).unwrap();
+    let (tag, fields, _) = smime::ber::read_tlv(inner).unwrap();
+    assert_eq!(tag, 0x30);
+    let (_, _, version_len) = smime::ber::read_tlv(fields).unwrap();
+    let (tag, mut set, _) = smime::ber::read_tlv(&fields[version_len..]).unwrap();
+    assert_eq!(tag, 0x31, "RecipientInfos is a SET OF");
+    let mut elements = Vec::new();
+    while !set.is_empty() {
+        let (_, _, n) = smime::ber::read_tlv(set).unwrap();
+        elements.push(&set[..n]);
+        set = &set[n..];
+    }
+    assert_eq!(elements.len(), 4);
+    assert!(
+        elements.windows(2).all(|w| w[0] < w[1]),
+        "RecipientInfos not in ascending DER order"
+    );
+    for id in &ids {
+        let opened = smime::envelope::decrypt_der(der.clone(), std::slice::from_ref(id)).unwrap();
+        assert_eq!(opened.content, SAMPLE);
+    }
+}
