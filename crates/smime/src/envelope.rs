@@ -238,7 +238,7 @@ impl EnvelopeDer {
         p.push(0x30);
         write_length(inner_content, &mut p);
         p.extend_from_slice(&version);
-        p.extend_from_slice(&recips);
+        p.extend_from_slice(recips);
         p.push(0x30);
         write_length(eci_content, &mut p);
         p.extend_from_slice(&data_oid);
