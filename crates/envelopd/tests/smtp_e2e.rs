@@ -343,6 +343,22 @@ fn bcc_recipients_get_separate_copies() {
     }
 }
 
+/// One SMTP reply from `next_line` (empty at the end of the stream): its lines up to the last
+/// one, whose code is not followed by '-'.
+fn smtp_reply(mut next_line: impl FnMut() -> String) -> String {
+    let mut all = String::new();
+    loop {
+        let line = next_line();
+        all.push_str(&line);
+        if !line.is_empty() && !line.ends_with('\n') {
+            all.push('\n');
+        }
+        if line.len() < 4 || line.as_bytes()[3] != b'-' {
+            return all;
+        }
+    }
+}
+
 /// A raw SMTP conversation: send a line, return the reply lines.
 struct Raw {
     stream: std::io::BufReader<TcpStream>,
@@ -361,15 +377,11 @@ impl Raw {
 
     fn reply(&mut self) -> String {
         use std::io::BufRead;
-        let mut all = String::new();
-        loop {
+        smtp_reply(|| {
             let mut line = String::new();
             self.stream.read_line(&mut line).unwrap();
-            all.push_str(&line);
-            if line.len() < 4 || line.as_bytes()[3] != b'-' {
-                return all;
-            }
-        }
+            line
+        })
     }
 
     fn send(&mut self, bytes: &[u8]) -> String {
@@ -523,18 +535,11 @@ impl TlsRaw {
     }
 
     fn reply(&mut self) -> String {
-        let mut all = String::new();
-        loop {
-            let line = self
-                .lines
+        smtp_reply(|| {
+            self.lines
                 .recv_timeout(Duration::from_secs(20))
-                .unwrap_or_default();
-            all.push_str(&line);
-            all.push('\n');
-            if line.len() < 4 || line.as_bytes()[3] != b'-' {
-                return all;
-            }
-        }
+                .unwrap_or_default()
+        })
     }
 
     fn write(&mut self, bytes: &[u8]) {
