@@ -132,10 +132,12 @@ direct_sd=$(rate "$sink_port" small.eml "$small" -d)
 # The load generator's and the sink's CPU too: on a shared machine they bound what any proxy
 # can reach.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# envelopd's CPU milliseconds per message since it had used TICKS0 ticks, over COUNT messages.
+envelopd_ms() { python3 -c "print(f'{($(cpu_ticks "$epid") - $1) * 1000 / $tck / $2:.3f}')"; }
 ticks0=$(cpu_ticks "$epid") sink0=$(cpu_ticks "$sink_pid")
 via_sd=$(SOURCE_TIME="$work/source.time" rate "$listen" small.eml "$small" -d)
 tck=$(getconf CLK_TCK)
-cpu_ms=$(python3 -c "print(f'{($(cpu_ticks "$epid") - $ticks0) * 1000 / $tck / $small:.3f}')")
+cpu_ms=$(envelopd_ms "$ticks0" "$small")
 others_ms=$(python3 -c "
 u, s = map(float, open('$work/source.time').read().split()[-2:])
 print(f'{((u + s) + ($(cpu_ticks "$sink_pid") - $sink0) / $tck) * 1000 / $small:.3f}')")
@@ -144,7 +146,7 @@ print(f'{((u + s) + ($(cpu_ticks "$sink_pid") - $sink0) / $tck) * 1000 / $small:
 # logging, without any cryptography.
 ticks0=$(cpu_ticks "$epid")
 relay_sd=$(FROM=carol@plain.example TO=dave@plain.example rate "$listen" plain.eml "$small" -d)
-relay_ms=$(python3 -c "print(f'{($(cpu_ticks "$epid") - $ticks0) * 1000 / $tck / $small:.3f}')")
+relay_ms=$(envelopd_ms "$ticks0" "$small")
 echo "== 1 MiB messages ($large)"
 direct_l=$(rate "$sink_port" large.eml "$large")
 via_l=$(rate "$listen" large.eml "$large")
