@@ -311,7 +311,17 @@ impl Upstream {
         if go.code != 354 {
             return Ok(go);
         }
-        self.write(&dot_stuff(message)).await?;
+        if let Err(lost) = self.write(&dot_stuff(message)).await {
+            // A provider may refuse in the middle of the data (too large, policy) and hang up
+            // without reading the rest, so the write fails. Its reply, if it gave one, is what
+            // the client must hear: a 5xx there is final and must not be turned into "try
+            // again". The connection is gone either way, hence `Err`.
+            let limit = self.timeouts.command.min(Duration::from_secs(10));
+            return match self.read_raw(limit).await {
+                Ok((r, _)) if r.code >= 400 && r.code != 421 => Err(r),
+                _ => Err(lost),
+            };
+        }
         self.read_reply(self.timeouts.data_end).await
     }
 

@@ -49,6 +49,7 @@ class Relay(socketserver.BaseRequestHandler):
         t = threading.Thread(target=down, daemon=True)
         t.start()
         buf = b""
+        up_gone = False
         while True:
             try:
                 data = self.request.recv(65536)
@@ -56,6 +57,11 @@ class Relay(socketserver.BaseRequestHandler):
                 data = b""
             if not data:
                 break
+            if up_gone:
+                # smtp-sink hung up (e.g. -A: 550 during DATA). Keep reading what the client
+                # still sends until the reply thread has passed on smtp-sink's last words and
+                # closed: returning now would close the client's socket under that thread.
+                continue
             buf += data
             # Whole lines go on; an AUTH command arms the rewrite of its reply.
             while b"\n" in buf:
@@ -65,7 +71,9 @@ class Relay(socketserver.BaseRequestHandler):
                 try:
                     up.sendall(line + b"\n")
                 except OSError:
-                    return
+                    up_gone = True
+                    buf = b""
+                    break
         try:
             up.shutdown(socket.SHUT_WR)
         except OSError:
