@@ -6,7 +6,7 @@ use aws_lc_rs::cipher::{
     DecryptionContext, EncryptionContext, PaddedBlockDecryptingKey, PaddedBlockEncryptingKey,
     UnboundCipherKey,
 };
-use aws_lc_rs::rsa::{OaepPublicEncryptingKey, Pkcs1PublicEncryptingKey, PublicEncryptingKey};
+use aws_lc_rs::rsa::{OaepPublicEncryptingKey, Pkcs1PublicEncryptingKey};
 use cms::authenveloped_data::AuthEnvelopedData;
 use cms::content_info::{CmsVersion, ContentInfo};
 use cms::enveloped_data::{
@@ -261,9 +261,7 @@ fn wrap_for(r: &Cert, cek: &[u8], kt: KeyTransport) -> Result<KeyTransRecipientI
             r.subject()
         )));
     }
-    let spki_der = r.spki().to_der().map_err(der_err)?;
-    let public = PublicEncryptingKey::from_der(&spki_der)
-        .map_err(|e| Error::Certificate(format!("RSA key of \"{}\": {e}", r.subject())))?;
+    let public = r.rsa_encrypting_key()?;
     let mut out = vec![0u8; public.key_size_bytes()];
     let (alg_id, n) = match kt {
         KeyTransport::RsaPkcs1v15 => {

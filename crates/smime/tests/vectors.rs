@@ -475,6 +475,36 @@ fn signing_and_encrypting_in_place_gives_what_the_copying_path_gives() {
 }
 
 #[test]
+fn one_certificate_encrypts_message_after_message_from_several_threads() {
+    // A certificate prepares its RSA key once and shares it: every message encrypted to it, from
+    // any thread, must still open with the recipient's key, each with a key of its own.
+    let bob = identity("rfc9216/bob.encrypt.key", "rfc9216/bob.encrypt.crt");
+    let certs = vec![bob.cert.clone()];
+    let run = |certs: Vec<smime::Cert>| {
+        (0..3)
+            .map(|_| {
+                smime::envelope::encrypt(SAMPLE.to_vec(), &certs, &EncryptOptions::default())
+                    .unwrap()
+            })
+            .collect::<Vec<_>>()
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let t1 = s.spawn(|| run(certs.clone()));
+        let t2 = s.spawn(|| run(certs.clone()));
+        (t1.join().unwrap(), t2.join().unwrap())
+    });
+    let all: Vec<Vec<u8>> = a.into_iter().chain(b).collect();
+    for (i, der) in all.iter().enumerate() {
+        let opened = smime::envelope::decrypt_der(der.clone(), std::slice::from_ref(&bob)).unwrap();
+        assert_eq!(opened.content, SAMPLE, "message {i}");
+        assert!(
+            all[..i].iter().all(|d| d != der),
+            "message {i} repeats one before it"
+        );
+    }
+}
+
+#[test]
 fn recipient_infos_are_a_der_set_in_ascending_order_and_each_recipient_opens_it() {
     // Four RSA recipients: the SET OF RecipientInfo must be in DER order (X.690 §11.6:
     // ascending encodings), whatever order the certificates were given in.
