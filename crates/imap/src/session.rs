@@ -1525,8 +1525,7 @@ fn append_mailbox(line: &[u8]) -> Option<String> {
 
 /// The first 16 hex digits of a certificate's SHA-256 (for file names).
 fn fingerprint(cert: &smime::Cert) -> String {
-    smime::Digest::Sha256
-        .digest(cert.der())
+    cert.sha256()
         .iter()
         .take(8)
         .map(|b| format!("{b:02x}"))

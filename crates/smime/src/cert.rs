@@ -32,6 +32,9 @@ struct CertInner {
     /// The RSA public key made ready for encryption, once per certificate: parsing it and
     /// setting up its Montgomery context for every message was about 1 % of the proxy's CPU.
     rsa_encrypting: std::sync::OnceLock<aws_lc_rs::rsa::PublicEncryptingKey>,
+    /// SHA-256 of `der`, once per certificate: the certificate store keys its cache of checked
+    /// signatures by it for every link of every path it builds, i.e. several times per message.
+    sha256: std::sync::OnceLock<[u8; 32]>,
 }
 
 impl PartialEq for Cert {
@@ -49,7 +52,17 @@ impl Cert {
             der: der.to_vec(),
             parsed,
             rsa_encrypting: std::sync::OnceLock::new(),
+            sha256: std::sync::OnceLock::new(),
         })))
+    }
+
+    /// The SHA-256 fingerprint of the certificate's DER encoding.
+    pub fn sha256(&self) -> [u8; 32] {
+        *self.0.sha256.get_or_init(|| {
+            let mut fp = [0u8; 32];
+            fp.copy_from_slice(crate::alg::Digest::Sha256.digest(&self.0.der).as_ref());
+            fp
+        })
     }
 
     /// The subject's RSA key for encrypting to it (a shared handle: clones refer to the same

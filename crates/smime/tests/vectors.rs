@@ -475,6 +475,38 @@ fn signing_and_encrypting_in_place_gives_what_the_copying_path_gives() {
 }
 
 #[test]
+fn a_certificate_s_fingerprint_is_the_sha256_openssl_reports() {
+    // The certificate store keys its cache of checked signatures by this fingerprint: it must
+    // be the SHA-256 of the whole DER certificate, and stay the same when asked again.
+    let alice = identity("rfc9216/alice.sign.key", "rfc9216/alice.sign.crt");
+    let out = testkit::openssl_pipe(
+        &[
+            "x509",
+            "-inform",
+            "DER",
+            "-noout",
+            "-fingerprint",
+            "-sha256",
+        ],
+        alice.cert.der(),
+    )
+    .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    let want = text
+        .trim()
+        .rsplit('=')
+        .next()
+        .unwrap()
+        .replace(':', "")
+        .to_lowercase();
+    let hex = |fp: [u8; 32]| fp.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    assert_eq!(hex(alice.cert.sha256()), want);
+    assert_eq!(hex(alice.cert.clone().sha256()), want);
+    let bob = identity("rfc9216/bob.sign.key", "rfc9216/bob.sign.crt");
+    assert_ne!(bob.cert.sha256(), alice.cert.sha256());
+}
+
+#[test]
 fn one_certificate_encrypts_message_after_message_from_several_threads() {
     // A certificate prepares its RSA key once and shares it: every message encrypted to it, from
     // any thread, must still open with the recipient's key, each with a key of its own.
