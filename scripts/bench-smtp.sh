@@ -47,20 +47,10 @@ echo "== building envelopd (release)"
 cargo build --quiet --release -p envelopd
 E="$root/target/release/envelopd"
 
-work=$(mktemp -d); chmod 755 "$work"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-cd "$work"
-mkdir trust certs keys
-cp "$V/ca.rsa.crt" trust/ca.pem
-cp "$V/bob.encrypt.crt" certs/bob.pem
-cp "$V/alice.p12" keys/alice.p12
-cp "$V/alice.encrypt.crt" keys/alice-enc.pem
-echo alice >keys/pw
-chmod 600 keys/*
+# shellcheck source=scripts/bench-common.sh
+. "$root/scripts/bench-common.sh"
+bench_workdir
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.05; done; echo "nothing on port $1" >&2; exit 1; }
 sink_port=$(port)
 listen=$(port)
@@ -69,38 +59,13 @@ user=()
 "${rig[@]}" smtp-sink "${user[@]}" -m 512 "127.0.0.1:$sink_port" 1024 </dev/null >/dev/null 2>&1 &
 sink_pid=$!
 pids+=($sink_pid)
-cat >proxy.toml <<EOF
-[smtp]
-listen = "127.0.0.1:$listen"
-[upstream.smtp]
-host = "127.0.0.1"
-port = $sink_port
-tls = "none"
-[certificates]
-anchors = ["trust"]
-recipients = "certs"
-[[identity]]
-addresses = ["alice@smime.example"]
-pkcs12 = "keys/alice.p12"
-password_file = "keys/pw"
-encryption_cert = "keys/alice-enc.pem"
-[policy]
-fallback = "refuse"
-# The relaying-only baseline: no key for the sender, no certificate for the recipient.
-[[policy.override]]
-pattern = "plain.example"
-fallback = "plaintext"
-EOF
+bench_proxy_toml "$listen" "$sink_port"
 RUST_LOG=info "${proxy[@]}" "$E" run --config proxy.toml 2>envelopd.log &
 epid=$!
 pids+=($epid)
 wait_port "$sink_port"
 wait_port "$listen"
 
-mkmsg() { # file body-bytes
-  { printf 'From: Alice <alice@smime.example>\nTo: Bob <bob@smime.example>\nSubject: bench\n\n'
-    head -c "$2" /dev/zero | tr '\0' 'x' | fold -w 76; echo; } >"$1"
-}
 mkmsg small.eml 4096
 mkmsg large.eml 1048576
 sed 's/alice@smime.example/carol@plain.example/; s/bob@smime.example/dave@plain.example/' small.eml >plain.eml

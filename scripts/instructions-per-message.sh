@@ -19,44 +19,16 @@ V="$(cd "${ENVELOPD_VECTORS:-../shared/vectors}" && pwd)/rfc9216"
 cargo build --quiet --release -p envelopd
 E="$root/target/release/envelopd"
 
-work=$(mktemp -d); chmod 755 "$work"
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
-trap cleanup EXIT
-cd "$work"
-mkdir trust certs keys
-cp "$V/ca.rsa.crt" trust/ca.pem
-cp "$V/bob.encrypt.crt" certs/bob.pem
-cp "$V/alice.p12" keys/alice.p12
-cp "$V/alice.encrypt.crt" keys/alice-enc.pem
-echo alice >keys/pw
-chmod 600 keys/*
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=scripts/bench-common.sh
+. "$root/scripts/bench-common.sh"
+bench_workdir
 sink_port=$(port) listen=$(port)
 user=()
 [ "$(id -u)" = 0 ] && user=(-u nobody)
 smtp-sink "${user[@]}" -m 512 "127.0.0.1:$sink_port" 1024 </dev/null >/dev/null 2>&1 &
 pids+=($!)
-cat >proxy.toml <<EOF
-[smtp]
-listen = "127.0.0.1:$listen"
-[upstream.smtp]
-host = "127.0.0.1"
-port = $sink_port
-tls = "none"
-[certificates]
-anchors = ["trust"]
-recipients = "certs"
-[[identity]]
-addresses = ["alice@smime.example"]
-pkcs12 = "keys/alice.p12"
-password_file = "keys/pw"
-encryption_cert = "keys/alice-enc.pem"
-[policy]
-fallback = "refuse"
-EOF
-{ printf 'From: Alice <alice@smime.example>\nTo: Bob <bob@smime.example>\nSubject: bench\n\n'
-  head -c 4096 /dev/zero | tr '\0' 'x' | fold -w 76; echo; } >small.eml
+bench_proxy_toml "$listen" "$sink_port"
+mkmsg small.eml 4096
 
 count() { # messages output-file
   RUST_LOG=info valgrind --tool=callgrind --callgrind-out-file="$2" "$E" run --config proxy.toml 2>>envelopd.log &

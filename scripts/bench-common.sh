@@ -1,0 +1,54 @@
+# Sourced by scripts/bench-smtp.sh and scripts/instructions-per-message.sh: the same envelopd set-up
+# for both (RFC 9216's Alice signs and encrypts to Bob and to her own Sent certificate; a sender
+# and recipient at plain.example go out as they are), so their figures describe the same work.
+# Needs V (the RFC 9216 vectors directory) set by the caller.
+
+# A temporary directory with the trust anchor, Bob's certificate and Alice's key, made the
+# current directory and removed, with every process in `pids`, on exit.
+bench_workdir() {
+  work=$(mktemp -d); chmod 755 "$work"
+  pids=()
+  trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"' EXIT
+  cd "$work"
+  mkdir trust certs keys
+  cp "$V/ca.rsa.crt" trust/ca.pem
+  cp "$V/bob.encrypt.crt" certs/bob.pem
+  cp "$V/alice.p12" keys/alice.p12
+  cp "$V/alice.encrypt.crt" keys/alice-enc.pem
+  echo alice >keys/pw
+  chmod 600 keys/*
+}
+
+# proxy.toml for envelopd on LISTEN in front of smtp-sink on SINK_PORT.
+bench_proxy_toml() { # listen-port sink-port
+  cat >proxy.toml <<TOML
+[smtp]
+listen = "127.0.0.1:$1"
+[upstream.smtp]
+host = "127.0.0.1"
+port = $2
+tls = "none"
+[certificates]
+anchors = ["trust"]
+recipients = "certs"
+[[identity]]
+addresses = ["alice@smime.example"]
+pkcs12 = "keys/alice.p12"
+password_file = "keys/pw"
+encryption_cert = "keys/alice-enc.pem"
+[policy]
+fallback = "refuse"
+# The relaying-only baseline: no key for the sender, no certificate for the recipient.
+[[policy.override]]
+pattern = "plain.example"
+fallback = "plaintext"
+TOML
+}
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# A message from Alice to Bob with BYTES of body in 76-character lines.
+mkmsg() { # file body-bytes
+  { printf 'From: Alice <alice@smime.example>\nTo: Bob <bob@smime.example>\nSubject: bench\n\n'
+    head -c "$2" /dev/zero | tr '\0' 'x' | fold -w 76; echo; } >"$1"
+}
