@@ -153,9 +153,9 @@ const GCM_OIDS: [&str; 3] = [
     "2.16.840.1.101.3.4.1.46",
 ];
 
-/// Certificate signatures already checked, by SHA-256 of the (certificate, issuer) fingerprints. A signature
-/// does not change with time, so every message to the same recipient need not repeat the RSA
-/// or ECDSA verification of the same chain (it was a tenth of the proxy's CPU per message).
+/// Certificate signatures already checked, by SHA-256 of the (certificate, issuer) fingerprints.
+/// A signature does not change with time, so every message to the same recipient need not repeat
+/// the RSA or ECDSA verification of the same chain (it was a tenth of the proxy's CPU per message).
 /// Only successes are kept, and at most [`SignatureCache::MAX`] of them.
 #[derive(Debug, Default)]
 struct SignatureCache(std::sync::Mutex<std::collections::HashSet<[u8; 32]>>);

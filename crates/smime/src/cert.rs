@@ -71,12 +71,12 @@ impl Cert {
         if let Some(k) = self.0.rsa_encrypting.get() {
             return Ok(k.clone());
         }
-        let spki_der = self
-            .spki()
-            .to_der()
-            .map_err(|e| Error::Certificate(format!("RSA key of \"{}\": {e}", self.subject())))?;
-        let key = aws_lc_rs::rsa::PublicEncryptingKey::from_der(&spki_der)
-            .map_err(|e| Error::Certificate(format!("RSA key of \"{}\": {e}", self.subject())))?;
+        let unusable = |e: &dyn std::fmt::Display| {
+            Error::Certificate(format!("RSA key of \"{}\": {e}", self.subject()))
+        };
+        let spki_der = self.spki().to_der().map_err(|e| unusable(&e))?;
+        let key =
+            aws_lc_rs::rsa::PublicEncryptingKey::from_der(&spki_der).map_err(|e| unusable(&e))?;
         // Another thread may have set it meanwhile: either copy is the same key.
         let _ = self.0.rsa_encrypting.set(key.clone());
         Ok(key)
