@@ -507,6 +507,31 @@ fn a_certificate_s_fingerprint_is_the_sha256_openssl_reports() {
 }
 
 #[test]
+fn a_certificate_whose_rsa_key_cannot_be_read_is_refused_by_name_every_time() {
+    // The key inside the SubjectPublicKeyInfo's BIT STRING is opaque to certificate parsing:
+    // break its DER (SEQUENCE tag 0x30 -> 0x31) and only the encryption step can notice. It must
+    // say whose key it is, and say it again on the next message (nothing half-made is cached).
+    let bob = identity("rfc9216/bob.encrypt.key", "rfc9216/bob.encrypt.crt");
+    let mut der = bob.cert.der().to_vec();
+    let at = der
+        .windows(5)
+        .position(|w| w == [0x00, 0x30, 0x82, 0x01, 0x0a])
+        .expect("a 2048-bit RSAPublicKey inside the BIT STRING");
+    der[at + 1] = 0x31;
+    let broken = smime::Cert::from_der(&der).unwrap();
+    for _ in 0..2 {
+        let e = smime::envelope::encrypt(
+            SAMPLE.to_vec(),
+            std::slice::from_ref(&broken),
+            &EncryptOptions::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("RSA key of") && e.contains("Bob"), "{e}");
+    }
+}
+
+#[test]
 fn one_certificate_encrypts_message_after_message_from_several_threads() {
     // A certificate prepares its RSA key once and shares it: every message encrypted to it, from
     // any thread, must still open with the recipient's key, each with a key of its own.
