@@ -46,6 +46,8 @@ TOML
 }
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Waits until something listens on PORT; 30 s at most (envelopd under valgrind starts slowly).
+wait_port() { for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.05; done; echo "nothing on port $1" >&2; exit 1; }
 
 # A message from Alice to Bob with BYTES of body in 76-character lines.
 mkmsg() { # file body-bytes

@@ -51,7 +51,6 @@ E="$root/target/release/envelopd"
 . "$root/scripts/bench-common.sh"
 bench_workdir
 
-wait_port() { for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.05; done; echo "nothing on port $1" >&2; exit 1; }
 sink_port=$(port)
 listen=$(port)
 user=()

@@ -33,7 +33,7 @@ mkmsg small.eml 4096
 count() { # messages output-file
   RUST_LOG=info valgrind --tool=callgrind --callgrind-out-file="$2" "$E" run --config proxy.toml 2>>envelopd.log &
   local vg=$!
-  for _ in $(seq 300); do (exec 3<>"/dev/tcp/127.0.0.1/$listen") 2>/dev/null && break; sleep 0.2; done
+  wait_port "$listen"
   smtp-source -d -s 4 -m "$1" -F small.eml -f alice@smime.example -t bob@smime.example "127.0.0.1:$listen"
   kill -INT "$vg"
   wait "$vg" || true
