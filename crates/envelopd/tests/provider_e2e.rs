@@ -249,6 +249,103 @@ fn real_clients_through_envelopd_to_postfix_in_every_tls_mode() {
             "NSS verifies Alice's signature"
         );
     }
+    // Postfix offers CHUNKING, so envelopd hands it every message as one BDAT chunk (no wait for
+    // a 354, no dot-stuffing); the byte-exact bodies above were stored that way. Postfix's log
+    // counts each session's commands when it ends.
+    let log = provider.postfix_log();
+    let sessions: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("disconnect from") && l.contains(" mail="))
+        .collect();
+    assert_eq!(sessions.len(), sent, "{log}");
+    assert!(
+        sessions
+            .iter()
+            .all(|l| l.contains(" bdat=1") && !l.contains(" data=")),
+        "{sessions:#?}"
+    );
+}
+
+#[test]
+fn postfix_refusing_the_chunk_is_what_the_client_hears_and_the_session_goes_on() {
+    // Postfix judges the message only once it has all of it (here a header check, as a
+    // provider's content filter would): the refusal comes as the reply to BDAT LAST. The client
+    // must hear exactly that, and the same session must still deliver its next message (envelopd
+    // resets the provider's transaction after a refused chunk).
+    let provider = Provider::start();
+    let conf = provider.dir.path().join("postfix");
+    std::fs::write(
+        conf.join("header_checks"),
+        "/^Message-ID: <refuse-me@/ REJECT 5.7.1 content filter says no\n",
+    )
+    .unwrap();
+    let o = Command::new("postconf")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-e")
+        .arg(format!(
+            "header_checks = regexp:{}",
+            conf.join("header_checks").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", transcript(&o));
+    let o = Command::new("postfix")
+        .arg("-c")
+        .arg(&conf)
+        .arg("reload")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", transcript(&o));
+    let e = Envelopd::start(&provider, "starttls", provider.submission, "");
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("refused.eml"),
+        message("refuse-me", "alice@smime.example"),
+    )
+    .unwrap();
+    std::fs::write(
+        tmp.path().join("fine.eml"),
+        message("fine", "alice@smime.example"),
+    )
+    .unwrap();
+    let script = format!(
+        "import smtplib,sys\n\
+         s=smtplib.SMTP('127.0.0.1',{},timeout=60)\n\
+         s.ehlo(); s.login('alice@smime.example','alice-pw')\n\
+         for name in sys.argv[1:]:\n\
+         \x20   try:\n\
+         \x20       s.sendmail('alice@smime.example',['bob@smime.example'],open(name,'rb').read()); print('accepted')\n\
+         \x20   except smtplib.SMTPDataError as e:\n\
+         \x20       print('refused', e.smtp_code, e.smtp_error.decode())\n\
+         s.quit()\n",
+        e.listen
+    );
+    let o = Command::new("python3")
+        .args(["-c", &script])
+        .arg(tmp.path().join("refused.eml"))
+        .arg(tmp.path().join("fine.eml"))
+        .output()
+        .unwrap();
+    let out = transcript(&o);
+    assert!(o.status.success(), "{out}\n{}", e.log());
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("refused 550 5.7.1") && lines[0].contains("content filter says no"),
+        "{out}"
+    );
+    assert_eq!(lines[1], "accepted", "{out}\n{}", e.log());
+    let stored = provider.wait_messages("bob", 1);
+    assert_eq!(stored.len(), 1);
+    assert!(String::from_utf8_lossy(&stored[0]).contains("<fine@praxis.test>"));
+    assert!(e.log().contains("reply=550"), "{}", e.log());
+    let log = provider.postfix_log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("disconnect from") && l.contains(" bdat=1/2")),
+        "one of two chunks refused, both sent as BDAT: {log}"
+    );
 }
 
 #[test]

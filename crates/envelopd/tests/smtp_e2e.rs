@@ -67,6 +67,7 @@ impl Setup {
                 Command::new("python3")
                     .arg(script)
                     .args([relay_port.to_string(), upstream.to_string()])
+                    .env("SINK_AUTH_READS", d.join("relay-reads.txt"))
                     .spawn()
                     .unwrap(),
             );
@@ -117,6 +118,12 @@ impl Setup {
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("envelopd.log")).unwrap_or_default()
+    }
+
+    /// Gateway mode: the commands envelopd sent to the relay, one line per read (see
+    /// `clients/sink_auth.py`).
+    fn relay_reads(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("relay-reads.txt")).unwrap_or_default()
     }
 
     fn dump(&self) -> PathBuf {
@@ -334,6 +341,38 @@ fn bcc_recipients_get_separate_copies() {
     .is_ok());
     for m in &stored {
         assert!(!String::from_utf8_lossy(m).to_lowercase().contains("\nbcc:"));
+    }
+}
+
+#[test]
+fn separate_copies_pipeline_their_envelope_when_the_provider_offers_it() {
+    // A Bcc makes two copies, each its own transaction after the client's one. With PIPELINING
+    // offered, each copy's MAIL and RCPT leave in one write; without it (smtp-sink -p), one at a
+    // time. The relay notes which commands arrived together in one read.
+    for (sink_options, pipelined) in [(&[][..], true), (&["-p"][..], false)] {
+        let s = Setup::gateway("refuse", "");
+        let _sink = sink(&s.dump(), s.upstream, sink_options);
+        let _e = s.envelopd();
+        let o = s.swaks(
+            &["alice@smime.example", "bob@smime.example"],
+            &[
+                "From: alice@smime.example",
+                "To: alice@smime.example",
+                "Bcc: bob@smime.example",
+            ],
+            BODY,
+        );
+        assert!(o.status.success(), "{}", transcript(&o));
+        assert_eq!(s.messages().len(), 2, "one copy per group");
+        let reads = s.relay_reads();
+        let together = reads.lines().filter(|l| *l == "MAIL RCPT").count();
+        let copies = if pipelined { 2 } else { 0 };
+        assert_eq!(together, copies, "pipelined: {pipelined}\n{reads}");
+        // The client's own MAIL and RCPTs were each relayed when the client sent them.
+        assert!(
+            reads.lines().take(4).eq(["EHLO", "MAIL", "RCPT", "RCPT"]),
+            "{reads}"
+        );
     }
 }
 

@@ -6,14 +6,38 @@ rightly does not count as a login (RFC 4954 wants 235). This relay sits between 
 smtp-sink and changes only that one reply into 235; every other byte, hang-up and delay of
 smtp-sink (its fault options) passes through unchanged.
 
+With SINK_AUTH_READS=FILE in the environment it also notes, for every read from the client,
+the SMTP commands that arrived together in it (one line per read, e.g. "MAIL RCPT"): how a
+client pipelines shows there, since a client that waits for each reply can never put two
+commands into one read.
+
 usage: sink_auth.py LISTEN_PORT SINK_PORT
 """
+import os
 import socket
 import socketserver
 import sys
 import threading
 
 LISTEN, SINK = int(sys.argv[1]), int(sys.argv[2])
+READS = os.environ.get("SINK_AUTH_READS")
+# A command word is followed by a space or ends the line; base64 message lines have neither.
+WITH_ARGS = {b"EHLO ", b"MAIL ", b"RCPT ", b"BDAT "}
+ALONE = {b"DATA", b"RSET", b"QUIT", b"NOOP"}
+notes = threading.Lock()
+
+
+def note_read(data):
+    """One line per read: the commands it holds (message lines are not commands)."""
+    if not READS:
+        return
+    verbs = []
+    for line in data.split(b"\n"):
+        if line[:5].upper() in WITH_ARGS or line.rstrip(b"\r").upper() in ALONE:
+            verbs.append(line[:4].upper().decode())
+    if verbs:
+        with notes, open(READS, "a") as f:
+            f.write(" ".join(verbs) + "\n")
 
 
 class Relay(socketserver.BaseRequestHandler):
@@ -57,6 +81,7 @@ class Relay(socketserver.BaseRequestHandler):
                 data = b""
             if not data:
                 break
+            note_read(data)
             if up_gone:
                 # smtp-sink hung up (e.g. -A: 550 during DATA). Keep reading what the client
                 # still sends until the reply thread has passed on smtp-sink's last words and
