@@ -349,6 +349,69 @@ fn postfix_refusing_the_chunk_is_what_the_client_hears_and_the_session_goes_on()
 }
 
 #[test]
+fn delivery_status_notifications_come_from_the_provider_for_each_copy() {
+    // A practice asks for proof of delivery (Outlook's delivery receipt is a DSN request). The
+    // provider is the one that delivers, so envelopd offers DSN when Postfix does and passes
+    // RET/ENVID and each recipient's NOTIFY/ORCPT on, also into the separately encrypted copy
+    // of a Bcc recipient.
+    let provider = Provider::start();
+    let e = Envelopd::start(&provider, "starttls", provider.submission, "");
+    let tmp = tempfile::tempdir().unwrap();
+    let mut msg = b"Bcc: bob@smime.example\r\n".to_vec();
+    msg.extend(message("receipt", "alice@smime.example"));
+    let msg = String::from_utf8(msg)
+        .unwrap()
+        .replace("To: Bob <bob@smime.example>", "To: alice@smime.example");
+    std::fs::write(tmp.path().join("m.eml"), msg).unwrap();
+    let script = format!(
+        "import smtplib,sys\n\
+         s=smtplib.SMTP('127.0.0.1',{},timeout=60)\n\
+         s.ehlo(); print('dsn offered', s.has_extn('dsn'))\n\
+         s.login('alice@smime.example','alice-pw')\n\
+         s.mail('alice@smime.example', ['RET=HDRS', 'ENVID=befund+2B4711'])\n\
+         print(s.rcpt('alice@smime.example', ['NOTIFY=NEVER'])[0])\n\
+         print(s.rcpt('bob@smime.example', ['NOTIFY=SUCCESS,FAILURE', 'ORCPT=rfc822;Bob+20Muster@smime.example'])[0])\n\
+         print(s.data(open(sys.argv[1],'rb').read())[0])\n\
+         s.quit()\n",
+        e.listen
+    );
+    let o = Command::new("python3")
+        .args(["-c", &script])
+        .arg(tmp.path().join("m.eml"))
+        .output()
+        .unwrap();
+    let out = transcript(&o);
+    assert!(o.status.success(), "{out}\n{}", e.log());
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["dsn offered True", "250", "250", "250"],
+        "{out}"
+    );
+    // Both copies arrive (Bob's in its own transaction) …
+    assert_eq!(provider.wait_messages("bob", 1).len(), 1);
+    // … and Alice gets Postfix's report for Bob only: her own copy asked for none.
+    let reports = provider.wait_messages("alice", 2);
+    let reports: Vec<String> = reports
+        .iter()
+        .map(|m| String::from_utf8_lossy(m).to_string())
+        .filter(|m| m.contains("message/delivery-status"))
+        .collect();
+    assert_eq!(reports.len(), 1, "{reports:#?}\n{}", provider.postfix_log());
+    let r = &reports[0];
+    for want in [
+        // Postfix shows the values decoded: the xtext went through envelopd intact.
+        "Original-Envelope-Id: befund+4711",
+        "Original-Recipient: rfc822;Bob Muster@smime.example",
+        "Final-Recipient: rfc822; bob@smime.example",
+        "Action: delivered",
+    ] {
+        assert!(r.contains(want), "{want} missing in\n{r}");
+    }
+    // RET=HDRS: the report quotes only the stored copy's headers.
+    assert!(r.contains("text/rfc822-headers"), "{r}");
+}
+
+#[test]
 fn logins_are_checked_by_the_provider_and_decide_which_key_signs() {
     let provider = Provider::start();
     let e = Envelopd::start(&provider, "starttls", provider.submission, "");

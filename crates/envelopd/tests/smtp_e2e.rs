@@ -376,6 +376,49 @@ fn separate_copies_pipeline_their_envelope_when_the_provider_offers_it() {
     }
 }
 
+#[test]
+fn dsn_is_offered_and_passed_on_only_when_the_provider_offers_it() {
+    // smtp-sink offers DSN unless told not to (-N); its dump shows the RCPT parameters it got.
+    for (sink_options, offered) in [(&[][..], true), (&["-N"][..], false)] {
+        let s = Setup::new("plaintext");
+        let _sink = sink(&s.dump(), s.upstream, sink_options);
+        let _e = s.envelopd();
+        let script = format!(
+            "import smtplib\n\
+             s=smtplib.SMTP('127.0.0.1',{},timeout=30)\n\
+             s.ehlo(); print(s.has_extn('dsn'))\n\
+             s.sendmail('alice@smime.example',['carol@plain.example'],b'Subject: x\\r\\n\\r\\nhi\\r\\n',\
+             ['RET=HDRS'],['NOTIFY=SUCCESS,DELAY','ORCPT=rfc822;carol@plain.example'])\n\
+             s.quit()\n",
+            s.listen
+        );
+        let o = Command::new("python3")
+            .args(["-c", &script])
+            .output()
+            .unwrap();
+        let out =
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{out}\n{}", s.log());
+        assert_eq!(out.trim(), if offered { "True" } else { "False" });
+        let stored = s.messages();
+        assert_eq!(stored.len(), 1, "{}", s.log());
+        let dump = String::from_utf8_lossy(&stored[0]);
+        let args = dump
+            .lines()
+            .find(|l| l.starts_with("X-Rcpt-Args:"))
+            .unwrap_or_default();
+        if offered {
+            assert_eq!(
+                args,
+                "X-Rcpt-Args: <carol@plain.example> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;carol@plain.example",
+                "{dump}"
+            );
+        } else {
+            assert_eq!(args, "X-Rcpt-Args: <carol@plain.example>", "{dump}");
+        }
+    }
+}
+
 /// One SMTP reply from `next_line` (empty at the end of the stream): its lines up to the last
 /// one, whose code is not followed by '-'.
 fn smtp_reply(mut next_line: impl FnMut() -> String) -> String {

@@ -281,9 +281,13 @@ struct Session {
     inbuf: Vec<u8>,
     helo: bool,
     mail_from: Option<String>,
-    /// MAIL parameters passed on to the provider (` BODY=8BITMIME`, ` SMTPUTF8`).
+    /// MAIL parameters passed on to the provider (` BODY=8BITMIME`, ` SMTPUTF8`, DSN's
+    /// ` RET=… ENVID=…`).
     mail_params: String,
     rcpts: Vec<String>,
+    /// Each recipient's RCPT parameters for the provider (DSN's ` NOTIFY=… ORCPT=…`), in the
+    /// order of `rcpts`: a separately sent copy carries its recipients' own.
+    rcpt_params: Vec<String>,
     upstream: Option<Upstream>,
     /// The login the provider accepted, once AUTH succeeded.
     login: Option<String>,
@@ -318,6 +322,7 @@ impl Session {
             mail_from: None,
             mail_params: String::new(),
             rcpts: Vec::new(),
+            rcpt_params: Vec::new(),
             upstream: None,
             login: None,
             chunks: None,
@@ -474,7 +479,7 @@ impl Session {
                 Reply::new(250, "", self.ctx.hostname.clone())
             }
             Request::Mail { from } => self.mail(from).await,
-            Request::Rcpt { to } => self.rcpt(to.address).await,
+            Request::Rcpt { to } => self.rcpt(to).await,
             Request::Data => return self.data().await.map(|_| Flow::Continue),
             Request::Bdat {
                 chunk_size,
@@ -540,6 +545,10 @@ impl Session {
         let up = self.upstream.as_ref();
         if up.is_some_and(|u| u.has("SMTPUTF8")) {
             lines.push("SMTPUTF8".into());
+        }
+        // Delivery status notifications are the provider's to give: offered when it offers them.
+        if up.is_some_and(|u| u.has("DSN")) {
+            lines.push("DSN".into());
         }
         if self.ctx.tls.as_ref().is_some_and(|t| !t.implicit) && !self.secure() {
             lines.push("STARTTLS".into());
@@ -761,6 +770,7 @@ impl Session {
         self.mail_from = None;
         self.mail_params.clear();
         self.rcpts.clear();
+        self.rcpt_params.clear();
         self.chunks = None;
         self.chunks_too_big = false;
     }
@@ -817,6 +827,9 @@ impl Session {
             Ok(up) => up,
             Err(r) => return r,
         };
+        if up.has("DSN") {
+            params.push_str(&crate::upstream::dsn_mail_params(&from));
+        }
         if smtputf8 {
             if !up.has("SMTPUTF8") {
                 return Reply::new(555, "5.5.4", "SMTPUTF8 is not available");
@@ -841,7 +854,7 @@ impl Session {
         }
     }
 
-    async fn rcpt(&mut self, to: String) -> Reply {
+    async fn rcpt(&mut self, to: smtp_proto::RcptTo<String>) -> Reply {
         if self.mail_from.is_none() {
             return Reply::new(503, "5.5.1", "need MAIL before RCPT");
         }
@@ -855,10 +868,21 @@ impl Session {
         let Some(up) = self.upstream.as_mut() else {
             return Reply::new(451, "4.4.1", "provider connection lost");
         };
-        match up.command(&format!("RCPT TO:<{to}>")).await {
+        // DSN requests go to the provider, which is the one that can report delivery; without
+        // DSN there they are dropped, as envelopd then does not offer DSN either.
+        let params = if up.has("DSN") {
+            crate::upstream::dsn_rcpt_params(&to)
+        } else {
+            String::new()
+        };
+        match up
+            .command(&format!("RCPT TO:<{}>{params}", to.address))
+            .await
+        {
             Ok(r) => {
                 if r.is_positive() {
-                    self.rcpts.push(to);
+                    self.rcpts.push(to.address);
+                    self.rcpt_params.push(params);
                 }
                 r
             }
@@ -924,6 +948,7 @@ impl Session {
         self.mail_from = None;
         self.mail_params.clear();
         self.rcpts.clear();
+        self.rcpt_params.clear();
         self.send(&reply).await
     }
 
@@ -1002,6 +1027,7 @@ impl Session {
         self.mail_from = None;
         self.mail_params.clear();
         self.rcpts.clear();
+        self.rcpt_params.clear();
         self.chunks = None;
         self.chunks_too_big = false;
         self.send(&reply).await
@@ -1130,8 +1156,24 @@ impl Session {
         }
         let mut delivered: Vec<&str> = Vec::new();
         for copy in &out {
+            let rcpt_params: Vec<&str> = copy
+                .recipients
+                .iter()
+                .map(|r| {
+                    rcpts
+                        .iter()
+                        .position(|x| x == r)
+                        .map_or("", |i| self.rcpt_params[i].as_str())
+                })
+                .collect();
             match up
-                .transaction(&from, &params, &copy.recipients, &copy.message)
+                .transaction(
+                    &from,
+                    &params,
+                    &copy.recipients,
+                    &rcpt_params,
+                    &copy.message,
+                )
                 .await
             {
                 Ok(r) if r.is_positive() => {

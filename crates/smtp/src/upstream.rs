@@ -368,25 +368,31 @@ impl Upstream {
     }
 
     /// One complete transaction: MAIL (with `params`, e.g. ` BODY=8BITMIME`), RCPT for each
-    /// recipient, DATA. The first refusal ends it.
+    /// recipient (with its `rcpt_params`, same order, e.g. DSN's ` NOTIFY=SUCCESS`), DATA. The
+    /// first refusal ends it.
     pub async fn transaction(
         &mut self,
         from: &str,
         params: &str,
         rcpts: &[String],
+        rcpt_params: &[&str],
         message: &[u8],
     ) -> Result<Reply, Reply> {
+        let rcpt_lines = rcpts
+            .iter()
+            .enumerate()
+            .map(|(i, r)| format!("RCPT TO:<{r}>{}", rcpt_params.get(i).unwrap_or(&"")));
         if self.has("PIPELINING") {
-            return self
-                .pipelined_transaction(from, params, rcpts, message)
-                .await;
+            let mut lines = vec![format!("MAIL FROM:<{from}>{params}")];
+            lines.extend(rcpt_lines);
+            return self.pipelined_transaction(&lines, message).await;
         }
         let r = self.command(&format!("MAIL FROM:<{from}>{params}")).await?;
         if !r.is_positive() {
             return Ok(r);
         }
-        for rcpt in rcpts {
-            let r = self.command(&format!("RCPT TO:<{rcpt}>")).await?;
+        for line in rcpt_lines {
+            let r = self.command(&line).await?;
             if !r.is_positive() {
                 let _ = self.command("RSET").await;
                 return Ok(r);
@@ -402,19 +408,19 @@ impl Upstream {
     /// outcome is the same as step by step: the first refusal ends the copy.
     async fn pipelined_transaction(
         &mut self,
-        from: &str,
-        params: &str,
-        rcpts: &[String],
+        lines: &[String],
         message: &[u8],
     ) -> Result<Reply, Reply> {
-        let mut commands = Vec::with_capacity(rcpts.len() + 1);
-        commands.push(format!("MAIL FROM:<{from}>{params}\r\n"));
-        commands.extend(rcpts.iter().map(|r| format!("RCPT TO:<{r}>\r\n")));
         let mut refusal = None;
-        for group in commands.chunks(PIPELINE_GROUP) {
+        for group in lines.chunks(PIPELINE_GROUP) {
             // Bounded groups: the provider's replies to one group always fit in the socket
             // buffers while envelopd is still writing, so neither side can stall the other.
-            self.write(group.concat().as_bytes()).await?;
+            let mut bytes = String::new();
+            for line in group {
+                bytes.push_str(line);
+                bytes.push_str("\r\n");
+            }
+            self.write(bytes.as_bytes()).await?;
             for _ in group {
                 let r = self.read_reply(self.timeouts.command).await?;
                 // After a refused MAIL the RCPTs get "need MAIL" errors: the first refusal
@@ -522,6 +528,64 @@ impl Upstream {
     }
 }
 
+/// DSN's MAIL parameters (RFC 3461 §4.3, §4.4) as the client gave them: ` RET=FULL|HDRS`,
+/// ` ENVID=…` (xtext).
+pub fn dsn_mail_params(from: &smtp_proto::MailFrom<String>) -> String {
+    let mut out = String::new();
+    if from.flags & smtp_proto::MAIL_RET_FULL != 0 {
+        out.push_str(" RET=FULL");
+    } else if from.flags & smtp_proto::MAIL_RET_HDRS != 0 {
+        out.push_str(" RET=HDRS");
+    }
+    if let Some(id) = &from.env_id {
+        out.push_str(" ENVID=");
+        out.push_str(&xtext(id));
+    }
+    out
+}
+
+/// DSN's RCPT parameters (RFC 3461 §4.1, §4.2) as the client gave them: ` NOTIFY=…`,
+/// ` ORCPT=rfc822;…` (xtext).
+pub fn dsn_rcpt_params(to: &smtp_proto::RcptTo<String>) -> String {
+    let mut out = String::new();
+    if to.flags & smtp_proto::RCPT_NOTIFY_NEVER != 0 {
+        out.push_str(" NOTIFY=NEVER");
+    } else {
+        let kinds: Vec<&str> = [
+            (smtp_proto::RCPT_NOTIFY_SUCCESS, "SUCCESS"),
+            (smtp_proto::RCPT_NOTIFY_FAILURE, "FAILURE"),
+            (smtp_proto::RCPT_NOTIFY_DELAY, "DELAY"),
+        ]
+        .into_iter()
+        .filter(|(flag, _)| to.flags & flag != 0)
+        .map(|(_, name)| name)
+        .collect();
+        if !kinds.is_empty() {
+            out.push_str(" NOTIFY=");
+            out.push_str(&kinds.join(","));
+        }
+    }
+    if let Some(orcpt) = &to.orcpt {
+        out.push_str(" ORCPT=rfc822;");
+        out.push_str(&xtext(orcpt));
+    }
+    out
+}
+
+/// RFC 3461 §4 xtext: printable ASCII except `+` and `=` as it is, every other byte as `+XX`;
+/// so a parameter value can never carry a space, a CR or an LF into the provider's command.
+pub fn xtext(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Dot-stuffing (RFC 5321 §4.5.2) and the final `.` line; the message must use CRLF.
 pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 8);
@@ -559,6 +623,39 @@ mod tests {
         assert_eq!(dot_stuff(b"."), b"..\r\n.\r\n");
         assert_eq!(dot_stuff(b"a\r\n.\r\n.\r\n"), b"a\r\n..\r\n..\r\n.\r\n");
         assert_eq!(dot_stuff(b""), b"\r\n.\r\n");
+    }
+
+    #[test]
+    fn dsn_parameters_are_passed_on_in_xtext() {
+        // RFC 3461 §4's own example, and what must never get through raw.
+        assert_eq!(xtext("George @Tax- ME .GOV"), "George+20@Tax-+20ME+20.GOV");
+        assert_eq!(xtext("a+b=c\r\nRSET"), "a+2Bb+3Dc+0D+0ARSET");
+        assert_eq!(xtext("Grüße"), "Gr+C3+BC+C3+9Fe");
+        let parse_rcpt = |line: &str| {
+            let mut r = smtp_proto::request::receiver::RequestReceiver::default();
+            let bytes = format!("{line}\r\n").into_bytes();
+            match r.ingest(&mut bytes.iter()).unwrap().into_owned() {
+                smtp_proto::Request::Rcpt { to } => to,
+                other => panic!("{other:?}"),
+            }
+        };
+        let to = parse_rcpt("RCPT TO:<b@x> NOTIFY=DELAY,SUCCESS ORCPT=rfc822;Bob+20B@x");
+        assert_eq!(
+            dsn_rcpt_params(&to),
+            " NOTIFY=SUCCESS,DELAY ORCPT=rfc822;Bob+20B@x"
+        );
+        assert_eq!(
+            dsn_rcpt_params(&parse_rcpt("RCPT TO:<b@x> NOTIFY=NEVER")),
+            " NOTIFY=NEVER"
+        );
+        assert_eq!(dsn_rcpt_params(&parse_rcpt("RCPT TO:<b@x>")), "");
+        let mut r = smtp_proto::request::receiver::RequestReceiver::default();
+        let bytes = b"MAIL FROM:<a@x> RET=HDRS ENVID=QQ+2B314\r\n".to_vec();
+        let smtp_proto::Request::Mail { from } = r.ingest(&mut bytes.iter()).unwrap().into_owned()
+        else {
+            panic!()
+        };
+        assert_eq!(dsn_mail_params(&from), " RET=HDRS ENVID=QQ+2B314");
     }
 
     proptest::proptest! {
