@@ -40,10 +40,11 @@ fn envelopd_with(
     imap_port: u16,
     extra: &str,
 ) -> (tempfile::TempDir, u16, u16, Proc) {
-    envelopd_env(provider, who, imap_tls, imap_port, extra, &[])
+    envelopd_env(provider, who, imap_tls, imap_port, extra, &[], "")
 }
 
-/// Like [`envelopd_with`], with extra environment variables for the daemon.
+/// Like [`envelopd_with`], with extra environment variables for the daemon and extra lines for
+/// its `[imap]` section.
 fn envelopd_env(
     provider: &Provider,
     who: &str,
@@ -51,6 +52,7 @@ fn envelopd_env(
     imap_port: u16,
     extra: &str,
     env: &[(&str, &str)],
+    imap_extra: &str,
 ) -> (tempfile::TempDir, u16, u16, Proc) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -59,7 +61,7 @@ fn envelopd_env(
     std::fs::write(
         d.join("proxy.toml"),
         format!(
-            "[smtp]\nlisten = \"127.0.0.1:{smtp}\"\n[imap]\nlisten = \"127.0.0.1:{imap}\"\n\
+            "[smtp]\nlisten = \"127.0.0.1:{smtp}\"\n[imap]\nlisten = \"127.0.0.1:{imap}\"\n{imap_extra}\
              [upstream.smtp]\nhost = \"localhost\"\nport = {}\ntls = \"starttls\"\nca_file = \"{ca}\"\nsystem_roots = false\n\
              [upstream.imap]\nhost = \"localhost\"\nport = {imap_port}\ntls = \"{imap_tls}\"\nca_file = \"{ca}\"\nsystem_roots = false\n\
              [certificates]\nanchors = [\"trust\"]\nrecipients = \"certs\"\n\
@@ -1035,6 +1037,7 @@ fn protected_subjects_are_hidden_from_the_provider_and_shown_in_every_fetch_form
             provider.imaps,
             policy,
             &debug,
+            "",
         );
         let o = send_mail(
             smtp,
@@ -1094,6 +1097,7 @@ fn protected_subjects_are_hidden_from_the_provider_and_shown_in_every_fetch_form
         provider.imaps,
         &format!("[status]\nlisten = \"127.0.0.1:{status}\"\n"),
         &debug,
+        "",
     );
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/imap_headers.py");
     let o = Command::new("python3")
@@ -1245,4 +1249,86 @@ fn protected_subjects_are_hidden_from_the_provider_and_shown_in_every_fetch_form
             );
         }
     }
+}
+
+#[test]
+fn a_mail_program_that_stops_reading_is_dropped_and_a_slow_one_is_not() {
+    // An 8 MiB message (an X-ray attached, say) fetched through envelopd with a 2 s command
+    // timeout: a mail program that keeps reading, however slowly, gets all of it; one that
+    // stops reading is dropped after 2 s without progress instead of holding the session and
+    // its Dovecot connection forever.
+    let provider = Provider::start();
+    let line = "Roentgenbild Zahn 36, Aufnahme vom Vormittag, ohne Befund.\r\n";
+    let body = line.repeat(8 * 1024 * 1024 / line.len());
+    let msg =
+        format!("From: alice@smime.example\r\nTo: bob@smime.example\r\nSubject: big\r\n\r\n{body}");
+    provider.deliver("bob", "big.eml", msg.as_bytes());
+    let (dir, _smtp, imap, _p) = envelopd_env(
+        &provider,
+        "bob",
+        "starttls",
+        provider.imap,
+        "",
+        &[],
+        "command_timeout = 2\n",
+    );
+    let script = r#"
+import socket, sys, time
+port, mode = int(sys.argv[1]), sys.argv[2]
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # before connect: a small window
+s.connect(("127.0.0.1", port))
+buf = b""
+def until(token):
+    global buf
+    while token not in buf:
+        d = s.recv(65536)
+        if not d:
+            sys.exit("closed before " + token.decode())
+        buf += d
+until(b"\r\n")
+s.sendall(b"a LOGIN bob@smime.example bob-pw\r\n"); until(b"a OK")
+s.sendall(b"b SELECT INBOX\r\n"); until(b"b OK")
+buf = b""
+s.sendall(b"c FETCH 1 BODY.PEEK[]\r\n")
+started = time.time()
+if mode == "stops":
+    time.sleep(6)
+while b"c OK" not in buf:
+    if mode == "slow":
+        time.sleep(0.05)
+    d = s.recv(65536)
+    if not d:
+        print("closed", len(buf))
+        sys.exit(0)
+    buf += d
+print("complete", len(buf), int(time.time() - started))
+"#;
+    let run = |mode: &str| {
+        let o = Command::new("python3")
+            .args(["-c", script, &imap.to_string(), mode])
+            .output()
+            .unwrap();
+        let out =
+            String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{mode}: {out}");
+        let words: Vec<String> = out.split_whitespace().map(String::from).collect();
+        (words[0].clone(), words[1].parse::<usize>().unwrap(), out)
+    };
+    let (how, bytes, out) = run("slow");
+    assert_eq!(how, "complete", "{out}");
+    assert!(bytes > 8 * 1024 * 1024, "{out}");
+    let seconds: u64 = out.split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert!(
+        seconds > 2,
+        "the slow reader was not slower than the timeout: {out}"
+    );
+    let (how, bytes, out) = run("stops");
+    assert_eq!(how, "closed", "{out}");
+    assert!(bytes < 8 * 1024 * 1024, "{out}");
+    let log = std::fs::read_to_string(dir.path().join("envelopd.log")).unwrap();
+    assert!(
+        log.contains("timed out") || log.contains("TimedOut"),
+        "{log}"
+    );
 }

@@ -34,17 +34,27 @@ impl Setup {
 
     /// With extra lines for the `[upstream.smtp]` section.
     fn with(fallback: &str, upstream_extra: &str) -> Setup {
-        Setup::build(fallback, upstream_extra, false)
+        Setup::build(fallback, upstream_extra, false, &[])
     }
 
     /// A practice-wide gateway: listening on every address with STARTTLS (a certificate from
     /// `envelopd tls selfsigned`) and logins required; smtp-sink behind the AUTH relay
     /// (`clients/sink_auth.py`), since smtp-sink itself answers AUTH with 250.
     fn gateway(fallback: &str, upstream_extra: &str) -> Setup {
-        Setup::build(fallback, upstream_extra, true)
+        Setup::build(fallback, upstream_extra, true, &[])
     }
 
-    fn build(fallback: &str, upstream_extra: &str, gateway: bool) -> Setup {
+    /// Gateway mode with environment variables for the relay (`clients/sink_auth.py`).
+    fn gateway_relay_env(fallback: &str, upstream_extra: &str, env: &[(&str, &str)]) -> Setup {
+        Setup::build(fallback, upstream_extra, true, env)
+    }
+
+    fn build(
+        fallback: &str,
+        upstream_extra: &str,
+        gateway: bool,
+        relay_env: &[(&str, &str)],
+    ) -> Setup {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -68,6 +78,7 @@ impl Setup {
                     .arg(script)
                     .args([relay_port.to_string(), upstream.to_string()])
                     .env("SINK_AUTH_READS", d.join("relay-reads.txt"))
+                    .envs(relay_env.iter().copied())
                     .spawn()
                     .unwrap(),
             );
@@ -417,6 +428,50 @@ fn dsn_is_offered_and_passed_on_only_when_the_provider_offers_it() {
             assert_eq!(args, "X-Rcpt-Args: <carol@plain.example>", "{dump}");
         }
     }
+}
+
+#[test]
+fn a_large_message_over_a_slow_uplink_is_not_cut_off_while_it_moves() {
+    // The provider reads at 1 MiB/s through a small window (a practice's DSL upload, scaled
+    // down) and the provider timeout is 3 s: sending the 8 MiB that a 6 MiB message becomes
+    // takes far longer than 3 s, but every piece moves in time, so the message goes through.
+    let s = Setup::gateway_relay_env("refuse", "timeout = 3", &[("SINK_AUTH_RATE", "1048576")]);
+    let _sink = sink(&s.dump(), s.upstream, &[]);
+    let _e = s.envelopd();
+    let line = "Befund unauffaellig, Roentgenbild folgt in der naechsten Nachricht.\r\n";
+    let body = line.repeat(6 * 1024 * 1024 / line.len());
+    let file = s.dir.path().join("big.txt");
+    std::fs::write(&file, &body).unwrap();
+    let (lan, _) = s.gateway.as_ref().unwrap();
+    let started = std::time::Instant::now();
+    let o = Command::new("swaks")
+        .args(["--server", &format!("{lan}:{}", s.listen), "--tls"])
+        .args(["--auth", "PLAIN", "--auth-user", "alice@smime.example"])
+        .args(["--auth-password", "alice-pw"])
+        .args(["--from", "alice@smime.example", "--to", "bob@smime.example"])
+        .args(["--header", "From: alice@smime.example", "--timeout", "60"])
+        .arg("--body")
+        .arg(format!("@{}", file.display()))
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let t = transcript(&o);
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        t.lines()
+            .filter(|l| !l.starts_with(" -> "))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        s.log()
+    );
+    assert!(
+        took > Duration::from_secs(4),
+        "the slow provider was not slow: {took:?}"
+    );
+    let stored = s.messages();
+    assert_eq!(stored.len(), 1);
+    assert!(stored[0].len() > 8_000_000, "{}", stored[0].len());
 }
 
 /// One SMTP reply from `next_line` (empty at the end of the stream): its lines up to the last

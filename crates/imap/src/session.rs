@@ -525,8 +525,10 @@ impl Session {
     async fn flush_client(&mut self) -> std::io::Result<()> {
         if !self.out.is_empty() {
             let out = std::mem::take(&mut self.out);
-            self.client.write_all(&out).await?;
-            self.client.flush().await?;
+            // A mail program that stops reading in the middle of a large FETCH is dropped after
+            // one command timeout without progress, not held (with its Dovecot connection)
+            // forever; a slow one that keeps reading gets all of it.
+            self.client.send_all(&out, self.ctx.command_timeout).await?;
             self.out = out;
             self.out.clear();
         }
@@ -534,8 +536,7 @@ impl Session {
     }
 
     async fn send_server(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.up.write_all(bytes).await?;
-        self.up.flush().await
+        self.up.send_all(bytes, self.ctx.command_timeout).await
     }
 
     async fn bye(&mut self, why: &str) -> std::io::Result<()> {

@@ -337,9 +337,9 @@ impl Session {
     }
 
     async fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.client.write_all(bytes).await?;
-        // TLS buffers records: flush so the reply leaves now.
-        self.client.flush().await
+        // A client that reads nothing for the client timeout is dropped (`send_all` flushes, so
+        // a reply behind TLS leaves now).
+        self.client.send_all(bytes, self.ctx.client_timeout).await
     }
 
     /// Reads more client input. Between commands (`idle`) a shutdown ends the session with 421;

@@ -446,17 +446,18 @@ impl Upstream {
         let _ = self.stream.shutdown().await;
     }
 
+    /// Writes and flushes `bytes`; the command timeout limits progress, not the whole (a large
+    /// message over a slow uplink takes as long as it takes while it moves; `Conn::send_all`).
     async fn write(&mut self, bytes: &[u8]) -> Result<(), Reply> {
-        let send = async {
-            self.stream.write_all(bytes).await?;
-            // TLS buffers records: without a flush the command may never leave.
-            self.stream.flush().await
-        };
-        let r = timeout(self.timeouts.command, send)
-            .await
-            .map_err(|_| Reply::unavailable("timed out sending"))
-            .and_then(|r| r.map_err(|e| Reply::unavailable(&e.to_string())));
-        r.map_err(|e| self.failed(e))
+        let r = self.stream.send_all(bytes, self.timeouts.command).await;
+        r.map_err(|e| {
+            let what = if e.kind() == std::io::ErrorKind::TimedOut {
+                "timed out sending".to_string()
+            } else {
+                e.to_string()
+            };
+            self.failed(Reply::unavailable(&what))
+        })
     }
 
     /// Counts a transport failure after set-up (set-up failures are counted by `connect`).

@@ -11,6 +11,9 @@ the SMTP commands that arrived together in it (one line per read, e.g. "MAIL RCP
 client pipelines shows there, since a client that waits for each reply can never put two
 commands into one read.
 
+With SINK_AUTH_RATE=BYTES_PER_SECOND it reads from the client no faster than that, through a
+small receive buffer: a provider behind a slow uplink, as a practice's DSL line makes it.
+
 usage: sink_auth.py LISTEN_PORT SINK_PORT
 """
 import os
@@ -18,9 +21,11 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 
 LISTEN, SINK = int(sys.argv[1]), int(sys.argv[2])
 READS = os.environ.get("SINK_AUTH_READS")
+RATE = int(os.environ.get("SINK_AUTH_RATE", "0"))
 # A command word is followed by a space or ends the line; base64 message lines have neither.
 WITH_ARGS = {b"EHLO ", b"MAIL ", b"RCPT ", b"BDAT "}
 ALONE = {b"DATA", b"RSET", b"QUIT", b"NOOP"}
@@ -76,11 +81,13 @@ class Relay(socketserver.BaseRequestHandler):
         up_gone = False
         while True:
             try:
-                data = self.request.recv(65536)
+                data = self.request.recv(16384 if RATE else 65536)
             except OSError:
                 data = b""
             if not data:
                 break
+            if RATE:
+                time.sleep(len(data) / RATE)
             note_read(data)
             if up_gone:
                 # smtp-sink hung up (e.g. -A: 550 during DATA). Keep reading what the client
@@ -109,6 +116,12 @@ class Relay(socketserver.BaseRequestHandler):
 class Server(socketserver.ThreadingTCPServer):
     allow_reuse_address = True
     daemon_threads = True
+
+    def server_bind(self):
+        if RATE:
+            # Set on the listener so the accepted sockets start with it (window scaling).
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        super().server_bind()
 
 
 with Server(("127.0.0.1", LISTEN), Relay) as s:
