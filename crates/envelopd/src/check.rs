@@ -450,6 +450,14 @@ fn probe(cfg: &Config) -> Result<String, String> {
         if let Some(n) = up.size_limit {
             found.push(format!("takes messages up to {} MB", n / 1_000_000));
         }
+        // Delivery receipts are the provider's to send: say whether a receipt request from a
+        // mail program will get anywhere.
+        found.push(if up.has("DSN") {
+            "sends delivery receipts on request (DSN)".into()
+        } else {
+            "sends no delivery receipts (no DSN): mail programs' receipt requests are dropped"
+                .into()
+        });
         up.quit().await;
         Ok(found.join(", "))
     })

@@ -82,6 +82,7 @@ fn a_working_setup_is_reported_ready() {
     for want in [
         "ok       mail programs send through 127.0.0.1:10587",
         "reachable",
+        "sends delivery receipts on request (DSN)",
         "trust anchors: 1 CA certificate(s)",
         "recipient certificates: 1 loaded",
         "skipped",
@@ -98,6 +99,16 @@ fn a_working_setup_is_reported_ready() {
     assert!(
         !out.contains("alice\n"),
         "the password must never be printed"
+    );
+    // A provider without DSN: still ready, and the check says what that means for receipts.
+    let d2 = tempfile::tempdir().unwrap();
+    let port2 = testkit::procs::free_port();
+    let _sink2 = testkit::procs::smtp_sink(sink_dir.path(), port2, &["-N"]);
+    let (code, out) = check(&setup(d2.path(), port2, 0o600));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("sends no delivery receipts (no DSN)") && !out.contains("on request (DSN)"),
+        "{out}"
     );
 }
 
