@@ -412,6 +412,57 @@ fn delivery_status_notifications_come_from_the_provider_for_each_copy() {
 }
 
 #[test]
+fn pipelined_recipients_each_get_postfix_s_own_answer_in_order() {
+    // A pipelining client's RCPTs go to Postfix in one write; Postfix refuses the unknown one
+    // in the middle, and each reply must reach the client in the order of its RCPT.
+    let provider = Provider::start();
+    let e = Envelopd::start(&provider, "starttls", provider.submission, "");
+    let o = Command::new("swaks")
+        .args(["--server", &format!("127.0.0.1:{}", e.listen), "--pipeline"])
+        .args(["--auth", "PLAIN", "--auth-user", "alice@smime.example"])
+        .args([
+            "--auth-password",
+            "alice-pw",
+            "--from",
+            "alice@smime.example",
+        ])
+        .args([
+            "--to",
+            "bob@smime.example,nobody@smime.example,alice@smime.example",
+        ])
+        .args(["--header", "From: alice@smime.example", "--body", BODY])
+        .output()
+        .unwrap();
+    let t = transcript(&o);
+    let replies: Vec<&str> = t
+        .lines()
+        .filter(|l| l.starts_with("<- ") || l.starts_with("<**"))
+        .filter(|l| l.contains(" 2.1.5 ") || l.contains(" 5.1.1 "))
+        .collect();
+    assert_eq!(replies.len(), 3, "{t}");
+    assert!(replies[0].starts_with("<-  250"), "{t}");
+    assert!(
+        replies[1].starts_with("<** 550") && replies[1].contains("nobody@smime.example"),
+        "{t}"
+    );
+    assert!(replies[2].starts_with("<-  250"), "{t}");
+    assert!(
+        t.lines()
+            .any(|l| l.starts_with("<-  250 2.0.0 Ok: ") && l.contains(" queued as ")),
+        "{t}\n{}",
+        e.log()
+    );
+    assert_eq!(provider.wait_messages("bob", 1).len(), 1);
+    assert_eq!(provider.wait_messages("alice", 1).len(), 1);
+    let log = provider.postfix_log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("disconnect from") && l.contains(" rcpt=2/3")),
+        "{log}"
+    );
+}
+
+#[test]
 fn logins_are_checked_by_the_provider_and_decide_which_key_signs() {
     let provider = Provider::start();
     let e = Envelopd::start(&provider, "starttls", provider.submission, "");

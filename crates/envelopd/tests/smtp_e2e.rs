@@ -388,6 +388,54 @@ fn separate_copies_pipeline_their_envelope_when_the_provider_offers_it() {
 }
 
 #[test]
+fn a_pipelining_client_s_recipients_go_to_the_provider_in_one_write() {
+    // swaks --pipeline sends MAIL, the RCPTs and DATA in one go. With PIPELINING at the
+    // provider, envelopd relays the RCPTs together too (one round trip for all of them) and
+    // answers each; without it (smtp-sink -p), one at a time. (Mixed answers in one group, in
+    // order, against Postfix: provider_e2e.rs.)
+    for (sink_options, pipelined) in [(&[][..], true), (&["-p"][..], false)] {
+        let s = Setup::gateway("plaintext", "");
+        let _sink = sink(&s.dump(), s.upstream, sink_options);
+        let _e = s.envelopd();
+        let (lan, _) = s.gateway.as_ref().unwrap();
+        let o = Command::new("swaks")
+            .args([
+                "--server",
+                &format!("{lan}:{}", s.listen),
+                "--tls",
+                "--pipeline",
+            ])
+            .args(["--auth", "PLAIN", "--auth-user", "alice@smime.example"])
+            .args([
+                "--auth-password",
+                "alice-pw",
+                "--from",
+                "alice@smime.example",
+            ])
+            .args([
+                "--to",
+                "alice@smime.example,bob@smime.example,carol@plain.example",
+            ])
+            .args(["--header", "From: alice@smime.example", "--body", BODY])
+            .output()
+            .unwrap();
+        let t = transcript(&o);
+        assert!(o.status.success(), "{t}\n{}", s.log());
+        // The client got one 250 per recipient, then 354 and the provider's final 250.
+        assert_eq!(t.matches("<~  250 2.1.5").count(), 3, "{t}");
+        let stored = s.messages();
+        assert_eq!(stored.len(), 1, "{}", s.log());
+        assert!(String::from_utf8_lossy(&stored[0]).contains("X-Rcpt-Args: <carol@plain.example>"));
+        let reads = s.relay_reads();
+        let grouped = reads.lines().any(|l| l == "RCPT RCPT RCPT");
+        assert_eq!(grouped, pipelined, "{reads}");
+        if !pipelined {
+            assert_eq!(reads.lines().filter(|l| *l == "RCPT").count(), 3, "{reads}");
+        }
+    }
+}
+
+#[test]
 fn dsn_is_offered_and_passed_on_only_when_the_provider_offers_it() {
     // smtp-sink offers DSN unless told not to (-N); its dump shows the RCPT parameters it got.
     for (sink_options, offered) in [(&[][..], true), (&["-N"][..], false)] {

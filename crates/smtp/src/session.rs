@@ -479,7 +479,19 @@ impl Session {
                 Reply::new(250, "", self.ctx.hostname.clone())
             }
             Request::Mail { from } => self.mail(from).await,
-            Request::Rcpt { to } => self.rcpt(to).await,
+            Request::Rcpt { to } => {
+                let more = self.buffered_rcpts();
+                if more.is_empty() {
+                    self.rcpt(to).await
+                } else {
+                    let mut group = vec![to];
+                    group.extend(more);
+                    let replies = self.rcpt_group(group).await;
+                    let text: String = replies.iter().map(Reply::line).collect();
+                    self.send_raw(text.as_bytes()).await?;
+                    return Ok(Flow::Continue);
+                }
+            }
             Request::Data => return self.data().await.map(|_| Flow::Continue),
             Request::Bdat {
                 chunk_size,
@@ -852,6 +864,88 @@ impl Session {
                 r
             }
         }
+    }
+
+    /// The RCPT commands a pipelining client sent right behind the one being handled, taken
+    /// out of the input (only when the provider pipelines too, so they can go on together).
+    /// Stops at the first other command or incomplete line, which the main loop then reads.
+    fn buffered_rcpts(&mut self) -> Vec<smtp_proto::RcptTo<String>> {
+        let mut found = Vec::new();
+        if !self.upstream.as_ref().is_some_and(|u| u.has("PIPELINING")) {
+            return found;
+        }
+        let mut receiver = RequestReceiver::default();
+        let mut taken = 0;
+        while found.len() < crate::upstream::PIPELINE_GROUP {
+            let mut iter = self.inbuf[taken..].iter();
+            let Ok(Request::Rcpt { to }) = receiver.ingest(&mut iter) else {
+                break;
+            };
+            taken = self.inbuf.len() - iter.as_slice().len();
+            found.push(to.into_owned());
+        }
+        self.inbuf.drain(..taken);
+        found
+    }
+
+    /// Several RCPTs a pipelining client sent together: checked here one by one as `rcpt`
+    /// does, those that pass sent to the provider in one write, and one reply each, in order.
+    /// A distant provider answers ten recipients in one round trip instead of ten.
+    async fn rcpt_group(&mut self, group: Vec<smtp_proto::RcptTo<String>>) -> Vec<Reply> {
+        let mut replies: Vec<Option<Reply>> = Vec::with_capacity(group.len());
+        let mut lines = Vec::new();
+        let mut sent = Vec::new();
+        let dsn = self.upstream.as_ref().is_some_and(|u| u.has("DSN"));
+        for to in group {
+            if self.mail_from.is_none() {
+                replies.push(Some(Reply::new(503, "5.5.1", "need MAIL before RCPT")));
+            } else if self.rcpts.len() + lines.len() >= self.ctx.max_recipients {
+                // Counted as if every earlier one were accepted: at worst a recipient is
+                // deferred (4xx, the client sends it again) when others before it were refused.
+                replies.push(Some(Reply::new(
+                    452,
+                    "4.5.3",
+                    format!("too many recipients (at most {})", self.ctx.max_recipients),
+                )));
+            } else {
+                let params = if dsn {
+                    crate::upstream::dsn_rcpt_params(&to)
+                } else {
+                    String::new()
+                };
+                lines.push(format!("RCPT TO:<{}>{params}", to.address));
+                sent.push((to.address, params));
+                replies.push(None);
+            }
+        }
+        let answers = match self.upstream.as_mut() {
+            Some(up) if !lines.is_empty() => up.pipelined(&lines).await,
+            Some(_) => Vec::new(),
+            None => vec![Err(Reply::new(451, "4.4.1", "provider connection lost")); lines.len()],
+        };
+        let mut answers = answers.into_iter();
+        let mut sent = sent.into_iter();
+        replies
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    let (address, params) = sent.next().expect("one per line");
+                    match answers.next().expect("one per line") {
+                        Ok(r) => {
+                            if r.is_positive() {
+                                self.rcpts.push(address);
+                                self.rcpt_params.push(params);
+                            }
+                            r
+                        }
+                        Err(r) => {
+                            self.upstream = None;
+                            r
+                        }
+                    }
+                })
+            })
+            .collect()
     }
 
     async fn rcpt(&mut self, to: smtp_proto::RcptTo<String>) -> Reply {

@@ -118,8 +118,9 @@ impl Target {
     }
 }
 
-/// How many commands `transaction` pipelines in one write (RFC 2920 §3.1 asks the client to
-/// avoid deadlock: at 100 short commands the replies are a few KiB).
+/// How many commands go to the provider in one pipelined write (RFC 2920 §3.1 asks the
+/// client to avoid deadlock: the replies to 100 short commands are a few KiB, which always fit
+/// in the socket buffers while envelopd is still writing).
 pub const PIPELINE_GROUP: usize = 100;
 
 /// A connection to the provider.
@@ -412,25 +413,12 @@ impl Upstream {
         message: &[u8],
     ) -> Result<Reply, Reply> {
         let mut refusal = None;
-        for group in lines.chunks(PIPELINE_GROUP) {
-            // Bounded groups: the provider's replies to one group always fit in the socket
-            // buffers while envelopd is still writing, so neither side can stall the other.
-            let mut bytes = String::new();
-            for line in group {
-                bytes.push_str(line);
-                bytes.push_str("\r\n");
-            }
-            self.write(bytes.as_bytes()).await?;
-            for _ in group {
-                let r = self.read_reply(self.timeouts.command).await?;
-                // After a refused MAIL the RCPTs get "need MAIL" errors: the first refusal
-                // is the one that explains.
-                if !r.is_positive() && refusal.is_none() {
-                    refusal = Some(r);
-                }
-            }
-            if refusal.is_some() {
-                break;
+        for answer in self.pipelined(lines).await {
+            // After a refused MAIL the RCPTs get "need MAIL" errors: the first refusal is the
+            // one that explains.
+            let r = answer?;
+            if !r.is_positive() && refusal.is_none() {
+                refusal = Some(r);
             }
         }
         if let Some(r) = refusal {
@@ -438,6 +426,34 @@ impl Upstream {
             return Ok(r);
         }
         self.data(message).await
+    }
+
+    /// Sends `lines` as pipelined commands (RFC 2920; the caller checked that the provider
+    /// offers it), in groups of [`PIPELINE_GROUP`], and returns one answer per line, in order.
+    /// After a transport failure every remaining line gets that failure.
+    pub async fn pipelined(&mut self, lines: &[String]) -> Vec<Result<Reply, Reply>> {
+        let mut out = Vec::with_capacity(lines.len());
+        for group in lines.chunks(PIPELINE_GROUP) {
+            let mut bytes = String::new();
+            for line in group {
+                bytes.push_str(line);
+                bytes.push_str("\r\n");
+            }
+            if let Err(e) = self.write(bytes.as_bytes()).await {
+                out.resize(lines.len(), Err(e));
+                return out;
+            }
+            for _ in group {
+                match self.read_reply(self.timeouts.command).await {
+                    Ok(r) => out.push(Ok(r)),
+                    Err(e) => {
+                        out.resize(lines.len(), Err(e));
+                        return out;
+                    }
+                }
+            }
+        }
+        out
     }
 
     /// Says QUIT and closes; errors do not matter any more.
