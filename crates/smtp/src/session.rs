@@ -480,17 +480,12 @@ impl Session {
             }
             Request::Mail { from } => self.mail(from).await,
             Request::Rcpt { to } => {
-                let more = self.buffered_rcpts();
-                if more.is_empty() {
-                    self.rcpt(to).await
-                } else {
-                    let mut group = vec![to];
-                    group.extend(more);
-                    let replies = self.rcpt_group(group).await;
-                    let text: String = replies.iter().map(Reply::line).collect();
-                    self.send_raw(text.as_bytes()).await?;
-                    return Ok(Flow::Continue);
-                }
+                let mut group = vec![to];
+                group.extend(self.buffered_rcpts());
+                let replies = self.rcpts_relayed(group).await;
+                let text: String = replies.iter().map(Reply::line).collect();
+                self.send_raw(text.as_bytes()).await?;
+                return Ok(Flow::Continue);
             }
             Request::Data => return self.data().await.map(|_| Flow::Continue),
             Request::Bdat {
@@ -888,10 +883,12 @@ impl Session {
         found
     }
 
-    /// Several RCPTs a pipelining client sent together: checked here one by one as `rcpt`
-    /// does, those that pass sent to the provider in one write, and one reply each, in order.
-    /// A distant provider answers ten recipients in one round trip instead of ten.
-    async fn rcpt_group(&mut self, group: Vec<smtp_proto::RcptTo<String>>) -> Vec<Reply> {
+    /// RCPT: one, or several a pipelining client sent together. Each is checked here (MAIL
+    /// first, the recipient limit); those that pass go to the provider in one write, with DSN
+    /// parameters when it offers DSN (without it they are dropped, as envelopd then does not
+    /// offer DSN either); each gets one reply, in order. A distant provider answers ten
+    /// recipients in one round trip instead of ten.
+    async fn rcpts_relayed(&mut self, group: Vec<smtp_proto::RcptTo<String>>) -> Vec<Reply> {
         let mut replies: Vec<Option<Reply>> = Vec::with_capacity(group.len());
         let mut lines = Vec::new();
         let mut sent = Vec::new();
@@ -946,45 +943,6 @@ impl Session {
                 })
             })
             .collect()
-    }
-
-    async fn rcpt(&mut self, to: smtp_proto::RcptTo<String>) -> Reply {
-        if self.mail_from.is_none() {
-            return Reply::new(503, "5.5.1", "need MAIL before RCPT");
-        }
-        if self.rcpts.len() >= self.ctx.max_recipients {
-            return Reply::new(
-                452,
-                "4.5.3",
-                format!("too many recipients (at most {})", self.ctx.max_recipients),
-            );
-        }
-        let Some(up) = self.upstream.as_mut() else {
-            return Reply::new(451, "4.4.1", "provider connection lost");
-        };
-        // DSN requests go to the provider, which is the one that can report delivery; without
-        // DSN there they are dropped, as envelopd then does not offer DSN either.
-        let params = if up.has("DSN") {
-            crate::upstream::dsn_rcpt_params(&to)
-        } else {
-            String::new()
-        };
-        match up
-            .command(&format!("RCPT TO:<{}>{params}", to.address))
-            .await
-        {
-            Ok(r) => {
-                if r.is_positive() {
-                    self.rcpts.push(to.address);
-                    self.rcpt_params.push(params);
-                }
-                r
-            }
-            Err(r) => {
-                self.upstream = None;
-                r
-            }
-        }
     }
 
     /// Collects the message, decides, sends, and answers with the provider's final reply.

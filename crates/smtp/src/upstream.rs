@@ -428,9 +428,9 @@ impl Upstream {
         self.data(message).await
     }
 
-    /// Sends `lines` as pipelined commands (RFC 2920; the caller checked that the provider
-    /// offers it), in groups of [`PIPELINE_GROUP`], and returns one answer per line, in order.
-    /// After a transport failure every remaining line gets that failure.
+    /// Sends `lines` as pipelined commands (RFC 2920: more than one only to a provider that
+    /// offers PIPELINING), in groups of [`PIPELINE_GROUP`], and returns one answer per line, in
+    /// order. After a transport failure every remaining line gets that failure.
     pub async fn pipelined(&mut self, lines: &[String]) -> Vec<Result<Reply, Reply>> {
         let mut out = Vec::with_capacity(lines.len());
         for group in lines.chunks(PIPELINE_GROUP) {
