@@ -463,6 +463,100 @@ fn pipelined_recipients_each_get_postfix_s_own_answer_in_order() {
 }
 
 #[test]
+fn a_pipelined_envelope_goes_to_postfix_in_one_write_and_its_refused_mail_takes_the_recipients_with_it(
+) {
+    // A client writing MAIL, its RCPTs and DATA at once: envelopd passes
+    // MAIL and the RCPTs on in one write, so the envelope costs one round trip to the provider.
+    // Postfix here refuses one sender already at MAIL (smtpd_delay_reject = no, a sender
+    // check): the client hears Postfix's refusal for MAIL and Postfix's own "need MAIL" for
+    // each RCPT, DATA is refused, nothing is delivered; the same session then sends as Alice.
+    let provider = Provider::start();
+    let conf = provider.dir.path().join("postfix");
+    std::fs::write(
+        conf.join("senders"),
+        "/^refused@smime\\.example$/ REJECT 5.7.1 sender blocked by the provider\n",
+    )
+    .unwrap();
+    for setting in [
+        "smtpd_delay_reject = no".to_string(),
+        format!(
+            "smtpd_sender_restrictions = check_sender_access regexp:{}",
+            conf.join("senders").display()
+        ),
+    ] {
+        let o = Command::new("postconf")
+            .arg("-c")
+            .arg(&conf)
+            .args(["-e", &setting])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", transcript(&o));
+    }
+    let o = Command::new("postfix")
+        .arg("-c")
+        .arg(&conf)
+        .arg("reload")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", transcript(&o));
+    let e = Envelopd::start(&provider, "starttls", provider.submission, "");
+    let script = format!(
+        "import smtplib\n\
+         s = smtplib.SMTP('127.0.0.1', {}, timeout=30)\n\
+         s.ehlo(); s.login('alice@smime.example', 'alice-pw')\n\
+         def envelope(sender):\n    \
+             s.sock.sendall(b'MAIL FROM:<' + sender + b'>\\r\\nRCPT TO:<bob@smime.example>\\r\\n'\n        \
+                            b'RCPT TO:<alice@smime.example>\\r\\nDATA\\r\\n')\n    \
+             for _ in range(4):\n        \
+                 code, text = s.getreply(); print(code, text.decode())\n\
+         envelope(b'refused@smime.example')\n\
+         envelope(b'alice@smime.example')\n\
+         s.sock.sendall(b'From: alice@smime.example\\r\\nTo: bob@smime.example, alice@smime.example\\r\\nSubject: x\\r\\n\\r\\nBefund\\r\\n.\\r\\n')\n\
+         code, text = s.getreply(); print(code, text.decode())\n\
+         s.quit()\n",
+        e.listen
+    );
+    let o = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let out = transcript(&o);
+    assert!(o.status.success(), "{out}\n{}", e.log());
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 9, "{out}");
+    assert!(
+        lines[0].starts_with("554 5.7.1") && lines[0].contains("sender blocked by the provider"),
+        "{out}"
+    );
+    for l in &lines[1..3] {
+        assert!(l.starts_with("503 5.5.1 Error: need MAIL command"), "{out}");
+    }
+    assert!(lines[3].starts_with("503 "), "{out}");
+    // Alice's envelope: MAIL and both RCPTs accepted, 354; then Postfix's 250 for the message.
+    assert_eq!(
+        lines[4..8].iter().map(|l| &l[..3]).collect::<Vec<_>>(),
+        ["250", "250", "250", "354"],
+        "{out}"
+    );
+    assert!(
+        lines[8].starts_with("250 2.0.0 Ok: ") && lines[8].contains(" queued as "),
+        "{out}"
+    );
+    assert_eq!(provider.wait_messages("bob", 1).len(), 1);
+    assert_eq!(provider.wait_messages("alice", 1).len(), 1);
+    let log = provider.postfix_log();
+    assert!(log.contains("sender blocked by the provider"), "{log}");
+    // Postfix's own count for the session: two MAILs (one refused) and four RCPTs (two
+    // refused): the refused MAIL's RCPTs reached Postfix, i.e. they went in the same write,
+    // before its answer (sent one by one, envelopd would have answered them itself).
+    assert!(
+        log.lines()
+            .any(|l| l.contains("disconnect from") && l.contains(" mail=1/2 rcpt=2/4")),
+        "{log}"
+    );
+}
+
+#[test]
 fn logins_are_checked_by_the_provider_and_decide_which_key_signs() {
     let provider = Provider::start();
     let e = Envelopd::start(&provider, "starttls", provider.submission, "");

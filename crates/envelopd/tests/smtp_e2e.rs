@@ -391,9 +391,9 @@ fn separate_copies_pipeline_their_envelope_when_the_provider_offers_it() {
 #[test]
 fn a_pipelining_client_s_recipients_go_to_the_provider_in_one_write() {
     // swaks --pipeline sends MAIL, the RCPTs and DATA in one go. With PIPELINING at the
-    // provider, envelopd relays the RCPTs together too (one round trip for all of them) and
-    // answers each; without it (smtp-sink -p), one at a time. (Mixed answers in one group, in
-    // order, against Postfix: provider_e2e.rs.)
+    // provider, envelopd relays MAIL and the RCPTs together too (one round trip for the whole
+    // envelope) and answers each; without it (smtp-sink -p), one at a time. (Mixed answers in
+    // one group, in order, against Postfix: provider_e2e.rs.)
     for (sink_options, pipelined) in [(&[][..], true), (&["-p"][..], false)] {
         let s = Setup::gateway("plaintext", "");
         let _sink = sink(&s.dump(), s.upstream, sink_options);
@@ -416,11 +416,68 @@ fn a_pipelining_client_s_recipients_go_to_the_provider_in_one_write() {
         assert_eq!(stored.len(), 1, "{}", s.log());
         assert!(String::from_utf8_lossy(&stored[0]).contains("X-Rcpt-Args: <carol@plain.example>"));
         let reads = s.relay_reads();
-        let grouped = reads.lines().any(|l| l == "RCPT RCPT RCPT");
+        // swaks writes each command on its own, so MAIL may reach envelopd a moment before the
+        // RCPTs (then MAIL goes on alone, and the RCPTs together while it is answered); a
+        // client writing the envelope at once: the next test.
+        let grouped = reads.lines().any(|l| l.ends_with("RCPT RCPT RCPT"));
         assert_eq!(grouped, pipelined, "{reads}");
         if !pipelined {
+            assert_eq!(reads.lines().filter(|l| *l == "MAIL").count(), 1, "{reads}");
             assert_eq!(reads.lines().filter(|l| *l == "RCPT").count(), 3, "{reads}");
         }
+    }
+}
+
+/// Sends MAIL, two RCPTs and DATA in one TLS write (as a pipelining mail program may) through the gateway,
+/// with the login, and returns the four replies, one per line.
+fn pipelined_envelope(s: &Setup) -> String {
+    let (lan, _) = s.gateway.as_ref().expect("a gateway setup");
+    let script = format!(
+        "import smtplib, ssl\n\
+         ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE\n\
+         s = smtplib.SMTP('{lan}', {}, timeout=30)\n\
+         s.ehlo(); s.starttls(context=ctx); s.ehlo(); s.login('alice@smime.example', 'alice-pw')\n\
+         s.sock.sendall(b'MAIL FROM:<alice@smime.example>\\r\\nRCPT TO:<alice@smime.example>\\r\\n'\n\
+                        b'RCPT TO:<bob@smime.example>\\r\\nDATA\\r\\n')\n\
+         for _ in range(4):\n    code, text = s.getreply(); print(code, text.decode())\n\
+         s.close()\n",
+        s.listen
+    );
+    let o = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        s.log()
+    );
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+#[test]
+fn a_pipelined_envelope_goes_to_the_provider_in_one_write() {
+    // A client that writes MAIL, the RCPTs and DATA at once: MAIL and the RCPTs reach a
+    // pipelining provider in one write too (one round trip for the envelope); without
+    // PIPELINING at the provider (smtp-sink -p), MAIL goes alone and then each RCPT. A MAIL the
+    // provider refuses inside such a group: provider_e2e.rs (smtp-sink's refusals imply -p).
+    for (sink_options, groups) in [
+        (&[][..], &["MAIL RCPT RCPT"][..]),
+        (&["-p"][..], &["MAIL", "RCPT", "RCPT"][..]),
+    ] {
+        let s = Setup::gateway("plaintext", "");
+        let _sink = sink(&s.dump(), s.upstream, sink_options);
+        let _e = s.envelopd();
+        let out = pipelined_envelope(&s);
+        let codes: Vec<&str> = out.lines().map(|l| &l[..3]).collect();
+        assert_eq!(codes, ["250", "250", "250", "354"], "{out}");
+        let reads = s.relay_reads();
+        let envelope: Vec<&str> = reads
+            .lines()
+            .filter(|l| l.starts_with("MAIL") || l.starts_with("RCPT"))
+            .collect();
+        assert_eq!(envelope, groups, "{sink_options:?}: {reads}");
     }
 }
 

@@ -478,11 +478,23 @@ impl Session {
                 self.helo = true;
                 Reply::new(250, "", self.ctx.hostname.clone())
             }
-            Request::Mail { from } => self.mail(from).await,
+            Request::Mail { from } => {
+                // A pipelining client's RCPTs behind MAIL go to the provider in the same write.
+                let replies = match self.mail(from).await {
+                    Ok(mail) => {
+                        let group = self.buffered_rcpts();
+                        self.relayed(Some(mail), group).await
+                    }
+                    Err(refusal) => vec![refusal],
+                };
+                let text: String = replies.iter().map(Reply::line).collect();
+                self.send_raw(text.as_bytes()).await?;
+                return Ok(Flow::Continue);
+            }
             Request::Rcpt { to } => {
                 let mut group = vec![to];
                 group.extend(self.buffered_rcpts());
-                let replies = self.rcpts_relayed(group).await;
+                let replies = self.relayed(None, group).await;
                 let text: String = replies.iter().map(Reply::line).collect();
                 self.send_raw(text.as_bytes()).await?;
                 return Ok(Flow::Continue);
@@ -804,61 +816,48 @@ impl Session {
         })
     }
 
-    async fn mail(&mut self, from: smtp_proto::MailFrom<String>) -> Reply {
+    /// MAIL, checked here (EHLO, no open transaction, authentication, who may send as whom,
+    /// the size); what passes is the command for the provider, sent by [`Self::relayed`].
+    async fn mail(&mut self, from: smtp_proto::MailFrom<String>) -> Result<PendingMail, Reply> {
         if !self.helo {
-            return Reply::new(503, "5.5.1", "say EHLO first");
+            return Err(Reply::new(503, "5.5.1", "say EHLO first"));
         }
         if self.mail_from.is_some() {
-            return Reply::new(503, "5.5.1", "nested MAIL command");
+            return Err(Reply::new(503, "5.5.1", "nested MAIL command"));
         }
         if self.ctx.require_auth && self.login.is_none() {
-            return Reply::new(530, "5.7.0", "authentication required");
+            return Err(Reply::new(530, "5.7.0", "authentication required"));
         }
         if let Some(refusal) = self.foreign_sender(&from.address) {
-            return refusal;
+            return Err(refusal);
         }
         let limit = self.size_limit();
         if from.size > limit {
-            return Reply::new(
+            return Err(Reply::new(
                 552,
                 "5.3.4",
                 format!("message too big (limit {limit} bytes)"),
-            );
+            ));
         }
         let mut params = String::new();
         if from.flags & smtp_proto::MAIL_BODY_8BITMIME != 0 {
             params.push_str(" BODY=8BITMIME");
         }
         let smtputf8 = from.flags & smtp_proto::MAIL_SMTPUTF8 != 0;
-        let up = match self.ensure_upstream().await {
-            Ok(up) => up,
-            Err(r) => return r,
-        };
+        let up = self.ensure_upstream().await?;
         if up.has("DSN") {
             params.push_str(&crate::upstream::dsn_mail_params(&from));
         }
         if smtputf8 {
             if !up.has("SMTPUTF8") {
-                return Reply::new(555, "5.5.4", "SMTPUTF8 is not available");
+                return Err(Reply::new(555, "5.5.4", "SMTPUTF8 is not available"));
             }
             params.push_str(" SMTPUTF8");
         }
-        match up
-            .command(&format!("MAIL FROM:<{}>{params}", from.address))
-            .await
-        {
-            Ok(r) => {
-                if r.is_positive() {
-                    self.mail_from = Some(from.address);
-                    self.mail_params = params;
-                }
-                r
-            }
-            Err(r) => {
-                self.upstream = None;
-                r
-            }
-        }
+        Ok(PendingMail {
+            address: from.address,
+            params,
+        })
     }
 
     /// The RCPT commands a pipelining client sent right behind the one being handled, taken
@@ -883,20 +882,28 @@ impl Session {
         found
     }
 
-    /// RCPT: one, or several a pipelining client sent together. Each is checked here (MAIL
-    /// first, the recipient limit); those that pass go to the provider in one write, with DSN
+    /// A checked MAIL (if any) and the RCPTs sent with it or on their own: one, or several a
+    /// pipelining client sent together. Each RCPT is checked here (MAIL first, the recipient
+    /// limit); MAIL and the RCPTs that pass go to the provider in one write, with DSN
     /// parameters when it offers DSN (without it they are dropped, as envelopd then does not
-    /// offer DSN either); each gets one reply, in order. A distant provider answers ten
-    /// recipients in one round trip instead of ten.
-    async fn rcpts_relayed(&mut self, group: Vec<smtp_proto::RcptTo<String>>) -> Vec<Reply> {
+    /// offer DSN either); each command gets one reply, in order. A distant provider answers
+    /// MAIL and ten recipients in one round trip instead of eleven.
+    async fn relayed(
+        &mut self,
+        mail: Option<PendingMail>,
+        group: Vec<smtp_proto::RcptTo<String>>,
+    ) -> Vec<Reply> {
         let mut replies: Vec<Option<Reply>> = Vec::with_capacity(group.len());
         let mut lines = Vec::new();
+        if let Some(m) = &mail {
+            lines.push(format!("MAIL FROM:<{}>{}", m.address, m.params));
+        }
         let mut sent = Vec::new();
         let dsn = self.upstream.as_ref().is_some_and(|u| u.has("DSN"));
         for to in group {
-            if self.mail_from.is_none() {
+            if self.mail_from.is_none() && mail.is_none() {
                 replies.push(Some(Reply::new(503, "5.5.1", "need MAIL before RCPT")));
-            } else if self.rcpts.len() + lines.len() >= self.ctx.max_recipients {
+            } else if self.rcpts.len() + sent.len() >= self.ctx.max_recipients {
                 // Counted as if every earlier one were accepted: at worst a recipient is
                 // deferred (4xx, the client sends it again) when others before it were refused.
                 replies.push(Some(Reply::new(
@@ -921,28 +928,48 @@ impl Session {
             None => vec![Err(Reply::new(451, "4.4.1", "provider connection lost")); lines.len()],
         };
         let mut answers = answers.into_iter();
-        let mut sent = sent.into_iter();
-        replies
-            .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    let (address, params) = sent.next().expect("one per line");
-                    match answers.next().expect("one per line") {
-                        Ok(r) => {
-                            if r.is_positive() {
-                                self.rcpts.push(address);
-                                self.rcpt_params.push(params);
-                            }
-                            r
-                        }
-                        Err(r) => {
-                            self.upstream = None;
-                            r
-                        }
+        let mut out = Vec::with_capacity(replies.len() + 1);
+        if let Some(m) = mail {
+            out.push(match answers.next().expect("one per line") {
+                Ok(r) => {
+                    if r.is_positive() {
+                        self.mail_from = Some(m.address);
+                        self.mail_params = m.params;
                     }
-                })
-            })
-            .collect()
+                    r
+                }
+                Err(r) => {
+                    self.upstream = None;
+                    r
+                }
+            });
+        }
+        let mut sent = sent.into_iter();
+        for r in replies {
+            out.push(r.unwrap_or_else(|| {
+                let (address, params) = sent.next().expect("one per line");
+                match answers.next().expect("one per line") {
+                    // The provider refused MAIL and (against RFC 5321) took a RCPT anyway:
+                    // there is no transaction, so the client hears what it would without
+                    // pipelining.
+                    Ok(r) if r.is_positive() && self.mail_from.is_none() => {
+                        Reply::new(503, "5.5.1", "need MAIL before RCPT")
+                    }
+                    Ok(r) => {
+                        if r.is_positive() {
+                            self.rcpts.push(address);
+                            self.rcpt_params.push(params);
+                        }
+                        r
+                    }
+                    Err(r) => {
+                        self.upstream = None;
+                        r
+                    }
+                }
+            }));
+        }
+        out
     }
 
     /// Collects the message, decides, sends, and answers with the provider's final reply.
@@ -1261,6 +1288,14 @@ impl Session {
 
 /// The login name from the client's AUTH responses: PLAIN's authentication identity, or
 /// LOGIN's first answer. The password part is never copied out.
+/// A MAIL command that passed envelopd's checks, on its way to the provider.
+struct PendingMail {
+    /// The sender address.
+    address: String,
+    /// The parameters for the provider (BODY, SMTPUTF8, DSN).
+    params: String,
+}
+
 fn login_name(mechanism: &str, responses: &[Zeroizing<Vec<u8>>]) -> Option<String> {
     let first = responses.first()?;
     let decoded = Zeroizing::new(smime::mime::base64_decode(first).ok()?);
