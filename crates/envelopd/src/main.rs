@@ -22,6 +22,7 @@ mod explain;
 mod keyfiles;
 mod keys;
 mod revocation;
+mod rsa_code;
 mod status;
 mod tls;
 
@@ -84,6 +85,9 @@ enum Command {
         #[arg(long)]
         no_connect: bool,
     },
+    /// Times one RSA code path for `run`'s choice (internal).
+    #[command(name = "rsa-timing", hide = true)]
+    RsaTiming,
 }
 
 #[derive(Subcommand)]
@@ -434,8 +438,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let cmd = match cli.command {
         Command::Smime(cmd) => *cmd,
         Command::Run { config } => {
+            // First, before anything here touches aws-lc (it reads the CPU features once).
+            let rsa = rsa_code::settle();
             let cfg = config::Config::load(&config)?;
-            daemon::run(cfg, config)?;
+            daemon::run(cfg, config, rsa)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::RsaTiming => {
+            rsa_code::timing_child()?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Certs(c) => return run_certs(c),
