@@ -416,14 +416,20 @@ fn a_pipelining_client_s_recipients_go_to_the_provider_in_one_write() {
         assert_eq!(stored.len(), 1, "{}", s.log());
         assert!(String::from_utf8_lossy(&stored[0]).contains("X-Rcpt-Args: <carol@plain.example>"));
         let reads = s.relay_reads();
-        // swaks writes each command on its own, so MAIL may reach envelopd a moment before the
-        // RCPTs (then MAIL goes on alone, and the RCPTs together while it is answered); a
-        // client writing the envelope at once: the next test.
-        let grouped = reads.lines().any(|l| l.ends_with("RCPT RCPT RCPT"));
-        assert_eq!(grouped, pipelined, "{reads}");
-        if !pipelined {
-            assert_eq!(reads.lines().filter(|l| *l == "MAIL").count(), 1, "{reads}");
-            assert_eq!(reads.lines().filter(|l| *l == "RCPT").count(), 3, "{reads}");
+        // swaks writes each command on its own, so how many of them envelopd finds together
+        // depends on timing (what arrived while an earlier group was answered goes on
+        // together): fewer provider reads than commands. A client writing the envelope at
+        // once, with the exact grouping: the next test.
+        let envelope: Vec<&str> = reads
+            .lines()
+            .filter(|l| l.starts_with("MAIL") || l.starts_with("RCPT"))
+            .collect();
+        let commands: usize = envelope.iter().map(|l| l.split(' ').count()).sum();
+        assert_eq!(commands, 4, "{reads}");
+        if pipelined {
+            assert!(envelope.len() < 4, "{reads}");
+        } else {
+            assert_eq!(envelope, ["MAIL", "RCPT", "RCPT", "RCPT"], "{reads}");
         }
     }
 }
