@@ -91,6 +91,9 @@ async fn willing_provider(listener: TcpListener) {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        // Replies go out as they are written, as a real server flushes its pipelined replies:
+        // with Nagle, the second of two small replies would wait for a delayed ACK (40 ms).
+        let _ = stream.set_nodelay(true);
         tokio::spawn(async move {
             let (r, mut w) = stream.into_split();
             let mut r = BufReader::new(r);
