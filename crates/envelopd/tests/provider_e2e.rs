@@ -273,30 +273,13 @@ fn postfix_refusing_the_chunk_is_what_the_client_hears_and_the_session_goes_on()
     // must hear exactly that, and the same session must still deliver its next message (envelopd
     // resets the provider's transaction after a refused chunk).
     let provider = Provider::start();
-    let conf = provider.dir.path().join("postfix");
-    std::fs::write(
-        conf.join("header_checks"),
-        "/^Message-ID: <refuse-me@/ REJECT 5.7.1 content filter says no\n",
-    )
-    .unwrap();
-    let o = Command::new("postconf")
-        .arg("-c")
-        .arg(&conf)
-        .arg("-e")
-        .arg(format!(
-            "header_checks = regexp:{}",
-            conf.join("header_checks").display()
-        ))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", transcript(&o));
-    let o = Command::new("postfix")
-        .arg("-c")
-        .arg(&conf)
-        .arg("reload")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", transcript(&o));
+    provider.configure_postfix(
+        &[(
+            "header_checks",
+            "/^Message-ID: <refuse-me@/ REJECT 5.7.1 content filter says no\n",
+        )],
+        &["header_checks = regexp:{conf}/header_checks"],
+    );
     let e = Envelopd::start(&provider, "starttls", provider.submission, "");
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(
@@ -471,34 +454,16 @@ fn a_pipelined_envelope_goes_to_postfix_in_one_write_and_its_refused_mail_takes_
     // check): the client hears Postfix's refusal for MAIL and Postfix's own "need MAIL" for
     // each RCPT, DATA is refused, nothing is delivered; the same session then sends as Alice.
     let provider = Provider::start();
-    let conf = provider.dir.path().join("postfix");
-    std::fs::write(
-        conf.join("senders"),
-        "/^refused@smime\\.example$/ REJECT 5.7.1 sender blocked by the provider\n",
-    )
-    .unwrap();
-    for setting in [
-        "smtpd_delay_reject = no".to_string(),
-        format!(
-            "smtpd_sender_restrictions = check_sender_access regexp:{}",
-            conf.join("senders").display()
-        ),
-    ] {
-        let o = Command::new("postconf")
-            .arg("-c")
-            .arg(&conf)
-            .args(["-e", &setting])
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", transcript(&o));
-    }
-    let o = Command::new("postfix")
-        .arg("-c")
-        .arg(&conf)
-        .arg("reload")
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", transcript(&o));
+    provider.configure_postfix(
+        &[(
+            "senders",
+            "/^refused@smime\\.example$/ REJECT 5.7.1 sender blocked by the provider\n",
+        )],
+        &[
+            "smtpd_delay_reject = no",
+            "smtpd_sender_restrictions = check_sender_access regexp:{conf}/senders",
+        ],
+    );
     let e = Envelopd::start(&provider, "starttls", provider.submission, "");
     let script = format!(
         "import smtplib\n\
