@@ -336,6 +336,13 @@ impl Session {
         self.send_raw(reply.line().as_bytes()).await
     }
 
+    /// The replies to commands a pipelining client sent together, in one write.
+    async fn send_replies(&mut self, replies: &[Reply]) -> std::io::Result<Flow> {
+        let text: String = replies.iter().map(Reply::line).collect();
+        self.send_raw(text.as_bytes()).await?;
+        Ok(Flow::Continue)
+    }
+
     async fn send_raw(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         // A client that reads nothing for the client timeout is dropped (`send_all` flushes, so
         // a reply behind TLS leaves now).
@@ -487,17 +494,13 @@ impl Session {
                     }
                     Err(refusal) => vec![refusal],
                 };
-                let text: String = replies.iter().map(Reply::line).collect();
-                self.send_raw(text.as_bytes()).await?;
-                return Ok(Flow::Continue);
+                return self.send_replies(&replies).await;
             }
             Request::Rcpt { to } => {
                 let mut group = vec![to];
                 group.extend(self.buffered_rcpts());
                 let replies = self.relayed(None, group).await;
-                let text: String = replies.iter().map(Reply::line).collect();
-                self.send_raw(text.as_bytes()).await?;
-                return Ok(Flow::Continue);
+                return self.send_replies(&replies).await;
             }
             Request::Data => return self.data().await.map(|_| Flow::Continue),
             Request::Bdat {
