@@ -22,11 +22,11 @@ use std::time::Instant;
 /// Clears ADX (CPUID leaf 7, EBX bit 19) for aws-lc, which then prefers its AVX2 RSA code.
 pub const AVX2_MASK: &str = ":~0x80000";
 
-/// Set for the re-started daemon: the line it logs about the choice.
+/// Set for the re-started daemon: what was measured and chosen (see `note`), for its log.
 const CHOSEN: &str = "ENVELOPD_RSA_CODE_CHOSEN";
 
-/// The hidden subcommand a timing child runs.
-pub const TIMING_COMMAND: &str = "rsa-timing";
+/// The hidden subcommand a timing child runs (`Command::RsaTiming` in main.rs).
+const TIMING_COMMAND: &str = "rsa-timing";
 
 /// The AVX2 code must be this much faster before it is chosen: timings on a busy machine
 /// wobble, and without a clear gain the libraries' own choice stands.
