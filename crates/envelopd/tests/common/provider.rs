@@ -107,6 +107,14 @@ impl Provider {
         std::fs::read_to_string(self.dir.path().join("log/postfix.log")).unwrap_or_default()
     }
 
+    /// Whether a Postfix session ended with `counts` in its "disconnect from" line (Postfix's
+    /// own tally of the commands it got, e.g. " mail=1/2 rcpt=2/4").
+    pub fn postfix_session_ended_with(&self, counts: &str) -> bool {
+        self.postfix_log()
+            .lines()
+            .any(|l| l.contains("disconnect from") && l.contains(counts))
+    }
+
     /// Writes `files` (name, content) into Postfix's configuration directory, sets `settings`
     /// ("name = value", where `{conf}` stands for that directory) and reloads Postfix: a
     /// provider with its own checks for one test.
