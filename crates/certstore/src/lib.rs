@@ -6,8 +6,14 @@
 //! allowed to sign certificates (basicConstraints, keyUsage, pathLenConstraint), the key is strong
 //! enough (RSA ≥ 2048 bits, EC P-256/P-384), its key usage fits the purpose (keyEncipherment or
 //! keyAgreement to encrypt, digitalSignature or nonRepudiation to sign), its extended key usage
-//! allows e-mail protection (or is absent or anyExtendedKeyUsage), and it names exactly the address
-//! (rfc822Name or SmtpUTF8Mailbox; local part exact, domain case-insensitive, no wildcards).
+//! allows e-mail protection (or is absent or anyExtendedKeyUsage), and it names the address under
+//! envelopd's one comparison rule ([`smime::address`]: the whole address ASCII-case-insensitive,
+//! IDNA domains, SAN first and the subject emailAddress only without one, no wildcards).
+//!
+//! This is the only path validator in envelopd: `envelopd smime verify`, the IMAP status, the
+//! outgoing policy, harvesting, `check`, `certs` and `explain` all ask it, and [`verdict`] turns
+//! its answer plus the signature and the message's originator fields into the one status a
+//! reader is shown.
 //! Every rejection says why, in words a practice's IT person can act on.
 //!
 //! Revocation ([`revocation`]): every certificate on the path below the anchor is checked
@@ -20,6 +26,7 @@
 mod constraints;
 pub mod ocsp;
 pub mod revocation;
+pub mod verdict;
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -28,7 +35,7 @@ use std::sync::Arc;
 
 pub use revocation::{Revocation, RevocationMode, Status};
 use smime::cert::fmt_time;
-use smime::Cert;
+use smime::{Address, Cert};
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
 
 /// The longest certification path followed (leaf, intermediates, anchor).
@@ -136,11 +143,11 @@ pub struct CertStore {
     intermediates: Vec<Cert>,
     certs: Vec<Cert>,
     verified: SignatureCache,
-    /// SMIMECapabilities learnt from verified signed mail, by lower-case address.
-    capabilities: std::collections::HashMap<String, Vec<String>>,
+    /// SMIMECapabilities learnt from verified signed mail, by address.
+    capabilities: std::collections::HashMap<Address, Vec<String>>,
     /// The certificate a correspondent asked to be encrypted to (SMIMEEncryptionKeyPreference
-    /// in verified signed mail), by lower-case address.
-    preferred: std::collections::HashMap<String, Cert>,
+    /// in verified signed mail), by address.
+    preferred: std::collections::HashMap<Address, Cert>,
     /// CRLs and OCSP answers, shared with the fetcher that keeps them current.
     revocation: Arc<Revocation>,
     revocation_mode: RevocationMode,
@@ -253,21 +260,24 @@ impl CertStore {
 
     /// Records what a correspondent's client announced in a verified signature (SMIMECapabilities).
     pub fn set_capabilities(&mut self, address: &str, oids: Vec<String>) {
-        if !oids.is_empty() {
-            self.capabilities.insert(address.to_ascii_lowercase(), oids);
+        if let (false, Ok(a)) = (oids.is_empty(), Address::parse(address)) {
+            self.capabilities.insert(a, oids);
         }
     }
 
     /// True when the address's client announced AES-GCM in verified signed mail.
     pub fn announces_gcm(&self, address: &str) -> bool {
-        self.capabilities
-            .get(&address.to_ascii_lowercase())
+        Address::parse(address)
+            .ok()
+            .and_then(|a| self.capabilities.get(&a))
             .is_some_and(|caps| caps.iter().any(|c| GCM_OIDS.contains(&c.as_str())))
     }
 
     /// Records the certificate `address` asked to be encrypted to (from a verified signature).
     pub fn set_preferred(&mut self, address: &str, cert: Cert) {
-        self.preferred.insert(address.to_ascii_lowercase(), cert);
+        if let Ok(a) = Address::parse(address) {
+            self.preferred.insert(a, cert);
+        }
     }
 
     /// Adds a certificate learnt from verified mail, if it is new; true when it was.
@@ -362,24 +372,14 @@ impl CertStore {
     /// signing-only certificate never qualifies). Without a valid one, the reason why the newest
     /// candidate fails.
     pub fn encryption_cert(&self, address: &str, at: SystemTime) -> Result<Cert, Rejection> {
-        let mut candidates: Vec<&Cert> = self
-            .certs
-            .iter()
-            .filter(|c| names_address(c, address))
-            .collect();
+        let Ok(wanted) = Address::parse(address) else {
+            return Err(Rejection::NoCertificate(address.to_string()));
+        };
+        let mut candidates: Vec<&Cert> = self.certs.iter().filter(|c| c.names(&wanted)).collect();
         if candidates.is_empty() {
-            return Err(self
-                .certs
-                .iter()
-                .find(|c| {
-                    c.mailboxes()
-                        .iter()
-                        .any(|m| m.eq_ignore_ascii_case(address))
-                })
-                .map(|c| wrong_address(c, address))
-                .unwrap_or_else(|| Rejection::NoCertificate(address.to_string())));
+            return Err(Rejection::NoCertificate(address.to_string()));
         }
-        if let Some(p) = self.preferred.get(&address.to_ascii_lowercase()) {
+        if let Some(p) = self.preferred.get(&wanted) {
             if self.validate(p, Purpose::Encrypt, address, &[], at).is_ok() {
                 return Ok(p.clone());
             }
@@ -407,7 +407,7 @@ impl CertStore {
         carried: &[Cert],
         at: SystemTime,
     ) -> Result<Vec<Cert>, Rejection> {
-        if !names_address(cert, address) {
+        if !Address::parse(address).is_ok_and(|a| cert.names(&a)) {
             return Err(wrong_address(cert, address));
         }
         check_validity(cert, at)?;
@@ -596,6 +596,18 @@ impl CertStore {
         }
         false
     }
+}
+
+/// Whether a session logged in as `login` may use the keys of an identity with these
+/// `addresses` and extra `logins`, for signing and for decrypting alike: the login is one of
+/// the addresses (the one address rule), or one of the `logins` (as an address by the same
+/// rule, otherwise a user name in any ASCII case). On a shared gateway nobody signs as, or reads
+/// the mail of, a colleague through envelopd.
+pub fn login_may_use(addresses: &[String], logins: &[String], login: &str) -> bool {
+    addresses.iter().any(|a| smime::same_mailbox(a, login))
+        || logins
+            .iter()
+            .any(|l| smime::same_mailbox(l, login) || l.eq_ignore_ascii_case(login))
 }
 
 /// A distinguished name in the form RFC 5280 §7.1 compares (after RFC 4518 preparation, in
@@ -789,20 +801,6 @@ fn check_usage(c: &Cert, purpose: Purpose) -> Result<(), Rejection> {
     Ok(())
 }
 
-/// Exact mailbox comparison: local part byte for byte, domain ASCII case-insensitively.
-pub fn address_matches(stated: &str, wanted: &str) -> bool {
-    match (stated.rsplit_once('@'), wanted.rsplit_once('@')) {
-        (Some((l1, d1)), Some((l2, d2))) => {
-            !l1.is_empty() && l1 == l2 && d1.eq_ignore_ascii_case(d2) && !d1.contains('*')
-        }
-        _ => false,
-    }
-}
-
-fn names_address(c: &Cert, address: &str) -> bool {
-    c.mailboxes().iter().any(|m| address_matches(m, address))
-}
-
 fn wrong_address(c: &Cert, wanted: &str) -> Rejection {
     let has = c.mailboxes();
     Rejection::WrongAddress {
@@ -857,21 +855,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn address_matching_is_exact() {
-        assert!(address_matches("alice@example.org", "alice@example.org"));
-        assert!(address_matches("alice@Example.ORG", "alice@example.org"));
-        assert!(!address_matches("Alice@example.org", "alice@example.org"));
-        assert!(!address_matches(
-            "alice@example.org",
-            "alice@example.org.evil"
+    fn certificate_addresses_follow_the_one_rule() {
+        // The store compares through smime::Address; its own unit tests cover the rule, the
+        // certificate-level tests (SAN, DN only, mixed case, IDN) are in tests/validation.rs.
+        assert!(smime::same_mailbox(
+            "Alice@Example.ORG",
+            "alice@example.org"
         ));
-        assert!(!address_matches("*@example.org", "alice@example.org"));
-        assert!(!address_matches(
-            "alice@*.example.org",
-            "alice@x.example.org"
-        ));
-        assert!(!address_matches("example.org", "example.org"));
-        assert!(!address_matches("@example.org", "@example.org"));
+        assert!(!smime::same_mailbox("*@example.org", "alice@example.org"));
     }
 
     #[test]

@@ -272,7 +272,7 @@ pub struct Loaded {
     /// The practice's signing identities.
     pub identities: Vec<SenderIdentity>,
     /// Every private key, for decrypting incoming mail.
-    pub decryption_keys: Vec<smime::Identity>,
+    pub decryption_keys: Vec<imap::session::BoundKey>,
     /// Own encryption certificates with the logins and addresses they belong to.
     pub own_certs: Vec<(Vec<String>, smime::Cert)>,
 }
@@ -403,7 +403,7 @@ pub fn load(cfg: &Config) -> Result<Loaded> {
         }
     }
     let mut identities = Vec::new();
-    // Every key of every identity may be needed to decrypt incoming mail.
+    // Every key of every identity may be needed to decrypt incoming mail, each for its logins.
     let mut decryption_keys = Vec::new();
     let mut own_certs = Vec::new();
     for id in &cfg.identities {
@@ -414,7 +414,17 @@ pub fn load(cfg: &Config) -> Result<Loaded> {
         for c in &id.chain {
             identity.chain.extend(read_certs(c)?);
         }
-        decryption_keys.extend(source.load_all()?);
+        // Each key decrypts only for the logins this identity allows (as for signing).
+        decryption_keys.extend(
+            source
+                .load_all()?
+                .into_iter()
+                .map(|k| imap::session::BoundKey {
+                    addresses: id.addresses.clone(),
+                    logins: id.logins.clone(),
+                    identity: k,
+                }),
+        );
         let encryption_cert = match &id.encryption_cert {
             Some(p) => read_certs(p)?.into_iter().next(),
             None => None,

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 use smime::{ContentCipher, Digest, EncryptOptions, KeyTransport};
@@ -223,12 +223,23 @@ enum SmimeCommand {
         key: KeyArgs,
     },
     /// Verify a signed message; prints the content on stdout and a JSON status line on stderr.
+    /// The verdict is the one the IMAP side shows (same validator, same address rule).
     Verify {
         #[command(flatten)]
         io: Io,
         /// A trusted CA certificate (PEM); repeat for several.
         #[arg(long = "ca", required = true)]
         ca: Vec<PathBuf>,
+        /// Further intermediate CA certificates (PEM) for building the path.
+        #[arg(long = "intermediate")]
+        intermediate: Vec<PathBuf>,
+        /// A CRL (DER or PEM) signed by one of the CAs; repeat for several.
+        #[arg(long = "crl")]
+        crl: Vec<PathBuf>,
+        /// Revocation checking: off, prefer (use what is known; the default) or require (a
+        /// certificate whose status is unknown is not valid).
+        #[arg(long, default_value = "prefer")]
+        revocation: String,
         /// Check certificates at this time (RFC 3339, e.g. 2030-01-01T00:00:00Z) instead of now.
         #[arg(long)]
         at: Option<String>,
@@ -591,40 +602,76 @@ fn run(cli: Cli) -> Result<ExitCode> {
             write_output(&io, &d.message)?;
             Ok(ExitCode::SUCCESS)
         }
-        SmimeCommand::Verify { io, ca, at } => {
-            let mut anchors = Vec::new();
+        SmimeCommand::Verify {
+            io,
+            ca,
+            intermediate,
+            crl,
+            revocation,
+            at,
+        } => {
+            let mut store = certstore::CertStore::new();
             for p in &ca {
-                anchors.extend(read_certs(p)?);
+                read_certs(p)?.into_iter().for_each(|c| store.add_anchor(c));
+            }
+            for p in &intermediate {
+                read_certs(p)?.into_iter().for_each(|c| store.add_cert(c));
+            }
+            store.set_revocation_mode(match revocation.as_str() {
+                "off" => certstore::RevocationMode::Off,
+                "prefer" => certstore::RevocationMode::Prefer,
+                "require" => certstore::RevocationMode::Require,
+                other => bail!("--revocation must be off, prefer or require, not \"{other}\""),
+            });
+            for p in &crl {
+                let data = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+                store
+                    .add_crl(&data, &p.display().to_string())
+                    .map_err(|e| anyhow!("{}: {e}", p.display()))?;
             }
             let at = match at {
                 Some(s) => parse_time(&s)?,
                 None => SystemTime::now(),
             };
             let msg = read_input(&io)?;
-            let v = smime::verify(&msg, &smime::VerifyOptions { anchors, at })?;
+            let v = smime::verify(&msg)?;
+            let signed = certstore::verdict::Signed::of(&v);
+            let verdict = certstore::verdict::judge(&signed, &v.originators, &store, at);
             let signers: Vec<serde_json::Value> = v
                 .signers
                 .iter()
                 .map(|s| {
                     serde_json::json!({
                         "subject": s.subject,
-                        "addresses": s.emails,
+                        "addresses": s.cert.as_ref().map(smime::Cert::mailboxes).unwrap_or_default(),
                         "signing_time": s.signing_time.map(smime::cert::fmt_time),
                         "digest": s.digest,
-                        "valid": s.is_valid(),
+                        "signature_ok": s.is_valid(),
                         "problem": s.problem,
+                        // The certification path alone (PKITS-style checks; the verdict above
+                        // adds the address, usage and header rules).
+                        "path": s.cert.as_ref().map(|c| {
+                            match store.validate_chain(c, &v.certificates, at) {
+                                Ok(_) => "ok".to_string(),
+                                Err(e) => e.to_string(),
+                            }
+                        }),
                     })
                 })
                 .collect();
             let status = serde_json::json!({
-                "valid": v.is_valid(),
-                "from": v.from,
+                "valid": verdict.is_valid(),
+                "signature": verdict.status.as_str(),
+                "reason": verdict.reason,
+                "signer": verdict.signer,
+                "sender": verdict.sender,
+                "from": v.originators.single_from().ok().map(ToString::to_string),
                 "signers": signers,
                 "certificates": v.certificates.len(),
             });
             eprintln!("{status}");
             write_output(&io, &v.message)?;
-            Ok(if v.is_valid() {
+            Ok(if verdict.is_valid() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)

@@ -168,7 +168,7 @@ fn expiries(status: &Status) -> Vec<Expiry> {
     for c in store.certs() {
         out.push(Expiry {
             kind: "recipient",
-            address: c.emails().join(","),
+            address: c.mailboxes().join(","),
             serial: serial(c),
             not_after: c.validity().1,
         });
@@ -313,7 +313,7 @@ pub fn page(status: &Status, now: SystemTime) -> String {
             let _ = write!(
                 h,
                 "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{state}</td></tr>",
-                esc(&c.emails().join(", ")),
+                esc(&c.mailboxes().join(", ")),
                 esc(&when(until))
             );
         }

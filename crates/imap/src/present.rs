@@ -17,11 +17,12 @@
 //!   the message was not encrypted, or `failed` (the message is then shown as stored, with
 //!   `reason`). `integrity=none` follows for CBC ciphers (no integrity protection, Efail-prone),
 //!   `weak` for 3DES.
-//! - `signature` is `valid` (every signer verified, chained to a trust anchor, valid for the From
-//!   address, signed attributes present), `invalid` (with `reason`), `untrusted` (no trusted CA
-//!   issued the signer's certificate), `from-mismatch` (the certificate is not for the From
-//!   address), `revoked` (the signer's certificate or its CA was revoked, with `reason`) or
-//!   `none`. `signer` names the first signer's address.
+//! - `signature` is the one verdict of `certstore::verdict` (the same as `envelopd smime
+//!   verify`): `valid` (the text comes from the single From mailbox: every signer verified and
+//!   valid for that address, one From field with one mailbox, no other address in its display
+//!   name), `sender-mismatch` (valid, but a Sender field names someone else, with `sender`),
+//!   `from-mismatch`, `weak` (SHA-1), `invalid`, `untrusted`, `revoked` (each with `reason`) or
+//!   `none`. `signer` names the signer's address.
 //! - `headers=protected`: the sender protected the header fields (RFC 9788); the From, To,
 //!   Subject … shown are the ones inside the encryption/signature (the provider's copy of an
 //!   encrypted message shows `[...]` as Subject), unprotected outer ones are not shown.
@@ -31,8 +32,9 @@
 
 use std::time::SystemTime;
 
-use certstore::{CertStore, Purpose, Rejection};
-use smime::{mime, Identity, Layer, VerifyOptions};
+use certstore::verdict::{self, Signed, Verdict};
+use certstore::CertStore;
+use smime::{mime, Identity, Layer};
 
 /// The name of envelopd's status header field.
 pub const STATUS_FIELD: &str = "X-Envelopd";
@@ -76,21 +78,17 @@ pub fn needs_presentation(content_type: &str, has_status_field: bool) -> bool {
 /// Opens a stored message for display.
 pub fn present(
     stored: &[u8],
-    keys: &[Identity],
+    keys: &[&Identity],
     store: &CertStore,
     at: SystemTime,
 ) -> Presentation {
-    let opts = VerifyOptions {
-        anchors: store.anchors().to_vec(),
-        at,
-    };
     let mut parts: Vec<String> = Vec::new();
     let mut harvest = Vec::new();
     let mut capabilities = Vec::new();
     let mut preferred = Vec::new();
     let mut protected_headers = false;
     let started = std::time::Instant::now();
-    let opened = smime::open(stored, keys, &opts);
+    let opened = smime::open(stored, keys);
     smtp::observe::get().opened(
         match &opened {
             Err(_) => "failed",
@@ -102,26 +100,42 @@ pub fn present(
     let (inner, signature) = match opened {
         Ok(opened) => {
             protected_headers = opened.header_protection.is_some();
+            // Judged against the originator fields the reader is finally shown.
+            let shown = mime::originators(mime::split(&opened.message).header);
             let mut decrypted = None;
-            let mut signature = "signature=none".to_string();
+            let mut signature: Option<Verdict> = None;
             for layer in &opened.layers {
                 match layer {
                     Layer::Encrypted(cipher) => decrypted = Some(*cipher),
                     Layer::Signed(v) => {
-                        signature = signature_status(v, store, at, &mut harvest, &mut capabilities);
-                        if signature.starts_with("signature=valid") {
+                        let signed = Signed::of(v);
+                        let verdict = verdict::judge(&signed, &shown, store, at);
+                        if verdict.is_valid() {
+                            let certs = verdict::harvestable(&verdict, &signed, &shown, store, at);
+                            let from = shown
+                                .single_from()
+                                .map(ToString::to_string)
+                                .unwrap_or_default();
                             let pref = v
                                 .signers
                                 .first()
                                 .and_then(|s| s.encryption_key_preference.as_ref());
-                            if let Some(isn) = pref {
-                                preferred.extend(
-                                    harvest
-                                        .iter()
-                                        .filter(|(_, c)| c.matches_issuer_serial(isn))
-                                        .cloned(),
-                                );
+                            for c in certs {
+                                if pref.is_some_and(|isn| c.matches_issuer_serial(isn)) {
+                                    preferred.push((from.clone(), c.clone()));
+                                }
+                                if !harvest.iter().any(|(_, h)| *h == c) {
+                                    harvest.push((from.clone(), c));
+                                }
                             }
+                            if let Some(first) = v.signers.first() {
+                                capabilities.push((from, first.capabilities.clone()));
+                            }
+                        }
+                        // Nested signatures: every layer must be valid; the first that is not
+                        // is what the reader is told.
+                        if signature.as_ref().is_none_or(Verdict::is_valid) {
+                            signature = Some(verdict);
                         }
                     }
                 }
@@ -138,15 +152,16 @@ pub fn present(
                 }
                 None => parts.push("decrypted=no".into()),
             }
-            (opened.message, signature)
+            (opened.message, signature.unwrap_or_else(Verdict::unsigned))
         }
         Err(e) => {
             parts.push("decrypted=failed".into());
-            parts.push(format!("reason={}", quote(&e.to_string())));
-            (stored.to_vec(), "signature=none".to_string())
+            parts.push(format!("reason={}", verdict::quote(&e.to_string())));
+            (stored.to_vec(), Verdict::unsigned())
         }
     };
-    let signed = signature.starts_with("signature=valid");
+    let signed = signature.is_valid();
+    let signature = signature.header_part();
     parts.push(signature);
     if protected_headers {
         parts.push("headers=protected".into());
@@ -180,83 +195,6 @@ pub fn present(
 
 fn to_crlf(data: &[u8]) -> Vec<u8> {
     mime::to_crlf(data).into_owned()
-}
-
-/// A value as a quoted string without anything that could end the header line.
-fn quote(text: &str) -> String {
-    let clean: String = text
-        .chars()
-        .filter(|c| !c.is_control())
-        .map(|c| if c == '"' { '\'' } else { c })
-        .take(200)
-        .collect();
-    format!("\"{clean}\"")
-}
-
-fn signature_status(
-    v: &smime::Verified,
-    store: &CertStore,
-    at: SystemTime,
-    harvest: &mut Vec<(String, smime::Cert)>,
-    capabilities: &mut Vec<(String, Vec<String>)>,
-) -> String {
-    let from = v.from.clone().unwrap_or_default();
-    let Some(first) = v.signers.first() else {
-        return "signature=invalid; reason=\"no signer\"".into();
-    };
-    let signer = first
-        .emails
-        .first()
-        .map(|e| format!("; signer={}", e.replace(['"', ';', '\r', '\n', ' '], "")))
-        .unwrap_or_default();
-    for s in &v.signers {
-        let Some(cert) = &s.cert else {
-            return format!(
-                "signature=invalid; reason={}{signer}",
-                quote("the signer's certificate is missing")
-            );
-        };
-        // The store's verdict on the certificate for the From address, with the chain the
-        // message carried (it may supply a missing intermediate).
-        let verdict = store.validate(cert, Purpose::Sign, &from, &v.certificates, at);
-        match (&s.problem, verdict) {
-            (None, Ok(_)) => {}
-            (_, Err(Rejection::WrongAddress { .. })) | (_, Err(Rejection::NoCertificate(_))) => {
-                return format!("signature=from-mismatch{signer}");
-            }
-            (_, Err(Rejection::Untrusted { .. })) => return format!("signature=untrusted{signer}"),
-            (_, Err(r @ Rejection::Revoked { .. })) => {
-                return format!(
-                    "signature=revoked; reason={}{signer}",
-                    quote(&r.to_string())
-                )
-            }
-            (Some(p), _) => return format!("signature=invalid; reason={}{signer}", quote(p)),
-            (None, Err(e)) => {
-                return format!(
-                    "signature=invalid; reason={}{signer}",
-                    quote(&e.to_string())
-                )
-            }
-        }
-    }
-    // Every signer is valid and names the From address: the certificates the message carried
-    // that are valid for encrypting to that address are kept (a separate encryption certificate
-    // travels in the signature; the signing certificate itself may not allow encryption).
-    let mut candidates: Vec<&smime::Cert> = v.certificates.iter().collect();
-    candidates.extend(v.signers.iter().filter_map(|s| s.cert.as_ref()));
-    for cert in candidates {
-        let usable = store
-            .validate(cert, Purpose::Encrypt, &from, &v.certificates, at)
-            .is_ok();
-        if usable && !harvest.iter().any(|(_, c)| c == cert) {
-            harvest.push((from.clone(), cert.clone()));
-        }
-    }
-    if let Some(first) = v.signers.first() {
-        capabilities.push((from.clone(), first.capabilities.clone()));
-    }
-    format!("signature=valid{signer}")
 }
 
 /// MIME deeper than this is left alone by the HTML rewriting (it then shows no HTML anyway in

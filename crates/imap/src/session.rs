@@ -108,12 +108,30 @@ impl Cache {
     }
 }
 
+/// A private key for decrypting, and the logins that may use it.
+pub struct BoundKey {
+    /// The identity's addresses.
+    pub addresses: Vec<String>,
+    /// Further provider logins allowed to use it (a shared practice mailbox's users).
+    pub logins: Vec<String>,
+    /// The key and its certificate.
+    pub identity: Identity,
+}
+
+impl BoundKey {
+    /// Whether a session logged in as `login` may decrypt with this key.
+    pub fn usable_by(&self, login: &str) -> bool {
+        certstore::login_may_use(&self.addresses, &self.logins, login)
+    }
+}
+
 /// Everything the IMAP sessions share.
 pub struct ImapContext {
     /// The provider's IMAP server.
     pub upstream: ImapTarget,
-    /// The practice's keys, tried in turn to decrypt.
-    pub keys: Vec<Identity>,
+    /// The practice's keys with who may use them: a session decrypts only with the keys its
+    /// login is entitled to ([`certstore::login_may_use`], the rule signing follows too).
+    pub keys: Vec<BoundKey>,
     /// Trust anchors and certificates, shared with the SMTP side: certificates learnt from
     /// verified signed mail are added here and used for encrypting at once.
     pub store: Arc<std::sync::RwLock<CertStore>>,
@@ -739,13 +757,29 @@ impl Session {
         Ok(true)
     }
 
+    /// The keys this session's login may decrypt with (none before a login).
+    fn keys(&self) -> Vec<&Identity> {
+        let Some(login) = self.login.as_deref() else {
+            return Vec::new();
+        };
+        self.ctx
+            .keys
+            .iter()
+            .filter(|k| k.usable_by(login))
+            .map(|k| &k.identity)
+            .collect()
+    }
+
     /// The own encryption certificate for this session's login, if it has one.
     fn own_cert(&self) -> Option<smime::Cert> {
         let login = self.login.as_deref()?;
         self.ctx
             .own_certs
             .iter()
-            .find(|(names, _)| names.iter().any(|n| n.eq_ignore_ascii_case(login)))
+            .find(|(names, _)| {
+                certstore::login_may_use(names, &[], login)
+                    || names.iter().any(|n| n.eq_ignore_ascii_case(login))
+            })
             .map(|(_, c)| c.clone())
     }
 
@@ -1145,7 +1179,8 @@ impl Session {
                         let stored = r.whole_body().expect("checked");
                         let p = {
                             let store = self.ctx.store.read().unwrap_or_else(|e| e.into_inner());
-                            Arc::new(present(&stored, &self.ctx.keys, &store, SystemTime::now()))
+                            let keys = self.keys();
+                            Arc::new(present(&stored, &keys, &store, SystemTime::now()))
                         };
                         self.learn(&p);
                         tracing::info!(uid, status = %p.status, "showing a protected message");

@@ -18,8 +18,8 @@
 
 use std::time::SystemTime;
 
-use certstore::{address_matches, CertStore, Rejection};
-use smime::{Cert, ContentCipher};
+use certstore::{CertStore, Rejection};
+use smime::{same_mailbox, Address, Cert, ContentCipher};
 
 /// What to do with recipients that have no valid certificate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -59,28 +59,31 @@ pub struct PolicyConfig {
 impl PolicyConfig {
     /// The fallback for one recipient.
     pub fn fallback_for(&self, address: &str) -> Fallback {
-        let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
         let exact = self
             .overrides
             .iter()
-            .find(|o| o.pattern.contains('@') && address_matches(&o.pattern, address));
+            .find(|o| o.pattern.contains('@') && same_mailbox(&o.pattern, address));
         let by_domain = self
             .overrides
             .iter()
-            .find(|o| !o.pattern.contains('@') && o.pattern.eq_ignore_ascii_case(domain));
+            .find(|o| !o.pattern.contains('@') && in_domain(address, &o.pattern));
         exact.or(by_domain).map_or(self.fallback, |o| o.fallback)
     }
 
     fn gcm_for(&self, address: &str) -> bool {
-        let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
         self.gcm_capable.iter().any(|p| {
             if p.contains('@') {
-                address_matches(p, address)
+                same_mailbox(p, address)
             } else {
-                p.eq_ignore_ascii_case(domain)
+                in_domain(address, p)
             }
         })
     }
+}
+
+/// Whether `address` is in `domain` under the one address rule (IDNA, any case).
+fn in_domain(address: &str, domain: &str) -> bool {
+    Address::parse(address).is_ok_and(|a| a.in_domain(domain))
 }
 
 /// The facts about one message the policy needs.
@@ -122,7 +125,7 @@ impl MessageFacts {
         !self
             .visible
             .iter()
-            .any(|v| address_matches(v, rcpt) || v.eq_ignore_ascii_case(rcpt))
+            .any(|v| same_mailbox(v, rcpt) || v.eq_ignore_ascii_case(rcpt))
     }
 }
 

@@ -1,8 +1,9 @@
-//! X.509 certificates as S/MIME needs them: parsing (PEM bundles or DER), addresses, identifiers,
-//! signature checks, and a minimal path check against explicit trust anchors.
+//! X.509 certificates as S/MIME needs them: parsing (PEM bundles or DER), addresses, identifiers
+//! and signature checks.
 //!
-//! Full path validation (EKU, revocation, address policy) belongs to the certificate store; this
-//! module offers the building blocks and the basic chain check that verification reports.
+//! Path validation (chain, validity, usage, name constraints, revocation, address) belongs to
+//! the certificate store alone (`certstore`): this module only offers its building blocks, so
+//! that no second validator with other rules can exist.
 
 use std::time::SystemTime;
 
@@ -14,6 +15,7 @@ use x509_cert::ext::pkix::{
 };
 use x509_cert::Certificate;
 
+use crate::address::Address;
 use crate::{alg, ber, sigalg, Error};
 
 /// A parsed certificate together with its exact DER bytes.
@@ -107,38 +109,15 @@ impl Cert {
         self.0.parsed.tbs_certificate().subject_public_key_info()
     }
 
-    /// The e-mail addresses the certificate names (rfc822Name SANs and the legacy subject
-    /// emailAddress attribute), lower-cased.
-    pub fn emails(&self) -> Vec<String> {
-        let tbs = self.0.parsed.tbs_certificate();
-        let mut out = Vec::new();
-        if let Ok(Some((_, san))) = tbs.get_extension::<SubjectAltName>() {
-            for name in san.0 {
-                if let GeneralName::Rfc822Name(addr) = name {
-                    out.push(addr.as_str().to_ascii_lowercase());
-                }
-            }
-        }
-        for atv in tbs.subject().iter() {
-            if atv.oid == alg::ID_EMAIL_ADDRESS {
-                if let Ok(s) = atv.value.decode_as::<der::asn1::Ia5String>() {
-                    let s = s.as_str().to_ascii_lowercase();
-                    if !out.contains(&s) {
-                        out.push(s);
-                    }
-                }
-            }
-        }
-        out
-    }
-
-    /// The mailbox addresses exactly as the certificate states them: SAN rfc822Name and
-    /// SmtpUTF8Mailbox (RFC 8398), or, only when there is no SAN, the legacy subject emailAddress.
+    /// The mailbox addresses exactly as the certificate states them: the subjectAltName's
+    /// rfc822Name and SmtpUTF8Mailbox (RFC 8398) entries, or, only when the subjectAltName names
+    /// no mailbox, the legacy subject emailAddress (RFC 8550 §3). For showing; compare with
+    /// [`Cert::addresses`] / [`Cert::names`].
     pub fn mailboxes(&self) -> Vec<String> {
         const SMTP_UTF8_MAILBOX: der::asn1::ObjectIdentifier =
             der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.8.9");
         let tbs = self.0.parsed.tbs_certificate();
-        match tbs.get_extension::<SubjectAltName>() {
+        let from_san: Vec<String> = match tbs.get_extension::<SubjectAltName>() {
             Ok(Some((_, san))) => san
                 .0
                 .into_iter()
@@ -152,14 +131,31 @@ impl Cert {
                     _ => None,
                 })
                 .collect(),
-            _ => tbs
-                .subject()
-                .iter()
-                .filter(|atv| atv.oid == alg::ID_EMAIL_ADDRESS)
-                .filter_map(|atv| atv.value.decode_as::<der::asn1::Ia5String>().ok())
-                .map(|s| s.as_str().to_string())
-                .collect(),
+            _ => Vec::new(),
+        };
+        if !from_san.is_empty() {
+            return from_san;
         }
+        tbs.subject()
+            .iter()
+            .filter(|atv| atv.oid == alg::ID_EMAIL_ADDRESS)
+            .filter_map(|atv| atv.value.decode_as::<der::asn1::Ia5String>().ok())
+            .map(|s| s.as_str().to_string())
+            .collect()
+    }
+
+    /// The addresses the certificate names ([`Cert::mailboxes`] parsed by the one rule of
+    /// [`crate::address`]); entries that are not addresses (wildcards, junk) are left out.
+    pub fn addresses(&self) -> Vec<Address> {
+        self.mailboxes()
+            .iter()
+            .filter_map(|m| Address::parse(m).ok())
+            .collect()
+    }
+
+    /// True when the certificate names `address` (the one comparison rule).
+    pub fn names(&self, address: &Address) -> bool {
+        self.addresses().iter().any(|a| a == address)
     }
 
     /// The subject key identifier extension, if present.
@@ -387,77 +383,4 @@ pub fn pem_blocks(data: &[u8]) -> Vec<(String, Vec<u8>)> {
         rest = &after[end + end_marker.len()..];
     }
     out
-}
-
-/// Builds a path from `leaf` through `intermediates` to one of `anchors`, checking every
-/// signature and every validity period at `at`. Returns a description of the first problem.
-///
-/// Depth-first with backtracking (a message may carry several certificates with the same
-/// subject, e.g. a CA's old and new key), self-issued intermediates allowed (key rollover
-/// certificates), at most 8 certificates long.
-pub fn check_path(
-    leaf: &Cert,
-    intermediates: &[Cert],
-    anchors: &[Cert],
-    at: SystemTime,
-) -> Result<Vec<Cert>, String> {
-    if let Some(problem) = leaf.validity_problem(at) {
-        return Err(problem);
-    }
-    let mut path = vec![leaf.clone()];
-    let mut problem = None;
-    if extend_path(&mut path, intermediates, anchors, at, &mut problem) {
-        return Ok(path);
-    }
-    Err(problem.unwrap_or_else(|| {
-        let last = path.last().unwrap_or(leaf);
-        format!(
-            "certificate \"{}\" does not chain to a trusted CA (issuer \"{}\")",
-            leaf.subject(),
-            last.issuer()
-        )
-    }))
-}
-
-fn extend_path(
-    path: &mut Vec<Cert>,
-    intermediates: &[Cert],
-    anchors: &[Cert],
-    at: SystemTime,
-    problem: &mut Option<String>,
-) -> bool {
-    let current = path.last().expect("the path starts with the leaf").clone();
-    if anchors.contains(&current) {
-        return true;
-    }
-    for anchor in anchors.iter().filter(|a| current.is_signed_by(a).is_ok()) {
-        match anchor.validity_problem(at) {
-            Some(p) => *problem = Some(p),
-            None => {
-                path.push(anchor.clone());
-                return true;
-            }
-        }
-    }
-    if path.len() >= 8 {
-        *problem = Some("certificate chain is too long".into());
-        return false;
-    }
-    let candidates: Vec<&Cert> = intermediates
-        .iter()
-        .filter(|c| !path.contains(c) && current.is_signed_by(c).is_ok())
-        .collect();
-    for next in candidates {
-        // A leaf signed by another leaf must not pass as a chain.
-        if let Some(p) = next.ca_problem().or_else(|| next.validity_problem(at)) {
-            *problem = Some(p);
-            continue;
-        }
-        path.push(next.clone());
-        if extend_path(path, intermediates, anchors, at, problem) {
-            return true;
-        }
-        path.pop();
-    }
-    false
 }

@@ -19,6 +19,8 @@ use zeroize::Zeroizing;
 
 use crate::alg::{self, ContentCipher};
 use crate::cert::Cert;
+use std::borrow::Borrow;
+
 use crate::keys::{oaep_from_params, Identity};
 use crate::signed::{der_err, oaep_sha256_alg};
 use crate::Error;
@@ -316,7 +318,7 @@ struct ParsedEnvelope {
 }
 
 /// Decrypts EnvelopedData or AuthEnvelopedData with whichever identity it was encrypted for.
-pub fn decrypt(ci: ContentInfo, keys: &[Identity]) -> Result<Opened, Error> {
+pub fn decrypt<K: Borrow<Identity>>(ci: ContentInfo, keys: &[K]) -> Result<Opened, Error> {
     let parsed = parse_envelope(&ci.content_type, &ci.content.to_der().map_err(der_err)?)?;
     drop(ci);
     open_envelope(parsed, keys)
@@ -324,7 +326,7 @@ pub fn decrypt(ci: ContentInfo, keys: &[Identity]) -> Result<Opened, Error> {
 
 /// Decrypts a DER/BER ContentInfo given as bytes. Takes the buffer by value and frees it once
 /// the envelope is parsed, so a large message is held at most twice at any moment.
-pub fn decrypt_der(der: Vec<u8>, keys: &[Identity]) -> Result<Opened, Error> {
+pub fn decrypt_der<K: Borrow<Identity>>(der: Vec<u8>, keys: &[K]) -> Result<Opened, Error> {
     let parsed = {
         let normalized = crate::ber::normalize(&der)?;
         let (content_type, inner) = split_content_info(&normalized)?;
@@ -408,7 +410,7 @@ fn parse_envelope(
     }
 }
 
-fn open_envelope(p: ParsedEnvelope, keys: &[Identity]) -> Result<Opened, Error> {
+fn open_envelope<K: Borrow<Identity>>(p: ParsedEnvelope, keys: &[K]) -> Result<Opened, Error> {
     let ParsedEnvelope {
         recips,
         eci,
@@ -431,7 +433,8 @@ fn open_envelope(p: ParsedEnvelope, keys: &[Identity]) -> Result<Opened, Error> 
         )));
     }
 
-    let cek = unwrap_key(&recips, keys, cipher.key_len())?;
+    let keys: Vec<&Identity> = keys.iter().map(Borrow::borrow).collect();
+    let cek = unwrap_key(&recips, &keys, cipher.key_len())?;
     let params = eci
         .content_enc_alg
         .parameters
@@ -493,7 +496,7 @@ fn open_envelope(p: ParsedEnvelope, keys: &[Identity]) -> Result<Opened, Error> 
 
 fn unwrap_key(
     recips: &RecipientInfos,
-    keys: &[Identity],
+    keys: &[&Identity],
     key_len: usize,
 ) -> Result<Zeroizing<Vec<u8>>, Error> {
     let mut seen = Vec::new();
@@ -769,7 +772,7 @@ mod ecdh {
     /// Unwraps the content key if one of `keys` is among this KARI's recipients.
     pub fn unwrap(
         ka: &KeyAgreeRecipientInfo,
-        keys: &[Identity],
+        keys: &[&Identity],
         key_len: usize,
     ) -> Result<Unwrapped, Error> {
         let mut names = Vec::new();

@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod address;
 pub mod alg;
 pub mod ber;
 pub mod cert;
@@ -23,6 +24,7 @@ pub mod mime;
 pub mod sigalg;
 pub mod signed;
 
+pub use address::{same_mailbox, Address, AddressError};
 pub use alg::{ContentCipher, Digest};
 pub use cert::{parse_certificates, Cert};
 pub use envelope::{EncryptOptions, KeyTransport};
@@ -32,7 +34,7 @@ pub use message::{
     decrypt, decrypt_owned, encrypt, encrypt_owned, open, sign, sign_and_encrypt, verify,
     Decrypted, Layer, OpenedMessage, Prepared, Verified,
 };
-pub use signed::{SignOptions, SignerReport, VerifyOptions};
+pub use signed::{SignOptions, SignerReport};
 
 /// Everything that can go wrong, with the context a user needs.
 #[derive(Debug, thiserror::Error)]
@@ -73,18 +75,13 @@ pub enum Error {
 /// both exercise exactly the same code on untrusted input.
 #[doc(hidden)]
 pub mod fuzz_targets {
-    use std::time::{Duration, SystemTime};
-
     /// BER/DER normalisation and every CMS parser on arbitrary bytes.
     pub fn cms(data: &[u8]) {
         if let Ok(der) = crate::ber::normalize(data) {
             let _ = crate::envelope::split_content_info(&der);
             if let Ok(ci) = crate::signed::parse_content_info(&der) {
-                let opts = crate::VerifyOptions {
-                    anchors: Vec::new(),
-                    at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000),
-                };
-                let _ = crate::signed::verify_cms(&ci, Some(b"content"), &opts);
+                let _ = crate::signed::verify_cms(&ci, Some(b"content"));
+                let _ = crate::signed::verify_cms(&ci, None);
             }
         }
     }
@@ -92,11 +89,7 @@ pub mod fuzz_targets {
     /// Message-level decryption and layer opening with a real key on arbitrary messages.
     pub fn decrypt(data: &[u8], keys: &[crate::Identity]) {
         let _ = crate::decrypt(data, keys);
-        let opts = crate::VerifyOptions {
-            anchors: Vec::new(),
-            at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000),
-        };
-        let _ = crate::open(data, keys, &opts);
+        let _ = crate::open(data, keys);
     }
 
     /// MIME splitting, header parsing, canonicalisation and signature verification.
@@ -121,10 +114,8 @@ pub mod fuzz_targets {
                 legacy_display: true,
             },
         );
-        let opts = crate::VerifyOptions {
-            anchors: Vec::new(),
-            at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_900_000_000),
-        };
-        let _ = crate::verify(data, &opts);
+        let o = crate::mime::originators(e.header);
+        let _ = o.single_from().map(|f| o.other_senders(f));
+        let _ = crate::verify(data);
     }
 }

@@ -11,7 +11,7 @@ use crate::envelope::{self, EncryptOptions};
 use crate::hp::{self, Declared, Protection};
 use crate::keys::Identity;
 use crate::mime::{self, ContentType};
-use crate::signed::{self, SignOptions, SignerReport, VerifyOptions};
+use crate::signed::{self, SignOptions, SignerReport};
 use crate::Error;
 
 /// The most S/MIME layers opened in one message (signed inside encrypted inside signed …).
@@ -472,27 +472,29 @@ fn rewrap(wrapper_header: &[u8], inner: &[u8]) -> (Vec<u8>, Option<Declared>) {
 pub struct Verified {
     /// The message with the signature layer removed (outer fields + signed entity).
     pub message: Vec<u8>,
-    /// One report per signer; each also checks the From address against the certificate.
+    /// One report per signer (the signature itself; trust is the certificate store's verdict).
     pub signers: Vec<SignerReport>,
     /// Every certificate the signature carried.
     pub certificates: Vec<Cert>,
     /// Every CRL the signature carried (DER; not checked here: the certificate store does).
     pub crls: Vec<Vec<u8>>,
-    /// The From address of the message, if any.
-    pub from: Option<String>,
+    /// The originator fields (From, Sender) of `message` as a reader is shown them: the
+    /// protected ones when the signed content declares header protection.
+    pub originators: mime::Originators,
     /// The header protection the signed content declared (RFC 9788), if any.
     pub header_protection: Option<Declared>,
 }
 
 impl Verified {
-    /// True when there is at least one signer and every signer is valid.
+    /// True when there is at least one signer and every signature checks out (not whether the
+    /// signers are trusted: see `certstore::verdict`).
     pub fn is_valid(&self) -> bool {
         !self.signers.is_empty() && self.signers.iter().all(SignerReport::is_valid)
     }
 }
 
 /// Verifies a signed message (clear-signed `multipart/signed` or opaque `signed-data`).
-pub fn verify(message: &[u8], opts: &VerifyOptions) -> Result<Verified, Error> {
+pub fn verify(message: &[u8]) -> Result<Verified, Error> {
     let e = mime::split(message);
     let ct = mime::content_type(e.header);
     let (ci, detached) = match classify(&ct) {
@@ -533,22 +535,20 @@ pub fn verify(message: &[u8], opts: &VerifyOptions) -> Result<Verified, Error> {
             )))
         }
     };
-    let mut v = signed::verify_cms(&ci, detached.as_deref(), opts)?;
+    let mut v = signed::verify_cms(&ci, detached.as_deref())?;
+    // A clear-signed message shows its visible part, whatever else the signature embeds (its
+    // signers are then invalid: verify_cms says why).
     let inner: std::borrow::Cow<'_, [u8]> = match (v.content.take(), detached) {
-        (Some(encapsulated), _) => {
+        (_, Some(d)) => d,
+        (Some(encapsulated), None) => {
             std::borrow::Cow::Owned(mime::to_crlf(&encapsulated).into_owned())
         }
-        (None, Some(d)) => d,
         (None, None) => return Err(Error::Malformed("signature without content".into())),
     };
     let (message, header_protection) = rewrap(e.header, &inner);
-    // The From that counts is the one the reader sees: protected (inner) if present, else outer
-    // (never outer when the payload declares header protection: the outer one is not shown).
-    let inner_from = mime::from_address(mime::split(&inner).header);
-    let from = match header_protection {
-        Some(_) => inner_from,
-        None => inner_from.or_else(|| mime::from_address(e.header)),
-    };
+    // The originators that count are the ones the reader is shown: `rewrap` keeps the protected
+    // (inner) fields and drops the outer ones when the content declares header protection.
+    let originators = mime::originators(mime::split(&message).header);
     let mut signers = v.signers;
     for s in &mut signers {
         // For mail, a signature without signed attributes is not trustworthy (no binding of
@@ -557,26 +557,12 @@ pub fn verify(message: &[u8], opts: &VerifyOptions) -> Result<Verified, Error> {
             s.problem = Some("the signature has no signed attributes".into());
         }
     }
-    if let Some(from) = &from {
-        for s in &mut signers {
-            if s.problem.is_none() && !s.emails.iter().any(|a| a == from) {
-                s.problem = Some(format!(
-                    "the signer's certificate is for {}, not for the sender {from}",
-                    if s.emails.is_empty() {
-                        "no e-mail address".to_string()
-                    } else {
-                        s.emails.join(", ")
-                    }
-                ));
-            }
-        }
-    }
     Ok(Verified {
         message,
         signers,
         certificates: v.certificates,
         crls: v.crls,
-        from,
+        originators,
         header_protection,
     })
 }
@@ -593,13 +579,19 @@ pub struct Decrypted {
 }
 
 /// Decrypts an `application/pkcs7-mime` enveloped or authEnveloped message.
-pub fn decrypt(message: &[u8], keys: &[Identity]) -> Result<Decrypted, Error> {
+pub fn decrypt<K: std::borrow::Borrow<Identity>>(
+    message: &[u8],
+    keys: &[K],
+) -> Result<Decrypted, Error> {
     let (header, der) = envelope_of(message)?;
     finish_decrypt(&header, der, keys)
 }
 
 /// Like [`decrypt`], but takes the message and frees it once its CMS body is decoded.
-pub fn decrypt_owned(message: Vec<u8>, keys: &[Identity]) -> Result<Decrypted, Error> {
+pub fn decrypt_owned<K: std::borrow::Borrow<Identity>>(
+    message: Vec<u8>,
+    keys: &[K],
+) -> Result<Decrypted, Error> {
     let (header, ct, body_start) = {
         let e = mime::split(&message);
         let ct = mime::content_type(e.header);
@@ -632,7 +624,11 @@ fn envelope_of(message: &[u8]) -> Result<(Vec<u8>, Vec<u8>), Error> {
     Ok((e.header.to_vec(), decode_body(&ct, e.body)?))
 }
 
-fn finish_decrypt(header: &[u8], der: Vec<u8>, keys: &[Identity]) -> Result<Decrypted, Error> {
+fn finish_decrypt<K: std::borrow::Borrow<Identity>>(
+    header: &[u8],
+    der: Vec<u8>,
+    keys: &[K],
+) -> Result<Decrypted, Error> {
     let opened = envelope::decrypt_der(der, keys)?;
     let (message, header_protection) = rewrap(header, &opened.content);
     Ok(Decrypted {
@@ -664,10 +660,9 @@ pub struct OpenedMessage {
 }
 
 /// Opens every whole-message S/MIME layer: decrypts and verifies in whatever order they nest.
-pub fn open(
+pub fn open<K: std::borrow::Borrow<Identity>>(
     message: &[u8],
-    keys: &[Identity],
-    opts: &VerifyOptions,
+    keys: &[K],
 ) -> Result<OpenedMessage, Error> {
     let mut current = message.to_vec();
     let mut layers = Vec::new();
@@ -676,7 +671,7 @@ pub fn open(
         match kind(&current) {
             Kind::Plain => break,
             Kind::ClearSigned => {
-                let mut v = verify(&current, opts)?;
+                let mut v = verify(&current)?;
                 current = std::mem::take(&mut v.message);
                 header_protection = v.header_protection;
                 layers.push(Layer::Signed(v));
@@ -695,7 +690,7 @@ pub fn open(
                     header_protection = declared;
                     layers.push(Layer::Encrypted(opened.cipher));
                 } else {
-                    let mut v = verify(&current, opts)?;
+                    let mut v = verify(&current)?;
                     current = std::mem::take(&mut v.message);
                     header_protection = v.header_protection;
                     layers.push(Layer::Signed(v));

@@ -9,6 +9,7 @@ use std::borrow::Cow;
 
 use mail_parser::{MessageParser, MimeHeaders};
 
+use crate::address::Address;
 use crate::Error;
 
 /// Deepest MIME nesting canonicalised or searched; real mail stays below 10.
@@ -217,13 +218,148 @@ pub fn content_type(header: &[u8]) -> ContentType {
     out
 }
 
-/// The first address of the `From` field, lower-cased, if any.
+/// The first address of the first `From` field, as written, if any.
 pub fn from_address(header: &[u8]) -> Option<String> {
-    let mut block = select_fields(header, |name| name == "from");
+    let first = fields(header).into_iter().find(|f| f.name == "from")?;
+    field_mailboxes(first.raw)
+        .into_iter()
+        .find_map(|m| m.address)
+        .map(|a| a.to_string())
+}
+
+/// One mailbox of an originator field (`From`, `Sender`) as a reader's client shows it.
+#[derive(Debug, Clone)]
+pub struct Mailbox {
+    /// The display name, RFC 2047 encoded words decoded (what the client shows).
+    pub display: String,
+    /// The address, when it is one envelopd can compare.
+    pub address: Option<Address>,
+    /// The address text as written (for messages).
+    pub written: String,
+}
+
+/// The originator fields of a header block, each field and each mailbox counted: what a
+/// signature status must judge (RFC 5322 §3.6.2 allows one From field, one Sender field).
+#[derive(Debug, Clone, Default)]
+pub struct Originators {
+    /// How many `From` fields the header has.
+    pub from_fields: usize,
+    /// The mailboxes of every `From` field, in order (groups expanded).
+    pub from: Vec<Mailbox>,
+    /// How many `Sender` fields the header has.
+    pub sender_fields: usize,
+    /// The mailboxes of every `Sender` field.
+    pub sender: Vec<Mailbox>,
+}
+
+impl Originators {
+    /// The single From address, or why the header does not name exactly one sender a reader
+    /// can rely on: no From, several From fields (clients show one, a verifier may check the
+    /// other), several mailboxes in From, an address that does not parse, or a display name
+    /// that carries another address (`manager@corp <eve@corp>` shows as the manager in many
+    /// clients). The "ID" classes of "Johnny, You Are Fired" (USENIX Security 2019).
+    pub fn single_from(&self) -> Result<&Address, String> {
+        match self.from_fields {
+            0 => return Err("the message has no From field".into()),
+            1 => {}
+            n => return Err(format!("the message has {n} From fields")),
+        }
+        let [one] = self.from.as_slice() else {
+            return Err(format!(
+                "the From field names {} mailboxes",
+                self.from.len()
+            ));
+        };
+        let Some(address) = &one.address else {
+            return Err(format!(
+                "the From address \"{}\" is not a valid address",
+                one.written.chars().take(80).collect::<String>()
+            ));
+        };
+        if let Some(other) = addresses_in_text(&one.display)
+            .into_iter()
+            .find(|a| a != address)
+        {
+            return Err(format!(
+                "the From display name shows another address ({other})"
+            ));
+        }
+        Ok(address)
+    }
+
+    /// The Sender addresses that are not the From address (a client shows "Sender on behalf
+    /// of From"); empty when there is no Sender or it names the From mailbox itself.
+    pub fn other_senders(&self, from: &Address) -> Vec<String> {
+        self.sender
+            .iter()
+            .filter(|m| m.address.as_ref() != Some(from))
+            .map(|m| m.written.clone())
+            .collect()
+    }
+}
+
+/// The originator fields of a header block.
+pub fn originators(header: &[u8]) -> Originators {
+    let mut out = Originators::default();
+    for f in fields(header) {
+        match f.name.as_str() {
+            "from" => {
+                out.from_fields += 1;
+                out.from.extend(field_mailboxes(f.raw));
+            }
+            "sender" => {
+                out.sender_fields += 1;
+                out.sender.extend(field_mailboxes(f.raw));
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The mailboxes of one raw originator field, parsed by mail-parser under the name `From`
+/// (so every originator field follows the same address grammar).
+fn field_mailboxes(raw: &[u8]) -> Vec<Mailbox> {
+    let colon = raw.iter().position(|&b| b == b':').unwrap_or(raw.len());
+    let mut block = b"From:".to_vec();
+    block.extend_from_slice(&to_crlf(raw.get(colon + 1..).unwrap_or_default()));
+    if !block.ends_with(b"\r\n") {
+        block.extend_from_slice(b"\r\n");
+    }
     block.extend_from_slice(b"\r\n");
-    let msg = MessageParser::default().parse_headers(&block)?;
-    let addr = msg.from()?.first()?.address()?.to_ascii_lowercase();
-    Some(addr)
+    let Some(msg) = MessageParser::default().parse_headers(&block) else {
+        return Vec::new();
+    };
+    let Some(list) = msg.from() else {
+        return Vec::new();
+    };
+    list.iter()
+        .map(|a| {
+            let written = a.address().unwrap_or_default().to_string();
+            Mailbox {
+                display: a.name().unwrap_or_default().to_string(),
+                address: Address::parse(&written).ok(),
+                written,
+            }
+        })
+        .collect()
+}
+
+/// Address-like words in a display name (also with the full-width and small at signs, which
+/// clients draw like `@`).
+pub fn addresses_in_text(text: &str) -> Vec<Address> {
+    let normalised: String = text
+        .chars()
+        .map(|c| match c {
+            '\u{ff20}' | '\u{fe6b}' => '@',
+            c => c,
+        })
+        .collect();
+    normalised
+        .split(|c: char| c.is_whitespace() || "<>\"'(),;:[]".contains(c))
+        .filter(|w| w.contains('@'))
+        .filter_map(|w| Address::parse(w.trim_matches(|c: char| ".!?".contains(c))).ok())
+        .collect()
 }
 
 /// Every address in the To and Cc fields, lower-cased, groups expanded.

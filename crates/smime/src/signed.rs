@@ -14,7 +14,7 @@ use x509_cert::attr::Attribute;
 use x509_cert::time::Time;
 
 use crate::alg::{self, Digest};
-use crate::cert::{check_path, Cert};
+use crate::cert::Cert;
 use crate::keys::{Identity, RsaPadding};
 use crate::{ber, sigalg, Error};
 
@@ -175,12 +175,12 @@ pub struct SignerReport {
     pub cert: Option<Cert>,
     /// Subject of the signer certificate (or the signer identifier when absent).
     pub subject: String,
-    /// E-mail addresses of the signer certificate.
-    pub emails: Vec<String>,
     /// The signingTime attribute, if present.
     pub signing_time: Option<SystemTime>,
     /// Digest algorithm name (`sha-256` …).
     pub digest: String,
+    /// The digest algorithm, when envelopd knows it (SHA-1 is verified but judged weak).
+    pub digest_algorithm: Option<Digest>,
     /// SMIMECapabilities announced by the signer (algorithm OIDs, strongest first).
     pub capabilities: Vec<String>,
     /// Whether the SignerInfo carried signed attributes (S/MIME requires them for mail).
@@ -188,12 +188,14 @@ pub struct SignerReport {
     /// The certificate the signer asked to be encrypted to (SMIMEEncryptionKeyPreference,
     /// issuerAndSerialNumber form), if any.
     pub encryption_key_preference: Option<cms::cert::IssuerAndSerialNumber>,
-    /// None when the signer is valid; otherwise why not.
+    /// None when the signature itself checks out (signature value, signed attributes, the
+    /// content digest); otherwise why not. Whether the certificate may be trusted, and for
+    /// which address, is the certificate store's judgement (`certstore::verdict`), not this.
     pub problem: Option<String>,
 }
 
 impl SignerReport {
-    /// True when signature, attributes and certificate chain all check out.
+    /// True when the signature itself checks out (see [`SignerReport::problem`]).
     pub fn is_valid(&self) -> bool {
         self.problem.is_none()
     }
@@ -212,29 +214,19 @@ pub struct CmsVerified {
     pub crls: Vec<Vec<u8>>,
 }
 
-/// Options for verification.
-#[derive(Debug, Clone)]
-pub struct VerifyOptions {
-    /// Trust anchors for the basic path check.
-    pub anchors: Vec<Cert>,
-    /// The time at which certificates must be valid.
-    pub at: SystemTime,
-}
-
 /// Parses BER/DER bytes as a CMS ContentInfo (after BER normalisation).
 pub fn parse_content_info(data: &[u8]) -> Result<ContentInfo, Error> {
     let der = ber::normalize(data)?;
     ContentInfo::from_der(&der).map_err(|e| Error::Malformed(format!("CMS ContentInfo: {e}")))
 }
 
-/// Verifies a CMS SignedData; `detached` is the content for detached signatures.
+/// Verifies a CMS SignedData cryptographically; `detached` is the content for detached
+/// signatures. Trust in the signer's certificate is not judged here.
 ///
-/// Structural problems are errors; a signature that does not verify is reported per signer.
-pub fn verify_cms(
-    ci: &ContentInfo,
-    detached: Option<&[u8]>,
-    opts: &VerifyOptions,
-) -> Result<CmsVerified, Error> {
+/// Structural problems are errors; a signature that does not verify is reported per signer. A
+/// detached signature whose SignedData also embeds content is invalid for every signer: the
+/// part a reader sees is not the part that was signed (OpenSSL and Thunderbird refuse it too).
+pub fn verify_cms(ci: &ContentInfo, detached: Option<&[u8]>) -> Result<CmsVerified, Error> {
     if ci.content_type != alg::ID_SIGNED_DATA {
         return Err(Error::NotSmime(format!(
             "expected signed-data, found {}",
@@ -262,9 +254,10 @@ pub fn verify_cms(
         }
         None => None,
     };
+    let both = encapsulated.is_some() && detached.is_some();
     let content: &[u8] = match (&encapsulated, detached) {
-        (Some(c), _) => c,
-        (None, Some(d)) => d,
+        (_, Some(d)) => d,
+        (Some(c), None) => c,
         (None, None) => {
             return Err(Error::Malformed(
                 "detached signature without the signed content".into(),
@@ -293,14 +286,20 @@ pub fn verify_cms(
         .0
         .iter()
         .map(|si| {
-            verify_signer(
+            let mut report = verify_signer(
                 si,
                 &sd.digest_algorithms,
                 &sd.encap_content_info.econtent_type,
                 content,
                 &certificates,
-                opts,
-            )
+            );
+            if both {
+                report.problem = Some(
+                    "the detached signature also embeds content: the part shown is not the one signed"
+                        .into(),
+                );
+            }
+            report
         })
         .collect();
     Ok(CmsVerified {
@@ -369,17 +368,16 @@ fn verify_signer(
     econtent_type: &Oid,
     content: &[u8],
     certs: &[Cert],
-    opts: &VerifyOptions,
 ) -> SignerReport {
     let cert = find_signer_cert(&si.sid, certs).cloned();
     let mut report = SignerReport {
         subject: cert
             .as_ref()
             .map_or_else(|| "(signer certificate not included)".into(), Cert::subject),
-        emails: cert.as_ref().map(Cert::emails).unwrap_or_default(),
         cert,
         signing_time: None,
         digest: alg::name(&si.digest_alg.oid),
+        digest_algorithm: Digest::from_oid(&si.digest_alg.oid).ok(),
         capabilities: Vec::new(),
         signed_attributes: si.signed_attrs.is_some(),
         encryption_key_preference: None,
@@ -422,9 +420,7 @@ fn verify_signer(
         digest_algs,
         econtent_type,
         content,
-        certs,
         report.cert.as_ref(),
-        opts,
     )
     .err()
     .map(|e| e.to_string());
@@ -436,9 +432,7 @@ fn check_signer(
     digest_algs: &SetOfVec<AlgorithmIdentifierOwned>,
     econtent_type: &Oid,
     content: &[u8],
-    certs: &[Cert],
     cert: Option<&Cert>,
-    opts: &VerifyOptions,
 ) -> Result<(), Error> {
     let cert = cert.ok_or_else(|| {
         Error::BadSignature("the signer's certificate is not included in the message".into())
@@ -466,14 +460,13 @@ fn check_signer(
                 "signed attributes are required for this content type".into(),
             ));
         }
-        sigalg::verify(
+        return sigalg::verify(
             cert.spki(),
             &si.signature_algorithm,
             Some(digest),
             content,
             si.signature.as_bytes(),
-        )?;
-        return check_trust(cert, certs, opts);
+        );
     };
     let single = |oid: Oid| -> Result<&Any, Error> {
         let mut found = attrs.iter().filter(|a| a.oid == oid);
@@ -510,15 +503,5 @@ fn check_signer(
         Some(digest),
         &signed,
         si.signature.as_bytes(),
-    )?;
-    check_trust(cert, certs, opts)
-}
-
-/// The signer certificate chains to an anchor, is valid at the time, and may sign mail.
-fn check_trust(cert: &Cert, certs: &[Cert], opts: &VerifyOptions) -> Result<(), Error> {
-    check_path(cert, certs, &opts.anchors, opts.at).map_err(Error::Untrusted)?;
-    if let Some(problem) = cert.smime_signing_problem() {
-        return Err(Error::Untrusted(problem));
-    }
-    Ok(())
+    )
 }

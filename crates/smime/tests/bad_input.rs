@@ -4,14 +4,10 @@
 mod common;
 use common::*;
 
-use smime::{EncryptOptions, Error, Identity, PrivateKey, VerifyOptions};
+use smime::{EncryptOptions, Error, Identity, PrivateKey};
 
 fn bob() -> Identity {
     identity("rfc9216/bob.encrypt.key", "rfc9216/bob.encrypt.crt")
-}
-
-fn opts() -> VerifyOptions {
-    rsa_anchor()
 }
 
 fn p7m(der: &[u8]) -> Vec<u8> {
@@ -83,17 +79,15 @@ fn broken_mime_is_a_clear_error() {
     assert!(err.to_string().contains("x-uuencode"), "{err}");
     let err = smime::verify(
         b"Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"\r\n\r\n--x\r\n",
-        &opts(),
     )
     .unwrap_err();
     assert!(err.to_string().contains("boundary"), "{err}");
     let err = smime::verify(
         b"Content-Type: multipart/signed; boundary=b\r\n\r\n--b\r\n\r\nonly one part\r\n--b--\r\n",
-        &opts(),
     )
     .unwrap_err();
     assert!(err.to_string().contains("2 parts"), "{err}");
-    let err = smime::verify(b"Content-Type: multipart/signed; boundary=b\r\n\r\n--b\r\n\r\ntext\r\n--b\r\nContent-Type: application/pkcs7-signature\r\n\r\n", &opts()).unwrap_err();
+    let err = smime::verify(b"Content-Type: multipart/signed; boundary=b\r\n\r\n--b\r\n\r\ntext\r\n--b\r\nContent-Type: application/pkcs7-signature\r\n\r\n").unwrap_err();
     assert!(err.to_string().contains("truncated"), "{err}");
 }
 
@@ -151,7 +145,7 @@ fn signer_certificate_missing_is_reported() {
     );
     ci.content = der::Any::encode_from(&sd).unwrap();
     let ci = smime::signed::parse_content_info(&ci.to_der().unwrap()).unwrap();
-    let v = smime::signed::verify_cms(&ci, Some(content), &opts()).unwrap();
+    let v = smime::signed::verify_cms(&ci, Some(content)).unwrap();
     assert!(
         v.signers[0]
             .problem

@@ -104,7 +104,7 @@ fn signed_and_encrypted_with_hidden_subject_round_trip() {
     .unwrap();
 
     // envelopd opens it: one Subject, the real one; the signature is valid for the inner From.
-    let opened = smime::open(&out, &[bob()], &rsa_anchor()).unwrap();
+    let opened = smime::open(&out, &[bob()]).unwrap();
     assert_eq!(opened.header_protection, Some(Declared::Cipher));
     assert_eq!(
         header_values(&opened.message, "subject"),
@@ -132,7 +132,7 @@ fn signed_only_copies_headers_inside_and_keeps_the_outside() {
     let out = p.to_message();
     assert_eq!(header_values(&out, "subject"), vec![SECRET_SUBJECT]);
     assert!(header_values(&out, "bcc").is_empty());
-    let v = smime::verify(&out, &rsa_anchor()).unwrap();
+    let v = smime::verify(&out).unwrap();
     assert!(v.is_valid(), "{:?}", v.signers);
     assert_eq!(v.header_protection, Some(Declared::Clear));
     assert_eq!(header_values(&v.message, "subject"), vec![SECRET_SUBJECT]);
@@ -149,7 +149,7 @@ fn without_protection_the_message_is_as_before() {
         .encrypt(&[cert("rfc9216/bob.encrypt.crt")], &gcm())
         .unwrap();
     assert_eq!(header_values(&out, "subject"), vec![SECRET_SUBJECT]);
-    let opened = smime::open(&out, &[bob()], &rsa_anchor()).unwrap();
+    let opened = smime::open(&out, &[bob()]).unwrap();
     assert_eq!(opened.header_protection, None);
     assert_eq!(
         header_values(&opened.message, "subject"),
@@ -189,7 +189,7 @@ fn legacy_display_is_readable_without_rfc9788_and_hidden_with_it() {
         "{text:?}"
     );
     // envelopd hides the element: the text once, the Subject in the header.
-    let opened = smime::open(&out, &[bob()], &rsa_anchor()).unwrap();
+    let opened = smime::open(&out, &[bob()]).unwrap();
     let parsed = MessageParser::default().parse(&opened.message).unwrap();
     assert_eq!(parsed.subject(), Some(SECRET_SUBJECT));
     assert_eq!(
@@ -243,7 +243,7 @@ Content-Type: text/html; charset=\"us-ascii\"; hp-legacy-display=\"1\"\r\n\
     .unwrap();
     let mut stored = b"Received: from mx.smime.example by imap.smime.example\r\nDate: Wed, 25 Nov 2026 18:00:00 +0000\r\nFrom: Alice <alice@smime.example>\r\nTo: Bob <bob@smime.example>\r\nSubject: [...]\r\nReply-To: attacker@evil.example\r\nMessage-ID: <rfc9788-1@smime.example>\r\n".to_vec();
     stored.extend_from_slice(&enveloped);
-    let opened = smime::open(&stored, &[bob()], &rsa_anchor()).unwrap();
+    let opened = smime::open(&stored, &[bob()]).unwrap();
     assert_eq!(opened.header_protection, Some(Declared::Cipher));
     let m = &opened.message;
     assert_eq!(header_values(m, "subject"), vec!["Dinner plans"]);
@@ -280,10 +280,13 @@ Content-Type: text/html; charset=\"us-ascii\"; hp-legacy-display=\"1\"\r\n\
     .unwrap();
     let mut stored = b"From: Alice <alice@smime.example>\r\nSubject: outer subject\r\n".to_vec();
     stored.extend_from_slice(&signed);
-    let v = smime::verify(&stored, &rsa_anchor()).unwrap();
+    let v = smime::verify(&stored).unwrap();
     assert_eq!(v.header_protection, Some(Declared::Clear));
     assert_eq!(header_values(&v.message, "subject"), vec!["Dinner plans"]);
-    assert_eq!(v.from.as_deref(), Some("alice@smime.example"));
+    assert_eq!(
+        v.originators.single_from().unwrap().to_string(),
+        "alice@smime.example"
+    );
 }
 
 /// A payload that declares protection but lacks a From: the outer From is not shown, and the
@@ -307,7 +310,8 @@ fn a_protected_payload_without_from_does_not_borrow_the_outer_one() {
     .unwrap();
     let mut stored = b"From: alice@smime.example\r\n".to_vec();
     stored.extend_from_slice(&signed);
-    let v = smime::verify(&stored, &rsa_anchor()).unwrap();
+    let v = smime::verify(&stored).unwrap();
     assert!(header_values(&v.message, "from").is_empty());
-    assert_eq!(v.from, None);
+    assert_eq!(v.originators.from_fields, 0);
+    assert!(v.originators.single_from().is_err());
 }

@@ -47,10 +47,7 @@ impl SenderIdentity {
     /// its addresses or listed in `logins`. A colleague logged in as someone else on the LAN
     /// gateway can then never produce mail signed as the doctor.
     pub fn usable_by(&self, login: &str) -> bool {
-        self.addresses
-            .iter()
-            .any(|a| certstore::address_matches(a, login))
-            || self.logins.iter().any(|l| l.eq_ignore_ascii_case(login))
+        certstore::login_may_use(&self.addresses, &self.logins, login)
     }
 }
 
@@ -160,11 +157,9 @@ pub async fn complete_from_directory(
 
 /// The identity whose addresses include `address`.
 fn identity_for<'a>(identities: &'a [SenderIdentity], address: &str) -> Option<&'a SenderIdentity> {
-    identities.iter().find(|i| {
-        i.addresses
-            .iter()
-            .any(|a| certstore::address_matches(a, address))
-    })
+    identities
+        .iter()
+        .find(|i| i.addresses.iter().any(|a| smime::same_mailbox(a, address)))
 }
 
 /// The identities as one session sees them: only those its login may use (all of them without

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
-use smime::{Cert, Identity, PrivateKey, SignOptions, VerifyOptions};
+use smime::{Cert, Identity, PrivateKey, SignOptions};
 
 /// `../shared/vectors` beside the checkout, or `ENVELOPD_VECTORS`.
 pub fn vectors() -> PathBuf {
@@ -44,13 +44,5 @@ pub fn sign_opts() -> SignOptions {
         rsa_padding: smime::RsaPadding::Pkcs1v15,
         signing_time: at(),
         encryption_cert: None,
-    }
-}
-
-/// Verification against the RFC 9216 RSA CA at [`at`].
-pub fn rsa_anchor() -> VerifyOptions {
-    VerifyOptions {
-        anchors: vec![cert("rfc9216/ca.rsa.crt")],
-        at: at(),
     }
 }

@@ -1,0 +1,359 @@
+//! The one signature verdict (`certstore::verdict`) on messages built by two engines (OpenSSL's
+//! `cms -sign` and envelopd's own signer) with the RFC 9216 keys: the identity-spoofing classes
+//! of "Johnny, You Are Fired" (USENIX Security 2019), a detached signature that also embeds
+//! content, SHA-1 and future-dated signatures, trust failures, and tampering. None may be
+//! `valid`; the genuine message from the same signer stays valid.
+
+use std::time::{Duration, SystemTime};
+
+use certstore::verdict::{judge, Signed, Status, Verdict};
+use certstore::CertStore;
+use proptest::prelude::*;
+
+fn read(n: &str) -> Vec<u8> {
+    std::fs::read(testkit::rfc9216(n)).unwrap()
+}
+
+fn path(n: &str) -> String {
+    testkit::rfc9216(n).to_str().unwrap().to_string()
+}
+
+fn store() -> CertStore {
+    let mut s = CertStore::new();
+    for c in smime::parse_certificates(&read("ca.rsa.crt")).unwrap() {
+        s.add_anchor(c);
+    }
+    s
+}
+
+fn alice() -> smime::Identity {
+    smime::Identity::new(
+        smime::PrivateKey::load(&read("alice.sign.key"), None).unwrap(),
+        smime::parse_certificates(&read("alice.sign.crt")).unwrap(),
+    )
+    .unwrap()
+}
+
+const BODY: &str = "Content-Type: text/plain\r\n\r\nPlease transfer 10,000 EUR today.\r\n";
+
+/// Signs `BODY` with OpenSSL (clear-signed, CRLF) and puts `header` in front.
+fn openssl_signed(header: &str, extra: &[&str]) -> Vec<u8> {
+    let (crt, key) = (path("alice.sign.crt"), path("alice.sign.key"));
+    let mut args = vec![
+        "cms", "-sign", "-signer", &crt, "-inkey", &key, "-binary", "-crlfeol",
+    ];
+    args.extend_from_slice(extra);
+    let signed = testkit::openssl_pipe(&args, BODY.as_bytes()).unwrap();
+    let mut out = header.as_bytes().to_vec();
+    out.extend_from_slice(&signed);
+    out
+}
+
+/// Signs with envelopd's own signer; `header` holds the routing fields.
+fn own_signed(header: &str, at: SystemTime) -> Vec<u8> {
+    let opts = smime::SignOptions {
+        digest: None,
+        rsa_padding: smime::RsaPadding::Pkcs1v15,
+        signing_time: at,
+        encryption_cert: None,
+    };
+    let msg = format!("{header}{BODY}");
+    smime::sign(msg.as_bytes(), &alice(), &opts).unwrap()
+}
+
+fn verdict_at(message: &[u8], store: &CertStore, at: SystemTime) -> Verdict {
+    let v = smime::verify(message).unwrap();
+    judge(&Signed::of(&v), &v.originators, store, at)
+}
+
+fn verdict(message: &[u8]) -> Verdict {
+    verdict_at(message, &store(), SystemTime::now())
+}
+
+#[test]
+fn the_genuine_message_is_valid_from_both_engines() {
+    let h = "From: Alice <alice@smime.example>\r\nTo: bob@smime.example\r\n";
+    for m in [openssl_signed(h, &[]), own_signed(h, SystemTime::now())] {
+        let v = verdict(&m);
+        assert_eq!(v.status, Status::Valid, "{v:?}");
+        assert_eq!(v.signer.as_deref(), Some("alice@smime.example"));
+        assert_eq!(
+            v.header_part(),
+            "signature=valid; signer=alice@smime.example"
+        );
+    }
+    // The one address rule: the From address in another case is the same mailbox.
+    let v = verdict(&openssl_signed("From: ALICE@Smime.Example\r\n", &[]));
+    assert_eq!(v.status, Status::Valid, "{v:?}");
+    // A Sender naming the From mailbox itself is no mismatch.
+    let v = verdict(&openssl_signed(
+        "From: alice@smime.example\r\nSender: Alice@smime.example\r\n",
+        &[],
+    ));
+    assert_eq!(v.status, Status::Valid, "{v:?}");
+    // An address in the display name that is From's own is harmless.
+    let v = verdict(&openssl_signed(
+        "From: \"alice@smime.example\" <alice@smime.example>\r\n",
+        &[],
+    ));
+    assert_eq!(v.status, Status::Valid, "{v:?}");
+}
+
+#[test]
+fn stronger_digests_and_pss_stay_valid() {
+    let h = "From: alice@smime.example\r\n";
+    for extra in [
+        &["-md", "sha384"][..],
+        &["-md", "sha512"][..],
+        &["-keyopt", "rsa_padding_mode:pss"][..],
+    ] {
+        let v = verdict(&openssl_signed(h, extra));
+        assert_eq!(v.status, Status::Valid, "{extra:?}: {v:?}");
+    }
+}
+
+/// The ID classes of the paper: each shows a valid signature of Eve's (here: Alice's key, the
+/// attacker) next to a header that makes the reader think someone else wrote it.
+#[test]
+fn identity_spoofs_are_never_valid() {
+    let cases: &[(&str, &str, Status, &str)] = &[
+        (
+            "display name with another address",
+            "From: boss@smime.example <alice@smime.example>\r\n",
+            Status::FromMismatch,
+            "display name shows another address",
+        ),
+        (
+            "display name with another address, RFC 2047 encoded",
+            "From: =?utf-8?b?Ym9zc0BzbWltZS5leGFtcGxl?= <alice@smime.example>\r\n",
+            Status::FromMismatch,
+            "display name shows another address",
+        ),
+        (
+            "display name with a full-width at sign",
+            "From: \"boss\u{ff20}smime.example\" <alice@smime.example>\r\n",
+            Status::FromMismatch,
+            "display name shows another address",
+        ),
+        (
+            "two mailboxes in From",
+            "From: alice@smime.example, boss@smime.example\r\n",
+            Status::FromMismatch,
+            "2 mailboxes",
+        ),
+        (
+            "a group in From",
+            "From: staff: boss@smime.example, alice@smime.example;\r\n",
+            Status::FromMismatch,
+            "2 mailboxes",
+        ),
+        (
+            "two From fields, the signer's second",
+            "From: boss@smime.example\r\nFrom: alice@smime.example\r\n",
+            Status::FromMismatch,
+            "2 From fields",
+        ),
+        (
+            "two From fields, the signer's first",
+            "From: alice@smime.example\r\nFrom: boss@smime.example\r\n",
+            Status::FromMismatch,
+            "2 From fields",
+        ),
+        (
+            "no From at all",
+            "To: bob@smime.example\r\n",
+            Status::FromMismatch,
+            "no From field",
+        ),
+        (
+            "From someone else",
+            "From: boss@smime.example\r\n",
+            Status::FromMismatch,
+            "not for boss@smime.example",
+        ),
+        (
+            "Sender naming someone else",
+            "From: alice@smime.example\r\nSender: boss@smime.example\r\n",
+            Status::SenderMismatch,
+            "Sender field names boss@smime.example",
+        ),
+    ];
+    for (what, header, status, reason) in cases {
+        for (engine, m) in [
+            ("openssl", openssl_signed(header, &[])),
+            ("envelopd", own_signed(header, SystemTime::now())),
+        ] {
+            let v = verdict(&m);
+            assert_eq!(v.status, *status, "{what} ({engine}): {v:?}");
+            assert!(
+                v.reason.as_deref().unwrap_or("").contains(reason),
+                "{what} ({engine}): {v:?}"
+            );
+            assert!(!v.is_valid());
+            assert!(!v.header_part().contains("signature=valid"), "{what}");
+        }
+    }
+    let v = verdict(&openssl_signed(
+        "From: alice@smime.example\r\nSender: boss@smime.example\r\n",
+        &[],
+    ));
+    assert_eq!(
+        v.header_part(),
+        "signature=sender-mismatch; reason=\"the Sender field names boss@smime.example, who did not sign; the signer is alice@smime.example\"; signer=alice@smime.example; sender=boss@smime.example"
+    );
+}
+
+/// CMS "eContent confusion": a multipart/signed whose signature embeds the signed text while
+/// the visible part says something else. OpenSSL refuses it; so must envelopd.
+#[test]
+fn a_detached_signature_that_embeds_content_is_invalid() {
+    let embedded = b"Content-Type: text/plain\r\n\r\nHarmless.\r\n";
+    let der = testkit::openssl_pipe(
+        &[
+            "cms",
+            "-sign",
+            "-signer",
+            &path("alice.sign.crt"),
+            "-inkey",
+            &path("alice.sign.key"),
+            "-binary",
+            "-nodetach",
+            "-outform",
+            "DER",
+        ],
+        embedded,
+    )
+    .unwrap();
+    for visible in [BODY.as_bytes(), &embedded[..]] {
+        let mut m = b"From: alice@smime.example\r\nMIME-Version: 1.0\r\nContent-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"b\"\r\n\r\n--b\r\n".to_vec();
+        m.extend_from_slice(visible);
+        m.extend_from_slice(b"\r\n--b\r\nContent-Type: application/pkcs7-signature; name=smime.p7s\r\nContent-Transfer-Encoding: base64\r\n\r\n");
+        m.extend_from_slice(&smime::mime::base64_lines(&der));
+        m.extend_from_slice(b"\r\n--b--\r\n");
+        let v = smime::verify(&m).unwrap();
+        // What is shown is the visible part, never the embedded one.
+        assert!(
+            v.message.ends_with(visible),
+            "{}",
+            String::from_utf8_lossy(&v.message)
+        );
+        let verdict = judge(&Signed::of(&v), &v.originators, &store(), SystemTime::now());
+        assert_eq!(verdict.status, Status::Invalid, "{verdict:?}");
+        assert!(verdict.reason.unwrap().contains("embeds content"));
+    }
+    // OpenSSL agrees that the visible part was not what was signed.
+    let mut m = b"MIME-Version: 1.0\r\nContent-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"b\"\r\n\r\n--b\r\n".to_vec();
+    m.extend_from_slice(BODY.as_bytes());
+    m.extend_from_slice(b"\r\n--b\r\nContent-Type: application/pkcs7-signature\r\nContent-Transfer-Encoding: base64\r\n\r\n");
+    m.extend_from_slice(&smime::mime::base64_lines(&der));
+    m.extend_from_slice(b"\r\n--b--\r\n");
+    assert!(testkit::openssl_pipe(
+        &[
+            "cms",
+            "-verify",
+            "-CAfile",
+            &path("ca.rsa.crt"),
+            "-purpose",
+            "any"
+        ],
+        &m
+    )
+    .is_err());
+}
+
+#[test]
+fn sha1_is_weak_and_a_future_signature_is_invalid() {
+    let v = verdict(&openssl_signed(
+        "From: alice@smime.example\r\n",
+        &["-md", "sha1"],
+    ));
+    assert_eq!(v.status, Status::Weak, "{v:?}");
+    assert!(v.reason.unwrap().contains("SHA-1"));
+
+    let now = SystemTime::now();
+    let m = own_signed(
+        "From: alice@smime.example\r\n",
+        now + Duration::from_secs(2 * 86400),
+    );
+    let v = verdict_at(&m, &store(), now);
+    assert_eq!(v.status, Status::Invalid, "{v:?}");
+    assert!(v.reason.unwrap().contains("signed in the future"));
+    // Within the allowed clock skew it is valid.
+    let m = own_signed(
+        "From: alice@smime.example\r\n",
+        now + Duration::from_secs(120),
+    );
+    assert_eq!(verdict_at(&m, &store(), now).status, Status::Valid);
+}
+
+#[test]
+fn trust_failures_have_their_own_values() {
+    let m = openssl_signed("From: alice@smime.example\r\n", &[]);
+    // No anchor.
+    let v = verdict_at(&m, &CertStore::new(), SystemTime::now());
+    assert_eq!(v.status, Status::Untrusted, "{v:?}");
+    // Long after the certificate expired.
+    let late = SystemTime::UNIX_EPOCH + Duration::from_secs(2_700_000_000);
+    let v = verdict_at(&m, &store(), late);
+    assert_eq!(v.status, Status::Invalid, "{v:?}");
+    assert!(v.reason.unwrap().contains("expired"));
+    // Tampered text.
+    let tampered = String::from_utf8(m).unwrap().replace("10,000", "90,000");
+    let v = verdict(tampered.as_bytes());
+    assert_eq!(v.status, Status::Invalid, "{v:?}");
+    assert!(v.reason.unwrap().contains("changed after signing"));
+}
+
+fn flipped_signature(signed: &[u8], i: usize, bit: u8) -> Option<Vec<u8>> {
+    let e = smime::mime::split(signed);
+    let ct = smime::mime::content_type(e.header);
+    let parts = smime::mime::split_multipart(e.body, ct.param("boundary").unwrap()).unwrap();
+    let sig = smime::mime::split(parts[1]);
+    let der = smime::mime::base64_decode(sig.body).unwrap();
+    let mut changed = der.clone();
+    changed[i % der.len()] ^= 1 << bit;
+    let s = String::from_utf8(signed.to_vec()).unwrap();
+    let old = String::from_utf8(smime::mime::base64_lines(&der)).unwrap();
+    let new = String::from_utf8(smime::mime::base64_lines(&changed)).unwrap();
+    Some(s.replace(&old, &new).into_bytes())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+    /// A flip anywhere in the signature, its certificates included, never leaves it valid.
+    #[test]
+    fn any_flipped_bit_in_a_signature_is_never_valid(i in 0usize..4096, bit in 0u8..8) {
+        let signed = own_signed("From: alice@smime.example\r\n", SystemTime::now());
+        let tampered = flipped_signature(&signed, i, bit).unwrap();
+        prop_assert_ne!(&tampered, &signed);
+        if let Ok(v) = smime::verify(&tampered) {
+            let verdict = judge(&Signed::of(&v), &v.originators, &store(), SystemTime::now());
+            prop_assert!(!verdict.is_valid(), "flip at {} still valid", i);
+        }
+    }
+}
+
+/// Every bit of every byte of a signature, flipped on its own: never valid.
+#[test]
+fn every_single_bit_flip_in_a_signature_is_caught() {
+    let signed = own_signed("From: alice@smime.example\r\n", SystemTime::now());
+    let store = store();
+    let e = smime::mime::split(&signed);
+    let ct = smime::mime::content_type(e.header);
+    let parts = smime::mime::split_multipart(e.body, ct.param("boundary").unwrap()).unwrap();
+    let len = smime::mime::base64_decode(smime::mime::split(parts[1]).body)
+        .unwrap()
+        .len();
+    for i in 0..len {
+        for bit in 0..8 {
+            let tampered = flipped_signature(&signed, i, bit).unwrap();
+            if let Ok(v) = smime::verify(&tampered) {
+                let verdict = judge(&Signed::of(&v), &v.originators, &store, SystemTime::now());
+                assert!(
+                    !verdict.is_valid(),
+                    "flip at byte {i} bit {bit} still valid"
+                );
+            }
+        }
+    }
+}
