@@ -245,6 +245,12 @@ struct Session {
     /// The rest of a refused command with non-synchronizing literals (`{n+}`) is still
     /// arriving: it is dropped, never sent to the server.
     discarding: bool,
+    /// A command spanning literals, collected (bounded by [`crate::command::MAX_NOTED`]) until
+    /// its last line, so that its login or mailbox name is read by imap-codec from the whole
+    /// command.
+    assembling: Option<Vec<u8>>,
+    /// The command being assembled outgrew the bound: it is passed on but names nobody.
+    assembly_overflowed: bool,
 }
 
 /// What the client's next lines are, when they are not commands.
@@ -306,6 +312,8 @@ async fn run(
         logged_out: false,
         continuation: None,
         discarding: false,
+        assembling: None,
+        assembly_overflowed: false,
     };
     let greeting = s.caps(&greeting);
     s.send_client(&greeting).await?;
@@ -524,10 +532,6 @@ fn command_words(line: &[u8]) -> (String, String, String) {
     (tag, name, next)
 }
 
-fn unquote(word: &str) -> String {
-    word.trim_matches('"').to_string()
-}
-
 impl Session {
     async fn send_client(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.queue_client(bytes);
@@ -708,15 +712,42 @@ impl Session {
                 Piece::Line { bytes, first: true } if self.start_append(&bytes).await? => {}
                 Piece::Line { bytes, first } => {
                     if first {
-                        self.note_command(&bytes);
                         self.in_flight += 1;
+                        self.assembling = Some(Vec::new());
+                        self.assembly_overflowed = false;
+                    }
+                    self.assemble(&bytes);
+                    if literal_at_end(&bytes).is_none() {
+                        // The command's last line: what it means, from the whole of it.
+                        let whole = self.assembling.take();
+                        if let (Some(whole), false) = (whole, self.assembly_overflowed) {
+                            self.note_command(&whole);
+                        }
                     }
                     self.send_server(&bytes).await?;
                 }
-                Piece::Literal(bytes) => self.send_server(&bytes).await?,
+                Piece::Literal(bytes) => {
+                    self.assemble(&bytes);
+                    self.send_server(&bytes).await?
+                }
             }
         }
         Ok(Ok(()))
+    }
+
+    /// Adds a piece of a multi-line command to the one being assembled, within the bound.
+    fn assemble(&mut self, bytes: &[u8]) {
+        if let Some(buf) = self.assembling.as_mut() {
+            if buf.len() + bytes.len() > crate::command::MAX_NOTED {
+                // Too long to be a name worth keeping: the command is passed on, and names
+                // nobody (no cache, no keys for a login that cannot be read). Nothing of it is
+                // parsed later: a literal's bytes must never pass for a command of their own.
+                buf.clear();
+                self.assembly_overflowed = true;
+            } else if !self.assembly_overflowed {
+                buf.extend_from_slice(bytes);
+            }
+        }
     }
 
     /// Why this session may not log in now (cleartext off this machine, or too many failed
@@ -741,8 +772,10 @@ impl Session {
         if !matches!(name.as_str(), "LOGIN" | "AUTHENTICATE") {
             return Ok(false);
         }
-        let user = (name == "LOGIN" && !next.starts_with('{'))
-            .then(|| unquote(&next).to_ascii_lowercase());
+        let _ = next;
+        let user = (name == "LOGIN")
+            .then(|| crate::command::login_before_literal(line))
+            .flatten();
         let Some(refusal) = self.login_refusal(&tag, user.as_deref()) else {
             return Ok(false);
         };
@@ -927,40 +960,38 @@ impl Session {
         self.send_server(&data).await
     }
 
-    /// Remembers what a command means for the session (login name, selected mailbox).
-    fn note_command(&mut self, line: &[u8]) {
-        let (tag, name, next) = command_words(line);
-        match name.as_str() {
-            "LOGIN" => {
-                // A user name sent as a literal is not read here: such a session does without
-                // the shared cache rather than share a placeholder name with others.
-                let name = (!next.starts_with('{')).then(|| unquote(&next).to_ascii_lowercase());
-                self.claimed = Some((tag, name));
-            }
-            "LOGOUT" => self.logged_out = true,
-            "SELECT" | "EXAMINE" => {
-                self.selecting = Some((tag, unquote(&next)));
+    /// Remembers what a whole command (literals included) means for the session: the login
+    /// name claimed, the mailbox selected, a SASL exchange or IDLE starting. Read by imap-codec;
+    /// a command it cannot parse claims nothing (no cache, no keys), whatever the server makes
+    /// of it.
+    fn note_command(&mut self, command: &[u8]) {
+        use crate::command::Meaning;
+        let Some((tag, meaning)) = crate::command::parse(command) else {
+            return;
+        };
+        match meaning {
+            Meaning::Login(name) => self.claimed = Some((tag, Some(name))),
+            Meaning::Logout => self.logged_out = true,
+            Meaning::Select(mailbox) => {
+                self.selecting = Some((tag, mailbox));
                 self.mailbox = None;
                 self.uidvalidity = None;
             }
-            "AUTHENTICATE" => {
+            Meaning::Authenticate { mechanism, initial } => {
                 // The login name comes from the initial response (SASL-IR) or the first
                 // response line; the password is never kept.
-                let text = String::from_utf8_lossy(line);
-                let ir = text.split_ascii_whitespace().nth(3).map(str::to_string);
-                let mechanism = next.to_ascii_uppercase();
-                let name = ir
-                    .as_ref()
-                    .and_then(|ir| sasl_login(&mechanism, ir.as_bytes()));
+                let name = initial
+                    .as_deref()
+                    .and_then(|ir| crate::command::sasl_name(&mechanism, ir));
                 self.claimed = Some((tag.clone(), name));
                 self.continuation = Some(Continuation::Sasl {
                     tag,
                     mechanism,
-                    name_pending: ir.is_none(),
+                    name_pending: initial.is_none(),
                 });
             }
-            "IDLE" => self.continuation = Some(Continuation::Idle),
-            _ => {}
+            Meaning::Idle => self.continuation = Some(Continuation::Idle),
+            Meaning::Other => {}
         }
     }
 
@@ -1010,12 +1041,12 @@ impl Session {
             }
         }
         if matches!(name.as_str(), "LOGIN" | "AUTHENTICATE") {
-            let user = match name.as_str() {
-                "LOGIN" => Some(unquote(&next).to_ascii_lowercase()),
-                _ => String::from_utf8_lossy(&line)
-                    .split_ascii_whitespace()
-                    .nth(3)
-                    .and_then(|ir| sasl_login(&next.to_ascii_uppercase(), ir.as_bytes())),
+            let user = match crate::command::parse(&line) {
+                Some((_, crate::command::Meaning::Login(n))) => Some(n),
+                Some((_, crate::command::Meaning::Authenticate { mechanism, initial })) => {
+                    initial.and_then(|ir| crate::command::sasl_name(&mechanism, &ir))
+                }
+                _ => None,
             };
             if let Some(r) = self.login_refusal(&tag, user.as_deref()) {
                 return self.send_client(r.as_bytes()).await;
@@ -1519,13 +1550,7 @@ impl Session {
 /// The login name in a SASL response: PLAIN's authentication identity, LOGIN's user name.
 fn sasl_login(mechanism: &str, response: &[u8]) -> Option<String> {
     let raw = smime::mime::base64_decode(response).ok()?;
-    let name = match mechanism {
-        "PLAIN" => raw.split(|&b| b == 0).nth(1)?.to_vec(),
-        "LOGIN" => raw,
-        _ => return None,
-    };
-    let name = String::from_utf8(name).ok()?.to_ascii_lowercase();
-    (!name.is_empty()).then_some(name)
+    crate::command::sasl_name(mechanism, &raw)
 }
 
 /// Whether a FETCH response's message must be shown in envelopd's form (S/MIME, or carrying a

@@ -495,12 +495,7 @@ impl Identity {
     /// Loads every key of a PKCS#12 file, each with its certificate and all other certificates
     /// of the file as its chain.
     pub fn all_from_pkcs12(data: &[u8], password: &str) -> Result<Vec<Self>, Error> {
-        let store = p12_keystore::KeyStore::from_pkcs12(
-            data,
-            password,
-            p12_keystore::Pkcs12ImportPolicy::Relaxed,
-        )
-        .map_err(|e| Error::Key(format!("cannot open PKCS#12 file (wrong password?): {e}")))?;
+        let store = open_pkcs12(data, password)?;
         let mut certs: Vec<Cert> = Vec::new();
         let mut keys = Vec::new();
         for (_, entry) in store.entries() {
@@ -530,6 +525,108 @@ impl Identity {
             .map(|k| Self::new(k, certs.clone()))
             .collect()
     }
+}
+
+/// Opens a PKCS#12 file from any common exporter: OpenSSL 3 (PBES2/AES), `-legacy` and
+/// Windows/Outlook (PBE-SHA1-3DES, SHA-1 MAC), and NSS (`pk12util`, Thunderbird's and Firefox's
+/// certificate backups), which write BER with indefinite lengths that `p12-keystore` (DER only)
+/// refuses. Such a file is checked against its MAC exactly as written, then read in its DER form.
+/// Errors name the cause: a wrong password, an unsupported algorithm, or a damaged file.
+fn open_pkcs12(data: &[u8], password: &str) -> Result<p12_keystore::KeyStore, Error> {
+    let open = |bytes: &[u8]| {
+        p12_keystore::KeyStore::from_pkcs12(
+            bytes,
+            password,
+            p12_keystore::Pkcs12ImportPolicy::Relaxed,
+        )
+    };
+    let first = match open(data) {
+        Ok(store) => return Ok(store),
+        Err(e) => e,
+    };
+    if !matches!(first, p12_keystore::error::Error::DerError(_)) {
+        return Err(pkcs12_error(first));
+    }
+    // Perhaps BER: the outer PFX normalised, its authSafe contents (the bytes the MAC covers)
+    // kept as they are for the MAC check.
+    let damaged =
+        |why: String| Error::Key(format!("the PKCS#12 file is damaged or not PKCS#12: {why}"));
+    let outer = crate::ber::normalize(data).map_err(|e| damaged(e.to_string()))?;
+    let (tag, pfx, _) = crate::ber::read_tlv(&outer).map_err(|e| damaged(e.to_string()))?;
+    let parts = crate::ber::children(pfx).map_err(|e| damaged(e.to_string()))?;
+    let (Some(version), Some(auth_safe)) = (parts.first(), parts.get(1)) else {
+        return Err(damaged("no version and authSafe".into()));
+    };
+    let mac = parts.get(2);
+    let (_, ci, _) = crate::ber::read_tlv(auth_safe).map_err(|e| damaged(e.to_string()))?;
+    let ci = crate::ber::children(ci).map_err(|e| damaged(e.to_string()))?;
+    let inner = match ci.as_slice() {
+        [oid, explicit] if *oid == DATA_OID => {
+            let (_, octets, _) =
+                crate::ber::read_tlv(explicit).map_err(|e| damaged(e.to_string()))?;
+            let (t, inner, _) = crate::ber::read_tlv(octets).map_err(|e| damaged(e.to_string()))?;
+            if t != 0x04 {
+                return Err(damaged("the authSafe is not an OCTET STRING".into()));
+            }
+            inner
+        }
+        _ => {
+            return Err(Error::Key(
+                "the PKCS#12 file is protected by a public key, which envelopd does not support"
+                    .into(),
+            ))
+        }
+    };
+    let rebuild = |inner: &[u8], mac: Option<&&[u8]>| {
+        let octets = crate::ber::tlv(0x04, &[inner]);
+        let explicit = crate::ber::tlv(0xa0, &[&octets]);
+        let ci = crate::ber::tlv(0x30, &[DATA_OID, &explicit]);
+        let mut fields: Vec<&[u8]> = vec![version, &ci];
+        if let Some(m) = mac {
+            fields.push(m);
+        }
+        Zeroizing::new(crate::ber::tlv(tag, &fields))
+    };
+    let normal = crate::ber::normalize(inner).map_err(|e| damaged(e.to_string()))?;
+    if normal.as_ref() == inner && outer.as_ref() == data {
+        // It was DER all along: the first answer stands.
+        return Err(pkcs12_error(first));
+    }
+    if mac.is_some() {
+        // The MAC over the contents exactly as written: a wrong password shows here.
+        match open(&rebuild(inner, mac)) {
+            Ok(store) => return Ok(store),
+            Err(p12_keystore::error::Error::DerError(_)) => {}
+            Err(e) => return Err(pkcs12_error(e)),
+        }
+    }
+    // Integrity checked (or there is no MAC): the same contents in DER, without the MAC that
+    // covered their BER form.
+    open(&rebuild(&normal, None)).map_err(pkcs12_error)
+}
+
+/// `id-data`'s OID in DER (1.2.840.113549.1.7.1).
+const DATA_OID: &[u8] = &[
+    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x01,
+];
+
+/// A `p12-keystore` error in the words a practice can act on.
+fn pkcs12_error(e: p12_keystore::error::Error) -> Error {
+    use p12_keystore::error::Error as E;
+    Error::Key(match e {
+        E::MacError(_) => {
+            "cannot open the PKCS#12 file: wrong password (its integrity check does not match)"
+                .into()
+        }
+        E::UnpadError => "cannot open the PKCS#12 file: wrong password, or a damaged file".into(),
+        E::UnsupportedEncryptionScheme
+        | E::UnsupportedMacAlgorithm
+        | E::UnsupportedContentType
+        | E::UnsupportedCertificateType => format!(
+            "the PKCS#12 file uses an algorithm envelopd does not support ({e}); export it again with AES (PBES2)"
+        ),
+        other => format!("the PKCS#12 file is damaged or not PKCS#12: {other}"),
+    })
 }
 
 /// The RSA-OAEP variant named by RSAES-OAEP-params (SHA-1 when absent, per RFC 3560).

@@ -1,0 +1,183 @@
+//! What a client command means for the session (login name, mailbox), read with imap-codec from
+//! the whole command, literals included. Names taken by splitting a line on spaces collapsed
+//! `SELECT "Sent Items"` and `SELECT "Sent Mail"` into one cache key, and a quoted login with a
+//! space into another user's: the cache key and the keys a session may decrypt with come from
+//! here only.
+
+use imap_codec::decode::Decoder;
+use imap_codec::imap_types::command::CommandBody;
+use imap_codec::imap_types::mailbox::Mailbox;
+use imap_codec::CommandCodec;
+
+/// The longest command envelopd assembles to read a name from (LOGIN/SELECT/EXAMINE with
+/// literals); a longer one is passed on and treated as naming nobody.
+pub const MAX_NOTED: usize = 16 * 1024;
+
+/// The part of a command the session follows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Meaning {
+    /// LOGIN with this user name (lower-cased).
+    Login(String),
+    /// AUTHENTICATE with this mechanism (upper-cased) and its initial response (decoded), if
+    /// any.
+    Authenticate {
+        /// The SASL mechanism.
+        mechanism: String,
+        /// The initial response (SASL-IR), raw bytes.
+        initial: Option<Vec<u8>>,
+    },
+    /// SELECT or EXAMINE of this mailbox (`INBOX` in any case is `INBOX`).
+    Select(String),
+    /// LOGOUT.
+    Logout,
+    /// IDLE.
+    Idle,
+    /// Anything else.
+    Other,
+}
+
+/// A parsed command's tag and meaning; None when imap-codec cannot parse it (the server will
+/// answer it with BAD, and the session learns nothing from it).
+pub fn parse(command: &[u8]) -> Option<(String, Meaning)> {
+    let (_, cmd) = CommandCodec::default().decode(command).ok()?;
+    let tag = cmd.tag.inner().to_string();
+    let meaning = match cmd.body {
+        CommandBody::Login { username, .. } => {
+            Meaning::Login(String::from_utf8_lossy(username.as_ref()).to_ascii_lowercase())
+        }
+        CommandBody::Authenticate {
+            mechanism,
+            initial_response,
+        } => Meaning::Authenticate {
+            mechanism: mechanism.to_string().to_ascii_uppercase(),
+            initial: initial_response.map(|r| r.declassify().to_vec()),
+        },
+        CommandBody::Select { mailbox, .. } | CommandBody::Examine { mailbox, .. } => {
+            Meaning::Select(mailbox_name(&mailbox))
+        }
+        CommandBody::Logout => Meaning::Logout,
+        CommandBody::Idle => Meaning::Idle,
+        _ => Meaning::Other,
+    };
+    Some((tag, meaning))
+}
+
+/// A mailbox name as the cache keys it: the exact name (modified UTF-7 as sent), `INBOX` for
+/// the inbox in any case (RFC 9051 §5.1).
+pub fn mailbox_name(mailbox: &Mailbox<'_>) -> String {
+    match mailbox {
+        Mailbox::Inbox => "INBOX".into(),
+        Mailbox::Other(o) => String::from_utf8_lossy(o.as_ref()).into_owned(),
+    }
+}
+
+/// The user name of a LOGIN whose first line ends in a literal (`a LOGIN "j doe" {6}`), read
+/// before the literal arrives, for the failed-login lock; None when the name itself is the
+/// literal.
+pub fn login_before_literal(line: &[u8]) -> Option<String> {
+    let line = line
+        .strip_suffix(b"\r\n")
+        .or_else(|| line.strip_suffix(b"\n"))?;
+    let open = memchr::memrchr(b'{', line)?;
+    // The same command with an empty password in place of the literal parses completely.
+    let mut probe = line[..open].to_vec();
+    probe.extend_from_slice(b"\"\"\r\n");
+    match parse(&probe)? {
+        (_, Meaning::Login(name)) => Some(name),
+        _ => None,
+    }
+}
+
+/// The login name in a SASL response (raw bytes): PLAIN's authentication identity, LOGIN's
+/// user name; lower-cased.
+pub fn sasl_name(mechanism: &str, raw: &[u8]) -> Option<String> {
+    let name = match mechanism {
+        "PLAIN" => raw.split(|&b| b == 0).nth(1)?.to_vec(),
+        "LOGIN" => raw.to_vec(),
+        _ => return None,
+    };
+    let name = String::from_utf8(name).ok()?.to_ascii_lowercase();
+    (!name.is_empty()).then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mailbox_names_keep_everything_after_a_space() {
+        let a = parse(b"a1 SELECT \"Sent Items\"\r\n").unwrap();
+        let b = parse(b"a2 SELECT \"Sent Mail\"\r\n").unwrap();
+        assert_eq!(a, ("a1".into(), Meaning::Select("Sent Items".into())));
+        assert_eq!(b.1, Meaning::Select("Sent Mail".into()));
+        assert_eq!(
+            parse(b"a3 EXAMINE {10}\r\nSent Items\r\n").unwrap().1,
+            Meaning::Select("Sent Items".into())
+        );
+        assert_eq!(
+            parse(b"a4 SELECT inbox\r\n").unwrap().1,
+            Meaning::Select("INBOX".into())
+        );
+        assert_eq!(
+            parse(b"a5 SELECT \"a \\\"quoted\\\" name\"\r\n").unwrap().1,
+            Meaning::Select("a \"quoted\" name".into())
+        );
+        assert_eq!(
+            parse(b"a6 SELECT (CONDSTORE)\r\n"),
+            None,
+            "not a SELECT imap-codec accepts"
+        );
+    }
+
+    #[test]
+    fn login_names_are_whole_whatever_their_form() {
+        for (cmd, name) in [
+            (&b"t LOGIN alice secret\r\n"[..], "alice"),
+            (b"t LOGIN \"John Doe\" secret\r\n", "john doe"),
+            (b"t LOGIN \"John Dough\" secret\r\n", "john dough"),
+            (b"t LOGIN {8}\r\nJohn Doe {6}\r\nsecret\r\n", "john doe"),
+            (
+                b"t LOGIN Alice@Praxis.example \"pw with space\"\r\n",
+                "alice@praxis.example",
+            ),
+        ] {
+            assert_eq!(
+                parse(cmd).unwrap().1,
+                Meaning::Login(name.into()),
+                "{}",
+                String::from_utf8_lossy(cmd)
+            );
+        }
+        assert_eq!(
+            login_before_literal(b"t LOGIN \"John Doe\" {6}\r\n").as_deref(),
+            Some("john doe")
+        );
+        assert_eq!(login_before_literal(b"t LOGIN {8}\r\n"), None);
+    }
+
+    #[test]
+    fn authenticate_with_and_without_initial_response() {
+        assert_eq!(
+            parse(b"t AUTHENTICATE PLAIN AGFsaWNlAHNlY3JldA==\r\n")
+                .unwrap()
+                .1,
+            Meaning::Authenticate {
+                mechanism: "PLAIN".into(),
+                initial: Some(b"\0alice\0secret".to_vec()),
+            }
+        );
+        assert_eq!(
+            parse(b"t authenticate login\r\n").unwrap().1,
+            Meaning::Authenticate {
+                mechanism: "LOGIN".into(),
+                initial: None,
+            }
+        );
+        assert_eq!(
+            sasl_name("PLAIN", b"\0Alice\0secret").as_deref(),
+            Some("alice")
+        );
+        assert_eq!(sasl_name("LOGIN", b"Bob").as_deref(), Some("bob"));
+        assert_eq!(sasl_name("CRAM-MD5", b"x"), None);
+    }
+}
