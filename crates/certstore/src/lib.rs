@@ -529,6 +529,22 @@ impl CertStore {
         if self.extend(&mut path, &pool, at, &mut last_problem) {
             return Ok(path);
         }
+        // A leaf signed by another end-entity certificate (a classic way to fake a chain) is
+        // named as such, rather than as a missing CA.
+        if last_problem.is_none() {
+            let fake = carried.iter().chain(&self.certs).find(|c| {
+                !is_ca(c)
+                    && name_key(c.parsed().tbs_certificate().subject())
+                        == name_key(leaf.parsed().tbs_certificate().issuer())
+                    && leaf.is_signed_by(c).is_ok()
+            });
+            if let Some(fake) = fake {
+                return Err(Rejection::Untrusted {
+                    subject: leaf.subject(),
+                    why: format!("its issuer \"{}\" is not a CA certificate", fake.subject()),
+                });
+            }
+        }
         Err(last_problem.unwrap_or_else(|| Rejection::Untrusted {
             subject: leaf.subject(),
             why: format!(

@@ -91,6 +91,13 @@ fn the_genuine_message_is_valid_from_both_engines() {
         &[],
     ));
     assert_eq!(v.status, Status::Valid, "{v:?}");
+    // The same mailbox repeated in a second From field (OpenSSL repeats routing fields inside
+    // the signed part) is one sender.
+    let v = verdict(&openssl_signed(
+        "From: Alice <alice@smime.example>\r\nFrom: alice@SMIME.example\r\n",
+        &[],
+    ));
+    assert_eq!(v.status, Status::Valid, "{v:?}");
     // An address in the display name that is From's own is harmless.
     let v = verdict(&openssl_signed(
         "From: \"alice@smime.example\" <alice@smime.example>\r\n",
@@ -158,6 +165,12 @@ fn identity_spoofs_are_never_valid() {
             "From: alice@smime.example\r\nFrom: boss@smime.example\r\n",
             Status::FromMismatch,
             "2 From fields",
+        ),
+        (
+            "a From field with no mailbox besides the signer's",
+            "From: alice@smime.example\r\nFrom: undisclosed:;\r\n",
+            Status::FromMismatch,
+            "names 0 mailboxes",
         ),
         (
             "no From at all",
@@ -297,6 +310,32 @@ fn trust_failures_have_their_own_values() {
     let v = verdict_at(&m, &store(), late);
     assert_eq!(v.status, Status::Invalid, "{v:?}");
     assert!(v.reason.unwrap().contains("expired"));
+    // A certificate whose key usage does not allow signing (RFC 9216 Alice's encryption
+    // certificate: keyEncipherment only), though the signature itself verifies.
+    let enc = smime::Identity::new(
+        smime::PrivateKey::load(&read("alice.encrypt.key"), None).unwrap(),
+        smime::parse_certificates(&read("alice.encrypt.crt")).unwrap(),
+    )
+    .unwrap();
+    let opts = smime::SignOptions {
+        digest: None,
+        rsa_padding: smime::RsaPadding::Pkcs1v15,
+        signing_time: SystemTime::now(),
+        encryption_cert: None,
+    };
+    let signed = smime::sign(
+        format!("From: alice@smime.example\r\n{BODY}").as_bytes(),
+        &enc,
+        &opts,
+    )
+    .unwrap();
+    assert!(
+        smime::verify(&signed).unwrap().is_valid(),
+        "the signature itself is fine"
+    );
+    let v = verdict(&signed);
+    assert_eq!(v.status, Status::Invalid, "{v:?}");
+    assert!(v.reason.unwrap().contains("digitalSignature"));
     // Tampered text.
     let tampered = String::from_utf8(m).unwrap().replace("10,000", "90,000");
     let v = verdict(tampered.as_bytes());

@@ -162,13 +162,13 @@ fn verify_exit_status_follows_validity() {
     );
     assert_eq!(o.status.code(), Some(1));
     let status: serde_json::Value = serde_json::from_str(stderr(&o).trim()).unwrap();
+    assert_eq!(status["signature"], "invalid", "{status}");
     assert!(
-        status["signers"][0]["problem"]
-            .as_str()
-            .unwrap()
-            .contains("expired"),
+        status["reason"].as_str().unwrap().contains("expired"),
         "{status}"
     );
+    // The signature itself is fine; the certificate's time is over.
+    assert_eq!(status["signers"][0]["signature_ok"], true, "{status}");
     // Trusting another CA: exit 1.
     let other = copy(d.path(), "ca.25519.crt", 0o644);
     let o = run(&["smime", "verify", "--ca", &other], &signed);

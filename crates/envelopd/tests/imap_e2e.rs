@@ -464,7 +464,7 @@ fn encrypted_mail_reads_as_plain_with_a_trustworthy_status_in_every_fetch_form()
         assert!(!body("efail").contains(SECRET), "{mode}: Efail splice");
         assert_eq!(
             status("from-mismatch").as_deref(),
-            Some("decrypted=no; signature=from-mismatch; signer=alice@smime.example"),
+            Some("decrypted=no; signature=from-mismatch; reason=\"certificate 'CN=Alice Lovelace,OU=LAMPS WG,O=IETF' is for alice@smime.example, not for carol@smime.example\"; signer=alice@smime.example"),
             "{mode}"
         );
         let failed = status("not-for-bob").unwrap();

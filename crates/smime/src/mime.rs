@@ -238,53 +238,58 @@ pub struct Mailbox {
     pub written: String,
 }
 
-/// The originator fields of a header block, each field and each mailbox counted: what a
-/// signature status must judge (RFC 5322 §3.6.2 allows one From field, one Sender field).
+/// The originator fields of a header block, each field and each mailbox kept: what a signature
+/// status must judge (RFC 5322 §3.6.2 allows one From field, one Sender field).
 #[derive(Debug, Clone, Default)]
 pub struct Originators {
-    /// How many `From` fields the header has.
-    pub from_fields: usize,
-    /// The mailboxes of every `From` field, in order (groups expanded).
-    pub from: Vec<Mailbox>,
-    /// How many `Sender` fields the header has.
-    pub sender_fields: usize,
-    /// The mailboxes of every `Sender` field.
-    pub sender: Vec<Mailbox>,
+    /// The mailboxes of each `From` field, one entry per field, in order (groups expanded).
+    pub from: Vec<Vec<Mailbox>>,
+    /// The mailboxes of each `Sender` field.
+    pub sender: Vec<Vec<Mailbox>>,
 }
 
 impl Originators {
     /// The single From address, or why the header does not name exactly one sender a reader
-    /// can rely on: no From, several From fields (clients show one, a verifier may check the
-    /// other), several mailboxes in From, an address that does not parse, or a display name
-    /// that carries another address (`manager@corp <eve@corp>` shows as the manager in many
-    /// clients). The "ID" classes of "Johnny, You Are Fired" (USENIX Security 2019).
+    /// can rely on: no From, From fields naming different mailboxes (clients show one, a
+    /// verifier may check the other), several mailboxes in one From, an address that does not
+    /// parse, or a display name that carries another address (`boss@corp <eve@corp>` shows as
+    /// the boss in many clients). The "ID" classes of "Johnny, You Are Fired" (USENIX Security
+    /// 2019). Repeated From fields naming the very same mailbox (OpenSSL-made messages repeat
+    /// the routing fields inside the signed part) are one sender.
     pub fn single_from(&self) -> Result<&Address, String> {
-        match self.from_fields {
-            0 => return Err("the message has no From field".into()),
-            1 => {}
-            n => return Err(format!("the message has {n} From fields")),
+        let mut found: Option<&Address> = None;
+        if self.from.is_empty() {
+            return Err("the message has no From field".into());
         }
-        let [one] = self.from.as_slice() else {
-            return Err(format!(
-                "the From field names {} mailboxes",
-                self.from.len()
-            ));
-        };
-        let Some(address) = &one.address else {
-            return Err(format!(
-                "the From address \"{}\" is not a valid address",
-                one.written.chars().take(80).collect::<String>()
-            ));
-        };
-        if let Some(other) = addresses_in_text(&one.display)
-            .into_iter()
-            .find(|a| a != address)
-        {
-            return Err(format!(
-                "the From display name shows another address ({other})"
-            ));
+        for field in &self.from {
+            let [one] = field.as_slice() else {
+                return Err(format!("the From field names {} mailboxes", field.len()));
+            };
+            let Some(address) = &one.address else {
+                return Err(format!(
+                    "the From address \"{}\" is not a valid address",
+                    one.written.chars().take(80).collect::<String>()
+                ));
+            };
+            if let Some(other) = addresses_in_text(&one.display)
+                .into_iter()
+                .find(|a| a != address)
+            {
+                return Err(format!(
+                    "the From display name shows another address ({other})"
+                ));
+            }
+            match found {
+                Some(f) if f != address => {
+                    return Err(format!(
+                        "the message has {} From fields naming different senders ({f}, {address})",
+                        self.from.len()
+                    ))
+                }
+                _ => found = Some(address),
+            }
         }
-        Ok(address)
+        found.ok_or_else(|| "the message has no From field".into())
     }
 
     /// The Sender addresses that are not the From address (a client shows "Sender on behalf
@@ -292,6 +297,7 @@ impl Originators {
     pub fn other_senders(&self, from: &Address) -> Vec<String> {
         self.sender
             .iter()
+            .flatten()
             .filter(|m| m.address.as_ref() != Some(from))
             .map(|m| m.written.clone())
             .collect()
@@ -303,14 +309,8 @@ pub fn originators(header: &[u8]) -> Originators {
     let mut out = Originators::default();
     for f in fields(header) {
         match f.name.as_str() {
-            "from" => {
-                out.from_fields += 1;
-                out.from.extend(field_mailboxes(f.raw));
-            }
-            "sender" => {
-                out.sender_fields += 1;
-                out.sender.extend(field_mailboxes(f.raw));
-            }
+            "from" => out.from.push(field_mailboxes(f.raw)),
+            "sender" => out.sender.push(field_mailboxes(f.raw)),
             _ => {}
         }
     }
@@ -333,7 +333,8 @@ fn field_mailboxes(raw: &[u8]) -> Vec<Mailbox> {
     let Some(list) = msg.from() else {
         return Vec::new();
     };
-    list.iter()
+    let mailboxes: Vec<Mailbox> = list
+        .iter()
         .map(|a| {
             let written = a.address().unwrap_or_default().to_string();
             Mailbox {
@@ -342,7 +343,23 @@ fn field_mailboxes(raw: &[u8]) -> Vec<Mailbox> {
                 written,
             }
         })
-        .collect()
+        .collect();
+    // A bare addr-spec with a quoted local part (`"anna"@x`) reads to mail-parser as a display
+    // name before an empty local part; the field's whole value is then the address itself.
+    if let [one] = mailboxes.as_slice() {
+        if one.address.is_none() {
+            let value = String::from_utf8_lossy(raw.get(colon + 1..).unwrap_or_default())
+                .replace(['\r', '\n'], "");
+            if let Ok(a) = Address::parse(&value) {
+                return vec![Mailbox {
+                    display: String::new(),
+                    written: value.trim().to_string(),
+                    address: Some(a),
+                }];
+            }
+        }
+    }
+    mailboxes
 }
 
 /// Address-like words in a display name (also with the full-width and small at signs, which

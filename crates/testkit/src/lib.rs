@@ -161,22 +161,26 @@ impl Pki {
         ext: &str,
         issuer: &(String, String),
     ) -> (String, String) {
+        self.issue_as(name, &format!("/CN={name}"), kind, ext, issuer)
+    }
+
+    /// Like [`Pki::issue`] with the subject given in OpenSSL's `/A=v/B=w` form (e.g. with an
+    /// `emailAddress` and no subjectAltName, as NSS and older CAs issue them).
+    pub fn issue_as(
+        &self,
+        name: &str,
+        subject: &str,
+        kind: &str,
+        ext: &str,
+        issuer: &(String, String),
+    ) -> (String, String) {
         let key = self.key(name, kind);
         let (csr, crt) = (
             self.p(&format!("{name}.csr")),
             self.p(&format!("{name}.crt")),
         );
         let extf = self.write(&format!("{name}.ext"), ext);
-        openssl_ok(&[
-            "req",
-            "-new",
-            "-key",
-            &key,
-            "-subj",
-            &format!("/CN={name}"),
-            "-out",
-            &csr,
-        ]);
+        openssl_ok(&["req", "-new", "-key", &key, "-subj", subject, "-out", &csr]);
         openssl_ok(&[
             "x509",
             "-req",

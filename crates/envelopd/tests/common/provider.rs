@@ -180,3 +180,62 @@ impl Provider {
         files.iter().map(|f| std::fs::read(f).unwrap()).collect()
     }
 }
+
+impl Provider {
+    /// Adds a Dovecot login of any form (a user name with a space, say) with its password;
+    /// Dovecot reads its passwd-file again when it changes. Its mail lives in `mail/NAME`.
+    pub fn add_login(&self, name: &str, password: &str) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.path().join("users"))
+            .unwrap();
+        writeln!(f, "{name}:{{PLAIN}}{password}").unwrap();
+        // Dovecot's default auth_username_chars leave out the space; empty allows any name.
+        let conf = self.dir.path().join("dovecot.conf");
+        let mut c = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&conf)
+            .unwrap();
+        writeln!(c, "auth_username_chars =").unwrap();
+        let o = Command::new("doveadm")
+            .arg("-c")
+            .arg(&conf)
+            .arg("reload")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "doveadm reload: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+
+    /// Creates a Maildir folder (`""` for the inbox) of a mail home (relative to `mail/`, e.g.
+    /// `smime.example/bob` or a bare login) holding `messages`, with the given UIDVALIDITY, so
+    /// that two folders or two users can have the same UIDVALIDITY and UIDs (as servers that
+    /// number every folder from 1 do).
+    pub fn folder_with(&self, home: &str, folder: &str, uidvalidity: u32, messages: &[&[u8]]) {
+        let mut dir = self.dir.path().join("mail").join(home);
+        if !folder.is_empty() {
+            dir = dir.join(format!(".{folder}"));
+        }
+        for sub in ["new", "cur", "tmp"] {
+            std::fs::create_dir_all(dir.join(sub)).unwrap();
+        }
+        let mut list = format!("3 V{uidvalidity} N{}\n", messages.len() + 1);
+        for (i, m) in messages.iter().enumerate() {
+            let name = format!("{}.M{i}P1.test", 1_800_000_000 + i);
+            std::fs::write(dir.join("cur").join(format!("{name}:2,")), m).unwrap();
+            list.push_str(&format!("{} :{name}\n", i + 1));
+        }
+        std::fs::write(dir.join("dovecot-uidlist"), list).unwrap();
+        let status = std::process::Command::new("chown")
+            .args(["-R", "5000:5000"])
+            .arg(self.dir.path().join("mail"))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
