@@ -396,3 +396,38 @@ fn every_single_bit_flip_in_a_signature_is_caught() {
         }
     }
 }
+
+/// With header protection (RFC 9788) the protected From inside the signature is the one judged
+/// and shown; an outer From changed on the way is dropped, not believed.
+#[test]
+fn protected_header_fields_are_the_ones_judged() {
+    let mail =
+        format!("From: alice@smime.example\r\nTo: bob@smime.example\r\nSubject: hp\r\n{BODY}");
+    let opts = smime::SignOptions {
+        digest: None,
+        rsa_padding: smime::RsaPadding::Pkcs1v15,
+        signing_time: SystemTime::now(),
+        encryption_cert: None,
+    };
+    let id = alice();
+    let p = smime::Prepared::new(
+        mail.as_bytes(),
+        Some((&id, &opts)),
+        smime::Protection::Clear,
+    )
+    .unwrap();
+    let signed = p.to_message();
+    let forged = String::from_utf8(signed).unwrap().replacen(
+        "From: alice@smime.example",
+        "From: boss@smime.example",
+        1,
+    );
+    assert!(forged.contains("From: boss@smime.example"));
+    let v = smime::verify(forged.as_bytes()).unwrap();
+    assert!(v.header_protection.is_some());
+    let shown = String::from_utf8_lossy(&v.message);
+    assert!(!shown.contains("boss@"), "{shown}");
+    let verdict = judge(&Signed::of(&v), &v.originators, &store(), SystemTime::now());
+    assert_eq!(verdict.status, Status::Valid, "{verdict:?}");
+    assert_eq!(verdict.signer.as_deref(), Some("alice@smime.example"));
+}

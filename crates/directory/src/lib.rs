@@ -62,7 +62,10 @@ impl Directories {
     /// The certificates the directories publish for `address` (from the cache when fresh);
     /// empty when none is found, a directory fails, or its deadline passes (logged).
     pub async fn lookup(&self, address: &str) -> Vec<Cert> {
-        let key = address.to_ascii_lowercase();
+        // Cached under the one address rule's key (any case, either IDN form: one entry).
+        let key = smime::Address::parse(address)
+            .map(|a| a.key().to_string())
+            .unwrap_or_else(|_| address.to_ascii_lowercase());
         if let Some((until, certs)) = self
             .cache
             .lock()

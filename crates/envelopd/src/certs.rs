@@ -134,11 +134,7 @@ pub fn show(cfg: &Config, address: &str, now: SystemTime) -> Result<(String, ser
     let matching: Vec<&Cert> = store
         .certs()
         .iter()
-        .filter(|c| {
-            c.mailboxes()
-                .iter()
-                .any(|m| m.eq_ignore_ascii_case(address))
-        })
+        .filter(|c| smime::Address::parse(address).is_ok_and(|a| c.names(&a)))
         .collect();
     if matching.is_empty() {
         bail!("no certificate for {address} (envelopd encrypts to nobody at that address)");
@@ -326,11 +322,7 @@ pub fn remove(cfg: &Config, address: &str) -> Result<String> {
             };
             let Ok(certs) = certs else { continue };
             let leaves: Vec<&Cert> = certs.iter().filter(|c| c.ca_problem().is_some()).collect();
-            let for_address = |c: &&Cert| {
-                c.mailboxes()
-                    .iter()
-                    .any(|m| m.eq_ignore_ascii_case(address))
-            };
+            let for_address = |c: &&Cert| smime::Address::parse(address).is_ok_and(|a| c.names(&a));
             if !leaves.iter().any(for_address) {
                 continue;
             }
@@ -349,7 +341,7 @@ pub fn remove(cfg: &Config, address: &str) -> Result<String> {
     if cfg
         .identities
         .iter()
-        .any(|i| i.addresses.iter().any(|a| a.eq_ignore_ascii_case(address)))
+        .any(|i| i.addresses.iter().any(|a| smime::same_mailbox(a, address)))
     {
         report.push_str(&format!(
             "{address} is one of the practice's own identities: its certificate comes from the [[identity]] in the configuration and stays\n"

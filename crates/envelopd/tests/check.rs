@@ -246,3 +246,25 @@ fn explain_says_per_recipient_what_would_happen_and_why() {
     assert_ne!(code, 0);
     assert!(out.contains("name at least one recipient"), "{out}");
 }
+
+/// An identity written in another case than its certificate states the address (`ALICE@…`
+/// against `alice@…`, as NSS's and older CAs' certificates often differ) is the same mailbox
+/// under the one address rule: `check` accepts it as the daemon and `smime verify` do.
+#[test]
+fn an_identity_in_another_case_is_the_same_mailbox() {
+    let d = tempfile::tempdir().unwrap();
+    let sink_dir = tempfile::tempdir().unwrap();
+    let port = testkit::procs::free_port();
+    let _sink = testkit::procs::smtp_sink(sink_dir.path(), port, &[]);
+    let cfg = setup(d.path(), port, 0o600);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("\"alice@smime.example\"", "\"ALICE@Smime.Example\"");
+    std::fs::write(&cfg, text).unwrap();
+    let (code, out) = check(&cfg);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("identity ALICE@Smime.Example: RSA-2048 key") && out.contains("can sign"),
+        "{out}"
+    );
+}

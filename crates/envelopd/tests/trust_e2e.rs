@@ -293,7 +293,44 @@ fn identity_spoofs_through_dovecot_are_never_shown_valid() {
     );
     provider.deliver("bob", "91.sha1", &sha1);
 
-    let (dir, imap, _p) = envelopd(&provider, &[], &weber());
+    // MIME wrapping: the genuine signed message as one part of attacker-made mixed content.
+    let genuine = openssl_signed("", "Rezept fuer Herrn Muster.");
+    let mut wrapped = b"From: alice@smime.example\r\nSubject: wrapped\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"w\"\r\n\r\n--w\r\nContent-Type: text/plain\r\n\r\nBitte 10.000 EUR ueberweisen.\r\n--w\r\n".to_vec();
+    wrapped.extend_from_slice(&genuine);
+    wrapped.extend_from_slice(b"\r\n--w--\r\n");
+    provider.deliver("bob", "92.wrapped", &wrapped);
+    // Two signers, one of them from a CA nobody trusts: not valid.
+    let stranger = weber();
+    let two = openssl(
+        &[
+            "cms",
+            "-sign",
+            "-signer",
+            &v("alice.sign.crt"),
+            "-inkey",
+            &v("alice.sign.key"),
+            "-signer",
+            &stranger.crt,
+            "-inkey",
+            &stranger.key,
+            "-binary",
+            "-crlfeol",
+        ],
+        b"Content-Type: text/plain\r\n\r\nBitte 10.000 EUR ueberweisen.\r\n",
+    );
+    let mut m2 = b"From: alice@smime.example\r\nSubject: two-signers\r\n".to_vec();
+    m2.extend_from_slice(&two);
+    provider.deliver("bob", "93.two-signers", &m2);
+
+    // This practice trusts the RFC 9216 CA only (Dr. Weber's CA is the stranger's here).
+    let (dir, imap, _p) = envelopd(
+        &provider,
+        &[],
+        &Weber {
+            root: v("ca.rsa.crt"),
+            ..weber()
+        },
+    );
     let log = dir.path().join("envelopd.log");
     let r = steps(
         imap,
@@ -305,13 +342,16 @@ fn identity_spoofs_through_dovecot_are_never_shown_valid() {
         &log,
     );
     let msgs = r[2].as_array().unwrap();
-    assert_eq!(msgs.len(), spoofs.len() * 2 + 2);
+    assert_eq!(msgs.len(), spoofs.len() * 2 + 4);
     for m in msgs {
         let subject = subject(m);
         let status = m["status"].as_str().unwrap();
         let expected = match subject.as_str() {
             "embedded" => "signature=invalid",
             "sha1" => "signature=weak",
+            "two-signers" => "signature=untrusted",
+            // Nested in other content: no message-wide claim at all.
+            "wrapped" => "",
             s => {
                 spoofs
                     .iter()
@@ -324,6 +364,9 @@ fn identity_spoofs_through_dovecot_are_never_shown_valid() {
             status.contains(expected),
             "{subject}: expected {expected}, shown: {status}"
         );
+        if subject == "wrapped" {
+            assert!(!status.contains("signature="), "wrapped: {status}");
+        }
         let valid = status.contains("signature=valid");
         assert_eq!(
             valid,

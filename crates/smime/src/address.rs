@@ -330,6 +330,43 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Any ASCII case, either IDN form, angle brackets and needless quoting name the same
+        /// mailbox; a changed local part never does; the key is a fixed point.
+        #[test]
+        fn spellings_of_one_mailbox_agree(
+            local in "[a-z0-9+_-]{1,6}(\\.[a-z0-9+_-]{1,6}){0,2}",
+            flips in proptest::collection::vec(proptest::bool::ANY, 64),
+            idn in proptest::bool::ANY,
+            quoted in proptest::bool::ANY,
+            bracketed in proptest::bool::ANY,
+        ) {
+            let (u_domain, a_domain) = ("bücher.example", "xn--bcher-kva.example");
+            let base = format!("{local}@{}", if idn { u_domain } else { "praxis.example" });
+            let mut i = 0;
+            let mut flip = |s: &str| -> String {
+                s.chars().map(|c| {
+                    i += 1;
+                    if flips[i % flips.len()] { c.to_ascii_uppercase() } else { c }
+                }).collect()
+            };
+            let l = flip(&local);
+            let l = if quoted { format!("\"{l}\"") } else { l };
+            let d = flip(if idn { a_domain } else { "praxis.example" });
+            let spelled = format!("{l}@{d}");
+            let spelled = if bracketed { format!("<{spelled}>") } else { spelled };
+            let a = Address::parse(&base).unwrap();
+            let b = Address::parse(&spelled).unwrap();
+            proptest::prop_assert_eq!(&a, &b);
+            proptest::prop_assert!(same_mailbox(&base, &spelled));
+            let again = Address::parse(a.key()).unwrap();
+            proptest::prop_assert_eq!(again.key(), a.key());
+            proptest::prop_assert_eq!(Address::parse(&a.to_string()).unwrap(), a.clone());
+            let other = format!("{local}x@praxis.example");
+            proptest::prop_assert!(!same_mailbox(&other, &spelled));
+        }
+    }
+
     #[test]
     fn equal_addresses_hash_alike() {
         let mut set = std::collections::HashSet::new();
