@@ -210,14 +210,14 @@ pub fn judge(
             Err(why) => return Verdict::new(Status::FromMismatch, Some(why.clone()), signer),
         };
         // Then everything else for signing mail as that address (the address itself, key
-        // usage and EKU, key strength), by the same validator the policy and `check` use.
-        if let Err(r) = store.validate(
-            cert,
-            Purpose::Sign,
-            &from.to_string(),
-            signed.certificates,
-            at,
-        ) {
+        // strength, key usage and EKU): the checks `CertStore::validate` makes besides the
+        // path, which is built once.
+        if !cert.names(from) {
+            return rejected(crate::wrong_address(cert, &from.to_string()), signer);
+        }
+        if let Err(r) = crate::check_key(cert, Purpose::Sign)
+            .and_then(|_| crate::check_usage(cert, Purpose::Sign))
+        {
             return rejected(r, signer);
         }
         if let Some(t) = s.signing_time {

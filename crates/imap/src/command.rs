@@ -88,11 +88,17 @@ pub fn login_before_literal(line: &[u8]) -> Option<String> {
     }
 }
 
-/// The login name in a SASL response (raw bytes): PLAIN's authentication identity, LOGIN's
-/// user name; lower-cased.
+/// The login name in a SASL response (raw bytes): for PLAIN the authorization identity when one
+/// is given (the user the session then acts as, e.g. a master user's target), else the
+/// authentication identity; LOGIN's user name. Lower-cased.
 pub fn sasl_name(mechanism: &str, raw: &[u8]) -> Option<String> {
     let name = match mechanism {
-        "PLAIN" => raw.split(|&b| b == 0).nth(1)?.to_vec(),
+        "PLAIN" => {
+            let mut parts = raw.split(|&b| b == 0);
+            let authz = parts.next()?;
+            let authc = parts.next()?;
+            if authz.is_empty() { authc } else { authz }.to_vec()
+        }
         "LOGIN" => raw.to_vec(),
         _ => return None,
     };

@@ -9,13 +9,14 @@
 //! X-Envelopd: decrypted=aes-256-gcm; signature=valid; signer=alice@example.org
 //! X-Envelopd: decrypted=aes-256-gcm; signature=valid; signer=alice@example.org; headers=protected
 //! X-Envelopd: decrypted=aes-256-cbc; integrity=none; signature=none
-//! X-Envelopd: decrypted=no; signature=from-mismatch; signer=mallory@example.org
+//! X-Envelopd: decrypted=no; signature=from-mismatch; reason="…"; signer=mallory@example.org
+//! X-Envelopd: decrypted=no; signature=sender-mismatch; reason="…"; signer=eve@example.org; sender=boss@example.org
 //! X-Envelopd: decrypted=failed; reason="no key for this message"; signature=none
 //! ```
 //!
 //! - `decrypted` is the content cipher (`aes-128-gcm`, `aes-256-cbc`, `3des-cbc` …), `no` when
 //!   the message was not encrypted, or `failed` (the message is then shown as stored, with
-//!   `reason`). `integrity=none` follows for CBC ciphers (no integrity protection, Efail-prone),
+//!   `reason`; also when it is encrypted only for keys the session's login may not use). `integrity=none` follows for CBC ciphers (no integrity protection, Efail-prone),
 //!   `weak` for 3DES.
 //! - `signature` is the one verdict of `certstore::verdict` (the same as `envelopd smime
 //!   verify`): `valid` (the text comes from the single From mailbox: every signer verified and
