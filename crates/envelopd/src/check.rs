@@ -392,7 +392,7 @@ fn probe_imap(cfg: &Config) -> Result<String, String> {
         .map_err(|e| format!("{e:#}"))?
         .ok_or("no [upstream.imap]")?;
     let ctx = imap::session::ImapContext {
-        limits: smtp::conn::Limits::default(),
+        limits: net::conn::Limits::default(),
         command_timeout: Duration::from_secs(120),
         auth_throttle: Default::default(),
         upstream: target,

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use certstore::CertStore;
-use smtp::session::{ClientTls, Context, SenderIdentity};
-use smtp::upstream::{Target, TargetTls};
+use net::target::{ClientTls, Target, TargetTls};
+use smtp::session::{Context, SenderIdentity};
 
 use crate::config::{Config, TlsMode};
 use crate::keyfiles::read_certs;
@@ -45,7 +45,7 @@ pub fn run(
     // One store for both sides: what the IMAP side learns, the SMTP side encrypts to.
     let store = Arc::new(std::sync::RwLock::new(store));
     // Failed logins count across both protocols.
-    let auth_throttle = Arc::new(smtp::conn::AuthThrottle::default());
+    let auth_throttle = Arc::new(net::conn::AuthThrottle::default());
     start_revocation(&cfg, &store);
     let own_for_status = own_certificates(&identities);
     watch_own_certificates(own_for_status.clone());
@@ -56,7 +56,7 @@ pub fn run(
                 l.listen,
                 Arc::new(imap::session::ImapContext {
                     auth_throttle: auth_throttle.clone(),
-                    limits: smtp::conn::Limits {
+                    limits: net::conn::Limits {
                         total: l.max_connections.max(1),
                         per_ip: l.max_connections_per_ip.max(1),
                         refusal: None,
@@ -98,7 +98,7 @@ pub fn run(
         rules: std::sync::RwLock::new(rules_of(&cfg)),
         directory: directories(&cfg),
         auth_throttle,
-        limits: smtp::conn::Limits {
+        limits: net::conn::Limits {
             total: cfg.smtp.max_connections.max(1),
             per_ip: cfg.smtp.max_connections_per_ip.max(1),
             refusal: None,

@@ -90,7 +90,7 @@ pub fn present(
     let mut protected_headers = false;
     let started = std::time::Instant::now();
     let opened = smime::open(stored, keys);
-    smtp::observe::get().opened(
+    net::observe::get().opened(
         match &opened {
             Err(_) => "failed",
             Ok(o) if o.layers.iter().any(|l| matches!(l, Layer::Encrypted(_))) => "decrypted",

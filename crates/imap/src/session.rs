@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use certstore::CertStore;
+use net::conn::Conn;
+use net::target::TargetTls;
 use smime::Identity;
-use smtp::conn::Conn;
-use smtp::upstream::TargetTls;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
@@ -24,7 +24,7 @@ use crate::present::{needs_presentation, present, Presentation};
 pub const MAX_LINE: usize = 64 * 1024;
 
 /// The provider's IMAP server: host, port and transport security, as for SMTP.
-pub type ImapTarget = smtp::upstream::Target;
+pub type ImapTarget = net::target::Target;
 
 /// Decrypted messages kept in memory, bounded by their total size; never written to disk. Also
 /// remembers, per stored message, whether it is shown in envelopd's form at all (a stored
@@ -151,16 +151,16 @@ pub struct ImapContext {
     /// Mailbox names (last hierarchy level, any case) whose appended mail is encrypted.
     pub encrypt_appends_to: Vec<String>,
     /// Connection limits of the listener.
-    pub limits: smtp::conn::Limits,
+    pub limits: net::conn::Limits,
     /// How long one command line may take to arrive (slowloris bound).
     pub command_timeout: Duration,
     /// Failed-login counting, shared with the SMTP listener.
-    pub auth_throttle: Arc<smtp::conn::AuthThrottle>,
+    pub auth_throttle: Arc<net::conn::AuthThrottle>,
     /// Header protection for those copies (RFC 9788; the Subject hidden from the server);
     /// changed by a configuration reload.
     pub header_protection: std::sync::RwLock<smime::Protection>,
     /// TLS offered to mail programs (STARTTLS or implicit), if configured.
-    pub client_tls: Option<smtp::session::ClientTls>,
+    pub client_tls: Option<net::target::ClientTls>,
 }
 
 /// The usual names of Sent and Drafts folders (Thunderbird, Outlook, Apple Mail, German
@@ -196,12 +196,12 @@ pub async fn serve(
     ctx: Arc<ImapContext>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let limits = smtp::conn::Limits {
+    let limits = net::conn::Limits {
         refusal: (!ctx.client_tls.as_ref().is_some_and(|t| t.implicit))
             .then_some(&b"* BYE envelopd: too many connections, try again later\r\n"[..]),
         ..ctx.limits.clone()
     };
-    smtp::conn::serve_connections(
+    net::conn::serve_connections(
         listener,
         shutdown,
         "imap",
@@ -276,7 +276,7 @@ async fn run(
             return Ok(());
         }
     }
-    let o = smtp::observe::get();
+    let o = net::observe::get();
     let (up, greeting, framer) = match connect(&ctx).await {
         Ok(x) => {
             o.upstream_ok("imap", ctx.upstream.describe());

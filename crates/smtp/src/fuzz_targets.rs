@@ -13,9 +13,10 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::conn::{AuthThrottle, Conn, Limits};
 use crate::session::Context;
-use crate::upstream::{Target, TargetTls, Timeouts};
+use crate::upstream::Timeouts;
+use net::conn::{AuthThrottle, Conn, Limits};
+use net::target::{Target, TargetTls};
 
 struct Harness {
     rt: tokio::runtime::Runtime,

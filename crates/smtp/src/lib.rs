@@ -5,10 +5,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod conn;
 #[doc(hidden)]
 pub mod fuzz_targets;
-pub mod observe;
 pub mod outgoing;
 pub mod session;
 pub mod upstream;

@@ -23,9 +23,10 @@ use tokio::net::TcpListener;
 use tokio::time::timeout;
 use zeroize::Zeroizing;
 
-use crate::conn::Conn;
 use crate::outgoing::{copies, Refusal};
-use crate::upstream::{Reply, Target, Timeouts, Upstream};
+use crate::upstream::{Reply, Timeouts, Upstream};
+use net::conn::Conn;
+use net::target::{ClientTls, Target};
 
 /// The longest AUTH line accepted (RFC 4954 §4: 12288 octets).
 const MAX_AUTH_LINE: usize = 12288;
@@ -51,15 +52,6 @@ impl SenderIdentity {
     }
 }
 
-/// TLS offered to mail programs.
-#[derive(Clone)]
-pub struct ClientTls {
-    /// Certificate and key.
-    pub config: Arc<rustls::ServerConfig>,
-    /// TLS from the first byte (SMTPS) instead of STARTTLS.
-    pub implicit: bool,
-}
-
 /// Everything a session needs, shared by all sessions.
 pub struct Context {
     /// The provider's submission server.
@@ -79,9 +71,9 @@ pub struct Context {
     /// once per message.
     pub rules: std::sync::RwLock<Rules>,
     /// Connection limits of the listener.
-    pub limits: crate::conn::Limits,
+    pub limits: net::conn::Limits,
     /// Failed-login counting, shared with the IMAP listener.
-    pub auth_throttle: Arc<crate::conn::AuthThrottle>,
+    pub auth_throttle: Arc<net::conn::AuthThrottle>,
     /// LDAP directories asked for recipients without a usable certificate (with deadlines).
     pub directory: Option<Arc<directory::Directories>>,
     /// The largest message accepted (bytes), unless the provider announces less.
@@ -242,12 +234,12 @@ pub async fn serve(
     ctx: Arc<Context>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
-    let limits = crate::conn::Limits {
+    let limits = net::conn::Limits {
         refusal: (!ctx.tls.as_ref().is_some_and(|t| t.implicit))
             .then_some(&b"421 4.7.0 envelopd: too many connections, try again later\r\n"[..]),
         ..ctx.limits.clone()
     };
-    crate::conn::serve_connections(
+    net::conn::serve_connections(
         listener,
         shutdown,
         "smtp",
@@ -1118,8 +1110,8 @@ impl Session {
         let started = std::time::Instant::now();
         let reply = self.deliver_inner(message).await;
         let (decision, cipher, signed_as, copies) = &self.audit;
-        crate::observe::get().message(
-            crate::observe::RecentDecision {
+        net::observe::get().message(
+            net::observe::RecentDecision {
                 at: SystemTime::now(),
                 from: if from.is_empty() {
                     "<>".into()

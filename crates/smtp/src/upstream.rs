@@ -11,7 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::conn::Conn;
+use net::conn::Conn;
+use net::target::{Target, TargetTls};
 
 /// An SMTP reply: code, enhanced status (if any) and text lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,40 +85,6 @@ impl Default for Timeouts {
     }
 }
 
-/// Where and how to reach the provider.
-#[derive(Clone)]
-pub struct Target {
-    /// Host name (checked against the TLS certificate) or IP address.
-    pub host: String,
-    /// TCP port.
-    pub port: u16,
-    /// Transport security.
-    pub tls: TargetTls,
-}
-
-/// Transport security towards the provider.
-#[derive(Clone)]
-pub enum TargetTls {
-    /// No TLS (only ever configured for a server on this machine).
-    None,
-    /// TLS from the first byte (SMTPS).
-    Implicit(Arc<rustls::ClientConfig>),
-    /// STARTTLS, required: a provider that does not offer it gets no mail.
-    Starttls(Arc<rustls::ClientConfig>),
-}
-
-impl Target {
-    /// `host:port (tls mode)`, for logs.
-    pub fn describe(&self) -> String {
-        let mode = match self.tls {
-            TargetTls::None => "no TLS",
-            TargetTls::Implicit(_) => "implicit TLS",
-            TargetTls::Starttls(_) => "STARTTLS",
-        };
-        format!("{}:{} ({mode})", self.host, self.port)
-    }
-}
-
 /// How many commands go to the provider in one pipelined write (RFC 2920 §3.1 asks the
 /// client to avoid deadlock: the replies to 100 short commands are a few KiB, which always fit
 /// in the socket buffers while envelopd is still writing).
@@ -146,7 +113,7 @@ impl Upstream {
         helo_name: &str,
         timeouts: Timeouts,
     ) -> Result<Self, Reply> {
-        let o = crate::observe::get();
+        let o = net::observe::get();
         match Self::set_up(target, helo_name, timeouts).await {
             Ok(mut up) => {
                 o.upstream_ok("smtp", target.describe());
@@ -479,7 +446,7 @@ impl Upstream {
     /// Counts a transport failure after set-up (set-up failures are counted by `connect`).
     fn failed(&self, r: Reply) -> Reply {
         if self.ready {
-            crate::observe::get().upstream_error("smtp", self.target.clone(), &r.text);
+            net::observe::get().upstream_error("smtp", self.target.clone(), &r.text);
         }
         r
     }
