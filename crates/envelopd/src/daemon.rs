@@ -1,5 +1,7 @@
 //! `envelopd run`: builds the shared context from the configuration (certificate store,
-//! identities, policy), opens the SMTP listener and serves until Ctrl-C / SIGINT.
+//! identities with the logins that may use their keys, policy), opens the SMTP and IMAP
+//! listeners, the status page and the revocation fetcher, reloads on SIGHUP and drains open
+//! sessions on SIGINT/SIGTERM.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,6 +1,8 @@
-//! The `envelopd` binary. For now it carries the `smime` tool, a front end to the S/MIME core in
-//! the style of `openssl cms`: input from stdin or `--in`, output to stdout or `--out`, errors on
-//! stderr with a non-zero exit status.
+//! The `envelopd` binary: the command line (`run`, `check`, `explain`, `certs`, `keys`, `tls`,
+//! `smime`). `run` is the daemon ([`daemon`]); `smime` is a front end to the S/MIME core in the
+//! style of `openssl cms` (input from stdin or `--in`, output to stdout or `--out`, errors on
+//! stderr with a non-zero exit status) whose `verify` gives the certificate store's one verdict.
+//! Protocol and crypto logic live in the library crates; this one wires them to files and flags.
 
 #![forbid(unsafe_code)]
 
