@@ -61,12 +61,18 @@ pub mod fuzz_targets {
         }
     }
 
-    /// Bytes from the mail program: splitting, FETCH and SEARCH plans.
+    /// Bytes from the mail program: splitting, what a command means for the session (login,
+    /// mailbox, SASL), FETCH and SEARCH plans.
     pub fn client(data: &[u8]) {
+        // The whole input as one command, literals included, as the session assembles it.
+        let _ = crate::command::parse(data);
+        let _ = crate::command::login_before_literal(data);
+        let _ = crate::command::sasl_name("PLAIN", data);
         let mut s = Splitter::new(4096);
         s.push(data);
         while let Ok(Some(piece)) = s.next_piece() {
             if let crate::frame::Piece::Line { bytes, .. } = piece {
+                let _ = crate::command::parse(&bytes);
                 let _ = crate::fetch::plan(&bytes);
                 let _ = crate::fetch::plan_with(&bytes, false);
                 if let Some(p) = crate::search::plan(&bytes) {
