@@ -71,6 +71,22 @@ pub fn mailbox_name(mailbox: &Mailbox<'_>) -> String {
     }
 }
 
+/// The mailbox of an APPEND whose line ends in the message literal (`a APPEND "Sent Items"
+/// (\Seen) {310}`), read by imap-codec before the message arrives; None when the line is not
+/// such an APPEND (e.g. the mailbox name itself is the literal).
+pub fn append_mailbox(line: &[u8]) -> Option<String> {
+    let line = line.strip_suffix(b"\r\n").or_else(|| line.strip_suffix(b"\n"))?;
+    let open = memchr::memrchr(b'{', line)?;
+    // The same command with an empty message in place of the literal parses completely.
+    let mut probe = line[..open].to_vec();
+    probe.extend_from_slice(b"{0}\r\n\r\n");
+    let (_, cmd) = CommandCodec::default().decode(&probe).ok()?;
+    match cmd.body {
+        CommandBody::Append { mailbox, .. } => Some(mailbox_name(&mailbox)),
+        _ => None,
+    }
+}
+
 /// The user name of a LOGIN whose first line ends in a literal (`a LOGIN "j doe" {6}`), read
 /// before the literal arrives, for the failed-login lock; None when the name itself is the
 /// literal.
@@ -159,6 +175,26 @@ mod tests {
             Some("john doe")
         );
         assert_eq!(login_before_literal(b"t LOGIN {8}\r\n"), None);
+    }
+
+    #[test]
+    fn append_mailboxes_are_read_whole() {
+        for (line, name) in [
+            (&b"a APPEND Sent {310}\r\n"[..], "Sent"),
+            (b"a APPEND \"Sent Items\" (\\Seen) {310}\r\n", "Sent Items"),
+            (b"a APPEND \"Gesendete Elemente\" (\\Seen \\Draft) \"04-Dec-2026 10:00:00 +0100\" {9}\r\n", "Gesendete Elemente"),
+            (b"a APPEND Entw&APw-rfe {12+}\r\n", "Entw&APw-rfe"),
+            (b"a APPEND \"a \\\"b\\\" c\" {1}\r\n", "a \"b\" c"),
+        ] {
+            assert_eq!(
+                append_mailbox(line).as_deref(),
+                Some(name),
+                "{}",
+                String::from_utf8_lossy(line)
+            );
+        }
+        assert_eq!(append_mailbox(b"a APPEND {10}\r\n"), None, "the name is the literal");
+        assert_eq!(append_mailbox(b"a SELECT {4}\r\n"), None);
     }
 
     #[test]

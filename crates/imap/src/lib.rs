@@ -67,6 +67,7 @@ pub mod fuzz_targets {
         // The whole input as one command, literals included, as the session assembles it.
         let _ = crate::command::parse(data);
         let _ = crate::command::login_before_literal(data);
+        let _ = crate::command::append_mailbox(data);
         let _ = crate::command::sasl_name("PLAIN", data);
         let mut s = Splitter::new(4096);
         s.push(data);

@@ -823,7 +823,7 @@ impl Session {
         if name != "APPEND" {
             return Ok(false);
         }
-        let Some(mailbox) = append_mailbox(line) else {
+        let Some(mailbox) = crate::command::append_mailbox(line) else {
             return Ok(false);
         };
         let leaf = mailbox
@@ -1564,25 +1564,6 @@ fn needs_shown_form(r: &fetch::FetchResponse) -> bool {
     })
 }
 
-/// The mailbox of an `APPEND` line (atom or quoted string).
-fn append_mailbox(line: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(line);
-    let mut rest = text.splitn(3, ' ').nth(2)?.trim_start();
-    if let Some(q) = rest.strip_prefix('"') {
-        let mut out = String::new();
-        let mut chars = q.chars();
-        while let Some(c) = chars.next() {
-            match c {
-                '\\' => out.push(chars.next()?),
-                '"' => return Some(out),
-                c => out.push(c),
-            }
-        }
-        return None;
-    }
-    rest = rest.split(' ').next()?;
-    Some(rest.to_string())
-}
 
 /// The first 16 hex digits of a certificate's SHA-256 (for file names).
 fn fingerprint(cert: &smime::Cert) -> String {

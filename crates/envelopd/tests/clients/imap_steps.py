@@ -10,6 +10,8 @@ Steps (a JSON list, each a list):
   ["select-literal", mailbox]          SELECT with the name as a literal
   ["fetch-all"]                        every message: UID, BODY.PEEK[] (base64), and the status
   ["search", text]                     UID SEARCH TEXT "text" -> the UIDs
+  ["create", mailbox]                  CREATE (quoted)
+  ["append", mailbox, flags, message]  APPEND (quoted name, flags such as "(\\Draft)", a literal)
 Everything runs in one session; the output has one entry per step.
 """
 import base64
@@ -73,6 +75,12 @@ def main():
                 msgs.append({"uid": int(uid), "status": status,
                              "body": base64.b64encode(body).decode()})
             out.append(msgs)
+        elif kind == "create":
+            typ, data = m.create('"%s"' % step[1])
+            out.append(typ)
+        elif kind == "append":
+            typ, data = m.append('"%s"' % step[1], step[2] or None, None, step[3].encode())
+            out.append(typ)
         elif kind == "search":
             typ, data = m.uid("SEARCH", None, "TEXT", '"%s"' % step[1])
             out.append([int(u) for u in data[0].split()])
