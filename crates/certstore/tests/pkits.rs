@@ -47,24 +47,11 @@ fn judge(ta: &smime::Cert, message: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-fn data_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("ENVELOPD_PKITS").map(PathBuf::from);
-    match dir {
-        Some(d) if d.join("smime").is_dir() => Some(d),
-        _ => {
-            assert!(
-                std::env::var_os("ENVELOPD_REQUIRE_PKITS").is_none(),
-                "ENVELOPD_PKITS must name cryptography_vectors' x509/PKITS_data (scripts/test.sh fetches it)"
-            );
-            eprintln!("PKITS data not available (set ENVELOPD_PKITS): not run");
-            None
-        }
-    }
-}
-
 #[test]
 fn nist_pkits_smime_messages() {
-    let Some(dir) = data_dir() else { return };
+    let Some(dir) = testkit::pkits_dir() else {
+        return;
+    };
     let ta = smime::parse_certificates(
         &std::fs::read(dir.join("certs/TrustAnchorRootCertificate.crt")).unwrap(),
     )

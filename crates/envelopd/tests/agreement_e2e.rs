@@ -271,22 +271,15 @@ fn verify_the_imap_status_explain_and_openssl_agree_on_every_certificate_and_add
     // (2) The IMAP side, reading the messages from Dovecot.
     let p = common::run_envelopd(&d.join("proxy.toml"), &d.join("envelopd.log"));
     wait_for(imap);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/imap_steps.py");
-    let o = Command::new("python3")
-        .arg(script)
-        .arg(imap.to_string())
-        .arg(
-            serde_json::json!([
-                ["login", "bob@smime.example", "bob-pw"],
-                ["select", "INBOX"],
-                ["fetch-all"]
-            ])
-            .to_string(),
-        )
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let out: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let out = serde_json::Value::Array(common::imap_steps(
+        imap,
+        serde_json::json!([
+            ["login", "bob@smime.example", "bob-pw"],
+            ["select", "INBOX"],
+            ["fetch-all"]
+        ]),
+        &d.join("envelopd.log"),
+    ));
     let mut imap_valid = vec![None; rows.len()];
     let mut imap_status = vec![String::new(); rows.len()];
     for m in out[2].as_array().unwrap() {

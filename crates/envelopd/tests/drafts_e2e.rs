@@ -6,9 +6,6 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
 use common::provider::Provider;
 use testkit::procs::{free_port, wait_for};
 
@@ -53,20 +50,11 @@ fn drafts_and_sent_copies_are_stored_encrypted_and_read_back_plain() {
         steps.push(serde_json::json!(["select", f]));
         steps.push(serde_json::json!(["fetch-all"]));
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/imap_steps.py");
-    let o = Command::new("python3")
-        .arg(script)
-        .arg(imap.to_string())
-        .arg(serde_json::Value::Array(steps).to_string())
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        std::fs::read_to_string(d.join("envelopd.log")).unwrap_or_default()
+    let r = common::imap_steps(
+        imap,
+        serde_json::Value::Array(steps),
+        &d.join("envelopd.log"),
     );
-    let r: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
     for (i, f) in folders.iter().enumerate() {
         assert_eq!(r[2 + 2 * i], "OK", "APPEND to {f}");
         // Read back through envelopd.

@@ -18,91 +18,18 @@ fn v(n: &str) -> String {
     common::rfc9216().join(n).display().to_string()
 }
 
-fn run(cmd: &mut Command) -> std::process::Output {
-    let o = cmd.output().unwrap();
-    assert!(
-        o.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    o
-}
-
-/// Alice's RFC 9216 signing key and certificate (with the CA) exported five ways; (what, file,
-/// password).
+/// Alice's RFC 9216 signing key and certificate (with the CA) exported five ways; (what,
+/// file, password).
 fn exports(dir: &Path) -> Vec<(&'static str, String, &'static str)> {
-    let p = |n: &str| dir.join(n).display().to_string();
-    let export = |out: &str, extra: &[&str]| {
-        run(Command::new("openssl")
-            .args([
-                "pkcs12",
-                "-export",
-                "-inkey",
-                &v("alice.sign.key"),
-                "-in",
-                &v("alice.sign.crt"),
-            ])
-            .args([
-                "-certfile",
-                &v("ca.rsa.crt"),
-                "-name",
-                "alice",
-                "-passout",
-                "pass:geheim",
-                "-out",
-                &p(out),
-            ])
-            .args(extra));
-    };
-    export("openssl3.p12", &[]);
-    export("legacy.p12", &["-legacy"]);
-    export(
-        "windows.p12",
-        &[
-            "-keypbe",
-            "PBE-SHA1-3DES",
-            "-certpbe",
-            "PBE-SHA1-3DES",
-            "-macalg",
-            "sha1",
-        ],
-    );
-    std::fs::create_dir(dir.join("nssdb")).unwrap();
-    let db = format!("sql:{}", p("nssdb"));
-    run(Command::new("certutil").args(["-N", "-d", &db, "--empty-password"]));
-    run(Command::new("pk12util").args(["-i", &p("openssl3.p12"), "-d", &db, "-W", "geheim"]));
-    run(Command::new("pk12util").args([
-        "-o",
-        &p("nss.p12"),
-        "-n",
-        "alice",
-        "-d",
-        &db,
-        "-W",
-        "nss-pw",
-    ]));
-    let tdes = "PKCS #12 V2 PBE With SHA-1 And 3KEY Triple DES-CBC";
-    run(Command::new("pk12util").args([
-        "-o",
-        &p("nss-3des.p12"),
-        "-n",
-        "alice",
-        "-d",
-        &db,
-        "-W",
-        "nss-pw",
-        "-c",
-        tdes,
-        "-C",
-        tdes,
-    ]));
-    vec![
-        ("OpenSSL 3", p("openssl3.p12"), "geheim"),
-        ("OpenSSL -legacy", p("legacy.p12"), "geheim"),
-        ("Windows/Outlook", p("windows.p12"), "geheim"),
-        ("NSS pk12util", p("nss.p12"), "nss-pw"),
-        ("NSS pk12util 3DES", p("nss-3des.p12"), "nss-pw"),
-    ]
+    testkit::pkcs12_exports(
+        dir,
+        &v("alice.sign.key"),
+        &v("alice.sign.crt"),
+        Some(&v("ca.rsa.crt")),
+    )
+    .into_iter()
+    .map(|(what, f, pw)| (what, f.display().to_string(), pw))
+    .collect()
 }
 
 fn private(path: &Path) {

@@ -10,20 +10,6 @@ use std::time::SystemTime;
 
 use certstore::{CertStore, RevocationMode};
 
-fn data_dir() -> Option<PathBuf> {
-    match std::env::var_os("ENVELOPD_PKITS").map(PathBuf::from) {
-        Some(d) if d.join("smime").is_dir() => Some(d),
-        _ => {
-            assert!(
-                std::env::var_os("ENVELOPD_REQUIRE_PKITS").is_none(),
-                "ENVELOPD_PKITS must name cryptography_vectors' x509/PKITS_data (scripts/test.sh fetches it)"
-            );
-            eprintln!("PKITS data not available (set ENVELOPD_PKITS): not run");
-            None
-        }
-    }
-}
-
 /// The certificate store's judgement in process: the signature by the S/MIME core, the path
 /// and revocation (CRLs the message carries, mode `require`) by the store.
 fn in_process(ta: &smime::Cert, message: &[u8]) -> String {
@@ -97,7 +83,9 @@ fn through_cli(ta: &str, file: &PathBuf) -> (String, String) {
 
 #[test]
 fn smime_verify_agrees_with_the_certificate_store_on_every_pkits_message() {
-    let Some(dir) = data_dir() else { return };
+    let Some(dir) = testkit::pkits_dir() else {
+        return;
+    };
     let ta_path = dir.join("certs/TrustAnchorRootCertificate.crt");
     let ta = smime::parse_certificates(&std::fs::read(&ta_path).unwrap())
         .unwrap()

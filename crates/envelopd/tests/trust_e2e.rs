@@ -8,7 +8,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::provider::Provider;
 use testkit::procs::{free_port, wait_for, Proc};
@@ -163,26 +162,9 @@ fn envelopd(provider: &Provider, bob_logins: &[&str], w: &Weber) -> (tempfile::T
     (dir, imap, p)
 }
 
-/// Runs IMAP steps (see tests/clients/imap_steps.py) through envelopd; one result per step.
+/// Runs IMAP steps through envelopd (see tests/clients/imap_steps.py).
 fn steps(port: u16, steps: serde_json::Value, log: &Path) -> Vec<serde_json::Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/imap_steps.py");
-    let o = Command::new("python3")
-        .arg(script)
-        .arg(port.to_string())
-        .arg(steps.to_string())
-        .output()
-        .unwrap();
-    assert!(
-        o.status.success(),
-        "imap_steps.py: {}\nenvelopd's log:\n{}",
-        String::from_utf8_lossy(&o.stderr),
-        std::fs::read_to_string(log).unwrap_or_default()
-    );
-    serde_json::from_slice::<serde_json::Value>(&o.stdout)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .clone()
+    common::imap_steps(port, steps, log)
 }
 
 fn body(m: &serde_json::Value) -> String {

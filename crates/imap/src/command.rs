@@ -75,7 +75,9 @@ pub fn mailbox_name(mailbox: &Mailbox<'_>) -> String {
 /// (\Seen) {310}`), read by imap-codec before the message arrives; None when the line is not
 /// such an APPEND (e.g. the mailbox name itself is the literal).
 pub fn append_mailbox(line: &[u8]) -> Option<String> {
-    let line = line.strip_suffix(b"\r\n").or_else(|| line.strip_suffix(b"\n"))?;
+    let line = line
+        .strip_suffix(b"\r\n")
+        .or_else(|| line.strip_suffix(b"\n"))?;
     let open = memchr::memrchr(b'{', line)?;
     // The same command with an empty message in place of the literal parses completely.
     let mut probe = line[..open].to_vec();
@@ -193,7 +195,11 @@ mod tests {
                 String::from_utf8_lossy(line)
             );
         }
-        assert_eq!(append_mailbox(b"a APPEND {10}\r\n"), None, "the name is the literal");
+        assert_eq!(
+            append_mailbox(b"a APPEND {10}\r\n"),
+            None,
+            "the name is the literal"
+        );
         assert_eq!(append_mailbox(b"a SELECT {4}\r\n"), None);
     }
 

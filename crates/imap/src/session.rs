@@ -1564,7 +1564,6 @@ fn needs_shown_form(r: &fetch::FetchResponse) -> bool {
     })
 }
 
-
 /// The first 16 hex digits of a certificate's SHA-256 (for file names).
 fn fingerprint(cert: &smime::Cert) -> String {
     cert.sha256()

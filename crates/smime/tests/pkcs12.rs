@@ -6,123 +6,36 @@
 use std::path::Path;
 use std::process::Command;
 
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Exports of one key pair: (what, file, password).
+/// Exports of one key pair made here with OpenSSL: (what, file contents, password).
 fn exports(dir: &Path) -> Vec<(&'static str, Vec<u8>, &'static str)> {
     let p = |n: &str| dir.join(n).to_str().unwrap().to_string();
-    run(Command::new("openssl").args([
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "30",
-        "-subj",
-        "/CN=Dr. Test/emailAddress=Test@Praxis.example",
-        "-addext",
-        "keyUsage=digitalSignature,keyEncipherment",
-        "-addext",
-        "extendedKeyUsage=emailProtection",
-        "-keyout",
-        &p("k.pem"),
-        "-out",
-        &p("c.pem"),
-    ]));
-    let export = |out: &str, extra: &[&str]| {
-        let mut c = Command::new("openssl");
-        c.args([
-            "pkcs12",
-            "-export",
-            "-inkey",
+    let o = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "30",
+            "-subj",
+            "/CN=Dr. Test/emailAddress=Test@Praxis.example",
+            "-addext",
+            "keyUsage=digitalSignature,keyEncipherment",
+            "-addext",
+            "extendedKeyUsage=emailProtection",
+            "-keyout",
             &p("k.pem"),
-            "-in",
-            &p("c.pem"),
-            "-passout",
-            "pass:geheim",
-            "-name",
-            "doc",
             "-out",
-            &p(out),
-        ]);
-        c.args(extra);
-        run(&mut c);
-    };
-    export("openssl3.p12", &[]);
-    export("legacy.p12", &["-legacy"]);
-    export(
-        "windows.p12",
-        &[
-            "-keypbe",
-            "PBE-SHA1-3DES",
-            "-certpbe",
-            "PBE-SHA1-3DES",
-            "-macalg",
-            "sha1",
-        ],
-    );
-    // NSS: a database of its own, the OpenSSL export imported, then exported by pk12util.
-    std::fs::create_dir(dir.join("db")).unwrap();
-    std::fs::write(dir.join("dbpw"), "dbpw\n").unwrap();
-    let db = format!("sql:{}", p("db"));
-    run(Command::new("certutil").args(["-N", "-d", &db, "-f", &p("dbpw")]));
-    run(Command::new("pk12util").args([
-        "-i",
-        &p("openssl3.p12"),
-        "-d",
-        &db,
-        "-k",
-        &p("dbpw"),
-        "-W",
-        "geheim",
-        "-n",
-        "doc",
-    ]));
-    run(Command::new("pk12util").args([
-        "-o",
-        &p("nss.p12"),
-        "-n",
-        "doc",
-        "-d",
-        &db,
-        "-k",
-        &p("dbpw"),
-        "-W",
-        "nss-pw",
-    ]));
-    let tdes = "PKCS #12 V2 PBE With SHA-1 And 3KEY Triple DES-CBC";
-    run(Command::new("pk12util").args([
-        "-o",
-        &p("nss-3des.p12"),
-        "-n",
-        "doc",
-        "-d",
-        &db,
-        "-k",
-        &p("dbpw"),
-        "-W",
-        "nss-pw",
-        "-c",
-        tdes,
-        "-C",
-        tdes,
-    ]));
-    let read = |n: &str| std::fs::read(dir.join(n)).unwrap();
-    vec![
-        ("OpenSSL 3 default", read("openssl3.p12"), "geheim"),
-        ("OpenSSL -legacy", read("legacy.p12"), "geheim"),
-        ("Windows/Outlook shape", read("windows.p12"), "geheim"),
-        ("NSS pk12util", read("nss.p12"), "nss-pw"),
-        ("NSS pk12util 3DES", read("nss-3des.p12"), "nss-pw"),
-    ]
+            &p("c.pem"),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    testkit::pkcs12_exports(dir, &p("k.pem"), &p("c.pem"), None)
+        .into_iter()
+        .map(|(what, f, pw)| (what, std::fs::read(f).unwrap(), pw))
+        .collect()
 }
 
 #[test]

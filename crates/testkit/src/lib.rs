@@ -9,6 +9,98 @@ pub mod procs;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+/// One key and certificate (and optionally a CA certificate) exported as PKCS#12 by every common
+/// exporter, into `dir`: OpenSSL 3's default (PBES2/AES), `-legacy`, Windows/Outlook's shape
+/// (PBE-SHA1-3DES, SHA-1 MAC), and NSS `pk12util` (BER with indefinite lengths, as Thunderbird
+/// and Firefox write backups) in its default and its legacy 3DES form. Returns (exporter, file,
+/// password).
+pub fn pkcs12_exports(
+    dir: &std::path::Path,
+    key: &str,
+    cert: &str,
+    ca: Option<&str>,
+) -> Vec<(&'static str, PathBuf, &'static str)> {
+    use std::process::Command;
+    let run = |cmd: &mut Command| {
+        let o = cmd.output().unwrap();
+        assert!(
+            o.status.success(),
+            "{cmd:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    let p = |n: &str| dir.join(n);
+    let export = |out: &str, extra: &[&str]| {
+        let mut c = Command::new("openssl");
+        c.args([
+            "pkcs12", "-export", "-inkey", key, "-in", cert, "-name", "key",
+        ]);
+        if let Some(ca) = ca {
+            c.args(["-certfile", ca]);
+        }
+        c.args(["-passout", "pass:geheim", "-out"])
+            .arg(p(out))
+            .args(extra);
+        run(&mut c);
+    };
+    export("openssl3.p12", &[]);
+    export("legacy.p12", &["-legacy"]);
+    export(
+        "windows.p12",
+        &[
+            "-keypbe",
+            "PBE-SHA1-3DES",
+            "-certpbe",
+            "PBE-SHA1-3DES",
+            "-macalg",
+            "sha1",
+        ],
+    );
+    // NSS: a database of its own, the OpenSSL export imported, then exported by pk12util.
+    std::fs::create_dir_all(p("nssdb")).unwrap();
+    let db = format!("sql:{}", p("nssdb").display());
+    run(Command::new("certutil").args(["-N", "-d", &db, "--empty-password"]));
+    run(Command::new("pk12util")
+        .args(["-i"])
+        .arg(p("openssl3.p12"))
+        .args(["-d", &db, "-W", "geheim"]));
+    run(Command::new("pk12util")
+        .args(["-o"])
+        .arg(p("nss.p12"))
+        .args(["-n", "key", "-d", &db, "-W", "nss-pw"]));
+    let tdes = "PKCS #12 V2 PBE With SHA-1 And 3KEY Triple DES-CBC";
+    run(Command::new("pk12util")
+        .args(["-o"])
+        .arg(p("nss-3des.p12"))
+        .args([
+            "-n", "key", "-d", &db, "-W", "nss-pw", "-c", tdes, "-C", tdes,
+        ]));
+    vec![
+        ("OpenSSL 3 default", p("openssl3.p12"), "geheim"),
+        ("OpenSSL -legacy", p("legacy.p12"), "geheim"),
+        ("Windows/Outlook shape", p("windows.p12"), "geheim"),
+        ("NSS pk12util", p("nss.p12"), "nss-pw"),
+        ("NSS pk12util 3DES", p("nss-3des.p12"), "nss-pw"),
+    ]
+}
+
+/// The NIST PKITS data (`…/x509/PKITS_data` of PyPI's cryptography_vectors) from
+/// `ENVELOPD_PKITS`; `scripts/test.sh` fetches it. Without it: None, after saying so, unless
+/// `ENVELOPD_REQUIRE_PKITS` is set (CI sets it), which makes it a failure.
+pub fn pkits_dir() -> Option<PathBuf> {
+    match std::env::var_os("ENVELOPD_PKITS").map(PathBuf::from) {
+        Some(d) if d.join("smime").is_dir() => Some(d),
+        _ => {
+            assert!(
+                std::env::var_os("ENVELOPD_REQUIRE_PKITS").is_none(),
+                "ENVELOPD_PKITS must name cryptography_vectors' x509/PKITS_data (scripts/test.sh fetches it)"
+            );
+            eprintln!("PKITS data not available (set ENVELOPD_PKITS): not run");
+            None
+        }
+    }
+}
+
 /// `../shared/vectors` beside the checkout, or `ENVELOPD_VECTORS`.
 pub fn vectors() -> PathBuf {
     std::env::var_os("ENVELOPD_VECTORS")

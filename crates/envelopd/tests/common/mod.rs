@@ -136,3 +136,30 @@ pub fn metric(
         .map(|s| s.2)
         .sum()
 }
+
+/// Runs IMAP steps through a proxy port with `tests/clients/imap_steps.py` (Python's imaplib;
+/// the steps are documented there); one JSON result per step. `log` is shown on failure.
+pub fn imap_steps(
+    port: u16,
+    steps: serde_json::Value,
+    log: &std::path::Path,
+) -> Vec<serde_json::Value> {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/imap_steps.py");
+    let o = std::process::Command::new("python3")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(steps.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "imap_steps.py: {}\nenvelopd's log:\n{}",
+        String::from_utf8_lossy(&o.stderr),
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+    match serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap() {
+        serde_json::Value::Array(v) => v,
+        other => panic!("imap_steps.py printed {other}"),
+    }
+}
