@@ -208,15 +208,10 @@ fn verify_the_imap_status_explain_and_openssl_agree_on_every_certificate_and_add
     std::fs::write(
         d.join("proxy.toml"),
         format!(
-            "[smtp]\nlisten = \"127.0.0.1:{smtp}\"\n[imap]\nlisten = \"127.0.0.1:{imap}\"\n\
-             [upstream.smtp]\nhost = \"localhost\"\nport = {}\ntls = \"starttls\"\nca_file = \"{ca}\"\nsystem_roots = false\n\
-             [upstream.imap]\nhost = \"localhost\"\nport = {}\ntls = \"implicit\"\nca_file = \"{ca}\"\nsystem_roots = false\n\
-             [certificates]\nanchors = [\"trust\"]\nrecipients = \"certs\"\n\
+            "{}[certificates]\nanchors = [\"trust\"]\nrecipients = \"certs\"\n\
              [policy]\nfallback = \"plaintext\"\n\
              [[identity]]\naddresses = [\"bob@smime.example\"]\npkcs12 = \"keys/bob.p12\"\npassword_file = \"keys/pw\"\n",
-            provider.submission,
-            provider.imaps,
-            ca = provider.ca().display()
+            common::reading_sections(&provider, smtp, imap)
         ),
     )
     .unwrap();

@@ -19,14 +19,9 @@ fn drafts_and_sent_copies_are_stored_encrypted_and_read_back_plain() {
     std::fs::write(
         d.join("proxy.toml"),
         format!(
-            "[smtp]\nlisten = \"127.0.0.1:{smtp}\"\n[imap]\nlisten = \"127.0.0.1:{imap}\"\n\
-             [upstream.smtp]\nhost = \"localhost\"\nport = {}\ntls = \"starttls\"\nca_file = \"{ca}\"\nsystem_roots = false\n\
-             [upstream.imap]\nhost = \"localhost\"\nport = {}\ntls = \"implicit\"\nca_file = \"{ca}\"\nsystem_roots = false\n\
-             [certificates]\nanchors = [\"trust\"]\nrecipients = \"certs\"\n\
+            "{}[certificates]\nanchors = [\"trust\"]\nrecipients = \"certs\"\n\
              [[identity]]\naddresses = [\"bob@smime.example\"]\npkcs12 = \"keys/bob.p12\"\npassword_file = \"keys/pw\"\n",
-            provider.submission,
-            provider.imaps,
-            ca = provider.ca().display()
+            common::reading_sections(&provider, smtp, imap)
         ),
     )
     .unwrap();

@@ -144,22 +144,37 @@ fn envelopd(provider: &Provider, bob_logins: &[&str], w: &Weber) -> (tempfile::T
     std::fs::write(
         d.join("proxy.toml"),
         format!(
-            "[smtp]\nlisten = \"127.0.0.1:{smtp}\"\n[imap]\nlisten = \"127.0.0.1:{imap}\"\n\
-             [upstream.smtp]\nhost = \"localhost\"\nport = {}\ntls = \"starttls\"\nca_file = \"{ca}\"\nsystem_roots = false\n\
-             [upstream.imap]\nhost = \"localhost\"\nport = {}\ntls = \"implicit\"\nca_file = \"{ca}\"\nsystem_roots = false\n\
-             [certificates]\nanchors = [\"trust\"]\nrecipients = \"certs\"\nharvested = \"harvested\"\n\
+            "{}[certificates]\nanchors = [\"trust\"]\nrecipients = \"certs\"\nharvested = \"harvested\"\n\
              [[identity]]\naddresses = [\"bob@smime.example\"]\npkcs12 = \"keys/bob.p12\"\npassword_file = \"keys/pw\"\nlogins = [{}]\n\
              [[identity]]\naddresses = [\"alice@smime.example\"]\npkcs12 = \"keys/alice.p12\"\npassword_file = \"keys/alice.pw\"\n",
-            provider.submission,
-            provider.imaps,
+            common::reading_sections(provider, smtp, imap),
             logins.join(", "),
-            ca = provider.ca().display()
         ),
     )
     .unwrap();
     let p = common::run_envelopd(&d.join("proxy.toml"), &d.join("envelopd.log"));
     wait_for(imap);
     (dir, imap, p)
+}
+
+/// Logs in, reads the inbox and searches its text for `word`: [login, select, messages, UIDs].
+fn read_inbox(
+    port: u16,
+    user: &str,
+    password: &str,
+    word: &str,
+    log: &Path,
+) -> Vec<serde_json::Value> {
+    steps(
+        port,
+        serde_json::json!([
+            ["login", user, password],
+            ["select", "INBOX"],
+            ["fetch-all"],
+            ["search", word]
+        ]),
+        log,
+    )
 }
 
 /// Runs IMAP steps through envelopd (see tests/clients/imap_steps.py).
@@ -378,16 +393,7 @@ fn a_message_for_bob_is_opened_only_for_logins_entitled_to_bob_s_key() {
     let harvested = dir.path().join("harvested");
     let count = |d: &Path| std::fs::read_dir(d).map(|r| r.count()).unwrap_or(0);
 
-    let alice = steps(
-        imap,
-        serde_json::json!([
-            ["login", "alice@smime.example", "alice-pw"],
-            ["select", "INBOX"],
-            ["fetch-all"],
-            ["search", "4711"]
-        ]),
-        &log,
-    );
+    let alice = read_inbox(imap, "alice@smime.example", "alice-pw", "4711", &log);
     let shown = &alice[2][0];
     assert!(
         shown["status"]
@@ -404,16 +410,7 @@ fn a_message_for_bob_is_opened_only_for_logins_entitled_to_bob_s_key() {
     assert_eq!(alice[3], serde_json::json!([]), "nor find it by its text");
     assert_eq!(count(&harvested), 0, "nor teach envelopd from it");
 
-    let bob = steps(
-        imap,
-        serde_json::json!([
-            ["login", "bob@smime.example", "bob-pw"],
-            ["select", "INBOX"],
-            ["fetch-all"],
-            ["search", "4711"]
-        ]),
-        &log,
-    );
+    let bob = read_inbox(imap, "bob@smime.example", "bob-pw", "4711", &log);
     let shown = &bob[2][0];
     let status = shown["status"].as_str().unwrap();
     assert!(
@@ -429,14 +426,11 @@ fn a_message_for_bob_is_opened_only_for_logins_entitled_to_bob_s_key() {
 
     // A shared mailbox: Bob's key is allowed to Alice's login too.
     let (dir2, imap2, _p2) = envelopd(&provider, &["alice@smime.example"], &w);
-    let shared = steps(
+    let shared = read_inbox(
         imap2,
-        serde_json::json!([
-            ["login", "alice@smime.example", "alice-pw"],
-            ["select", "INBOX"],
-            ["fetch-all"],
-            ["search", "4711"]
-        ]),
+        "alice@smime.example",
+        "alice-pw",
+        "4711",
         &dir2.path().join("envelopd.log"),
     );
     assert!(shared[2][0]["status"]

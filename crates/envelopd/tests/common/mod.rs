@@ -163,3 +163,16 @@ pub fn imap_steps(
         other => panic!("imap_steps.py printed {other}"),
     }
 }
+
+/// The listener and provider sections of a `proxy.toml` for reading through `provider`: SMTP
+/// and IMAP listeners on loopback, the provider's submission (STARTTLS) and IMAPS with its CA.
+pub fn reading_sections(provider: &provider::Provider, smtp: u16, imap: u16) -> String {
+    format!(
+        "[smtp]\nlisten = \"127.0.0.1:{smtp}\"\n[imap]\nlisten = \"127.0.0.1:{imap}\"\n\
+         [upstream.smtp]\nhost = \"localhost\"\nport = {}\ntls = \"starttls\"\nca_file = \"{ca}\"\nsystem_roots = false\n\
+         [upstream.imap]\nhost = \"localhost\"\nport = {}\ntls = \"implicit\"\nca_file = \"{ca}\"\nsystem_roots = false\n",
+        provider.submission,
+        provider.imaps,
+        ca = provider.ca().display()
+    )
+}
