@@ -108,9 +108,23 @@ pub fn login_before_literal(line: &[u8]) -> Option<String> {
 
 /// The login name in a SASL response (raw bytes): for PLAIN the authorization identity when one
 /// is given (the user the session then acts as, e.g. a master user's target), else the
-/// authentication identity; LOGIN's user name. Lower-cased.
+/// authentication identity; LOGIN's user name; the user of XOAUTH2 (`user=…\x01auth=…`) and
+/// OAUTHBEARER (RFC 7628: `n,a=…,\x01…`), so that mail programs logging in with OAuth still
+/// get the keys their login is entitled to. Lower-cased; the secret part is never copied.
 pub fn sasl_name(mechanism: &str, raw: &[u8]) -> Option<String> {
+    let field = |prefix: &[u8], sep: u8| -> Option<Vec<u8>> {
+        raw.split(|&b| b == sep)
+            .find_map(|f| f.strip_prefix(prefix))
+            .map(<[u8]>::to_vec)
+    };
     let name = match mechanism {
+        "XOAUTH2" => field(b"user=", 0x01)?,
+        "OAUTHBEARER" => {
+            let gs2 = raw.split(|&b| b == 0x01).next()?;
+            gs2.split(|&b| b == b',')
+                .find_map(|f| f.strip_prefix(b"a="))?
+                .to_vec()
+        }
         "PLAIN" => {
             let mut parts = raw.split(|&b| b == 0);
             let authz = parts.next()?;
@@ -227,5 +241,25 @@ mod tests {
         );
         assert_eq!(sasl_name("LOGIN", b"Bob").as_deref(), Some("bob"));
         assert_eq!(sasl_name("CRAM-MD5", b"x"), None);
+        assert_eq!(
+            sasl_name(
+                "XOAUTH2",
+                b"user=Bob@Praxis.example\x01auth=Bearer abc\x01\x01"
+            )
+            .as_deref(),
+            Some("bob@praxis.example")
+        );
+        assert_eq!(
+            sasl_name(
+                "OAUTHBEARER",
+                b"n,a=bob@praxis.example,\x01host=x\x01auth=Bearer abc\x01\x01"
+            )
+            .as_deref(),
+            Some("bob@praxis.example")
+        );
+        assert_eq!(
+            sasl_name("OAUTHBEARER", b"n,,\x01auth=Bearer abc\x01\x01"),
+            None
+        );
     }
 }
