@@ -106,36 +106,9 @@ pub fn login_before_literal(line: &[u8]) -> Option<String> {
     }
 }
 
-/// The login name in a SASL response (raw bytes): for PLAIN the authorization identity when one
-/// is given (the user the session then acts as, e.g. a master user's target), else the
-/// authentication identity; LOGIN's user name; the user of XOAUTH2 (`user=…\x01auth=…`) and
-/// OAUTHBEARER (RFC 7628: `n,a=…,\x01…`), so that mail programs logging in with OAuth still
-/// get the keys their login is entitled to. Lower-cased; the secret part is never copied.
+/// The login name in a SASL response (raw bytes); the one rule of [`net::login::sasl_name`].
 pub fn sasl_name(mechanism: &str, raw: &[u8]) -> Option<String> {
-    let field = |prefix: &[u8], sep: u8| -> Option<Vec<u8>> {
-        raw.split(|&b| b == sep)
-            .find_map(|f| f.strip_prefix(prefix))
-            .map(<[u8]>::to_vec)
-    };
-    let name = match mechanism {
-        "XOAUTH2" => field(b"user=", 0x01)?,
-        "OAUTHBEARER" => {
-            let gs2 = raw.split(|&b| b == 0x01).next()?;
-            gs2.split(|&b| b == b',')
-                .find_map(|f| f.strip_prefix(b"a="))?
-                .to_vec()
-        }
-        "PLAIN" => {
-            let mut parts = raw.split(|&b| b == 0);
-            let authz = parts.next()?;
-            let authc = parts.next()?;
-            if authz.is_empty() { authc } else { authz }.to_vec()
-        }
-        "LOGIN" => raw.to_vec(),
-        _ => return None,
-    };
-    let name = String::from_utf8(name).ok()?.to_ascii_lowercase();
-    (!name.is_empty()).then_some(name)
+    net::login::sasl_name(mechanism, raw)
 }
 
 #[cfg(test)]

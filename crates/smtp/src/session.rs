@@ -1338,12 +1338,8 @@ struct PendingMail {
 fn login_name(mechanism: &str, responses: &[Zeroizing<Vec<u8>>]) -> Option<String> {
     let first = responses.first()?;
     let decoded = Zeroizing::new(smime::mime::base64_decode(first).ok()?);
-    let name = if mechanism == "PLAIN" {
-        decoded.split(|&b| b == 0).nth(1)?.to_vec()
-    } else {
-        decoded.to_vec()
-    };
-    String::from_utf8(name).ok().filter(|n| !n.is_empty())
+    // The same reading as the IMAP side's (PLAIN's authorization identity when one is given).
+    net::login::sasl_name(mechanism, &decoded)
 }
 
 /// A value for the audit line: no spaces or control characters, so the line stays one line of
