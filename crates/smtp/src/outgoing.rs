@@ -74,6 +74,41 @@ pub enum Refusal {
     Crypto(smime::Error),
 }
 
+/// Makes a copy 7-bit for a provider without 8BITMIME (RFC 6152 §3: convert, or refuse): every
+/// 8-bit or long-lined body part re-encoded (text as quoted-printable, the rest as base64), as
+/// signing does. A message the mail program itself signed or encrypted (`client_protected`)
+/// cannot be converted without breaking it, and header fields in raw UTF-8 need SMTPUTF8: both
+/// are refused with 554 5.6.3, and the mail program keeps the message.
+pub fn to_7bit(copy: &mut Copy, client_protected: bool) -> Result<(), Refusal> {
+    if smime::mime::is_7bit_safe(&copy.message) {
+        return Ok(());
+    }
+    let refuse = |why: &str| Refusal::Policy {
+        code: 554,
+        enhanced: "5.6.3",
+        text: format!("the provider does not accept 8-bit mail and {why}"),
+    };
+    if client_protected {
+        return Err(refuse(
+            "this message was signed or encrypted by the mail program: converting it would break it",
+        ));
+    }
+    let converted = smime::mime::canonicalize(&copy.message)
+        .map_err(|e| refuse(&format!("the message cannot be converted ({e})")))?;
+    if !smime::mime::is_7bit_safe(&converted) {
+        return Err(refuse(
+            "the message header holds 8-bit text (UTF-8 header fields need SMTPUTF8)",
+        ));
+    }
+    tracing::info!(
+        before = copy.message.len(),
+        after = converted.len(),
+        "converted to 7-bit for a provider without 8BITMIME"
+    );
+    copy.message = converted;
+    Ok(())
+}
+
 /// Builds the upstream copies for a message. `signer` is the identity the decision asked to
 /// sign with (looked up by the caller from `sign_as`); `recipients` are all envelope recipients
 /// (used when the message passes through untouched).

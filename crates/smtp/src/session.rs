@@ -834,7 +834,7 @@ impl Session {
         let up = self.ensure_upstream().await?;
         // BODY=8BITMIME only to a provider that announced it (RFC 6152 §3): envelopd always
         // offers 8BITMIME to mail programs and makes the message 7-bit itself otherwise
-        // (`seven_bit_for`).
+        // (`outgoing::to_7bit`).
         if from.flags & smtp_proto::MAIL_BODY_8BITMIME != 0 && up.has("8BITMIME") {
             params.push_str(" BODY=8BITMIME");
         }
@@ -1186,6 +1186,16 @@ impl Session {
                 rules.header_protection,
             )
         };
+        // A provider without 8BITMIME gets 7-bit copies, or the client a refusal (RFC 6152 §3).
+        let eight_bit_ok = self.upstream.as_ref().is_some_and(|u| u.has("8BITMIME"));
+        let prepared = prepared.and_then(|mut out| {
+            if !eight_bit_ok {
+                for copy in &mut out {
+                    crate::outgoing::to_7bit(copy, facts.already_protected)?;
+                }
+            }
+            Ok(out)
+        });
         let out = match prepared {
             Ok(c) => c,
             Err(Refusal::Policy {
@@ -1206,15 +1216,6 @@ impl Session {
                 );
             }
         };
-        let mut out = out;
-        if !self.upstream.as_ref().is_some_and(|u| u.has("8BITMIME")) {
-            for copy in &mut out {
-                if let Err(r) = seven_bit_for(copy, facts.already_protected) {
-                    self.reset().await;
-                    return r;
-                }
-            }
-        }
         drop(message);
         let Some(up) = self.upstream.as_mut() else {
             return Reply::new(451, "4.4.1", "provider connection lost");
@@ -1288,46 +1289,7 @@ impl Session {
     }
 }
 
-/// The login name from the client's AUTH responses: PLAIN's authentication identity, or
-/// LOGIN's first answer. The password part is never copied out.
 /// A MAIL command that passed envelopd's checks, on its way to the provider.
-/// Makes a copy 7-bit for a provider without 8BITMIME (RFC 6152 §3: convert, or refuse): every
-/// 8-bit or long-lined body part re-encoded (text as quoted-printable, the rest as base64), as
-/// signing does. A message the mail program itself signed or encrypted cannot be converted
-/// without breaking it, and header fields in raw UTF-8 need SMTPUTF8: both are refused with
-/// 554 5.6.3, and the mail program keeps the message.
-fn seven_bit_for(copy: &mut crate::outgoing::Copy, client_protected: bool) -> Result<(), Reply> {
-    if smime::mime::is_7bit_safe(&copy.message) {
-        return Ok(());
-    }
-    let refuse = |why: &str| {
-        Reply::new(
-            554,
-            "5.6.3",
-            format!("the provider does not accept 8-bit mail and {why}"),
-        )
-    };
-    if client_protected {
-        return Err(refuse(
-            "this message was signed or encrypted by the mail program: converting it would break it",
-        ));
-    }
-    let converted = smime::mime::canonicalize(&copy.message)
-        .map_err(|e| refuse(&format!("the message cannot be converted ({e})")))?;
-    if !smime::mime::is_7bit_safe(&converted) {
-        return Err(refuse(
-            "the message header holds 8-bit text (UTF-8 header fields need SMTPUTF8)",
-        ));
-    }
-    tracing::info!(
-        before = copy.message.len(),
-        after = converted.len(),
-        "converted to 7-bit for a provider without 8BITMIME"
-    );
-    copy.message = converted;
-    Ok(())
-}
-
 struct PendingMail {
     /// The sender address.
     address: String,
@@ -1335,10 +1297,11 @@ struct PendingMail {
     params: String,
 }
 
+/// The login name from the client's AUTH responses, read as the IMAP side reads it
+/// ([`net::login::sasl_name`]). The password part is never copied out.
 fn login_name(mechanism: &str, responses: &[Zeroizing<Vec<u8>>]) -> Option<String> {
     let first = responses.first()?;
     let decoded = Zeroizing::new(smime::mime::base64_decode(first).ok()?);
-    // The same reading as the IMAP side's (PLAIN's authorization identity when one is given).
     net::login::sasl_name(mechanism, &decoded)
 }
 
