@@ -106,11 +106,6 @@ pub fn login_before_literal(line: &[u8]) -> Option<String> {
     }
 }
 
-/// The login name in a SASL response (raw bytes); the one rule of [`net::login::sasl_name`].
-pub fn sasl_name(mechanism: &str, raw: &[u8]) -> Option<String> {
-    net::login::sasl_name(mechanism, raw)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,32 +202,6 @@ mod tests {
                 mechanism: "LOGIN".into(),
                 initial: None,
             }
-        );
-        assert_eq!(
-            sasl_name("PLAIN", b"\0Alice\0secret").as_deref(),
-            Some("alice")
-        );
-        assert_eq!(sasl_name("LOGIN", b"Bob").as_deref(), Some("bob"));
-        assert_eq!(sasl_name("CRAM-MD5", b"x"), None);
-        assert_eq!(
-            sasl_name(
-                "XOAUTH2",
-                b"user=Bob@Praxis.example\x01auth=Bearer abc\x01\x01"
-            )
-            .as_deref(),
-            Some("bob@praxis.example")
-        );
-        assert_eq!(
-            sasl_name(
-                "OAUTHBEARER",
-                b"n,a=bob@praxis.example,\x01host=x\x01auth=Bearer abc\x01\x01"
-            )
-            .as_deref(),
-            Some("bob@praxis.example")
-        );
-        assert_eq!(
-            sasl_name("OAUTHBEARER", b"n,,\x01auth=Bearer abc\x01\x01"),
-            None
         );
     }
 }

@@ -9,6 +9,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cache;
 pub mod command;
 pub mod fetch;
 pub mod frame;
@@ -68,7 +69,7 @@ pub mod fuzz_targets {
         let _ = crate::command::parse(data);
         let _ = crate::command::login_before_literal(data);
         let _ = crate::command::append_mailbox(data);
-        let _ = crate::command::sasl_name("PLAIN", data);
+        let _ = net::login::sasl_name("PLAIN", data);
         let mut s = Splitter::new(4096);
         s.push(data);
         while let Ok(Some(piece)) = s.next_piece() {

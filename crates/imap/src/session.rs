@@ -4,7 +4,7 @@
 //! commands envelopd answers itself (STARTTLS, COMPRESS). LOGIN and AUTHENTICATE pass through:
 //! the server checks the password; envelopd keeps only the login name (for its cache key).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -16,6 +16,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 
+pub use crate::cache::Cache;
+use crate::cache::{CacheKey, MailboxKey};
 use crate::fetch::{self, FetchPlan};
 use crate::frame::{literal_at_end, FrameError, Framer, Piece, Splitter};
 use crate::present::{needs_presentation, present, Presentation};
@@ -25,88 +27,6 @@ pub const MAX_LINE: usize = 64 * 1024;
 
 /// The provider's IMAP server: host, port and transport security, as for SMTP.
 pub type ImapTarget = net::target::Target;
-
-/// Decrypted messages kept in memory, bounded by their total size; never written to disk. Also
-/// remembers, per stored message, whether it is shown in envelopd's form at all (a stored
-/// message never changes), so that a folder opened again needs no extra item from the server.
-pub struct Cache {
-    entries: HashMap<CacheKey, Arc<Presentation>>,
-    order: VecDeque<CacheKey>,
-    bytes: usize,
-    limit: usize,
-    kinds: HashMap<MailboxKey, HashMap<u32, bool>>,
-    kind_count: usize,
-}
-
-/// (login, mailbox, UIDVALIDITY, UID): a UID names the same message only within all four.
-type CacheKey = (String, String, u32, u32);
-
-/// (login, mailbox, UIDVALIDITY): the messages of one mailbox as one login sees them.
-type MailboxKey = (String, String, u32);
-
-/// How many messages' kinds are remembered at most (about 40 bytes each); beyond, all are
-/// forgotten and learnt again (each folder then costs one more header fetch).
-const MAX_KINDS: usize = 1 << 20;
-
-impl Cache {
-    /// An empty cache holding at most `limit` bytes of shown messages.
-    pub fn new(limit: usize) -> Self {
-        Cache {
-            entries: HashMap::new(),
-            order: VecDeque::new(),
-            bytes: 0,
-            limit,
-            kinds: HashMap::new(),
-            kind_count: 0,
-        }
-    }
-
-    fn get(&self, key: &CacheKey) -> Option<Arc<Presentation>> {
-        self.entries.get(key).cloned()
-    }
-
-    /// Whether the stored message `uid` of `mailbox` is shown in envelopd's form, if known.
-    fn kind(&self, mailbox: &MailboxKey, uid: u32) -> Option<bool> {
-        self.kinds.get(mailbox)?.get(&uid).copied()
-    }
-
-    /// Whether anything is known about `mailbox`'s messages (it was opened before).
-    fn knows(&self, mailbox: &MailboxKey) -> bool {
-        self.kinds.get(mailbox).is_some_and(|k| !k.is_empty())
-    }
-
-    fn set_kind(&mut self, mailbox: &MailboxKey, uid: u32, shown: bool) {
-        if self.kind_count >= MAX_KINDS {
-            self.kinds.clear();
-            self.kind_count = 0;
-        }
-        let known = self.kinds.entry(mailbox.clone()).or_default();
-        if known.insert(uid, shown).is_none() {
-            self.kind_count += 1;
-        }
-    }
-
-    fn insert(&mut self, key: CacheKey, value: Arc<Presentation>) {
-        let size = value.message.len();
-        if size > self.limit {
-            return;
-        }
-        while self.bytes + size > self.limit {
-            let Some(old) = self.order.pop_front() else {
-                break;
-            };
-            if let Some(v) = self.entries.remove(&old) {
-                self.bytes -= v.message.len();
-            }
-        }
-        if let Some(v) = self.entries.insert(key.clone(), value) {
-            self.bytes -= v.message.len();
-            self.order.retain(|k| k != &key);
-        }
-        self.bytes += size;
-        self.order.push_back(key);
-    }
-}
 
 /// A private key for decrypting, and the logins that may use it.
 pub struct BoundKey {
@@ -768,11 +688,10 @@ impl Session {
     /// the one-line form, before its `+`: otherwise a literal would be a way around the
     /// cleartext rule and the failed-login lock. True when the command was refused.
     async fn refuse_literal_login(&mut self, line: &[u8]) -> std::io::Result<bool> {
-        let (tag, name, next) = command_words(line);
+        let (tag, name, _) = command_words(line);
         if !matches!(name.as_str(), "LOGIN" | "AUTHENTICATE") {
             return Ok(false);
         }
-        let _ = next;
         let user = (name == "LOGIN")
             .then(|| crate::command::login_before_literal(line))
             .flatten();
@@ -809,10 +728,9 @@ impl Session {
         self.ctx
             .own_certs
             .iter()
-            .find(|(names, _)| {
-                certstore::login_may_use(names, &[], login)
-                    || names.iter().any(|n| n.eq_ignore_ascii_case(login))
-            })
+            // The names are the identity's addresses and logins together; as `logins` they
+            // match by the address rule or as a user name in any ASCII case.
+            .find(|(names, _)| certstore::login_may_use(&[], names, login))
             .map(|(_, c)| c.clone())
     }
 
@@ -982,7 +900,7 @@ impl Session {
                 // response line; the password is never kept.
                 let name = initial
                     .as_deref()
-                    .and_then(|ir| crate::command::sasl_name(&mechanism, ir));
+                    .and_then(|ir| net::login::sasl_name(&mechanism, ir));
                 self.claimed = Some((tag.clone(), name));
                 self.continuation = Some(Continuation::Sasl {
                     tag,
@@ -1044,7 +962,7 @@ impl Session {
             let user = match crate::command::parse(&line) {
                 Some((_, crate::command::Meaning::Login(n))) => Some(n),
                 Some((_, crate::command::Meaning::Authenticate { mechanism, initial })) => {
-                    initial.and_then(|ir| crate::command::sasl_name(&mechanism, &ir))
+                    initial.and_then(|ir| net::login::sasl_name(&mechanism, &ir))
                 }
                 _ => None,
             };
@@ -1550,7 +1468,7 @@ impl Session {
 /// The login name in a SASL response: PLAIN's authentication identity, LOGIN's user name.
 fn sasl_login(mechanism: &str, response: &[u8]) -> Option<String> {
     let raw = smime::mime::base64_decode(response).ok()?;
-    crate::command::sasl_name(mechanism, &raw)
+    net::login::sasl_name(mechanism, &raw)
 }
 
 /// Whether a FETCH response's message must be shown in envelopd's form (S/MIME, or carrying a
@@ -1603,31 +1521,5 @@ mod tests {
             b"a OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n"
         );
         assert_eq!(filter_capabilities(b"* 3 EXISTS\r\n"), b"* 3 EXISTS\r\n");
-    }
-
-    #[test]
-    fn the_cache_stays_within_its_size() {
-        let mut c = Cache::new(100);
-        let p = |n: usize| {
-            Arc::new(Presentation {
-                message: vec![b'x'; n],
-                status: String::new(),
-                harvest: Vec::new(),
-                capabilities: Vec::new(),
-                preferred: Vec::new(),
-                sections: Default::default(),
-            })
-        };
-        let k = |uid| ("u".to_string(), "INBOX".to_string(), 1, uid);
-        c.insert(k(1), p(60));
-        c.insert(k(2), p(30));
-        c.insert(k(3), p(50));
-        assert!(c.get(&k(1)).is_none() && c.get(&k(2)).is_some() && c.get(&k(3)).is_some());
-        assert!(c.bytes <= 100);
-        c.insert(k(4), p(500));
-        assert!(
-            c.get(&k(4)).is_none(),
-            "larger than the whole cache: not kept"
-        );
     }
 }

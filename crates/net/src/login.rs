@@ -32,3 +32,43 @@ pub fn sasl_name(mechanism: &str, raw: &[u8]) -> Option<String> {
     let name = String::from_utf8(name).ok()?.to_ascii_lowercase();
     (!name.is_empty()).then_some(name)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn login_names_from_every_mechanism_envelopd_reads() {
+        // With an authorization identity the session acts as that user.
+        assert_eq!(
+            sasl_name("PLAIN", b"chef@x\0master\0secret").as_deref(),
+            Some("chef@x")
+        );
+        assert_eq!(
+            sasl_name("PLAIN", b"\0Alice\0secret").as_deref(),
+            Some("alice")
+        );
+        assert_eq!(sasl_name("LOGIN", b"Bob").as_deref(), Some("bob"));
+        assert_eq!(sasl_name("CRAM-MD5", b"x"), None);
+        assert_eq!(
+            sasl_name(
+                "XOAUTH2",
+                b"user=Bob@Praxis.example\x01auth=Bearer abc\x01\x01"
+            )
+            .as_deref(),
+            Some("bob@praxis.example")
+        );
+        assert_eq!(
+            sasl_name(
+                "OAUTHBEARER",
+                b"n,a=bob@praxis.example,\x01host=x\x01auth=Bearer abc\x01\x01"
+            )
+            .as_deref(),
+            Some("bob@praxis.example")
+        );
+        assert_eq!(
+            sasl_name("OAUTHBEARER", b"n,,\x01auth=Bearer abc\x01\x01"),
+            None
+        );
+    }
+}
