@@ -9,7 +9,8 @@
 //! - every signer certificate is valid for signing mail as the From address by the certificate
 //!   store (chain to a trust anchor, validity, key usage and EKU, key strength, name
 //!   constraints, revocation) under the one address rule ([`smime::address`]);
-//! - exactly one From field with exactly one mailbox, whose display name shows no other
+//! - one From mailbox: every From field holds exactly one mailbox and all name the same one
+//!   (OpenSSL-made mail repeats From inside the signed part), no display name shows another
 //!   address; a Sender naming someone else is reported, not valid;
 //! - a digest other engines still accept (SHA-1 is `weak`) and a signing time not in the future
 //!   beyond [`MAX_CLOCK_SKEW`].

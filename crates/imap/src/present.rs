@@ -16,12 +16,13 @@
 //!
 //! - `decrypted` is the content cipher (`aes-128-gcm`, `aes-256-cbc`, `3des-cbc` …), `no` when
 //!   the message was not encrypted, or `failed` (the message is then shown as stored, with
-//!   `reason`; also when it is encrypted only for keys the session's login may not use). `integrity=none` follows for CBC ciphers (no integrity protection, Efail-prone),
-//!   `weak` for 3DES.
+//!   `reason`; also when it is encrypted only for keys the session's login may not use).
+//!   `integrity=none` follows for CBC ciphers (no integrity protection, Efail-prone), `weak` for
+//!   3DES.
 //! - `signature` is the one verdict of `certstore::verdict` (the same as `envelopd smime
 //!   verify`): `valid` (the text comes from the single From mailbox: every signer verified and
-//!   valid for that address, one From field with one mailbox, no other address in its display
-//!   name), `sender-mismatch` (valid, but a Sender field names someone else, with `sender`),
+//!   valid for that address, one From mailbox (a From field repeated with the very same mailbox
+//!   counts once), no other address in its display name), `sender-mismatch` (valid, but a Sender field names someone else, with `sender`),
 //!   `from-mismatch`, `weak` (SHA-1), `invalid`, `untrusted`, `revoked` (each with `reason`) or
 //!   `none`. `signer` names the signer's address.
 //! - `headers=protected`: the sender protected the header fields (RFC 9788); the From, To,

@@ -258,9 +258,6 @@ impl Originators {
     /// the routing fields inside the signed part) are one sender.
     pub fn single_from(&self) -> Result<&Address, String> {
         let mut found: Option<&Address> = None;
-        if self.from.is_empty() {
-            return Err("the message has no From field".into());
-        }
         for field in &self.from {
             let [one] = field.as_slice() else {
                 return Err(format!("the From field names {} mailboxes", field.len()));
