@@ -11,7 +11,6 @@
 //! `scripts/test.sh`, so CI always runs it).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::SystemTime;
 
 use certstore::{CertStore, RevocationMode};
@@ -57,12 +56,7 @@ fn nist_pkits_smime_messages() {
     )
     .unwrap()
     .remove(0);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("smime"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-        .collect();
-    files.sort();
+    let files = testkit::pkits_messages(&dir);
     let (mut pass, mut judged) = (0, 0);
     let mut wrong: BTreeMap<String, String> = BTreeMap::new();
     let mut unjudged = Vec::new();

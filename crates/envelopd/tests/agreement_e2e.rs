@@ -31,25 +31,8 @@ fn nss_made(dir: &Path) -> (String, String, String) {
     std::fs::write(dir.join("noise"), [7u8; 64]).unwrap();
     let noise = dir.join("noise").display().to_string();
     let certutil = |args: &[&str], answers: &str| {
-        use std::io::Write;
-        let mut c = Command::new("certutil")
-            .args(args)
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        c.stdin
-            .take()
-            .unwrap()
-            .write_all(answers.as_bytes())
-            .unwrap();
-        let o = c.wait_with_output().unwrap();
-        assert!(
-            o.status.success(),
-            "certutil {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        let o = common::lab::run("certutil", args, Some(answers.as_bytes()), &[]);
+        common::lab::ok(&o, &format!("certutil {args:?}")).unwrap();
     };
     certutil(&["-N", "-d", &db, "--empty-password"], "");
     certutil(

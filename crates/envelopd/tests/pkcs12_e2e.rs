@@ -73,22 +73,12 @@ fn check(cfg: &Path) -> (i32, String) {
 }
 
 fn keys_import(cfg: &Path, p12: &str, password: &str) -> (i32, String) {
-    use std::io::Write;
-    let mut c = Command::new(ENVELOPD)
-        .args(["keys", "import", "--config"])
-        .arg(cfg)
-        .arg(p12)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    c.stdin
-        .take()
-        .unwrap()
-        .write_all(format!("{password}\n").as_bytes())
-        .unwrap();
-    let o = c.wait_with_output().unwrap();
+    let o = common::lab::run(
+        ENVELOPD,
+        &["keys", "import", "--config", cfg.to_str().unwrap(), p12],
+        Some(format!("{password}\n").as_bytes()),
+        &[],
+    );
     let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
     (o.status.code().unwrap_or(-1), text)
 }

@@ -92,12 +92,7 @@ fn smime_verify_agrees_with_the_certificate_store_on_every_pkits_message() {
         .remove(0);
     // The command line takes PEM or DER alike.
     let ta_arg = ta_path.to_str().unwrap();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("smime"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
-        .collect();
-    files.sort();
+    let files = testkit::pkits_messages(&dir);
     assert!(files.len() > 100, "PKITS has its S/MIME messages");
     let (mut same, mut valid_paths, mut valid_verdicts, mut constraint_cases) = (0, 0, 0, 0);
     for f in &files {

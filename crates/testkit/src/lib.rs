@@ -101,6 +101,17 @@ pub fn pkits_dir() -> Option<PathBuf> {
     }
 }
 
+/// The S/MIME messages of the PKITS data (`smime/*.eml`), sorted by name.
+pub fn pkits_messages(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("smime"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+        .collect();
+    files.sort();
+    files
+}
+
 /// `../shared/vectors` beside the checkout, or `ENVELOPD_VECTORS`.
 pub fn vectors() -> PathBuf {
     std::env::var_os("ENVELOPD_VECTORS")
