@@ -20,21 +20,30 @@ fn fake_server(mode: &str) -> (Proc, u16) {
 }
 
 fn fake_server_with(mode: &str, more: &[&str]) -> (Proc, u16) {
-    let port = free_port();
+    use std::io::BufRead;
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/fake_imap.py");
-    let p = Proc(
-        Command::new("python3")
-            .arg(script)
+    // The server prints "ready" once it listens; a port another process took meanwhile makes
+    // it exit instead, and the next port is tried.
+    for _ in 0..5 {
+        let port = free_port();
+        let mut child = Command::new("python3")
+            .arg(&script)
             .args([&port.to_string(), mode])
             .args(more)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .unwrap(),
-    );
-    wait_for(port);
-    (p, port)
+            .unwrap();
+        let mut line = String::new();
+        let stdout = child.stdout.take().unwrap();
+        let _ = std::io::BufReader::new(stdout).read_line(&mut line);
+        let p = Proc(child);
+        if line.trim() == "ready" {
+            return (p, port);
+        }
+    }
+    panic!("fake_imap.py could not listen on any of five free ports");
 }
 
 /// The scripted mailbox server ("known" mode of fake_imap.py) with envelopd in front of it, and
