@@ -447,7 +447,7 @@ fn probe(cfg: &Config) -> Result<String, String> {
         } else {
             format!("accepts logins with AUTH {}", mechs.join(" "))
         });
-        if let Some(n) = up.size_limit {
+        if let Some(n) = up.info.size_limit {
             found.push(format!("takes messages up to {} MB", n / 1_000_000));
         }
         // Delivery receipts are the provider's to send: say whether a receipt request from a

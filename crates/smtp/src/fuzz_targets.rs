@@ -1,185 +1,141 @@
 //! Entry point shared by the `cargo fuzz` target `smtp` in `fuzz/` and the corpus replay test,
 //! so that both exercise exactly the same code on untrusted input.
 //!
-//! The fuzzer plays the mail program: its bytes go, in pieces, into a real session over a real
-//! loopback connection. Behind the session sits an always-willing provider written here (a
-//! real Postfix per input would run a few inputs a second instead of thousands), so commands,
-//! AUTH exchanges, DATA and BDAT all reach the relay and policy code.
+//! The fuzzer plays the mail program against the sans-I/O [`crate::core`], in process: no
+//! runtime, no sockets. Its work is answered by an always-willing provider written here (EHLO
+//! with AUTH and the usual extensions, any login after a LOGIN exchange, any sender and
+//! recipient), and each delivered message goes through the real policy and
+//! [`crate::outgoing::copies`] with an empty certificate store, so commands, AUTH exchanges,
+//! DATA, BDAT and the message parsing behind them are all reached.
 
-use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{TcpListener, TcpStream};
+use crate::core::{Answer, Config, Core, Delivery, Gate, ProviderInfo, Step, Work};
+use crate::upstream::Reply;
 
-use crate::session::Context;
-use crate::upstream::Timeouts;
-use net::conn::{AuthThrottle, Conn, Limits};
-use net::target::{Target, TargetTls};
+struct Nobody;
 
-struct Harness {
-    rt: tokio::runtime::Runtime,
-    listener: TcpListener,
-    addr: SocketAddr,
-    ctx: Arc<Context>,
-    stop: tokio::sync::watch::Receiver<bool>,
-    _stop_tx: tokio::sync::watch::Sender<bool>,
+impl Gate for Nobody {
+    fn refuse_sender(&self, _login: &str, address: &str) -> Option<Reply> {
+        address
+            .starts_with("doctor@")
+            .then(|| Reply::new(550, "5.7.1", "not yours"))
+    }
+    fn locked(&self, _peer: IpAddr, login: Option<&str>) -> Option<Duration> {
+        (login == Some("locked")).then_some(Duration::from_secs(60))
+    }
+    fn login_failed(&self, _peer: IpAddr, _login: Option<&str>) {}
 }
 
-fn harness() -> &'static Harness {
-    static H: OnceLock<Harness> = OnceLock::new();
-    H.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let (listener, provider) = rt.block_on(async {
-            let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            let p = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-            (l, p)
-        });
-        let provider_port = provider.local_addr().expect("addr").port();
-        rt.spawn(willing_provider(provider));
-        let addr = listener.local_addr().expect("addr");
-        let (stop_tx, stop) = tokio::sync::watch::channel(false);
-        let ctx = Arc::new(Context {
-            upstream: Target {
-                host: "127.0.0.1".into(),
-                port: provider_port,
-                tls: TargetTls::None,
-            },
-            tls: None,
-            require_auth: false,
-            hostname: "fuzz".into(),
-            store: Arc::new(std::sync::RwLock::new(certstore::CertStore::new())),
-            identities: Vec::new(),
-            rules: std::sync::RwLock::new(crate::session::Rules {
-                policy: policy::PolicyConfig::default(),
-                header_protection: crate::outgoing::HeaderProtection {
-                    enabled: true,
-                    legacy_display: false,
-                },
-                refuse_foreign_sender: true,
-            }),
-            limits: Limits::default(),
-            auth_throttle: Arc::new(AuthThrottle::new(1_000_000, Duration::from_secs(1))),
-            directory: None,
-            max_size: 1 << 20,
-            max_recipients: 50,
-            timeouts: Timeouts {
-                connect: Duration::from_secs(2),
-                command: Duration::from_secs(2),
-                data_end: Duration::from_secs(2),
-            },
-            client_timeout: Duration::from_secs(2),
-        });
-        Harness {
-            rt,
-            listener,
-            addr,
-            ctx,
-            stop,
-            _stop_tx: stop_tx,
+/// What the policy and the S/MIME core make of one message (no keys, no certificates: the
+/// policy's fallback decides), as the provider's reply.
+fn deliver(d: &Delivery) -> Reply {
+    let store = certstore::CertStore::new();
+    let ids = crate::session::SessionIdentities::new(&[], d.login.as_deref(), &store);
+    let facts = policy::MessageFacts::from_message(&d.message, d.rcpts.clone());
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    let decision = policy::decide(&facts, &store, &ids, &policy::PolicyConfig::default(), now);
+    let opts = smime::SignOptions {
+        digest: None,
+        rsa_padding: smime::RsaPadding::Pkcs1v15,
+        signing_time: now,
+        encryption_cert: None,
+    };
+    let hp = crate::outgoing::HeaderProtection {
+        enabled: true,
+        legacy_display: false,
+    };
+    match crate::outgoing::copies(&d.message, &d.rcpts, &decision, None, &opts, hp) {
+        Ok(out) => Reply::new(250, "2.0.0", format!("queued {} copies", out.len())),
+        Err(crate::outgoing::Refusal::Policy {
+            code,
+            enhanced,
+            text,
+        }) => Reply::new(code, enhanced, text),
+        Err(crate::outgoing::Refusal::Crypto(e)) => Reply::new(451, "4.7.0", e.to_string()),
+    }
+}
+
+fn provider(work: Work, secrets: &mut usize) -> Answer {
+    match work {
+        Work::Connect => Answer::Connected(ProviderInfo::from_capabilities(
+            [
+                "AUTH PLAIN LOGIN",
+                "8BITMIME",
+                "SMTPUTF8",
+                "PIPELINING",
+                "DSN",
+                "SIZE 2000000",
+            ]
+            .map(String::from)
+            .to_vec(),
+        )),
+        Work::Relay(lines) => Answer::Replies(
+            lines
+                .iter()
+                .map(|l| {
+                    Ok(if l.contains("@refused") {
+                        Reply::new(550, "5.1.1", "no")
+                    } else {
+                        Reply::new(250, "2.0.0", "ok")
+                    })
+                })
+                .collect(),
+        ),
+        Work::Secret(line) => {
+            *secrets += 1;
+            let r = if line.as_slice() == b"AUTH LOGIN" || (*secrets % 3 == 2) {
+                Reply::new(334, "", "VXNlcm5hbWU6")
+            } else if line.ends_with(b"=") {
+                Reply::new(535, "5.7.8", "no")
+            } else {
+                Reply::new(235, "2.7.0", "ok")
+            };
+            Answer::Replies(vec![Ok(r)])
         }
-    })
-}
-
-/// A provider that accepts everything: EHLO with AUTH and the usual extensions, any login,
-/// any sender and recipient, DATA up to the dot.
-async fn willing_provider(listener: TcpListener) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
-        };
-        // Replies go out as they are written, as a real server flushes its pipelined replies:
-        // with Nagle, the second of two small replies would wait for a delayed ACK (40 ms).
-        let _ = stream.set_nodelay(true);
-        tokio::spawn(async move {
-            let (r, mut w) = stream.into_split();
-            let mut r = BufReader::new(r);
-            let _ = w.write_all(b"220 provider ESMTP\r\n").await;
-            let mut line = Vec::new();
-            loop {
-                line.clear();
-                if r.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
-                    return;
-                }
-                let verb = line
-                    .iter()
-                    .take(4)
-                    .map(|b| b.to_ascii_uppercase())
-                    .collect::<Vec<u8>>();
-                let reply: &[u8] = match verb.as_slice() {
-                    b"EHLO" => b"250-provider\r\n250-AUTH PLAIN LOGIN\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250-PIPELINING\r\n250 SIZE 2000000\r\n",
-                    b"AUTH" => b"235 2.7.0 ok\r\n",
-                    b"DATA" => {
-                        let _ = w.write_all(b"354 go\r\n").await;
-                        loop {
-                            line.clear();
-                            if r.read_until(b'\n', &mut line).await.unwrap_or(0) == 0 {
-                                return;
-                            }
-                            if line == b".\r\n" {
-                                break;
-                            }
-                        }
-                        b"250 2.0.0 queued\r\n"
-                    }
-                    b"QUIT" => {
-                        let _ = w.write_all(b"221 bye\r\n").await;
-                        return;
-                    }
-                    _ => b"250 2.0.0 ok\r\n",
-                };
-                if w.write_all(reply).await.is_err() {
-                    return;
-                }
-            }
-        });
+        Work::StartTls => Answer::Tls(*secrets % 2 == 0),
+        Work::Deliver(d) => Answer::Delivered {
+            reply: deliver(&d),
+            provider_lost: false,
+        },
     }
 }
 
 /// One SMTP session fed `data` as the client's bytes; returns the start of the replies (the
-/// replay test checks that a well-formed transaction reaches the provider). The input is written in pieces (split at the byte values 0xff, which stand for "pause here"), so
-/// commands are also seen split across reads.
+/// replay test checks that a well-formed transaction reaches the provider). The input arrives
+/// in pieces (split at the byte values 0xff, which stand for "pause here"), so commands are
+/// also seen split across reads; the end of the input is the client hanging up.
 pub fn session(data: &[u8]) -> Vec<u8> {
-    let h = harness();
-    h.rt.block_on(async {
-        let Ok(client) = TcpStream::connect(h.addr).await else {
-            return Vec::new();
-        };
-        let Ok((server, peer)) = h.listener.accept().await else {
-            return Vec::new();
-        };
-        let task = tokio::spawn(crate::session::serve_one(
-            Conn::Plain(server),
-            peer,
-            h.ctx.clone(),
-            h.stop.clone(),
-        ));
-        let (mut r, mut w) = client.into_split();
-        let writer = async move {
-            for piece in data.split(|b| *b == 0xff) {
-                if w.write_all(piece).await.is_err() {
-                    return;
-                }
-                tokio::task::yield_now().await;
-            }
-            let _ = w.shutdown().await;
-        };
-        let reader = async move {
-            let mut kept = Vec::new();
-            let mut chunk = vec![0u8; 16384];
-            while let Ok(n @ 1..) = r.read(&mut chunk).await {
-                if kept.len() < 65536 {
-                    kept.extend_from_slice(&chunk[..n]);
+    let cfg = Config {
+        hostname: "fuzz".into(),
+        starttls: true,
+        secure: false,
+        peer: IpAddr::from([127, 0, 0, 1]),
+        require_auth: false,
+        max_size: 1 << 20,
+        max_recipients: 50,
+    };
+    let mut core = Core::new(cfg, Arc::new(Nobody));
+    let mut replies = Vec::new();
+    let mut secrets = 0;
+    let mut pieces = data.split(|b| *b == 0xff);
+    loop {
+        match core.poll() {
+            Step::Send(b) => {
+                if replies.len() < 65536 {
+                    replies.extend_from_slice(&b);
                 }
             }
-            kept
-        };
-        let ((), replies) = tokio::join!(writer, reader);
-        let _ = task.await;
-        replies
-    })
+            Step::Read { .. } => match pieces.next() {
+                Some(piece) => core.receive(piece),
+                None => core.client_closed(),
+            },
+            Step::Do(work) => core.answer(provider(work, &mut secrets)),
+            Step::DropProvider => {}
+            Step::Close => break,
+        }
+    }
+    replies
 }

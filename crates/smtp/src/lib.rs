@@ -7,6 +7,8 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod core;
+mod deliver;
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod outgoing;

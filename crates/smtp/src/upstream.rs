@@ -11,6 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use crate::core::ProviderInfo;
 use net::conn::Conn;
 use net::target::{Target, TargetTls};
 
@@ -95,10 +96,8 @@ pub struct Upstream {
     stream: Conn,
     buf: Vec<u8>,
     timeouts: Timeouts,
-    /// The SIZE limit the provider announced, if any.
-    pub size_limit: Option<usize>,
-    /// The provider's EHLO keywords with their parameters, upper-cased (`AUTH PLAIN LOGIN`).
-    pub capabilities: Vec<String>,
+    /// What the provider announced in its EHLO reply (keywords upper-cased, its SIZE).
+    pub info: ProviderInfo,
     /// `host:port (tls)`, for the status page.
     target: String,
     /// Set up completely: later transport failures count as upstream errors of their own.
@@ -140,8 +139,7 @@ impl Upstream {
             stream: Conn::Plain(tcp),
             buf: Vec::with_capacity(4096),
             timeouts,
-            size_limit: None,
-            capabilities: Vec::new(),
+            info: ProviderInfo::default(),
             target: target.describe(),
             ready: false,
         };
@@ -222,38 +220,29 @@ impl Upstream {
                 format!("provider refused EHLO: {}", ehlo.text),
             ));
         }
-        self.capabilities = raw
-            .split('\n')
-            .skip(1)
-            .map(|l| l.trim().to_ascii_uppercase())
-            .filter(|l| !l.is_empty())
-            .collect();
-        self.size_limit = self
-            .capability("SIZE")
-            .and_then(|p| p.trim().parse().ok())
-            .filter(|&n: &usize| n > 0);
+        self.info = ProviderInfo::from_capabilities(
+            raw.split('\n')
+                .skip(1)
+                .map(|l| l.trim().to_ascii_uppercase())
+                .filter(|l| !l.is_empty())
+                .collect(),
+        );
         Ok(())
     }
 
     /// The parameters of an EHLO keyword the provider announced, if it did.
     pub fn capability(&self, keyword: &str) -> Option<&str> {
-        self.capabilities.iter().find_map(|c| {
-            let (k, rest) = c.split_once(' ').unwrap_or((c.as_str(), ""));
-            k.eq_ignore_ascii_case(keyword).then_some(rest)
-        })
+        self.info.capability(keyword)
     }
 
     /// True if the provider announced the EHLO keyword.
     pub fn has(&self, keyword: &str) -> bool {
-        self.capability(keyword).is_some()
+        self.info.has(keyword)
     }
 
     /// Whether the provider offers the SASL mechanism (AUTH PLAIN, AUTH LOGIN).
     pub fn offers_auth(&self, mechanism: &str) -> bool {
-        self.capability("AUTH").is_some_and(|m| {
-            m.split_whitespace()
-                .any(|x| x.eq_ignore_ascii_case(mechanism))
-        })
+        self.info.offers_auth(mechanism)
     }
 
     /// True if the connection is protected by TLS.
