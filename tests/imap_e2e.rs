@@ -327,7 +327,7 @@ fn norm(s: &str) -> String {
 }
 
 fn read_through(imap_port: u16, provider: &Provider, log: &Path) -> serde_json::Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/imap_read.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/imap_read.py");
     let o = Command::new("python3")
         .arg(script)
         .args([&imap_port.to_string(), "bob@smime.example", "bob-pw"])
@@ -576,7 +576,7 @@ fn appended_sent_copies_are_stored_encrypted_and_idle_sees_new_mail() {
     let (_alice_dir, alice_smtp, _ai, _alice) =
         envelopd(&provider, "alice", "implicit", provider.imaps);
     let (bob_dir, _bs, bob_imap, _bob) = envelopd(&provider, "bob", "starttls", provider.imap);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/imap_append_idle.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/imap_append_idle.py");
     let mut child = Command::new("python3")
         .arg(script)
         .args([&bob_imap.to_string(), "bob@smime.example", "bob-pw"])
@@ -975,7 +975,7 @@ fn the_lan_reads_only_over_tls_with_starttls_or_imaps() {
         &dir.path().join("envelopd.log"),
     );
     wait_for(imap);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/imap_tls_edges.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/imap_tls_edges.py");
     let o = Command::new("python3")
         .arg(script)
         .args([&testkit::procs::lan_address(), &imap.to_string()])
@@ -1099,7 +1099,7 @@ fn protected_subjects_are_hidden_from_the_provider_and_shown_in_every_fetch_form
         &debug,
         "",
     );
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/imap_headers.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/imap_headers.py");
     let o = Command::new("python3")
         .arg(script)
         .args([&bob_imap.to_string(), "bob@smime.example", "bob-pw", WORD])

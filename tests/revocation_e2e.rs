@@ -32,7 +32,7 @@ fn der_crl(pem: &str, out: &Path) {
 fn world() -> World {
     let http_dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/crl_server.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/crl_server.py");
     let http = Proc(
         Command::new("python3")
             .arg(script)
@@ -308,7 +308,7 @@ fn fetch_failures_follow_the_policy_and_never_hold_up_a_session() {
 fn ocsp_answers_from_openssl_decide_when_there_is_no_crl() {
     let http_dir = tempfile::tempdir().unwrap();
     let (http_port, ocsp_port, rogue_port) = (free_port(), free_port(), free_port());
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/crl_server.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/crl_server.py");
     let _http = Proc(
         Command::new("python3")
             .arg(script)

@@ -87,7 +87,7 @@ pub fn swaks_reply(transcript: &str) -> String {
 /// `/metrics` of the status listener on `port`, as the Prometheus Python client's strict
 /// OpenMetrics parser reads it (`tests/clients/scrape.py`): (name, labels, value) per sample.
 pub fn scrape(port: u16) -> Vec<(String, std::collections::HashMap<String, String>, f64)> {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/scrape.py");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/scrape.py");
     let o = std::process::Command::new("python3")
         .arg(script)
         .arg(format!("http://127.0.0.1:{port}/metrics"))
@@ -145,7 +145,7 @@ pub fn imap_steps(
     log: &std::path::Path,
 ) -> Vec<serde_json::Value> {
     let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/imap_steps.py");
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/imap_steps.py");
     let o = std::process::Command::new("python3")
         .arg(script)
         .arg(port.to_string())

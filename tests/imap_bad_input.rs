@@ -21,7 +21,7 @@ fn fake_server(mode: &str) -> (Proc, u16) {
 
 fn fake_server_with(mode: &str, more: &[&str]) -> (Proc, u16) {
     use std::io::BufRead;
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/fake_imap.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/fake_imap.py");
     // The server prints "ready" once it listens; a port another process took meanwhile makes
     // it exit instead, and the next port is tried.
     for _ in 0..5 {
