@@ -576,7 +576,8 @@ fn appended_sent_copies_are_stored_encrypted_and_idle_sees_new_mail() {
     let (_alice_dir, alice_smtp, _ai, _alice) =
         envelopd(&provider, "alice", "implicit", provider.imaps);
     let (bob_dir, _bs, bob_imap, _bob) = envelopd(&provider, "bob", "starttls", provider.imap);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/imap_append_idle.py");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/imap_append_idle.py");
     let mut child = Command::new("python3")
         .arg(script)
         .args([&bob_imap.to_string(), "bob@smime.example", "bob-pw"])
@@ -975,7 +976,8 @@ fn the_lan_reads_only_over_tls_with_starttls_or_imaps() {
         &dir.path().join("envelopd.log"),
     );
     wait_for(imap);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/imap_tls_edges.py");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/imap_tls_edges.py");
     let o = Command::new("python3")
         .arg(script)
         .args([&testkit::procs::lan_address(), &imap.to_string()])

@@ -635,7 +635,8 @@ fn a_provider_certificate_that_is_not_trusted_gets_4xx_and_nothing_is_sent() {
 }
 
 fn edges(mode: &str, host: &str, port: u16, provider: &Provider) -> Output {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/smtp_tls_edges.py");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/smtp_tls_edges.py");
     Command::new("python3")
         .arg(script)
         .args([mode, host, &port.to_string()])

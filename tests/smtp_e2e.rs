@@ -71,8 +71,8 @@ impl Setup {
                 .unwrap();
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
             let relay_port = free_port();
-            let script =
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/sink_auth.py");
+            let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../tests/clients/sink_auth.py");
             let relay = Proc(
                 Command::new("python3")
                     .arg(script)

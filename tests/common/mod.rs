@@ -87,7 +87,8 @@ pub fn swaks_reply(transcript: &str) -> String {
 /// `/metrics` of the status listener on `port`, as the Prometheus Python client's strict
 /// OpenMetrics parser reads it (`tests/clients/scrape.py`): (name, labels, value) per sample.
 pub fn scrape(port: u16) -> Vec<(String, std::collections::HashMap<String, String>, f64)> {
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/scrape.py");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/scrape.py");
     let o = std::process::Command::new("python3")
         .arg(script)
         .arg(format!("http://127.0.0.1:{port}/metrics"))

@@ -62,6 +62,55 @@ pub fn parse(command: &[u8]) -> Option<(String, Meaning)> {
     Some((tag, meaning))
 }
 
+/// A command's tag and name (upper-cased, `UID` joined to what follows: `UID FETCH`), for
+/// dispatch. From imap-codec when it parses the command; otherwise the first two atoms (RFC 9051
+/// §9: a tag and a command name are atoms, so they end at the first character an atom cannot
+/// hold). A command imap-codec does not know must still reach the server, and a LOGIN it cannot
+/// parse must still meet the cleartext rule and the failed-login lock. Names and mailboxes are
+/// never read this way: only by [`parse`].
+pub fn verb(line: &[u8]) -> (String, String) {
+    if let Ok((_, cmd)) = CommandCodec::default().decode(line) {
+        let uid = matches!(
+            cmd.body,
+            CommandBody::Fetch { uid: true, .. }
+                | CommandBody::Search { uid: true, .. }
+                | CommandBody::Store { uid: true, .. }
+                | CommandBody::Copy { uid: true, .. }
+                | CommandBody::Move { uid: true, .. }
+        );
+        let name = cmd.body.name();
+        let name = if uid {
+            format!("UID {name}")
+        } else {
+            name.to_string()
+        };
+        return (cmd.tag.inner().to_string(), name);
+    }
+    let mut rest = line;
+    let mut atom = || {
+        let end = rest
+            .iter()
+            .position(|&b| !is_atom_char(b))
+            .unwrap_or(rest.len());
+        let word = String::from_utf8_lossy(&rest[..end]).into_owned();
+        rest = rest.get(end + 1..).unwrap_or_default();
+        word
+    };
+    // The tag keeps its case: the answer must carry it exactly.
+    let tag = atom();
+    let mut name = atom().to_ascii_uppercase();
+    if name == "UID" {
+        name = format!("UID {}", atom().to_ascii_uppercase());
+    }
+    (tag, name)
+}
+
+/// RFC 9051's ATOM-CHAR (with `]` and `+`, which tags may hold): any CHAR except
+/// atom-specials.
+fn is_atom_char(b: u8) -> bool {
+    b > 0x20 && b < 0x7f && !matches!(b, b'(' | b')' | b'{' | b'%' | b'*' | b'"' | b'\\')
+}
+
 /// A mailbox name as the cache keys it: the exact name (modified UTF-7 as sent), `INBOX` for
 /// the inbox in any case (RFC 9051 §5.1).
 pub fn mailbox_name(mailbox: &Mailbox<'_>) -> String {
@@ -109,6 +158,31 @@ pub fn login_before_literal(line: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verbs_come_from_imap_codec_or_the_first_atoms() {
+        assert_eq!(
+            verb(b"a1 uid fetch 1:* (FLAGS)\r\n"),
+            ("a1".into(), "UID FETCH".into())
+        );
+        assert_eq!(
+            verb(b"a2 FETCH 1 BODY[]\r\n"),
+            ("a2".into(), "FETCH".into())
+        );
+        assert_eq!(
+            verb(b"Ab3 login \"j doe\" x\r\n"),
+            ("Ab3".into(), "LOGIN".into())
+        );
+        // Not a command imap-codec parses: still dispatched by its name.
+        assert_eq!(verb(b"t STARTTLS\r\n"), ("t".into(), "STARTTLS".into()));
+        assert_eq!(verb(b"t login\r\n"), ("t".into(), "LOGIN".into()));
+        assert_eq!(
+            verb(b"t x-unknown(1)\r\n"),
+            ("t".into(), "X-UNKNOWN".into())
+        );
+        assert_eq!(verb(b"t UID\r\n"), ("t".into(), "UID ".into()));
+        assert_eq!(verb(b""), ("".into(), "".into()));
+    }
 
     #[test]
     fn mailbox_names_keep_everything_after_a_space() {

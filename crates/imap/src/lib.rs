@@ -4,13 +4,15 @@
 //!
 //! [`present`] decides what a message looks like to the client, [`structure`] and [`fetch`]
 //! answer every FETCH form from those bytes, [`frame`] splits the byte streams into IMAP
-//! messages (bounded), and [`session`] runs one proxied connection.
+//! messages (bounded), [`core`] is one connection's protocol state without I/O, and
+//! [`session`] drives it over real connections.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod cache;
 pub mod command;
+pub mod core;
 pub mod fetch;
 pub mod frame;
 pub mod present;
