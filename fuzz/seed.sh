@@ -27,6 +27,10 @@ printf '* 1 FETCH (UID 7 RFC822.SIZE 44 BODY[] {12}\r\nSubject: x\r\n BODY[HEADE
 printf '* 2 FETCH (BODYSTRUCTURE (("TEXT" "PLAIN" ("CHARSET" "us-ascii") NIL NIL "7BIT" 5 1 NIL NIL NIL NIL)("APPLICATION" "PDF" NIL NIL NIL "BASE64" 4 NIL ("ATTACHMENT" ("FILENAME" "x.pdf")) NIL NIL) "MIXED" ("BOUNDARY" "b") NIL NIL NIL))\r\n' > corpus/imap_server/structure.txt
 cp corpus/mime/plain-multipart.eml corpus/imap_server/
 printf 'a UID FETCH 1:* (UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From Subject)] BODYSTRUCTURE)\r\nb SEARCH OR BODY x NOT TEXT y SINCE 1-Jan-2026\r\nc APPEND Sent (\\Seen) {5}\r\nhello\r\nd IDLE\r\nDONE\r\n' > corpus/imap_client/commands.txt
+# A whole IMAP session (0xff: pause): login, select, every kind of FETCH, SEARCH, APPEND, IDLE.
+mkdir -p corpus/imap_session
+printf 'a LOGIN doc pw\r\nb SELECT INBOX\r\nc FETCH 1:* (FLAGS BODY.PEEK[HEADER] BODYSTRUCTURE)\r\n\377d UID FETCH 1:* (BODY[] RFC822.SIZE ENVELOPE BODY[1]<0.5>)\r\ne SEARCH BODY hello\r\nf APPEND Sent {5}\r\nhello\r\ng IDLE\r\nDONE\r\nh LOGOUT\r\n' > corpus/imap_session/session.txt
+printf 'a AUTHENTICATE PLAIN\r\nAGRvYwBwdw==\r\nb EXAMINE {5}\r\nINBOX\r\nc FETCH 2,3 (BODY[TEXT] BODY[HEADER.FIELDS (X-Envelopd)])\r\nd STARTTLS\r\n' > corpus/imap_session/sasl.txt
 # SMTP: a submission with DATA, AUTH exchanges, BDAT (0xff bytes mark where the harness pauses).
 mkdir -p corpus/smtp
 printf 'EHLO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nSubject: s\r\n\r\nbody\r\n..dot\r\n.\r\nQUIT\r\n' > corpus/smtp/data.txt

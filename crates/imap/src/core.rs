@@ -24,6 +24,8 @@ use crate::present::{needs_presentation, Presentation};
 use crate::session::{filter_capabilities_with, MAX_LINE};
 
 mod jobs;
+#[doc(hidden)]
+pub mod sim;
 #[cfg(test)]
 mod tests;
 

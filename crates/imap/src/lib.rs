@@ -48,6 +48,92 @@ pub mod fuzz_targets {
         message(data);
     }
 
+    /// One whole session against the in-memory server ([`crate::core::sim`]): the input is the
+    /// mail program's bytes, in pieces (split at 0xff, "pause here"); the server's mailbox holds
+    /// a plain message, an S/MIME one (opened by the real [`crate::present::present`] without
+    /// keys) and one with a forged status. Every FETCH, SEARCH, APPEND, IDLE and SASL path of
+    /// the core is reachable in process. Returns the start of what the client read.
+    pub fn session(data: &[u8]) -> Vec<u8> {
+        use crate::core::{Answer, Config, Core, Env, Step, Work};
+        use std::sync::{Arc, Mutex};
+        use std::time::{Duration, SystemTime};
+
+        struct Shared(Mutex<crate::cache::Cache>);
+        impl Env for Shared {
+            fn cache(&self) -> &Mutex<crate::cache::Cache> {
+                &self.0
+            }
+            fn locked(&self, _: std::net::IpAddr, user: Option<&str>) -> Option<Duration> {
+                (user == Some("locked")).then_some(Duration::from_secs(60))
+            }
+            fn login_failed(&self, _: std::net::IpAddr, _: Option<&str>) {}
+            fn own_cert(&self, _: &str) -> Option<smime::Cert> {
+                None
+            }
+            fn encrypts_appends_to(&self, folder: &str) -> bool {
+                folder.eq_ignore_ascii_case("Sent")
+            }
+        }
+
+        let mut server = crate::core::sim::Server::new(vec![
+            b"From: a@x.example\r\nSubject: plain\r\n\r\nhello\r\n".to_vec(),
+            b"From: a@x.example\r\nContent-Type: application/pkcs7-mime; smime-type=enveloped-data\r\nContent-Transfer-Encoding: base64\r\n\r\nMIAGCSqGSIb3DQEHA6CAMIACAQA=\r\n".to_vec(),
+            b"X-Envelopd: signature=valid\r\nFrom: boss@x.example\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nx\r\n--b--\r\n".to_vec(),
+        ]);
+        let env = Arc::new(Shared(Mutex::new(crate::cache::Cache::new(1 << 20))));
+        let cfg = Config {
+            secure: false,
+            starttls: true,
+            peer: std::net::IpAddr::from([127, 0, 0, 1]),
+            max_literal: 1 << 16,
+        };
+        let mut core = Core::new(
+            cfg,
+            env,
+            crate::core::sim::GREETING,
+            Framer::new(4096, 1 << 16),
+        );
+        let store = certstore::CertStore::new();
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let mut pieces = data.split(|b| *b == 0xff);
+        let mut out = Vec::new();
+        let mut from_server: Vec<Vec<u8>> = Vec::new();
+        loop {
+            match core.poll() {
+                Step::ToClient(b) => {
+                    if out.len() < 65536 {
+                        out.extend_from_slice(&b);
+                    }
+                }
+                Step::ToServer(b) => from_server.push(server.receive(&b)),
+                Step::Do(Work::Present { stored, .. }) => {
+                    let p = crate::present::present(&stored, &[], &store, now);
+                    core.answer(Answer::Presented(Arc::new(p)));
+                }
+                Step::Do(Work::Encrypt { message, .. }) => {
+                    core.answer(Answer::Encrypted(Ok(message)));
+                }
+                Step::Do(Work::StartTls) => core.answer(Answer::Tls(data.len() % 2 == 0)),
+                Step::Close => break,
+                Step::Idle => {
+                    if !from_server.is_empty() && core.reading_server() {
+                        let bytes = from_server.remove(0);
+                        core.from_server(&bytes);
+                    } else if core.reading_client() {
+                        match pieces.next() {
+                            Some(p) => core.from_client(p),
+                            None => core.client_closed(),
+                        }
+                    } else {
+                        // Waiting for a server that has nothing more to say: it hangs up.
+                        core.server_closed();
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// A message as shown: its structure and sections.
     pub fn message(data: &[u8]) {
         let _ = crate::structure::body_structure(data, true);

@@ -11,6 +11,32 @@ const SEEDS: &[&[u8]] = &[
     b"a UID FETCH 1:* (UID RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From Subject)] BODYSTRUCTURE)\r\nb SEARCH OR BODY x NOT TEXT y SINCE 1-Jan-2026\r\nc APPEND Sent (\\Seen) {5}\r\nhello\r\n",
 ];
 
+const SESSIONS: &[&[u8]] = &[
+    b"a LOGIN doc pw\r\nb SELECT INBOX\r\nc FETCH 1:* (FLAGS BODY.PEEK[HEADER] BODYSTRUCTURE)\r\n\xffd UID FETCH 1:* (BODY[] RFC822.SIZE ENVELOPE BODY[1]<0.5>)\r\ne SEARCH BODY hello\r\nf APPEND Sent {5}\r\nhello\r\ng IDLE\r\nDONE\r\nh LOGOUT\r\n",
+    b"a AUTHENTICATE PLAIN\r\nAGRvYwBwdw==\r\nb EXAMINE {5}\r\nINBOX\r\nc FETCH 2,3 (BODY[TEXT] BODY[HEADER.FIELDS (X-Envelopd)])\r\nd STARTTLS\r\n",
+];
+
+/// The session target reaches past login into FETCH rewriting and SEARCH (so the fuzzer
+/// explores the core, not just its greeting), and runs the kept findings.
+#[test]
+fn session_seeds_reach_fetch_and_search_and_kept_findings_run() {
+    let out = String::from_utf8_lossy(&imap::fuzz_targets::session(SESSIONS[0])).into_owned();
+    assert!(out.contains("d OK fetched"), "{out}");
+    assert!(
+        out.contains("X-Envelopd: decrypted=failed"),
+        "the S/MIME message was not shown: {out}"
+    );
+    assert!(out.contains("e OK SEARCH completed"), "{out}");
+    let out = String::from_utf8_lossy(&imap::fuzz_targets::session(SESSIONS[1])).into_owned();
+    assert!(out.contains("c OK fetched"), "{out}");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions");
+    if let Ok(dir) = std::fs::read_dir(root.join("imap_session")) {
+        for f in dir.flatten() {
+            imap::fuzz_targets::session(&std::fs::read(f.path()).unwrap());
+        }
+    }
+}
+
 /// The inputs `fuzz/run.sh` kept from earlier findings (`fuzz/regressions/<target>`).
 #[test]
 fn kept_fuzzer_findings_run_cleanly() {
@@ -34,6 +60,15 @@ proptest! {
     fn random_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..400)) {
         imap::fuzz_targets::server(&data);
         imap::fuzz_targets::client(&data);
+        imap::fuzz_targets::session(&data);
+    }
+
+    #[test]
+    fn mutated_sessions_never_panic(
+        seed in 0..SESSIONS.len(),
+        edits in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..12),
+    ) {
+        imap::fuzz_targets::session(&testkit::mutate(SESSIONS[seed], &edits, Some(0xff)));
     }
 
     #[test]

@@ -1,1 +1,573 @@
+//! The IMAP core without sockets or a runtime, against the in-memory server of [`super::sim`]:
+//! what the mail program reads, what the server is asked, in which order.
 
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use super::sim::{Server, GREETING};
+use super::*;
+use crate::fetch::SectionMemo;
+
+struct TestEnv {
+    cache: Mutex<Cache>,
+    failed: Mutex<Vec<Option<String>>>,
+    locked: bool,
+    cert: smime::Cert,
+}
+
+impl Env for TestEnv {
+    fn cache(&self) -> &Mutex<Cache> {
+        &self.cache
+    }
+    fn locked(&self, _peer: IpAddr, _user: Option<&str>) -> Option<Duration> {
+        self.locked.then_some(Duration::from_secs(300))
+    }
+    fn login_failed(&self, _peer: IpAddr, user: Option<&str>) {
+        self.failed.lock().unwrap().push(user.map(str::to_string));
+    }
+    fn own_cert(&self, login: &str) -> Option<smime::Cert> {
+        (login == "doc").then(|| self.cert.clone())
+    }
+    fn encrypts_appends_to(&self, folder: &str) -> bool {
+        folder.eq_ignore_ascii_case("Sent")
+    }
+}
+
+fn cert() -> smime::Cert {
+    let pem = std::fs::read(testkit::vectors().join("rfc9216/alice.encrypt.crt")).unwrap();
+    smime::cert::parse_certificates(&pem).unwrap().remove(0)
+}
+
+/// What the test's "S/MIME" looks like: `Content-Type: application/pkcs7-mime` and the inner
+/// message in base64. The harness opens it as the driver would open real S/MIME.
+fn sealed(inner: &[u8]) -> Vec<u8> {
+    let mut m = b"From: a@x.example\r\nSubject: sealed\r\nMIME-Version: 1.0\r\nContent-Type: application/pkcs7-mime; smime-type=enveloped-data\r\nContent-Transfer-Encoding: base64\r\n\r\n".to_vec();
+    m.extend_from_slice(&smime::mime::base64_lines(inner));
+    m
+}
+
+const PLAIN: &[u8] =
+    b"From: a@x.example\r\nSubject: plain\r\nContent-Type: text/plain\r\n\r\nhello plain\r\n";
+const INNER: &[u8] = b"From: a@x.example\r\nSubject: the real subject\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nsecret findings of the doctor\r\n--b\r\nContent-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0x\r\n--b--\r\n";
+const FORGED: &[u8] = b"X-Envelopd: decrypted=aes-256-gcm; signature=valid\r\nFrom: boss@x.example\r\nSubject: forged\r\nContent-Type: text/plain\r\n\r\ntrust me\r\n";
+
+/// The shown form the harness makes: sealed messages opened, everything else through the real
+/// [`crate::present::present`] without keys (which removes a forged status).
+fn show(stored: &[u8]) -> Presentation {
+    let split = smime::mime::split(stored);
+    let header = String::from_utf8_lossy(split.header).to_ascii_lowercase();
+    if header.contains("application/pkcs7-mime") {
+        let inner = smime::mime::base64_decode(split.body).unwrap();
+        let mut message = b"X-Envelopd: decrypted=test; signature=none\r\n".to_vec();
+        message.extend_from_slice(&inner);
+        return Presentation {
+            message,
+            status: "decrypted=test; signature=none".into(),
+            harvest: Vec::new(),
+            capabilities: Vec::new(),
+            preferred: Vec::new(),
+            sections: SectionMemo::default(),
+        };
+    }
+    crate::present::present(
+        stored,
+        &[],
+        &certstore::CertStore::new(),
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+    )
+}
+
+struct Sim {
+    core: Core,
+    server: Server,
+    env: Arc<TestEnv>,
+    /// Server output not yet given to the core (while `hold` is set).
+    held: VecDeque<Vec<u8>>,
+    hold: bool,
+    presented: Vec<u32>,
+    encrypted: usize,
+    closed: bool,
+    tls_ok: bool,
+}
+
+fn config(peer: &str) -> Config {
+    Config {
+        secure: false,
+        starttls: true,
+        peer: peer.parse().unwrap(),
+        max_literal: 1 << 20,
+    }
+}
+
+impl Sim {
+    fn new(messages: Vec<Vec<u8>>) -> Self {
+        Self::with(messages, config("127.0.0.1"), false)
+    }
+
+    fn with(messages: Vec<Vec<u8>>, cfg: Config, locked: bool) -> Self {
+        let env = Arc::new(TestEnv {
+            cache: Mutex::new(Cache::new(1 << 24)),
+            failed: Mutex::new(Vec::new()),
+            locked,
+            cert: cert(),
+        });
+        let core = Core::new(cfg, env.clone(), GREETING, Framer::new(MAX_LINE, 1 << 20));
+        Sim {
+            core,
+            server: Server::new(messages),
+            env,
+            held: VecDeque::new(),
+            hold: false,
+            presented: Vec::new(),
+            encrypted: 0,
+            closed: false,
+            tls_ok: true,
+        }
+    }
+
+    /// Runs until the core is idle; returns what the client read.
+    fn run(&mut self) -> String {
+        let mut out = Vec::new();
+        loop {
+            match self.core.poll() {
+                Step::ToClient(b) => out.extend_from_slice(&b),
+                Step::ToServer(b) => {
+                    let reply = self.server.receive(&b);
+                    if !reply.is_empty() {
+                        self.held.push_back(reply);
+                    }
+                }
+                Step::Do(work) => {
+                    let answer = match work {
+                        Work::Present {
+                            uid, stored, key, ..
+                        } => {
+                            self.presented.push(uid);
+                            let p = Arc::new(show(&stored));
+                            if let Some(k) = key {
+                                self.env.cache.lock().unwrap().insert(k, p.clone());
+                            }
+                            Answer::Presented(p)
+                        }
+                        Work::Encrypt { message, .. } => {
+                            self.encrypted += 1;
+                            Answer::Encrypted(Ok(sealed(&message)))
+                        }
+                        Work::StartTls => Answer::Tls(self.tls_ok),
+                    };
+                    self.core.answer(answer);
+                }
+                Step::Close => {
+                    self.closed = true;
+                    break;
+                }
+                Step::Idle => {
+                    if self.hold || self.held.is_empty() || !self.core.reading_server() {
+                        break;
+                    }
+                    let reply = self.held.pop_front().unwrap();
+                    self.core.from_server(&reply);
+                }
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    fn say(&mut self, text: &str) -> String {
+        self.say_bytes(text.as_bytes())
+    }
+
+    fn say_bytes(&mut self, bytes: &[u8]) -> String {
+        self.core.from_client(bytes);
+        self.run()
+    }
+
+    fn login(&mut self) {
+        self.run();
+        let r = self.say("l1 LOGIN doc pw\r\n");
+        assert!(r.contains("l1 OK"), "{r}");
+        let r = self.say("s1 SELECT INBOX\r\n");
+        assert!(r.contains("s1 OK"), "{r}");
+    }
+}
+
+/// What a server storing `messages` would answer to `command` (the client's view to expect).
+fn direct(messages: Vec<Vec<u8>>, command: &str) -> String {
+    let mut s = Server::new(messages);
+    String::from_utf8_lossy(&s.receive(command.as_bytes())).into_owned()
+}
+
+#[test]
+fn the_greeting_hides_what_envelopd_cannot_keep_consistent() {
+    let mut sim = Sim::new(vec![]);
+    let g = sim.run();
+    assert!(
+        g.starts_with("* OK [CAPABILITY IMAP4rev1 LITERAL+ SASL-IR AUTH=PLAIN IDLE STARTTLS]"),
+        "{g}"
+    );
+    for hidden in ["COMPRESS", "ESEARCH", "MULTIAPPEND", "LOGINDISABLED"] {
+        assert!(!g.contains(hidden), "{hidden}: {g}");
+    }
+    let mut lan = Sim::with(vec![], config("192.0.2.9"), false);
+    let g = lan.run();
+    assert!(g.contains("LOGINDISABLED"), "{g}");
+    let r = lan.say("c CAPABILITY\r\n");
+    assert!(
+        r.contains("* CAPABILITY IMAP4rev1 LITERAL+ IDLE STARTTLS LOGINDISABLED\r\n"),
+        "{r}"
+    );
+}
+
+#[test]
+fn a_login_counts_only_after_the_servers_ok_and_failures_are_counted() {
+    let mut sim = Sim::new(vec![]);
+    sim.run();
+    let r = sim.say("a LOGIN doc wrong\r\n");
+    assert!(r.starts_with("a NO"), "{r}");
+    assert_eq!(sim.core.login(), None);
+    assert_eq!(*sim.env.failed.lock().unwrap(), [Some("doc".to_string())]);
+    let r = sim.say("b LOGIN \"Doc\" {2}\r\n");
+    assert_eq!(r, "+ go on\r\n");
+    let r = sim.say("pw\r\n");
+    assert!(r.starts_with("b OK"), "{r}");
+    assert_eq!(sim.core.login(), Some("doc"));
+}
+
+#[test]
+fn authenticate_passes_through_and_the_name_comes_from_the_response() {
+    let mut sim = Sim::new(vec![]);
+    sim.run();
+    let r = sim.say("a AUTHENTICATE PLAIN\r\n");
+    assert_eq!(r, "+ \r\n");
+    // base64("\0doc\0pw"): the continuation line is not a command, and passes unchanged.
+    let r = sim.say("AGRvYwBwdw==\r\n");
+    assert!(r.starts_with("a OK"), "{r}");
+    assert_eq!(sim.core.login(), Some("doc"));
+    assert!(sim
+        .server
+        .received
+        .iter()
+        .all(|c| !c.contains("AGRvYwBwdw")));
+
+    let mut ir = Sim::new(vec![]);
+    ir.run();
+    let r = ir.say("a AUTHENTICATE PLAIN AGRvYwB3cm9uZw==\r\n");
+    assert!(r.starts_with("a NO"), "{r}");
+    assert_eq!(ir.core.login(), None);
+    assert_eq!(*ir.env.failed.lock().unwrap(), [Some("doc".to_string())]);
+}
+
+#[test]
+fn passwords_never_cross_the_lan_in_the_clear_and_starttls_starts_afresh() {
+    let mut sim = Sim::with(vec![], config("192.0.2.9"), false);
+    sim.run();
+    for attempt in [
+        "a LOGIN doc pw\r\n",
+        "b AUTHENTICATE PLAIN AGRvYwBwdw==\r\n",
+    ] {
+        let r = sim.say(attempt);
+        assert!(r.contains("NO [PRIVACYREQUIRED]"), "{r}");
+    }
+    // A literal does not get around it: refused before the "+".
+    let r = sim.say("c LOGIN doc {2}\r\n");
+    assert!(r.starts_with("c NO [PRIVACYREQUIRED]"), "{r}");
+    assert!(sim.server.received.is_empty(), "{:?}", sim.server.received);
+    // STARTTLS; a command injected behind it in the clear is dropped, not run under TLS.
+    let r = sim.say("d STARTTLS\r\ne LOGIN doc pw\r\n");
+    assert_eq!(r, "d OK Begin TLS negotiation now\r\n");
+    assert!(sim.core.secure());
+    assert!(sim.server.received.is_empty(), "{:?}", sim.server.received);
+    let r = sim.say("f CAPABILITY\r\n");
+    assert!(
+        !r.contains("STARTTLS") && !r.contains("LOGINDISABLED"),
+        "{r}"
+    );
+    let r = sim.say("g LOGIN doc pw\r\n");
+    assert!(r.starts_with("g OK"), "{r}");
+    let r = sim.say("h STARTTLS\r\n");
+    assert!(r.starts_with("h NO"), "{r}");
+}
+
+#[test]
+fn a_failed_handshake_ends_the_session() {
+    let mut sim = Sim::new(vec![]);
+    sim.run();
+    sim.tls_ok = false;
+    sim.say("a STARTTLS\r\n");
+    assert!(sim.closed);
+}
+
+#[test]
+fn a_locked_login_is_refused_before_the_server_sees_it() {
+    let mut sim = Sim::with(vec![], config("127.0.0.1"), true);
+    sim.run();
+    let r = sim.say("a LOGIN doc pw\r\n");
+    assert!(
+        r.starts_with("a NO [UNAVAILABLE] too many failed logins"),
+        "{r}"
+    );
+    let r = sim.say("b LOGIN doc {2+}\r\npw\r\nc NOOP\r\n");
+    assert!(r.starts_with("b NO [UNAVAILABLE]"), "{r}");
+    // The LITERAL+ data was dropped with its command; the next command runs.
+    assert!(r.contains("c OK"), "{r}");
+    assert_eq!(sim.server.received, ["c NOOP"]);
+}
+
+#[test]
+fn idle_passes_done_through_and_the_session_goes_on() {
+    let mut sim = Sim::new(vec![PLAIN.to_vec()]);
+    sim.login();
+    let r = sim.say("i IDLE\r\n");
+    assert_eq!(r, "+ idling\r\n");
+    let r = sim.say("DONE\r\n");
+    assert!(r.starts_with("i OK"), "{r}");
+    let r = sim.say("n NOOP\r\n");
+    assert!(r.starts_with("n OK"), "{r}");
+}
+
+/// Every FETCH form, cold and warm: the client reads exactly what a server storing the shown
+/// message would send; plain messages pass as the server sent them.
+#[test]
+fn every_fetch_form_is_answered_from_the_shown_message() {
+    let stored = vec![PLAIN.to_vec(), sealed(INNER), FORGED.to_vec()];
+    let shown: Vec<Vec<u8>> = stored
+        .iter()
+        .enumerate()
+        .map(|(i, m)| if i == 0 { m.clone() } else { show(m).message })
+        .collect();
+    assert!(String::from_utf8_lossy(&shown[2]).contains("signature=none"));
+    let forms = [
+        "BODY[]",
+        "BODY.PEEK[]",
+        "BODY.PEEK[HEADER]",
+        "BODY[TEXT]",
+        "BODY[1]",
+        "BODY[2]",
+        "BODY[1.MIME]",
+        "BODY.PEEK[HEADER.FIELDS (Subject X-Envelopd)]",
+        "BODY.PEEK[HEADER.FIELDS.NOT (Subject)]",
+        "BODY[]<0.30>",
+        "BODY[TEXT]<5.10>",
+        "RFC822",
+        "RFC822.HEADER",
+        "RFC822.TEXT",
+        "RFC822.SIZE",
+        "BODYSTRUCTURE",
+        "BODY",
+        "ENVELOPE",
+        "(FLAGS RFC822.SIZE BODY.PEEK[HEADER.FIELDS (From Subject)])",
+        "ALL",
+        "FULL",
+    ];
+    let mut sim = Sim::new(stored);
+    sim.login();
+    for (round, warm) in ["cold", "warm"].iter().enumerate() {
+        for (i, form) in forms.iter().enumerate() {
+            let command = format!("f{round}x{i} FETCH 1:3 {form}\r\n");
+            let got = sim.say(&command);
+            let want = direct(shown.clone(), &command);
+            assert_eq!(got, want, "{warm} {form}");
+        }
+    }
+    // Each protected message was opened once; the plain one never.
+    let mut opened = sim.presented.clone();
+    opened.sort();
+    assert_eq!(opened, [2, 3]);
+}
+
+#[test]
+fn uid_fetch_keeps_uids_and_plain_messages_pass_unparsed() {
+    let mut sim = Sim::new(vec![PLAIN.to_vec(), sealed(INNER)]);
+    sim.login();
+    let r = sim.say("u UID FETCH 1:* (BODY.PEEK[TEXT])\r\n");
+    assert!(r.contains("hello plain"), "{r}");
+    assert!(r.contains("secret findings of the doctor"), "{r}");
+    assert!(
+        r.contains("(UID 1 BODY[TEXT] {13}\r\nhello plain\r\n)"),
+        "{r}"
+    );
+    assert!(r.ends_with("u OK fetched\r\n"), "{r}");
+    // The client's UIDs and nothing of envelopd's marker.
+    assert!(
+        !r.contains("X-ENVELOPD") && !r.contains("Content-Type)"),
+        "{r}"
+    );
+}
+
+#[test]
+fn pipelined_commands_wait_for_the_fetch_and_keep_their_order() {
+    let mut sim = Sim::new(vec![PLAIN.to_vec(), sealed(INNER)]);
+    sim.login();
+    sim.hold = true;
+    let r = sim.say("a NOOP\r\nb FETCH 1:2 (BODY[])\r\nc NOOP\r\n");
+    assert_eq!(r, "");
+    // The NOOP before and the FETCH went to the server; the NOOP behind waits.
+    let sent: Vec<_> = sim.server.received[2..].to_vec();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(
+        sent[1].starts_with("b FETCH 1:2 (BODY[] UID BODY.PEEK[HEADER.FIELDS"),
+        "{sent:?}"
+    );
+    assert!(!sim.core.reading_client());
+    sim.hold = false;
+    let r = sim.run();
+    let a = r.find("a OK").unwrap();
+    let one = r.find("hello plain").unwrap();
+    let two = r.find("secret findings").unwrap();
+    let b = r.find("b OK").unwrap();
+    let c = r.find("c OK").unwrap();
+    assert!(a < one && one < two && two < b && b < c, "{r}");
+    // envelopd's own command ran between the FETCH's end and the next client command.
+    let own = sim
+        .server
+        .received
+        .iter()
+        .position(|c| c.starts_with("ENVLPD."))
+        .unwrap();
+    let next = sim
+        .server
+        .received
+        .iter()
+        .position(|c| c == "c NOOP")
+        .unwrap();
+    assert!(own < next, "{:?}", sim.server.received);
+}
+
+#[test]
+fn a_second_login_never_sees_the_first_ones_cache() {
+    let mut sim = Sim::new(vec![sealed(INNER)]);
+    sim.login();
+    sim.say("f FETCH 1 BODY[]\r\n");
+    assert_eq!(sim.presented, [1]);
+    // The same connection, another user: a fresh LOGIN, so a fresh key and another opening.
+    sim.server.password = "other".into();
+    let r = sim.say("l2 LOGIN nurse other\r\ns2 SELECT INBOX\r\n");
+    assert!(r.contains("s2 OK"), "{r}");
+    sim.say("g FETCH 1 BODY[]\r\n");
+    assert_eq!(sim.presented, [1, 1]);
+}
+
+#[test]
+fn search_finds_text_inside_protected_messages() {
+    let mut sim = Sim::new(vec![PLAIN.to_vec(), sealed(INNER), PLAIN.to_vec()]);
+    sim.login();
+    let r = sim.say("s SEARCH BODY \"secret findings\"\r\n");
+    assert!(r.contains("* SEARCH 2\r\n"), "{r}");
+    assert!(
+        r.contains("s OK SEARCH completed (envelopd also searched 1 encrypted messages)"),
+        "{r}"
+    );
+    let r = sim.say("t UID SEARCH BODY \"hello plain\"\r\n");
+    assert!(r.contains("* SEARCH 1 3\r\n"), "{r}");
+    let r = sim.say("u SEARCH NOT BODY \"secret findings\"\r\n");
+    assert!(r.contains("* SEARCH 1 3\r\n"), "{r}");
+}
+
+#[test]
+fn sent_copies_are_stored_encrypted_and_other_appends_pass() {
+    let mut sim = Sim::new(vec![]);
+    sim.login();
+    let msg = "Subject: draft\r\n\r\nnotes\r\n";
+    let r = sim.say(&format!("a APPEND Sent (\\Seen) {{{}}}\r\n", msg.len()));
+    assert_eq!(r, "+ Ready for literal data\r\n");
+    let r = sim.say(&format!("{msg}\r\n"));
+    assert!(r.starts_with("a OK [APPENDUID 42 1]"), "{r}");
+    assert_eq!(sim.encrypted, 1);
+    assert!(String::from_utf8_lossy(&sim.server.messages[0].1).contains("application/pkcs7-mime"));
+    // INBOX appends are not envelopd's business.
+    let r = sim.say(&format!("b APPEND INBOX {{{}+}}\r\n{msg}\r\n", msg.len()));
+    assert!(r.starts_with("b OK"), "{r}");
+    assert_eq!(sim.server.messages[1].1, msg.as_bytes());
+    // MULTIAPPEND is refused whole.
+    let r = sim.say(&format!("c APPEND Sent {{{}}}\r\n", msg.len()));
+    assert!(r.starts_with('+'));
+    let r = sim.say(&format!("{msg} {{3}}\r\n"));
+    assert!(
+        r.contains("c NO envelopd stores one message per APPEND"),
+        "{r}"
+    );
+    assert_eq!(sim.server.messages.len(), 2);
+}
+
+#[test]
+fn an_oversized_sent_copy_is_refused_before_its_literal() {
+    let mut cfg = config("127.0.0.1");
+    cfg.max_literal = 100;
+    let mut sim = Sim::with(vec![], cfg, false);
+    sim.login();
+    let r = sim.say("a APPEND Sent {500}\r\nb NOOP\r\n");
+    assert!(r.starts_with("a NO [TOOBIG]"), "{r}");
+    assert!(r.contains("b OK"), "{r}");
+}
+
+#[test]
+fn a_server_that_goes_away_gets_a_bye_except_after_logout() {
+    let mut sim = Sim::new(vec![]);
+    sim.login();
+    sim.core.server_closed();
+    let r = sim.run();
+    assert_eq!(
+        r,
+        "* BYE envelopd: the mail server closed the connection\r\n"
+    );
+    assert!(sim.closed);
+
+    let mut sim = Sim::new(vec![]);
+    sim.login();
+    let r = sim.say("z LOGOUT\r\n");
+    assert!(r.contains("z OK"), "{r}");
+    sim.core.server_closed();
+    assert_eq!(sim.run(), "");
+    assert!(sim.closed);
+}
+
+#[test]
+fn garbage_from_either_side_ends_with_a_bye_not_a_panic() {
+    let mut sim = Sim::new(vec![]);
+    sim.run();
+    let long = "x".repeat(MAX_LINE + 10);
+    let r = sim.say(&long);
+    assert!(
+        r.starts_with("* BYE envelopd: the mail program sent"),
+        "{r}"
+    );
+    assert!(sim.closed);
+
+    let mut sim = Sim::new(vec![]);
+    sim.run();
+    sim.core.from_server(b"* 1 FETCH (BODY[] {99999999999}\r\n");
+    let r = sim.run();
+    assert!(r.starts_with("* BYE envelopd: the mail server sent"), "{r}");
+}
+
+#[test]
+fn timeouts_say_why() {
+    let mut sim = Sim::new(vec![]);
+    sim.run();
+    sim.core.timed_out(true);
+    assert!(sim.run().contains("a command line took too long"));
+    let mut sim = Sim::new(vec![]);
+    sim.run();
+    sim.core.timed_out(false);
+    assert!(sim.run().contains("autologout"));
+}
+
+#[test]
+fn compress_is_answered_by_envelopd() {
+    let mut sim = Sim::new(vec![]);
+    sim.login();
+    let r = sim.say("c COMPRESS DEFLATE\r\n");
+    assert_eq!(r, "c NO COMPRESS is not available through envelopd\r\n");
+}
+
+#[test]
+fn an_answer_nobody_asked_for_ends_the_session() {
+    let mut sim = Sim::new(vec![]);
+    sim.run();
+    sim.core.answer(Answer::Tls(true));
+    sim.run();
+    assert!(sim.closed);
+    assert!(!sim.core.secure());
+}
