@@ -4,6 +4,8 @@
 
 pub mod lab;
 pub mod provider;
+pub mod reading;
+pub mod submission;
 
 use std::path::PathBuf;
 
