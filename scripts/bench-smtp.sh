@@ -83,9 +83,9 @@ echo "== openssl speed rsa2048 (the machine's raw signing rate)"
 # Measured at the start and again at the end of the run, and the higher rate of each kept: on a
 # shared virtual machine one 3-second sample can be 20 % low, which would flatter envelopd.
 # Each sample takes the better of OpenSSL's two RSA code paths (MULX/ADX, its default where the
-# CPU has them, and AVX2): the machine's raw rate is what its fastest code reaches, and envelopd
-# runs whichever of the same two it measured faster (src/rsa_code.rs). The default path's own
-# rate goes to speed-default.txt, for the line that quotes plain `openssl speed`.
+# CPU has them, and AVX2): the machine's raw rate is what its fastest code reaches, while
+# envelopd runs aws-lc's own choice, so the floor never flatters envelopd. The default path's
+# own rate goes to speed-default.txt, for the line that quotes plain `openssl speed`.
 speed_path() {
   local mask=()
   [ -n "$1" ] && mask=("OPENSSL_ia32cap=$1")
@@ -100,7 +100,6 @@ speed() {
 [ "$split" = 1 ] && echo "   (on envelopd's CPUs 0-$((cores - 1)) of $ncpu; smtp-source and smtp-sink run on the others)"
 one=$(speed) all=$(speed -multi "$cores")
 echo "   one core: $one sign/s; $cores cores: $all sign/s (the better of OpenSSL's two RSA code paths)"
-echo "   envelopd: $(grep -o 'RSA: .*' envelopd.log | head -1)"
 
 echo "== 4 KiB messages ($small, $sessions sessions in parallel, one message per session)"
 direct_s=$(rate "$sink_port" small.eml "$small")

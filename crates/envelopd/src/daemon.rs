@@ -15,11 +15,7 @@ use crate::config::{Config, TlsMode};
 use crate::keyfiles::read_certs;
 
 /// Runs the proxy until interrupted.
-pub fn run(
-    cfg: Config,
-    config_path: std::path::PathBuf,
-    rsa: crate::rsa_code::Choice,
-) -> Result<()> {
+pub fn run(cfg: Config, config_path: std::path::PathBuf) -> Result<()> {
     // Logs go to stderr (journald picks them up); RUST_LOG=debug for more. Never bodies, keys
     // or passwords: only sizes, counts, addresses in refusals and decisions.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -35,7 +31,6 @@ pub fn run(
         logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init();
     }
-    tracing::info!("{}", rsa.describe());
     let upstream = upstream_target(&cfg)?;
     let client_tls = client_tls(&cfg)?;
     let Loaded {

@@ -24,7 +24,6 @@ mod explain;
 mod keyfiles;
 mod keys;
 mod revocation;
-mod rsa_code;
 mod status;
 mod tls;
 
@@ -87,9 +86,6 @@ enum Command {
         #[arg(long)]
         no_connect: bool,
     },
-    /// Times one RSA code path for `run`'s choice (internal).
-    #[command(name = "rsa-timing", hide = true)]
-    RsaTiming,
 }
 
 #[derive(Subcommand)]
@@ -451,14 +447,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let cmd = match cli.command {
         Command::Smime(cmd) => *cmd,
         Command::Run { config } => {
-            // First, before anything here touches aws-lc (it reads the CPU features once).
-            let rsa = rsa_code::settle();
             let cfg = config::Config::load(&config)?;
-            daemon::run(cfg, config, rsa)?;
-            return Ok(ExitCode::SUCCESS);
-        }
-        Command::RsaTiming => {
-            rsa_code::timing_child()?;
+            daemon::run(cfg, config)?;
             return Ok(ExitCode::SUCCESS);
         }
         Command::Certs(c) => return run_certs(c),

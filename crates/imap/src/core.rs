@@ -62,17 +62,14 @@ pub trait Env: Send + Sync {
 /// Work the driver does for the core; the outcome comes back through [`Core::answer`].
 #[derive(Debug)]
 pub enum Work {
-    /// Show the stored message (decrypt with the login's keys only, verify, learn what a valid
-    /// signature teaches, keep it under `key`): [`Answer::Presented`].
+    /// Show stored messages (decrypt with the login's keys only, verify, learn what a valid
+    /// signature teaches, keep each under its key): [`Answer::Presented`], in the same order.
+    /// The messages are independent: the driver opens them on every core at once.
     Present {
-        /// The message's UID.
-        uid: u32,
-        /// The message as stored on the server.
-        stored: Vec<u8>,
         /// The session's login (`None`: no keys).
         login: Option<String>,
-        /// Where the shown form is cached (`None`: not cached).
-        key: Option<(String, String, u32, u32)>,
+        /// The messages as stored on the server.
+        messages: Vec<Stored>,
     },
     /// Encrypt an appended message to the user's own certificate: [`Answer::Encrypted`].
     Encrypt {
@@ -85,10 +82,21 @@ pub enum Work {
     StartTls,
 }
 
+/// One stored message to show.
+#[derive(Debug)]
+pub struct Stored {
+    /// The message's UID.
+    pub uid: u32,
+    /// The message as stored on the server.
+    pub bytes: Vec<u8>,
+    /// Where its shown form is cached (`None`: not cached).
+    pub key: Option<(String, String, u32, u32)>,
+}
+
 /// The outcome of a piece of [`Work`].
 pub enum Answer {
-    /// The shown form of the message asked for.
-    Presented(Arc<Presentation>),
+    /// The shown forms of the messages asked for, in their order.
+    Presented(Vec<Arc<Presentation>>),
     /// The encrypted message, or why it could not be encrypted.
     Encrypted(Result<Vec<u8>, String>),
     /// Whether the TLS handshake with the client succeeded.
@@ -179,7 +187,7 @@ pub struct Core {
 
 /// Which answer the core waits for.
 enum Awaiting {
-    Present(u32),
+    Present(Vec<u32>),
     Encrypt,
     Tls,
 }
@@ -293,9 +301,11 @@ impl Core {
     /// Hands the outcome of the last [`Work`] to the core.
     pub fn answer(&mut self, answer: Answer) {
         match (self.awaiting.take(), answer) {
-            (Some(Awaiting::Present(uid)), Answer::Presented(p)) => {
+            (Some(Awaiting::Present(uids)), Answer::Presented(shown))
+                if shown.len() == uids.len() =>
+            {
                 if let Some(job) = self.job.as_mut() {
-                    job.shown.insert(uid, p);
+                    job.shown.extend(uids.into_iter().zip(shown));
                 }
             }
             (Some(Awaiting::Encrypt), Answer::Encrypted(result)) => self.encrypted(result),

@@ -106,9 +106,12 @@ pub mod fuzz_targets {
                     }
                 }
                 Step::ToServer(b) => from_server.push(server.receive(&b)),
-                Step::Do(Work::Present { stored, .. }) => {
-                    let p = crate::present::present(&stored, &[], &store, now);
-                    core.answer(Answer::Presented(Arc::new(p)));
+                Step::Do(Work::Present { messages, .. }) => {
+                    let shown = messages
+                        .iter()
+                        .map(|m| Arc::new(crate::present::present(&m.bytes, &[], &store, now)))
+                        .collect();
+                    core.answer(Answer::Presented(shown));
                 }
                 Step::Do(Work::Encrypt { message, .. }) => {
                     core.answer(Answer::Encrypted(Ok(message)));

@@ -18,7 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 
 pub use crate::cache::Cache;
-use crate::core::{Answer, Config, Core, Env, Step, Work};
+use crate::core::{Answer, Config, Core, Env, Step, Stored, Work};
 use crate::frame::Framer;
 use crate::present::{present, Presentation};
 
@@ -165,7 +165,7 @@ async fn drive(
     core: &mut Core,
     client: &mut Conn,
     up: &mut Conn,
-    ctx: &ImapContext,
+    ctx: &Arc<ImapContext>,
 ) -> std::io::Result<()> {
     let mut cbuf = vec![0u8; 16384];
     let mut sbuf = vec![0u8; 65536];
@@ -218,47 +218,43 @@ async fn drive(
 }
 
 /// Does one piece of the core's work.
-async fn perform(ctx: &ImapContext, client: &mut Conn, work: Work) -> Answer {
+async fn perform(ctx: &Arc<ImapContext>, client: &mut Conn, work: Work) -> Answer {
     match work {
-        Work::Present {
-            uid,
-            stored,
-            login,
-            key,
-        } => {
-            let p = {
-                let store = ctx.store.read().unwrap_or_else(|e| e.into_inner());
-                let keys: Vec<&Identity> = match login.as_deref() {
-                    Some(login) => ctx
-                        .keys
-                        .iter()
-                        .filter(|k| k.usable_by(login))
-                        .map(|k| &k.identity)
-                        .collect(),
-                    None => Vec::new(),
-                };
-                Arc::new(present(&stored, &keys, &store, SystemTime::now()))
-            };
-            learn(ctx, &p);
-            tracing::info!(uid, status = %p.status, "showing a protected message");
-            if let Some(k) = key {
-                if let Ok(mut c) = ctx.cache.lock() {
-                    c.insert(k, p.clone());
+        Work::Present { login, messages } => {
+            // Every message of the batch on the CPU pool at once (one per core); the answers
+            // keep the batch's order.
+            let jobs: Vec<_> = messages
+                .into_iter()
+                .map(|m| {
+                    let ctx = ctx.clone();
+                    let login = login.clone();
+                    tokio::spawn(net::cpu::run(move || show(&ctx, login.as_deref(), m)))
+                })
+                .collect();
+            let mut shown = Vec::with_capacity(jobs.len());
+            for job in jobs {
+                match job.await {
+                    Ok(p) => shown.push(p),
+                    Err(e) => std::panic::resume_unwind(e.into_panic()),
                 }
             }
-            Answer::Presented(p)
+            Answer::Presented(shown)
         }
         Work::Encrypt { message, cert } => {
-            let opts = smime::EncryptOptions::default();
             let protection = *ctx
                 .header_protection
                 .read()
                 .unwrap_or_else(|e| e.into_inner());
-            let encrypted = smime::Prepared::own_copy(&message, protection)
-                .and_then(|p| p.encrypt(std::slice::from_ref(&cert), &opts));
+            let size = message.len();
+            let encrypted = net::cpu::run(move || {
+                let opts = smime::EncryptOptions::default();
+                smime::Prepared::own_copy(&message, protection)
+                    .and_then(|p| p.encrypt(std::slice::from_ref(&cert), &opts))
+            })
+            .await;
             if encrypted.is_ok() {
                 tracing::info!(
-                    size = message.len(),
+                    size,
                     "appended message stored encrypted to the own certificate"
                 );
             }
@@ -298,6 +294,32 @@ impl Env for ImapContext {
             .iter()
             .any(|f| f.eq_ignore_ascii_case(folder))
     }
+}
+
+/// Opens one stored message with the keys `login` may use, learns from it and caches its shown
+/// form (on the CPU pool: decrypting and verifying are the expensive part of reading).
+fn show(ctx: &ImapContext, login: Option<&str>, m: Stored) -> Arc<Presentation> {
+    let p = {
+        let store = ctx.store.read().unwrap_or_else(|e| e.into_inner());
+        let keys: Vec<&Identity> = match login {
+            Some(login) => ctx
+                .keys
+                .iter()
+                .filter(|k| k.usable_by(login))
+                .map(|k| &k.identity)
+                .collect(),
+            None => Vec::new(),
+        };
+        Arc::new(present(&m.bytes, &keys, &store, SystemTime::now()))
+    };
+    learn(ctx, &p);
+    tracing::info!(uid = m.uid, status = %p.status, "showing a protected message");
+    if let Some(k) = m.key {
+        if let Ok(mut c) = ctx.cache.lock() {
+            c.insert(k, p.clone());
+        }
+    }
+    p
 }
 
 /// Keeps what a verified signature taught: the sender's encryption certificate (in the shared

@@ -4,6 +4,7 @@
 //! entry are written.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use policy::{decide, Decision, MessageFacts};
@@ -20,7 +21,7 @@ type Audit = (&'static str, String, String, usize);
 /// Transforms and relays one message in the open provider transaction; then writes its audit
 /// line. `upstream` is `None` afterwards if the provider connection was lost.
 pub(crate) async fn deliver(
-    ctx: &Context,
+    ctx: &Arc<Context>,
     upstream: &mut Option<Upstream>,
     peer: SocketAddr,
     d: Delivery,
@@ -71,7 +72,7 @@ async fn rset(upstream: &mut Option<Upstream>) {
 }
 
 async fn deliver_inner(
-    ctx: &Context,
+    ctx: &Arc<Context>,
     upstream: &mut Option<Upstream>,
     d: Delivery,
     audit: &mut Audit,
@@ -99,46 +100,54 @@ async fn deliver_inner(
     if let Some(dir) = ctx.directory.clone() {
         complete_from_directory(&ctx.store, dir, &rcpts, now).await;
     }
-    // Decided and transformed under the store's read lock, released before any network wait.
-    let prepared = {
-        let store = ctx.store.read().unwrap_or_else(|e| e.into_inner());
-        let ids = SessionIdentities::new(&ctx.identities, login.as_deref(), &store);
-        let decision = decide(&facts, &store, &ids, &rules.policy, now);
-        let signer = match &decision {
-            Decision::Deliver {
-                sign_as: Some(a), ..
-            } => ids.identity_for(a),
-            _ => None,
-        };
-        let encryption_cert = signer.and_then(|i| i.encryption_cert.clone());
-        let signer = signer.map(|i| &i.identity);
-        let opts = SignOptions {
-            digest: None,
-            rsa_padding: smime::RsaPadding::Pkcs1v15,
-            signing_time: now,
-            encryption_cert,
-        };
-        log_decision(&decision, rcpts.len(), message.len());
-        *audit = audit_of(&decision);
-        copies(
-            &message,
-            &rcpts,
-            &decision,
-            signer,
-            &opts,
-            rules.header_protection,
-        )
-    };
     // A provider without 8BITMIME gets 7-bit copies, or the client a refusal (RFC 6152 §3).
     let eight_bit_ok = upstream.as_ref().is_some_and(|u| u.has("8BITMIME"));
-    let prepared = prepared.and_then(|mut out| {
-        if !eight_bit_ok {
-            for copy in &mut out {
-                crate::outgoing::to_7bit(copy, facts.already_protected)?;
-            }
+    // Decided and transformed on the CPU pool (signing and encrypting are most of the work),
+    // under the store's read lock, released before any network wait.
+    let job = {
+        let ctx = ctx.clone();
+        let rcpts = rcpts.clone();
+        move || {
+            let store = ctx.store.read().unwrap_or_else(|e| e.into_inner());
+            let ids = SessionIdentities::new(&ctx.identities, login.as_deref(), &store);
+            let decision = decide(&facts, &store, &ids, &rules.policy, now);
+            let signer = match &decision {
+                Decision::Deliver {
+                    sign_as: Some(a), ..
+                } => ids.identity_for(a),
+                _ => None,
+            };
+            let encryption_cert = signer.and_then(|i| i.encryption_cert.clone());
+            let signer = signer.map(|i| &i.identity);
+            let opts = SignOptions {
+                digest: None,
+                rsa_padding: smime::RsaPadding::Pkcs1v15,
+                signing_time: now,
+                encryption_cert,
+            };
+            log_decision(&decision, rcpts.len(), message.len());
+            let audit = audit_of(&decision);
+            let prepared = copies(
+                &message,
+                &rcpts,
+                &decision,
+                signer,
+                &opts,
+                rules.header_protection,
+            )
+            .and_then(|mut out| {
+                if !eight_bit_ok {
+                    for copy in &mut out {
+                        crate::outgoing::to_7bit(copy, facts.already_protected)?;
+                    }
+                }
+                Ok(out)
+            });
+            (prepared, audit)
         }
-        Ok(out)
-    });
+    };
+    let (prepared, decided) = net::cpu::run(job).await;
+    *audit = decided;
     let out = match prepared {
         Ok(c) => c,
         Err(Refusal::Policy {
@@ -159,7 +168,6 @@ async fn deliver_inner(
             );
         }
     };
-    drop(message);
     let Some(up) = upstream.as_mut() else {
         return Reply::new(451, "4.4.1", "provider connection lost");
     };

@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::{needs_shown_form, tag_of, AppendCapture, Awaiting, Core, Shown, Work};
+use super::{needs_shown_form, tag_of, AppendCapture, Awaiting, Core, Shown, Stored, Work};
 use crate::fetch::{self, FetchPlan};
 use crate::search::{parse_search_response, SearchPlan};
 
@@ -36,8 +36,8 @@ enum Op {
         untagged: Vec<Vec<u8>>,
         then: After,
     },
-    /// Open a stored message.
-    Present(u32, Vec<u8>),
+    /// Open stored messages (one batch, in parallel).
+    Present(Vec<(u32, Vec<u8>)>),
     /// Encrypt the appended message.
     Encrypt(Vec<u8>, smime::Cert),
     /// Go on with the operation (no I/O).
@@ -142,18 +142,18 @@ impl Core {
                 job.ops.push_front(op);
                 false
             }
-            Op::Present(uid, stored) => {
-                let key = self.cache_key(uid);
-                let login = self.login.clone();
-                self.work(
-                    Work::Present {
+            Op::Present(batch) => {
+                let uids: Vec<u32> = batch.iter().map(|(u, _)| *u).collect();
+                let messages = batch
+                    .into_iter()
+                    .map(|(uid, bytes)| Stored {
                         uid,
-                        stored,
-                        login,
-                        key,
-                    },
-                    Awaiting::Present(uid),
-                );
+                        bytes,
+                        key: self.cache_key(uid),
+                    })
+                    .collect();
+                let login = self.login.clone();
+                self.work(Work::Present { login, messages }, Awaiting::Present(uids));
                 false
             }
             Op::Encrypt(message, cert) => {
@@ -268,7 +268,7 @@ impl Core {
                             if r.whole_body().is_some()
                                 && r.uid().is_some_and(|u| batch.contains(&u)) =>
                         {
-                            opens.push(Op::Present(
+                            opens.push((
                                 r.uid().expect("checked"),
                                 r.whole_body().expect("checked"),
                             ));
@@ -276,9 +276,10 @@ impl Core {
                         _ => job.extra.push(m),
                     }
                 }
-                // Opened before the next batch is asked for: one batch's bodies at a time.
-                for op in opens.into_iter().rev() {
-                    job.ops.push_front(op);
+                // Opened (together) before the next batch is asked for: one batch's bodies at
+                // a time.
+                if !opens.is_empty() {
+                    job.ops.push_front(Op::Present(opens));
                 }
             }
             After::FetchOutput => self.fetch_output(&mut job),

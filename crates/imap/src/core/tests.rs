@@ -141,15 +141,17 @@ impl Sim {
                 }
                 Step::Do(work) => {
                     let answer = match work {
-                        Work::Present {
-                            uid, stored, key, ..
-                        } => {
-                            self.presented.push(uid);
-                            let p = Arc::new(show(&stored));
-                            if let Some(k) = key {
-                                self.env.cache.lock().unwrap().insert(k, p.clone());
+                        Work::Present { messages, .. } => {
+                            let mut shown = Vec::new();
+                            for m in messages {
+                                self.presented.push(m.uid);
+                                let p = Arc::new(show(&m.bytes));
+                                if let Some(k) = m.key {
+                                    self.env.cache.lock().unwrap().insert(k, p.clone());
+                                }
+                                shown.push(p);
                             }
-                            Answer::Presented(p)
+                            Answer::Presented(shown)
                         }
                         Work::Encrypt { message, .. } => {
                             self.encrypted += 1;
