@@ -42,7 +42,12 @@ pub struct Config {
     pub peer: IpAddr,
     /// The largest literal accepted from either side.
     pub max_literal: u64,
+    /// How many messages the driver opens at once (the CPU pool's width).
+    pub workers: usize,
 }
+
+/// The most bytes of stored messages queued to be opened together.
+const EARLY_BYTES: usize = 8 << 20;
 
 /// The questions the core asks about shared state it must not own.
 pub trait Env: Send + Sync {
@@ -153,7 +158,16 @@ pub struct Core {
     pending: Option<FetchPlan>,
     /// The mailbox of the pending FETCH (so each response's lookup needs no new key).
     pending_box: Option<MailboxKey>,
-    held: Vec<Vec<u8>>,
+    /// Responses of the pending FETCH not yet answered, in order (everything before them has
+    /// been sent to the client).
+    held: VecDeque<Vec<u8>>,
+    /// Stored messages from the pending FETCH's own responses (`BODY[]`) to open together, and
+    /// their size: a folder's sync is opened as it arrives, in batches, instead of after the
+    /// whole FETCH and fetched a second time.
+    early: Vec<(u32, Vec<u8>)>,
+    early_bytes: usize,
+    /// Shown forms opened during the pending FETCH.
+    shown_here: Shown,
     /// An operation of envelopd's own with the server (completing a FETCH, a SEARCH, an
     /// APPEND); the client is not read meanwhile.
     job: Option<Job>,
@@ -206,7 +220,10 @@ impl Core {
             closed: false,
             pending: None,
             pending_box: None,
-            held: Vec::new(),
+            held: VecDeque::new(),
+            early: Vec::new(),
+            early_bytes: 0,
+            shown_here: HashMap::new(),
             job: None,
             login: None,
             claimed: None,
@@ -304,8 +321,12 @@ impl Core {
             (Some(Awaiting::Present(uids)), Answer::Presented(shown))
                 if shown.len() == uids.len() =>
             {
-                if let Some(job) = self.job.as_mut() {
-                    job.shown.extend(uids.into_iter().zip(shown));
+                match self.job.as_mut() {
+                    Some(job) => job.shown.extend(uids.into_iter().zip(shown)),
+                    None => {
+                        self.shown_here.extend(uids.into_iter().zip(shown));
+                        self.release();
+                    }
                 }
             }
             (Some(Awaiting::Encrypt), Answer::Encrypted(result)) => self.encrypted(result),
@@ -668,6 +689,7 @@ impl Core {
                 // Taken from the first answer: a SELECT still in flight may change it.
                 self.pending_box = None;
                 self.held.clear();
+                self.shown_here.clear();
                 self.in_flight += 1;
                 return self.tell_server(&rewritten);
             }
@@ -732,14 +754,18 @@ impl Core {
             if self.pending_box.is_none() {
                 self.pending_box = self.mailbox_key();
             }
-            // Until something must wait for envelopd's own fetch, answers stream on (FETCH
-            // responses may come in any order); after that, everything keeps its order.
+            // Until something must wait for its shown form, answers stream on; after that,
+            // everything keeps its order, and what waits is opened in batches as it arrives.
             if self.held.is_empty() {
                 if let Some(out) = self.answer_now(&m) {
                     return self.tell_client(&out);
                 }
             }
-            self.held.push(m);
+            self.open_early(&m);
+            self.held.push_back(m);
+            if self.early.len() >= 2 * self.cfg.workers || self.early_bytes >= EARLY_BYTES {
+                self.present_early();
+            }
             return;
         }
         let out = self.caps(&m);
@@ -830,10 +856,79 @@ impl Core {
         Some(answer)
     }
 
-    /// The shown form of the stored message `uid`, if it is in the cache.
+    /// The shown form of the stored message `uid`, if it was opened during this FETCH or is in
+    /// the cache.
     fn cached(&self, uid: u32) -> Option<Arc<Presentation>> {
+        if let Some(p) = self.shown_here.get(&uid) {
+            return Some(p.clone());
+        }
         let k = self.cache_key(uid)?;
         self.env.cache().lock().ok()?.get(&k)
+    }
+
+    /// Queues the stored message a held FETCH response carries (`BODY[]`) to be opened now, if
+    /// it is one envelopd shows in its form and has not opened yet.
+    fn open_early(&mut self, m: &[u8]) {
+        let Some(plan) = self.pending.as_ref() else {
+            return;
+        };
+        if !m.starts_with(b"* ") {
+            return;
+        }
+        if let Some(uid) = fetch::quick_uid(m) {
+            if self.kind(uid) == Some(false) || self.cached(uid).is_some() {
+                return;
+            }
+        }
+        let Some(r) = fetch::parse_response(m) else {
+            return;
+        };
+        let (Some(uid), Some(true)) = (r.uid(), self.judge(&r, plan)) else {
+            return;
+        };
+        if self.cached(uid).is_some() || self.early.iter().any(|(u, _)| *u == uid) {
+            return;
+        }
+        if let Some(body) = r.whole_body() {
+            self.early_bytes += body.len();
+            self.early.push((uid, body));
+        }
+    }
+
+    /// Opens the queued messages (one batch, on every core); the answer releases what waited.
+    fn present_early(&mut self) {
+        if self.early.is_empty() {
+            return;
+        }
+        self.early_bytes = 0;
+        let batch = std::mem::take(&mut self.early);
+        self.present(batch);
+    }
+
+    /// Hands out the work of opening `batch`.
+    pub(super) fn present(&mut self, batch: Vec<(u32, Vec<u8>)>) {
+        let uids: Vec<u32> = batch.iter().map(|(u, _)| *u).collect();
+        let messages = batch
+            .into_iter()
+            .map(|(uid, bytes)| Stored {
+                uid,
+                bytes,
+                key: self.cache_key(uid),
+            })
+            .collect();
+        let login = self.login.clone();
+        self.work(Work::Present { login, messages }, Awaiting::Present(uids));
+    }
+
+    /// Sends the client every held response, in order, up to the first that still waits.
+    fn release(&mut self) {
+        while let Some(front) = self.held.front() {
+            let Some(out) = self.answer_now(front) else {
+                break;
+            };
+            self.held.pop_front();
+            self.tell_client(&out);
+        }
     }
 
     /// Whether a response of the pending FETCH must be answered from the shown message; `None`

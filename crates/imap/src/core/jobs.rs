@@ -7,7 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use super::{needs_shown_form, tag_of, AppendCapture, Awaiting, Core, Shown, Stored, Work};
+use super::{needs_shown_form, tag_of, AppendCapture, Awaiting, Core, Shown, Work};
 use crate::fetch::{self, FetchPlan};
 use crate::search::{parse_search_response, SearchPlan};
 
@@ -143,17 +143,7 @@ impl Core {
                 false
             }
             Op::Present(batch) => {
-                let uids: Vec<u32> = batch.iter().map(|(u, _)| *u).collect();
-                let messages = batch
-                    .into_iter()
-                    .map(|(uid, bytes)| Stored {
-                        uid,
-                        bytes,
-                        key: self.cache_key(uid),
-                    })
-                    .collect();
-                let login = self.login.clone();
-                self.work(Work::Present { login, messages }, Awaiting::Present(uids));
+                self.present(batch);
                 false
             }
             Op::Encrypt(message, cert) => {
@@ -382,6 +372,9 @@ impl Core {
     fn present_ops(&mut self, job: &mut Job, uids: &[u32]) {
         let mut missing = Vec::new();
         for &uid in uids {
+            if job.shown.contains_key(&uid) {
+                continue;
+            }
             match self.cached(uid) {
                 Some(p) => {
                     job.shown.insert(uid, p);
@@ -407,7 +400,7 @@ impl Core {
     /// not known yet is found out before the client gets its answer.
     pub(super) fn complete_fetch(&mut self, tagged: Vec<u8>) {
         let plan = self.pending.take().expect("a pending FETCH");
-        let held = std::mem::take(&mut self.held);
+        let held: Vec<Vec<u8>> = std::mem::take(&mut self.held).into();
         let mut parsed = Vec::with_capacity(held.len());
         let mut unknown = Vec::new();
         for m in &held {
@@ -438,6 +431,13 @@ impl Core {
             tagged,
             classified: HashMap::new(),
         });
+        // What this FETCH already opened, and what it queued to open, count as shown.
+        job.shown = std::mem::take(&mut self.shown_here);
+        self.early_bytes = 0;
+        let early = std::mem::take(&mut self.early);
+        if !early.is_empty() {
+            job.ops.push_back(Op::Present(early));
+        }
         if !unknown.is_empty() {
             job.ops.push_back(Op::Quiesce);
             for batch in unknown.chunks(BATCH) {

@@ -90,6 +90,8 @@ struct Sim {
     encrypted: usize,
     closed: bool,
     tls_ok: bool,
+    /// The most FETCH responses the core held at once.
+    max_held: usize,
 }
 
 fn config(peer: &str) -> Config {
@@ -98,6 +100,7 @@ fn config(peer: &str) -> Config {
         starttls: true,
         peer: peer.parse().unwrap(),
         max_literal: 1 << 20,
+        workers: 2,
     }
 }
 
@@ -124,6 +127,7 @@ impl Sim {
             encrypted: 0,
             closed: false,
             tls_ok: true,
+            max_held: 0,
         }
     }
 
@@ -131,6 +135,7 @@ impl Sim {
     fn run(&mut self) -> String {
         let mut out = Vec::new();
         loop {
+            self.max_held = self.max_held.max(self.core.held.len());
             match self.core.poll() {
                 Step::ToClient(b) => out.extend_from_slice(&b),
                 Step::ToServer(b) => {
@@ -400,7 +405,7 @@ fn uid_fetch_keeps_uids_and_plain_messages_pass_unparsed() {
 
 #[test]
 fn pipelined_commands_wait_for_the_fetch_and_keep_their_order() {
-    let mut sim = Sim::new(vec![PLAIN.to_vec(), sealed(INNER)]);
+    let mut sim = Sim::new(vec![PLAIN.to_vec(), sealed(INNER), sealed(INNER)]);
     sim.login();
     sim.hold = true;
     let r = sim.say("a NOOP\r\nb FETCH 1:2 (BODY[])\r\nc NOOP\r\n");
@@ -421,7 +426,19 @@ fn pipelined_commands_wait_for_the_fetch_and_keep_their_order() {
     let b = r.find("b OK").unwrap();
     let c = r.find("c OK").unwrap();
     assert!(a < one && one < two && two < b && b < c, "{r}");
-    // envelopd's own command ran between the FETCH's end and the next client command.
+    // The S/MIME message was opened from the FETCH's own BODY[]: nothing fetched again.
+    assert!(
+        !sim.server.received.iter().any(|c| c.starts_with("ENVLPD.")),
+        "{:?}",
+        sim.server.received
+    );
+    // With only a header asked for, envelopd fetches the stored message itself, between the
+    // FETCH's end and the client's next command.
+    sim.hold = true;
+    sim.say("d FETCH 3 (BODY.PEEK[HEADER.FIELDS (Subject)])\r\ne NOOP\r\n");
+    sim.hold = false;
+    let r = sim.run();
+    assert!(r.contains("the real subject") && r.contains("e OK"), "{r}");
     let own = sim
         .server
         .received
@@ -432,7 +449,7 @@ fn pipelined_commands_wait_for_the_fetch_and_keep_their_order() {
         .server
         .received
         .iter()
-        .position(|c| c == "c NOOP")
+        .position(|c| c == "e NOOP")
         .unwrap();
     assert!(own < next, "{:?}", sim.server.received);
 }
@@ -572,4 +589,41 @@ fn an_answer_nobody_asked_for_ends_the_session() {
     sim.run();
     assert!(sim.closed);
     assert!(!sim.core.secure());
+}
+
+#[test]
+fn a_folder_sync_is_opened_as_it_arrives_in_order_and_never_fetched_twice() {
+    let inner = |i: usize| {
+        format!("From: a@x.example\r\nSubject: number {i}\r\nContent-Type: text/plain\r\n\r\nfinding {i}\r\n")
+            .into_bytes()
+    };
+    let mut stored: Vec<Vec<u8>> = (0..12).map(|i| sealed(&inner(i))).collect();
+    stored.insert(5, PLAIN.to_vec());
+    let shown: Vec<Vec<u8>> = stored
+        .iter()
+        .map(|m| {
+            if m == PLAIN {
+                m.clone()
+            } else {
+                show(m).message
+            }
+        })
+        .collect();
+    let mut sim = Sim::new(stored);
+    sim.login();
+    let command = "f UID FETCH 1:* (UID BODY.PEEK[])\r\n";
+    let got = sim.say(command);
+    assert_eq!(got, direct(shown, command));
+    // Opened from the FETCH's own responses, in batches of two per worker, while they arrived:
+    // never more held than a batch and what waits for it, and no second fetch of the bodies.
+    assert_eq!(sim.presented.len(), 12);
+    assert!(sim.max_held <= 5, "held {} responses at once", sim.max_held);
+    assert!(
+        !sim.server
+            .received
+            .iter()
+            .any(|c| c.contains("ENVLPD") && c.contains("BODY.PEEK[])")),
+        "{:?}",
+        sim.server.received
+    );
 }
