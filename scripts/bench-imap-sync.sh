@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# Cold sync benchmark: one `UID FETCH 1:* BODY.PEEK[]` of a realistic folder (as Thunderbird's
+# offline sync and mbsync do), straight from Dovecot and through envelopd with an empty cache,
+# in one run: MB/s for each, the ratio, and envelopd's peak memory. The folder: N messages,
+# 60 % S/MIME (signed by Alice, encrypted to Bob with AES-256-CBC), sizes 70 % 5-50 KB text,
+# 25 % 100 KB-2 MB with an attachment, 5 % 5-20 MB (fixed seed: the same folder every run).
+# Needs root (Postfix/Dovecot from scripts/mailserver.sh), python3.
+#
+#   scripts/bench-imap-sync.sh [--quick]        (--quick: 100 messages instead of 1000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+export PATH="$PATH:/usr/sbin"
+V="$(cd "${ENVELOPD_VECTORS:-../shared/vectors}" && pwd)/rfc9216"
+n=1000
+[ "${1:-}" = --quick ] && n=100
+
+# ENVELOPD_BIN: another build to measure (e.g. an older commit's, for a before/after).
+if [ -z "${ENVELOPD_BIN:-}" ]; then
+  echo "== building envelopd (release)"
+  cargo build --quiet --release -p envelopd
+fi
+E="${ENVELOPD_BIN:-$root/target/release/envelopd}"
+work=$(mktemp -d /tmp/envelopd-bench-sync.XXXXXX); chmod 755 "$work"
+epid=""
+cleanup() {
+  [ -n "$epid" ] && kill "$epid" 2>/dev/null || true
+  "$root/scripts/mailserver.sh" stop "$work/provider" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+export SMTP_PLAIN_PORT=$(port) SUBMISSION_PORT=$(port) SMTPS_PORT=$(port) IMAP_PORT=$(port) IMAPS_PORT=$(port)
+"$root/scripts/mailserver.sh" start "$work/provider" bob@smime.example:bob-pw >/dev/null
+
+cd "$work"
+mkdir -p keys trust plain
+cp "$V/bob.p12" keys/ && echo bob >keys/pw && chmod 600 keys/*
+cp "$V/ca.rsa.crt" trust/ca.pem
+cp "$V"/alice.sign.* "$V"/bob.encrypt.crt . && chmod 600 alice.sign.key
+box="$work/provider/mail/smime.example/bob/cur"
+echo "== filling a folder with $n messages (60 % S/MIME, 5 KB to 20 MB)"
+python3 - "$n" <<'EOF'
+import base64, random, sys
+n = int(sys.argv[1])
+rng = random.Random(20261205)
+for i in range(n):
+    r = rng.random()
+    size = (rng.randint(5_000, 50_000) if r < 0.70 else
+            rng.randint(100_000, 2_000_000) if r < 0.95 else
+            rng.randint(5_000_000, 20_000_000))
+    smime = rng.random() < 0.6
+    text = ("Befund %d: unauffaellig. " % i) * 40
+    head = ("From: Alice <alice@smime.example>\r\nTo: bob@smime.example\r\n"
+            "Subject: %s %d\r\nMIME-Version: 1.0\r\n" % ("encrypted" if smime else "plain", i))
+    if size <= 50_000:
+        body = "\r\n".join(text[j:j + 76] for j in range(0, len(text), 76))
+        filler = base64.b64encode(rng.randbytes(size * 3 // 4)).decode()
+        body += "\r\n" + "\r\n".join(filler[j:j + 76] for j in range(0, len(filler), 76))
+        m = head + "Content-Type: text/plain; charset=us-ascii\r\n\r\n" + body + "\r\n"
+    else:
+        data = base64.b64encode(rng.randbytes(size * 3 // 4)).decode()
+        data = "\r\n".join(data[j:j + 76] for j in range(0, len(data), 76))
+        m = (head + 'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+             "Content-Type: text/plain\r\n\r\n" + text + "\r\n--b\r\n"
+             "Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n"
+             'Content-Disposition: attachment; filename="befund.pdf"\r\n\r\n' + data + "\r\n--b--\r\n")
+    open("plain/%04d.%s" % (i, "smime" if smime else "plain"), "w").write(m)
+EOF
+for f in plain/*; do
+  i=$((10#${f:6:4}))
+  out="$box/$((1700000000 + i)).M${i}P1.bench:2,S"
+  if [[ $f == *.smime ]]; then
+    "$E" smime sign --key alice.sign.key --cert alice.sign.crt --in "$f" \
+      | "$E" smime encrypt --to bob.encrypt.crt --cipher aes256-cbc --out "$out"
+  else
+    cp "$f" "$out"
+  fi
+  chown 5000:5000 "$out"
+done
+echo "   $(du -sh "$box" | cut -f1) stored"
+
+listen=$(port)
+cat >proxy.toml <<EOF
+[smtp]
+listen = "127.0.0.1:$(port)"
+[imap]
+listen = "127.0.0.1:$listen"
+[upstream.smtp]
+host = "127.0.0.1"
+port = $SMTP_PLAIN_PORT
+tls = "none"
+[upstream.imap]
+host = "127.0.0.1"
+port = $IMAP_PORT
+tls = "none"
+[certificates]
+anchors = ["trust"]
+[[identity]]
+addresses = ["bob@smime.example"]
+pkcs12 = "keys/bob.p12"
+password_file = "keys/pw"
+EOF
+RUST_LOG=warn "$E" run --config proxy.toml 2>envelopd.log &
+epid=$!
+for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$listen") 2>/dev/null && break; sleep 0.05; done
+rss_before=$(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$epid/status")
+
+python3 - "$IMAP_PORT" "$listen" "$n" <<'EOF'
+import imaplib, sys, time
+direct, proxy, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+
+def sync(port):
+    m = imaplib.IMAP4("127.0.0.1", port)
+    m.login("bob@smime.example", "bob-pw")
+    m.select("INBOX", readonly=True)
+    start = time.perf_counter()
+    typ, data = m.uid("FETCH", "1:*", "(BODY.PEEK[])")
+    took = time.perf_counter() - start
+    assert typ == "OK"
+    bodies = [d[1] for d in data if isinstance(d, tuple)]
+    m.logout()
+    assert len(bodies) == n, (len(bodies), n)
+    return took, sum(len(b) for b in bodies), bodies
+
+sync(direct)  # Dovecot reads the folder into its page cache once; not part of the comparison
+d_took, d_bytes, _ = sync(direct)
+p_took, p_bytes, bodies = sync(proxy)
+shown = sum(1 for b in bodies if b.startswith(b"X-Envelopd: decrypted="))
+print()
+print(f"one UID FETCH 1:* BODY.PEEK[] of {n} messages ({d_bytes / 1e6:.0f} MB stored):")
+print(f"  straight from Dovecot       {d_took:7.2f} s  {d_bytes / 1e6 / d_took:8.1f} MB/s")
+print(f"  through envelopd, cold      {p_took:7.2f} s  {p_bytes / 1e6 / p_took:8.1f} MB/s"
+      f"   {d_took / p_took:5.2f}x of straight   ({shown} messages decrypted and verified)")
+EOF
+echo "envelopd RSS: $rss_before MiB at start, peak $(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' "/proc/$epid/status")"
