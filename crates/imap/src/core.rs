@@ -301,6 +301,11 @@ impl Core {
         }
     }
 
+    /// The server stopped answering while the client waited for it.
+    pub fn server_timed_out(&mut self) {
+        self.bye("the mail server did not answer in time");
+    }
+
     /// The client was silent too long: in the middle of a command line, or between commands.
     pub fn timed_out(&mut self, mid_line: bool) {
         if mid_line {

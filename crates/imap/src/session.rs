@@ -22,6 +22,9 @@ use crate::core::{Answer, Config, Core, Env, Step, Stored, Work};
 use crate::frame::Framer;
 use crate::present::{present, Presentation};
 
+/// How long the server may take to go on with an answer the client is waiting for.
+const SERVER_WAIT: Duration = Duration::from_secs(600);
+
 /// The longest command or response line (literals excluded).
 pub const MAX_LINE: usize = 64 * 1024;
 
@@ -207,10 +210,18 @@ async fn drive(
                     None
                 };
             }
-            r = up.read(&mut sbuf), if core.reading_server() => {
-                match r? {
-                    0 => core.server_closed(),
-                    n => core.from_server(&sbuf[..n]),
+            // While the client waits for the server (a FETCH being answered, envelopd's own
+            // commands), the server must answer within SERVER_WAIT; otherwise it may stay
+            // silent as long as it likes (IDLE).
+            r = timeout(
+                if core.reading_client() { Duration::MAX } else { SERVER_WAIT },
+                up.read(&mut sbuf),
+            ), if core.reading_server() => {
+                match r {
+                    Ok(Ok(0)) => core.server_closed(),
+                    Ok(Ok(n)) => core.from_server(&sbuf[..n]),
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => core.server_timed_out(),
                 }
             }
             else => return Ok(()),

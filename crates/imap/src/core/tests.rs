@@ -565,6 +565,10 @@ fn garbage_from_either_side_ends_with_a_bye_not_a_panic() {
 fn timeouts_say_why() {
     let mut sim = Sim::new(vec![]);
     sim.run();
+    sim.core.server_timed_out();
+    assert!(sim.run().contains("the mail server did not answer in time"));
+    let mut sim = Sim::new(vec![]);
+    sim.run();
     sim.core.timed_out(true);
     assert!(sim.run().contains("a command line took too long"));
     let mut sim = Sim::new(vec![]);
