@@ -931,6 +931,15 @@ impl Core {
             let Some(out) = self.answer_now(front) else {
                 break;
             };
+            // Its shown form has served (the cache keeps it if it has room): a sync of a large
+            // folder must not keep every message it opened until the FETCH ends.
+            if !self.shown_here.is_empty() {
+                let uid = fetch::quick_uid(front)
+                    .or_else(|| fetch::parse_response(front).and_then(|r| r.uid()));
+                if let Some(uid) = uid {
+                    self.shown_here.remove(&uid);
+                }
+            }
             self.held.pop_front();
             self.tell_client(&out);
         }

@@ -92,6 +92,8 @@ struct Sim {
     tls_ok: bool,
     /// The most FETCH responses the core held at once.
     max_held: usize,
+    /// The most shown forms the core kept for a pending FETCH at once.
+    max_shown: usize,
 }
 
 fn config(peer: &str) -> Config {
@@ -128,6 +130,7 @@ impl Sim {
             closed: false,
             tls_ok: true,
             max_held: 0,
+            max_shown: 0,
         }
     }
 
@@ -136,6 +139,7 @@ impl Sim {
         let mut out = Vec::new();
         loop {
             self.max_held = self.max_held.max(self.core.held.len());
+            self.max_shown = self.max_shown.max(self.core.shown_here.len());
             match self.core.poll() {
                 Step::ToClient(b) => out.extend_from_slice(&b),
                 Step::ToServer(b) => {
@@ -622,6 +626,12 @@ fn a_folder_sync_is_opened_as_it_arrives_in_order_and_never_fetched_twice() {
     // never more held than a batch and what waits for it, and no second fetch of the bodies.
     assert_eq!(sim.presented.len(), 12);
     assert!(sim.max_held <= 5, "held {} responses at once", sim.max_held);
+    // Shown forms are let go once their response is sent (the cache keeps what fits).
+    assert!(
+        sim.max_shown <= 4,
+        "kept {} shown forms at once",
+        sim.max_shown
+    );
     assert!(
         !sim.server
             .received
