@@ -1,5 +1,5 @@
-# Sourced by scripts/bench-smtp.sh and scripts/instructions-per-message.sh: the same envelopd set-up
-# for both (RFC 9216's Alice signs and encrypts to Bob and to her own Sent certificate; a sender
+# Sourced by the benchmark scripts. For scripts/bench-smtp.sh and
+# scripts/instructions-per-message.sh: the same envelopd set-up for both (RFC 9216's Alice signs and encrypts to Bob and to her own Sent certificate; a sender
 # and recipient at plain.example go out as they are), so their figures describe the same work.
 # Needs V (the RFC 9216 vectors directory) set by the caller.
 
@@ -53,4 +53,33 @@ wait_port() { for _ in $(seq 600); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/n
 mkmsg() { # file body-bytes
   { printf 'From: Alice <alice@smime.example>\nTo: Bob <bob@smime.example>\nSubject: bench\n\n'
     head -c "$2" /dev/zero | tr '\0' 'x' | fold -w 76; echo; } >"$1"
+}
+
+# For the IMAP benchmarks: Bob's envelopd (keys/bob.p12, trust/) with IMAP on $1 in front of the
+# test Dovecot (IMAP_PORT) and SMTP on $2 in front of its Postfix (SMTP_PLAIN_PORT); started
+# with E, its PID in `epid`; returns once it listens.
+bench_bob_imap() { # imap-port smtp-port
+  cat >proxy.toml <<TOML
+[smtp]
+listen = "127.0.0.1:$2"
+[imap]
+listen = "127.0.0.1:$1"
+[upstream.smtp]
+host = "127.0.0.1"
+port = $SMTP_PLAIN_PORT
+tls = "none"
+[upstream.imap]
+host = "127.0.0.1"
+port = $IMAP_PORT
+tls = "none"
+[certificates]
+anchors = ["trust"]
+[[identity]]
+addresses = ["bob@smime.example"]
+pkcs12 = "keys/bob.p12"
+password_file = "keys/pw"
+TOML
+  RUST_LOG=warn "$E" run --config proxy.toml 2>envelopd.log &
+  epid=$!
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && break; sleep 0.05; done
 }

@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 root=$PWD
 export PATH="$PATH:/usr/sbin"
 V="$(cd "${ENVELOPD_VECTORS:-../shared/vectors}" && pwd)/rfc9216"
+# shellcheck source=scripts/bench-common.sh
+. "$root/scripts/bench-common.sh"
 n=1000
 [ "${1:-}" = --quick ] && n=200
 
@@ -55,29 +57,7 @@ for i in range(n):
 EOF
 
 listen=$(port)
-cat >proxy.toml <<EOF
-[smtp]
-listen = "127.0.0.1:$(port)"
-[imap]
-listen = "127.0.0.1:$listen"
-[upstream.smtp]
-host = "127.0.0.1"
-port = $SMTP_PLAIN_PORT
-tls = "none"
-[upstream.imap]
-host = "127.0.0.1"
-port = $IMAP_PORT
-tls = "none"
-[certificates]
-anchors = ["trust"]
-[[identity]]
-addresses = ["bob@smime.example"]
-pkcs12 = "keys/bob.p12"
-password_file = "keys/pw"
-EOF
-RUST_LOG=warn "$E" run --config proxy.toml 2>envelopd.log &
-epid=$!
-for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$listen") 2>/dev/null && break; sleep 0.05; done
+bench_bob_imap "$listen" "$(port)"
 
 python3 - "$IMAP_PORT" "$listen" "$n" "$epid" <<'EOF'
 import imaplib, os, sys, time
