@@ -274,6 +274,13 @@ pub fn classify(uids: &[u32]) -> Vec<u8> {
     .into_bytes()
 }
 
+/// envelopd's own command asking the stored size of each of `uids`, so that it can fetch the
+/// stored messages in batches bounded in bytes.
+pub fn sizes(uids: &[u32]) -> Vec<u8> {
+    let set: Vec<String> = uids.iter().map(u32::to_string).collect();
+    format!("UID FETCH {} (UID RFC822.SIZE)\r\n", set.join(",")).into_bytes()
+}
+
 /// One parsed untagged FETCH response.
 pub struct FetchResponse {
     /// The message sequence number.
@@ -287,6 +294,14 @@ impl FetchResponse {
     pub fn uid(&self) -> Option<u32> {
         self.items.iter().find_map(|i| match i {
             MessageDataItem::Uid(u) => Some(u.get()),
+            _ => None,
+        })
+    }
+
+    /// `RFC822.SIZE`, if the response has it.
+    pub fn size(&self) -> Option<u32> {
+        self.items.iter().find_map(|i| match i {
+            MessageDataItem::Rfc822Size(n) => Some(*n),
             _ => None,
         })
     }

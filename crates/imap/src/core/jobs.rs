@@ -14,6 +14,10 @@ use crate::search::{parse_search_response, SearchPlan};
 /// How many messages one command of envelopd's own names at most (one line stays short).
 const BATCH: usize = 500;
 
+/// The most bytes of stored messages envelopd fetches with one command of its own (a message
+/// larger than that comes alone): a cold folder's listing must not hold 500 stored messages.
+const BODY_BYTES: u64 = 8 << 20;
+
 /// An operation in progress.
 pub(super) struct Job {
     ops: VecDeque<Op>,
@@ -51,6 +55,7 @@ enum Op {
 /// What a finished step leads to.
 enum After {
     Classify(Vec<u32>),
+    Sizes(Vec<u32>),
     Bodies(Vec<u32>),
     Needed,
     FetchOutput,
@@ -250,6 +255,42 @@ impl Core {
                 self.present_ops(&mut job, &needed);
                 job.ops.push_back(Op::Run(After::FetchOutput));
             }
+            After::Sizes(batch) => {
+                let mut size = HashMap::new();
+                for m in untagged {
+                    match fetch::parse_response(&m) {
+                        Some(r)
+                            if r.uid().is_some_and(|u| batch.contains(&u))
+                                && r.size().is_some() =>
+                        {
+                            size.insert(
+                                r.uid().expect("checked"),
+                                u64::from(r.size().expect("checked")),
+                            );
+                        }
+                        _ => job.extra.push(m),
+                    }
+                }
+                // A message the server gave no size for is fetched alone.
+                let mut groups: Vec<Vec<u32>> = Vec::new();
+                let mut bytes = 0;
+                for uid in batch {
+                    let n = size.get(&uid).copied().unwrap_or(BODY_BYTES);
+                    match groups.last_mut() {
+                        Some(g) if bytes + n <= BODY_BYTES => g.push(uid),
+                        _ => {
+                            groups.push(vec![uid]);
+                            bytes = 0;
+                        }
+                    }
+                    bytes += n;
+                }
+                for group in groups.into_iter().rev() {
+                    let line = fetch::fetch_whole("", &group);
+                    job.ops
+                        .push_front(Op::Command(line[1..].to_vec(), After::Bodies(group)));
+                }
+            }
             After::Bodies(batch) => {
                 let mut opens = Vec::new();
                 for m in untagged {
@@ -385,13 +426,13 @@ impl Core {
         if missing.is_empty() {
             return;
         }
-        // envelopd's own command must not interleave with the client's.
+        // envelopd's own command must not interleave with the client's. The sizes first, so
+        // that the stored messages come in batches bounded in bytes.
         job.ops.push_back(Op::Quiesce);
         for batch in missing.chunks(BATCH) {
-            let line = fetch::fetch_whole("", batch);
             job.ops.push_back(Op::Command(
-                line[1..].to_vec(),
-                After::Bodies(batch.to_vec()),
+                fetch::sizes(batch),
+                After::Sizes(batch.to_vec()),
             ));
         }
     }

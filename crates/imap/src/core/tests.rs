@@ -641,3 +641,36 @@ fn a_folder_sync_is_opened_as_it_arrives_in_order_and_never_fetched_twice() {
         sim.server.received
     );
 }
+
+#[test]
+fn envelopds_own_fetches_of_stored_messages_are_bounded_in_bytes() {
+    // Sixteen protected messages of about 680 KB stored each: a listing needs their shown
+    // headers, so envelopd fetches them itself, never more than 8 MiB in one command.
+    let big = |i: usize| {
+        let mut m = format!("From: a@x.example\r\nSubject: big {i}\r\n\r\n").into_bytes();
+        m.extend(std::iter::repeat_n(b'x', 500_000));
+        sealed(&m)
+    };
+    let stored: Vec<Vec<u8>> = (0..16).map(big).collect();
+    let sizes: Vec<usize> = stored.iter().map(Vec::len).collect();
+    let mut sim = Sim::new(stored);
+    sim.login();
+    let r = sim.say("l FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (Subject)])\r\n");
+    for i in 0..16 {
+        assert!(r.contains(&format!("Subject: big {i}\r\n")), "{i}");
+    }
+    let fetches: Vec<&String> = sim
+        .server
+        .received
+        .iter()
+        .filter(|c| c.starts_with("ENVLPD.") && c.ends_with("(UID BODY.PEEK[])"))
+        .collect();
+    assert!(fetches.len() >= 2, "{fetches:?}");
+    for f in &fetches {
+        let set = f.split(' ').nth(3).unwrap();
+        let uids: Vec<usize> = set.split(',').map(|u| u.parse().unwrap()).collect();
+        let bytes: usize = uids.iter().map(|u| sizes[u - 1]).sum();
+        assert!(uids.len() == 1 || bytes <= 8 << 20, "{f}: {bytes} bytes");
+    }
+    assert_eq!(sim.presented.len(), 16);
+}
