@@ -81,5 +81,23 @@ password_file = "keys/pw"
 TOML
   RUST_LOG=warn "$E" run --config proxy.toml 2>envelopd.log &
   epid=$!
-  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && break; sleep 0.05; done
+  wait_port "$1"
+}
+
+# For the IMAP benchmarks: a temporary directory (made current) with the test provider (Postfix
+# and Dovecot from scripts/mailserver.sh, Bob's mailbox), Bob's key, the trust anchor and
+# Alice's signing key; everything, envelopd (`epid`) included, stopped and removed on exit.
+bench_imap_lab() { # name
+  work=$(mktemp -d "/tmp/envelopd-$1.XXXXXX"); chmod 755 "$work"
+  epid=""
+  trap '{ [ -n "$epid" ] && kill "$epid" 2>/dev/null; } || true
+        "$root/scripts/mailserver.sh" stop "$work/provider" >/dev/null 2>&1 || true
+        rm -rf "$work"' EXIT
+  export SMTP_PLAIN_PORT=$(port) SUBMISSION_PORT=$(port) SMTPS_PORT=$(port) IMAP_PORT=$(port) IMAPS_PORT=$(port)
+  "$root/scripts/mailserver.sh" start "$work/provider" bob@smime.example:bob-pw >/dev/null
+  cd "$work"
+  mkdir -p keys trust
+  cp "$V/bob.p12" keys/ && echo bob >keys/pw && chmod 600 keys/*
+  cp "$V/ca.rsa.crt" trust/ca.pem
+  cp "$V"/alice.sign.* "$V"/bob.encrypt.crt . && chmod 600 alice.sign.key
 }

@@ -23,23 +23,8 @@ if [ -z "${ENVELOPD_BIN:-}" ]; then
   cargo build --quiet --release -p envelopd
 fi
 E="${ENVELOPD_BIN:-$root/target/release/envelopd}"
-work=$(mktemp -d /tmp/envelopd-bench-sync.XXXXXX); chmod 755 "$work"
-epid=""
-cleanup() {
-  [ -n "$epid" ] && kill "$epid" 2>/dev/null || true
-  "$root/scripts/mailserver.sh" stop "$work/provider" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-export SMTP_PLAIN_PORT=$(port) SUBMISSION_PORT=$(port) SMTPS_PORT=$(port) IMAP_PORT=$(port) IMAPS_PORT=$(port)
-"$root/scripts/mailserver.sh" start "$work/provider" bob@smime.example:bob-pw >/dev/null
-
-cd "$work"
-mkdir -p keys trust plain
-cp "$V/bob.p12" keys/ && echo bob >keys/pw && chmod 600 keys/*
-cp "$V/ca.rsa.crt" trust/ca.pem
-cp "$V"/alice.sign.* "$V"/bob.encrypt.crt . && chmod 600 alice.sign.key
+bench_imap_lab bench-sync
+mkdir -p plain
 box="$work/provider/mail/smime.example/bob/cur"
 echo "== filling a folder with $n messages (60 % S/MIME, 5 KB to 20 MB)"
 python3 - "$n" <<'EOF'

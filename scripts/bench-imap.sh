@@ -18,24 +18,8 @@ n=1000
 echo "== building envelopd (release)"
 cargo build --quiet --release -p envelopd
 E="$root/target/release/envelopd"
-work=$(mktemp -d /tmp/envelopd-bench-imap.XXXXXX); chmod 755 "$work"
-epid=""
-cleanup() {
-  [ -n "$epid" ] && kill "$epid" 2>/dev/null || true
-  "$root/scripts/mailserver.sh" stop "$work/provider" >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-export SMTP_PLAIN_PORT=$(port) SUBMISSION_PORT=$(port) SMTPS_PORT=$(port) IMAP_PORT=$(port) IMAPS_PORT=$(port)
-"$root/scripts/mailserver.sh" start "$work/provider" bob@smime.example:bob-pw >/dev/null
-
+bench_imap_lab bench-imap
 echo "== filling a folder with $n messages ($((n / 2)) S/MIME)"
-cd "$work"
-mkdir -p keys trust
-cp "$V/bob.p12" keys/ && echo bob >keys/pw && chmod 600 keys/*
-cp "$V/ca.rsa.crt" trust/ca.pem
-cp "$V"/alice.sign.* "$V"/bob.encrypt.crt . && chmod 600 alice.sign.key
 body=$(head -c 3000 /dev/zero | tr '\0' 'x' | fold -w 76)
 printf 'From: Alice <alice@smime.example>\r\nTo: bob@smime.example\r\nSubject: s\r\n\r\n%s\r\n' "$body" >plain.eml
 "$E" smime sign --key alice.sign.key --cert alice.sign.crt --in plain.eml \

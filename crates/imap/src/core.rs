@@ -95,7 +95,7 @@ pub struct Stored {
     /// The message as stored on the server.
     pub bytes: Vec<u8>,
     /// Where its shown form is cached (`None`: not cached).
-    pub key: Option<(String, String, u32, u32)>,
+    pub key: Option<CacheKey>,
 }
 
 /// The outcome of a piece of [`Work`].

@@ -1050,7 +1050,8 @@ impl Core {
     }
 }
 
-fn lost() -> Reply {
+/// The reply when the provider connection is gone.
+pub(crate) fn lost() -> Reply {
     Reply::new(451, "4.4.1", "provider connection lost")
 }
 

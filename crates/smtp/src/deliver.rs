@@ -12,11 +12,11 @@ use smime::SignOptions;
 
 use crate::core::{Delivery, Gate};
 use crate::outgoing::{copies, Refusal};
-use crate::session::{complete_from_directory, Context, SessionIdentities};
+use crate::session::{complete_from_directory, Context, Rules, SessionIdentities};
 use crate::upstream::{Reply, Upstream};
 
 /// The audit facts of one message: decision, cipher, signing identity, number of copies.
-type Audit = (&'static str, String, String, usize);
+pub(crate) type Audit = (&'static str, String, String, usize);
 
 /// Transforms and relays one message in the open provider transaction; then writes its audit
 /// line. `upstream` is `None` afterwards if the provider connection was lost.
@@ -59,6 +59,56 @@ pub(crate) async fn deliver(
         reply.code
     );
     reply
+}
+
+/// What one message becomes: the policy's decision (as audit facts) and the exact copies to
+/// send, 7-bit where the provider lacks 8BITMIME, or the refusal. Pure: the daemon runs it on
+/// the CPU pool, the fuzz harness in process.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn prepare(
+    message: &[u8],
+    rcpts: &[String],
+    facts: &MessageFacts,
+    store: &certstore::CertStore,
+    ids: &SessionIdentities<'_>,
+    rules: &Rules,
+    eight_bit_ok: bool,
+    now: SystemTime,
+) -> (Result<Vec<crate::outgoing::Copy>, Refusal>, Audit) {
+    let decision = decide(facts, store, ids, &rules.policy, now);
+    let signer = match &decision {
+        Decision::Deliver {
+            sign_as: Some(a), ..
+        } => ids.identity_for(a),
+        _ => None,
+    };
+    let encryption_cert = signer.and_then(|i| i.encryption_cert.clone());
+    let signer = signer.map(|i| &i.identity);
+    let opts = SignOptions {
+        digest: None,
+        rsa_padding: smime::RsaPadding::Pkcs1v15,
+        signing_time: now,
+        encryption_cert,
+    };
+    log_decision(&decision, rcpts.len(), message.len());
+    let audit = audit_of(&decision);
+    let prepared = copies(
+        message,
+        rcpts,
+        &decision,
+        signer,
+        &opts,
+        rules.header_protection,
+    )
+    .and_then(|mut out| {
+        if !eight_bit_ok {
+            for copy in &mut out {
+                crate::outgoing::to_7bit(copy, facts.already_protected)?;
+            }
+        }
+        Ok(out)
+    });
+    (prepared, audit)
 }
 
 /// Ends the open provider transaction after a refusal; a provider that does not answer is
@@ -110,40 +160,16 @@ async fn deliver_inner(
         move || {
             let store = ctx.store.read().unwrap_or_else(|e| e.into_inner());
             let ids = SessionIdentities::new(&ctx.identities, login.as_deref(), &store);
-            let decision = decide(&facts, &store, &ids, &rules.policy, now);
-            let signer = match &decision {
-                Decision::Deliver {
-                    sign_as: Some(a), ..
-                } => ids.identity_for(a),
-                _ => None,
-            };
-            let encryption_cert = signer.and_then(|i| i.encryption_cert.clone());
-            let signer = signer.map(|i| &i.identity);
-            let opts = SignOptions {
-                digest: None,
-                rsa_padding: smime::RsaPadding::Pkcs1v15,
-                signing_time: now,
-                encryption_cert,
-            };
-            log_decision(&decision, rcpts.len(), message.len());
-            let audit = audit_of(&decision);
-            let prepared = copies(
+            prepare(
                 &message,
                 &rcpts,
-                &decision,
-                signer,
-                &opts,
-                rules.header_protection,
+                &facts,
+                &store,
+                &ids,
+                &rules,
+                eight_bit_ok,
+                now,
             )
-            .and_then(|mut out| {
-                if !eight_bit_ok {
-                    for copy in &mut out {
-                        crate::outgoing::to_7bit(copy, facts.already_protected)?;
-                    }
-                }
-                Ok(out)
-            });
-            (prepared, audit)
         }
     };
     let (prepared, decided) = net::cpu::run(job).await;

@@ -30,24 +30,25 @@ impl Gate for Nobody {
 }
 
 /// What the policy and the S/MIME core make of one message (no keys, no certificates: the
-/// policy's fallback decides), as the provider's reply.
+/// policy's fallback decides), through the daemon's own [`crate::deliver::prepare`], as the
+/// provider's reply.
 fn deliver(d: &Delivery) -> Reply {
     let store = certstore::CertStore::new();
     let ids = crate::session::SessionIdentities::new(&[], d.login.as_deref(), &store);
     let facts = policy::MessageFacts::from_message(&d.message, d.rcpts.clone());
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
-    let decision = policy::decide(&facts, &store, &ids, &policy::PolicyConfig::default(), now);
-    let opts = smime::SignOptions {
-        digest: None,
-        rsa_padding: smime::RsaPadding::Pkcs1v15,
-        signing_time: now,
-        encryption_cert: None,
+    let rules = crate::session::Rules {
+        policy: policy::PolicyConfig::default(),
+        header_protection: crate::outgoing::HeaderProtection {
+            enabled: true,
+            legacy_display: false,
+        },
+        refuse_foreign_sender: true,
     };
-    let hp = crate::outgoing::HeaderProtection {
-        enabled: true,
-        legacy_display: false,
-    };
-    match crate::outgoing::copies(&d.message, &d.rcpts, &decision, None, &opts, hp) {
+    let (prepared, _) = crate::deliver::prepare(
+        &d.message, &d.rcpts, &facts, &store, &ids, &rules, true, now,
+    );
+    match prepared {
         Ok(out) => Reply::new(250, "2.0.0", format!("queued {} copies", out.len())),
         Err(crate::outgoing::Refusal::Policy {
             code,

@@ -23,7 +23,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::time::timeout;
 
-use crate::core::{Answer, Config, Core, Gate, Step, Work};
+use crate::core::{lost, Answer, Config, Core, Gate, Step, Work};
 use crate::upstream::{Reply, Timeouts, Upstream};
 use net::conn::Conn;
 use net::target::{ClientTls, Target};
@@ -460,8 +460,4 @@ enum Input {
     Closed,
     TimedOut,
     ShuttingDown,
-}
-
-fn lost() -> Reply {
-    Reply::new(451, "4.4.1", "provider connection lost")
 }
