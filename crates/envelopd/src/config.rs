@@ -234,7 +234,8 @@ fn default_imap_listen() -> SocketAddr {
 }
 
 fn default_cache_mb() -> usize {
-    64
+    // Within the daemon's memory bound (64 MiB + twice the largest message being read).
+    32
 }
 
 /// The provider's servers.

@@ -287,6 +287,40 @@ fn main() -> ExitCode {
     }
 }
 
+/// Restarts the daemon (same process, arguments and environment) with glibc's mmap threshold
+/// fixed, unless it is set already.
+///
+/// Why: glibc raises its mmap threshold to the size of every large block freed (up to 32 MiB),
+/// so after the first 20 MB message, message-sized buffers come from per-thread arenas, which
+/// keep freed memory; the CPU pool's threads then hold hundreds of MiB (measured: peak RSS
+/// 477 MiB instead of 155 MiB for a 1 GB folder sync). With the threshold fixed, a buffer of 1
+/// MiB or more goes back to the system when freed. glibc reads the setting only from the
+/// environment at start; setting it this way needs no `unsafe` call to `mallopt`.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use std::os::unix::process::CommandExt;
+        const VAR: &str = "MALLOC_MMAP_THRESHOLD_";
+        let tuned = std::env::var_os(VAR).is_some()
+            || std::env::var("GLIBC_TUNABLES").is_ok_and(|t| t.contains("mmap_threshold"));
+        if tuned {
+            return;
+        }
+        let Ok(exe) = std::env::current_exe() else {
+            return;
+        };
+        let mut args = std::env::args_os();
+        let arg0 = args.next().unwrap_or_else(|| exe.clone().into_os_string());
+        let err = std::process::Command::new(&exe)
+            .arg0(arg0)
+            .args(args)
+            .env(VAR, "1048576")
+            .exec();
+        // Only reached when the restart failed: the daemon runs on, with glibc's default.
+        eprintln!("envelopd: note: could not restart with {VAR} set ({err}); running without it");
+    }
+}
+
 fn read_input(io: &Io) -> Result<Vec<u8>> {
     let mut data = Vec::new();
     match &io.input {
@@ -447,6 +481,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let cmd = match cli.command {
         Command::Smime(cmd) => *cmd,
         Command::Run { config } => {
+            tune_allocator();
             let cfg = config::Config::load(&config)?;
             daemon::run(cfg, config)?;
             return Ok(ExitCode::SUCCESS);

@@ -49,6 +49,14 @@ pub struct Config {
 /// The most bytes of stored messages queued to be opened together.
 const EARLY_BYTES: usize = 8 << 20;
 
+/// From this size on, a stored message waiting to be opened is moved out of its FETCH response
+/// instead of copied (smaller ones stay as they are: their responses may be remembered).
+const MOVE_BODY: usize = 64 * 1024;
+
+/// Output smaller than this is joined to what already waits for the client (one write for a
+/// listing's thousand small responses); larger output goes in its own buffer.
+const JOIN_OUTPUT: usize = 64 * 1024;
+
 /// The questions the core asks about shared state it must not own.
 pub trait Env: Send + Sync {
     /// The shown messages of every session, and which stored messages need envelopd's form.
@@ -365,6 +373,18 @@ impl Core {
 
     /// Output for the client, joined to what is already waiting: a folder listing is a
     /// thousand small responses, and one write each would dominate.
+    /// As [`Self::tell_client`], taking the bytes: a large answer (a whole message) is sent in
+    /// its own buffer, not copied behind what waits.
+    fn hand_client(&mut self, bytes: Vec<u8>) {
+        if self.closed {
+            return;
+        }
+        match self.steps.back_mut() {
+            Some(Step::ToClient(out)) if bytes.len() < JOIN_OUTPUT => out.extend_from_slice(&bytes),
+            _ => self.steps.push_back(Step::ToClient(bytes)),
+        }
+    }
+
     fn tell_client(&mut self, bytes: &[u8]) {
         if self.closed {
             return;
@@ -761,12 +781,15 @@ impl Core {
             }
             // Until something must wait for its shown form, answers stream on; after that,
             // everything keeps its order, and what waits is opened in batches as it arrives.
-            if self.held.is_empty() {
-                if let Some(out) = self.answer_now(&m) {
-                    return self.tell_client(&out);
+            let m = if self.held.is_empty() {
+                match self.answer_now(m) {
+                    Ok(out) => return self.hand_client(out),
+                    Err(m) => m,
                 }
-            }
-            self.open_early(&m);
+            } else {
+                m
+            };
+            let m = self.open_early(m);
             self.held.push_back(m);
             if self.early.len() >= 2 * self.cfg.workers || self.early_bytes >= EARLY_BYTES {
                 self.present_early();
@@ -817,48 +840,59 @@ impl Core {
 
     /// The answer to one response of a pending FETCH, if it can be given without fetching the
     /// stored message (plain, or shown form cached); `None`: it must wait.
-    fn answer_now(&self, m: &[u8]) -> Option<Vec<u8>> {
-        let plan = self.pending.as_ref()?;
-        if plan.marker {
-            if let Some((stripped, marker)) = fetch::split_marker(m, plan) {
+    fn answer_now(&self, m: Vec<u8>) -> Result<Vec<u8>, Vec<u8>> {
+        let Some(plan) = self.pending.as_ref() else {
+            return Err(m);
+        };
+        let m = if plan.marker {
+            if let Some((cut, marker)) = fetch::peek_marker(&m, plan) {
                 let needs = needs_presentation(
                     &fetch::marker_content_type(&marker),
                     fetch::marker_has_status(&marker),
                 );
-                if let Some(uid) = fetch::quick_uid(m) {
+                if let Some(uid) = fetch::quick_uid(&m) {
                     self.set_kind(uid, needs);
                 }
                 if !needs {
-                    return Some(stripped);
+                    return Ok(fetch::cut_marker(m, cut));
                 }
             }
-        } else if let Some(uid) = fetch::quick_uid(m) {
-            match self.kind(uid) {
-                // A message known to be plain passes as the server sent it, unparsed.
-                Some(false) if plan.shows_uid() => return Some(m.to_vec()),
-                // A shown message answered before from the same server response.
-                Some(true) => {
-                    if let Some(a) = self.cached(uid).and_then(|p| p.sections.answer(plan, m)) {
-                        return Some(a);
+            m
+        } else {
+            if let Some(uid) = fetch::quick_uid(&m) {
+                match self.kind(uid) {
+                    // A message known to be plain passes as the server sent it, unparsed.
+                    Some(false) if plan.shows_uid() => return Ok(m),
+                    // A shown message answered before from the same server response.
+                    Some(true) => {
+                        if let Some(a) = self.cached(uid).and_then(|p| p.sections.answer(plan, &m))
+                        {
+                            return Ok(a);
+                        }
                     }
+                    _ => {}
                 }
-                _ => {}
             }
-        }
-        let Some(r) = m
-            .starts_with(b"* ")
-            .then(|| fetch::parse_response(m))
-            .flatten()
-        else {
-            return Some(self.caps(m));
+            m
         };
-        if !self.judge(&r, plan)? {
-            return Some(fetch::rewrite(r, plan, None));
-        }
-        let shown = self.cached(r.uid()?)?;
-        let answer = fetch::rewrite_memo(r, plan, Some(&shown.message), &shown.sections);
-        shown.sections.keep_answer(plan, m, &answer);
-        Some(answer)
+        let answer = match m
+            .starts_with(b"* ")
+            .then(|| fetch::parse_response(&m))
+            .flatten()
+        {
+            None => Some(self.caps(&m)),
+            Some(r) => match self.judge(&r, plan) {
+                None => None,
+                Some(false) => Some(fetch::rewrite(r, plan, None)),
+                Some(true) => r.uid().and_then(|uid| self.cached(uid)).map(|shown| {
+                    let answer =
+                        fetch::rewrite_memo(r, plan, Some(&shown.message), &shown.sections);
+                    shown.sections.keep_answer(plan, &m, &answer);
+                    answer
+                }),
+            },
+        };
+        answer.ok_or(m)
     }
 
     /// The shown form of the stored message `uid`, if it was opened during this FETCH or is in
@@ -872,31 +906,47 @@ impl Core {
     }
 
     /// Queues the stored message a held FETCH response carries (`BODY[]`) to be opened now, if
-    /// it is one envelopd shows in its form and has not opened yet.
-    fn open_early(&mut self, m: &[u8]) {
+    /// it is one envelopd shows in its form and has not opened yet; returns the response to
+    /// hold. A large stored message moves out of the response (which keeps an empty literal in
+    /// its place, answered from the shown form): it is not held twice while it waits.
+    fn open_early(&mut self, m: Vec<u8>) -> Vec<u8> {
         let Some(plan) = self.pending.as_ref() else {
-            return;
+            return m;
         };
         if !m.starts_with(b"* ") {
-            return;
+            return m;
         }
-        if let Some(uid) = fetch::quick_uid(m) {
+        if let Some(uid) = fetch::quick_uid(&m) {
             if self.kind(uid) == Some(false) || self.cached(uid).is_some() {
-                return;
+                return m;
             }
         }
-        let Some(r) = fetch::parse_response(m) else {
-            return;
+        let Some(r) = fetch::parse_response(&m) else {
+            return m;
         };
         let (Some(uid), Some(true)) = (r.uid(), self.judge(&r, plan)) else {
-            return;
+            return m;
         };
         if self.cached(uid).is_some() || self.early.iter().any(|(u, _)| *u == uid) {
-            return;
+            return m;
         }
-        if let Some(body) = r.whole_body() {
-            self.early_bytes += body.len();
-            self.early.push((uid, body));
+        let Some(body) = r.whole_body() else {
+            return m;
+        };
+        // Where the body lies in `m` (imap-codec borrows it from there).
+        let start = body.as_ptr() as usize - m.as_ptr() as usize;
+        let end = start + body.len();
+        drop(r);
+        self.early_bytes += end - start;
+        match fetch::take_literal(m, start, end, MOVE_BODY) {
+            Ok((held, body)) => {
+                self.early.push((uid, body));
+                held
+            }
+            Err(m) => {
+                self.early.push((uid, m[start..end].to_vec()));
+                m
+            }
         }
     }
 
@@ -927,21 +977,28 @@ impl Core {
 
     /// Sends the client every held response, in order, up to the first that still waits.
     fn release(&mut self) {
-        while let Some(front) = self.held.front() {
-            let Some(out) = self.answer_now(front) else {
-                break;
+        while let Some(front) = self.held.pop_front() {
+            // Its shown form has served once answered (the cache keeps it if it has room): a
+            // sync of a large folder must not keep every message it opened until the FETCH
+            // ends.
+            let uid = if self.shown_here.is_empty() {
+                None
+            } else {
+                fetch::quick_uid(&front)
+                    .or_else(|| fetch::parse_response(&front).and_then(|r| r.uid()))
             };
-            // Its shown form has served (the cache keeps it if it has room): a sync of a large
-            // folder must not keep every message it opened until the FETCH ends.
-            if !self.shown_here.is_empty() {
-                let uid = fetch::quick_uid(front)
-                    .or_else(|| fetch::parse_response(front).and_then(|r| r.uid()));
-                if let Some(uid) = uid {
-                    self.shown_here.remove(&uid);
+            match self.answer_now(front) {
+                Ok(out) => {
+                    if let Some(uid) = uid {
+                        self.shown_here.remove(&uid);
+                    }
+                    self.hand_client(out);
+                }
+                Err(front) => {
+                    self.held.push_front(front);
+                    break;
                 }
             }
-            self.held.pop_front();
-            self.tell_client(&out);
         }
     }
 

@@ -7,6 +7,7 @@
 //! afterwards. Responses are answered from the shown message, every item from the same bytes;
 //! items the client did not ask for are removed again. Pure functions.
 
+use std::borrow::Cow;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 
@@ -72,7 +73,8 @@ fn is_marker(section: &Option<Section<'_>>) -> bool {
 /// What was already worked out for one shown message: header sections (a folder listing asks
 /// for the same header fields of every message each time the folder is opened) and whole
 /// answers (the same server response to the same request is always rewritten the same way).
-/// Only header sections (small) and at most [`MEMO_ENTRIES`] of each are kept.
+/// Only header sections (small), at most [`MEMO_ENTRIES`] of each and [`MEMO_BYTES`] in all
+/// are kept (the cache counts that much for every message it holds).
 #[derive(Default)]
 pub struct SectionMemo {
     sections: Mutex<Vec<(Section<'static>, Arc<[u8]>)>>,
@@ -90,8 +92,18 @@ struct MemoAnswer {
 /// How many different header sections and answers are kept per shown message.
 const MEMO_ENTRIES: usize = 4;
 
-/// The largest server response plus answer remembered (a folder listing's is under 2 KiB).
-const MEMO_ANSWER_BYTES: usize = 16 * 1024;
+/// The most bytes one memo keeps, sections and answers (a folder listing's response and
+/// answer are under 2 KiB together).
+pub const MEMO_BYTES: usize = 8 * 1024;
+
+/// The bytes a memo's entries hold.
+fn memo_bytes(sections: &[(Section<'static>, Arc<[u8]>)], answers: &[MemoAnswer]) -> usize {
+    sections.iter().map(|(_, b)| b.len()).sum::<usize>()
+        + answers
+            .iter()
+            .map(|a| a.response.len() + a.answer.len())
+            .sum::<usize>()
+}
 
 impl Clone for SectionMemo {
     fn clone(&self) -> Self {
@@ -118,12 +130,23 @@ impl SectionMemo {
     /// Remembers `answer` as the rewriting of `response` under `plan`, if both are small
     /// (listings; not whole messages, which the cache's size bound does not count twice).
     pub fn keep_answer(&self, plan: &FetchPlan, response: &[u8], answer: &[u8]) {
-        if response.len() + answer.len() > MEMO_ANSWER_BYTES {
+        if response.len() + answer.len() > MEMO_BYTES / 2 {
             return;
         }
-        if let Ok(mut answers) = self.answers.lock() {
+        let (Ok(sections), Ok(mut answers)) = (self.sections.lock(), self.answers.lock()) else {
+            return;
+        };
+        {
             if answers.len() >= MEMO_ENTRIES {
                 answers.remove(0);
+            }
+            while !answers.is_empty()
+                && memo_bytes(&sections, &answers) + response.len() + answer.len() > MEMO_BYTES
+            {
+                answers.remove(0);
+            }
+            if memo_bytes(&sections, &answers) + response.len() + answer.len() > MEMO_BYTES {
+                return;
             }
             answers.push(MemoAnswer {
                 uid: plan.uid,
@@ -135,11 +158,15 @@ impl SectionMemo {
     }
 
     /// `BODY[section]` of `message` (which must be the message this memo belongs to).
-    fn section(&self, message: &[u8], section: &Option<Section<'static>>) -> Arc<[u8]> {
+    fn section<'m>(&self, message: &'m [u8], section: &Option<Section<'_>>) -> Cow<'m, [u8]> {
         let Some(
             s @ (Section::Header(_) | Section::HeaderFields(..) | Section::HeaderFieldsNot(..)),
         ) = section
         else {
+            if section.is_none() {
+                // The whole message: no copy until the answer is encoded.
+                return Cow::Borrowed(message);
+            }
             return structure::section(message, section.as_ref()).into();
         };
         if let Some(hit) = self
@@ -148,15 +175,19 @@ impl SectionMemo {
             .ok()
             .and_then(|m| m.iter().find(|(k, _)| k == s).map(|(_, v)| v.clone()))
         {
-            return hit;
+            return Cow::Owned(hit.to_vec());
         }
-        let bytes: Arc<[u8]> = structure::section(message, Some(s)).into();
+        let bytes = structure::section(message, Some(s));
+        // Sections take at most half the memo's bytes, answers the rest.
         if let Ok(mut m) = self.sections.lock() {
-            if m.len() < MEMO_ENTRIES {
-                m.push((s.clone(), bytes.clone()));
+            if m.len() < MEMO_ENTRIES && memo_bytes(&m, &[]) + bytes.len() <= MEMO_BYTES / 2 {
+                m.push((
+                    bounded_static::IntoBoundedStatic::into_static(s.clone()),
+                    bytes.as_slice().into(),
+                ));
             }
         }
-        bytes
+        Cow::Owned(bytes)
     }
 }
 
@@ -282,14 +313,26 @@ pub fn sizes(uids: &[u32]) -> Vec<u8> {
 }
 
 /// One parsed untagged FETCH response.
-pub struct FetchResponse {
+pub struct FetchResponse<'a> {
     /// The message sequence number.
     pub seq: NonZeroU32,
-    /// Its items as the server sent them.
-    pub items: Vec<MessageDataItem<'static>>,
+    /// Its items as the server sent them (borrowing the server's bytes where they can).
+    pub items: Vec<MessageDataItem<'a>>,
 }
 
-impl FetchResponse {
+impl FetchResponse<'_> {
+    /// The response with its own copy of everything (to be kept beyond the server's bytes).
+    pub fn into_static(self) -> FetchResponse<'static> {
+        FetchResponse {
+            seq: self.seq,
+            items: self
+                .items
+                .into_iter()
+                .map(bounded_static::IntoBoundedStatic::into_static)
+                .collect(),
+        }
+    }
+
     /// The UID, if the response has one.
     pub fn uid(&self) -> Option<u32> {
         self.items.iter().find_map(|i| match i {
@@ -340,13 +383,13 @@ impl FetchResponse {
     }
 
     /// `BODY[]` as sent, if present (envelopd's own fetch of the stored message).
-    pub fn whole_body(&self) -> Option<Vec<u8>> {
+    pub fn whole_body(&self) -> Option<&[u8]> {
         self.items.iter().find_map(|i| match i {
             MessageDataItem::BodyExt {
                 section: None,
                 origin: None,
                 data,
-            } => data.clone().into_option().map(|d| d.into_owned()),
+            } => data.0.as_ref().map(|d| d.as_ref()),
             _ => None,
         })
     }
@@ -357,6 +400,30 @@ impl FetchResponse {
 /// without that item, and the item's bytes; `None` when the response does not look exactly like
 /// that (the full parse then decides).
 pub fn split_marker(message: &[u8], plan: &FetchPlan) -> Option<(Vec<u8>, Vec<u8>)> {
+    let (name_start, data_start) = marker_span(message, plan)?;
+    let mut stripped = message[..name_start].to_vec();
+    stripped.extend_from_slice(b")\r\n");
+    Some((stripped, message[data_start..message.len() - 3].to_vec()))
+}
+
+/// envelopd's header fields in a FETCH response ending with them (as [`split_marker`]), and
+/// where their item starts, for [`cut_marker`].
+pub fn peek_marker(message: &[u8], plan: &FetchPlan) -> Option<(usize, Vec<u8>)> {
+    let (name_start, data_start) = marker_span(message, plan)?;
+    Some((name_start, message[data_start..message.len() - 3].to_vec()))
+}
+
+/// The response without envelopd's header-fields item (found by [`peek_marker`]), in its own
+/// buffer: a response carrying a whole stored message is not copied.
+pub fn cut_marker(mut message: Vec<u8>, name_start: usize) -> Vec<u8> {
+    message.truncate(name_start);
+    message.extend_from_slice(b")\r\n");
+    message
+}
+
+/// Where envelopd's header-fields item starts in a FETCH response (its name), and where its
+/// literal's bytes start, when the response ends with it.
+fn marker_span(message: &[u8], plan: &FetchPlan) -> Option<(usize, usize)> {
     if !(plan.uid || plan.requested.contains(&MessageDataItemName::Uid))
         || plan.requested.iter().any(
             |r| matches!(r, MessageDataItemName::BodyExt { section, .. } if is_marker(section)),
@@ -381,13 +448,36 @@ pub fn split_marker(message: &[u8], plan: &FetchPlan) -> Option<(Vec<u8>, Vec<u8
     if name.trim() != "body[header.fields (content-type x-envelopd)]" {
         return None;
     }
-    let mut stripped = body[..name_start].to_vec();
-    stripped.extend_from_slice(b")\r\n");
-    Some((stripped, body[data_start..].to_vec()))
+    Some((name_start, data_start))
+}
+
+/// Moves the literal at `start..end` of a server `response` out of it: returns the response
+/// with an empty literal in its place, and the literal's bytes (in the response's own buffer,
+/// not a copy). Only for a literal of at least `min` bytes announced as `{n}` right before it;
+/// otherwise the response comes back unchanged.
+pub fn take_literal(
+    mut response: Vec<u8>,
+    start: usize,
+    end: usize,
+    min: usize,
+) -> Result<(Vec<u8>, Vec<u8>), Vec<u8>> {
+    let announced = format!("{{{}}}\r\n", end - start);
+    if end - start < min
+        || end > response.len()
+        || !response[..start].ends_with(announced.as_bytes())
+    {
+        return Err(response);
+    }
+    let mut held = response[..start - announced.len()].to_vec();
+    held.extend_from_slice(b"{0}\r\n");
+    held.extend_from_slice(&response[end..]);
+    response.truncate(end);
+    response.drain(..start);
+    Ok((held, response))
 }
 
 /// Parses `* n FETCH (...)`; `None` for anything else or what imap-codec cannot read.
-pub fn parse_response(message: &[u8]) -> Option<FetchResponse> {
+pub fn parse_response(message: &[u8]) -> Option<FetchResponse<'_>> {
     let (rest, response) = ResponseCodec::default().decode(message).ok()?;
     if !rest.is_empty() {
         return None;
@@ -395,10 +485,7 @@ pub fn parse_response(message: &[u8]) -> Option<FetchResponse> {
     match response {
         Response::Data(Data::Fetch { seq, items }) => Some(FetchResponse {
             seq,
-            items: items
-                .into_iter()
-                .map(bounded_static::IntoBoundedStatic::into_static)
-                .collect(),
+            items: items.into_inner(),
         }),
         _ => None,
     }
@@ -425,20 +512,28 @@ pub fn marker_content_type(marker: &[u8]) -> String {
         .unwrap_or_default()
 }
 
-fn nstring(data: Vec<u8>) -> NString<'static> {
-    let literal = Literal::try_from(data.clone()).unwrap_or_else(|_| {
+/// A literal of `data`, borrowed where it can be (a shown message of 20 MB is then copied only
+/// once, into the encoded answer).
+fn nstring(data: Cow<'_, [u8]>) -> NString<'_> {
+    let literal = if data.contains(&0) {
         // IMAP4rev1 literals cannot carry NUL; such a byte is shown as a space.
         let clean: Vec<u8> = data
             .iter()
             .map(|&b| if b == 0 { b' ' } else { b })
             .collect();
         Literal::try_from(clean).expect("NUL-free bytes make a literal")
-    });
+    } else {
+        match data {
+            Cow::Borrowed(d) => Literal::try_from(d),
+            Cow::Owned(d) => Literal::try_from(d),
+        }
+        .expect("NUL-free bytes make a literal")
+    };
     NString(Some(literal.into()))
 }
 
 /// The requested partial range for `BODY[section]<origin>`, if any.
-fn partial_for(plan: &FetchPlan, section: &Option<Section<'static>>, origin: u32) -> Option<u32> {
+fn partial_for(plan: &FetchPlan, section: &Option<Section<'_>>, origin: u32) -> Option<u32> {
     plan.requested.iter().find_map(|r| match r {
         MessageDataItemName::BodyExt {
             section: s,
@@ -466,13 +561,13 @@ fn was_requested(plan: &FetchPlan, item: &MessageDataItem<'_>) -> bool {
 
 /// Encodes the response for the client: with `shown`, every content item is answered from those
 /// bytes; without, the server's items pass unchanged. envelopd's extra items are removed.
-pub fn rewrite(response: FetchResponse, plan: &FetchPlan, shown: Option<&[u8]>) -> Vec<u8> {
+pub fn rewrite(response: FetchResponse<'_>, plan: &FetchPlan, shown: Option<&[u8]>) -> Vec<u8> {
     rewrite_memo(response, plan, shown, &SectionMemo::default())
 }
 
 /// As [`rewrite`], with header sections of `shown` taken from (and kept in) `memo`.
 pub fn rewrite_memo(
-    response: FetchResponse,
+    response: FetchResponse<'_>,
     plan: &FetchPlan,
     shown: Option<&[u8]>,
     memo: &SectionMemo,
@@ -496,9 +591,12 @@ pub fn rewrite_memo(
                         let start = (o as usize).min(whole.len());
                         let len = partial_for(plan, &section, o).unwrap_or(u32::MAX) as usize;
                         let end = start.saturating_add(len).min(whole.len());
-                        whole[start..end].to_vec()
+                        match whole {
+                            Cow::Borrowed(w) => Cow::Borrowed(&w[start..end]),
+                            Cow::Owned(w) => Cow::Owned(w[start..end].to_vec()),
+                        }
                     }
-                    None => whole.to_vec(),
+                    None => whole,
                 };
                 MessageDataItem::BodyExt {
                     section,
@@ -506,12 +604,12 @@ pub fn rewrite_memo(
                     data: nstring(bytes),
                 }
             }
-            MessageDataItem::Rfc822(_) => MessageDataItem::Rfc822(nstring(p.to_vec())),
+            MessageDataItem::Rfc822(_) => MessageDataItem::Rfc822(nstring(Cow::Borrowed(p))),
             MessageDataItem::Rfc822Header(_) => MessageDataItem::Rfc822Header(nstring(
-                structure::section(p, Some(&Section::Header(None))),
+                structure::section(p, Some(&Section::Header(None))).into(),
             )),
             MessageDataItem::Rfc822Text(_) => MessageDataItem::Rfc822Text(nstring(
-                structure::section(p, Some(&Section::Text(None))),
+                structure::section(p, Some(&Section::Text(None))).into(),
             )),
             MessageDataItem::Rfc822Size(_) => MessageDataItem::Rfc822Size(p.len() as u32),
             MessageDataItem::Body(_) => MessageDataItem::Body(structure::body_structure(p, false)),

@@ -39,6 +39,9 @@ pub fn literal_at_end(line: &[u8]) -> Option<u64> {
     std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
+/// From this size on, a message is handed out in the framer's own buffer instead of a copy.
+const HAND_OVER: usize = 64 * 1024;
+
 /// Collects whole server messages.
 #[derive(Debug)]
 pub struct Framer {
@@ -111,6 +114,18 @@ impl Framer {
                 self.pos = end;
                 self.buf.reserve(n as usize);
                 continue;
+            }
+            if end - self.head >= HAND_OVER {
+                // A large message (a stored mail in a literal) leaves in the buffer it arrived
+                // in: no copy, and the framer does not keep its capacity for the session.
+                let rest = self.buf.split_off(end);
+                let mut message = std::mem::replace(&mut self.buf, rest);
+                if self.head > 0 {
+                    message.drain(..self.head);
+                }
+                self.head = 0;
+                self.pos = 0;
+                return Ok(Some(message));
             }
             let message = self.buf[self.head..end].to_vec();
             self.head = end;

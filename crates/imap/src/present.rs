@@ -59,6 +59,27 @@ pub struct Presentation {
     pub sections: crate::fetch::SectionMemo,
 }
 
+impl Presentation {
+    /// The bytes this presentation holds in memory (what the cache counts): the message, the
+    /// status, the certificates learnt and the most its memo may keep.
+    pub fn footprint(&self) -> usize {
+        self.message.len()
+            + self.status.len()
+            + self
+                .harvest
+                .iter()
+                .chain(&self.preferred)
+                .map(|(a, c)| a.len() + c.der().len())
+                .sum::<usize>()
+            + self
+                .capabilities
+                .iter()
+                .map(|(a, caps)| a.len() + caps.iter().map(String::len).sum::<usize>())
+                .sum::<usize>()
+            + crate::fetch::MEMO_BYTES
+    }
+}
+
 /// True when the stored message needs a presentation of its own: its outermost layer is S/MIME,
 /// or it carries a status header (which must not reach the client unchecked).
 pub fn needs_presentation(content_type: &str, has_status_field: bool) -> bool {
@@ -179,12 +200,18 @@ pub fn present(
         inner
     };
     let status = parts.join("; ");
-    let mut message = Vec::with_capacity(inner.len() + 128);
+    // One copy of the opened message: the status header first, every incoming copy of it left
+    // out, then the rest as it is.
+    let inner = mime::to_crlf(&inner);
+    let header = mime::split(&inner).header;
+    let mut message = Vec::with_capacity(inner.len() + status.len() + 16);
     message.extend_from_slice(format!("{STATUS_FIELD}: {status}\r\n").as_bytes());
-    message.extend_from_slice(&mime::without_fields(
-        &to_crlf(&inner),
-        &[&STATUS_FIELD.to_ascii_lowercase()],
-    ));
+    for f in mime::fields(header) {
+        if !f.name.eq_ignore_ascii_case(STATUS_FIELD) {
+            message.extend_from_slice(f.raw);
+        }
+    }
+    message.extend_from_slice(&inner[header.len()..]);
     Presentation {
         message,
         status,

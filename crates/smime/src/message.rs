@@ -664,7 +664,8 @@ pub fn open<K: std::borrow::Borrow<Identity>>(
     message: &[u8],
     keys: &[K],
 ) -> Result<OpenedMessage, Error> {
-    let mut current = message.to_vec();
+    // Borrowed until a layer is opened: a plain or failing message is not copied here.
+    let mut current = std::borrow::Cow::Borrowed(message);
     let mut layers = Vec::new();
     let mut header_protection = None;
     for _ in 0..MAX_LAYERS {
@@ -672,7 +673,7 @@ pub fn open<K: std::borrow::Borrow<Identity>>(
             Kind::Plain => break,
             Kind::ClearSigned => {
                 let mut v = verify(&current)?;
-                current = std::mem::take(&mut v.message);
+                current = std::borrow::Cow::Owned(std::mem::take(&mut v.message));
                 header_protection = v.header_protection;
                 layers.push(Layer::Signed(v));
             }
@@ -686,12 +687,13 @@ pub fn open<K: std::borrow::Borrow<Identity>>(
                 {
                     let opened = envelope::decrypt_der(der, keys)?;
                     let (m, declared) = rewrap(e.header, &opened.content);
-                    current = m;
+                    drop(opened.content);
+                    current = std::borrow::Cow::Owned(m);
                     header_protection = declared;
                     layers.push(Layer::Encrypted(opened.cipher));
                 } else {
                     let mut v = verify(&current)?;
-                    current = std::mem::take(&mut v.message);
+                    current = std::borrow::Cow::Owned(std::mem::take(&mut v.message));
                     header_protection = v.header_protection;
                     layers.push(Layer::Signed(v));
                 }
@@ -699,7 +701,7 @@ pub fn open<K: std::borrow::Borrow<Identity>>(
         }
     }
     Ok(OpenedMessage {
-        message: current,
+        message: current.into_owned(),
         layers,
         header_protection,
     })

@@ -73,7 +73,7 @@ enum Kind {
     Fetch {
         plan: FetchPlan,
         held: Vec<Vec<u8>>,
-        parsed: Vec<Option<(fetch::FetchResponse, Option<bool>)>>,
+        parsed: Vec<Option<(fetch::FetchResponse<'static>, Option<bool>)>>,
         tagged: Vec<u8>,
         classified: HashMap<u32, bool>,
     },
@@ -301,7 +301,7 @@ impl Core {
                         {
                             opens.push((
                                 r.uid().expect("checked"),
-                                r.whole_body().expect("checked"),
+                                r.whole_body().expect("checked").to_vec(),
                             ));
                         }
                         _ => job.extra.push(m),
@@ -469,7 +469,7 @@ impl Core {
                 ),
                 _ => {}
             }
-            parsed.push(Some((r, needs)));
+            parsed.push(Some((r.into_static(), needs)));
         }
         self.in_flight = self.in_flight.saturating_sub(1);
         let mut job = Job::new(Kind::Fetch {

@@ -342,7 +342,14 @@ fn idle_passes_done_through_and_the_session_goes_on() {
 /// message would send; plain messages pass as the server sent them.
 #[test]
 fn every_fetch_form_is_answered_from_the_shown_message() {
-    let stored = vec![PLAIN.to_vec(), sealed(INNER), FORGED.to_vec()];
+    // The fourth is large enough (over 64 KiB) to be moved out of its response, not copied.
+    let large = String::from_utf8_lossy(INNER).replace("JVBERi0x", &"JVBERi0x\r\n".repeat(12_000));
+    let stored = vec![
+        PLAIN.to_vec(),
+        sealed(INNER),
+        FORGED.to_vec(),
+        sealed(large.as_bytes()),
+    ];
     let shown: Vec<Vec<u8>> = stored
         .iter()
         .enumerate()
@@ -376,7 +383,7 @@ fn every_fetch_form_is_answered_from_the_shown_message() {
     sim.login();
     for (round, warm) in ["cold", "warm"].iter().enumerate() {
         for (i, form) in forms.iter().enumerate() {
-            let command = format!("f{round}x{i} FETCH 1:3 {form}\r\n");
+            let command = format!("f{round}x{i} FETCH 1:4 {form}\r\n");
             let got = sim.say(&command);
             let want = direct(shown.clone(), &command);
             assert_eq!(got, want, "{warm} {form}");
@@ -385,7 +392,7 @@ fn every_fetch_form_is_answered_from_the_shown_message() {
     // Each protected message was opened once; the plain one never.
     let mut opened = sim.presented.clone();
     opened.sort();
-    assert_eq!(opened, [2, 3]);
+    assert_eq!(opened, [2, 3, 4]);
 }
 
 #[test]
@@ -607,10 +614,18 @@ fn a_folder_sync_is_opened_as_it_arrives_in_order_and_never_fetched_twice() {
     };
     let mut stored: Vec<Vec<u8>> = (0..12).map(|i| sealed(&inner(i))).collect();
     stored.insert(5, PLAIN.to_vec());
+    // Large ones (moved out of their responses while they wait), protected and plain.
+    let large = |i: usize| {
+        let mut m = inner(i);
+        m.extend(std::iter::repeat_n(b'y', 200_000 + i));
+        m
+    };
+    stored.insert(3, sealed(&large(100)));
+    stored.insert(9, large(101));
     let shown: Vec<Vec<u8>> = stored
         .iter()
         .map(|m| {
-            if m == PLAIN {
+            if !String::from_utf8_lossy(m).contains("application/pkcs7-mime") {
                 m.clone()
             } else {
                 show(m).message
@@ -624,7 +639,7 @@ fn a_folder_sync_is_opened_as_it_arrives_in_order_and_never_fetched_twice() {
     assert_eq!(got, direct(shown, command));
     // Opened from the FETCH's own responses, in batches of two per worker, while they arrived:
     // never more held than a batch and what waits for it, and no second fetch of the bodies.
-    assert_eq!(sim.presented.len(), 12);
+    assert_eq!(sim.presented.len(), 13);
     assert!(sim.max_held <= 5, "held {} responses at once", sim.max_held);
     // Shown forms are let go once their response is sent (the cache keeps what fits).
     assert!(
