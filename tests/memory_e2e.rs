@@ -232,3 +232,117 @@ print(json.dumps({"seconds": time.time() - started, "bytes": len(buf), "messages
         bound >> 20
     );
 }
+
+#[test]
+fn one_and_eight_concurrent_40_mb_submissions_stay_under_the_bound_and_all_arrive_protected() {
+    let s = common::submission::Setup::new("refuse");
+    let _sink = testkit::procs::smtp_sink(&s.dump(), s.upstream, &[]);
+    let daemon = s.envelopd();
+    let pid = daemon.0.id();
+    let dir = tempfile::tempdir().unwrap();
+    let originals: Vec<Vec<u8>> = (0..8).map(|i| message(100 + i, 40_000_000, true)).collect();
+    let largest = originals.iter().map(Vec::len).max().unwrap() as u64;
+    for (i, m) in originals.iter().enumerate() {
+        std::fs::write(dir.path().join(format!("{i}.eml")), m).unwrap();
+    }
+    // Eight mail programs at once, each submitting one 40 MB message (a scan attached).
+    let script = r#"
+import smtplib, sys, threading
+port, d, first, n = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+errors = []
+def send(i):
+    try:
+        data = open("%s/%d.eml" % (d, i), "rb").read()
+        with smtplib.SMTP("127.0.0.1", port, timeout=300) as c:
+            c.sendmail("alice@smime.example", ["bob@smime.example"], data)
+    except Exception as e:
+        errors.append("%d: %r" % (i, e))
+ts = [threading.Thread(target=send, args=(i,)) for i in range(first, first + n)]
+[t.start() for t in ts]
+[t.join() for t in ts]
+print("\n".join(errors) or "all sent")
+sys.exit(1 if errors else 0)
+"#;
+    let submit = |first: usize, n: usize| {
+        let o = Command::new("python3")
+            .args(["-c", script, &s.listen.to_string()])
+            .arg(dir.path())
+            .args([first.to_string(), n.to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{}{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            s.log()
+        );
+    };
+    // One alone first (the first one's copy comes back among the eight below), then eight.
+    submit(0, 1);
+    let peak_one = peak_rss(pid);
+    let bound_one = (64 << 20) + 2 * largest;
+    submit(0, 8);
+    let peak = peak_rss(pid);
+    let bound = (64 << 20) + 2 * largest * 8;
+    let stored = s.messages();
+    assert_eq!(stored.len(), 9);
+    let v = common::rfc9216();
+    let mut seen = Vec::new();
+    for m in &stored {
+        let text = String::from_utf8_lossy(&m[..m.len().min(4096)]).to_string();
+        assert!(text.contains("application/pkcs7-mime"), "{text}");
+        // OpenSSL opens each: Bob's key decrypts, Alice's signature verifies.
+        let signed = openssl(
+            &[
+                "cms",
+                "-decrypt",
+                "-inkey",
+                v.join("bob.encrypt.key").to_str().unwrap(),
+            ],
+            m,
+        );
+        let content = openssl(
+            &[
+                "cms",
+                "-verify",
+                "-CAfile",
+                v.join("ca.rsa.crt").to_str().unwrap(),
+            ],
+            &signed,
+        );
+        let i = originals
+            .iter()
+            .position(|o| body(o) == body(&content))
+            .expect("the body arrives exactly as written");
+        seen.push(i);
+    }
+    seen.sort();
+    assert_eq!(seen, [0, 0, 1, 2, 3, 4, 5, 6, 7]);
+    println!(
+        "1 x {:.1} MB submitted: envelopd peak RSS {:.1} MiB (bound {:.1} MiB, {:.2}x the message)",
+        largest as f64 / 1e6,
+        peak_one as f64 / 1048576.0,
+        bound_one as f64 / 1048576.0,
+        peak_one as f64 / largest as f64
+    );
+    assert!(
+        peak_one <= bound_one,
+        "one message: peak RSS {} MiB over the bound {} MiB",
+        peak_one >> 20,
+        bound_one >> 20
+    );
+    println!(
+        "8 x {:.1} MB submitted at once: envelopd peak RSS {:.1} MiB (bound {:.1} MiB, {:.2}x the messages)",
+        largest as f64 / 1e6,
+        peak as f64 / 1048576.0,
+        bound as f64 / 1048576.0,
+        peak as f64 / (8 * largest) as f64
+    );
+    assert!(
+        peak <= bound,
+        "peak RSS {} MiB over the bound {} MiB",
+        peak >> 20,
+        bound >> 20
+    );
+}

@@ -85,26 +85,27 @@ pub fn declared(header: &[u8]) -> Option<Declared> {
 
 /// A message split for protection: the fields shown outside and the payload (header and body).
 #[derive(Debug, Clone)]
-pub struct Protected {
+pub struct Protected<'a> {
     /// The outer non-structural fields (without Bcc), CRLF-terminated.
     pub outer: Vec<u8>,
     /// The payload's header: its `Content-*` fields (Content-Type with `hp` when protecting),
     /// then the protected copies and `HP-Outer` records.
     pub header: Vec<u8>,
-    /// The payload's body (changed only by a Legacy Display Element).
-    pub body: Vec<u8>,
+    /// The payload's body (changed only by a Legacy Display Element; otherwise the message's
+    /// own bytes, not a copy of a possibly large message).
+    pub body: std::borrow::Cow<'a, [u8]>,
 }
 
 /// Splits `message` into what goes outside and the payload to sign or encrypt, as `protection`
 /// asks. A message whose Content-Type already declares `hp` was protected by the mail program
 /// itself and is passed on as it is (no second, conflicting protection).
-pub fn protect(message: &[u8], protection: Protection) -> Protected {
+pub fn protect(message: &[u8], protection: Protection) -> Protected<'_> {
     protect_with(message, protection, false)
 }
 
 /// Like [`protect`]; with `keep_bcc` (a copy only the sender can read, such as the Sent copy)
 /// Bcc is kept: inside the payload when protecting, outside otherwise.
-pub fn protect_with(message: &[u8], protection: Protection, keep_bcc: bool) -> Protected {
+pub fn protect_with(message: &[u8], protection: Protection, keep_bcc: bool) -> Protected<'_> {
     let e = mime::split(message);
     let protection = if declared(e.header).is_some() {
         Protection::Off
@@ -119,7 +120,7 @@ pub fn protect_with(message: &[u8], protection: Protection, keep_bcc: bool) -> P
                 !is_content_field(n) && (keep_bcc || n != "bcc")
             }),
             header: content,
-            body: e.body.to_vec(),
+            body: e.body.into(),
         };
     }
     let plain_outer = mime::select_fields(e.header, |n| {
@@ -166,12 +167,12 @@ pub fn protect_with(message: &[u8], protection: Protection, keep_bcc: bool) -> P
         match inject_legacy_display(&entity, &lines, 0) {
             Some(new) => {
                 let s = mime::split(&new);
-                (s.header.to_vec(), s.body.to_vec())
+                (s.header.to_vec(), s.body.to_vec().into())
             }
-            None => (content, e.body.to_vec()),
+            None => (content, e.body.into()),
         }
     } else {
-        (content, e.body.to_vec())
+        (content, e.body.into())
     };
     let mut header = Vec::with_capacity(content.len() + plain_outer.len() + hp_outer.len() + 32);
     for f in mime::fields(&content) {
@@ -578,7 +579,7 @@ mod tests {
         assert!(!h.contains("HP-Outer: Keywords"));
         assert!(!h.to_ascii_lowercase().contains("bcc"));
         assert!(!h.to_ascii_lowercase().contains("mime-version"));
-        assert_eq!(p.body, b"The values are normal.\r\n");
+        assert_eq!(&p.body[..], b"The values are normal.\r\n");
         assert_eq!(declared(&p.header), Some(Declared::Cipher));
     }
 
@@ -678,7 +679,7 @@ mod tests {
                 legacy_display: true,
             },
         );
-        assert_eq!(p.body, b"JVBERi0=\r\n");
+        assert_eq!(&p.body[..], b"JVBERi0=\r\n");
         // Text that merely looks like a Legacy Display Element is left alone without the mark.
         let e = b"Content-Type: text/plain; hp=\"cipher\"\r\n\r\nSubject: my notes\r\n\r\nrest\r\n";
         assert_eq!(unprotect_payload(e), e.to_vec());

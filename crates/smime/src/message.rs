@@ -357,6 +357,16 @@ impl Prepared {
     pub fn encrypt(&self, recipients: &[Cert], opts: &EncryptOptions) -> Result<Vec<u8>, Error> {
         encrypt_entity(&self.outer, self.entity.clone(), recipients, opts)
     }
+
+    /// Like [`Prepared::encrypt`] for the last copy: the entity's buffer becomes the
+    /// ciphertext instead of being copied first.
+    pub fn into_encrypted(
+        self,
+        recipients: &[Cert],
+        opts: &EncryptOptions,
+    ) -> Result<Vec<u8>, Error> {
+        encrypt_entity(&self.outer, self.entity, recipients, opts)
+    }
 }
 
 fn encrypt_entity(

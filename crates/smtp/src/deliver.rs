@@ -66,7 +66,7 @@ pub(crate) async fn deliver(
 /// the CPU pool, the fuzz harness in process.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn prepare(
-    message: &[u8],
+    message: Vec<u8>,
     rcpts: &[String],
     facts: &MessageFacts,
     store: &certstore::CertStore,
@@ -161,7 +161,7 @@ async fn deliver_inner(
             let store = ctx.store.read().unwrap_or_else(|e| e.into_inner());
             let ids = SessionIdentities::new(&ctx.identities, login.as_deref(), &store);
             prepare(
-                &message,
+                message,
                 &rcpts,
                 &facts,
                 &store,

@@ -46,7 +46,14 @@ fn deliver(d: &Delivery) -> Reply {
         refuse_foreign_sender: true,
     };
     let (prepared, _) = crate::deliver::prepare(
-        &d.message, &d.rcpts, &facts, &store, &ids, &rules, true, now,
+        d.message.clone(),
+        &d.rcpts,
+        &facts,
+        &store,
+        &ids,
+        &rules,
+        true,
+        now,
     );
     match prepared {
         Ok(out) => Reply::new(250, "2.0.0", format!("queued {} copies", out.len())),

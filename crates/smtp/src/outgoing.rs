@@ -113,7 +113,7 @@ pub fn to_7bit(copy: &mut Copy, client_protected: bool) -> Result<(), Refusal> {
 /// sign with (looked up by the caller from `sign_as`); `recipients` are all envelope recipients
 /// (used when the message passes through untouched).
 pub fn copies(
-    message: &[u8],
+    message: Vec<u8>,
     recipients: &[String],
     decision: &Decision,
     signer: Option<&Identity>,
@@ -124,7 +124,7 @@ pub fn copies(
         Decision::PassThrough => {
             return Ok(vec![Copy {
                 recipients: recipients.to_vec(),
-                message: smime::mime::without_fields(message, &["bcc"]),
+                message: smime::mime::without_fields(&message, &["bcc"]),
                 encrypted: false,
                 signed: false,
             }])
@@ -148,31 +148,48 @@ pub fn copies(
     // protected (hp="cipher" vs hp="clear"), so each kind is prepared (and signed) once.
     let any_encrypted = deliveries.iter().any(|d| d.encrypt.is_some());
     let any_signed_plain = signed && deliveries.iter().any(|d| d.encrypt.is_none());
-    let for_encrypted = if any_encrypted {
-        Some(Prepared::new(message, signer, hp.for_encrypted()).map_err(Refusal::Crypto)?)
+    let mut for_encrypted = if any_encrypted {
+        Some(Prepared::new(&message, signer, hp.for_encrypted()).map_err(Refusal::Crypto)?)
     } else {
         None
     };
     let for_signed = match (&for_encrypted, any_signed_plain) {
         (Some(p), true) if !hp.enabled => Some(p.clone()),
         (_, true) => {
-            Some(Prepared::new(message, signer, hp.for_signed()).map_err(Refusal::Crypto)?)
+            Some(Prepared::new(&message, signer, hp.for_signed()).map_err(Refusal::Crypto)?)
         }
         (_, false) => None,
     };
+    // A large message is held at most twice: once prepared, the client's own bytes are let go
+    // unless an unsigned plaintext copy still needs them, and the last encrypted copy is
+    // encrypted in the prepared buffer itself.
+    let message = (!signed && deliveries.iter().any(|d| d.encrypt.is_none())).then_some(message);
+    let last_encrypted = deliveries.iter().rposition(|d| d.encrypt.is_some());
     let mut out = Vec::with_capacity(deliveries.len());
-    for d in deliveries {
-        let bytes = match (&d.encrypt, &for_encrypted, &for_signed) {
-            (Some(enc), Some(p), _) => {
+    for (i, d) in deliveries.iter().enumerate() {
+        let bytes = match (&d.encrypt, &for_signed) {
+            (Some(enc), _) => {
                 let opts = EncryptOptions {
                     cipher: enc.cipher,
                     key_transport: KeyTransport::RsaPkcs1v15,
                 };
-                p.encrypt(&enc.certs, &opts).map_err(Refusal::Crypto)?
+                let encrypted = if Some(i) == last_encrypted {
+                    let p = for_encrypted.take().expect("prepared above");
+                    p.into_encrypted(&enc.certs, &opts)
+                } else {
+                    let p = for_encrypted.as_ref().expect("prepared above");
+                    p.encrypt(&enc.certs, &opts)
+                };
+                encrypted.map_err(Refusal::Crypto)?
             }
-            (None, _, Some(p)) => p.to_message(),
+            (None, Some(p)) => p.to_message(),
             // Unsigned plaintext goes out as the client wrote it, minus Bcc.
-            _ => smime::mime::without_fields(message, &["bcc"]),
+            _ => smime::mime::without_fields(
+                message
+                    .as_deref()
+                    .expect("kept for unsigned plaintext copies"),
+                &["bcc"],
+            ),
         };
         out.push(Copy {
             recipients: d.recipients.clone(),

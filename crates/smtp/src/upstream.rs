@@ -276,8 +276,27 @@ impl Upstream {
         if go.code != 354 {
             return Ok(go);
         }
-        if let Err(lost) = self.write(&dot_stuff(message)).await {
-            return Err(self.refusal_after_lost_write(lost).await);
+        // Stuffed and written a window at a time: a 40 MB message is not copied whole again.
+        let mut out = Vec::with_capacity(message.len().min(WINDOW) + WINDOW / 64 + 8);
+        let mut at = 0;
+        loop {
+            let end = (at + WINDOW).min(message.len());
+            out.clear();
+            let line_start = at == 0 || message[at - 1] == b'\n';
+            stuff_into(&message[at..end], line_start, &mut out);
+            if end == message.len() {
+                if !message.ends_with(b"\r\n") {
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b".\r\n");
+            }
+            if let Err(lost) = self.write(&out).await {
+                return Err(self.refusal_after_lost_write(lost).await);
+            }
+            if end == message.len() {
+                break;
+            }
+            at = end;
         }
         self.read_reply(self.timeouts.data_end).await
     }
@@ -292,11 +311,23 @@ impl Upstream {
             b"\r\n"
         };
         let command = format!("BDAT {} LAST\r\n", message.len() + tail.len());
-        let mut out = Vec::with_capacity(command.len() + message.len() + tail.len());
-        out.extend_from_slice(command.as_bytes());
-        out.extend_from_slice(message);
-        out.extend_from_slice(tail);
-        if let Err(lost) = self.write(&out).await {
+        let written = if message.len() <= WINDOW {
+            let mut out = Vec::with_capacity(command.len() + message.len() + tail.len());
+            out.extend_from_slice(command.as_bytes());
+            out.extend_from_slice(message);
+            out.extend_from_slice(tail);
+            self.write(&out).await
+        } else {
+            // A large message is written from its own buffer, not copied behind the command.
+            match self.write(command.as_bytes()).await {
+                Ok(()) => match self.write(message).await {
+                    Ok(()) if !tail.is_empty() => self.write(tail).await,
+                    other => other,
+                },
+                lost => lost,
+            }
+        };
+        if let Err(lost) = written {
             return Err(self.refusal_after_lost_write(lost).await);
         }
         let r = self.read_reply(self.timeouts.data_end).await?;
@@ -559,22 +590,31 @@ pub fn xtext(value: &str) -> String {
     out
 }
 
-/// Dot-stuffing (RFC 5321 §4.5.2) and the final `.` line; the message must use CRLF.
-pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 8);
+/// How much of a message is dot-stuffed and written at a time (and the size up to which a
+/// BDAT command and its message leave in one write).
+const WINDOW: usize = 256 * 1024;
+
+/// Dot-stuffs one piece of a message into `out`; `line_start`: the piece begins a line.
+fn stuff_into(piece: &[u8], line_start: bool, out: &mut Vec<u8>) {
     // Whole runs between the rare lines that start with a dot are copied at once.
     let mut start = 0;
-    if message.first() == Some(&b'.') {
+    if line_start && piece.first() == Some(&b'.') {
         out.push(b'.');
     }
-    for nl in memchr::memchr_iter(b'\n', message) {
-        if message.get(nl + 1) == Some(&b'.') {
-            out.extend_from_slice(&message[start..=nl]);
+    for nl in memchr::memchr_iter(b'\n', piece) {
+        if piece.get(nl + 1) == Some(&b'.') {
+            out.extend_from_slice(&piece[start..=nl]);
             out.push(b'.');
             start = nl + 1;
         }
     }
-    out.extend_from_slice(&message[start..]);
+    out.extend_from_slice(&piece[start..]);
+}
+
+/// Dot-stuffing (RFC 5321 §4.5.2) and the final `.` line; the message must use CRLF.
+pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 8);
+    stuff_into(message, true, &mut out);
     if !message.ends_with(b"\r\n") {
         out.extend_from_slice(b"\r\n");
     }
@@ -652,6 +692,29 @@ mod tests {
             }
             naive.extend_from_slice(b".\r\n");
             proptest::prop_assert_eq!(dot_stuff(&message), naive);
+        }
+
+        /// Stuffing a message window by window (as a large message is sent) gives exactly the
+        /// bytes of stuffing it whole, wherever the windows end.
+        #[test]
+        fn windowed_stuffing_equals_the_whole(
+            lines in proptest::collection::vec("[.a-z]{0,4}", 0..20),
+            window in 1usize..9,
+        ) {
+            let message: Vec<u8> = lines.iter().flat_map(|l| format!("{l}\r\n").into_bytes()).collect();
+            let mut windowed = Vec::new();
+            let mut at = 0;
+            while at < message.len() {
+                let end = (at + window).min(message.len());
+                stuff_into(&message[at..end], at == 0 || message[at - 1] == b'\n', &mut windowed);
+                at = end;
+            }
+            let mut whole = dot_stuff(&message);
+            whole.truncate(whole.len() - 3);
+            if !message.ends_with(b"\r\n") {
+                whole.truncate(whole.len() - 2);
+            }
+            proptest::prop_assert_eq!(windowed, whole);
         }
     }
 

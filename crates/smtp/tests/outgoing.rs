@@ -97,7 +97,7 @@ fn bcc_recipients_are_invisible_in_every_copy() {
         at(),
     );
     let out = copies(
-        msg.as_bytes(),
+        msg.as_bytes().to_vec(),
         &rcpts,
         &decision,
         None,
@@ -147,7 +147,7 @@ fn signed_once_then_encrypted_to_recipient_and_sender() {
     let decision = decide(&facts, &store(), &Ids, &PolicyConfig::default(), at());
     let signer = alice_signer();
     let out = copies(
-        msg.as_bytes(),
+        msg.as_bytes().to_vec(),
         &rcpts,
         &decision,
         Some(&signer),
@@ -199,7 +199,7 @@ fn split_sends_signed_plaintext_to_the_rest_and_refuse_says_why() {
     };
     let decision = decide(&facts, &store(), &Ids, &split, at());
     let out = copies(
-        msg.as_bytes(),
+        msg.as_bytes().to_vec(),
         &rcpts,
         &decision,
         Some(&alice_signer()),
@@ -248,7 +248,7 @@ fn split_sends_signed_plaintext_to_the_rest_and_refuse_says_why() {
     };
     let decision = decide(&facts, &store(), &Ids, &refuse, at());
     match copies(
-        msg.as_bytes(),
+        msg.as_bytes().to_vec(),
         &rcpts,
         &decision,
         None,
