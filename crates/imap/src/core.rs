@@ -790,6 +790,9 @@ impl Core {
                 m
             };
             let m = self.open_early(m);
+            // What waits counts toward the batch's bytes too (a large plain message held behind
+            // one being opened): the batch is opened before more is read.
+            self.early_bytes += m.len();
             self.held.push_back(m);
             if self.early.len() >= 2 * self.cfg.workers || self.early_bytes >= EARLY_BYTES {
                 self.present_early();

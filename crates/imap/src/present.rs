@@ -105,13 +105,24 @@ pub fn present(
     store: &CertStore,
     at: SystemTime,
 ) -> Presentation {
+    present_owned(stored.to_vec(), keys, store, at)
+}
+
+/// Like [`present`], taking the stored message: it is let go as soon as it is opened (a 20 MB
+/// message is not held beside its opened form), and shown as it is, uncopied, when it cannot be.
+pub fn present_owned(
+    stored: Vec<u8>,
+    keys: &[&Identity],
+    store: &CertStore,
+    at: SystemTime,
+) -> Presentation {
     let mut parts: Vec<String> = Vec::new();
     let mut harvest = Vec::new();
     let mut capabilities = Vec::new();
     let mut preferred = Vec::new();
     let mut protected_headers = false;
     let started = std::time::Instant::now();
-    let opened = smime::open(stored, keys);
+    let opened = smime::open(&stored, keys);
     net::observe::get().opened(
         match &opened {
             Err(_) => "failed",
@@ -122,6 +133,7 @@ pub fn present(
     );
     let (inner, signature) = match opened {
         Ok(opened) => {
+            drop(stored);
             protected_headers = opened.header_protection.is_some();
             // Judged against the originator fields the reader is finally shown.
             let shown = mime::originators(mime::split(&opened.message).header);
@@ -180,7 +192,7 @@ pub fn present(
         Err(e) => {
             parts.push("decrypted=failed".into());
             parts.push(format!("reason={}", verdict::quote(&e.to_string())));
-            (stored.to_vec(), Verdict::unsigned())
+            (stored, Verdict::unsigned())
         }
     };
     let signed = signature.is_valid();

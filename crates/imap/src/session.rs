@@ -20,7 +20,7 @@ use tokio::time::timeout;
 pub use crate::cache::Cache;
 use crate::core::{Answer, Config, Core, Env, Step, Stored, Work};
 use crate::frame::Framer;
-use crate::present::{present, Presentation};
+use crate::present::{present_owned, Presentation};
 
 /// How long the server may take to go on with an answer the client is waiting for.
 const SERVER_WAIT: Duration = Duration::from_secs(600);
@@ -322,7 +322,7 @@ fn show(ctx: &ImapContext, login: Option<&str>, m: Stored) -> Arc<Presentation> 
                 .collect(),
             None => Vec::new(),
         };
-        Arc::new(present(&m.bytes, &keys, &store, SystemTime::now()))
+        Arc::new(present_owned(m.bytes, &keys, &store, SystemTime::now()))
     };
     learn(ctx, &p);
     tracing::info!(uid = m.uid, status = %p.status, "showing a protected message");

@@ -321,19 +321,68 @@ struct ParsedEnvelope {
 pub fn decrypt<K: Borrow<Identity>>(ci: ContentInfo, keys: &[K]) -> Result<Opened, Error> {
     let parsed = parse_envelope(&ci.content_type, &ci.content.to_der().map_err(der_err)?)?;
     drop(ci);
-    open_envelope(parsed, keys)
+    open_envelope(parsed, None, keys)
 }
 
 /// Decrypts a DER/BER ContentInfo given as bytes. Takes the buffer by value and frees it once
 /// the envelope is parsed, so a large message is held at most twice at any moment.
 pub fn decrypt_der<K: Borrow<Identity>>(der: Vec<u8>, keys: &[K]) -> Result<Opened, Error> {
+    if let Some((parsed, range)) = hollow(&der)? {
+        // The ciphertext is decrypted where it lies: the DER's own buffer becomes the content
+        // (a 20 MB message is not copied into a parsed structure first).
+        let mut content = der;
+        content.truncate(range.end);
+        content.drain(..range.start);
+        return open_envelope(parsed, Some(content), keys);
+    }
     let parsed = {
         let normalized = crate::ber::normalize(&der)?;
         let (content_type, inner) = split_content_info(&normalized)?;
         parse_envelope(&content_type, inner)?
     };
     drop(der);
-    open_envelope(parsed, keys)
+    open_envelope(parsed, None, keys)
+}
+
+/// For an envelope already in DER with its ciphertext in one primitive `[0]`: the envelope
+/// parsed from a copy without the ciphertext, and where the ciphertext lies in `der`. `None`
+/// for anything else (BER, constructed content), which is parsed the ordinary way.
+fn hollow(der: &[u8]) -> Result<Option<(ParsedEnvelope, std::ops::Range<usize>)>, Error> {
+    use crate::ber::{children, read_tlv, tlv};
+    if !matches!(crate::ber::normalize(der)?, std::borrow::Cow::Borrowed(_)) {
+        return Ok(None);
+    }
+    let (content_type, inner) = split_content_info(der)?;
+    let (tag, body, _) = read_tlv(inner)?;
+    if tag != 0x30 {
+        return Ok(None);
+    }
+    let kids = children(body)?;
+    // (Auth)EnvelopedData: … recipientInfos SET, then the (auth)encryptedContentInfo SEQUENCE.
+    let Some(set) = kids.iter().position(|k| k.first() == Some(&0x31)) else {
+        return Ok(None);
+    };
+    let Some(at) = (set + 1..kids.len()).find(|&i| kids[i].first() == Some(&0x30)) else {
+        return Ok(None);
+    };
+    let (_, eci_body, _) = read_tlv(kids[at])?;
+    let eci_kids = children(eci_body)?;
+    let [oid, alg, content] = eci_kids.as_slice() else {
+        return Ok(None);
+    };
+    if content.first() != Some(&0x80) {
+        return Ok(None);
+    }
+    let (_, data, _) = read_tlv(content)?;
+    let start = data.as_ptr() as usize - der.as_ptr() as usize;
+    let eci = tlv(0x30, &[oid, alg, &[0x80, 0x00]]);
+    let parts: Vec<&[u8]> = kids
+        .iter()
+        .enumerate()
+        .map(|(i, k)| if i == at { eci.as_slice() } else { *k })
+        .collect();
+    let parsed = parse_envelope(&content_type, &tlv(0x30, &parts))?;
+    Ok(Some((parsed, start..start + data.len())))
 }
 
 /// Splits DER `ContentInfo ::= SEQUENCE { contentType OID, content [0] EXPLICIT ANY }` into the
@@ -410,7 +459,12 @@ fn parse_envelope(
     }
 }
 
-fn open_envelope<K: Borrow<Identity>>(p: ParsedEnvelope, keys: &[K]) -> Result<Opened, Error> {
+/// Opens a parsed envelope; `content`: its ciphertext when taken out of the DER beforehand.
+fn open_envelope<K: Borrow<Identity>>(
+    p: ParsedEnvelope,
+    content: Option<Vec<u8>>,
+    keys: &[K],
+) -> Result<Opened, Error> {
     let ParsedEnvelope {
         recips,
         eci,
@@ -440,11 +494,14 @@ fn open_envelope<K: Borrow<Identity>>(p: ParsedEnvelope, keys: &[K]) -> Result<O
         .parameters
         .clone()
         .ok_or_else(|| Error::Malformed("content cipher without parameters".into()))?;
-    let mut buf = eci
-        .encrypted_content
-        .ok_or_else(|| Error::Malformed("the envelope carries no encrypted content".into()))?
-        .into_bytes()
-        .into_vec();
+    let mut buf = match content {
+        Some(c) => c,
+        None => eci
+            .encrypted_content
+            .ok_or_else(|| Error::Malformed("the envelope carries no encrypted content".into()))?
+            .into_bytes()
+            .into_vec(),
+    };
     let n = if let Some(mac) = mac {
         let p: GcmParams = params
             .decode_as()

@@ -453,6 +453,25 @@ fn decode_body(ct: &ContentType, body: &[u8]) -> Result<Vec<u8>, Error> {
 /// Rebuilds a message from the outer fields of `wrapper` and a decrypted/verified inner entity.
 /// When the inner entity declares header protection (RFC 9788 `hp`), its header fields are the
 /// message's: the outer user-facing fields are dropped, not merged ([`hp`]).
+/// Like [`rewrap`], in the decrypted content's own buffer when nothing inside must change
+/// (CRLF already, no header protection to undo): the outer fields are put in front of it.
+fn rewrap_owned(wrapper_header: &[u8], mut inner: Vec<u8>) -> (Vec<u8>, Option<Declared>) {
+    let canonical = matches!(mime::to_crlf(&inner), std::borrow::Cow::Borrowed(_));
+    if !canonical || hp::declared(mime::split(&inner).header).is_some() {
+        return rewrap(wrapper_header, &inner);
+    }
+    let mut prefix = mime::outer_fields(wrapper_header);
+    let inner_fields = mime::fields(mime::split(&inner).header);
+    if !inner_fields.iter().any(|f| f.name == "mime-version") {
+        prefix.extend_from_slice(b"MIME-Version: 1.0\r\n");
+    }
+    if inner_fields.is_empty() && !inner.starts_with(b"\r\n") {
+        prefix.extend_from_slice(b"\r\n");
+    }
+    inner.splice(0..0, prefix);
+    (inner, None)
+}
+
 fn rewrap(wrapper_header: &[u8], inner: &[u8]) -> (Vec<u8>, Option<Declared>) {
     let inner = mime::to_crlf(inner);
     let inner_header = mime::split(&inner).header;
@@ -545,17 +564,39 @@ pub fn verify(message: &[u8]) -> Result<Verified, Error> {
             )))
         }
     };
+    verified(e.header, ci, detached)
+}
+
+/// Verifies opaque signed data already decoded to DER, under the header block it came with
+/// (the message it came from is not needed any more).
+fn verify_der(header: &[u8], der: &[u8]) -> Result<Verified, Error> {
+    verified(header, signed::parse_content_info(der)?, None)
+}
+
+/// Verifies a parsed signature (over `detached`, or its own content) and takes the signature
+/// layer off under `header`.
+fn verified(
+    header: &[u8],
+    ci: cms::content_info::ContentInfo,
+    detached: Option<std::borrow::Cow<'_, [u8]>>,
+) -> Result<Verified, Error> {
     let mut v = signed::verify_cms(&ci, detached.as_deref())?;
+    drop(ci);
     // A clear-signed message shows its visible part, whatever else the signature embeds (its
     // signers are then invalid: verify_cms says why).
     let inner: std::borrow::Cow<'_, [u8]> = match (v.content.take(), detached) {
         (_, Some(d)) => d,
-        (Some(encapsulated), None) => {
-            std::borrow::Cow::Owned(mime::to_crlf(&encapsulated).into_owned())
-        }
+        // Encapsulated content already in CRLF is used as it is, not copied.
+        (Some(encapsulated), None) => match mime::to_crlf(&encapsulated) {
+            std::borrow::Cow::Borrowed(_) => std::borrow::Cow::Owned(encapsulated),
+            std::borrow::Cow::Owned(crlf) => std::borrow::Cow::Owned(crlf),
+        },
         (None, None) => return Err(Error::Malformed("signature without content".into())),
     };
-    let (message, header_protection) = rewrap(e.header, &inner);
+    let (message, header_protection) = match inner {
+        std::borrow::Cow::Owned(inner) => rewrap_owned(header, inner),
+        std::borrow::Cow::Borrowed(inner) => rewrap(header, inner),
+    };
     // The originators that count are the ones the reader is shown: `rewrap` keeps the protected
     // (inner) fields and drops the outer ones when the content declares header protection.
     let originators = mime::originators(mime::split(&message).header);
@@ -696,13 +737,17 @@ pub fn open<K: std::borrow::Borrow<Identity>>(
                     || content_type == crate::alg::ID_AUTH_ENVELOPED_DATA
                 {
                     let opened = envelope::decrypt_der(der, keys)?;
-                    let (m, declared) = rewrap(e.header, &opened.content);
-                    drop(opened.content);
+                    let (m, declared) = rewrap_owned(e.header, opened.content);
                     current = std::borrow::Cow::Owned(m);
                     header_protection = declared;
                     layers.push(Layer::Encrypted(opened.cipher));
                 } else {
-                    let mut v = verify(&current)?;
+                    // Opaque signed data: verified from the DER decoded above (not decoded a
+                    // second time), with the text it came from let go first.
+                    let header = e.header.to_vec();
+                    drop(std::mem::take(&mut current));
+                    let mut v = verify_der(&header, &der)?;
+                    drop(der);
                     current = std::borrow::Cow::Owned(std::mem::take(&mut v.message));
                     header_protection = v.header_protection;
                     layers.push(Layer::Signed(v));
@@ -720,6 +765,29 @@ pub fn open<K: std::borrow::Borrow<Identity>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Putting the outer fields in front of decrypted content in its own buffer gives exactly
+    /// what writing both into a new buffer gives, whatever the content.
+    #[test]
+    fn rewrapping_in_place_is_the_copying_rewrap() {
+        let wrapper = b"From: a@b\r\nTo: c@d\r\nSubject: s\r\nMIME-Version: 1.0\r\nContent-Type: application/pkcs7-mime\r\n\r\n";
+        let cases: [&[u8]; 6] = [
+            b"Content-Type: text/plain\r\n\r\nhello\r\n",
+            b"MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nhello\r\n",
+            b"\r\nno header at all\r\n",
+            b"no header and no empty line\r\n",
+            b"Content-Type: text/plain\nbare LF\n\nline\n",
+            b"Content-Type: multipart/mixed; boundary=x; hp=\"cipher\"\r\nSubject: p\r\n\r\n--x\r\n\r\na\r\n--x--\r\n",
+        ];
+        for inner in cases {
+            assert_eq!(
+                rewrap_owned(wrapper, inner.to_vec()),
+                rewrap(wrapper, inner),
+                "{}",
+                String::from_utf8_lossy(inner)
+            );
+        }
+    }
 
     /// The in-place entity must be byte for byte what canonicalising into a new buffer makes,
     /// and must leave alone what it cannot do in place.

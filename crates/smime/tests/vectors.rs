@@ -530,3 +530,63 @@ fn recipient_infos_are_a_der_set_in_ascending_order_and_each_recipient_opens_it(
         assert_eq!(opened.content, SAMPLE);
     }
 }
+
+/// A DER envelope is decrypted where its ciphertext lies (no parsed copy of it); that path must
+/// open and refuse exactly what parsing the whole envelope does, for every cipher, and a
+/// changed byte anywhere is noticed the same way.
+#[test]
+fn decrypting_in_place_agrees_with_parsing_the_whole_envelope() {
+    use der::Decode;
+    let bob_enc = identity("rfc9216/bob.encrypt.key", "rfc9216/bob.encrypt.crt");
+    let keys = std::slice::from_ref(&bob_enc);
+    let content = b"Content-Type: text/plain\r\n\r\nthe results are fine.\r\n".repeat(500);
+    let both = |der: &[u8]| {
+        let in_place = smime::envelope::decrypt_der(der.to_vec(), keys)
+            .map(|o| (o.content, o.cipher))
+            .map_err(|e| e.to_string());
+        let parsed = cms::content_info::ContentInfo::from_der(der)
+            .map_err(|e| e.to_string())
+            .and_then(|ci| {
+                smime::envelope::decrypt(ci, keys)
+                    .map(|o| (o.content, o.cipher))
+                    .map_err(|e| e.to_string())
+            });
+        (in_place, parsed)
+    };
+    for cipher in [
+        ContentCipher::Aes256Gcm,
+        ContentCipher::Aes128Gcm,
+        ContentCipher::Aes256Cbc,
+        ContentCipher::Aes128Cbc,
+    ] {
+        let opts = EncryptOptions {
+            cipher,
+            key_transport: KeyTransport::RsaPkcs1v15,
+        };
+        let der = smime::envelope::encrypt_parts(
+            content.clone(),
+            std::slice::from_ref(&bob_enc.cert),
+            &opts,
+        )
+        .unwrap()
+        .to_vec();
+        let (in_place, parsed) = both(&der);
+        assert_eq!(in_place, parsed, "{cipher:?}");
+        assert_eq!(in_place.unwrap().0, content, "{cipher:?}");
+        // Every byte changed in turn (a stride through the header, the ciphertext and the tag):
+        // both paths give the same answer.
+        for at in (0..der.len()).step_by(97).chain([der.len() - 1]) {
+            let mut bad = der.clone();
+            bad[at] ^= 0x01;
+            let (in_place, parsed) = both(&bad);
+            match (&in_place, &parsed) {
+                (Ok(a), Ok(b)) => assert_eq!(a, b, "{cipher:?} byte {at}"),
+                (Err(_), Err(_)) => {}
+                _ => panic!("{cipher:?} byte {at}: {in_place:?} vs {parsed:?}"),
+            }
+            if cipher.is_aead() && at > der.len() - 40 {
+                assert!(in_place.is_err(), "{cipher:?}: a changed tag opened");
+            }
+        }
+    }
+}
