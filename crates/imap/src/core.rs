@@ -794,6 +794,11 @@ impl Core {
             // one being opened): the batch is opened before more is read.
             self.early_bytes += m.len();
             self.held.push_back(m);
+            if self.early.is_empty() {
+                // Nothing queued to open: what waits may be answerable now (a plain message
+                // classified by its own bytes just now).
+                return self.release();
+            }
             if self.early.len() >= 2 * self.cfg.workers || self.early_bytes >= EARLY_BYTES {
                 self.present_early();
             }
@@ -927,7 +932,19 @@ impl Core {
         let Some(r) = fetch::parse_response(&m) else {
             return m;
         };
-        let (Some(uid), Some(true)) = (r.uid(), self.judge(&r, plan)) else {
+        // A message new since the mailbox was classified (no marker was asked for): the stored
+        // message in the response says what it is, so it is not held to the end of the FETCH.
+        let judged = self.judge(&r, plan).or_else(|| {
+            let (uid, body) = (r.uid()?, r.whole_body()?);
+            let header = smime::mime::split(body).header;
+            let needs = needs_presentation(
+                &fetch::marker_content_type(header),
+                fetch::marker_has_status(header),
+            );
+            self.set_kind(uid, needs);
+            Some(needs)
+        });
+        let (Some(uid), Some(true)) = (r.uid(), judged) else {
             return m;
         };
         if self.cached(uid).is_some() || self.early.iter().any(|(u, _)| *u == uid) {

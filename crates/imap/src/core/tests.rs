@@ -658,6 +658,48 @@ fn a_folder_sync_is_opened_as_it_arrives_in_order_and_never_fetched_twice() {
 }
 
 #[test]
+fn new_messages_in_a_known_folder_are_opened_as_they_arrive_not_held_to_the_end() {
+    // The folder was listed before (envelopd knows what its messages are, and asks for no
+    // extra fields any more); then twelve new ones arrive, large and small, S/MIME and plain.
+    let mut sim = Sim::new(vec![PLAIN.to_vec(), sealed(INNER)]);
+    sim.login();
+    let r = sim.say("l FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (Subject)])\r\n");
+    assert!(r.contains("l OK"), "{r}");
+    let mut stored = vec![PLAIN.to_vec(), sealed(INNER)];
+    for i in 0..12u32 {
+        let mut m = format!("From: a@x.example\r\nSubject: new {i}\r\n\r\n").into_bytes();
+        m.extend(std::iter::repeat_n(b'z', 100_000 * (i as usize % 3)));
+        let m = if i % 2 == 0 { sealed(&m) } else { m };
+        sim.server.messages.push((3 + i, m.clone()));
+        stored.push(m);
+    }
+    let shown: Vec<Vec<u8>> = stored
+        .iter()
+        .map(|m| {
+            if !String::from_utf8_lossy(m).contains("application/pkcs7-mime") {
+                m.clone()
+            } else {
+                show(m).message
+            }
+        })
+        .collect();
+    sim.max_held = 0;
+    let command = "f UID FETCH 1:* (UID BODY.PEEK[])\r\n";
+    let got = sim.say(command);
+    assert_eq!(got, direct(shown, command));
+    // Opened from the FETCH's own responses (a batch at a time), never fetched a second time.
+    assert!(sim.max_held <= 8, "held {} responses at once", sim.max_held);
+    let own: Vec<&String> = sim
+        .server
+        .received
+        .iter()
+        .filter(|c| c.starts_with("ENVLPD") && c.contains("BODY.PEEK[]"))
+        .collect();
+    assert!(own.len() <= 1, "{own:?}");
+    assert!(own.iter().all(|c| c.contains("UID FETCH 2 ")), "{own:?}");
+}
+
+#[test]
 fn envelopds_own_fetches_of_stored_messages_are_bounded_in_bytes() {
     // Sixteen protected messages of about 680 KB stored each: a listing needs their shown
     // headers, so envelopd fetches them itself, never more than 8 MiB in one command.
