@@ -32,7 +32,7 @@ pub use hp::Protection;
 pub use keys::{Identity, PrivateKey, RsaPadding};
 pub use message::{
     decrypt, decrypt_owned, encrypt, encrypt_owned, open, sign, sign_and_encrypt, verify,
-    Decrypted, Layer, OpenedMessage, Prepared, Verified,
+    verify_owned, Decrypted, Layer, OpenedMessage, Prepared, Verified,
 };
 pub use signed::{SignOptions, SignerReport};
 

@@ -524,6 +524,55 @@ impl Verified {
 
 /// Verifies a signed message (clear-signed `multipart/signed` or opaque `signed-data`).
 pub fn verify(message: &[u8]) -> Result<Verified, Error> {
+    verify_as(message, true)
+}
+
+/// Like [`verify`], taking the message: a clear-signed message whose signed part needs no
+/// change (CRLF, no header protection) loses its signature layer in its own buffer, so a large
+/// message is not held twice.
+pub fn verify_owned(mut message: Vec<u8>) -> Result<Verified, Error> {
+    let Some((signed, header_len)) = clear_signed_in_place(&message) else {
+        return verify(&message);
+    };
+    let mut v = verify_as(&message, false)?;
+    let mut prefix = mime::outer_fields(&message[..header_len]);
+    let inner_fields = mime::fields(mime::split(&message[signed.clone()]).header);
+    if !inner_fields.iter().any(|f| f.name == "mime-version") {
+        prefix.extend_from_slice(b"MIME-Version: 1.0\r\n");
+    }
+    if inner_fields.is_empty() && !message[signed.clone()].starts_with(b"\r\n") {
+        prefix.extend_from_slice(b"\r\n");
+    }
+    message.truncate(signed.end);
+    message.splice(..signed.start, prefix);
+    v.originators = mime::originators(mime::split(&message).header);
+    v.message = message;
+    Ok(v)
+}
+
+/// Where the signed part of a clear-signed message lies, and its header block's length, when
+/// taking the signature layer off needs no change inside the part.
+fn clear_signed_in_place(message: &[u8]) -> Option<(std::ops::Range<usize>, usize)> {
+    let e = mime::split(message);
+    let ct = mime::content_type(e.header);
+    if classify(&ct) != Kind::ClearSigned {
+        return None;
+    }
+    let parts = mime::split_multipart(e.body, ct.param("boundary")?).ok()?;
+    let [signed, _] = parts.as_slice() else {
+        return None;
+    };
+    if !matches!(mime::to_crlf(signed), std::borrow::Cow::Borrowed(_))
+        || hp::declared(mime::split(signed).header).is_some()
+    {
+        return None;
+    }
+    let start = signed.as_ptr() as usize - message.as_ptr() as usize;
+    Some((start..start + signed.len(), e.header.len()))
+}
+
+/// [`verify`]; with `take_off` false the signature layer is left on (`message` empty).
+fn verify_as(message: &[u8], take_off: bool) -> Result<Verified, Error> {
     let e = mime::split(message);
     let ct = mime::content_type(e.header);
     let (ci, detached) = match classify(&ct) {
@@ -564,13 +613,13 @@ pub fn verify(message: &[u8]) -> Result<Verified, Error> {
             )))
         }
     };
-    verified(e.header, ci, detached)
+    verified(e.header, ci, detached, take_off)
 }
 
 /// Verifies opaque signed data already decoded to DER, under the header block it came with
 /// (the message it came from is not needed any more).
 fn verify_der(header: &[u8], der: &[u8]) -> Result<Verified, Error> {
-    verified(header, signed::parse_content_info(der)?, None)
+    verified(header, signed::parse_content_info(der)?, None, true)
 }
 
 /// Verifies a parsed signature (over `detached`, or its own content) and takes the signature
@@ -579,9 +628,14 @@ fn verified(
     header: &[u8],
     ci: cms::content_info::ContentInfo,
     detached: Option<std::borrow::Cow<'_, [u8]>>,
+    take_off: bool,
 ) -> Result<Verified, Error> {
     let mut v = signed::verify_cms(&ci, detached.as_deref())?;
     drop(ci);
+    let detached = if take_off { detached } else { None };
+    if !take_off {
+        v.content = None;
+    }
     // A clear-signed message shows its visible part, whatever else the signature embeds (its
     // signers are then invalid: verify_cms says why).
     let inner: std::borrow::Cow<'_, [u8]> = match (v.content.take(), detached) {
@@ -591,9 +645,11 @@ fn verified(
             std::borrow::Cow::Borrowed(_) => std::borrow::Cow::Owned(encapsulated),
             std::borrow::Cow::Owned(crlf) => std::borrow::Cow::Owned(crlf),
         },
+        (None, None) if !take_off => std::borrow::Cow::Borrowed(&[][..]),
         (None, None) => return Err(Error::Malformed("signature without content".into())),
     };
     let (message, header_protection) = match inner {
+        _ if !take_off => (Vec::new(), None),
         std::borrow::Cow::Owned(inner) => rewrap_owned(header, inner),
         std::borrow::Cow::Borrowed(inner) => rewrap(header, inner),
     };
@@ -723,7 +779,11 @@ pub fn open<K: std::borrow::Borrow<Identity>>(
         match kind(&current) {
             Kind::Plain => break,
             Kind::ClearSigned => {
-                let mut v = verify(&current)?;
+                // Decrypted content is verified and unwrapped in its own buffer.
+                let mut v = match std::mem::take(&mut current) {
+                    std::borrow::Cow::Owned(owned) => verify_owned(owned)?,
+                    std::borrow::Cow::Borrowed(stored) => verify(stored)?,
+                };
                 current = std::borrow::Cow::Owned(std::mem::take(&mut v.message));
                 header_protection = v.header_protection;
                 layers.push(Layer::Signed(v));

@@ -590,3 +590,75 @@ fn decrypting_in_place_agrees_with_parsing_the_whole_envelope() {
         }
     }
 }
+
+/// Taking a clear signature off in the message's own buffer gives exactly what `verify` gives
+/// (message, signers, originators), for envelopd's and OpenSSL's signatures, a tampered one,
+/// and the cases it leaves to the copying path (bare LF, header protection).
+#[test]
+fn verifying_in_place_agrees_with_verifying_a_copy() {
+    let opts = SignOptions {
+        digest: None,
+        rsa_padding: smime::RsaPadding::Pkcs1v15,
+        signing_time: at(),
+        encryption_cert: None,
+    };
+    let ours = smime::sign(MAIL, &alice_sign(), &opts).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let v = vectors();
+    let key = dir.path().join("k.pem");
+    std::fs::copy(v.join("rfc9216/alice.sign.key"), &key).unwrap();
+    let theirs = testkit::openssl_pipe(
+        &[
+            "cms",
+            "-sign",
+            "-signer",
+            v.join("rfc9216/alice.sign.crt").to_str().unwrap(),
+            "-inkey",
+            key.to_str().unwrap(),
+            "-crlfeol",
+        ],
+        MAIL,
+    )
+    .unwrap();
+    let mut tampered = ours.clone();
+    let at_text = memchr::memmem::find(&tampered, b"the results").unwrap();
+    tampered[at_text] = b'T';
+    let lf = String::from_utf8_lossy(&ours)
+        .replace("\r\n", "\n")
+        .into_bytes();
+    let protected = {
+        let m = String::from_utf8_lossy(MAIL).replace(
+            "Content-Type: text/plain",
+            "Content-Type: text/plain; hp=\"clear\"",
+        );
+        smime::sign(m.as_bytes(), &alice_sign(), &opts).unwrap()
+    };
+    for (name, m) in [
+        ("envelopd", &ours),
+        ("openssl", &theirs),
+        ("tampered", &tampered),
+        ("bare LF", &lf),
+        ("header protection", &protected),
+    ] {
+        let copy = smime::verify(m).map_err(|e| e.to_string());
+        let owned = smime::verify_owned(m.clone()).map_err(|e| e.to_string());
+        match (copy, owned) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!(a.message, b.message, "{name}");
+                assert_eq!(
+                    format!("{:?}", a.signers),
+                    format!("{:?}", b.signers),
+                    "{name}"
+                );
+                assert_eq!(
+                    format!("{:?}", a.originators),
+                    format!("{:?}", b.originators),
+                    "{name}"
+                );
+                assert_eq!(a.is_valid(), name != "tampered", "{name}");
+            }
+            (Err(a), Err(b)) => assert_eq!(a, b, "{name}"),
+            (a, b) => panic!("{name}: {a:?} vs {b:?}"),
+        }
+    }
+}
