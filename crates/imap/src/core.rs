@@ -371,28 +371,17 @@ impl Core {
         self.close();
     }
 
-    /// Output for the client, joined to what is already waiting: a folder listing is a
-    /// thousand small responses, and one write each would dominate.
-    /// As [`Self::tell_client`], taking the bytes: a large answer (a whole message) is sent in
-    /// its own buffer, not copied behind what waits.
-    fn hand_client(&mut self, bytes: Vec<u8>) {
+    /// Output for the client, joined to what is already waiting (a folder listing is a
+    /// thousand small responses, and one write each would dominate); large output (a whole
+    /// message) goes in its own buffer, taken as it is when it is owned.
+    fn tell_client<'b>(&mut self, bytes: impl Into<std::borrow::Cow<'b, [u8]>>) {
         if self.closed {
             return;
         }
+        let bytes = bytes.into();
         match self.steps.back_mut() {
             Some(Step::ToClient(out)) if bytes.len() < JOIN_OUTPUT => out.extend_from_slice(&bytes),
-            _ => self.steps.push_back(Step::ToClient(bytes)),
-        }
-    }
-
-    fn tell_client(&mut self, bytes: &[u8]) {
-        if self.closed {
-            return;
-        }
-        if let Some(Step::ToClient(out)) = self.steps.back_mut() {
-            out.extend_from_slice(bytes);
-        } else {
-            self.steps.push_back(Step::ToClient(bytes.to_vec()));
+            _ => self.steps.push_back(Step::ToClient(bytes.into_owned())),
         }
     }
 
@@ -783,7 +772,7 @@ impl Core {
             // everything keeps its order, and what waits is opened in batches as it arrives.
             let m = if self.held.is_empty() {
                 match self.answer_now(m) {
-                    Ok(out) => return self.hand_client(out),
+                    Ok(out) => return self.tell_client(out),
                     Err(m) => m,
                 }
             } else {
@@ -854,10 +843,7 @@ impl Core {
         };
         let m = if plan.marker {
             if let Some((cut, marker)) = fetch::peek_marker(&m, plan) {
-                let needs = needs_presentation(
-                    &fetch::marker_content_type(&marker),
-                    fetch::marker_has_status(&marker),
-                );
+                let needs = needs_form(&marker);
                 if let Some(uid) = fetch::quick_uid(&m) {
                     self.set_kind(uid, needs);
                 }
@@ -936,11 +922,7 @@ impl Core {
         // message in the response says what it is, so it is not held to the end of the FETCH.
         let judged = self.judge(&r, plan).or_else(|| {
             let (uid, body) = (r.uid()?, r.whole_body()?);
-            let header = smime::mime::split(body).header;
-            let needs = needs_presentation(
-                &fetch::marker_content_type(header),
-                fetch::marker_has_status(header),
-            );
+            let needs = needs_form(smime::mime::split(body).header);
             self.set_kind(uid, needs);
             Some(needs)
         });
@@ -1012,7 +994,7 @@ impl Core {
                     if let Some(uid) = uid {
                         self.shown_here.remove(&uid);
                     }
-                    self.hand_client(out);
+                    self.tell_client(out);
                 }
                 Err(front) => {
                     self.held.push_front(front);
@@ -1074,12 +1056,16 @@ impl Core {
 /// Whether a FETCH response's message must be shown in envelopd's form (S/MIME, or carrying a
 /// status header), judged by the header fields envelopd asked for.
 fn needs_shown_form(r: &fetch::FetchResponse) -> bool {
-    r.marker().is_some_and(|mk| {
-        needs_presentation(
-            &fetch::marker_content_type(&mk),
-            fetch::marker_has_status(&mk),
-        )
-    })
+    r.marker().is_some_and(|mk| needs_form(&mk))
+}
+
+/// Whether a message with these header fields (envelopd's marker, or its whole header) is
+/// shown in envelopd's form.
+fn needs_form(fields: &[u8]) -> bool {
+    needs_presentation(
+        &fetch::marker_content_type(fields),
+        fetch::marker_has_status(fields),
+    )
 }
 
 /// The tag of a server message (its first word; `*` or `+` for untagged ones).

@@ -136,25 +136,24 @@ impl SectionMemo {
         let (Ok(sections), Ok(mut answers)) = (self.sections.lock(), self.answers.lock()) else {
             return;
         };
-        {
-            if answers.len() >= MEMO_ENTRIES {
-                answers.remove(0);
-            }
-            while !answers.is_empty()
-                && memo_bytes(&sections, &answers) + response.len() + answer.len() > MEMO_BYTES
-            {
-                answers.remove(0);
-            }
-            if memo_bytes(&sections, &answers) + response.len() + answer.len() > MEMO_BYTES {
-                return;
-            }
-            answers.push(MemoAnswer {
-                uid: plan.uid,
-                requested: plan.requested.clone(),
-                response: response.to_vec(),
-                answer: answer.to_vec(),
-            });
+        if answers.len() >= MEMO_ENTRIES {
+            answers.remove(0);
         }
+        // The oldest answers make room; sections stay (they are at most half the bytes).
+        while !answers.is_empty()
+            && memo_bytes(&sections, &answers) + response.len() + answer.len() > MEMO_BYTES
+        {
+            answers.remove(0);
+        }
+        if memo_bytes(&sections, &answers) + response.len() + answer.len() > MEMO_BYTES {
+            return;
+        }
+        answers.push(MemoAnswer {
+            uid: plan.uid,
+            requested: plan.requested.clone(),
+            response: response.to_vec(),
+            answer: answer.to_vec(),
+        });
     }
 
     /// `BODY[section]` of `message` (which must be the message this memo belongs to).
@@ -297,19 +296,23 @@ pub fn quick_uid(message: &[u8]) -> Option<u32> {
 /// envelopd's own command asking which of `uids` it must show in its form: their UID and
 /// marker fields.
 pub fn classify(uids: &[u32]) -> Vec<u8> {
-    let set: Vec<String> = uids.iter().map(u32::to_string).collect();
     format!(
         "UID FETCH {} (UID BODY.PEEK[HEADER.FIELDS (Content-Type {STATUS_FIELD})])\r\n",
-        set.join(",")
+        uid_set(uids)
     )
     .into_bytes()
+}
+
+/// `uids` as an IMAP sequence set (`3,5,9`), for envelopd's own commands.
+fn uid_set(uids: &[u32]) -> String {
+    let set: Vec<String> = uids.iter().map(u32::to_string).collect();
+    set.join(",")
 }
 
 /// envelopd's own command asking the stored size of each of `uids`, so that it can fetch the
 /// stored messages in batches bounded in bytes.
 pub fn sizes(uids: &[u32]) -> Vec<u8> {
-    let set: Vec<String> = uids.iter().map(u32::to_string).collect();
-    format!("UID FETCH {} (UID RFC822.SIZE)\r\n", set.join(",")).into_bytes()
+    format!("UID FETCH {} (UID RFC822.SIZE)\r\n", uid_set(uids)).into_bytes()
 }
 
 /// One parsed untagged FETCH response.
@@ -396,18 +399,9 @@ impl FetchResponse<'_> {
 }
 
 /// The fast path for the common case: the server echoed envelopd's header-fields item last (as
-/// it was asked), and the UID is part of what the client gets anyway. Returns the response
-/// without that item, and the item's bytes; `None` when the response does not look exactly like
-/// that (the full parse then decides).
-pub fn split_marker(message: &[u8], plan: &FetchPlan) -> Option<(Vec<u8>, Vec<u8>)> {
-    let (name_start, data_start) = marker_span(message, plan)?;
-    let mut stripped = message[..name_start].to_vec();
-    stripped.extend_from_slice(b")\r\n");
-    Some((stripped, message[data_start..message.len() - 3].to_vec()))
-}
-
-/// envelopd's header fields in a FETCH response ending with them (as [`split_marker`]), and
-/// where their item starts, for [`cut_marker`].
+/// it was asked), and the UID is part of what the client gets anyway. Returns where that item
+/// starts (for [`cut_marker`]) and the item's bytes; `None` when the response does not look
+/// exactly like that (the full parse then decides).
 pub fn peek_marker(message: &[u8], plan: &FetchPlan) -> Option<(usize, Vec<u8>)> {
     let (name_start, data_start) = marker_span(message, plan)?;
     Some((name_start, message[data_start..message.len() - 3].to_vec()))
@@ -646,8 +640,7 @@ pub fn rewrite_memo(
 
 /// envelopd's own command to read whole stored messages by UID.
 pub fn fetch_whole(tag: &str, uids: &[u32]) -> Vec<u8> {
-    let set: Vec<String> = uids.iter().map(u32::to_string).collect();
-    format!("{tag} UID FETCH {} (UID BODY.PEEK[])\r\n", set.join(",")).into_bytes()
+    format!("{tag} UID FETCH {} (UID BODY.PEEK[])\r\n", uid_set(uids)).into_bytes()
 }
 
 #[cfg(test)]
@@ -732,14 +725,15 @@ mod tests {
     fn the_fast_path_cuts_exactly_the_marker() {
         let (_, plan) = plan(b"a UID FETCH 1:* (RFC822.SIZE FLAGS)\r\n").unwrap();
         let m = b"* 3 FETCH (UID 9 RFC822.SIZE 10 FLAGS () BODY[HEADER.FIELDS (CONTENT-TYPE X-ENVELOPD)] {24}\r\nContent-Type: text/x\r\n\r\n)\r\n";
-        let (stripped, marker) = split_marker(m, &plan).unwrap();
+        let (cut, marker) = peek_marker(m, &plan).unwrap();
+        let stripped = cut_marker(m.to_vec(), cut);
         assert_eq!(stripped, b"* 3 FETCH (UID 9 RFC822.SIZE 10 FLAGS ())\r\n");
         assert_eq!(marker, b"Content-Type: text/x\r\n\r\n");
         // Without UID in what the client gets, or with other trailing items: the full parse.
         let (_, seq_plan) = super::plan(b"a FETCH 1:* (RFC822.SIZE)\r\n").unwrap();
-        assert!(split_marker(m, &seq_plan).is_none());
+        assert!(peek_marker(m, &seq_plan).is_none());
         let other = b"* 3 FETCH (UID 9 BODY[HEADER.FIELDS (FROM)] {4}\r\nx\r\n\r\n)\r\n";
-        assert!(split_marker(other, &plan).is_none());
+        assert!(peek_marker(other, &plan).is_none());
     }
 
     #[test]

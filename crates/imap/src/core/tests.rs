@@ -204,6 +204,21 @@ impl Sim {
     }
 }
 
+/// What the client must read for each stored message: the shown form of an S/MIME one, a plain
+/// one as stored.
+fn shown_forms(stored: &[Vec<u8>]) -> Vec<Vec<u8>> {
+    stored
+        .iter()
+        .map(|m| {
+            if !String::from_utf8_lossy(m).contains("application/pkcs7-mime") {
+                m.clone()
+            } else {
+                show(m).message
+            }
+        })
+        .collect()
+}
+
 /// What a server storing `messages` would answer to `command` (the client's view to expect).
 fn direct(messages: Vec<Vec<u8>>, command: &str) -> String {
     let mut s = Server::new(messages);
@@ -622,16 +637,7 @@ fn a_folder_sync_is_opened_as_it_arrives_in_order_and_never_fetched_twice() {
     };
     stored.insert(3, sealed(&large(100)));
     stored.insert(9, large(101));
-    let shown: Vec<Vec<u8>> = stored
-        .iter()
-        .map(|m| {
-            if !String::from_utf8_lossy(m).contains("application/pkcs7-mime") {
-                m.clone()
-            } else {
-                show(m).message
-            }
-        })
-        .collect();
+    let shown = shown_forms(&stored);
     let mut sim = Sim::new(stored);
     sim.login();
     let command = "f UID FETCH 1:* (UID BODY.PEEK[])\r\n";
@@ -673,16 +679,7 @@ fn new_messages_in_a_known_folder_are_opened_as_they_arrive_not_held_to_the_end(
         sim.server.messages.push((3 + i, m.clone()));
         stored.push(m);
     }
-    let shown: Vec<Vec<u8>> = stored
-        .iter()
-        .map(|m| {
-            if !String::from_utf8_lossy(m).contains("application/pkcs7-mime") {
-                m.clone()
-            } else {
-                show(m).message
-            }
-        })
-        .collect();
+    let shown = shown_forms(&stored);
     sim.max_held = 0;
     let command = "f UID FETCH 1:* (UID BODY.PEEK[])\r\n";
     let got = sim.say(command);
