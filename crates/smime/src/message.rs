@@ -460,16 +460,22 @@ fn rewrap_owned(wrapper_header: &[u8], mut inner: Vec<u8>) -> (Vec<u8>, Option<D
     if !canonical || hp::declared(mime::split(&inner).header).is_some() {
         return rewrap(wrapper_header, &inner);
     }
-    let mut prefix = mime::outer_fields(wrapper_header);
-    let inner_fields = mime::fields(mime::split(&inner).header);
-    if !inner_fields.iter().any(|f| f.name == "mime-version") {
-        prefix.extend_from_slice(b"MIME-Version: 1.0\r\n");
-    }
-    if inner_fields.is_empty() && !inner.starts_with(b"\r\n") {
-        prefix.extend_from_slice(b"\r\n");
-    }
+    let prefix = wrapping(mime::outer_fields(wrapper_header), &inner);
     inner.splice(0..0, prefix);
     (inner, None)
+}
+
+/// What goes in front of an unwrapped entity: the `outer` fields, MIME-Version unless the
+/// entity has its own, and the empty line when the entity has no header block.
+fn wrapping(mut outer: Vec<u8>, inner: &[u8]) -> Vec<u8> {
+    let inner_fields = mime::fields(mime::split(inner).header);
+    if !inner_fields.iter().any(|f| f.name == "mime-version") {
+        outer.extend_from_slice(b"MIME-Version: 1.0\r\n");
+    }
+    if inner_fields.is_empty() && !inner.starts_with(b"\r\n") {
+        outer.extend_from_slice(b"\r\n");
+    }
+    outer
 }
 
 fn rewrap(wrapper_header: &[u8], inner: &[u8]) -> (Vec<u8>, Option<Declared>) {
@@ -483,15 +489,8 @@ fn rewrap(wrapper_header: &[u8], inner: &[u8]) -> (Vec<u8>, Option<Declared>) {
         ),
         None => (mime::outer_fields(wrapper_header), inner),
     };
-    let inner_fields = mime::fields(mime::split(&inner).header);
-    let mut out = Vec::with_capacity(outer.len() + inner.len() + 32);
-    out.extend_from_slice(&outer);
-    if !inner_fields.iter().any(|f| f.name == "mime-version") {
-        out.extend_from_slice(b"MIME-Version: 1.0\r\n");
-    }
-    if inner_fields.is_empty() && !inner.starts_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
-    }
+    let mut out = wrapping(outer, &inner);
+    out.reserve_exact(inner.len());
     out.extend_from_slice(&inner);
     (out, declared)
 }
@@ -535,14 +534,10 @@ pub fn verify_owned(mut message: Vec<u8>) -> Result<Verified, Error> {
         return verify(&message);
     };
     let mut v = verify_as(&message, false)?;
-    let mut prefix = mime::outer_fields(&message[..header_len]);
-    let inner_fields = mime::fields(mime::split(&message[signed.clone()]).header);
-    if !inner_fields.iter().any(|f| f.name == "mime-version") {
-        prefix.extend_from_slice(b"MIME-Version: 1.0\r\n");
-    }
-    if inner_fields.is_empty() && !message[signed.clone()].starts_with(b"\r\n") {
-        prefix.extend_from_slice(b"\r\n");
-    }
+    let prefix = wrapping(
+        mime::outer_fields(&message[..header_len]),
+        &message[signed.clone()],
+    );
     message.truncate(signed.end);
     message.splice(..signed.start, prefix);
     v.originators = mime::originators(mime::split(&message).header);
