@@ -611,8 +611,10 @@ fn stuff_into(piece: &[u8], line_start: bool, out: &mut Vec<u8>) {
     out.extend_from_slice(&piece[start..]);
 }
 
-/// Dot-stuffing (RFC 5321 §4.5.2) and the final `.` line; the message must use CRLF.
-pub fn dot_stuff(message: &[u8]) -> Vec<u8> {
+/// Dot-stuffing (RFC 5321 §4.5.2) and the final `.` line of a whole message at once; the
+/// message must use CRLF. What `data` writes window by window is tested against it.
+#[cfg(test)]
+fn dot_stuff(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + message.len() / 64 + 8);
     stuff_into(message, true, &mut out);
     if !message.ends_with(b"\r\n") {
