@@ -98,14 +98,9 @@ mod tests {
     #[test]
     fn the_cache_stays_within_its_size() {
         let p = |n: usize| {
-            Arc::new(Presentation {
-                message: vec![b'x'; n],
-                status: String::new(),
-                harvest: Vec::new(),
-                capabilities: Vec::new(),
-                preferred: Vec::new(),
-                sections: Default::default(),
-            })
+            Arc::new(Presentation::from(::present::Presentation::as_stored(
+                vec![b'x'; n],
+            )))
         };
         let k = |uid| ("u".to_string(), "INBOX".to_string(), 1, uid);
         // Counted exactly: the message, its status and the most its memo may keep.

@@ -12,7 +12,6 @@ use std::time::{Duration, SystemTime};
 use certstore::CertStore;
 use net::conn::Conn;
 use net::target::TargetTls;
-use smime::Identity;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
@@ -31,22 +30,7 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// The provider's IMAP server: host, port and transport security, as for SMTP.
 pub type ImapTarget = net::target::Target;
 
-/// A private key for decrypting, and the logins that may use it.
-pub struct BoundKey {
-    /// The identity's addresses.
-    pub addresses: Vec<String>,
-    /// Further provider logins allowed to use it (a shared practice mailbox's users).
-    pub logins: Vec<String>,
-    /// The key and its certificate.
-    pub identity: Identity,
-}
-
-impl BoundKey {
-    /// Whether a session logged in as `login` may decrypt with this key.
-    pub fn usable_by(&self, login: &str) -> bool {
-        certstore::login_may_use(&self.addresses, &self.logins, login)
-    }
-}
+pub use ::present::BoundKey;
 
 /// Everything the IMAP sessions share.
 pub struct ImapContext {
@@ -313,18 +297,10 @@ impl Env for ImapContext {
 fn show(ctx: &ImapContext, login: Option<&str>, m: Stored) -> Arc<Presentation> {
     let p = {
         let store = ctx.store.read().unwrap_or_else(|e| e.into_inner());
-        let keys: Vec<&Identity> = match login {
-            Some(login) => ctx
-                .keys
-                .iter()
-                .filter(|k| k.usable_by(login))
-                .map(|k| &k.identity)
-                .collect(),
-            None => Vec::new(),
-        };
+        let keys = ::present::keys_for(&ctx.keys, login);
         Arc::new(present_owned(m.bytes, &keys, &store, SystemTime::now()))
     };
-    learn(ctx, &p);
+    ::present::learn(&ctx.store, ctx.harvest_dir.as_deref(), &p);
     tracing::info!(uid = m.uid, status = %p.status, "showing a protected message");
     if let Some(k) = m.key {
         if let Ok(mut c) = ctx.cache.lock() {
@@ -332,49 +308,6 @@ fn show(ctx: &ImapContext, login: Option<&str>, m: Stored) -> Arc<Presentation> 
         }
     }
     p
-}
-
-/// Keeps what a verified signature taught: the sender's encryption certificate (in the shared
-/// store, and in the harvest directory if configured) and their client's capabilities.
-fn learn(ctx: &ImapContext, p: &Presentation) {
-    if p.harvest.is_empty() && p.capabilities.is_empty() {
-        return;
-    }
-    let mut store = ctx.store.write().unwrap_or_else(|e| e.into_inner());
-    for (address, caps) in &p.capabilities {
-        store.set_capabilities(address, caps.clone());
-    }
-    for (address, cert) in &p.preferred {
-        store.set_preferred(address, cert.clone());
-    }
-    for (address, cert) in &p.harvest {
-        if store.learn(cert.clone()) {
-            tracing::info!(%address, subject = %cert.subject(), "learnt an encryption certificate from verified signed mail");
-            if let Some(dir) = &ctx.harvest_dir {
-                let name = format!(
-                    "{}-{}.der",
-                    address.replace(['/', '\\'], "_"),
-                    fingerprint(cert)
-                );
-                let tmp = dir.join(format!(".{name}.tmp"));
-                let saved = std::fs::create_dir_all(dir)
-                    .and_then(|_| std::fs::write(&tmp, cert.der()))
-                    .and_then(|_| std::fs::rename(&tmp, dir.join(&name)));
-                if let Err(e) = saved {
-                    tracing::warn!(error = %e, dir = %dir.display(), "could not save a learnt certificate");
-                }
-            }
-        }
-    }
-}
-
-/// The first 16 hex digits of a certificate's SHA-256 (for file names).
-fn fingerprint(cert: &smime::Cert) -> String {
-    cert.sha256()
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Connects to the IMAP server as a session would (TLS, certificate check, greeting) and

@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime};
 
 use super::sim::{Server, GREETING};
 use super::*;
-use crate::fetch::SectionMemo;
 
 struct TestEnv {
     cache: Mutex<Cache>,
@@ -62,14 +61,11 @@ fn show(stored: &[u8]) -> Presentation {
         let inner = smime::mime::base64_decode(split.body).unwrap();
         let mut message = b"X-Envelopd: decrypted=test; signature=none\r\n".to_vec();
         message.extend_from_slice(&inner);
-        return Presentation {
-            message,
+        return ::present::Presentation {
             status: "decrypted=test; signature=none".into(),
-            harvest: Vec::new(),
-            capabilities: Vec::new(),
-            preferred: Vec::new(),
-            sections: SectionMemo::default(),
-        };
+            ..::present::Presentation::as_stored(message)
+        }
+        .into();
     }
     crate::present::present(
         stored,
@@ -213,7 +209,7 @@ fn shown_forms(stored: &[Vec<u8>]) -> Vec<Vec<u8>> {
             if !String::from_utf8_lossy(m).contains("application/pkcs7-mime") {
                 m.clone()
             } else {
-                show(m).message
+                show(m).shown.message
             }
         })
         .collect()
@@ -368,7 +364,7 @@ fn every_fetch_form_is_answered_from_the_shown_message() {
     let shown: Vec<Vec<u8>> = stored
         .iter()
         .enumerate()
-        .map(|(i, m)| if i == 0 { m.clone() } else { show(m).message })
+        .map(|(i, m)| if i == 0 { m.clone() } else { show(m).shown.message })
         .collect();
     assert!(String::from_utf8_lossy(&shown[2]).contains("signature=none"));
     let forms = [
