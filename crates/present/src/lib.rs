@@ -113,6 +113,15 @@ pub fn needs_presentation(content_type: &str, has_status_field: bool) -> bool {
         )
 }
 
+/// [`needs_presentation`] for a stored message's header section (the bytes before the empty
+/// line, as a POP3 `TOP n 0` returns them).
+pub fn header_needs_presentation(header: &[u8]) -> bool {
+    let status = mime::fields(header)
+        .iter()
+        .any(|f| f.name.eq_ignore_ascii_case(STATUS_FIELD));
+    needs_presentation(&mime::content_type(header).mime_type, status)
+}
+
 /// Opens a stored message for display.
 pub fn present(
     stored: &[u8],
@@ -427,6 +436,14 @@ mod tests {
         ));
         assert!(!needs_presentation("", false));
         assert!(needs_presentation("text/plain", true));
+        assert!(header_needs_presentation(
+            b"From: a@x\r\nContent-Type: application/pkcs7-mime;\r\n smime-type=enveloped-data\r\n\r\n"
+        ));
+        assert!(header_needs_presentation(b"x-envelopd: decrypted=no\r\n"));
+        assert!(!header_needs_presentation(
+            b"Subject: Content-Type: application/pkcs7-mime\r\n\r\n"
+        ));
+        assert!(!header_needs_presentation(b""));
     }
 
     #[test]
