@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real mail provider on loopback for the demo and the end-to-end tests: Postfix (submission
 # with STARTTLS + AUTH, SMTPS + AUTH, and AUTH without TLS for loopback) delivering into Maildirs,
-# and Dovecot (IMAP with STARTTLS, IMAPS) reading them, with its SASL checking Postfix's logins.
+# and Dovecot (IMAP with STARTTLS, IMAPS, POP3 with STLS, POP3S) reading them, with its SASL checking Postfix's logins.
 # Everything lives in one private directory; nothing of the system's mail configuration is used.
 #
 #   scripts/mailserver.sh start DIR user@domain:password ...
@@ -36,17 +36,20 @@ fi
 [ "$cmd" = start ] || { echo "unknown command $cmd" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "mailserver.sh: Postfix and Dovecot need root here" >&2; exit 1; }
 for tool in postfix dovecot openssl; do
-  command -v "$tool" >/dev/null || { echo "mailserver.sh: $tool is not installed (apt-get install postfix dovecot-imapd openssl)" >&2; exit 1; }
+  command -v "$tool" >/dev/null || { echo "mailserver.sh: $tool is not installed (apt-get install postfix dovecot-imapd dovecot-pop3d openssl)" >&2; exit 1; }
 done
+[ -e /usr/lib/dovecot/pop3 ] || { echo "mailserver.sh: Dovecot's POP3 server is not installed (apt-get install dovecot-pop3d)" >&2; exit 1; }
 
 : "${SMTP_PLAIN_PORT:=12025}" "${SUBMISSION_PORT:=12587}" "${SMTPS_PORT:=12465}"
-: "${IMAP_PORT:=12143}" "${IMAPS_PORT:=12993}"
+: "${IMAP_PORT:=12143}" "${IMAPS_PORT:=12993}" "${POP3_PORT:=12110}" "${POP3S_PORT:=12995}"
 cat >"$dir/ports.env" <<EOF
 SMTP_PLAIN_PORT=$SMTP_PLAIN_PORT
 SUBMISSION_PORT=$SUBMISSION_PORT
 SMTPS_PORT=$SMTPS_PORT
 IMAP_PORT=$IMAP_PORT
 IMAPS_PORT=$IMAPS_PORT
+POP3_PORT=$POP3_PORT
+POP3S_PORT=$POP3S_PORT
 EOF
 
 mkdir -p "$dir"/{tls,log,mail,postfix,spool,data,dovecot-run,dovecot-state}
@@ -89,7 +92,7 @@ cat >"$dir/dovecot.conf" <<EOF
 base_dir = $dir/dovecot-run
 state_dir = $dir/dovecot-state
 log_path = $dir/log/dovecot.log
-protocols = imap
+protocols = imap pop3
 listen = 127.0.0.1
 ssl = yes
 ssl_cert = <$dir/tls/server.pem
@@ -112,6 +115,17 @@ service imap-login {
   }
   inet_listener imaps {
     port = $IMAPS_PORT
+    ssl = yes
+  }
+}
+# POP3 (plain + STLS, and POP3S); UIDLs as many providers make them.
+pop3_uidl_format = %08Xu%08Xv
+service pop3-login {
+  inet_listener pop3 {
+    port = $POP3_PORT
+  }
+  inet_listener pop3s {
+    port = $POP3S_PORT
     ssl = yes
   }
 }
@@ -197,7 +211,7 @@ postfix -c "$dir/postfix" start </dev/null >"$dir/log/postfix-start.log" 2>&1 ||
 }
 
 # Wait until every port answers.
-for port in $SMTP_PLAIN_PORT $SUBMISSION_PORT $SMTPS_PORT $IMAP_PORT $IMAPS_PORT; do
+for port in $SMTP_PLAIN_PORT $SUBMISSION_PORT $SMTPS_PORT $IMAP_PORT $IMAPS_PORT $POP3_PORT $POP3S_PORT; do
   for _ in $(seq 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
     sleep 0.1
@@ -208,4 +222,4 @@ for port in $SMTP_PLAIN_PORT $SUBMISSION_PORT $SMTPS_PORT $IMAP_PORT $IMAPS_PORT
     exit 1
   }
 done
-echo "mail provider up in $dir (SMTP $SMTP_PLAIN_PORT, submission $SUBMISSION_PORT, SMTPS $SMTPS_PORT, IMAP $IMAP_PORT, IMAPS $IMAPS_PORT)"
+echo "mail provider up in $dir (SMTP $SMTP_PLAIN_PORT, submission $SUBMISSION_PORT, SMTPS $SMTPS_PORT, IMAP $IMAP_PORT, IMAPS $IMAPS_PORT, POP3 $POP3_PORT, POP3S $POP3S_PORT)"

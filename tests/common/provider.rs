@@ -22,6 +22,10 @@ pub struct Provider {
     pub imap: u16,
     /// Dovecot: IMAPS.
     pub imaps: u16,
+    /// Dovecot: POP3 with STLS.
+    pub pop3: u16,
+    /// Dovecot: POP3S.
+    pub pop3s: u16,
 }
 
 impl Provider {
@@ -32,7 +36,9 @@ impl Provider {
             "these tests start Postfix and Dovecot and must run as root (CI does)"
         );
         let dir = tempfile::tempdir().unwrap();
-        let (plain, submission, smtps, imap, imaps) = (
+        let (plain, submission, smtps, imap, imaps, pop3, pop3s) = (
+            free_port(),
+            free_port(),
             free_port(),
             free_port(),
             free_port(),
@@ -49,6 +55,8 @@ impl Provider {
             .env("SMTPS_PORT", smtps.to_string())
             .env("IMAP_PORT", imap.to_string())
             .env("IMAPS_PORT", imaps.to_string())
+            .env("POP3_PORT", pop3.to_string())
+            .env("POP3S_PORT", pop3s.to_string())
             .stdin(Stdio::null())
             .output()
             .unwrap();
@@ -64,6 +72,8 @@ impl Provider {
             smtps,
             imap,
             imaps,
+            pop3,
+            pop3s,
         }
     }
 

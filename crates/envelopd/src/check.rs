@@ -121,6 +121,34 @@ pub fn check(cfg: &Config, now: SystemTime, probe_upstream: bool) -> Report {
             }
         }
     }
+    if let (Some(p), Some(pup)) = (&cfg.pop3, &cfg.upstream.pop3) {
+        r.push(
+            Level::Ok,
+            format!(
+                "programs that fetch by POP3 read through {} (S/MIME shown decrypted and verified, as on IMAP; {} MiB cache in memory)",
+                p.listen, p.cache_mb
+            ),
+        );
+        if p.tls != TlsMode::None {
+            match crate::daemon::listener_tls(p.tls, p.cert.as_deref(), p.key.as_deref(), "pop3") {
+                Ok(_) => r.push(
+                    Level::Ok,
+                    "POP3 listener TLS certificate and key load and match",
+                ),
+                Err(e) => r.push(Level::Problem, format!("{e:#}")),
+            }
+        }
+        let target = format!("{}:{}", pup.host, pup.pop3_port());
+        if probe_upstream {
+            match probe_pop3(cfg) {
+                Ok(greeting) => r.push(
+                    Level::Ok,
+                    format!("POP3 server {target}: reachable, TLS as configured; it greets with: {greeting}"),
+                ),
+                Err(e) => r.push(Level::Problem, format!("POP3 server {target}: {e}")),
+            }
+        }
+    }
     let up = &cfg.upstream.smtp;
     let mode = match up.tls {
         TlsMode::Implicit => "implicit TLS (SMTPS)",
@@ -396,7 +424,7 @@ fn probe_imap(cfg: &Config) -> Result<String, String> {
         command_timeout: Duration::from_secs(120),
         auth_throttle: Default::default(),
         upstream: target,
-        keys: Vec::new(),
+        keys: Default::default(),
         store: std::sync::Arc::new(std::sync::RwLock::new(certstore::CertStore::new())),
         harvest_dir: None,
         cache: std::sync::Mutex::new(imap::session::Cache::new(0)),
@@ -413,6 +441,32 @@ fn probe_imap(cfg: &Config) -> Result<String, String> {
         .build()
         .map_err(|e| e.to_string())?;
     runtime.block_on(imap::session::probe(&ctx))
+}
+
+/// Connects to the provider's POP3 server exactly as a POP3 session will.
+fn probe_pop3(cfg: &Config) -> Result<String, String> {
+    let target = crate::daemon::pop3_target(cfg)
+        .map_err(|e| format!("{e:#}"))?
+        .ok_or("no [upstream.pop3]")?;
+    let ctx = pop3::session::Pop3Context {
+        limits: net::conn::Limits::default(),
+        command_timeout: Duration::from_secs(120),
+        auth_throttle: Default::default(),
+        upstream: target,
+        keys: Default::default(),
+        store: std::sync::Arc::new(std::sync::RwLock::new(certstore::CertStore::new())),
+        harvest_dir: None,
+        cache: std::sync::Mutex::new(pop3::session::Cache::new(0)),
+        max_message: 1 << 20,
+        connect_timeout: Duration::from_secs(10),
+        client_timeout: Duration::from_secs(10),
+        client_tls: None,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(pop3::session::probe(&ctx))
 }
 
 /// Connects to the provider exactly as the daemon will (TLS, certificate check, EHLO) and

@@ -17,6 +17,8 @@ pub struct Config {
     pub smtp: SmtpListener,
     /// Where mail clients read mail (absent: no IMAP proxy).
     pub imap: Option<ImapListener>,
+    /// Where programs that fetch by POP3 read mail (absent: no POP3 proxy).
+    pub pop3: Option<Pop3Listener>,
     /// The provider.
     pub upstream: Upstream,
     /// Trust anchors and recipient certificates.
@@ -229,6 +231,46 @@ pub struct ImapListener {
     pub encrypted_folders: Vec<String>,
 }
 
+/// The client-facing POP3 listener (practice software that fetches by POP3).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pop3Listener {
+    /// Address and port to listen on.
+    #[serde(default = "default_pop3_listen")]
+    pub listen: SocketAddr,
+    /// TLS towards mail programs: `none` (loopback only), `starttls` (STLS) or `implicit`
+    /// (POP3S).
+    #[serde(default = "no_tls")]
+    pub tls: TlsMode,
+    /// The listener's TLS certificate chain (PEM).
+    pub cert: Option<PathBuf>,
+    /// The listener's TLS private key (PEM; mode 0600).
+    pub key: Option<PathBuf>,
+    /// Decrypted messages kept in memory, in MiB (never written to disk); their sizes are
+    /// remembered beyond that, so LIST stays cheap for programs that poll.
+    #[serde(default = "default_cache_mb")]
+    pub cache_mb: usize,
+    /// Open connections at most (further ones get `-ERR` and are closed).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds one command line may take to arrive, however slowly (idle clients get 10 min).
+    #[serde(default = "default_imap_command_timeout")]
+    pub command_timeout: u64,
+    /// Connections come through a balancer sending PROXY protocol v2 headers.
+    #[serde(default)]
+    pub proxy_protocol: bool,
+    /// The balancers' addresses (required with `proxy_protocol`).
+    #[serde(default)]
+    pub proxy_from: Vec<std::net::IpAddr>,
+    /// Open connections at most from one IP address.
+    #[serde(default = "default_max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+}
+
+fn default_pop3_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 10110))
+}
+
 fn default_imap_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 10143))
 }
@@ -246,6 +288,8 @@ pub struct Upstream {
     pub smtp: UpstreamServer,
     /// The incoming (IMAP) server, needed with an `[imap]` section.
     pub imap: Option<UpstreamServer>,
+    /// The incoming (POP3) server, needed with a `[pop3]` section.
+    pub pop3: Option<UpstreamServer>,
 }
 
 /// One upstream server.
@@ -293,6 +337,14 @@ impl UpstreamServer {
         self.port.unwrap_or(match self.tls {
             TlsMode::Implicit => 993,
             _ => 143,
+        })
+    }
+
+    /// The effective port for POP3: 995 for implicit TLS, 110 otherwise.
+    pub fn pop3_port(&self) -> u16 {
+        self.port.unwrap_or(match self.tls {
+            TlsMode::Implicit => 995,
+            _ => 110,
         })
     }
 
@@ -641,6 +693,28 @@ impl Config {
                 );
             }
         }
+        match (&self.pop3, &self.upstream.pop3) {
+            (Some(_), None) => bail!("[pop3] needs [upstream.pop3]: the provider's POP3 server"),
+            (Some(p), Some(_)) if !p.listen.ip().is_loopback() && p.tls == TlsMode::None => bail!(
+                "pop3.listen = {}: listening beyond this machine needs TLS (tls = \"starttls\" or \"implicit\", with cert and key)",
+                p.listen
+            ),
+            (Some(p), Some(_)) if p.tls != TlsMode::None && (p.cert.is_none() || p.key.is_none()) => {
+                bail!("pop3: TLS for mail programs needs cert and key (PEM files)")
+            }
+            (Some(p), _) if p.proxy_protocol && p.proxy_from.is_empty() => {
+                bail!("pop3: proxy_protocol needs proxy_from = [\"<the balancer's address>\"]: otherwise any client could claim any address")
+            }
+            _ => {}
+        }
+        if let Some(up) = &self.upstream.pop3 {
+            if up.tls == TlsMode::None && !is_loopback_host(&up.host) {
+                bail!(
+                    "upstream.pop3: tls = \"none\" is only allowed to a server on this machine, not to {}",
+                    up.host
+                );
+            }
+        }
         let l = &self.smtp;
         if l.tls != TlsMode::None && (l.cert.is_none() || l.key.is_none()) {
             bail!("smtp: TLS for mail programs needs cert and key (PEM files)");
@@ -729,6 +803,9 @@ impl Config {
         if let Some(p) = self.upstream.imap.as_mut().and_then(|i| i.ca_file.as_mut()) {
             fix(p);
         }
+        if let Some(p) = self.upstream.pop3.as_mut().and_then(|i| i.ca_file.as_mut()) {
+            fix(p);
+        }
         for p in [&mut self.smtp.cert, &mut self.smtp.key]
             .into_iter()
             .flatten()
@@ -737,6 +814,11 @@ impl Config {
         }
         // The IMAP listener's TLS files too (they were taken relative to the working directory).
         if let Some(i) = self.imap.as_mut() {
+            for p in [&mut i.cert, &mut i.key].into_iter().flatten() {
+                fix(p);
+            }
+        }
+        if let Some(i) = self.pop3.as_mut() {
             for p in [&mut i.cert, &mut i.key].into_iter().flatten() {
                 fix(p);
             }
@@ -847,6 +929,23 @@ mod tests {
             (format!("{MINIMAL}[[identity]]\naddresses = [\"a@x.org\"]\nkey = \"a.key\"\n"), "either pkcs12, or key and cert"),
             (format!("{MINIMAL}[smtp]\nlisten = \"0.0.0.0:587\"\n"), "listening beyond this machine needs TLS"),
             (format!("{MINIMAL}[smtp]\ntls = \"starttls\"\n"), "needs cert and key"),
+            (format!("{MINIMAL}[pop3]\n"), "[pop3] needs [upstream.pop3]"),
+            (
+                format!("{MINIMAL}[pop3]\nlisten = \"0.0.0.0:995\"\n[upstream.pop3]\nhost = \"pop.example.org\"\ntls = \"implicit\"\n"),
+                "pop3.listen = 0.0.0.0:995: listening beyond this machine needs TLS",
+            ),
+            (
+                format!("{MINIMAL}[pop3]\ntls = \"implicit\"\n[upstream.pop3]\nhost = \"pop.example.org\"\ntls = \"implicit\"\n"),
+                "pop3: TLS for mail programs needs cert and key",
+            ),
+            (
+                format!("{MINIMAL}[pop3]\n[upstream.pop3]\nhost = \"pop.example.org\"\ntls = \"none\"\n"),
+                "upstream.pop3: tls = \"none\" is only allowed to a server on this machine",
+            ),
+            (
+                format!("{MINIMAL}[pop3]\nproxy_protocol = true\n[upstream.pop3]\nhost = \"pop.example.org\"\ntls = \"implicit\"\n"),
+                "pop3: proxy_protocol needs proxy_from",
+            ),
         ];
         for (text, want) in cases {
             let err = format!("{:#}", Config::parse(&text).unwrap_err());
@@ -856,6 +955,12 @@ mod tests {
             .replace("starttls", "none")
             .replace("mail.example.org", "127.0.0.1");
         assert_eq!(Config::parse(&loopback).unwrap().upstream.smtp.port(), 587);
+        let pop3 = Config::parse(&format!(
+            "{MINIMAL}[pop3]\n[upstream.pop3]\nhost = \"pop.example.org\"\ntls = \"implicit\"\n"
+        ))
+        .unwrap();
+        assert_eq!(pop3.upstream.pop3.unwrap().pop3_port(), 995);
+        assert_eq!(pop3.pop3.unwrap().listen.port(), 10110);
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! `envelopd run`: builds the shared context from the configuration (certificate store,
-//! identities with the logins that may use their keys, policy), opens the SMTP and IMAP
+//! identities with the logins that may use their keys, policy), opens the SMTP, IMAP and POP3
 //! listeners, the status page and the revocation fetcher, reloads on SIGHUP and drains open
 //! sessions on SIGINT/SIGTERM.
 
@@ -39,6 +39,8 @@ pub fn run(cfg: Config, config_path: std::path::PathBuf) -> Result<()> {
         decryption_keys,
         own_certs,
     } = load(&cfg)?;
+    // The IMAP and POP3 sides open mail with the same keys, by the same login rule.
+    let decryption_keys = Arc::new(decryption_keys);
     // One store for both sides: what the IMAP side learns, the SMTP side encrypts to.
     let store = Arc::new(std::sync::RwLock::new(store));
     // Failed logins count across both protocols.
@@ -61,7 +63,7 @@ pub fn run(cfg: Config, config_path: std::path::PathBuf) -> Result<()> {
                         proxy_from: l.proxy_from.clone(),
                     },
                     upstream: target,
-                    keys: decryption_keys,
+                    keys: decryption_keys.clone(),
                     store: store.clone(),
                     harvest_dir: cfg.certificates.harvested.clone(),
                     cache: std::sync::Mutex::new(imap::session::Cache::new(l.cache_mb << 20)),
@@ -80,6 +82,37 @@ pub fn run(cfg: Config, config_path: std::path::PathBuf) -> Result<()> {
                             .collect(),
                         (true, false) => l.encrypted_folders.clone(),
                     },
+                }),
+            ))
+        }
+        _ => None,
+    };
+    let pop3 = match (&cfg.pop3, &cfg.upstream.pop3) {
+        (Some(l), Some(_)) => {
+            let target = pop3_target(&cfg)?.expect("upstream.pop3 is set");
+            Some((
+                l.listen,
+                Arc::new(pop3::session::Pop3Context {
+                    auth_throttle: auth_throttle.clone(),
+                    limits: net::conn::Limits {
+                        total: l.max_connections.max(1),
+                        per_ip: l.max_connections_per_ip.max(1),
+                        refusal: None,
+                        proxy_protocol: l.proxy_protocol,
+                        proxy_from: l.proxy_from.clone(),
+                    },
+                    upstream: target,
+                    keys: decryption_keys.clone(),
+                    store: store.clone(),
+                    harvest_dir: cfg.certificates.harvested.clone(),
+                    cache: std::sync::Mutex::new(pop3::session::Cache::new(l.cache_mb << 20)),
+                    // What the SMTP side accepts, encrypted (base64 and the envelope).
+                    max_message: 2 * cfg.smtp.max_message_size + (1 << 20),
+                    connect_timeout: Duration::from_secs(30),
+                    // RFC 1939 §3: an autologout timer of at least 10 minutes.
+                    client_timeout: Duration::from_secs(10 * 60),
+                    command_timeout: Duration::from_secs(l.command_timeout.max(1)),
+                    client_tls: listener_tls(l.tls, l.cert.as_deref(), l.key.as_deref(), "pop3")?,
                 }),
             ))
         }
@@ -189,6 +222,9 @@ pub fn run(cfg: Config, config_path: std::path::PathBuf) -> Result<()> {
                 if let Some(i) = &cfg.imap {
                     listeners.push(("IMAP".into(), format!("{} ({})", i.listen, i.tls)));
                 }
+                if let Some(p) = &cfg.pop3 {
+                    listeners.push(("POP3".into(), format!("{} ({})", p.listen, p.tls)));
+                }
                 let status = Arc::new(crate::status::Status {
                     store: store.clone(),
                     own: own_for_status.clone(),
@@ -209,10 +245,23 @@ pub fn run(cfg: Config, config_path: std::path::PathBuf) -> Result<()> {
             }
             None => None,
         };
+        let pop3_task = match pop3 {
+            Some((listen, pctx)) => {
+                let l = tokio::net::TcpListener::bind(listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
+                tracing::info!(%listen, upstream = %pctx.upstream.describe(), "POP3 proxy listening");
+                Some(tokio::spawn(pop3::session::serve(l, pctx, stopped.clone())))
+            }
+            None => None,
+        };
         smtp::session::serve(listener, ctx, stopped)
             .await
             .context("listener failed")?;
         if let Some(t) = imap_task {
+            let _ = t.await;
+        }
+        if let Some(t) = pop3_task {
             let _ = t.await;
         }
         if let Some(t) = status_task {
@@ -473,6 +522,22 @@ pub fn imap_target(cfg: &Config) -> Result<Option<imap::session::ImapTarget>> {
     }))
 }
 
+/// The provider's POP3 server with its TLS trust, if configured.
+pub fn pop3_target(cfg: &Config) -> Result<Option<pop3::session::Pop3Target>> {
+    let Some(up) = &cfg.upstream.pop3 else {
+        return Ok(None);
+    };
+    Ok(Some(pop3::session::Pop3Target {
+        host: up
+            .host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port: up.pop3_port(),
+        tls: target_tls(up, "upstream.pop3")?,
+    }))
+}
+
 /// The provider's server with its TLS trust, as the SMTP session uses it.
 pub fn upstream_target(cfg: &Config) -> Result<Target> {
     let up = &cfg.upstream.smtp;
@@ -494,8 +559,8 @@ pub fn client_tls(cfg: &Config) -> Result<Option<ClientTls>> {
     listener_tls(l.tls, l.cert.as_deref(), l.key.as_deref(), "smtp")
 }
 
-/// The TLS a listener (`what`: smtp or imap) offers mail programs, if any.
-fn listener_tls(
+/// The TLS a listener (`what`: smtp, imap or pop3) offers mail programs, if any.
+pub fn listener_tls(
     mode: TlsMode,
     cert: Option<&std::path::Path>,
     key: Option<&std::path::Path>,

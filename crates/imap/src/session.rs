@@ -38,7 +38,7 @@ pub struct ImapContext {
     pub upstream: ImapTarget,
     /// The practice's keys with who may use them: a session decrypts only with the keys its
     /// login is entitled to ([`certstore::login_may_use`], the rule signing follows too).
-    pub keys: Vec<BoundKey>,
+    pub keys: Arc<Vec<BoundKey>>,
     /// Trust anchors and certificates, shared with the SMTP side: certificates learnt from
     /// verified signed mail are added here and used for encrypting at once.
     pub store: Arc<std::sync::RwLock<CertStore>>,

@@ -216,7 +216,7 @@ impl Observe {
         r.iter().rev().cloned().collect()
     }
 
-    /// A client session began (`proto` is `smtp` or `imap`).
+    /// A client session began (`proto` is `smtp`, `imap` or `pop3`).
     pub fn session_started(&self, proto: &str) {
         let l = ProtoLabels {
             proto: proto.into(),

@@ -31,7 +31,7 @@ pub struct Pop3Context {
     /// The provider's POP3 server.
     pub upstream: Pop3Target,
     /// The practice's keys with who may use them (the same rule as on IMAP).
-    pub keys: Vec<BoundKey>,
+    pub keys: Arc<Vec<BoundKey>>,
     /// Trust anchors and certificates, shared with the other sides.
     pub store: Arc<std::sync::RwLock<CertStore>>,
     /// Where learnt certificates are also written.

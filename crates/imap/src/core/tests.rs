@@ -364,7 +364,13 @@ fn every_fetch_form_is_answered_from_the_shown_message() {
     let shown: Vec<Vec<u8>> = stored
         .iter()
         .enumerate()
-        .map(|(i, m)| if i == 0 { m.clone() } else { show(m).shown.message })
+        .map(|(i, m)| {
+            if i == 0 {
+                m.clone()
+            } else {
+                show(m).shown.message
+            }
+        })
         .collect();
     assert!(String::from_utf8_lossy(&shown[2]).contains("signature=none"));
     let forms = [
