@@ -15,7 +15,7 @@ cd "$(dirname "$0")"
 secs=${1:-60}
 [ -d corpus/smtp ] || ./seed.sh
 export RUSTC_BOOTSTRAP=1
-targets=${TARGETS:-cms mime decrypt imap_server imap_client imap_session smtp}
+targets=${TARGETS:-cms mime decrypt imap_server imap_client imap_session smtp pop3_client pop3_server}
 san=(--sanitizer "${SANITIZER:-address}")
 echo "== building the fuzz targets (${SANITIZER:-address} sanitizer)"
 cargo fuzz build -O "${san[@]}" >/dev/null

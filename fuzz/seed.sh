@@ -37,4 +37,8 @@ printf 'EHLO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r
 printf 'EHLO x\r\nAUTH PLAIN AGEAcGFzcw==\r\nAUTH LOGIN\r\nYQ==\r\ncGFzcw==\r\nMAIL FROM:<a@example.org> BODY=8BITMIME SMTPUTF8\r\nRCPT TO:<b@example.org>\r\nRSET\r\nQUIT\r\n' > corpus/smtp/auth.txt
 printf 'EHLO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nBDAT 12\r\nSubject: s\r\n\377BDAT 6 LAST\r\n\r\nbody\r\nQUIT\r\n' > corpus/smtp/bdat.txt
 { printf 'EHLO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n'; tr -d '\r' < corpus/mime/signed.eml | sed 's/$/\r/; s/^\./../'; printf '.\r\n'; } > corpus/smtp/signed.txt
+mkdir -p corpus/pop3_client corpus/pop3_server
+printf 'CAPA\r\nUSER u\r\nPASS p\r\nSTAT\r\nLIST\r\nUIDL\r\n\377RETR 2\r\nTOP 3 1\r\nLIST 2\r\nDELE 1\r\nRSET\r\nRETR 4\r\nQUIT\r\n' > corpus/pop3_client/session.txt
+printf 'AUTH PLAIN\r\nAHUAcA==\r\nRETR 1\r\nSTLS\r\nAPOP u x\r\n\377AUTH PLAIN AHUAcA==\r\nTOP 2 0\r\n' > corpus/pop3_client/sasl.txt
+printf '+OK\r\n+OK\r\n+OK 2 30\r\n+OK\r\n1 10\r\n2 20\r\n.\r\n+OK\r\n1 a\r\n2 b\r\n.\r\n\377+OK\r\nContent-Type: application/pkcs7-mime\r\n\r\n.\r\n+OK\r\nX-Envelopd: x\r\n\r\n.\r\n+OK 10 octets\r\nSubject: s\r\n\r\n..x\r\n.\r\n' > corpus/pop3_server/replies.txt
 echo "seed corpora: $(ls corpus/cms | wc -l) cms, $(ls corpus/mime | wc -l) mime, $(ls corpus/decrypt | wc -l) decrypt, $(ls corpus/smtp | wc -l) smtp"
