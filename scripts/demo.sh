@@ -57,9 +57,9 @@ trap cleanup EXIT
 trap 'exit 0' INT TERM
 cd "$work"
 
-: "${DEMO_SMTP_PORT:=10587}" "${DEMO_IMAP_PORT:=10143}"
-: "${SUBMISSION_PORT:=12587}" "${IMAPS_PORT:=12993}"
-export SUBMISSION_PORT IMAPS_PORT
+: "${DEMO_SMTP_PORT:=10587}" "${DEMO_IMAP_PORT:=10143}" "${DEMO_POP3_PORT:=10110}"
+: "${SUBMISSION_PORT:=12587}" "${IMAPS_PORT:=12993}" "${POP3S_PORT:=12995}"
+export SUBMISSION_PORT IMAPS_PORT POP3S_PORT
 
 echo "== 1. a throwaway CA and two users with S/MIME certificates (PKCS#12)"
 mkdir -p pki trust certs keys
@@ -81,7 +81,7 @@ issue alice dr.alice@praxis.test
 issue bob bob@klinik.test
 cp pki/bob.pem certs/bob.pem
 
-echo "== 2. the mail provider: Postfix (submission with STARTTLS + AUTH) and Dovecot (IMAPS)"
+echo "== 2. the mail provider: Postfix (submission with STARTTLS + AUTH) and Dovecot (IMAPS, POP3S)"
 $SUDO "$root/scripts/mailserver.sh" start "$work/provider" \
   dr.alice@praxis.test:alice-demo bob@klinik.test:bob-demo | sed 's/^/   /'
 
@@ -91,6 +91,9 @@ listen = "127.0.0.1:$DEMO_SMTP_PORT"
 
 [imap]
 listen = "127.0.0.1:$DEMO_IMAP_PORT"
+
+[pop3]
+listen = "127.0.0.1:$DEMO_POP3_PORT"
 
 [upstream.smtp]
 host = "localhost"
@@ -102,6 +105,13 @@ system_roots = false
 [upstream.imap]
 host = "localhost"
 port = $IMAPS_PORT
+tls = "implicit"
+ca_file = "$work/provider/tls/ca.pem"
+system_roots = false
+
+[upstream.pop3]
+host = "localhost"
+port = $POP3S_PORT
 tls = "implicit"
 ca_file = "$work/provider/tls/ca.pem"
 system_roots = false
@@ -161,13 +171,31 @@ grep -E '^(X-Envelopd|From|Subject):' read.eml | sed 's/^/   | /'
 sed -n '/^\r\{0,1\}$/,$p' read.eml | sed 's/^/   | /'
 echo "   (the X-Envelopd line is envelopd's verdict; a copy of it arriving in the mail is removed)"
 
+echo "== 9. practice software that fetches by POP3 gets the same message (Python poplib)"
+python3 - "$DEMO_POP3_PORT" >pop3.txt <<'PY'
+import poplib, sys
+p = poplib.POP3("127.0.0.1", int(sys.argv[1]))
+p.user("bob@klinik.test"); p.pass_("bob-demo")
+count, size = p.stat()
+_, lines, octets = p.retr(1)
+print(f"STAT: {count} message(s), {size} octets; RETR 1: {octets} octets (LIST and RETR agree)")
+for l in lines:
+    l = l.decode("utf-8", "replace")
+    if l.startswith(("X-Envelopd:", "Subject:")):
+        print(l)
+p.quit()
+PY
+sed 's/^/   | /' pop3.txt
+
 cat <<EOF
-== 9. try it with your own mail program (Thunderbird, Outlook, ...)
+== 10. try it with your own mail program (Thunderbird, Outlook, practice software ...)
    Outgoing (SMTP):  server 127.0.0.1, port $DEMO_SMTP_PORT, no encryption (this machine only),
                      user dr.alice@praxis.test, password alice-demo
    Incoming (IMAP):  server 127.0.0.1, port $DEMO_IMAP_PORT, no encryption (this machine only),
                      user bob@klinik.test, password bob-demo: encrypted mail reads as plain text
                      with an "X-Envelopd:" line saying how it was protected and who signed it
+   Incoming (POP3):  server 127.0.0.1, port $DEMO_POP3_PORT, no encryption, same user: the same
+                     decrypted message, for programs that only fetch by POP3
    Send to bob@klinik.test: it leaves signed and encrypted. Send to anyone else: refused with
    550 5.7.1, because policy "refuse" is set and they have no certificate.
 EOF
