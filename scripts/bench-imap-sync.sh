@@ -24,48 +24,7 @@ if [ -z "${ENVELOPD_BIN:-}" ]; then
 fi
 E="${ENVELOPD_BIN:-$root/target/release/envelopd}"
 bench_imap_lab bench-sync
-mkdir -p plain
-box="$work/provider/mail/smime.example/bob/cur"
-echo "== filling a folder with $n messages (60 % S/MIME, 5 KB to 20 MB)"
-python3 - "$n" <<'EOF'
-import base64, random, sys
-n = int(sys.argv[1])
-rng = random.Random(20261205)
-for i in range(n):
-    r = rng.random()
-    size = (rng.randint(5_000, 50_000) if r < 0.70 else
-            rng.randint(100_000, 2_000_000) if r < 0.95 else
-            rng.randint(5_000_000, 20_000_000))
-    smime = rng.random() < 0.6
-    text = ("Befund %d: unauffaellig. " % i) * 40
-    head = ("From: Alice <alice@smime.example>\r\nTo: bob@smime.example\r\n"
-            "Subject: %s %d\r\nMIME-Version: 1.0\r\n" % ("encrypted" if smime else "plain", i))
-    if size <= 50_000:
-        body = "\r\n".join(text[j:j + 76] for j in range(0, len(text), 76))
-        filler = base64.b64encode(rng.randbytes(size * 3 // 4)).decode()
-        body += "\r\n" + "\r\n".join(filler[j:j + 76] for j in range(0, len(filler), 76))
-        m = head + "Content-Type: text/plain; charset=us-ascii\r\n\r\n" + body + "\r\n"
-    else:
-        data = base64.b64encode(rng.randbytes(size * 3 // 4)).decode()
-        data = "\r\n".join(data[j:j + 76] for j in range(0, len(data), 76))
-        m = (head + 'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
-             "Content-Type: text/plain\r\n\r\n" + text + "\r\n--b\r\n"
-             "Content-Type: application/pdf\r\nContent-Transfer-Encoding: base64\r\n"
-             'Content-Disposition: attachment; filename="befund.pdf"\r\n\r\n' + data + "\r\n--b--\r\n")
-    open("plain/%04d.%s" % (i, "smime" if smime else "plain"), "w").write(m)
-EOF
-for f in plain/*; do
-  i=$((10#${f:6:4}))
-  out="$box/$((1700000000 + i)).M${i}P1.bench:2,S"
-  if [[ $f == *.smime ]]; then
-    "$E" smime sign --key alice.sign.key --cert alice.sign.crt --in "$f" \
-      | "$E" smime encrypt --to bob.encrypt.crt --cipher aes256-cbc --out "$out"
-  else
-    cp "$f" "$out"
-  fi
-  chown 5000:5000 "$out"
-done
-echo "   $(du -sh "$box" | cut -f1) stored"
+bench_fill_realistic "$n" 60
 
 listen=$(port)
 bench_bob_imap "$listen" "$(port)"
