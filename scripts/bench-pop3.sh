@@ -76,7 +76,6 @@ print(f"  straight from Dovecot        {d_took:7.2f} s  {mb(d_bytes) / d_took:8.
 print(f"  through envelopd, cold       {c_took:7.2f} s  {mb(c_bytes) / c_took:8.1f} MB/s   {c_took / d_took:5.2f}x   (listing {c_list * 1000:7.1f} ms: sizes of every S/MIME message worked out; envelopd CPU {cpu1 - cpu0:.2f} s)")
 print(f"  through envelopd, warm       {w_took:7.2f} s  {mb(w_bytes) / w_took:8.1f} MB/s   {w_took / d_took:5.2f}x   (listing {w_list * 1000:7.1f} ms: sizes remembered; envelopd CPU {cpu2 - cpu1:.2f} s)")
 EOF
-largest=$(ls -S "$work/provider/mail/smime.example/bob/cur" | head -1)
-largest=$(stat -c %s "$work/provider/mail/smime.example/bob/cur/$largest")
+largest=$(stat -c %s "$work"/provider/mail/smime.example/bob/cur/* | sort -n | tail -1)
 echo "envelopd RSS: $rss_before MiB at start, peak $(awk '/VmHWM/ {printf "%.1f MiB", $2/1024}' "/proc/$epid/status");" \
   "largest stored message $(awk -v b="$largest" 'BEGIN {printf "%.1f MiB: bound 64 MiB + 2x = %.1f MiB", b/1048576, 64 + 2*b/1048576}')"

@@ -794,9 +794,18 @@ impl Core {
         while let Some(req) = self.sent.front() {
             let purpose = req.purpose;
             let multi = req.multi;
+            // A message is read into a buffer of its listed size (bounded), not grown by
+            // doubling to twice that.
+            let expected = match purpose {
+                Purpose::Retr(n) if self.reading.is_none() => self
+                    .entry(n)
+                    .map_or(0, |e| e.stored.min(self.cfg.max_message as u64) as usize),
+                _ => 0,
+            };
             let reading = self.reading.get_or_insert_with(|| Reading {
                 multi: MultiLine::new(),
                 bol: true,
+                data: Vec::with_capacity(expected),
                 ..Default::default()
             });
             if reading.status.is_none() {
