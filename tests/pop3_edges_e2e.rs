@@ -174,7 +174,50 @@ fn stls_and_pop3s_for_mail_programs() {
         )
     };
     // STLS: plaintext pipelined behind STLS is thrown away, not obeyed under TLS.
-    let (_d, _s, pop3, _e) = envelopd(provider.pop3s, "implicit", Some(&ca), &listener("starttls"));
+    let (d, _s, pop3, _e) = envelopd(provider.pop3s, "implicit", Some(&ca), &listener("starttls"));
+    // `envelopd check` reaches the POP3 server exactly as a session does.
+    let o = Command::new(env!("CARGO_BIN_EXE_envelopd"))
+        .args(["check", "--config"])
+        .arg(d.path().join("proxy.toml"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        said.contains(&format!(
+            "programs that fetch by POP3 read through 127.0.0.1:{pop3}"
+        )) && said.contains("POP3 listener TLS certificate and key load and match")
+            && said.contains(&format!(
+                "POP3 server localhost:{}: reachable, TLS as configured; it greets with: +OK",
+                provider.pop3s
+            )),
+        "{said}"
+    );
+    // ... and says so when the server's certificate is not trusted.
+    let wrong = d.path().join("wrong.toml");
+    std::fs::write(
+        &wrong,
+        std::fs::read_to_string(d.path().join("proxy.toml"))
+            .unwrap()
+            .replace(
+                &format!("ca_file = \"{}\"", ca.display()),
+                "ca_file = \"trust/ca.pem\"",
+            ),
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_envelopd"))
+        .args(["check", "--config"])
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(!o.status.success(), "{said}");
+    assert!(
+        said.contains(&format!(
+            "POP3 server localhost:{}: TLS with the mail server failed",
+            provider.pop3s
+        )),
+        "{said}"
+    );
     let (ok, out) = python(
         pop3,
         &format!(
