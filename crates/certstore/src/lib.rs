@@ -26,6 +26,7 @@
 mod constraints;
 pub mod ocsp;
 pub mod revocation;
+pub mod token;
 pub mod verdict;
 
 use std::path::{Path, PathBuf};

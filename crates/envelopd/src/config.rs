@@ -463,15 +463,25 @@ pub struct IdentityConfig {
     pub addresses: Vec<String>,
     /// A PKCS#12 file with key and certificates.
     pub pkcs12: Option<PathBuf>,
-    /// A PKCS#8/PKCS#1 key file (with `cert`).
+    /// A PKCS#8/PKCS#1 key file (with `cert`), or a key in a token: a PKCS#11 URI
+    /// (`pkcs11:token=…;object=…`, RFC 7512).
     pub key: Option<PathBuf>,
-    /// The certificate for `key`.
+    /// The certificate for `key` (for a token key: optional, else the token's own).
     pub cert: Option<PathBuf>,
+    /// The PKCS#11 module for a token key (unless its URI has `module-path`).
+    pub module: Option<PathBuf>,
+    /// A file holding the token's PIN (first line; mode 0600), unless the URI has `pin-source`.
+    pub pin_file: Option<PathBuf>,
+    /// An environment variable holding the token's PIN.
+    pub pin_env: Option<String>,
     /// Further certificates to send along (intermediate CAs).
     #[serde(default)]
     pub chain: Vec<PathBuf>,
     /// A separate encryption certificate (for the Sent copy and SMIMEEncryptionKeyPreference).
     pub encryption_cert: Option<PathBuf>,
+    /// The private key of `encryption_cert` when it is not in `pkcs12` (a file, or a PKCS#11
+    /// URI in the same token as `key`): incoming mail is decrypted with it too.
+    pub encryption_key: Option<PathBuf>,
     /// A file holding the password (first line).
     pub password_file: Option<PathBuf>,
     /// An environment variable holding the password.
@@ -488,10 +498,21 @@ impl IdentityConfig {
             pkcs12: self.pkcs12.clone(),
             key: self.key.clone(),
             cert: self.cert.clone(),
-            password_file: self.password_file.clone(),
-            password_env: self.password_env.clone(),
+            // A token's PIN is its password.
+            password_file: self.password_file.clone().or_else(|| self.pin_file.clone()),
+            password_env: self.password_env.clone().or_else(|| self.pin_env.clone()),
+            module: self.module.clone(),
+            encryption_key: self.encryption_key.clone(),
+            encryption_cert: self.encryption_cert.clone(),
             allow_insecure: false,
         }
+    }
+
+    /// Whether the key lives in a PKCS#11 token.
+    pub fn in_token(&self) -> bool {
+        self.key
+            .as_deref()
+            .is_some_and(crate::keyfiles::is_token_uri)
     }
 }
 
@@ -752,6 +773,7 @@ impl Config {
             }
             match (&id.pkcs12, &id.key, &id.cert) {
                 (Some(_), None, None) | (None, Some(_), Some(_)) => {}
+                (None, Some(_), None) if id.in_token() => {}
                 _ => bail!(
                     "identity {n} ({}): give either pkcs12, or key and cert",
                     id.addresses[0]
@@ -763,7 +785,31 @@ impl Config {
                     id.addresses[0]
                 );
             }
-            if id.password_file.is_some() && id.password_env.is_some() {
+            if id.encryption_key.is_some() && id.encryption_cert.is_none() {
+                bail!(
+                    "identity {n} ({}): encryption_key needs encryption_cert (its certificate)",
+                    id.addresses[0]
+                );
+            }
+            if !id.in_token()
+                && (id.module.is_some() || id.pin_file.is_some() || id.pin_env.is_some())
+            {
+                bail!(
+                    "identity {n} ({}): module, pin_file and pin_env are for a key in a token (key = \"pkcs11:…\")",
+                    id.addresses[0]
+                );
+            }
+            if [
+                id.password_file.is_some(),
+                id.password_env.is_some(),
+                id.pin_file.is_some(),
+                id.pin_env.is_some(),
+            ]
+            .iter()
+            .filter(|x| **x)
+            .count()
+                > 1
+            {
                 bail!(
                     "identity {n} ({}): give password_file or password_env, not both",
                     id.addresses[0]
@@ -824,12 +870,26 @@ impl Config {
             }
         }
         for id in &mut self.identities {
+            // A PKCS#11 URI is not a file name.
+            let token = id.in_token();
+            let enc_token = id
+                .encryption_key
+                .as_deref()
+                .is_some_and(crate::keyfiles::is_token_uri);
+            let (mut no_file, mut no_file2) = (None, None);
             for p in [
                 &mut id.pkcs12,
-                &mut id.key,
+                if token { &mut no_file } else { &mut id.key },
+                if enc_token {
+                    &mut no_file2
+                } else {
+                    &mut id.encryption_key
+                },
                 &mut id.cert,
                 &mut id.encryption_cert,
                 &mut id.password_file,
+                &mut id.pin_file,
+                &mut id.module,
             ]
             .into_iter()
             .flatten()

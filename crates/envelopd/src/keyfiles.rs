@@ -21,8 +21,19 @@ pub struct KeySource {
     pub password_file: Option<PathBuf>,
     /// An environment variable holding the password.
     pub password_env: Option<String>,
+    /// The PKCS#11 module of a token key (`key` a `pkcs11:` URI).
+    pub module: Option<PathBuf>,
+    /// A second key for decrypting (a separate encryption key; file or PKCS#11 URI).
+    pub encryption_key: Option<PathBuf>,
+    /// The certificate of `encryption_key`.
+    pub encryption_cert: Option<PathBuf>,
     /// Accept secret files other users can read.
     pub allow_insecure: bool,
+}
+
+/// Whether a configured key is a PKCS#11 URI (a key in a token) rather than a file.
+pub fn is_token_uri(key: &Path) -> bool {
+    key.to_str().is_some_and(|k| k.starts_with("pkcs11:"))
 }
 
 /// Reads certificates (PEM or DER) from a file, naming the file in errors.
@@ -91,10 +102,24 @@ impl KeySource {
             return Identity::all_from_pkcs12(&data, &pw)
                 .with_context(|| format!("in {}", p12.display()));
         }
-        Ok(vec![self.load_key_and_cert(self.password()?)?])
+        let mut all = vec![self.load_key_and_cert(self.password()?)?];
+        if let (Some(key), Some(cert)) = (&self.encryption_key, &self.encryption_cert) {
+            let second = KeySource {
+                key: Some(key.clone()),
+                cert: Some(cert.clone()),
+                encryption_key: None,
+                encryption_cert: None,
+                ..self.clone()
+            };
+            all.push(second.load_key_and_cert(self.password()?)?);
+        }
+        Ok(all)
     }
 
     fn load_key_and_cert(&self, pw: Option<Zeroizing<String>>) -> Result<Identity> {
+        if let Some(uri) = self.key.as_deref().filter(|k| is_token_uri(k)) {
+            return self.load_token(uri.to_str().unwrap_or_default(), pw);
+        }
         let (Some(key), Some(cert)) = (&self.key, &self.cert) else {
             bail!("give a key and its certificate, or a PKCS#12 file");
         };
@@ -103,5 +128,21 @@ impl KeySource {
             .with_context(|| format!("in {}", key.display()))?;
         Identity::new(key_obj, read_certs(cert)?)
             .with_context(|| format!("{} and {}", key.display(), cert.display()))
+    }
+
+    /// A key in a PKCS#11 token: the token signs and decrypts, the key never leaves it; the
+    /// certificate from `cert`, else the one stored beside the key in the token.
+    fn load_token(&self, uri: &str, pin: Option<Zeroizing<String>>) -> Result<Identity> {
+        let opened = certstore::token::open(uri, self.module.as_deref(), pin)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let certs = match &self.cert {
+            Some(c) => read_certs(c)?,
+            None => opened.cert.into_iter().collect(),
+        };
+        if certs.is_empty() {
+            bail!("the token holds no certificate for the key {uri}: give its certificate (cert = … / --cert)");
+        }
+        Identity::new(PrivateKey::external(opened.key), certs)
+            .with_context(|| format!("the key {uri} and its certificate"))
     }
 }

@@ -256,11 +256,12 @@ struct Io {
 
 #[derive(Args)]
 struct KeyArgs {
-    /// Certificate belonging to --key (PEM or DER).
+    /// Certificate belonging to --key (PEM or DER; for a token key, optional: the token's own).
     #[arg(long, requires = "key")]
     cert: Option<PathBuf>,
-    /// Private key: PKCS#8 (plain or encrypted) or PKCS#1, PEM or DER.
-    #[arg(long, requires = "cert")]
+    /// Private key: PKCS#8 (plain or encrypted) or PKCS#1, PEM or DER; or a key in a token, as a
+    /// PKCS#11 URI: 'pkcs11:token=…;object=…?module-path=…&pin-source=file:…'.
+    #[arg(long)]
     key: Option<PathBuf>,
     /// PKCS#12 file with key and certificates (instead of --key/--cert).
     #[arg(long, conflicts_with_all = ["key", "cert"])]
@@ -397,12 +398,20 @@ fn key_source(args: &KeyArgs) -> Result<KeySource> {
     if args.p12.is_some() && args.password_file.is_none() && args.password_env.is_none() {
         bail!("--p12 needs --password-file or --password-env");
     }
+    if let Some(k) = &args.key {
+        if args.cert.is_none() && !keyfiles::is_token_uri(k) {
+            bail!("--key needs --cert (the certificate belonging to the key)");
+        }
+    }
     Ok(KeySource {
         pkcs12: args.p12.clone(),
         key: args.key.clone(),
         cert: args.cert.clone(),
         password_file: args.password_file.clone(),
         password_env: args.password_env.clone(),
+        module: None,
+        encryption_key: None,
+        encryption_cert: None,
         allow_insecure: args.allow_insecure_key_file,
     })
 }

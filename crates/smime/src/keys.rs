@@ -1,8 +1,10 @@
 //! Private keys: loading PKCS#8 (PEM or DER, encrypted or not), PKCS#1 RSA keys and PKCS#12
-//! bundles, and the key operations S/MIME needs (sign, RSA key-transport decryption).
+//! bundles, and the key operations S/MIME needs (sign, RSA key-transport decryption, ECDH).
 //!
 //! Key bytes live inside `aws-lc-rs` key objects, which AWS-LC wipes when freed; every
-//! intermediate copy we hold (decoded PEM, decrypted PKCS#8, passwords) is `Zeroizing`.
+//! intermediate copy we hold (decoded PEM, decrypted PKCS#8, passwords) is `Zeroizing`. A key
+//! that must not be copied at all lives in a token and is reached through [`ExternalKey`]
+//! (implemented outside this pure core, by `certstore::token` for PKCS#11).
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{
@@ -26,6 +28,40 @@ pub enum RsaPadding {
     Pss,
 }
 
+/// What kind of key an [`ExternalKey`] is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExternalKind {
+    /// RSA with a modulus of this many bits.
+    Rsa(usize),
+    /// ECDSA/ECDH on this named curve.
+    Ec(Oid),
+}
+
+/// A private key envelopd cannot read: it lives in a token (a smart card, a USB token, an HSM)
+/// and signs or decrypts when asked. The key never enters envelopd's memory.
+pub trait ExternalKey: Send + Sync {
+    /// Where the key lives, for messages and logs (never a PIN).
+    fn describe(&self) -> String;
+    /// RSA or EC, and its size or curve.
+    fn kind(&self) -> ExternalKind;
+    /// The public key as certificates carry it in subjectPublicKey (RSA: the DER
+    /// RSAPublicKey; EC: the uncompressed point).
+    fn public_key(&self) -> Vec<u8>;
+    /// Signs `message` hashed with `digest`: RSA with `padding` (the signature value), EC with
+    /// ECDSA (r and s as fixed-width big-endian numbers, as PKCS#11 returns them).
+    fn sign(&self, message: &[u8], digest: Digest, padding: RsaPadding) -> Result<Vec<u8>, Error>;
+    /// RSA decryption of a wrapped content key (PKCS#1 v1.5, or OAEP with this digest for
+    /// hash and MGF1). `Ok(None)` when the token found the ciphertext invalid; an error when the
+    /// token itself failed (removed, locked), which the reader must be told.
+    fn rsa_decrypt(
+        &self,
+        encrypted: &[u8],
+        oaep: Option<Digest>,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, Error>;
+    /// The ECDH shared secret (X coordinate) with a peer's uncompressed point.
+    fn ecdh(&self, peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error>;
+}
+
 enum Kind {
     Rsa {
         sign: RsaKeyPair,
@@ -36,6 +72,7 @@ enum Kind {
         curve: Oid,
     },
     Ed25519(Ed25519KeyPair),
+    External(std::sync::Arc<dyn ExternalKey>),
 }
 
 /// A private key usable for signing and (RSA) decryption.
@@ -51,6 +88,18 @@ impl std::fmt::Debug for PrivateKey {
 }
 
 impl PrivateKey {
+    /// A key held by a token.
+    pub fn external(key: std::sync::Arc<dyn ExternalKey>) -> Self {
+        PrivateKey {
+            kind: Kind::External(key),
+        }
+    }
+
+    /// Whether the key lives in a token (and cannot be copied).
+    pub fn is_external(&self) -> bool {
+        matches!(self.kind, Kind::External(_))
+    }
+
     /// Loads a key from PEM or DER: PKCS#8 (`PRIVATE KEY`), encrypted PKCS#8
     /// (`ENCRYPTED PRIVATE KEY`, needs `password`) or PKCS#1 (`RSA PRIVATE KEY`).
     pub fn load(data: &[u8], password: Option<&[u8]>) -> Result<Self, Error> {
@@ -161,6 +210,7 @@ impl PrivateKey {
                 _ => format!("EC({curve})"),
             },
             Kind::Ed25519(_) => "Ed25519".into(),
+            Kind::External(k) => k.describe(),
         }
     }
 
@@ -173,6 +223,7 @@ impl PrivateKey {
                 .map(|p| p.public_key().as_ref().to_vec())
                 .unwrap_or_default(),
             Kind::Ed25519(k) => k.public_key().as_ref().to_vec(),
+            Kind::External(k) => k.public_key(),
         }
     }
 
@@ -193,6 +244,7 @@ impl PrivateKey {
     pub fn default_digest(&self) -> Digest {
         match &self.kind {
             Kind::Ecdsa { curve, .. } if *curve == alg::SECP384R1 => Digest::Sha384,
+            Kind::External(k) if k.kind() == ExternalKind::Ec(alg::SECP384R1) => Digest::Sha384,
             Kind::Ed25519(_) => Digest::Sha512,
             _ => Digest::Sha256,
         }
@@ -274,12 +326,49 @@ impl PrivateKey {
                 plain_alg(alg::ID_ED25519),
                 k.sign(message).as_ref().to_vec(),
             )),
+            Kind::External(k) => {
+                if digest == Digest::Sha1 {
+                    return Err(Error::Unsupported("signing with SHA-1".into()));
+                }
+                match k.kind() {
+                    ExternalKind::Rsa(_) => {
+                        let alg_id = match (padding, digest) {
+                            (RsaPadding::Pkcs1v15, Digest::Sha384) => {
+                                plain_alg(alg::SHA384_WITH_RSA)
+                            }
+                            (RsaPadding::Pkcs1v15, Digest::Sha512) => {
+                                plain_alg(alg::SHA512_WITH_RSA)
+                            }
+                            (RsaPadding::Pkcs1v15, _) => plain_alg(alg::SHA256_WITH_RSA),
+                            (RsaPadding::Pss, d) => pss_alg(d)?,
+                        };
+                        Ok((alg_id, k.sign(message, digest, padding)?))
+                    }
+                    ExternalKind::Ec(_) => {
+                        let raw = k.sign(message, digest, padding)?;
+                        let oid = match digest {
+                            Digest::Sha256 => alg::ECDSA_WITH_SHA256,
+                            Digest::Sha384 => alg::ECDSA_WITH_SHA384,
+                            _ => alg::ECDSA_WITH_SHA512,
+                        };
+                        Ok((plain_alg(oid), ecdsa_raw_to_der(&raw)?))
+                    }
+                }
+            }
         }
     }
 
     /// The ECDH shared secret (X coordinate) with a peer's uncompressed public point, for RFC 5753
     /// key agreement; only EC P-256/P-384 keys can do this.
     pub fn ecdh(&self, peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, Error> {
+        if let Kind::External(k) = &self.kind {
+            return match k.kind() {
+                ExternalKind::Ec(_) => k.ecdh(peer_point),
+                ExternalKind::Rsa(_) => Err(Error::Key(
+                    "this key cannot do ECDH key agreement (it is not an EC key)".into(),
+                )),
+            };
+        }
         let Kind::Ecdsa { pkcs8, curve } = &self.kind else {
             return Err(Error::Key(
                 "this key cannot do ECDH key agreement (it is not an EC key)".into(),
@@ -298,7 +387,11 @@ impl PrivateKey {
 
     /// True for RSA keys (the only kind used for key transport).
     pub fn is_rsa(&self) -> bool {
-        matches!(self.kind, Kind::Rsa { .. })
+        match &self.kind {
+            Kind::Rsa { .. } => true,
+            Kind::External(k) => matches!(k.kind(), ExternalKind::Rsa(_)),
+            _ => false,
+        }
     }
 
     /// Unwraps an RSA-encrypted content-encryption key.
@@ -312,6 +405,40 @@ impl PrivateKey {
         oaep: Option<&'static OaepAlgorithm>,
         expected_len: usize,
     ) -> Result<Zeroizing<Vec<u8>>, Error> {
+        if let Kind::External(k) = &self.kind {
+            if !self.is_rsa() {
+                return Err(Error::Key(
+                    "this key cannot decrypt RSA key transport (it is not an RSA key)".into(),
+                ));
+            }
+            let digest = match oaep {
+                None => None,
+                Some(o) if std::ptr::eq(o, &aws_lc_rs::rsa::OAEP_SHA1_MGF1SHA1) => {
+                    Some(Digest::Sha1)
+                }
+                Some(o) if std::ptr::eq(o, &aws_lc_rs::rsa::OAEP_SHA256_MGF1SHA256) => {
+                    Some(Digest::Sha256)
+                }
+                Some(o) if std::ptr::eq(o, &aws_lc_rs::rsa::OAEP_SHA384_MGF1SHA384) => {
+                    Some(Digest::Sha384)
+                }
+                Some(o) if std::ptr::eq(o, &aws_lc_rs::rsa::OAEP_SHA512_MGF1SHA512) => {
+                    Some(Digest::Sha512)
+                }
+                Some(_) => return Err(Error::Unsupported("this OAEP variant with a token".into())),
+            };
+            return match (k.rsa_decrypt(encrypted, digest)?, digest) {
+                (Some(key), _) if digest.is_some() || key.len() == expected_len => Ok(key),
+                // OAEP failures are not an oracle the way PKCS#1 v1.5 ones are.
+                (_, Some(_)) => Err(Error::DecryptFailed),
+                // PKCS#1 v1.5: implicit rejection, as for keys in memory.
+                (_, None) => {
+                    let mut random = Zeroizing::new(vec![0u8; expected_len]);
+                    aws_lc_rs::rand::fill(&mut random).map_err(|_| Error::DecryptFailed)?;
+                    Ok(random)
+                }
+            };
+        }
         let Kind::Rsa { decrypt, .. } = &self.kind else {
             return Err(Error::Key(
                 "this key cannot decrypt RSA key transport (it is not an RSA key)".into(),
@@ -345,6 +472,34 @@ impl PrivateKey {
             }
         }
     }
+}
+
+/// An ECDSA signature as PKCS#11 gives it (r and s, each as wide as the curve's order) in the
+/// DER form CMS carries (`Ecdsa-Sig-Value`, RFC 5753).
+pub fn ecdsa_raw_to_der(raw: &[u8]) -> Result<Vec<u8>, Error> {
+    use der::Encode;
+    if raw.is_empty() || raw.len() % 2 != 0 || raw.len() > 264 {
+        return Err(Error::Key(format!(
+            "the token returned an ECDSA signature of {} bytes",
+            raw.len()
+        )));
+    }
+    let (r, s) = raw.split_at(raw.len() / 2);
+    fn int(b: &[u8]) -> Result<der::asn1::UintRef<'_>, Error> {
+        der::asn1::UintRef::new(b).map_err(|e| Error::Key(format!("ECDSA signature: {e}")))
+    }
+    let seq = EcdsaSig {
+        r: int(r)?,
+        s: int(s)?,
+    };
+    seq.to_der()
+        .map_err(|e| Error::Key(format!("ECDSA signature: {e}")))
+}
+
+#[derive(der::Sequence)]
+struct EcdsaSig<'a> {
+    r: der::asn1::UintRef<'a>,
+    s: der::asn1::UintRef<'a>,
 }
 
 /// The `aws-lc-rs` ECDH algorithm for a named curve.

@@ -29,7 +29,7 @@ pub use alg::{ContentCipher, Digest};
 pub use cert::{parse_certificates, Cert};
 pub use envelope::{EncryptOptions, KeyTransport};
 pub use hp::Protection;
-pub use keys::{Identity, PrivateKey, RsaPadding};
+pub use keys::{ExternalKey, ExternalKind, Identity, PrivateKey, RsaPadding};
 pub use message::{
     decrypt, decrypt_owned, encrypt, encrypt_owned, open, sign, sign_and_encrypt, verify,
     verify_owned, Decrypted, Layer, OpenedMessage, Prepared, Verified,

@@ -1,0 +1,874 @@
+//! Private keys in PKCS#11 tokens (smart cards, USB tokens, HSMs, SoftHSM): the key never leaves
+//! the token; envelopd asks it to sign or decrypt ([`smime::ExternalKey`]).
+//!
+//! Built on `cryptoki`, the Parsec project's PKCS#11 binding (kept up to date, used by Parsec and
+//! Sequoia): its `unsafe` calls into the module stay inside it. A token is named by a PKCS#11 URI
+//! (RFC 7512) as p11-kit, OpenSSL and GnuTLS write them:
+//! `pkcs11:token=Praxis;object=praxis-2026;type=private?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/envelopd/pin`.
+//!
+//! Failure is never silent and a wrong PIN is never tried twice: cards lock after three wrong
+//! PINs, so once the token refuses the PIN this key refuses every use until the configuration
+//! is loaded again. A token pulled out (or a module that lost its sessions) is opened again at
+//! the next use, with the PIN that worked.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
+use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
+use cryptoki::mechanism::{Mechanism, MechanismType};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::slot::Slot;
+use smime::{Digest, ExternalKey, ExternalKind, RsaPadding};
+use zeroize::Zeroizing;
+
+/// A PKCS#11 URI (RFC 7512), the parts envelopd uses.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pkcs11Uri {
+    /// `token=`: the token's label.
+    pub token: Option<String>,
+    /// `serial=`: the token's serial number.
+    pub serial: Option<String>,
+    /// `object=`: the key's label.
+    pub object: Option<String>,
+    /// `id=`: the key's CKA_ID.
+    pub id: Option<Vec<u8>>,
+    /// `type=`: `private`, `cert` …
+    pub kind: Option<String>,
+    /// `?module-path=`: the PKCS#11 module to load.
+    pub module_path: Option<PathBuf>,
+    /// `?pin-source=`: where the PIN is (`file:/path` or a path).
+    pub pin_source: Option<String>,
+    /// `?pin-value=`: the PIN itself (discouraged: it then sits in the configuration).
+    pub pin_value: Option<Zeroizing<String>>,
+}
+
+impl Pkcs11Uri {
+    /// Reads a `pkcs11:` URI; unknown attributes are errors (a typo must not match another key).
+    pub fn parse(uri: &str) -> Result<Self, String> {
+        let rest = uri
+            .strip_prefix("pkcs11:")
+            .ok_or_else(|| format!("not a PKCS#11 URI (they start with \"pkcs11:\"): {uri}"))?;
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut u = Pkcs11Uri::default();
+        for attr in path.split(';').filter(|a| !a.is_empty()) {
+            let (name, value) = attr
+                .split_once('=')
+                .ok_or_else(|| format!("PKCS#11 URI attribute without a value: {attr}"))?;
+            let raw = pct_decode(value)?;
+            let text =
+                || String::from_utf8(raw.clone()).map_err(|_| format!("{name} is not UTF-8"));
+            match name {
+                "token" => u.token = Some(text()?),
+                "serial" => u.serial = Some(text()?),
+                "object" => u.object = Some(text()?),
+                "id" => u.id = Some(raw),
+                "type" => u.kind = Some(text()?),
+                "manufacturer"
+                | "model"
+                | "library-manufacturer"
+                | "library-description"
+                | "library-version"
+                | "slot-description"
+                | "slot-manufacturer"
+                | "slot-id" => {}
+                other => return Err(format!("unknown PKCS#11 URI attribute \"{other}\"")),
+            }
+        }
+        for attr in query.split('&').filter(|a| !a.is_empty()) {
+            let (name, value) = attr
+                .split_once('=')
+                .ok_or_else(|| format!("PKCS#11 URI attribute without a value: {attr}"))?;
+            let raw = pct_decode(value)?;
+            let text = String::from_utf8(raw).map_err(|_| format!("{name} is not UTF-8"))?;
+            match name {
+                "module-path" => u.module_path = Some(PathBuf::from(text)),
+                "pin-source" => u.pin_source = Some(text),
+                "pin-value" => u.pin_value = Some(Zeroizing::new(text)),
+                "module-name" => {
+                    return Err(
+                        "module-name is not supported: give module-path (the module's file)".into(),
+                    )
+                }
+                other => return Err(format!("unknown PKCS#11 URI query attribute \"{other}\"")),
+            }
+        }
+        if u.kind.as_deref().is_some_and(|k| k != "private") {
+            return Err(format!(
+                "the URI names a {} object; envelopd needs the private key (type=private)",
+                u.kind.as_deref().unwrap_or("")
+            ));
+        }
+        if u.object.is_none() && u.id.is_none() {
+            return Err("the URI must name the key: object=<label> or id=<hex as %xx>".into());
+        }
+        Ok(u)
+    }
+
+    /// The PIN the URI points to (`pin-source=file:/path` or a path; `pin-value=`).
+    pub fn pin(&self) -> Result<Option<Zeroizing<String>>, String> {
+        if let Some(v) = &self.pin_value {
+            return Ok(Some(v.clone()));
+        }
+        let Some(src) = &self.pin_source else {
+            return Ok(None);
+        };
+        let path = src.strip_prefix("file:").unwrap_or(src);
+        read_pin_file(Path::new(path)).map(Some)
+    }
+}
+
+/// Reads a PIN file (its first line), refusing one that others may read.
+pub fn read_pin_file(path: &Path) -> Result<Zeroizing<String>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("PIN file {}: {e}", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(format!(
+            "PIN file {} may be read by others (mode {:o}): chmod 600 it",
+            path.display(),
+            meta.permissions().mode() & 0o777
+        ));
+    }
+    let text = Zeroizing::new(
+        std::fs::read_to_string(path).map_err(|e| format!("PIN file {}: {e}", path.display()))?,
+    );
+    Ok(Zeroizing::new(
+        text.lines()
+            .next()
+            .unwrap_or("")
+            .trim_end_matches('\r')
+            .to_string(),
+    ))
+}
+
+fn pct_decode(s: &str) -> Result<Vec<u8>, String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("bad %-escape in PKCS#11 URI value {s:?}"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Each PKCS#11 module is loaded and initialised once per process (C_Initialize may not be
+/// called twice).
+fn module(path: &Path) -> Result<Pkcs11, String> {
+    static MODULES: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+    let mut modules = MODULES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(m) = modules.get(path) {
+        return Ok(m.clone());
+    }
+    if !path.exists() {
+        return Err(format!(
+            "the PKCS#11 module {} does not exist (is the token's software installed?)",
+            path.display()
+        ));
+    }
+    let m = Pkcs11::new(path)
+        .map_err(|e| format!("cannot load the PKCS#11 module {}: {e}", path.display()))?;
+    match m.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+        Err(e) => {
+            return Err(format!(
+                "the PKCS#11 module {} did not start: {e}",
+                path.display()
+            ))
+        }
+    }
+    modules.insert(path.to_path_buf(), m.clone());
+    Ok(m)
+}
+
+/// Where a token key stands.
+enum State {
+    /// Sessions ready (the first one logged in: PKCS#11 logs in the whole application).
+    Open {
+        sessions: Vec<Session>,
+        key: ObjectHandle,
+    },
+    /// Not open now (never yet, or the token went away): opened at the next use.
+    Closed,
+    /// The token refused the PIN: never tried again (cards lock after three wrong PINs).
+    PinRefused(String),
+}
+
+/// A private key in a PKCS#11 token.
+pub struct TokenKey {
+    module: Pkcs11,
+    module_path: PathBuf,
+    uri: Pkcs11Uri,
+    pin: Option<Zeroizing<String>>,
+    label: String,
+    kind: ExternalKind,
+    public_key: Vec<u8>,
+    state: Mutex<State>,
+    /// Sessions opened at most (the token's limit, and 4).
+    max_sessions: usize,
+}
+
+/// What [`open`] found: the key, and the certificate stored beside it (same CKA_ID), if any.
+pub struct Opened {
+    /// The key.
+    pub key: Arc<TokenKey>,
+    /// The certificate in the token with the key's CKA_ID, when there is one.
+    pub cert: Option<smime::Cert>,
+}
+
+/// Opens the key a PKCS#11 URI names: `module` and `pin` when the URI does not give them.
+/// Logs in once; a refused PIN is reported and never tried again.
+pub fn open(
+    uri: &str,
+    module_path: Option<&Path>,
+    pin: Option<Zeroizing<String>>,
+) -> Result<Opened, String> {
+    let uri = Pkcs11Uri::parse(uri)?;
+    let module_path = uri
+        .module_path
+        .clone()
+        .or_else(|| module_path.map(Path::to_path_buf))
+        .ok_or(
+            "no PKCS#11 module: give module = \"/path/to/module.so\" or ?module-path= in the URI",
+        )?;
+    let pin = match uri.pin()? {
+        Some(p) => Some(p),
+        None => pin,
+    };
+    let m = module(&module_path)?;
+    let label = uri
+        .token
+        .clone()
+        .or_else(|| uri.serial.clone())
+        .unwrap_or_else(|| "(any)".into());
+    let mut key = TokenKey {
+        module: m,
+        module_path,
+        uri,
+        pin,
+        label,
+        kind: ExternalKind::Rsa(0),
+        public_key: Vec::new(),
+        state: Mutex::new(State::Closed),
+        max_sessions: 4,
+    };
+    let (session, handle, slot) = key.connect()?;
+    let (kind, public_key) = key.describe_key(&session, handle)?;
+    key.kind = kind;
+    key.public_key = public_key;
+    if let Ok(info) = key.module.get_token_info(slot) {
+        if let cryptoki::slot::Limit::Max(n) = info.max_session_count() {
+            key.max_sessions = (n as usize).clamp(1, 4);
+        }
+    }
+    let cert = key.find_cert(&session, handle);
+    *key.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Open {
+        sessions: vec![session],
+        key: handle,
+    };
+    Ok(Opened {
+        key: Arc::new(key),
+        cert,
+    })
+}
+
+impl TokenKey {
+    /// The module file this key's token is reached through.
+    pub fn module_path(&self) -> &Path {
+        &self.module_path
+    }
+
+    /// The token's label (or serial).
+    pub fn token_label(&self) -> &str {
+        &self.label
+    }
+
+    /// Finds the slot, opens a session, logs in (once) and finds the key.
+    fn connect(&self) -> Result<(Session, ObjectHandle, Slot), String> {
+        let slot = self.slot()?;
+        let session = self
+            .module
+            .open_ro_session(slot)
+            .map_err(|e| self.failure("cannot open a session with", &e))?;
+        if let Some(pin) = &self.pin {
+            let secret: cryptoki::types::AuthPin = pin.as_str().into();
+            match session.login(UserType::User, Some(&secret)) {
+                Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+                Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
+                    return Err(format!(
+                        "token \"{}\" refused the PIN; envelopd does not try it again (tokens lock after a few wrong PINs): correct the PIN and restart envelopd",
+                        self.label
+                    ))
+                }
+                Err(CkError::Pkcs11(RvError::PinLocked, _)) => {
+                    return Err(format!(
+                        "token \"{}\" is locked after too many wrong PINs: unlock it with its security officer PIN",
+                        self.label
+                    ))
+                }
+                Err(e) => return Err(self.failure("cannot log in to", &e)),
+            }
+        }
+        let mut template = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];
+        if let Some(o) = &self.uri.object {
+            template.push(Attribute::Label(o.as_bytes().to_vec()));
+        }
+        if let Some(id) = &self.uri.id {
+            template.push(Attribute::Id(id.clone()));
+        }
+        let found = session
+            .find_objects(&template)
+            .map_err(|e| self.failure("cannot search", &e))?;
+        let handle = match found.as_slice() {
+            [one] => *one,
+            [] => {
+                return Err(format!(
+                    "token \"{}\" has no private key {}{}",
+                    self.label,
+                    self.uri
+                        .object
+                        .as_deref()
+                        .map(|o| format!("labelled \"{o}\""))
+                        .unwrap_or_default(),
+                    if self.pin.is_none() {
+                        " (no PIN given: private keys are only visible after a login)"
+                    } else {
+                        ""
+                    }
+                ))
+            }
+            _ => {
+                return Err(format!(
+                "token \"{}\" has {} private keys matching the URI: name one with object= and id=",
+                self.label,
+                found.len()
+            ))
+            }
+        };
+        Ok((session, handle, slot))
+    }
+
+    fn slot(&self) -> Result<Slot, String> {
+        let slots = self
+            .module
+            .get_slots_with_token()
+            .map_err(|e| self.failure("cannot list the slots of", &e))?;
+        let mut labels = Vec::new();
+        for slot in slots {
+            let Ok(info) = self.module.get_token_info(slot) else {
+                continue;
+            };
+            let label = info.label().trim_end().to_string();
+            let serial = info.serial_number().trim_end().to_string();
+            let token_ok = self.uri.token.as_deref().is_none_or(|t| t == label);
+            let serial_ok = self.uri.serial.as_deref().is_none_or(|s| s == serial);
+            if token_ok && serial_ok {
+                return Ok(slot);
+            }
+            labels.push(label);
+        }
+        Err(format!(
+            "token \"{}\" is not present (module {}; tokens present: {})",
+            self.label,
+            self.module_path.display(),
+            if labels.is_empty() {
+                "none".to_string()
+            } else {
+                labels.join(", ")
+            }
+        ))
+    }
+
+    fn failure(&self, what: &str, e: &CkError) -> String {
+        format!("{what} token \"{}\": {}", self.label, short(e))
+    }
+
+    /// The key's type and public key (for matching its certificate).
+    fn describe_key(
+        &self,
+        session: &Session,
+        handle: ObjectHandle,
+    ) -> Result<(ExternalKind, Vec<u8>), String> {
+        let attrs = session
+            .get_attributes(handle, &[AttributeType::KeyType, AttributeType::Id])
+            .map_err(|e| self.failure("cannot read the key in", &e))?;
+        let mut key_type = None;
+        let mut id = None;
+        for a in attrs {
+            match a {
+                Attribute::KeyType(k) => key_type = Some(k),
+                Attribute::Id(i) => id = Some(i),
+                _ => {}
+            }
+        }
+        match key_type {
+            Some(KeyType::RSA) => {
+                let attrs = session
+                    .get_attributes(
+                        handle,
+                        &[AttributeType::Modulus, AttributeType::PublicExponent],
+                    )
+                    .map_err(|e| self.failure("cannot read the RSA key in", &e))?;
+                let (mut n, mut e) = (Vec::new(), Vec::new());
+                for a in attrs {
+                    match a {
+                        Attribute::Modulus(v) => n = v,
+                        Attribute::PublicExponent(v) => e = v,
+                        _ => {}
+                    }
+                }
+                if n.is_empty() || e.is_empty() {
+                    return Err(format!(
+                        "token \"{}\" does not show the RSA key's public part",
+                        self.label
+                    ));
+                }
+                let bits = n.iter().skip_while(|b| **b == 0).count() * 8;
+                Ok((ExternalKind::Rsa(bits), rsa_public_key_der(&n, &e)?))
+            }
+            Some(KeyType::EC) => {
+                let attrs = session
+                    .get_attributes(handle, &[AttributeType::EcParams])
+                    .map_err(|e| self.failure("cannot read the EC key in", &e))?;
+                let params = attrs
+                    .into_iter()
+                    .find_map(|a| match a {
+                        Attribute::EcParams(p) => Some(p),
+                        _ => None,
+                    })
+                    .ok_or_else(|| format!("token \"{}\": EC key without a curve", self.label))?;
+                let curve = <der::asn1::ObjectIdentifier as der::Decode>::from_der(&params)
+                    .map_err(|_| format!("token \"{}\": EC key on a curve envelopd does not know", self.label))?;
+                // The point is on the public key object beside it (same CKA_ID).
+                let mut template = vec![
+                    Attribute::Class(ObjectClass::PUBLIC_KEY),
+                    Attribute::KeyType(KeyType::EC),
+                ];
+                if let Some(id) = id {
+                    template.push(Attribute::Id(id));
+                }
+                let point = session
+                    .find_objects(&template)
+                    .ok()
+                    .and_then(|found| found.first().copied())
+                    .and_then(|h| session.get_attributes(h, &[AttributeType::EcPoint]).ok())
+                    .and_then(|attrs| {
+                        attrs.into_iter().find_map(|a| match a {
+                            Attribute::EcPoint(p) => Some(p),
+                            _ => None,
+                        })
+                    })
+                    .map(|p| unwrap_octet_string(&p))
+                    .unwrap_or_default();
+                Ok((ExternalKind::Ec(curve), point))
+            }
+            other => Err(format!(
+                "token \"{}\": the key is of a type envelopd cannot use ({other:?}); RSA and EC keys work",
+                self.label
+            )),
+        }
+    }
+
+    /// The certificate stored with the key (same CKA_ID), if the token holds one.
+    fn find_cert(&self, session: &Session, handle: ObjectHandle) -> Option<smime::Cert> {
+        let id = session
+            .get_attributes(handle, &[AttributeType::Id])
+            .ok()?
+            .into_iter()
+            .find_map(|a| match a {
+                Attribute::Id(i) => Some(i),
+                _ => None,
+            })?;
+        let found = session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::CERTIFICATE),
+                Attribute::Id(id),
+            ])
+            .ok()?;
+        let value = session
+            .get_attributes(*found.first()?, &[AttributeType::Value])
+            .ok()?
+            .into_iter()
+            .find_map(|a| match a {
+                Attribute::Value(v) => Some(v),
+                _ => None,
+            })?;
+        smime::Cert::from_der(&value).ok()
+    }
+
+    /// Runs `op` with a session of the pool; a token that went away is opened again once.
+    fn with_session<T>(
+        &self,
+        op: impl Fn(&Session, ObjectHandle) -> Result<T, CkError>,
+    ) -> Result<T, smime::Error> {
+        for attempt in 0..2 {
+            let (session, handle) = self.take_session()?;
+            match op(&session, handle) {
+                Ok(v) => {
+                    self.give_back(session);
+                    return Ok(v);
+                }
+                Err(e) if attempt == 0 && gone(&e) => {
+                    tracing::warn!(token = %self.label, error = %short(&e), "the token went away; opening it again");
+                    drop(session);
+                    *self.state.lock().unwrap_or_else(|e| e.into_inner()) = State::Closed;
+                }
+                Err(e) => {
+                    self.give_back(session);
+                    return Err(op_error(&self.label, &e));
+                }
+            }
+        }
+        Err(smime::Error::Key(format!(
+            "token \"{}\" is not usable",
+            self.label
+        )))
+    }
+
+    fn take_session(&self) -> Result<(Session, ObjectHandle), smime::Error> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        match &mut *state {
+            State::PinRefused(why) => return Err(smime::Error::Key(why.clone())),
+            State::Open { sessions, key } => {
+                let key = *key;
+                if let Some(s) = sessions.pop() {
+                    return Ok((s, key));
+                }
+                let slot = self.slot().map_err(smime::Error::Key)?;
+                return self
+                    .module
+                    .open_ro_session(slot)
+                    .map(|s| (s, key))
+                    .map_err(|e| op_error(&self.label, &e));
+            }
+            State::Closed => {}
+        }
+        match self.connect() {
+            Ok((s, key, _)) => {
+                *state = State::Open {
+                    sessions: Vec::new(),
+                    key,
+                };
+                tracing::info!(token = %self.label, "token opened again");
+                Ok((s, key))
+            }
+            Err(why) => {
+                if why.contains("refused the PIN") || why.contains("locked") {
+                    *state = State::PinRefused(why.clone());
+                }
+                Err(smime::Error::Key(why))
+            }
+        }
+    }
+
+    fn give_back(&self, session: Session) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let State::Open { sessions, .. } = &mut *state {
+            if sessions.len() < self.max_sessions {
+                sessions.push(session);
+            }
+        }
+    }
+}
+
+/// Errors after which the token is opened again (removed and put back, sessions lost).
+fn gone(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(
+            RvError::DeviceRemoved
+                | RvError::TokenNotPresent
+                | RvError::SessionHandleInvalid
+                | RvError::SessionClosed
+                | RvError::KeyHandleInvalid
+                | RvError::ObjectHandleInvalid
+                | RvError::UserNotLoggedIn
+                | RvError::DeviceError,
+            _
+        )
+    )
+}
+
+fn short(e: &CkError) -> String {
+    match e {
+        CkError::Pkcs11(rv, f) => format!("{f} returned {rv:?}"),
+        other => other.to_string(),
+    }
+}
+
+fn op_error(label: &str, e: &CkError) -> smime::Error {
+    match e {
+        CkError::Pkcs11(RvError::KeyFunctionNotPermitted, f) => smime::Error::Key(format!(
+            "token \"{label}\" does not allow this key that operation ({f}): the key's usage flags forbid it (an EC key for decrypting needs CKA_DERIVE, an RSA key CKA_DECRYPT)"
+        )),
+        CkError::Pkcs11(
+            RvError::MechanismInvalid | RvError::MechanismParamInvalid | RvError::ArgumentsBad,
+            f,
+        ) => smime::Error::Unsupported(format!(
+            "token \"{label}\" does not offer the mechanism this message needs ({f}; SoftHSM, for one, does RSA-OAEP only with SHA-1)"
+        )),
+        _ => smime::Error::Key(format!("token \"{label}\" failed: {}", short(e))),
+    }
+}
+
+impl ExternalKey for TokenKey {
+    fn describe(&self) -> String {
+        let kind = match &self.kind {
+            ExternalKind::Rsa(bits) => format!("RSA-{bits}"),
+            ExternalKind::Ec(c) => format!("EC({c})"),
+        };
+        format!("{kind} in token \"{}\"", self.label)
+    }
+
+    fn kind(&self) -> ExternalKind {
+        self.kind.clone()
+    }
+
+    fn public_key(&self) -> Vec<u8> {
+        self.public_key.clone()
+    }
+
+    fn sign(
+        &self,
+        message: &[u8],
+        digest: Digest,
+        padding: RsaPadding,
+    ) -> Result<Vec<u8>, smime::Error> {
+        let (hash_alg, hash) = hash(digest, message)?;
+        match (&self.kind, padding) {
+            (ExternalKind::Rsa(_), RsaPadding::Pkcs1v15) => {
+                // DigestInfo with CKM_RSA_PKCS: what every token and card supports.
+                let mut info = digest_info_prefix(digest)?.to_vec();
+                info.extend_from_slice(&hash);
+                self.with_session(|s, k| s.sign(&Mechanism::RsaPkcs, k, &info))
+            }
+            (ExternalKind::Rsa(_), RsaPadding::Pss) => {
+                let params = PkcsPssParams {
+                    hash_alg,
+                    mgf: mgf(digest),
+                    s_len: (hash.len() as u64).into(),
+                };
+                self.with_session(|s, k| s.sign(&Mechanism::RsaPkcsPss(params), k, &hash))
+            }
+            (ExternalKind::Ec(_), _) => {
+                self.with_session(|s, k| s.sign(&Mechanism::Ecdsa, k, &hash))
+            }
+        }
+    }
+
+    fn rsa_decrypt(
+        &self,
+        encrypted: &[u8],
+        oaep: Option<Digest>,
+    ) -> Result<Option<Zeroizing<Vec<u8>>>, smime::Error> {
+        let result = match oaep {
+            None => self.with_session(|s, k| match s.decrypt(&Mechanism::RsaPkcs, k, encrypted) {
+                Ok(v) => Ok(Some(v)),
+                Err(e) if invalid_input(&e) => Ok(None),
+                Err(e) => Err(e),
+            }),
+            Some(d) => {
+                let (hash_alg, _) = hash(d, b"")?;
+                let params = PkcsOaepParams::new(hash_alg, mgf(d), PkcsOaepSource::empty());
+                self.with_session(|s, k| {
+                    match s.decrypt(&Mechanism::RsaPkcsOaep(params), k, encrypted) {
+                        Ok(v) => Ok(Some(v)),
+                        Err(e) if invalid_input(&e) => Ok(None),
+                        Err(e) => Err(e),
+                    }
+                })
+            }
+        }?;
+        Ok(result.map(Zeroizing::new))
+    }
+
+    fn ecdh(&self, peer_point: &[u8]) -> Result<Zeroizing<Vec<u8>>, smime::Error> {
+        let ExternalKind::Ec(curve) = &self.kind else {
+            return Err(smime::Error::Key("not an EC key".into()));
+        };
+        let len: u64 = if *curve == smime::alg::SECP384R1 {
+            48
+        } else {
+            32
+        };
+        let value = self.with_session(|s, k| {
+            let params = Ecdh1DeriveParams::new(EcKdf::null(), peer_point);
+            let template = [
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::KeyType(KeyType::GENERIC_SECRET),
+                Attribute::ValueLen(len.into()),
+                Attribute::Token(false),
+                Attribute::Sensitive(false),
+                Attribute::Extractable(true),
+            ];
+            let derived = s.derive_key(&Mechanism::Ecdh1Derive(params), k, &template)?;
+            let attrs = s.get_attributes(derived, &[AttributeType::Value]);
+            let _ = s.destroy_object(derived);
+            Ok(attrs?.into_iter().find_map(|a| match a {
+                Attribute::Value(v) => Some(v),
+                _ => None,
+            }))
+        })?;
+        value
+            .map(Zeroizing::new)
+            .ok_or_else(|| smime::Error::Key("the token gave no ECDH secret".into()))
+    }
+}
+
+/// The token refused the input itself (bad padding, wrong length): not a token failure.
+fn invalid_input(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(
+            RvError::EncryptedDataInvalid
+                | RvError::EncryptedDataLenRange
+                | RvError::DataInvalid
+                | RvError::DataLenRange,
+            _
+        )
+    )
+}
+
+fn hash(digest: Digest, message: &[u8]) -> Result<(MechanismType, Vec<u8>), smime::Error> {
+    use aws_lc_rs::digest;
+    let (mech, alg) = match digest {
+        Digest::Sha256 => (MechanismType::SHA256, &digest::SHA256),
+        Digest::Sha384 => (MechanismType::SHA384, &digest::SHA384),
+        Digest::Sha512 => (MechanismType::SHA512, &digest::SHA512),
+        Digest::Sha1 => (MechanismType::SHA1, &digest::SHA1_FOR_LEGACY_USE_ONLY),
+    };
+    Ok((mech, digest::digest(alg, message).as_ref().to_vec()))
+}
+
+fn mgf(digest: Digest) -> PkcsMgfType {
+    match digest {
+        Digest::Sha1 => PkcsMgfType::MGF1_SHA1,
+        Digest::Sha256 => PkcsMgfType::MGF1_SHA256,
+        Digest::Sha384 => PkcsMgfType::MGF1_SHA384,
+        Digest::Sha512 => PkcsMgfType::MGF1_SHA512,
+    }
+}
+
+/// The DER DigestInfo before the hash (RFC 8017 §9.2, note 1).
+fn digest_info_prefix(digest: Digest) -> Result<&'static [u8], smime::Error> {
+    Ok(match digest {
+        Digest::Sha256 => &[
+            0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+            0x01, 0x05, 0x00, 0x04, 0x20,
+        ],
+        Digest::Sha384 => &[
+            0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+            0x02, 0x05, 0x00, 0x04, 0x30,
+        ],
+        Digest::Sha512 => &[
+            0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+            0x03, 0x05, 0x00, 0x04, 0x40,
+        ],
+        Digest::Sha1 => return Err(smime::Error::Unsupported("signing with SHA-1".into())),
+    })
+}
+
+/// RSAPublicKey ::= SEQUENCE { modulus INTEGER, publicExponent INTEGER }, as certificates
+/// carry it.
+fn rsa_public_key_der(n: &[u8], e: &[u8]) -> Result<Vec<u8>, String> {
+    use der::Encode;
+    #[derive(der::Sequence)]
+    struct RsaPublicKey<'a> {
+        n: der::asn1::UintRef<'a>,
+        e: der::asn1::UintRef<'a>,
+    }
+    let key = RsaPublicKey {
+        n: der::asn1::UintRef::new(n).map_err(|e| e.to_string())?,
+        e: der::asn1::UintRef::new(e).map_err(|e| e.to_string())?,
+    };
+    key.to_der().map_err(|e| e.to_string())
+}
+
+/// CKA_EC_POINT is a DER OCTET STRING around the point (most modules); a bare point is kept.
+fn unwrap_octet_string(p: &[u8]) -> Vec<u8> {
+    use der::Decode;
+    der::asn1::OctetString::from_der(p)
+        .map(|o| o.as_bytes().to_vec())
+        .unwrap_or_else(|_| p.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_as_p11_kit_openssl_and_gnutls_write_them() {
+        let u = Pkcs11Uri::parse(
+            "pkcs11:token=Praxis%20Dr.%20M;object=praxis-2026;id=%01%a2;type=private?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/pin",
+        )
+        .unwrap();
+        assert_eq!(u.token.as_deref(), Some("Praxis Dr. M"));
+        assert_eq!(u.object.as_deref(), Some("praxis-2026"));
+        assert_eq!(u.id.as_deref(), Some(&[0x01, 0xa2][..]));
+        assert_eq!(
+            u.module_path.as_deref(),
+            Some(Path::new("/usr/lib/softhsm/libsofthsm2.so"))
+        );
+        assert_eq!(u.pin_source.as_deref(), Some("file:/etc/pin"));
+        for (bad, why) in [
+            ("token=x;object=y", "not a PKCS#11 URI"),
+            ("pkcs11:token=x", "must name the key"),
+            ("pkcs11:object=y;type=cert", "needs the private key"),
+            (
+                "pkcs11:object=y;colour=red",
+                "unknown PKCS#11 URI attribute",
+            ),
+            ("pkcs11:object=%zz", "bad %-escape"),
+            (
+                "pkcs11:object=y?module-name=softhsm2",
+                "module-name is not supported",
+            ),
+        ] {
+            let err = Pkcs11Uri::parse(bad).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_pin_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("pin");
+        std::fs::write(&p, "1234\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(read_pin_file(&p).unwrap_err().contains("chmod 600"));
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_pin_file(&p).unwrap().as_str(), "1234");
+    }
+
+    #[test]
+    fn a_missing_module_is_named() {
+        let err = open(
+            "pkcs11:token=t;object=k?module-path=/nonexistent/libnothing.so",
+            None,
+            None,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            err.contains("/nonexistent/libnothing.so does not exist"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,531 @@
+//! Keys in a PKCS#11 token (SoftHSM2, a private token directory per test): `envelopd smime`
+//! signs and decrypts with a key named by a PKCS#11 URI alone (RSA PKCS#1 v1.5 and PSS, ECDSA;
+//! RSA PKCS#1 v1.5 and OAEP, ECDH), checked by OpenSSL; the daemon signs outgoing mail and
+//! decrypts mail from OpenSSL, gpgsm and NSS through the IMAP side with token keys; a wrong
+//! PIN or a missing module is said in plain words and the PIN is tried once.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use common::lab::Lab;
+use common::provider::Provider;
+use common::reading::*;
+use testkit::procs::{free_port, wait_for};
+
+const ENVELOPD: &str = env!("CARGO_BIN_EXE_envelopd");
+const MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+/// A SoftHSM2 token "Praxis" (user PIN 1234) in a private directory.
+struct Hsm {
+    dir: tempfile::TempDir,
+}
+
+impl Hsm {
+    fn new() -> Hsm {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("tokens")).unwrap();
+        std::fs::write(
+            d.join("softhsm2.conf"),
+            format!("directories.tokendir = {}\n", d.join("tokens").display()),
+        )
+        .unwrap();
+        std::fs::write(d.join("pin"), "1234\n").unwrap();
+        std::fs::write(d.join("wrong-pin"), "9999\n").unwrap();
+        for f in ["pin", "wrong-pin"] {
+            std::fs::set_permissions(d.join(f), std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+        let h = Hsm { dir };
+        h.run(
+            "softhsm2-util",
+            &[
+                "--init-token",
+                "--free",
+                "--label",
+                "Praxis",
+                "--pin",
+                "1234",
+                "--so-pin",
+                "5678",
+            ],
+        );
+        h
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.path().join("softhsm2.conf")
+    }
+
+    fn p(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> Output {
+        let o = Command::new(tool)
+            .args(args)
+            .env("SOFTHSM2_CONF", self.conf())
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{tool} {args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o
+    }
+
+    /// Imports a PKCS#8 PEM key (and its public half) as `label`.
+    fn import(&self, key: &Path, label: &str, id: &str) {
+        self.run(
+            "softhsm2-util",
+            &[
+                "--import",
+                &key.display().to_string(),
+                "--token",
+                "Praxis",
+                "--label",
+                label,
+                "--id",
+                id,
+                "--pin",
+                "1234",
+            ],
+        );
+    }
+
+    /// Imports an EC key allowed to derive (ECDH), with its public key, by pkcs11-tool.
+    fn import_ec(&self, key: &Path, label: &str, id: &str) {
+        let public = self.p(&format!("{label}.pub"));
+        let o = Command::new("openssl")
+            .args(["pkey", "-in"])
+            .arg(key)
+            .args(["-pubout", "-out", &public])
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        for (file, kind, usage) in [
+            (
+                key.display().to_string(),
+                "privkey",
+                vec!["--usage-sign", "--usage-derive"],
+            ),
+            (public, "pubkey", vec![]),
+        ] {
+            let mut args = vec![
+                "--module",
+                MODULE,
+                "--token-label",
+                "Praxis",
+                "--login",
+                "--pin",
+                "1234",
+                "--write-object",
+                &file,
+                "--type",
+                kind,
+                "--id",
+                id,
+                "--label",
+                label,
+            ];
+            args.extend(usage);
+            self.run("pkcs11-tool", &args);
+        }
+    }
+
+    /// The URI of key `label`, naming module and PIN file, so it needs nothing else.
+    fn uri(&self, label: &str, pin: &str) -> String {
+        format!(
+            "pkcs11:token=Praxis;object={label};type=private?module-path={MODULE}&pin-source=file:{}",
+            self.p(pin)
+        )
+    }
+
+    /// `envelopd ARGS` with this token's configuration.
+    fn envelopd(&self, args: &[&str], stdin: &[u8]) -> Output {
+        use std::io::Write;
+        let mut c = Command::new(ENVELOPD)
+            .args(args)
+            .env("SOFTHSM2_CONF", self.conf())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        c.stdin.take().unwrap().write_all(stdin).unwrap();
+        c.wait_with_output().unwrap()
+    }
+}
+
+fn v(name: &str) -> PathBuf {
+    common::rfc9216().join(name)
+}
+
+fn message() -> Vec<u8> {
+    mail("Alice <alice@smime.example>", "token", SECRET)
+}
+
+fn openssl_ok(args: &[&str], input: &[u8]) -> Vec<u8> {
+    openssl(args, input)
+}
+
+#[test]
+fn the_smime_tool_signs_and_decrypts_with_a_key_that_stays_in_the_token() {
+    let h = Hsm::new();
+    h.import(&v("alice.sign.key"), "alice-sign", "02");
+    h.import(&v("bob.encrypt.key"), "bob-enc", "01");
+    let ca = v("ca.rsa.crt").display().to_string();
+    let alice_cert = v("alice.sign.crt").display().to_string();
+
+    // Signing, PKCS#1 v1.5 and PSS: OpenSSL verifies.
+    for extra in [&[][..], &["--pss"][..]] {
+        let mut args = vec!["smime", "sign", "--key"];
+        let uri = h.uri("alice-sign", "pin");
+        args.push(&uri);
+        args.extend(["--cert", &alice_cert]);
+        args.extend(extra);
+        let o = h.envelopd(&args, &message());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let out = openssl_ok(&["cms", "-verify", "-CAfile", &ca], &o.stdout);
+        assert!(String::from_utf8_lossy(&out).contains(SECRET), "{extra:?}");
+    }
+
+    // Decrypting what OpenSSL encrypted to Bob: PKCS#1 v1.5 and OAEP (SHA-1, which SoftHSM
+    // offers); the certificate comes from the token when it holds one.
+    let bob_der = h.p("bob.der");
+    openssl(
+        &[
+            "x509",
+            "-in",
+            &v("bob.encrypt.crt").display().to_string(),
+            "-outform",
+            "DER",
+            "-out",
+            &bob_der,
+        ],
+        b"",
+    );
+    h.run(
+        "pkcs11-tool",
+        &[
+            "--module",
+            MODULE,
+            "--token-label",
+            "Praxis",
+            "--login",
+            "--pin",
+            "1234",
+            "--write-object",
+            &bob_der,
+            "--type",
+            "cert",
+            "--id",
+            "01",
+            "--label",
+            "bob-enc",
+        ],
+    );
+    let bob_cert = v("bob.encrypt.crt").display().to_string();
+    for keyopts in [
+        &[][..],
+        &[
+            "-keyopt",
+            "rsa_padding_mode:oaep",
+            "-keyopt",
+            "rsa_oaep_md:sha1",
+        ][..],
+    ] {
+        let mut args = vec!["cms", "-encrypt", "-aes-256-cbc", "-recip", &bob_cert];
+        args.extend(keyopts);
+        let enc = openssl(&args, &message());
+        let o = h.envelopd(
+            &["smime", "decrypt", "--key", &h.uri("bob-enc", "pin")],
+            &enc,
+        );
+        assert!(
+            o.status.success(),
+            "{keyopts:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(String::from_utf8_lossy(&o.stdout).contains(SECRET));
+    }
+    // OAEP with SHA-256, which SoftHSM does not offer: said, not a wrong key.
+    let enc = openssl(
+        &[
+            "cms",
+            "-encrypt",
+            "-aes-256-cbc",
+            "-recip",
+            &bob_cert,
+            "-keyopt",
+            "rsa_padding_mode:oaep",
+            "-keyopt",
+            "rsa_oaep_md:sha256",
+        ],
+        &message(),
+    );
+    let o = h.envelopd(
+        &["smime", "decrypt", "--key", &h.uri("bob-enc", "pin")],
+        &enc,
+    );
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("does not offer the mechanism"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    // EC (P-256): ECDSA signatures and ECDH key agreement through the token.
+    let lab = Lab::new();
+    let (key, cert, ca_ec) = lab.ec_identity("P-256");
+    h.import_ec(Path::new(&key), "ec", "03");
+    let o = h.envelopd(
+        &[
+            "smime",
+            "sign",
+            "--key",
+            &h.uri("ec", "pin"),
+            "--cert",
+            &cert,
+        ],
+        &message(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = openssl_ok(&["cms", "-verify", "-CAfile", &ca_ec], &o.stdout);
+    assert!(String::from_utf8_lossy(&out).contains(SECRET));
+    let enc = openssl(&["cms", "-encrypt", "-aes-256-gcm", &cert], &message());
+    let o = h.envelopd(
+        &[
+            "smime",
+            "decrypt",
+            "--key",
+            &h.uri("ec", "pin"),
+            "--cert",
+            &cert,
+        ],
+        &enc,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(SECRET));
+
+    // A wrong PIN: said in plain words, tried once (the right one still works after it).
+    let o = h.envelopd(
+        &["smime", "decrypt", "--key", &h.uri("bob-enc", "wrong-pin")],
+        &enc,
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && err.contains("refused the PIN")
+            && err.contains("does not try it again"),
+        "{err}"
+    );
+    let o = h.envelopd(
+        &[
+            "smime",
+            "sign",
+            "--key",
+            &h.uri("alice-sign", "pin"),
+            "--cert",
+            &alice_cert,
+        ],
+        &message(),
+    );
+    assert!(
+        o.status.success(),
+        "the token is not locked: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // No module, no token, no key: each named.
+    for (uri, want) in [
+        ("pkcs11:token=Praxis;object=x?module-path=/usr/lib/nothing/libnone.so".to_string(), "does not exist"),
+        (format!("pkcs11:token=Elsewhere;object=x?module-path={MODULE}&pin-source=file:{}", h.p("pin")), "token \"Elsewhere\" is not present (module /usr/lib/softhsm/libsofthsm2.so; tokens present: Praxis"),
+        (h.uri("nokey", "pin"), "has no private key labelled \"nokey\""),
+    ] {
+        let o = h.envelopd(&["smime", "sign", "--key", &uri, "--cert", &alice_cert], &message());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(want), "{uri}: {err}");
+    }
+}
+
+#[test]
+fn the_daemon_signs_and_decrypts_through_the_token() {
+    let provider = Provider::start();
+    let lab = Lab::new();
+    let h = Hsm::new();
+    h.import(&v("alice.sign.key"), "alice-sign", "02");
+    h.import(&v("bob.encrypt.key"), "bob-enc", "01");
+    h.import(&v("bob.sign.key"), "bob-sign", "04");
+    // One gateway for Alice and Bob; their keys in the token (Bob's signing and encryption
+    // keys), the PIN in a file.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    common::practice_dir(d, "bob", &[]);
+    let (smtp, imap) = (free_port(), free_port());
+    std::fs::write(
+        d.join("proxy.toml"),
+        format!(
+            "[smtp]\nlisten = \"127.0.0.1:{smtp}\"\n[imap]\nlisten = \"127.0.0.1:{imap}\"\n\
+             [upstream.smtp]\nhost = \"localhost\"\nport = {}\ntls = \"starttls\"\nca_file = \"{ca}\"\nsystem_roots = false\n\
+             [upstream.imap]\nhost = \"localhost\"\nport = {}\ntls = \"implicit\"\nca_file = \"{ca}\"\nsystem_roots = false\n\
+             [certificates]\nanchors = [\"trust\"]\nrecipients = \"certs\"\n\
+             [[identity]]\naddresses = [\"alice@smime.example\"]\nkey = \"pkcs11:token=Praxis;object=alice-sign\"\ncert = \"{}\"\nmodule = \"{MODULE}\"\npin_file = \"{}\"\n\
+             [[identity]]\naddresses = [\"bob@smime.example\"]\nkey = \"pkcs11:token=Praxis;object=bob-sign\"\ncert = \"{}\"\n\
+             encryption_key = \"pkcs11:token=Praxis;object=bob-enc\"\nencryption_cert = \"{}\"\nmodule = \"{MODULE}\"\npin_file = \"{}\"\n",
+            provider.submission,
+            provider.imaps,
+            v("alice.sign.crt").display(),
+            h.p("pin"),
+            v("bob.sign.crt").display(),
+            v("bob.encrypt.crt").display(),
+            h.p("pin"),
+            ca = provider.ca().display()
+        ),
+    )
+    .unwrap();
+    // `envelopd check` opens the token keys as the daemon will.
+    let o = Command::new(ENVELOPD)
+        .args(["check", "--no-connect", "--config"])
+        .arg(d.join("proxy.toml"))
+        .env("SOFTHSM2_CONF", h.conf())
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{said}");
+    let _e = common::run_envelopd_env(
+        &d.join("proxy.toml"),
+        &d.join("envelopd.log"),
+        &[("SOFTHSM2_CONF", h.conf().to_str().unwrap())],
+    );
+    wait_for(smtp);
+    wait_for(imap);
+    let log = || std::fs::read_to_string(d.join("envelopd.log")).unwrap_or_default();
+
+    // Alice sends: signed in the token, encrypted to Bob; OpenSSL opens the stored copy with
+    // Bob's key file and verifies Alice's signature.
+    let o = send_mail(
+        smtp,
+        "alice@smime.example",
+        "alice-pw",
+        "bob@smime.example",
+        "smtp-path",
+    );
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        log()
+    );
+    let stored = provider.wait_messages("bob", 1).pop().unwrap();
+    let inner = openssl(
+        &[
+            "cms",
+            "-decrypt",
+            "-inkey",
+            &v("bob.encrypt.key").display().to_string(),
+        ],
+        &stored,
+    );
+    let shown = openssl(
+        &[
+            "cms",
+            "-verify",
+            "-CAfile",
+            &v("ca.rsa.crt").display().to_string(),
+        ],
+        &inner,
+    );
+    assert!(String::from_utf8_lossy(&shown).contains(SECRET));
+
+    // Bob reads mail from envelopd, OpenSSL, gpgsm and NSS: decrypted with the token key.
+    deliver_test_messages(&provider, &lab);
+    let mut statuses = Vec::new();
+    for n in 1..=12 {
+        let o = Command::new("curl")
+            .args([
+                "-sS",
+                &format!("imap://127.0.0.1:{imap}/INBOX;MAILINDEX={n}"),
+            ])
+            .args(["--user", "bob@smime.example:bob-pw"])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&o.stderr),
+            log()
+        );
+        statuses.push((
+            subject_of(&o.stdout),
+            status_of(&o.stdout).unwrap_or_default(),
+        ));
+    }
+    for (subject, want) in [
+        (
+            "smtp-path",
+            "decrypted=aes-256-cbc; integrity=none; signature=valid; signer=alice@smime.example",
+        ),
+        ("openssl-gcm", "decrypted=aes-256-gcm; signature=valid"),
+        ("gpgsm-ber", "decrypted=aes-256-cbc"),
+        ("nss-ber", "decrypted="),
+    ] {
+        let (_, status) = statuses
+            .iter()
+            .find(|(s, _)| s == subject)
+            .unwrap_or_else(|| panic!("{subject} in {statuses:?}"));
+        assert!(
+            status.starts_with(want) && !status.starts_with("decrypted=failed"),
+            "{subject}: {status}\n{}",
+            log()
+        );
+    }
+    assert!(!log().contains("1234"), "no PIN in the log");
+}
+
+#[test]
+fn a_wrong_pin_or_missing_module_stops_the_daemon_with_the_reason() {
+    let h = Hsm::new();
+    h.import(&v("alice.sign.key"), "alice-sign", "02");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    common::practice_dir(d, "bob", &[]);
+    for (module, pin, want) in [
+        (MODULE, "wrong-pin", "refused the PIN"),
+        ("/usr/lib/nothing/libnone.so", "pin", "does not exist"),
+    ] {
+        std::fs::write(
+            d.join("proxy.toml"),
+            format!(
+                "[smtp]\nlisten = \"127.0.0.1:{}\"\n[upstream.smtp]\nhost = \"127.0.0.1\"\nport = 9\ntls = \"none\"\n\
+                 [certificates]\nanchors = [\"trust\"]\n\
+                 [[identity]]\naddresses = [\"alice@smime.example\"]\nkey = \"pkcs11:token=Praxis;object=alice-sign\"\ncert = \"{}\"\nmodule = \"{module}\"\npin_file = \"{}\"\n",
+                free_port(),
+                v("alice.sign.crt").display(),
+                h.p(pin),
+            ),
+        )
+        .unwrap();
+        for cmd in [
+            &["check", "--no-connect", "--config"][..],
+            &["run", "--config"][..],
+        ] {
+            let o = Command::new(ENVELOPD)
+                .args(cmd)
+                .arg(d.join("proxy.toml"))
+                .env("SOFTHSM2_CONF", h.conf())
+                .stdin(Stdio::null())
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&o.stdout).into_owned()
+                + &String::from_utf8_lossy(&o.stderr);
+            assert!(!o.status.success(), "{cmd:?} {module}: {said}");
+            assert!(said.contains(want), "{cmd:?}: {said}");
+        }
+    }
+}
