@@ -529,3 +529,100 @@ fn a_wrong_pin_or_missing_module_stops_the_daemon_with_the_reason() {
         }
     }
 }
+
+/// Sends one message from Alice to Bob with swaks; the transcript.
+fn swaks(port: u16, subject: &str) -> String {
+    let o = Command::new("swaks")
+        .args(["--server", &format!("127.0.0.1:{port}")])
+        .args(["--from", "alice@smime.example", "--to", "bob@smime.example"])
+        .args([
+            "--header",
+            &format!("Subject: {subject}"),
+            "--header",
+            "From: alice@smime.example",
+        ])
+        .args(["--body", SECRET])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn a_token_taken_away_while_running_defers_mail_and_works_again_when_back() {
+    let h = Hsm::new();
+    h.import(&v("alice.sign.key"), "alice-sign", "02");
+    let sink_dir = tempfile::tempdir().unwrap();
+    let sink = free_port();
+    let _sink = testkit::procs::smtp_sink(sink_dir.path(), sink, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    common::practice_dir(d, "alice", &[]);
+    let smtp = free_port();
+    std::fs::write(
+        d.join("proxy.toml"),
+        format!(
+            "[smtp]\nlisten = \"127.0.0.1:{smtp}\"\n[upstream.smtp]\nhost = \"127.0.0.1\"\nport = {sink}\ntls = \"none\"\n\
+             [certificates]\nanchors = [\"trust\"]\nrecipients = \"certs\"\n\
+             [[identity]]\naddresses = [\"alice@smime.example\"]\nkey = \"pkcs11:token=Praxis;object=alice-sign\"\ncert = \"{}\"\nmodule = \"{MODULE}\"\npin_file = \"{}\"\n",
+            v("alice.sign.crt").display(),
+            h.p("pin"),
+        ),
+    )
+    .unwrap();
+    let _e = common::run_envelopd_env(
+        &d.join("proxy.toml"),
+        &d.join("envelopd.log"),
+        &[("SOFTHSM2_CONF", h.conf().to_str().unwrap())],
+    );
+    wait_for(smtp);
+    let log = || std::fs::read_to_string(d.join("envelopd.log")).unwrap_or_default();
+    // swaks marks every refused step with "<**".
+    let t = swaks(smtp, "before");
+    assert!(!t.contains("<** "), "{t}\n{}", log());
+    // The token goes away (SoftHSM's token deleted, as a USB token pulled out).
+    h.run("softhsm2-util", &["--delete-token", "--token", "Praxis"]);
+    let t = swaks(smtp, "while away");
+    assert!(
+        t.contains("<** 451 4.7.0"),
+        "the mail program keeps the message and retries; nothing unsigned goes out: {t}\n{}",
+        log()
+    );
+    // Back (initialised again, the key imported): works without a restart.
+    h.run(
+        "softhsm2-util",
+        &[
+            "--init-token",
+            "--free",
+            "--label",
+            "Praxis",
+            "--pin",
+            "1234",
+            "--so-pin",
+            "5678",
+        ],
+    );
+    h.import(&v("alice.sign.key"), "alice-sign", "02");
+    // The mail program retries (within seconds here; minutes in practice).
+    let mut t = String::new();
+    for _ in 0..20 {
+        t = swaks(smtp, "after");
+        if !t.contains("<** ") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(!t.contains("<** "), "{t}\n{}", log());
+    // Two messages reached the provider, both signed.
+    let sent: Vec<Vec<u8>> = std::fs::read_dir(sink_dir.path())
+        .unwrap()
+        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .collect();
+    assert_eq!(sent.len(), 2, "{}", log());
+    for m in sent {
+        let text = String::from_utf8_lossy(&m);
+        assert!(
+            text.contains("application/pkcs7-mime") || text.contains("multipart/signed"),
+            "{text}"
+        );
+    }
+}

@@ -364,7 +364,45 @@ impl TokenKey {
         Ok((session, handle, slot))
     }
 
+    /// The slot holding the token; when it is not present, the module is started again once
+    /// (at most every few seconds) so a token put back is found: some modules (SoftHSM) read
+    /// their tokens only when they start.
     fn slot(&self) -> Result<Slot, String> {
+        match self.find_slot() {
+            Ok(slot) => Ok(slot),
+            Err(why) => {
+                if !self.restart_module() {
+                    return Err(why);
+                }
+                self.find_slot()
+            }
+        }
+    }
+
+    /// Finalises and initialises the module again; false when it was done moments ago.
+    fn restart_module(&self) -> bool {
+        static LAST: OnceLock<Mutex<HashMap<PathBuf, std::time::Instant>>> = OnceLock::new();
+        let mut last = LAST
+            .get_or_init(Default::default)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        if last
+            .get(&self.module_path)
+            .is_some_and(|t| now.duration_since(*t) < std::time::Duration::from_secs(2))
+        {
+            return false;
+        }
+        last.insert(self.module_path.clone(), now);
+        let _ = self.module.clone().finalize();
+        let started = self
+            .module
+            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+        tracing::info!(token = %self.label, module = %self.module_path.display(), ok = started.is_ok(), "PKCS#11 module started again to look for the token");
+        started.is_ok()
+    }
+
+    fn find_slot(&self) -> Result<Slot, String> {
         let slots = self
             .module
             .get_slots_with_token()
@@ -599,6 +637,7 @@ fn gone(e: &CkError) -> bool {
                 | RvError::KeyHandleInvalid
                 | RvError::ObjectHandleInvalid
                 | RvError::UserNotLoggedIn
+                | RvError::CryptokiNotInitialized
                 | RvError::DeviceError,
             _
         )
