@@ -398,6 +398,10 @@ fn the_daemon_signs_and_decrypts_through_the_token() {
     let said =
         String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{said}");
+    assert!(
+        said.contains("identity alice@smime.example: RSA-2048 in token \"Praxis\" (the key cannot leave the token)"),
+        "{said}"
+    );
     let _e = common::run_envelopd_env(
         &d.join("proxy.toml"),
         &d.join("envelopd.log"),
@@ -624,5 +628,147 @@ fn a_token_taken_away_while_running_defers_mail_and_works_again_when_back() {
             text.contains("application/pkcs7-mime") || text.contains("multipart/signed"),
             "{text}"
         );
+    }
+}
+
+#[test]
+fn a_key_generated_in_the_token_cannot_leave_it_and_works_once_certified() {
+    let h = Hsm::new();
+    let ca_key = v("ca.rsa.key").display().to_string();
+    let ca = v("ca.rsa.crt").display().to_string();
+    for (kind, label) in [("rsa2048", "praxis-rsa"), ("p256", "praxis-ec")] {
+        let csr = h.p(&format!("{label}.csr"));
+        let o = h.envelopd(
+            &[
+                "keys",
+                "generate",
+                "--token",
+                &format!("pkcs11:token=Praxis;object={label}"),
+                "--module",
+                MODULE,
+                "--pin-file",
+                &h.p("pin"),
+                "--address",
+                "alice@smime.example",
+                "--kind",
+                kind,
+                "--csr",
+                &csr,
+            ],
+            b"",
+        );
+        let said = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{said}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            said.contains(&format!("key = \"pkcs11:token=Praxis;object={label}\"")),
+            "{said}"
+        );
+        // The same label twice is refused, not a second key.
+        let again = h.envelopd(
+            &[
+                "keys",
+                "generate",
+                "--token",
+                &format!("pkcs11:token=Praxis;object={label}"),
+                "--module",
+                MODULE,
+                "--pin-file",
+                &h.p("pin"),
+                "--address",
+                "alice@smime.example",
+                "--kind",
+                kind,
+                "--csr",
+                &csr,
+            ],
+            b"",
+        );
+        assert!(String::from_utf8_lossy(&again.stderr).contains("already has a key labelled"));
+        // The request verifies and asks for the address and e-mail protection; the practice's
+        // CA (here RFC 9216's) issues the certificate.
+        let text = String::from_utf8_lossy(&openssl(
+            &["req", "-in", &csr, "-verify", "-noout", "-text"],
+            b"",
+        ))
+        .into_owned();
+        assert!(
+            text.contains("email:alice@smime.example") && text.contains("E-mail Protection"),
+            "{text}"
+        );
+        let cert = h.p(&format!("{label}.crt"));
+        openssl(
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-days",
+                "30",
+                "-copy_extensions",
+                "copy",
+                "-out",
+                &cert,
+            ],
+            b"",
+        );
+        // The key signs and decrypts through the token; OpenSSL checks.
+        let uri = h.uri(label, "pin");
+        let o = h.envelopd(
+            &["smime", "sign", "--key", &uri, "--cert", &cert],
+            &message(),
+        );
+        assert!(
+            o.status.success(),
+            "{kind}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let out = openssl(&["cms", "-verify", "-CAfile", &ca], &o.stdout);
+        assert!(String::from_utf8_lossy(&out).contains(SECRET));
+        let enc = openssl(&["cms", "-encrypt", "-aes-256-cbc", &cert], &message());
+        let o = h.envelopd(&["smime", "decrypt", "--key", &uri, "--cert", &cert], &enc);
+        assert!(
+            o.status.success(),
+            "{kind}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(String::from_utf8_lossy(&o.stdout).contains(SECRET));
+        // pkcs11-tool (OpenSC) sees a key that is sensitive and was never extractable ...
+        let o = h.run(
+            "pkcs11-tool",
+            &[
+                "--module",
+                MODULE,
+                "--token-label",
+                "Praxis",
+                "--login",
+                "--pin",
+                "1234",
+                "-O",
+                "--type",
+                "privkey",
+                "--label",
+                label,
+            ],
+        );
+        let listed = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            listed.contains("sensitive")
+                && listed.contains("never extractable")
+                && !listed
+                    .replace("never extractable", "")
+                    .contains("extractable"),
+            "{listed}"
+        );
+        // (That it can neither be read nor wrapped is shown through PKCS#11 itself in
+        // crates/certstore/tests/token_softhsm.rs.)
     }
 }

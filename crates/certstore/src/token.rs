@@ -288,6 +288,164 @@ pub fn open(
     })
 }
 
+/// The kind of key [`generate`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewKey {
+    /// RSA with this many bits (2048, 3072, 4096).
+    Rsa(u64),
+    /// ECDSA/ECDH on P-256.
+    P256,
+    /// ECDSA/ECDH on P-384.
+    P384,
+}
+
+/// Generates a key pair inside the token the URI names (CKA_SENSITIVE, not CKA_EXTRACTABLE: it
+/// can never be read out, wrapped or copied), labelled and with the id the URI gives, usable
+/// for signing and decrypting (RSA) or key agreement (EC); then opens it.
+pub fn generate(
+    uri: &str,
+    module_path: Option<&Path>,
+    pin: Option<Zeroizing<String>>,
+    kind: NewKey,
+) -> Result<Opened, String> {
+    let parsed = Pkcs11Uri::parse(uri)?;
+    let path = parsed
+        .module_path
+        .clone()
+        .or_else(|| module_path.map(Path::to_path_buf))
+        .ok_or("no PKCS#11 module: give --module or ?module-path= in the URI")?;
+    let pin = match parsed.pin()? {
+        Some(p) => Some(p),
+        None => pin,
+    };
+    let pin = pin.ok_or("generating a key needs the token's PIN (pin-source= or --pin-file)")?;
+    let label = parsed
+        .object
+        .clone()
+        .ok_or("name the new key with object=<label> in the URI")?;
+    let id = parsed.id.clone().unwrap_or_else(|| {
+        // An id from the label, so certificates stored later can be matched to the key.
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, label.as_bytes()).as_ref()[..8]
+            .to_vec()
+    });
+    let m = module(&path)?;
+    let probe = TokenKey {
+        module: m.clone(),
+        module_path: path.clone(),
+        uri: parsed.clone(),
+        pin: Some(pin.clone()),
+        label: parsed.token.clone().unwrap_or_else(|| "(any)".into()),
+        kind: ExternalKind::Rsa(0),
+        public_key: Vec::new(),
+        state: Mutex::new(State::Closed),
+        max_sessions: 1,
+    };
+    let slot = probe.slot()?;
+    let session = m
+        .open_rw_session(slot)
+        .map_err(|e| probe.failure("cannot open a session with", &e))?;
+    let secret: cryptoki::types::AuthPin = pin.as_str().into();
+    match session.login(UserType::User, Some(&secret)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+        Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
+            return Err(format!("token \"{}\" refused the PIN", probe.label))
+        }
+        Err(e) => return Err(probe.failure("cannot log in to", &e)),
+    }
+    if !session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
+        .map_err(|e| probe.failure("cannot search", &e))?
+        .is_empty()
+    {
+        return Err(format!(
+            "token \"{}\" already has a key labelled \"{label}\": choose another object= label",
+            probe.label
+        ));
+    }
+    let common = |public: bool| {
+        vec![
+            Attribute::Token(true),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Id(id.clone()),
+            Attribute::Private(!public),
+        ]
+    };
+    let mut public = common(true);
+    let mut private = common(false);
+    private.extend([
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+        Attribute::Unwrap(false),
+    ]);
+    public.extend([Attribute::Verify(true), Attribute::Wrap(false)]);
+    let mechanism = match kind {
+        NewKey::Rsa(bits) => {
+            public.extend([
+                Attribute::ModulusBits(bits.into()),
+                Attribute::PublicExponent(vec![0x01, 0x00, 0x01]),
+                Attribute::Encrypt(true),
+            ]);
+            private.push(Attribute::Decrypt(true));
+            Mechanism::RsaPkcsKeyPairGen
+        }
+        NewKey::P256 | NewKey::P384 => {
+            let curve = if kind == NewKey::P256 {
+                smime::alg::SECP256R1
+            } else {
+                smime::alg::SECP384R1
+            };
+            public.push(Attribute::EcParams(
+                der::Encode::to_der(&curve).map_err(|e| e.to_string())?,
+            ));
+            private.push(Attribute::Derive(true));
+            Mechanism::EccKeyPairGen
+        }
+    };
+    session
+        .generate_key_pair(&mechanism, &public, &private)
+        .map_err(|e| probe.failure("cannot generate a key in", &e))?;
+    drop(session);
+    let mut named = uri.to_string();
+    if parsed.id.is_none() {
+        // Opened by label and the id just given.
+        let hex: String = id.iter().map(|b| format!("%{b:02x}")).collect();
+        named = match named.split_once('?') {
+            Some((path, query)) => format!("{path};id={hex}?{query}"),
+            None => format!("{named};id={hex}"),
+        };
+    }
+    open(&named, Some(&path), Some(pin))
+}
+
+/// Reads the key attributes that show it cannot leave the token: (sensitive, extractable,
+/// never extractable).
+pub fn protection(key: &TokenKey) -> Result<(bool, bool, bool), smime::Error> {
+    key.with_session(|s, k| {
+        let attrs = s.get_attributes(
+            k,
+            &[
+                AttributeType::Sensitive,
+                AttributeType::Extractable,
+                AttributeType::NeverExtractable,
+            ],
+        )?;
+        let mut out = (false, true, false);
+        for a in attrs {
+            match a {
+                Attribute::Sensitive(v) => out.0 = v,
+                Attribute::Extractable(v) => out.1 = v,
+                Attribute::NeverExtractable(v) => out.2 = v,
+                _ => {}
+            }
+        }
+        Ok(out)
+    })
+}
+
 impl TokenKey {
     /// The module file this key's token is reached through.
     pub fn module_path(&self) -> &Path {

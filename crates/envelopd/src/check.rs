@@ -366,8 +366,12 @@ fn check_identity(r: &mut Report, id: &IdentityConfig, store: &CertStore, now: S
                 r.push(
                     level,
                     format!(
-                        "identity {address}: {} key, certificate \"{}\" from \"{}\", valid until {} ({days} days): can sign",
-                        identity.key.describe(),
+                        "identity {address}: {}, certificate \"{}\" from \"{}\", valid until {} ({days} days): can sign",
+                        if identity.key.is_external() {
+                            format!("{} (the key cannot leave the token)", identity.key.describe())
+                        } else {
+                            format!("{} key", identity.key.describe())
+                        },
                         cert.subject(),
                         cert.issuer(),
                         smime::cert::fmt_time(until)

@@ -155,3 +155,147 @@ pub fn import(
     ));
     Ok(report)
 }
+
+/// `envelopd keys generate`: a key pair made inside a token (it can never be read out) and a
+/// PKCS#10 certificate request for the practice's CA, signed by the new key, naming the
+/// addresses (subjectAltName), mail signing and encryption usages, and e-mail protection.
+/// Returns the request (PEM) and the `[[identity]]` lines to add once the certificate is back.
+pub fn generate_in_token(
+    uri: &str,
+    module: Option<&Path>,
+    pin_file: Option<&Path>,
+    kind: certstore::token::NewKey,
+    addresses: &[String],
+    name: Option<&str>,
+) -> Result<(String, String)> {
+    if addresses.is_empty() {
+        bail!("give the address(es) the key is for: --address praxis@example.org");
+    }
+    let pin = match pin_file {
+        Some(p) => Some(certstore::token::read_pin_file(p).map_err(|e| anyhow::anyhow!(e))?),
+        None => None,
+    };
+    let opened =
+        certstore::token::generate(uri, module, pin, kind).map_err(|e| anyhow::anyhow!(e))?;
+    let key = opened.key.clone();
+    let (sensitive, extractable, _) =
+        certstore::token::protection(&key).map_err(|e| anyhow::anyhow!("{e}"))?;
+    if !sensitive || extractable {
+        bail!("the token made the key readable (sensitive={sensitive}, extractable={extractable}): do not use it");
+    }
+    let kind = smime::ExternalKey::kind(&*key);
+    let public = smime::ExternalKey::public_key(&*key);
+    let private = smime::PrivateKey::external(key);
+    let pem = csr(
+        &private,
+        &kind,
+        &public,
+        addresses,
+        name.unwrap_or(&addresses[0]),
+    )?;
+    let mut lines = format!(
+        "[[identity]]\naddresses = [{}]\nkey = \"{}\"\ncert = \"keys/<the certificate your CA issues>.pem\"\n",
+        addresses
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", "),
+        uri.split('?').next().unwrap_or(uri)
+    );
+    if let Some(m) = module {
+        lines.push_str(&format!("module = \"{}\"\n", m.display()));
+    }
+    if let Some(p) = pin_file {
+        lines.push_str(&format!("pin_file = \"{}\"\n", p.display()));
+    }
+    Ok((pem, lines))
+}
+
+/// A PKCS#10 request for a key envelopd can sign with (in a token), as PEM.
+fn csr(
+    key: &smime::PrivateKey,
+    kind: &smime::ExternalKind,
+    public: &[u8],
+    addresses: &[String],
+    name: &str,
+) -> Result<String> {
+    use der::asn1::{BitString, Ia5String, OctetString, SetOfVec};
+    use der::oid::AssociatedOid;
+    use der::{Encode, EncodePem};
+    use x509_cert::ext::pkix::name::GeneralName;
+    use x509_cert::ext::pkix::{ExtendedKeyUsage, KeyUsage, KeyUsages, SubjectAltName};
+    use x509_cert::request::{CertReq, CertReqInfo, ExtensionReq, Version};
+
+    let (algorithm, usages, digest) = match kind {
+        smime::ExternalKind::Rsa(_) => (
+            spki::AlgorithmIdentifierOwned {
+                oid: smime::alg::RSA_ENCRYPTION,
+                parameters: Some(der::asn1::Null.into()),
+            },
+            KeyUsages::DigitalSignature | KeyUsages::NonRepudiation | KeyUsages::KeyEncipherment,
+            smime::Digest::Sha256,
+        ),
+        smime::ExternalKind::Ec(curve) => (
+            spki::AlgorithmIdentifierOwned {
+                oid: smime::alg::ID_EC_PUBLIC_KEY,
+                parameters: Some(der::Any::encode_from(curve)?),
+            },
+            KeyUsages::DigitalSignature | KeyUsages::NonRepudiation | KeyUsages::KeyAgreement,
+            if *curve == smime::alg::SECP384R1 {
+                smime::Digest::Sha384
+            } else {
+                smime::Digest::Sha256
+            },
+        ),
+    };
+    if public.is_empty() {
+        bail!("the token does not show the new key's public part");
+    }
+    let san = SubjectAltName(
+        addresses
+            .iter()
+            .map(|a| Ia5String::new(a).map(GeneralName::Rfc822Name))
+            .collect::<der::Result<Vec<_>>>()
+            .context("an address is not ASCII (an internationalised address needs a CA that issues SmtpUTF8Mailbox)")?,
+    );
+    let ext = |oid, critical, value: Vec<u8>| -> Result<x509_cert::ext::Extension> {
+        Ok(x509_cert::ext::Extension {
+            extn_id: oid,
+            critical,
+            extn_value: OctetString::new(value)?,
+        })
+    };
+    let extensions = ExtensionReq(vec![
+        ext(SubjectAltName::OID, false, san.to_der()?)?,
+        ext(KeyUsage::OID, true, KeyUsage(usages).to_der()?)?,
+        ext(
+            ExtendedKeyUsage::OID,
+            false,
+            ExtendedKeyUsage(vec![der::oid::ObjectIdentifier::new_unwrap(
+                "1.3.6.1.5.5.7.3.4",
+            )])
+            .to_der()?,
+        )?,
+    ]);
+    let mut attributes = SetOfVec::new();
+    attributes.insert(x509_cert::attr::Attribute::try_from(extensions)?)?;
+    let subject: x509_cert::name::Name = format!("CN={}", name.replace([',', '+', '=', '\\'], " "))
+        .parse()
+        .context("the name for the request")?;
+    let info = CertReqInfo {
+        version: Version::V1,
+        subject,
+        public_key: spki::SubjectPublicKeyInfoOwned {
+            algorithm,
+            subject_public_key: BitString::from_bytes(public)?,
+        },
+        attributes,
+    };
+    let (sig_alg, signature) = key.sign(&info.to_der()?, digest, smime::RsaPadding::Pkcs1v15)?;
+    let req = CertReq {
+        info,
+        algorithm: sig_alg,
+        signature: BitString::from_bytes(&signature)?,
+    };
+    Ok(req.to_pem(der::pem::LineEnding::LF)?)
+}

@@ -123,6 +123,32 @@ enum KeysCommand {
         #[arg(long)]
         address: Vec<String>,
     },
+    /// Generate a key pair inside a PKCS#11 token (it can never be read out) and write a
+    /// certificate request for the practice's CA.
+    Generate {
+        /// The new key as a PKCS#11 URI: token and label, e.g.
+        /// 'pkcs11:token=Praxis;object=praxis-2026' (module-path and pin-source may be in it).
+        #[arg(long)]
+        token: String,
+        /// The PKCS#11 module (unless the URI has module-path).
+        #[arg(long)]
+        module: Option<PathBuf>,
+        /// A file whose first line is the token's PIN (unless the URI has pin-source).
+        #[arg(long)]
+        pin_file: Option<PathBuf>,
+        /// The address(es) the certificate is for; repeat for several.
+        #[arg(long, required = true)]
+        address: Vec<String>,
+        /// The name in the request (default: the first address).
+        #[arg(long)]
+        name: Option<String>,
+        /// rsa2048 (default), rsa3072, rsa4096, p256 or p384.
+        #[arg(long, default_value = "rsa2048")]
+        kind: String,
+        /// Where to write the certificate request (PEM).
+        #[arg(long)]
+        csr: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -528,6 +554,40 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     &address,
                     SystemTime::now()
                 )?
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Keys(KeysCommand::Generate {
+            token,
+            module,
+            pin_file,
+            address,
+            name,
+            kind,
+            csr,
+        }) => {
+            let kind = match kind.as_str() {
+                "rsa2048" => certstore::token::NewKey::Rsa(2048),
+                "rsa3072" => certstore::token::NewKey::Rsa(3072),
+                "rsa4096" => certstore::token::NewKey::Rsa(4096),
+                "p256" => certstore::token::NewKey::P256,
+                "p384" => certstore::token::NewKey::P384,
+                other => bail!("--kind {other}: choose rsa2048, rsa3072, rsa4096, p256 or p384"),
+            };
+            let (pem, lines) = keys::generate_in_token(
+                &token,
+                module.as_deref(),
+                pin_file.as_deref(),
+                kind,
+                &address,
+                name.as_deref(),
+            )?;
+            std::fs::write(&csr, pem).with_context(|| format!("writing {}", csr.display()))?;
+            println!(
+                "generated a key inside the token (sensitive, not extractable: it cannot be read out or copied)\n\
+                 certificate request for your CA: {}\n\
+                 once the certificate is issued, add to proxy.toml:\n\n{lines}",
+                csr.display()
             );
             return Ok(ExitCode::SUCCESS);
         }
