@@ -772,3 +772,122 @@ fn a_key_generated_in_the_token_cannot_leave_it_and_works_once_certified() {
         // crates/certstore/tests/token_softhsm.rs.)
     }
 }
+
+#[test]
+fn a_pkcs12_key_moved_into_the_token_works_and_the_file_is_to_be_destroyed() {
+    let h = Hsm::new();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    common::practice_dir(d, "bob", &[]);
+    std::fs::write(
+        d.join("proxy.toml"),
+        format!(
+            "[smtp]\nlisten = \"127.0.0.1:{}\"\n[upstream.smtp]\nhost = \"127.0.0.1\"\nport = 9\ntls = \"none\"\n[certificates]\nanchors = [\"trust\"]\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let o = h.envelopd(
+        &[
+            "keys",
+            "import",
+            &d.join("keys/bob.p12").display().to_string(),
+            "--config",
+            &d.join("proxy.toml").display().to_string(),
+            "--password-file",
+            &d.join("keys/pw").display().to_string(),
+            "--to-token",
+            "pkcs11:token=Praxis;object=bob",
+            "--module",
+            MODULE,
+            "--pin-file",
+            &h.p("pin"),
+        ],
+        b"",
+    );
+    let said = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        o.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(said.contains("Destroy it now (shred -u"), "{said}");
+    // The lines it prints make a working identity: appended, `envelopd check` opens both keys.
+    let lines = &said[said.find("[[identity]]").unwrap()..];
+    let mut cfg = std::fs::read_to_string(d.join("proxy.toml")).unwrap();
+    cfg.push_str(lines);
+    std::fs::write(d.join("proxy.toml"), cfg).unwrap();
+    let o = Command::new(ENVELOPD)
+        .args(["check", "--no-connect", "--config"])
+        .arg(d.join("proxy.toml"))
+        .env("SOFTHSM2_CONF", h.conf())
+        .output()
+        .unwrap();
+    let checked = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        checked.contains("identity bob@smime.example: RSA-2048 in token \"Praxis\" (the key cannot leave the token)"),
+        "{checked}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Both keys work from the token: Bob's encryption key opens what OpenSSL encrypted to
+    // him, his signing key signs what OpenSSL verifies.
+    let enc = openssl(
+        &[
+            "cms",
+            "-encrypt",
+            "-aes-256-cbc",
+            &v("bob.encrypt.crt").display().to_string(),
+        ],
+        &message(),
+    );
+    let o = h.envelopd(
+        &["smime", "decrypt", "--key", &h.uri("bob-enc", "pin")],
+        &enc,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains(SECRET));
+    let o = h.envelopd(
+        &["smime", "sign", "--key", &h.uri("bob", "pin")],
+        &message(),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    openssl(
+        &[
+            "cms",
+            "-verify",
+            "-CAfile",
+            &v("ca.rsa.crt").display().to_string(),
+        ],
+        &o.stdout,
+    );
+    // Both are sensitive and not extractable in the token.
+    let o = h.run(
+        "pkcs11-tool",
+        &[
+            "--module",
+            MODULE,
+            "--token-label",
+            "Praxis",
+            "--login",
+            "--pin",
+            "1234",
+            "-O",
+            "--type",
+            "privkey",
+        ],
+    );
+    let listed = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(listed.matches("Private Key Object").count(), 2, "{listed}");
+    for access in listed
+        .lines()
+        .filter(|l| l.trim_start().starts_with("Access:"))
+    {
+        assert!(
+            access.contains("sensitive")
+                && !access
+                    .replace("never extractable", "")
+                    .contains("extractable"),
+            "{access}"
+        );
+    }
+}

@@ -421,6 +421,193 @@ pub fn generate(
     open(&named, Some(&path), Some(pin))
 }
 
+/// Moves a key (PKCS#8 DER, RSA or EC) and its certificate into the token the URI names, as
+/// sensitive and not extractable (it can never be read out again); labelled with the URI's
+/// object, with `id`. Returns the key, opened from the token.
+pub fn import(
+    uri: &str,
+    module_path: Option<&Path>,
+    pin: Option<Zeroizing<String>>,
+    pkcs8_der: &[u8],
+    cert: &smime::Cert,
+    id: &[u8],
+) -> Result<Opened, String> {
+    use der::Decode;
+    let parsed = Pkcs11Uri::parse(uri)?;
+    let path = parsed
+        .module_path
+        .clone()
+        .or_else(|| module_path.map(Path::to_path_buf))
+        .ok_or("no PKCS#11 module: give --module or ?module-path= in the URI")?;
+    let pin = match parsed.pin()? {
+        Some(p) => Some(p),
+        None => pin,
+    };
+    let pin =
+        pin.ok_or("moving a key into a token needs the token's PIN (pin-source= or --pin-file)")?;
+    let label = parsed
+        .object
+        .clone()
+        .ok_or("name the key with object=<label> in the URI")?;
+    let info = pkcs8::PrivateKeyInfoRef::try_from(pkcs8_der)
+        .map_err(|e| format!("cannot read the private key: {e}"))?;
+    let inner = info.private_key.as_bytes();
+    let common = |class| {
+        vec![
+            Attribute::Class(class),
+            Attribute::Token(true),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Id(id.to_vec()),
+        ]
+    };
+    let mut private = common(ObjectClass::PRIVATE_KEY);
+    private.extend([
+        Attribute::Private(true),
+        Attribute::Sensitive(true),
+        Attribute::Extractable(false),
+        Attribute::Sign(true),
+    ]);
+    let mut public = common(ObjectClass::PUBLIC_KEY);
+    public.push(Attribute::Verify(true));
+    let secret = |b: &[u8]| Zeroizing::new(b.to_vec());
+    match info.algorithm.oid {
+        smime::alg::RSA_ENCRYPTION => {
+            let k = RsaPrivateKey::from_der(inner).map_err(|e| format!("RSA key: {e}"))?;
+            let n = k.modulus.as_bytes().to_vec();
+            let e = k.public_exponent.as_bytes().to_vec();
+            private.extend([
+                Attribute::KeyType(KeyType::RSA),
+                Attribute::Decrypt(true),
+                Attribute::Modulus(n.clone()),
+                Attribute::PublicExponent(e.clone()),
+                Attribute::PrivateExponent(secret(k.private_exponent.as_bytes()).to_vec()),
+                Attribute::Prime1(secret(k.prime1.as_bytes()).to_vec()),
+                Attribute::Prime2(secret(k.prime2.as_bytes()).to_vec()),
+                Attribute::Exponent1(secret(k.exponent1.as_bytes()).to_vec()),
+                Attribute::Exponent2(secret(k.exponent2.as_bytes()).to_vec()),
+                Attribute::Coefficient(secret(k.coefficient.as_bytes()).to_vec()),
+            ]);
+            public.extend([
+                Attribute::KeyType(KeyType::RSA),
+                Attribute::Encrypt(true),
+                Attribute::Modulus(n),
+                Attribute::PublicExponent(e),
+            ]);
+        }
+        smime::alg::ID_EC_PUBLIC_KEY => {
+            let curve = info
+                .algorithm
+                .parameters
+                .as_ref()
+                .and_then(|p| p.decode_as::<der::asn1::ObjectIdentifier>().ok())
+                .ok_or("EC key without a named curve")?;
+            let k = EcPrivateKey::from_der(inner).map_err(|e| format!("EC key: {e}"))?;
+            let params = der::Encode::to_der(&curve).map_err(|e| e.to_string())?;
+            let point = cert.spki().subject_public_key.raw_bytes().to_vec();
+            let point = der::Encode::to_der(
+                &der::asn1::OctetString::new(point).map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| e.to_string())?;
+            private.extend([
+                Attribute::KeyType(KeyType::EC),
+                Attribute::Derive(true),
+                Attribute::EcParams(params.clone()),
+                Attribute::Value(secret(k.private_key.as_bytes()).to_vec()),
+            ]);
+            public.extend([
+                Attribute::KeyType(KeyType::EC),
+                Attribute::EcParams(params),
+                Attribute::EcPoint(point),
+            ]);
+        }
+        other => {
+            return Err(format!(
+                "envelopd moves RSA and EC keys into tokens, not {other}"
+            ))
+        }
+    }
+    let m = module(&path)?;
+    let probe = TokenKey {
+        module: m.clone(),
+        module_path: path.clone(),
+        uri: parsed.clone(),
+        pin: Some(pin.clone()),
+        label: parsed.token.clone().unwrap_or_else(|| "(any)".into()),
+        kind: ExternalKind::Rsa(0),
+        public_key: Vec::new(),
+        state: Mutex::new(State::Closed),
+        max_sessions: 1,
+    };
+    let slot = probe.slot()?;
+    let session = m
+        .open_rw_session(slot)
+        .map_err(|e| probe.failure("cannot open a session with", &e))?;
+    let secret_pin: cryptoki::types::AuthPin = pin.as_str().into();
+    match session.login(UserType::User, Some(&secret_pin)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+        Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
+            return Err(format!("token \"{}\" refused the PIN", probe.label))
+        }
+        Err(e) => return Err(probe.failure("cannot log in to", &e)),
+    }
+    if !session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
+        .map_err(|e| probe.failure("cannot search", &e))?
+        .is_empty()
+    {
+        return Err(format!(
+            "token \"{}\" already has a key labelled \"{label}\": choose another object= label",
+            probe.label
+        ));
+    }
+    session
+        .create_object(&private)
+        .map_err(|e| probe.failure("cannot store the key in", &e))?;
+    session
+        .create_object(&public)
+        .map_err(|e| probe.failure("cannot store the public key in", &e))?;
+    let mut certificate = common(ObjectClass::CERTIFICATE);
+    certificate.extend([
+        Attribute::CertificateType(cryptoki::object::CertificateType::X_509),
+        Attribute::Subject(
+            der::Encode::to_der(cert.parsed().tbs_certificate().subject())
+                .map_err(|e| e.to_string())?,
+        ),
+        Attribute::Value(cert.der().to_vec()),
+    ]);
+    session
+        .create_object(&certificate)
+        .map_err(|e| probe.failure("cannot store the certificate in", &e))?;
+    drop(session);
+    open(uri, Some(&path), Some(pin))
+}
+
+#[derive(der::Sequence)]
+struct RsaPrivateKey<'a> {
+    version: u8,
+    modulus: der::asn1::UintRef<'a>,
+    public_exponent: der::asn1::UintRef<'a>,
+    private_exponent: der::asn1::UintRef<'a>,
+    prime1: der::asn1::UintRef<'a>,
+    prime2: der::asn1::UintRef<'a>,
+    exponent1: der::asn1::UintRef<'a>,
+    exponent2: der::asn1::UintRef<'a>,
+    coefficient: der::asn1::UintRef<'a>,
+}
+
+#[derive(der::Sequence)]
+struct EcPrivateKey<'a> {
+    version: u8,
+    private_key: &'a der::asn1::OctetStringRef,
+    #[asn1(context_specific = "0", optional = "true")]
+    parameters: Option<der::asn1::ObjectIdentifier>,
+    #[asn1(context_specific = "1", optional = "true")]
+    public_key: Option<der::asn1::BitStringRef<'a>>,
+}
+
 /// Reads the key attributes that show it cannot leave the token: (sensitive, extractable,
 /// never extractable).
 pub fn protection(key: &TokenKey) -> Result<(bool, bool, bool), smime::Error> {

@@ -299,3 +299,133 @@ fn csr(
     };
     Ok(req.to_pem(der::pem::LineEnding::LF)?)
 }
+
+/// `envelopd keys import FILE.p12 --to-token URI`: moves every key of a PKCS#12 file (and its
+/// certificate) into a token, marked sensitive and not extractable, the signing key under the
+/// URI's label and a separate encryption key under `<label>-enc`; writes the certificates beside
+/// the configuration (`keys/`), and tells the user to destroy the file, which still holds the
+/// keys. Returns the report with the `[[identity]]` lines.
+pub fn import_to_token(
+    config_path: &Path,
+    file: &Path,
+    password_file: Option<&Path>,
+    addresses: &[String],
+    uri: &str,
+    module: Option<&Path>,
+    pin_file: Option<&Path>,
+) -> Result<String> {
+    let data =
+        Zeroizing::new(std::fs::read(file).with_context(|| format!("reading {}", file.display()))?);
+    let pw = password(password_file)?;
+    let keys = smime::keys::pkcs12_keys(&data, &pw).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: cannot open it (wrong password, or not a PKCS#12 file): {e}",
+            file.display()
+        )
+    })?;
+    let parsed = certstore::token::Pkcs11Uri::parse(uri).map_err(|e| anyhow::anyhow!(e))?;
+    let label = parsed
+        .object
+        .clone()
+        .context("name the key with object=<label> in the URI")?;
+    let pin = match pin_file {
+        Some(p) => Some(certstore::token::read_pin_file(p).map_err(|e| anyhow::anyhow!(e))?),
+        None => None,
+    };
+    let addresses: Vec<String> = if addresses.is_empty() {
+        keys[0].1.mailboxes()
+    } else {
+        addresses.to_vec()
+    };
+    if addresses.is_empty() {
+        bail!(
+            "the certificate names no e-mail address; give the practice's address with --address"
+        );
+    }
+    let dir = config_path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join("keys");
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    let base = uri.split('?').next().unwrap_or(uri).to_string();
+    let mut report = String::new();
+    let mut lines = format!(
+        "[[identity]]\naddresses = [{}]\n",
+        addresses
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for (i, (der, cert)) in keys.iter().enumerate() {
+        let this_label = match i {
+            0 => label.clone(),
+            1 => format!("{label}-enc"),
+            n => format!("{label}-{n}"),
+        };
+        let this_uri = uri.replacen(
+            &format!("object={label}"),
+            &format!("object={this_label}"),
+            1,
+        );
+        let this_base = base.replacen(
+            &format!("object={label}"),
+            &format!("object={this_label}"),
+            1,
+        );
+        let id = cert.sha256()[..8].to_vec();
+        let opened = certstore::token::import(&this_uri, module, pin.clone(), der, cert, &id)
+            .map_err(|e| anyhow::anyhow!(e))?;
+        let (sensitive, extractable, _) =
+            certstore::token::protection(&opened.key).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if !sensitive || extractable {
+            bail!("the token keeps the key readable (sensitive={sensitive}, extractable={extractable})");
+        }
+        let cert_file = dir.join(format!("{this_label}.pem"));
+        std::fs::write(&cert_file, pem_cert(cert.der()))
+            .with_context(|| format!("writing {}", cert_file.display()))?;
+        report.push_str(&format!(
+            "moved the {} key of \"{}\" into the token as \"{this_label}\" (sensitive, not extractable); certificate in {}\n",
+            if i == 0 { "signing" } else { "encryption" },
+            cert.subject(),
+            cert_file.display()
+        ));
+        if i == 0 {
+            lines.push_str(&format!(
+                "key = \"{this_base}\"\ncert = \"keys/{this_label}.pem\"\n"
+            ));
+        } else if i == 1 {
+            lines.push_str(&format!(
+                "encryption_key = \"{this_base}\"\nencryption_cert = \"keys/{this_label}.pem\"\n"
+            ));
+        }
+    }
+    if let Some(m) = module {
+        lines.push_str(&format!("module = \"{}\"\n", m.display()));
+    }
+    if let Some(p) = pin_file {
+        lines.push_str(&format!("pin_file = \"{}\"\n", p.display()));
+    }
+    report.push_str(&format!(
+        "\nThe file {} still holds the private key(s): anyone with it and its password can sign and read as the practice.\n\
+         Destroy it now (shred -u {}) and every copy (downloads, mail attachments, backups).\n\
+         \nAdd to {}:\n\n{lines}",
+        file.display(),
+        file.display(),
+        config_path.display()
+    ));
+    Ok(report)
+}
+
+fn pem_cert(der: &[u8]) -> String {
+    let b64 = smime::mime::base64_lines(der);
+    format!(
+        "-----BEGIN CERTIFICATE-----\n{}-----END CERTIFICATE-----\n",
+        String::from_utf8_lossy(&b64).replace("\r\n", "\n")
+    )
+}

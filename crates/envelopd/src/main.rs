@@ -122,6 +122,16 @@ enum KeysCommand {
         /// The sender address(es) this key signs for (default: those in the certificate).
         #[arg(long)]
         address: Vec<String>,
+        /// Move the key(s) into this PKCS#11 token instead, e.g. 'pkcs11:token=Praxis;object=praxis-2026'
+        /// (not extractable afterwards; the file must then be destroyed).
+        #[arg(long)]
+        to_token: Option<String>,
+        /// With --to-token: the PKCS#11 module (unless the URI has module-path).
+        #[arg(long, requires = "to_token")]
+        module: Option<PathBuf>,
+        /// With --to-token: a file whose first line is the token's PIN.
+        #[arg(long, requires = "to_token")]
+        pin_file: Option<PathBuf>,
     },
     /// Generate a key pair inside a PKCS#11 token (it can never be read out) and write a
     /// certificate request for the practice's CA.
@@ -542,6 +552,30 @@ fn run(cli: Cli) -> Result<ExitCode> {
             file,
             password_file,
             address,
+            to_token: Some(uri),
+            module,
+            pin_file,
+        }) => {
+            print!(
+                "{}",
+                keys::import_to_token(
+                    &config,
+                    &file,
+                    password_file.as_deref(),
+                    &address,
+                    &uri,
+                    module.as_deref(),
+                    pin_file.as_deref(),
+                )?
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Keys(KeysCommand::Import {
+            config,
+            file,
+            password_file,
+            address,
+            ..
         }) => {
             let cfg = config::Config::load(&config)?;
             print!(

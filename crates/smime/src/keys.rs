@@ -682,6 +682,31 @@ impl Identity {
     }
 }
 
+/// The private keys of a PKCS#12 file as PKCS#8 DER, each with the certificate that belongs to
+/// it, for moving them into a token (`envelopd keys import --to-token`); the signing key first.
+pub fn pkcs12_keys(data: &[u8], password: &str) -> Result<Vec<(Zeroizing<Vec<u8>>, Cert)>, Error> {
+    let store = open_pkcs12(data, password)?;
+    let mut out: Vec<(Zeroizing<Vec<u8>>, Cert)> = Vec::new();
+    for (_, entry) in store.entries() {
+        if let p12_keystore::KeyStoreEntry::PrivateKeyChain(chain) = entry {
+            let der = Zeroizing::new(chain.key().as_der().to_vec());
+            let key = PrivateKey::from_pkcs8(&der)?;
+            let cert = chain
+                .certs()
+                .iter()
+                .filter_map(|c| Cert::from_der(c.as_der()).ok())
+                .find(|c| key.matches(c))
+                .ok_or_else(|| Error::Key("a key in the PKCS#12 file has no certificate".into()))?;
+            out.push((der, cert));
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Key("the PKCS#12 file holds no private key".into()));
+    }
+    out.sort_by_key(|(_, c)| c.smime_signing_problem().is_some());
+    Ok(out)
+}
+
 /// Opens a PKCS#12 file from any common exporter: OpenSSL 3 (PBES2/AES), `-legacy` and
 /// Windows/Outlook (PBE-SHA1-3DES, SHA-1 MAC), and NSS (`pk12util`, Thunderbird's and Firefox's
 /// certificate backups), which write BER with indefinite lengths that `p12-keystore` (DER only)
