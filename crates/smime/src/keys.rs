@@ -682,11 +682,14 @@ impl Identity {
     }
 }
 
+/// A private key as PKCS#8 DER (wiped when dropped) with the certificate that belongs to it.
+pub type KeyWithCert = (Zeroizing<Vec<u8>>, Cert);
+
 /// The private keys of a PKCS#12 file as PKCS#8 DER, each with the certificate that belongs to
 /// it, for moving them into a token (`envelopd keys import --to-token`); the signing key first.
-pub fn pkcs12_keys(data: &[u8], password: &str) -> Result<Vec<(Zeroizing<Vec<u8>>, Cert)>, Error> {
+pub fn pkcs12_keys(data: &[u8], password: &str) -> Result<Vec<KeyWithCert>, Error> {
     let store = open_pkcs12(data, password)?;
-    let mut out: Vec<(Zeroizing<Vec<u8>>, Cert)> = Vec::new();
+    let mut out: Vec<KeyWithCert> = Vec::new();
     for (_, entry) in store.entries() {
         if let p12_keystore::KeyStoreEntry::PrivateKeyChain(chain) = entry {
             let der = Zeroizing::new(chain.key().as_der().to_vec());
