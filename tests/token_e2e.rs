@@ -829,6 +829,19 @@ fn a_pkcs12_key_moved_into_the_token_works_and_the_file_is_to_be_destroyed() {
         "{checked}{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    // `certs list` says where the practice's own keys are.
+    let o = Command::new(ENVELOPD)
+        .args(["certs", "list", "--config"])
+        .arg(d.join("proxy.toml"))
+        .env("SOFTHSM2_CONF", h.conf())
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        listed.contains("[own key: RSA-2048 in token \"Praxis\"]"),
+        "{listed}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     // Both keys work from the token: Bob's encryption key opens what OpenSSL encrypted to
     // him, his signing key signs what OpenSSL verifies.
     let enc = openssl(

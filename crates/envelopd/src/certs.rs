@@ -23,8 +23,28 @@ fn days_left(c: &Cert, now: SystemTime) -> i64 {
 }
 
 fn store_of(cfg: &Config) -> Result<CertStore> {
+    Ok(store_and_own(cfg)?.0)
+}
+
+/// The store, and the practice's own certificates with where their keys are ("a file", or the
+/// token's description): a key in a token cannot be copied, one in a file can.
+fn store_and_own(cfg: &Config) -> Result<(CertStore, Vec<(Cert, String)>)> {
     let loaded = crate::daemon::load(cfg)?;
-    Ok(crate::revocation::with_local_crls(&cfg.certificates, loaded.store).0)
+    let own = loaded
+        .identities
+        .iter()
+        .map(|i| (i.identity.cert.clone(), i.identity.key.location()))
+        .chain(
+            loaded
+                .decryption_keys
+                .iter()
+                .map(|k| (k.identity.cert.clone(), k.identity.key.location())),
+        )
+        .collect();
+    Ok((
+        crate::revocation::with_local_crls(&cfg.certificates, loaded.store).0,
+        own,
+    ))
 }
 
 fn revocation_text(s: &Status) -> String {
@@ -78,7 +98,7 @@ pub fn list(
     expiring: Option<u64>,
     now: SystemTime,
 ) -> Result<(String, serde_json::Value)> {
-    let store = store_of(cfg)?;
+    let (store, own) = store_and_own(cfg)?;
     let mut certs: Vec<&Cert> = store.certs().iter().collect();
     certs.sort_by_key(|c| c.validity().1);
     let mut items = Vec::new();
@@ -88,7 +108,11 @@ pub fn list(
         if expiring.is_some_and(|n| d > n as i64) {
             continue;
         }
-        let v = describe(&store, c, now);
+        let mut v = describe(&store, c, now);
+        let key = own.iter().find(|(o, _)| o == c).map(|(_, k)| k.clone());
+        if let Some(k) = &key {
+            v["own_key"] = json!(k);
+        }
         let usable = v["encrypt"]
             .as_array()
             .map(|a| a.iter().any(|e| e["usable"] == true))
@@ -107,9 +131,10 @@ pub fn list(
             format!("{d} days left")
         };
         text.push_str(&format!(
-            "{:<32} until {} ({when}): {state}\n",
+            "{:<32} until {} ({when}): {state}{}\n",
             c.mailboxes().join(", "),
             &fmt_time(c.validity().1)[..10],
+            key.map(|k| format!(" [own key: {k}]")).unwrap_or_default(),
         ));
         items.push(v);
     }

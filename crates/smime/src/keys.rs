@@ -95,6 +95,14 @@ impl PrivateKey {
         }
     }
 
+    /// Where the key lives, for listings: the token's description, or "a file".
+    pub fn location(&self) -> String {
+        match &self.kind {
+            Kind::External(k) => k.describe(),
+            _ => format!("{} in a file", self.describe()),
+        }
+    }
+
     /// Whether the key lives in a token (and cannot be copied).
     pub fn is_external(&self) -> bool {
         matches!(self.kind, Kind::External(_))
