@@ -8,8 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export PATH="$PATH:/usr/sbin"
-for tool in openssl gpgsm cmsutil certutil pk12util smtp-sink postfix dovecot swaks curl msmtp python3 mbsync fetchmail mpop getmail s-nail softhsm2-util pkcs11-tool slapd slapadd chromium debootstrap; do
-  command -v "$tool" >/dev/null || { echo "missing $tool: run .ci/run once, or apt-get install openssl gpgsm libnss3-tools postfix dovecot-imapd dovecot-pop3d swaks curl msmtp python3 isync fetchmail mpop getmail6 s-nail softhsm2 opensc slapd ldap-utils chromium debootstrap" >&2; exit 1; }
+for tool in openssl gpgsm cmsutil certutil pk12util smtp-sink postfix dovecot swaks curl msmtp python3 mbsync fetchmail mpop getmail mutt s-nail softhsm2-util pkcs11-tool slapd slapadd chromium debootstrap; do
+  command -v "$tool" >/dev/null || { echo "missing $tool: run .ci/run once, or apt-get install openssl gpgsm libnss3-tools postfix dovecot-imapd dovecot-pop3d swaks curl msmtp python3 isync fetchmail mpop getmail6 mutt s-nail softhsm2 opensc slapd ldap-utils chromium debootstrap" >&2; exit 1; }
 done
 cargo deb --version >/dev/null 2>&1 || { echo "missing cargo-deb: cargo install cargo-deb --version 3.6.2 --locked" >&2; exit 1; }
 python3 -c "import prometheus_client" 2>/dev/null || { echo "missing the Python package prometheus-client: python3 -m pip install prometheus-client==0.21.1" >&2; exit 1; }

@@ -489,6 +489,45 @@ fn pop3_clients_read_decrypted_verified_mail_with_exact_sizes() {
         String::from_utf8_lossy(&o.stderr)
     );
 
+    // mutt (pop://), driven in a pseudo-terminal (it needs one): copies message 1 out.
+    std::fs::write(
+        w.join("muttrc"),
+        "set pop_pass=\"bob-pw\"\nset pop_delete=no\nset ssl_starttls=no\nset ssl_force_tls=no\n\
+         set sort=mailbox-order\nset confirmcreate=no\nset confirmappend=no\nset mbox_type=mbox\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(w.join("Mail")).unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/clients/mutt_pop3.py");
+    let o = Command::new("python3")
+        .arg(script)
+        .arg(w.join("muttrc"))
+        .arg(format!("pop://bob%40smime.example@127.0.0.1:{bob_pop3}/"))
+        .arg(w.join("mutt.mbox"))
+        .env("HOME", w)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    // An mbox: mutt's "From " line first, the message after it, with mutt's own Content-Length
+    // and Lines fields added to the header.
+    let saved = lf(&std::fs::read(w.join("mutt.mbox")).unwrap_or_default());
+    let piped: String = saved
+        .split_once('\n')
+        .map(|(_, m)| m.to_string())
+        .unwrap_or_default()
+        .split_inclusive('\n')
+        .filter(|l| !l.starts_with("Content-Length: ") && !l.starts_with("Lines: "))
+        .collect();
+    assert_eq!(
+        piped.trim_end(),
+        lf(&b64d(&messages["1"]["retr"])).trim_end(),
+        "mutt's message 1 (exit {:?}): {}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stderr)
+            .chars()
+            .take(2000)
+            .collect::<String>()
+    );
+
     // The server's copies were never changed.
     let mut after = provider.all_messages("bob");
     let mut before = stored_before.clone();
