@@ -157,7 +157,8 @@ impl Hsm {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        c.stdin.take().unwrap().write_all(stdin).unwrap();
+        // A command that fails before reading its input (no module, no token) closes the pipe.
+        let _ = c.stdin.take().unwrap().write_all(stdin);
         c.wait_with_output().unwrap()
     }
 }

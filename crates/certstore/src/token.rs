@@ -329,42 +329,7 @@ pub fn generate(
             .to_vec()
     });
     let m = module(&path)?;
-    let probe = TokenKey {
-        module: m.clone(),
-        module_path: path.clone(),
-        uri: parsed.clone(),
-        pin: Some(pin.clone()),
-        label: parsed.token.clone().unwrap_or_else(|| "(any)".into()),
-        kind: ExternalKind::Rsa(0),
-        public_key: Vec::new(),
-        state: Mutex::new(State::Closed),
-        max_sessions: 1,
-    };
-    let slot = probe.slot()?;
-    let session = m
-        .open_rw_session(slot)
-        .map_err(|e| probe.failure("cannot open a session with", &e))?;
-    let secret: cryptoki::types::AuthPin = pin.as_str().into();
-    match session.login(UserType::User, Some(&secret)) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-        Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
-            return Err(format!("token \"{}\" refused the PIN", probe.label))
-        }
-        Err(e) => return Err(probe.failure("cannot log in to", &e)),
-    }
-    if !session
-        .find_objects(&[
-            Attribute::Class(ObjectClass::PRIVATE_KEY),
-            Attribute::Label(label.as_bytes().to_vec()),
-        ])
-        .map_err(|e| probe.failure("cannot search", &e))?
-        .is_empty()
-    {
-        return Err(format!(
-            "token \"{}\" already has a key labelled \"{label}\": choose another object= label",
-            probe.label
-        ));
-    }
+    let (session, token) = new_key_session(&m, &path, &parsed, &pin, &label)?;
     let common = |public: bool| {
         vec![
             Attribute::Token(true),
@@ -407,7 +372,7 @@ pub fn generate(
     };
     session
         .generate_key_pair(&mechanism, &public, &private)
-        .map_err(|e| probe.failure("cannot generate a key in", &e))?;
+        .map_err(|e| format!("cannot generate a key in token \"{token}\": {}", short(&e)))?;
     drop(session);
     let mut named = uri.to_string();
     if parsed.id.is_none() {
@@ -527,48 +492,16 @@ pub fn import(
         }
     }
     let m = module(&path)?;
-    let probe = TokenKey {
-        module: m.clone(),
-        module_path: path.clone(),
-        uri: parsed.clone(),
-        pin: Some(pin.clone()),
-        label: parsed.token.clone().unwrap_or_else(|| "(any)".into()),
-        kind: ExternalKind::Rsa(0),
-        public_key: Vec::new(),
-        state: Mutex::new(State::Closed),
-        max_sessions: 1,
-    };
-    let slot = probe.slot()?;
-    let session = m
-        .open_rw_session(slot)
-        .map_err(|e| probe.failure("cannot open a session with", &e))?;
-    let secret_pin: cryptoki::types::AuthPin = pin.as_str().into();
-    match session.login(UserType::User, Some(&secret_pin)) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-        Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
-            return Err(format!("token \"{}\" refused the PIN", probe.label))
-        }
-        Err(e) => return Err(probe.failure("cannot log in to", &e)),
-    }
-    if !session
-        .find_objects(&[
-            Attribute::Class(ObjectClass::PRIVATE_KEY),
-            Attribute::Label(label.as_bytes().to_vec()),
-        ])
-        .map_err(|e| probe.failure("cannot search", &e))?
-        .is_empty()
-    {
-        return Err(format!(
-            "token \"{}\" already has a key labelled \"{label}\": choose another object= label",
-            probe.label
-        ));
-    }
+    let (session, token) = new_key_session(&m, &path, &parsed, &pin, &label)?;
     session
         .create_object(&private)
-        .map_err(|e| probe.failure("cannot store the key in", &e))?;
-    session
-        .create_object(&public)
-        .map_err(|e| probe.failure("cannot store the public key in", &e))?;
+        .map_err(|e| format!("cannot store the key in token \"{token}\": {}", short(&e)))?;
+    session.create_object(&public).map_err(|e| {
+        format!(
+            "cannot store the public key in token \"{token}\": {}",
+            short(&e)
+        )
+    })?;
     let mut certificate = common(ObjectClass::CERTIFICATE);
     certificate.extend([
         Attribute::CertificateType(cryptoki::object::CertificateType::X_509),
@@ -578,9 +511,12 @@ pub fn import(
         ),
         Attribute::Value(cert.der().to_vec()),
     ]);
-    session
-        .create_object(&certificate)
-        .map_err(|e| probe.failure("cannot store the certificate in", &e))?;
+    session.create_object(&certificate).map_err(|e| {
+        format!(
+            "cannot store the certificate in token \"{token}\": {}",
+            short(&e)
+        )
+    })?;
     drop(session);
     open(uri, Some(&path), Some(pin))
 }
@@ -652,23 +588,7 @@ impl TokenKey {
             .open_ro_session(slot)
             .map_err(|e| self.failure("cannot open a session with", &e))?;
         if let Some(pin) = &self.pin {
-            let secret: cryptoki::types::AuthPin = pin.as_str().into();
-            match session.login(UserType::User, Some(&secret)) {
-                Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-                Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => {
-                    return Err(format!(
-                        "token \"{}\" refused the PIN; envelopd does not try it again (tokens lock after a few wrong PINs): correct the PIN and restart envelopd",
-                        self.label
-                    ))
-                }
-                Err(CkError::Pkcs11(RvError::PinLocked, _)) => {
-                    return Err(format!(
-                        "token \"{}\" is locked after too many wrong PINs: unlock it with its security officer PIN",
-                        self.label
-                    ))
-                }
-                Err(e) => return Err(self.failure("cannot log in to", &e)),
-            }
+            login(&session, pin, &self.label)?;
         }
         let mut template = vec![Attribute::Class(ObjectClass::PRIVATE_KEY)];
         if let Some(o) = &self.uri.object {
@@ -967,6 +887,62 @@ impl TokenKey {
                 sessions.push(session);
             }
         }
+    }
+}
+
+/// A read-write session, logged in, on the token the URI names, where no private key has the
+/// label `label` yet (for putting a new key in); also the token's label, for messages.
+fn new_key_session(
+    m: &Pkcs11,
+    path: &Path,
+    parsed: &Pkcs11Uri,
+    pin: &Zeroizing<String>,
+    label: &str,
+) -> Result<(Session, String), String> {
+    let probe = TokenKey {
+        module: m.clone(),
+        module_path: path.to_path_buf(),
+        uri: parsed.clone(),
+        pin: Some(pin.clone()),
+        label: parsed.token.clone().unwrap_or_else(|| "(any)".into()),
+        kind: ExternalKind::Rsa(0),
+        public_key: Vec::new(),
+        state: Mutex::new(State::Closed),
+        max_sessions: 1,
+    };
+    let slot = probe.slot()?;
+    let session = m
+        .open_rw_session(slot)
+        .map_err(|e| probe.failure("cannot open a session with", &e))?;
+    login(&session, pin, &probe.label)?;
+    let taken = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::PRIVATE_KEY),
+            Attribute::Label(label.as_bytes().to_vec()),
+        ])
+        .map_err(|e| probe.failure("cannot search", &e))?;
+    if !taken.is_empty() {
+        return Err(format!(
+            "token \"{}\" already has a key labelled \"{label}\": choose another object= label",
+            probe.label
+        ));
+    }
+    Ok((session, probe.label))
+}
+
+/// Logs the application in (once per module: every session shares it). A refused PIN is an
+/// error that says it will not be tried again.
+fn login(session: &Session, pin: &str, label: &str) -> Result<(), String> {
+    let secret: cryptoki::types::AuthPin = pin.into();
+    match session.login(UserType::User, Some(&secret)) {
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+        Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(format!(
+            "token \"{label}\" refused the PIN; envelopd does not try it again (tokens lock after a few wrong PINs): correct the PIN and restart envelopd"
+        )),
+        Err(CkError::Pkcs11(RvError::PinLocked, _)) => Err(format!(
+            "token \"{label}\" is locked after too many wrong PINs: unlock it with its security officer PIN"
+        )),
+        Err(e) => Err(format!("cannot log in to token \"{label}\": {}", short(&e))),
     }
 }
 
