@@ -183,8 +183,13 @@ fn the_smime_tool_signs_and_decrypts_with_a_key_that_stays_in_the_token() {
     let ca = v("ca.rsa.crt").display().to_string();
     let alice_cert = v("alice.sign.crt").display().to_string();
 
-    // Signing, PKCS#1 v1.5 and PSS: OpenSSL verifies.
-    for extra in [&[][..], &["--pss"][..]] {
+    // Signing, PKCS#1 v1.5 and PSS, SHA-256/384/512: OpenSSL verifies.
+    for extra in [
+        &[][..],
+        &["--pss"][..],
+        &["--digest", "sha384"][..],
+        &["--pss", "--digest", "sha512"][..],
+    ] {
         let mut args = vec!["smime", "sign", "--key"];
         let uri = h.uri("alice-sign", "pin");
         args.push(&uri);
@@ -194,6 +199,17 @@ fn the_smime_tool_signs_and_decrypts_with_a_key_that_stays_in_the_token() {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let out = openssl_ok(&["cms", "-verify", "-CAfile", &ca], &o.stdout);
         assert!(String::from_utf8_lossy(&out).contains(SECRET), "{extra:?}");
+        if let Some(d) = extra
+            .iter()
+            .position(|a| *a == "--digest")
+            .map(|i| extra[i + 1])
+        {
+            let micalg = format!("micalg={};", d.replace("sha", "sha-"));
+            assert!(
+                String::from_utf8_lossy(&o.stdout).contains(&micalg),
+                "{micalg}"
+            );
+        }
     }
 
     // Decrypting what OpenSSL encrypted to Bob: PKCS#1 v1.5 and OAEP (SHA-1, which SoftHSM
