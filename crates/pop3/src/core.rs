@@ -1328,6 +1328,22 @@ impl Core {
 
     /// Sends a shown message (RETR) or its top (TOP) to the client, in windows.
     fn show(&mut self, want: Want, p: Arc<Presentation>) {
+        if let Want::Retr(n) = want {
+            let size = wire::wire_size(&p.message);
+            if let Some(listed) = self.entry(n).and_then(|e| e.shown).filter(|l| *l != size) {
+                // The verdict changed since LIST (a certificate expired, a CRL arrived): the
+                // reader gets today's verdict, not the size announced.
+                tracing::warn!(
+                    number = n,
+                    listed,
+                    size,
+                    "a shown message's size changed since LIST"
+                );
+                if let Some(e) = self.entry_mut(n) {
+                    e.shown = Some(size);
+                }
+            }
+        }
         let end = match want {
             Want::Top(_, k) => wire::top(&p.message, k).len(),
             _ => p.message.len(),
