@@ -25,22 +25,40 @@ fi
 E="${ENVELOPD_BIN:-$root/target/release/envelopd}"
 bench_imap_lab bench-sync
 bench_fill_realistic "$n" 60
+# The same messages unencrypted in a folder of their own: what envelopd costs when there is
+# nothing to open (reading, checking and passing on the same kind of bytes).
+plainbox="$work/provider/mail/smime.example/bob/.Plain/cur"
+mkdir -p "$plainbox" "${plainbox%/cur}/new" "${plainbox%/cur}/tmp"
+for f in plain/*; do
+  i=$((10#${f:6:4}))
+  cp "$f" "$plainbox/$((1700000000 + i)).M${i}P2.bench:2,S"
+done
+chown -R 5000:5000 "${plainbox%/cur}"
 
 listen=$(port)
 bench_bob_imap "$listen" "$(port)"
 rss_before=$(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$epid/status")
 
-python3 - "$IMAP_PORT" "$listen" "$n" <<'EOF'
-import imaplib, sys, time
-direct, proxy, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+python3 - "$IMAP_PORT" "$listen" "$n" "$epid" <<'EOF'
+import imaplib, os, sys, time
+direct, proxy, n, epid = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+tick = os.sysconf("SC_CLK_TCK")
 
-def sync(port):
+def cpu(pid):
+    """User + system CPU seconds of a process so far."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / tick
+
+def sync(port, folder="INBOX"):
     m = imaplib.IMAP4("127.0.0.1", port)
     m.login("bob@smime.example", "bob-pw")
-    m.select("INBOX", readonly=True)
+    m.select(folder, readonly=True)
+    e0, c0 = cpu(epid), time.process_time()
     start = time.perf_counter()
     typ, data = m.uid("FETCH", "1:*", "(BODY.PEEK[])")
     took = time.perf_counter() - start
+    global e_cpu, c_cpu
+    e_cpu, c_cpu = cpu(epid) - e0, time.process_time() - c0
     assert typ == "OK"
     bodies = [d[1] for d in data if isinstance(d, tuple)]
     m.logout()
@@ -48,8 +66,14 @@ def sync(port):
     return took, sum(len(b) for b in bodies), bodies
 
 sync(direct)  # Dovecot reads the folder into its page cache once; not part of the comparison
+sync(direct, "Plain")
+pd_took, pd_bytes, _ = sync(direct, "Plain")
+pp_took, pp_bytes, _ = sync(proxy, "Plain")
+pp_cpu = e_cpu
 d_took, d_bytes, _ = sync(direct)
+d_client = c_cpu
 p_took, p_bytes, bodies = sync(proxy)
+p_cpu, p_client = e_cpu, c_cpu
 shown = sum(1 for b in bodies if b.startswith(b"X-Envelopd: decrypted="))
 _, _, stored = sync(direct)
 smime = [b for b in stored if b"application/pkcs7-mime" in b[:2048]]
@@ -86,6 +110,12 @@ print(f"  through envelopd, cold      {p_took:7.2f} s  {p_bytes / 1e6 / p_took:8
       f"   {d_took / p_took:5.2f}x of straight   ({shown} messages decrypted and verified)")
 print(f"  envelopd vs the floor: {crypto / p_took:.2f}x (crypto alone),"
       f" {(crypto + d_took) / p_took:.2f}x (crypto + straight transfer)")
+print(f"  envelopd's CPU {p_cpu:.2f} s ({p_cpu / (crypto * cores):.2f}x the floor's {crypto * cores:.2f} s"
+      f" of crypto on one core); the client's {p_client:.2f} s ({d_client:.2f} s straight)")
+print(f"the same {n} messages unencrypted ({pd_bytes / 1e6:.0f} MB), nothing to open:")
+print(f"  straight from Dovecot       {pd_took:7.2f} s  {pd_bytes / 1e6 / pd_took:8.1f} MB/s")
+print(f"  through envelopd            {pp_took:7.2f} s  {pp_bytes / 1e6 / pp_took:8.1f} MB/s"
+      f"   {pd_took / pp_took:5.2f}x of straight, envelopd's CPU {pp_cpu:.2f} s")
 largest = max(len(b) for b in stored)
 print(f"largest stored message {largest / 2**20:.1f} MiB: memory bound 64 MiB + 2x = {64 + 2 * largest / 2**20:.1f} MiB")
 EOF
