@@ -44,15 +44,10 @@ pub struct Config {
     pub max_literal: u64,
     /// How many messages the driver opens at once (the CPU pool's width).
     pub workers: usize,
-    /// The most bytes of a FETCH's stored messages held at once while messages are being
-    /// opened (waiting to be opened, being opened, or opened and waiting for an earlier one to
-    /// be sent): within it the server is read while the cores decrypt, beyond it the server
-    /// waits. A message larger than this is still opened.
-    pub read_ahead: u64,
 }
 
-/// The default for [`Config::read_ahead`].
-pub const READ_AHEAD: u64 = 24 << 20;
+/// The most bytes of stored messages queued to be opened together.
+const EARLY_BYTES: usize = 8 << 20;
 
 /// From this size on, a stored message waiting to be opened is moved out of its FETCH response
 /// instead of copied (smaller ones stay as they are: their responses may be remembered).
@@ -130,14 +125,6 @@ pub enum Step {
     ToServer(Vec<u8>),
     /// Do this and report with [`Core::answer`] before asking for the next step.
     Do(Work),
-    /// Open this stored message in the background and report with [`Core::opened`]; the
-    /// session goes on meanwhile (several may be open at once, answered in any order).
-    Open {
-        /// The session's login (`None`: no keys).
-        login: Option<String>,
-        /// The message as stored on the server.
-        message: Stored,
-    },
     /// End the session.
     Close,
     /// Nothing to do until more input arrives (see [`Core::reading_client`]).
@@ -182,21 +169,11 @@ pub struct Core {
     /// Responses of the pending FETCH not yet answered, in order (everything before them has
     /// been sent to the client).
     held: VecDeque<Vec<u8>>,
-    /// Bytes of the responses in `held`.
-    held_bytes: u64,
-    /// Stored messages from the pending FETCH's own responses (`BODY[]`) waiting to be opened,
-    /// and their bytes: a folder's sync is opened as it arrives, on every core while the
-    /// server goes on sending, instead of after the whole FETCH and fetched a second time.
-    early: VecDeque<(u32, Vec<u8>)>,
-    early_bytes: u64,
-    /// Messages handed out to be opened ([`Step::Open`]) whose responses are not yet sent, with
-    /// their stored size, and those bytes together.
-    admitted: HashMap<u32, u64>,
-    admitted_bytes: u64,
-    /// How many [`Step::Open`]s are not answered yet.
-    opening: usize,
-    /// The pending FETCH's tagged reply, arrived while messages were still being opened.
-    deferred: Option<Vec<u8>>,
+    /// Stored messages from the pending FETCH's own responses (`BODY[]`) to open together, and
+    /// their size: a folder's sync is opened as it arrives, in batches, instead of after the
+    /// whole FETCH and fetched a second time.
+    early: Vec<(u32, Vec<u8>)>,
+    early_bytes: usize,
     /// Shown forms opened during the pending FETCH.
     shown_here: Shown,
     /// An operation of envelopd's own with the server (completing a FETCH, a SEARCH, an
@@ -252,13 +229,8 @@ impl Core {
             pending: None,
             pending_box: None,
             held: VecDeque::new(),
-            held_bytes: 0,
-            early: VecDeque::new(),
+            early: Vec::new(),
             early_bytes: 0,
-            admitted: HashMap::new(),
-            admitted_bytes: 0,
-            opening: 0,
-            deferred: None,
             shown_here: HashMap::new(),
             job: None,
             login: None,
@@ -301,21 +273,9 @@ impl Core {
         !self.closed && self.awaiting.is_none() && self.pending.is_none() && self.job.is_none()
     }
 
-    /// Whether the driver should read the server now: not while work is outstanding, nor
-    /// while messages are being opened and what the FETCH holds (with the message arriving)
-    /// has reached [`READ_AHEAD`].
+    /// Whether the driver should read the server now (not while work is outstanding).
     pub fn reading_server(&self) -> bool {
-        if self.closed || self.awaiting.is_some() || self.deferred.is_some() {
-            return false;
-        }
-        // With nothing being opened, nothing will free memory by itself: the server is read
-        // (what is held then waits for the FETCH's end, as it always did).
-        self.opening == 0 || self.holding() + self.framer.coming() < self.cfg.read_ahead
-    }
-
-    /// Bytes of the pending FETCH's responses and stored messages held now.
-    fn holding(&self) -> u64 {
-        self.held_bytes + self.early_bytes + self.admitted_bytes
+        !self.closed && self.awaiting.is_none()
     }
 
     /// Whether part of a command line has arrived (the whole line is then on the clock).
@@ -366,23 +326,6 @@ impl Core {
     /// The next thing to do.
     pub fn poll(&mut self) -> Step {
         self.steps.pop_front().unwrap_or(Step::Idle)
-    }
-
-    /// Hands over the shown form of a message given out by [`Step::Open`].
-    pub fn opened(&mut self, uid: u32, shown: Arc<Presentation>) {
-        self.opening = self.opening.saturating_sub(1);
-        if self.closed {
-            return;
-        }
-        self.shown_here.insert(uid, shown);
-        self.release();
-        self.admit();
-        if self.opening == 0 && self.early.is_empty() {
-            if let Some(tagged) = self.deferred.take() {
-                self.complete_fetch(tagged);
-            }
-        }
-        self.pump();
     }
 
     /// Hands the outcome of the last [`Work`] to the core.
@@ -462,12 +405,7 @@ impl Core {
     /// client pieces (not while a FETCH is pending or an operation runs).
     fn pump(&mut self) {
         loop {
-            if self.closed || self.awaiting.is_some() || self.deferred.is_some() {
-                return;
-            }
-            // What the server sent beyond the read-ahead stays in the framer until something
-            // being opened is sent on.
-            if self.opening > 0 && self.holding() >= self.cfg.read_ahead {
+            if self.closed || self.awaiting.is_some() {
                 return;
             }
             match self.framer.next_message() {
@@ -764,7 +702,7 @@ impl Core {
                 self.pending = Some(plan);
                 // Taken from the first answer: a SELECT still in flight may change it.
                 self.pending_box = None;
-                self.clear_held();
+                self.held.clear();
                 self.shown_here.clear();
                 self.in_flight += 1;
                 return self.tell_server(&rewritten);
@@ -819,12 +757,6 @@ impl Core {
         };
         if let Some(plan) = &self.pending {
             if tag_of(&m) == plan.tag.as_bytes() {
-                if self.opening > 0 || !self.early.is_empty() {
-                    // Completed once everything being opened is back (the server is not read
-                    // meanwhile: what it sends next belongs after this reply).
-                    self.deferred = Some(m);
-                    return;
-                }
                 return self.complete_fetch(m);
             }
         }
@@ -847,16 +779,19 @@ impl Core {
                 m
             };
             let m = self.open_early(m);
-            // What waits counts toward the read-ahead too (a large plain message held behind
-            // one being opened).
-            self.held_bytes += m.len() as u64;
+            // What waits counts toward the batch's bytes too (a large plain message held behind
+            // one being opened): the batch is opened before more is read.
+            self.early_bytes += m.len();
             self.held.push_back(m);
             if self.early.is_empty() {
                 // Nothing queued to open: what waits may be answerable now (a plain message
                 // classified by its own bytes just now).
                 return self.release();
             }
-            return self.admit();
+            if self.early.len() >= 2 * self.cfg.workers || self.early_bytes >= EARLY_BYTES {
+                self.present_early();
+            }
+            return;
         }
         let out = self.caps(&m);
         self.tell_client(&out);
@@ -909,11 +844,17 @@ impl Core {
         let m = if plan.marker {
             if let Some((cut, marker)) = fetch::peek_marker(&m, plan) {
                 let needs = needs_form(&marker);
-                if let Some(uid) = fetch::quick_uid(&m) {
+                let uid = fetch::quick_uid(&m);
+                if let Some(uid) = uid {
                     self.set_kind(uid, needs);
                 }
                 if !needs {
                     return Ok(fetch::cut_marker(m, cut));
+                }
+                // Waits for its shown form: not parsed now (a parse checks every byte of a
+                // stored message that may be megabytes long).
+                if uid.is_some_and(|u| self.cached(u).is_none()) {
+                    return Err(m);
                 }
             }
             m
@@ -923,12 +864,17 @@ impl Core {
                     // A message known to be plain passes as the server sent it, unparsed.
                     Some(false) if plan.shows_uid() => return Ok(m),
                     // A shown message answered before from the same server response.
-                    Some(true) => {
-                        if let Some(a) = self.cached(uid).and_then(|p| p.sections.answer(plan, &m))
-                        {
-                            return Ok(a);
+                    Some(true) => match self.cached(uid) {
+                        Some(p) => {
+                            if let Some(a) = p.sections.answer(plan, &m) {
+                                return Ok(a);
+                            }
                         }
-                    }
+                        // Waits for its shown form (not parsed now, as above); a small
+                        // response may carry no content (an unsolicited FLAGS) and is judged.
+                        None if m.len() >= MOVE_BODY => return Err(m),
+                        None => {}
+                    },
                     _ => {}
                 }
             }
@@ -994,10 +940,7 @@ impl Core {
         let (Some(uid), Some(true)) = (r.uid(), judged) else {
             return m;
         };
-        if self.cached(uid).is_some()
-            || self.admitted.contains_key(&uid)
-            || self.early.iter().any(|(u, _)| *u == uid)
-        {
+        if self.cached(uid).is_some() || self.early.iter().any(|(u, _)| *u == uid) {
             return m;
         }
         let Some(body) = r.whole_body() else {
@@ -1007,47 +950,27 @@ impl Core {
         let start = body.as_ptr() as usize - m.as_ptr() as usize;
         let end = start + body.len();
         drop(r);
-        self.early_bytes += (end - start) as u64;
+        self.early_bytes += end - start;
         match fetch::take_literal(m, start, end, MOVE_BODY) {
             Ok((held, body)) => {
-                self.early.push_back((uid, body));
+                self.early.push((uid, body));
                 held
             }
             Err(m) => {
-                self.early.push_back((uid, m[start..end].to_vec()));
+                self.early.push((uid, m[start..end].to_vec()));
                 m
             }
         }
     }
 
-    /// Hands out queued messages to be opened, one per core at most; each answer
-    /// ([`Core::opened`]) releases what waited for it and lets the next one in.
-    fn admit(&mut self) {
-        while self.opening < self.cfg.workers.max(1) {
-            let Some((uid, bytes)) = self.early.pop_front() else {
-                break;
-            };
-            let size = bytes.len() as u64;
-            self.early_bytes = self.early_bytes.saturating_sub(size);
-            self.admitted.insert(uid, size);
-            self.admitted_bytes += size;
-            self.opening += 1;
-            let message = Stored {
-                uid,
-                bytes,
-                key: self.cache_key(uid),
-            };
-            let login = self.login.clone();
-            self.steps.push_back(Step::Open { login, message });
+    /// Opens the queued messages (one batch, on every core); the answer releases what waited.
+    fn present_early(&mut self) {
+        if self.early.is_empty() {
+            return;
         }
-    }
-
-    /// Forgets what the pending FETCH held (its end, or a new FETCH).
-    fn clear_held(&mut self) {
-        self.held.clear();
-        self.held_bytes = 0;
-        self.admitted.clear();
-        self.admitted_bytes = 0;
+        self.early_bytes = 0;
+        let batch = std::mem::take(&mut self.early);
+        self.present(batch);
     }
 
     /// Hands out the work of opening `batch`.
@@ -1068,11 +991,10 @@ impl Core {
     /// Sends the client every held response, in order, up to the first that still waits.
     fn release(&mut self) {
         while let Some(front) = self.held.pop_front() {
-            self.held_bytes = self.held_bytes.saturating_sub(front.len() as u64);
             // Its shown form has served once answered (the cache keeps it if it has room): a
             // sync of a large folder must not keep every message it opened until the FETCH
             // ends.
-            let uid = if self.shown_here.is_empty() && self.admitted.is_empty() {
+            let uid = if self.shown_here.is_empty() {
                 None
             } else {
                 fetch::quick_uid(&front)
@@ -1082,14 +1004,10 @@ impl Core {
                 Ok(out) => {
                     if let Some(uid) = uid {
                         self.shown_here.remove(&uid);
-                        if let Some(size) = self.admitted.remove(&uid) {
-                            self.admitted_bytes = self.admitted_bytes.saturating_sub(size);
-                        }
                     }
                     self.tell_client(out);
                 }
                 Err(front) => {
-                    self.held_bytes += front.len() as u64;
                     self.held.push_front(front);
                     break;
                 }

@@ -84,13 +84,6 @@ impl Framer {
         self.buf.len() - self.head
     }
 
-    /// How many bytes the message being received has at least: what is buffered of it, or
-    /// the size its literal announced (so a reader can stop before a large one arrives).
-    pub fn coming(&self) -> u64 {
-        let announced = self.pos as u64 + self.literal_left;
-        announced.max(self.buf.len() as u64) - self.head as u64
-    }
-
     /// The next complete message, if one is buffered.
     pub fn next_message(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
         loop {

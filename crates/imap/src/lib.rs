@@ -87,7 +87,6 @@ pub mod fuzz_targets {
             peer: std::net::IpAddr::from([127, 0, 0, 1]),
             max_literal: 1 << 16,
             workers: 2,
-            read_ahead: 1 << 16,
         };
         let mut core = Core::new(
             cfg,
@@ -114,10 +113,6 @@ pub mod fuzz_targets {
                         .map(|m| Arc::new(crate::present::present(&m.bytes, &[], &store, now)))
                         .collect();
                     core.answer(Answer::Presented(shown));
-                }
-                Step::Open { message, .. } => {
-                    let shown = crate::present::present(&message.bytes, &[], &store, now);
-                    core.opened(message.uid, Arc::new(shown));
                 }
                 Step::Do(Work::Encrypt { message, .. }) => {
                     core.answer(Answer::Encrypted(Ok(message)));

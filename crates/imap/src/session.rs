@@ -141,7 +141,6 @@ async fn run(
         peer: peer.ip(),
         max_literal: ctx.max_literal,
         workers: net::cpu::width(),
-        read_ahead: crate::core::READ_AHEAD,
     };
     let env: Arc<dyn Env> = ctx.clone();
     let mut core = Core::new(cfg, env, &greeting, framer);
@@ -161,8 +160,6 @@ async fn drive(
     // A command line must arrive whole within command_timeout, however slowly its bytes
     // trickle in (slowloris); an idle client gets the autologout time.
     let mut partial_since: Option<std::time::Instant> = None;
-    // Messages being opened on the CPU pool while the session goes on (Step::Open).
-    let mut opening: tokio::task::JoinSet<(u32, Arc<Presentation>)> = tokio::task::JoinSet::new();
     loop {
         loop {
             match core.poll() {
@@ -174,13 +171,6 @@ async fn drive(
                 Step::Do(work) => {
                     let answer = perform(ctx, client, work).await;
                     core.answer(answer);
-                }
-                Step::Open { login, message } => {
-                    let ctx = ctx.clone();
-                    let uid = message.uid;
-                    opening.spawn(net::cpu::run(move || {
-                        (uid, show(&ctx, login.as_deref(), message))
-                    }));
                 }
                 Step::Close => return Ok(()),
                 Step::Idle => break,
@@ -216,13 +206,6 @@ async fn drive(
                     Ok(Ok(n)) => core.from_server(&sbuf[..n]),
                     Ok(Err(e)) => return Err(e),
                     Err(_) => core.server_timed_out(),
-                }
-            }
-            Some(done) = opening.join_next(), if !opening.is_empty() => {
-                match done {
-                    Ok((uid, shown)) => core.opened(uid, shown),
-                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                    Err(e) => return Err(std::io::Error::other(e)),
                 }
             }
             else => return Ok(()),

@@ -449,7 +449,6 @@ impl Core {
     pub(super) fn complete_fetch(&mut self, tagged: Vec<u8>) {
         let plan = self.pending.take().expect("a pending FETCH");
         let held: Vec<Vec<u8>> = std::mem::take(&mut self.held).into();
-        self.clear_held();
         let mut parsed = Vec::with_capacity(held.len());
         let mut unknown = Vec::new();
         for m in &held {
@@ -483,7 +482,7 @@ impl Core {
         // What this FETCH already opened, and what it queued to open, count as shown.
         job.shown = std::mem::take(&mut self.shown_here);
         self.early_bytes = 0;
-        let early: Vec<(u32, Vec<u8>)> = std::mem::take(&mut self.early).into();
+        let early = std::mem::take(&mut self.early);
         if !early.is_empty() {
             job.ops.push_back(Op::Present(early));
         }

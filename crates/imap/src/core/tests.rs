@@ -90,13 +90,6 @@ struct Sim {
     max_held: usize,
     /// The most shown forms the core kept for a pending FETCH at once.
     max_shown: usize,
-    /// Messages handed out with `Step::Open`, answered when the core is idle, newest first (a
-    /// real pool finishes them in any order).
-    opens: Vec<super::Stored>,
-    /// The most messages being opened at once.
-    max_opening: usize,
-    /// The most bytes of a pending FETCH held at once.
-    max_holding: u64,
 }
 
 fn config(peer: &str) -> Config {
@@ -106,7 +99,6 @@ fn config(peer: &str) -> Config {
         peer: peer.parse().unwrap(),
         max_literal: 1 << 20,
         workers: 2,
-        read_ahead: 300_000,
     }
 }
 
@@ -135,9 +127,6 @@ impl Sim {
             tls_ok: true,
             max_held: 0,
             max_shown: 0,
-            opens: Vec::new(),
-            max_opening: 0,
-            max_holding: 0,
         }
     }
 
@@ -147,7 +136,6 @@ impl Sim {
         loop {
             self.max_held = self.max_held.max(self.core.held.len());
             self.max_shown = self.max_shown.max(self.core.shown_here.len());
-            self.max_holding = self.max_holding.max(self.core.holding());
             match self.core.poll() {
                 Step::ToClient(b) => out.extend_from_slice(&b),
                 Step::ToServer(b) => {
@@ -178,22 +166,9 @@ impl Sim {
                     };
                     self.core.answer(answer);
                 }
-                Step::Open { message, .. } => {
-                    self.opens.push(message);
-                    self.max_opening = self.max_opening.max(self.opens.len());
-                }
                 Step::Close => {
                     self.closed = true;
                     break;
-                }
-                Step::Idle if !self.opens.is_empty() => {
-                    let m = self.opens.pop().unwrap();
-                    self.presented.push(m.uid);
-                    let p = Arc::new(show(&m.bytes));
-                    if let Some(k) = m.key {
-                        self.env.cache.lock().unwrap().insert(k, p.clone());
-                    }
-                    self.core.opened(m.uid, p);
                 }
                 Step::Idle => {
                     if self.hold || self.held.is_empty() || !self.core.reading_server() {
@@ -665,32 +640,21 @@ fn a_folder_sync_is_opened_as_it_arrives_in_order_and_never_fetched_twice() {
     stored.insert(3, sealed(&large(100)));
     stored.insert(9, large(101));
     let shown = shown_forms(&stored);
-    let largest = stored.iter().map(Vec::len).max().unwrap() as u64;
     let mut sim = Sim::new(stored);
     sim.login();
     let command = "f UID FETCH 1:* (UID BODY.PEEK[])\r\n";
     let got = sim.say(command);
     assert_eq!(got, direct(shown, command));
-    // Opened from the FETCH's own responses while they arrived, one per worker at a time,
-    // answered out of order but sent in order; never more held than the read-ahead and the
-    // message that crossed it, and no second fetch of the bodies.
+    // Opened from the FETCH's own responses, in batches of two per worker, while they arrived:
+    // never more held than a batch and what waits for it, and no second fetch of the bodies.
     assert_eq!(sim.presented.len(), 13);
-    assert_eq!(sim.max_opening, 2);
+    assert!(sim.max_held <= 5, "held {} responses at once", sim.max_held);
+    // Shown forms are let go once their response is sent (the cache keeps what fits).
     assert!(
-        sim.max_holding <= 300_000 + largest,
-        "held {} bytes at once",
-        sim.max_holding
-    );
-    assert!(sim.max_held < 13, "held {} responses at once", sim.max_held);
-    // Shown forms are let go once their response is sent (the cache keeps what fits): the
-    // simulated pool answers the newest first, so the oldest keeps the others waiting, yet
-    // within the bytes asserted above.
-    assert!(
-        sim.max_shown < 13,
+        sim.max_shown <= 4,
         "kept {} shown forms at once",
         sim.max_shown
     );
-    assert!(sim.core.shown_here.is_empty() && sim.core.holding() == 0);
     assert!(
         !sim.server
             .received
@@ -722,14 +686,8 @@ fn new_messages_in_a_known_folder_are_opened_as_they_arrive_not_held_to_the_end(
     let command = "f UID FETCH 1:* (UID BODY.PEEK[])\r\n";
     let got = sim.say(command);
     assert_eq!(got, direct(shown, command));
-    // Opened from the FETCH's own responses (one per worker at a time, within the read-ahead),
-    // never fetched a second time.
-    assert!(sim.max_opening <= 2, "{} opened at once", sim.max_opening);
-    assert!(
-        sim.max_holding <= 300_000 + 200_100,
-        "held {} bytes at once",
-        sim.max_holding
-    );
+    // Opened from the FETCH's own responses (a batch at a time), never fetched a second time.
+    assert!(sim.max_held <= 8, "held {} responses at once", sim.max_held);
     let own: Vec<&String> = sim
         .server
         .received
