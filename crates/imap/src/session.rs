@@ -159,7 +159,7 @@ async fn drive(
     let mut sbuf = vec![0u8; 65536];
     // A command line must arrive whole within command_timeout, however slowly its bytes
     // trickle in (slowloris); an idle client gets the autologout time.
-    let mut partial_since: Option<std::time::Instant> = None;
+    let mut clock = net::conn::LineClock::default();
     loop {
         loop {
             match core.poll() {
@@ -176,23 +176,16 @@ async fn drive(
                 Step::Idle => break,
             }
         }
-        let wait = match partial_since {
-            Some(t) => ctx.command_timeout.saturating_sub(t.elapsed()),
-            None => ctx.client_timeout,
-        };
+        let wait = clock.wait(ctx.command_timeout, ctx.client_timeout);
         tokio::select! {
             r = timeout(wait, client.read(&mut cbuf)), if core.reading_client() => {
                 match r {
                     Ok(Ok(0)) => core.client_closed(),
                     Ok(Ok(n)) => core.from_client(&cbuf[..n]),
                     Ok(Err(e)) => return Err(e),
-                    Err(_) => core.timed_out(partial_since.is_some()),
+                    Err(_) => core.timed_out(clock.running()),
                 }
-                partial_since = if core.partial_line() {
-                    partial_since.or_else(|| Some(std::time::Instant::now()))
-                } else {
-                    None
-                };
+                clock.note(core.partial_line());
             }
             // While the client waits for the server (a FETCH being answered, envelopd's own
             // commands), the server must answer within SERVER_WAIT; otherwise it may stay
@@ -219,22 +212,12 @@ async fn perform(ctx: &Arc<ImapContext>, client: &mut Conn, work: Work) -> Answe
         Work::Present { login, messages } => {
             // Every message of the batch on the CPU pool at once (one per core); the answers
             // keep the batch's order.
-            let jobs: Vec<_> = messages
-                .into_iter()
-                .map(|m| {
-                    let ctx = ctx.clone();
-                    let login = login.clone();
-                    tokio::spawn(net::cpu::run(move || show(&ctx, login.as_deref(), m)))
-                })
-                .collect();
-            let mut shown = Vec::with_capacity(jobs.len());
-            for job in jobs {
-                match job.await {
-                    Ok(p) => shown.push(p),
-                    Err(e) => std::panic::resume_unwind(e.into_panic()),
-                }
-            }
-            Answer::Presented(shown)
+            let jobs = messages.into_iter().map(|m| {
+                let ctx = ctx.clone();
+                let login = login.clone();
+                move || show(&ctx, login.as_deref(), m)
+            });
+            Answer::Presented(net::cpu::run_all(jobs).await)
         }
         Work::Encrypt { message, cert } => {
             let protection = *ctx

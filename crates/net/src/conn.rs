@@ -29,6 +29,38 @@ pub enum Conn {
     Gone,
 }
 
+/// The slowloris bound on a client's lines, the same for SMTP, IMAP and POP3: a line that has
+/// begun must arrive whole within one line timeout, however slowly its bytes trickle in;
+/// between lines the idle timeout applies.
+#[derive(Debug, Default)]
+pub struct LineClock(Option<std::time::Instant>);
+
+impl LineClock {
+    /// Notes whether part of a line is in: the clock starts with a line's first bytes and stops
+    /// when the line is whole.
+    pub fn note(&mut self, partial: bool) {
+        if !partial {
+            self.0 = None;
+        } else if self.0.is_none() {
+            self.0 = Some(std::time::Instant::now());
+        }
+    }
+
+    /// Whether a line is partly in (its clock runs).
+    pub fn running(&self) -> bool {
+        self.0.is_some()
+    }
+
+    /// How long the next read may wait: what is left of `line` while a line is partly in,
+    /// otherwise `idle`.
+    pub fn wait(&self, line: Duration, idle: Duration) -> Duration {
+        match self.0 {
+            Some(started) => line.saturating_sub(started.elapsed()),
+            None => idle,
+        }
+    }
+}
+
 /// How much must leave within one write timeout (see [`Conn::send_all`]).
 pub const WRITE_PIECE: usize = 64 * 1024;
 
@@ -458,5 +490,29 @@ impl AuthThrottle {
 impl Default for AuthThrottle {
     fn default() -> Self {
         AuthThrottle::new(5, Duration::from_secs(15 * 60))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LineClock;
+    use std::time::Duration;
+
+    #[test]
+    fn a_line_gets_one_line_timeout_from_its_first_bytes_and_none_between_lines() {
+        let (line, idle) = (Duration::from_secs(30), Duration::from_secs(1800));
+        let mut clock = LineClock::default();
+        assert!(!clock.running());
+        assert_eq!(clock.wait(line, idle), idle);
+        clock.note(true);
+        std::thread::sleep(Duration::from_millis(20));
+        // More bytes of the same line do not restart its clock.
+        clock.note(true);
+        assert!(clock.running());
+        let left = clock.wait(line, idle);
+        assert!(left <= line - Duration::from_millis(20), "{left:?}");
+        clock.note(false);
+        assert!(!clock.running());
+        assert_eq!(clock.wait(line, idle), idle);
     }
 }

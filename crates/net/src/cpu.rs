@@ -35,6 +35,25 @@ where
     }
 }
 
+/// Runs every job on the pool at once (as many at a time as there are cores) and returns their
+/// results in the jobs' order, whatever order they finish in; a job that panics panics the
+/// caller. What the IMAP and POP3 sessions open a batch of stored messages with.
+pub async fn run_all<T, F>(jobs: impl IntoIterator<Item = F>) -> Vec<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let running: Vec<_> = jobs.into_iter().map(|job| tokio::spawn(run(job))).collect();
+    let mut results = Vec::with_capacity(running.len());
+    for job in running {
+        match job.await {
+            Ok(v) => results.push(v),
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
+    results
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,6 +86,18 @@ mod tests {
         if width() > 1 {
             assert!(most > 1, "the jobs ran one at a time");
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn run_all_answers_in_the_jobs_order_not_the_finishing_order() {
+        let jobs = (0..6u64).map(|i| {
+            move || {
+                // The first jobs take longest: they finish last.
+                std::thread::sleep(std::time::Duration::from_millis(5 * (6 - i)));
+                i
+            }
+        });
+        assert_eq!(run_all(jobs).await, vec![0, 1, 2, 3, 4, 5]);
     }
 
     #[tokio::test]

@@ -140,7 +140,7 @@ async fn drive(
 ) -> std::io::Result<()> {
     let mut cbuf = vec![0u8; 16384];
     let mut sbuf = vec![0u8; 65536];
-    let mut partial_since: Option<std::time::Instant> = None;
+    let mut clock = net::conn::LineClock::default();
     loop {
         loop {
             match core.poll() {
@@ -156,10 +156,7 @@ async fn drive(
                 Step::Idle => break,
             }
         }
-        let wait = match partial_since {
-            Some(t) => ctx.command_timeout.saturating_sub(t.elapsed()),
-            None => ctx.client_timeout,
-        };
+        let wait = clock.wait(ctx.command_timeout, ctx.client_timeout);
         tokio::select! {
             r = timeout(wait, client.read(&mut cbuf)), if core.reading_client() => {
                 match r {
@@ -168,11 +165,7 @@ async fn drive(
                     Ok(Err(e)) => return Err(e),
                     Err(_) => core.timed_out(),
                 }
-                partial_since = if core.partial_line() {
-                    partial_since.or_else(|| Some(std::time::Instant::now()))
-                } else {
-                    None
-                };
+                clock.note(core.partial_line());
             }
             r = timeout(SERVER_WAIT, up.read(&mut sbuf)), if core.reading_server() => {
                 match r {
@@ -191,23 +184,14 @@ async fn drive(
 async fn perform(ctx: &Arc<Pop3Context>, client: &mut Conn, work: Work) -> Answer {
     match work {
         Work::Present { login, messages } => {
-            // Every message of the batch on the CPU pool at once; answers keep its order.
-            let jobs: Vec<_> = messages
-                .into_iter()
-                .map(|m| {
-                    let ctx = ctx.clone();
-                    let login = login.clone();
-                    tokio::spawn(net::cpu::run(move || show(&ctx, login.as_deref(), m)))
-                })
-                .collect();
-            let mut shown = Vec::with_capacity(jobs.len());
-            for job in jobs {
-                match job.await {
-                    Ok(p) => shown.push(p),
-                    Err(e) => std::panic::resume_unwind(e.into_panic()),
-                }
-            }
-            Answer::Presented(shown)
+            // Every message of the batch on the CPU pool at once (one per core); the answers
+            // keep the batch's order.
+            let jobs = messages.into_iter().map(|m| {
+                let ctx = ctx.clone();
+                let login = login.clone();
+                move || show(&ctx, login.as_deref(), m)
+            });
+            Answer::Presented(net::cpu::run_all(jobs).await)
         }
         Work::StartTls => match ctx.client_tls.clone() {
             Some(tls) => Answer::Tls(client.accept_tls(tls.config, ctx.connect_timeout).await),

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use std::net::IpAddr;
-use std::time::Instant;
 
 use certstore::CertStore;
 use policy::{Identities, PolicyConfig};
@@ -319,10 +318,10 @@ impl Session {
         };
         let gate: Arc<dyn Gate> = self.ctx.clone();
         let mut core = Core::new(cfg, gate);
-        // When the command line now arriving began: the whole line must arrive within the
+        // The clock of the command line now arriving: the whole line must arrive within the
         // client timeout, not each byte of it, so a client trickling a byte at a time
         // (slowloris) is cut off like a silent one (RFC 5321 §4.5.3.2: 5 minutes per command).
-        let mut line_started: Option<Instant> = None;
+        let mut clock = net::conn::LineClock::default();
         let mut chunk = vec![0u8; 8192];
         loop {
             match core.poll() {
@@ -337,15 +336,8 @@ impl Session {
                     between_commands,
                     partial,
                 } => {
-                    if !partial {
-                        line_started = None;
-                    } else if line_started.is_none() {
-                        line_started = Some(Instant::now());
-                    }
-                    let wait = match line_started {
-                        Some(t) => self.ctx.client_timeout.saturating_sub(t.elapsed()),
-                        None => self.ctx.client_timeout,
-                    };
+                    clock.note(partial);
+                    let wait = clock.wait(self.ctx.client_timeout, self.ctx.client_timeout);
                     match self.read(&mut chunk, wait, between_commands).await? {
                         Input::Bytes(n) => core.receive(&chunk[..n]),
                         Input::Closed => core.client_closed(),
