@@ -57,25 +57,21 @@ def sync(port, folder="INBOX"):
     start = time.perf_counter()
     typ, data = m.uid("FETCH", "1:*", "(BODY.PEEK[])")
     took = time.perf_counter() - start
-    global e_cpu, c_cpu
     e_cpu, c_cpu = cpu(epid) - e0, time.process_time() - c0
     assert typ == "OK"
     bodies = [d[1] for d in data if isinstance(d, tuple)]
     m.logout()
     assert len(bodies) == n, (len(bodies), n)
-    return took, sum(len(b) for b in bodies), bodies
+    return took, sum(len(b) for b in bodies), bodies, e_cpu, c_cpu
 
 sync(direct)  # Dovecot reads the folder into its page cache once; not part of the comparison
 sync(direct, "Plain")
-pd_took, pd_bytes, _ = sync(direct, "Plain")
-pp_took, pp_bytes, _ = sync(proxy, "Plain")
-pp_cpu = e_cpu
-d_took, d_bytes, _ = sync(direct)
-d_client = c_cpu
-p_took, p_bytes, bodies = sync(proxy)
-p_cpu, p_client = e_cpu, c_cpu
+pd_took, pd_bytes, _, _, _ = sync(direct, "Plain")
+pp_took, pp_bytes, _, pp_cpu, _ = sync(proxy, "Plain")
+d_took, d_bytes, _, _, d_client = sync(direct)
+p_took, p_bytes, bodies, p_cpu, p_client = sync(proxy)
 shown = sum(1 for b in bodies if b.startswith(b"X-Envelopd: decrypted="))
-_, _, stored = sync(direct)
+stored = sync(direct)[2]
 smime = [b for b in stored if b"application/pkcs7-mime" in b[:2048]]
 smime_mb = sum(len(b) for b in smime) / 1e6
 

@@ -171,10 +171,6 @@ fn message() -> Vec<u8> {
     mail("Alice <alice@smime.example>", "token", SECRET)
 }
 
-fn openssl_ok(args: &[&str], input: &[u8]) -> Vec<u8> {
-    openssl(args, input)
-}
-
 #[test]
 fn the_smime_tool_signs_and_decrypts_with_a_key_that_stays_in_the_token() {
     let h = Hsm::new();
@@ -197,7 +193,7 @@ fn the_smime_tool_signs_and_decrypts_with_a_key_that_stays_in_the_token() {
         args.extend(extra);
         let o = h.envelopd(&args, &message());
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let out = openssl_ok(&["cms", "-verify", "-CAfile", &ca], &o.stdout);
+        let out = openssl(&["cms", "-verify", "-CAfile", &ca], &o.stdout);
         assert!(String::from_utf8_lossy(&out).contains(SECRET), "{extra:?}");
         if let Some(d) = extra
             .iter()
@@ -313,7 +309,7 @@ fn the_smime_tool_signs_and_decrypts_with_a_key_that_stays_in_the_token() {
         &message(),
     );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let out = openssl_ok(&["cms", "-verify", "-CAfile", &ca_ec], &o.stdout);
+    let out = openssl(&["cms", "-verify", "-CAfile", &ca_ec], &o.stdout);
     assert!(String::from_utf8_lossy(&out).contains(SECRET));
     let enc = openssl(&["cms", "-encrypt", "-aes-256-gcm", &cert], &message());
     let o = h.envelopd(
@@ -688,25 +684,24 @@ fn a_key_generated_in_the_token_cannot_leave_it_and_works_once_certified() {
     let ca = v("ca.rsa.crt").display().to_string();
     for (kind, label) in [("rsa2048", "praxis-rsa"), ("p256", "praxis-ec")] {
         let csr = h.p(&format!("{label}.csr"));
-        let o = h.envelopd(
-            &[
-                "keys",
-                "generate",
-                "--token",
-                &format!("pkcs11:token=Praxis;object={label}"),
-                "--module",
-                MODULE,
-                "--pin-file",
-                &h.p("pin"),
-                "--address",
-                "alice@smime.example",
-                "--kind",
-                kind,
-                "--csr",
-                &csr,
-            ],
-            b"",
-        );
+        let (uri, pin) = (format!("pkcs11:token=Praxis;object={label}"), h.p("pin"));
+        let generate = [
+            "keys",
+            "generate",
+            "--token",
+            &uri,
+            "--module",
+            MODULE,
+            "--pin-file",
+            &pin,
+            "--address",
+            "alice@smime.example",
+            "--kind",
+            kind,
+            "--csr",
+            &csr,
+        ];
+        let o = h.envelopd(&generate, b"");
         let said = String::from_utf8_lossy(&o.stdout).into_owned();
         assert!(
             o.status.success(),
@@ -718,25 +713,7 @@ fn a_key_generated_in_the_token_cannot_leave_it_and_works_once_certified() {
             "{said}"
         );
         // The same label twice is refused, not a second key.
-        let again = h.envelopd(
-            &[
-                "keys",
-                "generate",
-                "--token",
-                &format!("pkcs11:token=Praxis;object={label}"),
-                "--module",
-                MODULE,
-                "--pin-file",
-                &h.p("pin"),
-                "--address",
-                "alice@smime.example",
-                "--kind",
-                kind,
-                "--csr",
-                &csr,
-            ],
-            b"",
-        );
+        let again = h.envelopd(&generate, b"");
         assert!(String::from_utf8_lossy(&again.stderr).contains("already has a key labelled"));
         // The request verifies and asks for the address and e-mail protection; the practice's
         // CA (here RFC 9216's) issues the certificate.
