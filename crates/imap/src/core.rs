@@ -121,6 +121,9 @@ pub enum Answer {
 pub enum Step {
     /// Write these bytes to the client.
     ToClient(Vec<u8>),
+    /// Write this range of a shown message to the client (a large literal of an answer, sent
+    /// from the shown message instead of a copy of it).
+    ToClientShown(Arc<Presentation>, std::ops::Range<usize>),
     /// Write these bytes to the server.
     ToServer(Vec<u8>),
     /// Do this and report with [`Core::answer`] before asking for the next step.
@@ -382,6 +385,25 @@ impl Core {
         match self.steps.back_mut() {
             Some(Step::ToClient(out)) if bytes.len() < JOIN_OUTPUT => out.extend_from_slice(&bytes),
             _ => self.steps.push_back(Step::ToClient(bytes.into_owned())),
+        }
+    }
+
+    /// Sends an answer to the client, its large literals from the shown message they are
+    /// ranges of.
+    fn tell_reply(&mut self, reply: Reply) {
+        match reply {
+            Reply::Bytes(b) => self.tell_client(b),
+            Reply::Shown(shown, parts) => {
+                for part in parts {
+                    match part {
+                        fetch::Part::Bytes(b) => self.tell_client(b),
+                        fetch::Part::Shown(range) if !self.closed => self
+                            .steps
+                            .push_back(Step::ToClientShown(shown.clone(), range)),
+                        fetch::Part::Shown(_) => {}
+                    }
+                }
+            }
         }
     }
 
@@ -772,7 +794,7 @@ impl Core {
             // everything keeps its order, and what waits is opened in batches as it arrives.
             let m = if self.held.is_empty() {
                 match self.answer_now(m) {
-                    Ok(out) => return self.tell_client(out),
+                    Ok(out) => return self.tell_reply(out),
                     Err(m) => m,
                 }
             } else {
@@ -837,7 +859,7 @@ impl Core {
 
     /// The answer to one response of a pending FETCH, if it can be given without fetching the
     /// stored message (plain, or shown form cached); `None`: it must wait.
-    fn answer_now(&self, m: Vec<u8>) -> Result<Vec<u8>, Vec<u8>> {
+    fn answer_now(&self, m: Vec<u8>) -> Result<Reply, Vec<u8>> {
         let Some(plan) = self.pending.as_ref() else {
             return Err(m);
         };
@@ -849,7 +871,7 @@ impl Core {
                     self.set_kind(uid, needs);
                 }
                 if !needs {
-                    return Ok(fetch::cut_marker(m, cut));
+                    return Ok(Reply::Bytes(fetch::cut_marker(m, cut)));
                 }
                 // Waits for its shown form: not parsed now (a parse checks every byte of a
                 // stored message that may be megabytes long).
@@ -862,12 +884,12 @@ impl Core {
             if let Some(uid) = fetch::quick_uid(&m) {
                 match self.kind(uid) {
                     // A message known to be plain passes as the server sent it, unparsed.
-                    Some(false) if plan.shows_uid() => return Ok(m),
+                    Some(false) if plan.shows_uid() => return Ok(Reply::Bytes(m)),
                     // A shown message answered before from the same server response.
                     Some(true) => match self.cached(uid) {
                         Some(p) => {
                             if let Some(a) = p.sections.answer(plan, &m) {
-                                return Ok(a);
+                                return Ok(Reply::Bytes(a));
                             }
                         }
                         // Waits for its shown form (not parsed now, as above); a small
@@ -885,15 +907,17 @@ impl Core {
             .then(|| fetch::parse_response(&m))
             .flatten()
         {
-            None => Some(self.caps(&m)),
+            None => Some(Reply::Bytes(self.caps(&m))),
             Some(r) => match self.judge(&r, plan) {
                 None => None,
-                Some(false) => Some(fetch::rewrite(r, plan, None)),
+                Some(false) => Some(Reply::Bytes(fetch::rewrite(r, plan, None))),
                 Some(true) => r.uid().and_then(|uid| self.cached(uid)).map(|shown| {
-                    let answer =
-                        fetch::rewrite_memo(r, plan, Some(&shown.message), &shown.sections);
-                    shown.sections.keep_answer(plan, &m, &answer);
-                    answer
+                    let parts =
+                        fetch::rewrite_parts(r, plan, Some(&shown.message), &shown.sections);
+                    if let [fetch::Part::Bytes(answer)] = parts.as_slice() {
+                        shown.sections.keep_answer(plan, &m, answer);
+                    }
+                    Reply::Shown(shown, parts)
                 }),
             },
         };
@@ -926,13 +950,31 @@ impl Core {
                 return m;
             }
         }
-        let Some(r) = fetch::parse_response(&m) else {
+        // A large stored message is cut out before parsing: imap-codec would check it byte by
+        // byte, and it only has to be passed on to be opened.
+        let hollow = (m.len() >= MOVE_BODY)
+            .then(|| fetch::hollow_body(&m, MOVE_BODY))
+            .flatten()
+            .filter(|(skeleton, _)| {
+                fetch::parse_response(skeleton)
+                    .is_some_and(|r| r.whole_body().is_some_and(<[u8]>::is_empty))
+            });
+        let Some(r) = fetch::parse_response(hollow.as_ref().map_or(&m[..], |(s, _)| &s[..])) else {
             return m;
+        };
+        // Where the stored message lies in `m`.
+        let body = match &hollow {
+            Some((_, range)) => Some(range.clone()),
+            None => r.whole_body().map(|b| {
+                // imap-codec borrows it from `m`.
+                let start = b.as_ptr() as usize - m.as_ptr() as usize;
+                start..start + b.len()
+            }),
         };
         // A message new since the mailbox was classified (no marker was asked for): the stored
         // message in the response says what it is, so it is not held to the end of the FETCH.
         let judged = self.judge(&r, plan).or_else(|| {
-            let (uid, body) = (r.uid()?, r.whole_body()?);
+            let (uid, body) = (r.uid()?, &m[body.clone()?]);
             let needs = needs_form(smime::mime::split(body).header);
             self.set_kind(uid, needs);
             Some(needs)
@@ -940,24 +982,29 @@ impl Core {
         let (Some(uid), Some(true)) = (r.uid(), judged) else {
             return m;
         };
+        drop(r);
         if self.cached(uid).is_some() || self.early.iter().any(|(u, _)| *u == uid) {
             return m;
         }
-        let Some(body) = r.whole_body() else {
+        let Some(body) = body else {
             return m;
         };
-        // Where the body lies in `m` (imap-codec borrows it from there).
-        let start = body.as_ptr() as usize - m.as_ptr() as usize;
-        let end = start + body.len();
-        drop(r);
-        self.early_bytes += end - start;
-        match fetch::take_literal(m, start, end, MOVE_BODY) {
+        self.early_bytes += body.len();
+        if let Some((skeleton, _)) = hollow {
+            // The response waits as its skeleton; the stored message leaves in its own buffer.
+            let mut m = m;
+            m.truncate(body.end);
+            m.drain(..body.start);
+            self.early.push((uid, m));
+            return skeleton;
+        }
+        match fetch::take_literal(m, body.start, body.end, MOVE_BODY) {
             Ok((held, body)) => {
                 self.early.push((uid, body));
                 held
             }
             Err(m) => {
-                self.early.push((uid, m[start..end].to_vec()));
+                self.early.push((uid, m[body].to_vec()));
                 m
             }
         }
@@ -1005,7 +1052,7 @@ impl Core {
                     if let Some(uid) = uid {
                         self.shown_here.remove(&uid);
                     }
-                    self.tell_client(out);
+                    self.tell_reply(out);
                 }
                 Err(front) => {
                     self.held.push_front(front);
@@ -1097,6 +1144,14 @@ fn uidvalidity(m: &[u8]) -> Option<u32> {
     let start = CODE.len();
     let end = text[start..].find(']')? + start;
     text[start..end].trim().parse().ok()
+}
+
+/// An answer for the client: bytes, or parts with ranges of a shown message.
+enum Reply {
+    /// Bytes as they are.
+    Bytes(Vec<u8>),
+    /// The parts of an answer given from this shown message.
+    Shown(Arc<Presentation>, Vec<fetch::Part>),
 }
 
 /// The map type for shown forms by UID.

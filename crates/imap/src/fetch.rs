@@ -12,7 +12,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 
 use imap_codec::decode::Decoder;
-use imap_codec::encode::Encoder;
+use imap_codec::encode::{Encoder, Fragment};
 use imap_codec::imap_types::command::{Command, CommandBody};
 use imap_codec::imap_types::core::{AString, Literal, NString, Vec1};
 use imap_codec::imap_types::fetch::{
@@ -565,6 +565,56 @@ pub fn rewrite_memo(
     shown: Option<&[u8]>,
     memo: &SectionMemo,
 ) -> Vec<u8> {
+    join(&rewrite_parts(response, plan, shown, memo), shown)
+}
+
+/// One piece of an encoded answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    /// Bytes to send as they are.
+    Bytes(Vec<u8>),
+    /// This range of the shown message, sent from where it lies.
+    Shown(std::ops::Range<usize>),
+}
+
+/// From this size on, a literal taken from the shown message is sent from the shown message
+/// itself instead of being copied into the encoded answer (imap-codec's encoder copies a literal
+/// twice: measured, the answer to one cold sync wrote every shown byte two more times, each time
+/// into fresh pages).
+const SHARE_FROM: usize = 64 * 1024;
+
+/// The answer's bytes from its parts.
+pub fn join(parts: &[Part], shown: Option<&[u8]>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for p in parts {
+        match (p, shown) {
+            (Part::Bytes(b), _) => out.extend_from_slice(b),
+            (Part::Shown(r), Some(s)) => out.extend_from_slice(&s[r.clone()]),
+            (Part::Shown(_), None) => unreachable!("a shown range without a shown message"),
+        }
+    }
+    out
+}
+
+/// The stand-in literal for the `n`th shared range of one answer: unguessable (a message cannot
+/// carry it by chance or on purpose), and never NUL, so it is a valid literal.
+fn stand_in(n: usize) -> Vec<u8> {
+    use std::hash::BuildHasher;
+    static SEED: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let seed = SEED.get_or_init(|| std::collections::hash_map::RandomState::new().hash_one(0u8));
+    format!("\x01envelopd-shown-{seed:016x}-{n}\x01").into_bytes()
+}
+
+/// As [`rewrite_memo`], in parts: the large literals of `shown` (the whole message, a body part)
+/// are ranges of it, not copies.
+pub fn rewrite_parts(
+    response: FetchResponse<'_>,
+    plan: &FetchPlan,
+    shown: Option<&[u8]>,
+    memo: &SectionMemo,
+) -> Vec<Part> {
+    let seq = response.seq;
+    let mut shared: Vec<(Vec<u8>, std::ops::Range<usize>)> = Vec::new();
     let mut items = Vec::with_capacity(response.items.len());
     for item in response.items {
         if !was_requested(plan, &item) {
@@ -573,6 +623,19 @@ pub fn rewrite_memo(
         let Some(p) = shown else {
             items.push(item);
             continue;
+        };
+        // A large borrowed literal without NUL goes out from `p` itself; a stand-in marks its
+        // place in the encoding.
+        let mut literal = |bytes: Cow<'_, [u8]>| -> NString<'static> {
+            match bytes {
+                Cow::Borrowed(b) if b.len() >= SHARE_FROM && memchr::memchr(0, b).is_none() => {
+                    let start = b.as_ptr() as usize - p.as_ptr() as usize;
+                    let token = stand_in(shared.len());
+                    shared.push((token.clone(), start..start + b.len()));
+                    NString(Some(Literal::unvalidated(token).into()))
+                }
+                other => bounded_static::IntoBoundedStatic::into_static(nstring(other)),
+            }
         };
         let new = match item {
             MessageDataItem::BodyExt {
@@ -594,10 +657,10 @@ pub fn rewrite_memo(
                 MessageDataItem::BodyExt {
                     section,
                     origin,
-                    data: nstring(bytes),
+                    data: literal(bytes),
                 }
             }
-            MessageDataItem::Rfc822(_) => MessageDataItem::Rfc822(nstring(Cow::Borrowed(p))),
+            MessageDataItem::Rfc822(_) => MessageDataItem::Rfc822(literal(Cow::Borrowed(p))),
             MessageDataItem::Rfc822Header(_) => MessageDataItem::Rfc822Header(nstring(
                 structure::section(p, Some(&Section::Header(None))).into(),
             )),
@@ -617,24 +680,68 @@ pub fn rewrite_memo(
         };
         items.push(new);
     }
-    let Ok(items) = Vec1::try_from(items) else {
-        // Nothing the client asked for was in the response: send the sequence number's UID
-        // never happens in practice; an empty FETCH is not valid IMAP, so answer with FLAGS ().
-        let data = Data::Fetch {
-            seq: response.seq,
-            items: Vec1::from(MessageDataItem::Flags(Vec::new())),
-        };
-        return ResponseCodec::default()
-            .encode(&Response::Data(data))
-            .dump();
-    };
-    let data = Data::Fetch {
-        seq: response.seq,
-        items,
-    };
-    ResponseCodec::default()
-        .encode(&Response::Data(data))
-        .dump()
+    let items = Vec1::try_from(items).unwrap_or_else(|_| {
+        // Nothing the client asked for was in the response (never happens in practice); an
+        // empty FETCH is not valid IMAP, so the answer is FLAGS ().
+        Vec1::from(MessageDataItem::Flags(Vec::new()))
+    });
+    let response = Response::Data(Data::Fetch { seq, items });
+    let encoded = ResponseCodec::default().encode(&response);
+    if shared.is_empty() {
+        return vec![Part::Bytes(encoded.dump())];
+    }
+    let mut parts = Vec::new();
+    let mut line = Vec::new();
+    for fragment in encoded {
+        match fragment {
+            Fragment::Line { data } => line.extend_from_slice(&data),
+            Fragment::Literal { data, .. } => match shared.iter().find(|(t, _)| *t == data) {
+                Some((token, range)) => {
+                    // The literal was announced with the stand-in's length.
+                    let announced = format!("{{{}}}\r\n", token.len());
+                    let at = line.len().saturating_sub(announced.len());
+                    assert!(
+                        line.ends_with(announced.as_bytes()),
+                        "imap-codec announces a literal on the line before it"
+                    );
+                    line.truncate(at);
+                    line.extend_from_slice(format!("{{{}}}\r\n", range.len()).as_bytes());
+                    parts.push(Part::Bytes(std::mem::take(&mut line)));
+                    parts.push(Part::Shown(range.clone()));
+                }
+                None => line.extend_from_slice(&data),
+            },
+        }
+    }
+    if !line.is_empty() {
+        parts.push(Part::Bytes(line));
+    }
+    parts
+}
+
+/// A FETCH response with the literal of its `BODY[]` item emptied (`{0}`), and where that
+/// literal's bytes lie in `message`: the skeleton parses into every item without imap-codec
+/// checking the stored message byte by byte (measured: 8 % of a cold sync's CPU). `None` when
+/// the response has no such literal of at least `min` bytes.
+pub fn hollow_body(message: &[u8], min: usize) -> Option<(Vec<u8>, std::ops::Range<usize>)> {
+    let mut pos = 0;
+    while let Some(nl) = memchr::memchr(b'\n', &message[pos..]) {
+        let end = pos + nl + 1;
+        let line = &message[pos..end];
+        // The framer's rule: a line ending in `{n}` announces n bytes of literal.
+        let n = usize::try_from(crate::frame::literal_at_end(line)?).ok()?;
+        let literal_end = end.checked_add(n).filter(|&e| e <= message.len())?;
+        let announced = format!(" BODY[] {{{n}}}\r\n");
+        if n >= min && line.ends_with(announced.as_bytes()) {
+            let mut skeleton = Vec::with_capacity(message.len() - n + 16);
+            skeleton.extend_from_slice(&message[..end - announced.len()]);
+            skeleton.extend_from_slice(b" BODY[] {0}\r\n");
+            skeleton.extend_from_slice(&message[literal_end..]);
+            return Some((skeleton, end..literal_end));
+        }
+        pos = literal_end;
+    }
+    None
 }
 
 /// envelopd's own command to read whole stored messages by UID.
@@ -733,6 +840,119 @@ mod tests {
         assert!(peek_marker(m, &seq_plan).is_none());
         let other = b"* 3 FETCH (UID 9 BODY[HEADER.FIELDS (FROM)] {4}\r\nx\r\n\r\n)\r\n";
         assert!(peek_marker(other, &plan).is_none());
+    }
+
+    #[test]
+    fn large_literals_go_out_from_the_shown_message_itself() {
+        let mut shown = b"Subject: big\r\n\r\n".to_vec();
+        shown.extend((0..100_000).map(|i| b'a' + (i % 26) as u8));
+        let server = b"* 4 FETCH (UID 7 BODY[] {0}\r\n FLAGS (\\Seen) BODY[HEADER.FIELDS (CONTENT-TYPE X-ENVELOPD)] {2}\r\n\r\n)\r\n";
+        let (_, plan) = plan(b"a UID FETCH 1:* (BODY.PEEK[] FLAGS)\r\n").unwrap();
+        let parts = rewrite_parts(
+            parse_response(server).unwrap(),
+            &plan,
+            Some(&shown),
+            &SectionMemo::default(),
+        );
+        let head = format!("* 4 FETCH (UID 7 BODY[] {{{}}}\r\n", shown.len());
+        assert_eq!(
+            parts,
+            vec![
+                Part::Bytes(head.clone().into_bytes()),
+                Part::Shown(0..shown.len()),
+                Part::Bytes(b" FLAGS (\\Seen))\r\n".to_vec()),
+            ]
+        );
+        let mut whole = head.into_bytes();
+        whole.extend_from_slice(&shown);
+        whole.extend_from_slice(b" FLAGS (\\Seen))\r\n");
+        assert_eq!(join(&parts, Some(&shown)), whole);
+        assert_eq!(
+            rewrite(parse_response(server).unwrap(), &plan, Some(&shown)),
+            whole
+        );
+
+        // A partial range is a range of the shown message; small answers stay one piece.
+        let (_, plan) = super::plan(b"a UID FETCH 1 (BODY.PEEK[]<10.70000>)\r\n").unwrap();
+        let server = b"* 4 FETCH (UID 7 BODY[]<10> {0}\r\n)\r\n";
+        let parts = rewrite_parts(
+            parse_response(server).unwrap(),
+            &plan,
+            Some(&shown),
+            &SectionMemo::default(),
+        );
+        assert_eq!(parts[1], Part::Shown(10..70_010));
+        assert_eq!(
+            join(&parts, Some(&shown))[..],
+            {
+                let mut w = b"* 4 FETCH (UID 7 BODY[]<10> {70000}\r\n".to_vec();
+                w.extend_from_slice(&shown[10..70_010]);
+                w.extend_from_slice(b")\r\n");
+                w
+            }[..]
+        );
+        let (_, plan) = super::plan(b"a UID FETCH 1 (BODY.PEEK[]<0.100>)\r\n").unwrap();
+        let server = b"* 4 FETCH (UID 7 BODY[]<0> {0}\r\n)\r\n";
+        let parts = rewrite_parts(
+            parse_response(server).unwrap(),
+            &plan,
+            Some(&shown),
+            &SectionMemo::default(),
+        );
+        assert!(matches!(parts.as_slice(), [Part::Bytes(_)]));
+
+        // A NUL cannot travel in a literal: such a message is copied with the NUL as a space.
+        shown[50_000] = 0;
+        let (_, plan) = super::plan(b"a UID FETCH 1 (BODY.PEEK[])\r\n").unwrap();
+        let server = b"* 4 FETCH (UID 7 BODY[] {0}\r\n)\r\n";
+        let parts = rewrite_parts(
+            parse_response(server).unwrap(),
+            &plan,
+            Some(&shown),
+            &SectionMemo::default(),
+        );
+        let [Part::Bytes(one)] = parts.as_slice() else {
+            panic!("one piece expected: {parts:?}");
+        };
+        assert!(!one.contains(&0) && one.len() > shown.len());
+    }
+
+    #[test]
+    fn the_stored_message_is_cut_out_before_parsing() {
+        let body = vec![b'x'; 70_000];
+        let mut m = b"* 2 FETCH (UID 5 BODY[] {70000}\r\n".to_vec();
+        let start = m.len();
+        m.extend_from_slice(&body);
+        m.extend_from_slice(b" BODY[HEADER.FIELDS (CONTENT-TYPE X-ENVELOPD)] {2}\r\n\r\n)\r\n");
+        let (skeleton, range) = hollow_body(&m, 64 * 1024).unwrap();
+        assert_eq!(range, start..start + 70_000);
+        assert_eq!(
+            skeleton,
+            b"* 2 FETCH (UID 5 BODY[] {0}\r\n BODY[HEADER.FIELDS (CONTENT-TYPE X-ENVELOPD)] {2}\r\n\r\n)\r\n"
+        );
+        let r = parse_response(&skeleton).unwrap();
+        assert_eq!((r.uid(), r.whole_body()), (Some(5), Some(&b""[..])));
+        assert_eq!(r.marker().unwrap(), b"\r\n");
+
+        // The marker first, then the body: literals before it are stepped over.
+        let mut m2 =
+            b"* 2 FETCH (UID 5 BODY[HEADER.FIELDS (CONTENT-TYPE)] {2}\r\n\r\n BODY[] {70000}\r\n"
+                .to_vec();
+        let start = m2.len();
+        m2.extend_from_slice(&body);
+        m2.extend_from_slice(b")\r\n");
+        assert_eq!(
+            hollow_body(&m2, 64 * 1024).unwrap().1,
+            start..start + 70_000
+        );
+        // Too small, a partial body, a short or cut response: nothing is cut.
+        assert!(hollow_body(&m, 100_000).is_none());
+        assert!(hollow_body(&m[..start + 10], 64 * 1024).is_none());
+        let partial = String::from_utf8(m.clone())
+            .unwrap()
+            .replacen("BODY[]", "BODY[]<0>", 1);
+        assert!(hollow_body(partial.as_bytes(), 64 * 1024).is_none());
+        assert!(hollow_body(b"* 2 FETCH (UID 5)\r\n", 1).is_none());
     }
 
     #[test]

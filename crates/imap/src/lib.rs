@@ -106,6 +106,11 @@ pub mod fuzz_targets {
                         out.extend_from_slice(&b);
                     }
                 }
+                Step::ToClientShown(p, range) => {
+                    if out.len() < 65536 {
+                        out.extend_from_slice(&p.message[range]);
+                    }
+                }
                 Step::ToServer(b) => from_server.push(server.receive(&b)),
                 Step::Do(Work::Present { messages, .. }) => {
                     let shown = messages

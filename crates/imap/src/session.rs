@@ -167,6 +167,11 @@ async fn drive(
                 // after one command timeout without progress, not held (with its server
                 // connection) forever; a slow one that keeps reading gets all of it.
                 Step::ToClient(bytes) => client.send_all(&bytes, ctx.command_timeout).await?,
+                Step::ToClientShown(shown, range) => {
+                    client
+                        .send_all(&shown.message[range], ctx.command_timeout)
+                        .await?
+                }
                 Step::ToServer(bytes) => up.send_all(&bytes, ctx.command_timeout).await?,
                 Step::Do(work) => {
                     let answer = perform(ctx, client, work).await;

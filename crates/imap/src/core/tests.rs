@@ -138,6 +138,7 @@ impl Sim {
             self.max_shown = self.max_shown.max(self.core.shown_here.len());
             match self.core.poll() {
                 Step::ToClient(b) => out.extend_from_slice(&b),
+                Step::ToClientShown(p, range) => out.extend_from_slice(&p.message[range]),
                 Step::ToServer(b) => {
                     let reply = self.server.receive(&b);
                     if !reply.is_empty() {
