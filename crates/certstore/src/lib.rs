@@ -274,6 +274,27 @@ impl CertStore {
             .is_some_and(|caps| caps.iter().any(|c| GCM_OIDS.contains(&c.as_str())))
     }
 
+    /// True when [`CertStore::set_capabilities`] would change nothing.
+    pub fn has_capabilities(&self, address: &str, oids: &[String]) -> bool {
+        oids.is_empty()
+            || Address::parse(address)
+                .ok()
+                .and_then(|a| self.capabilities.get(&a))
+                .is_some_and(|known| known == oids)
+    }
+
+    /// True when [`CertStore::set_preferred`] would change nothing.
+    pub fn has_preferred(&self, address: &str, cert: &Cert) -> bool {
+        Address::parse(address)
+            .ok()
+            .is_none_or(|a| self.preferred.get(&a) == Some(cert))
+    }
+
+    /// True when [`CertStore::learn`] would change nothing.
+    pub fn knows(&self, cert: &Cert) -> bool {
+        self.certs.contains(cert)
+    }
+
     /// Records the certificate `address` asked to be encrypted to (from a verified signature).
     pub fn set_preferred(&mut self, address: &str, cert: Cert) {
         if let Ok(a) = Address::parse(address) {

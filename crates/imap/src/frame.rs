@@ -42,7 +42,9 @@ pub fn literal_at_end(line: &[u8]) -> Option<u64> {
 /// From this size on, a message is handed out in the framer's own buffer instead of a copy.
 const HAND_OVER: usize = 64 * 1024;
 
-/// Collects whole server messages.
+/// Collects whole server messages. Bytes are looked at as they arrive (also while the session
+/// is busy and only reads ahead), so a large message leaves in its own buffer as soon as it is
+/// complete and what follows it is never copied along.
 #[derive(Debug)]
 pub struct Framer {
     buf: Vec<u8>,
@@ -54,7 +56,15 @@ pub struct Framer {
     literal_left: u64,
     max_line: usize,
     max_literal: u64,
+    /// Complete messages not asked for yet, and their bytes.
+    ready: std::collections::VecDeque<Vec<u8>>,
+    ready_bytes: usize,
+    /// What was wrong with the stream after the ready messages.
+    failed: Option<FrameError>,
 }
+
+/// How much is read from the server at a time outside a large literal.
+const READ_PIECE: usize = 64 * 1024;
 
 impl Framer {
     /// A framer with limits for one line and one literal.
@@ -66,26 +76,85 @@ impl Framer {
             literal_left: 0,
             max_line,
             max_literal,
+            ready: Default::default(),
+            ready_bytes: 0,
+            failed: None,
         }
     }
 
     /// Adds received bytes.
     pub fn push(&mut self, data: &[u8]) {
+        self.compact();
+        self.buf.extend_from_slice(data);
+        self.scan();
+    }
+
+    /// Where the next bytes from the server are read to, straight into the buffer (no copy
+    /// from a read buffer): room for the rest of a large literal being received, or a piece.
+    /// Call [`Framer::received`] after reading.
+    pub fn space(&mut self) -> bytes::buf::Limit<&mut Vec<u8>> {
+        use bytes::BufMut;
+        self.compact();
+        let in_literal = self
+            .literal_left
+            .saturating_sub((self.buf.len() - self.pos) as u64);
+        let want = if in_literal as usize >= READ_PIECE {
+            // Exactly to the literal's end: the message then leaves without a tail to copy.
+            in_literal as usize
+        } else {
+            READ_PIECE
+        };
+        self.buf.reserve(want);
+        (&mut self.buf).limit(want)
+    }
+
+    /// Looks at the bytes read into [`Framer::space`].
+    pub fn received(&mut self) {
+        self.scan();
+    }
+
+    /// Drops handed-out messages from the front of the buffer, now and then.
+    fn compact(&mut self) {
         if self.head > 0 && self.head >= self.buf.len() / 2 {
             self.buf.drain(..self.head);
             self.pos -= self.head;
             self.head = 0;
         }
-        self.buf.extend_from_slice(data);
     }
 
     /// How many bytes are buffered beyond the messages already returned.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.head
+        self.buf.len() - self.head + self.ready_bytes
     }
 
     /// The next complete message, if one is buffered.
     pub fn next_message(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        if let Some(m) = self.ready.pop_front() {
+            self.ready_bytes -= m.len();
+            return Ok(Some(m));
+        }
+        match &self.failed {
+            Some(e) => Err(e.clone()),
+            None => Ok(None),
+        }
+    }
+
+    /// Moves every complete message to `ready`.
+    fn scan(&mut self) {
+        while self.failed.is_none() {
+            match self.complete() {
+                Ok(Some(m)) => {
+                    self.ready_bytes += m.len();
+                    self.ready.push_back(m);
+                }
+                Ok(None) => break,
+                Err(e) => self.failed = Some(e),
+            }
+        }
+    }
+
+    /// The next complete message in the buffer, taken out of it.
+    fn complete(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
         loop {
             if self.literal_left > 0 {
                 let available = (self.buf.len() - self.pos) as u64;
@@ -110,8 +179,15 @@ impl Framer {
                 if n > self.max_literal {
                     return Err(FrameError::LiteralTooLong(n));
                 }
+                if n as usize >= HAND_OVER && self.head > 0 {
+                    // The messages handed out before go now, while little of this one is
+                    // here: later they would cost moving all of it.
+                    self.buf.drain(..self.head);
+                    self.pos -= self.head;
+                    self.head = 0;
+                }
                 self.literal_left = n;
-                self.pos = end;
+                self.pos += nl + 1;
                 self.buf.reserve(n as usize);
                 continue;
             }

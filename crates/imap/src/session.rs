@@ -19,7 +19,7 @@ use tokio::time::timeout;
 pub use crate::cache::Cache;
 use crate::core::{Answer, Config, Core, Env, Step, Stored, Work};
 use crate::frame::Framer;
-use crate::present::{present_owned, Presentation};
+use crate::present::Presentation;
 
 /// How long the server may take to go on with an answer the client is waiting for.
 const SERVER_WAIT: Duration = Duration::from_secs(600);
@@ -155,26 +155,46 @@ async fn drive(
     up: &mut Conn,
     ctx: &Arc<ImapContext>,
 ) -> std::io::Result<()> {
+    let mut side = ClientSide::new(std::mem::replace(client, Conn::Gone), ctx.command_timeout);
+    let result = drive_split(core, &mut side, up, ctx).await;
+    // What is queued still goes out (a BYE, the last answers) before the connection closes.
+    let joined = side.join().await;
+    match (result, joined) {
+        (Err(e), _) | (Ok(()), Err(e)) => Err(e),
+        (Ok(()), Ok(conn)) => {
+            *client = conn;
+            Ok(())
+        }
+    }
+}
+
+async fn drive_split(
+    core: &mut Core,
+    side: &mut ClientSide,
+    up: &mut Conn,
+    ctx: &Arc<ImapContext>,
+) -> std::io::Result<()> {
     let mut cbuf = vec![0u8; 16384];
-    let mut sbuf = vec![0u8; 65536];
     // A command line must arrive whole within command_timeout, however slowly its bytes
     // trickle in (slowloris); an idle client gets the autologout time.
     let mut clock = net::conn::LineClock::default();
     loop {
         loop {
             match core.poll() {
-                // A mail program that stops reading in the middle of a large FETCH is dropped
-                // after one command timeout without progress, not held (with its server
-                // connection) forever; a slow one that keeps reading gets all of it.
-                Step::ToClient(bytes) => client.send_all(&bytes, ctx.command_timeout).await?,
-                Step::ToClientShown(shown, range) => {
-                    client
-                        .send_all(&shown.message[range], ctx.command_timeout)
-                        .await?
-                }
+                Step::ToClient(bytes) => side.send(Out::Bytes(bytes)).await?,
+                Step::ToClientShown(shown, range) => side.send(Out::Shown(shown, range)).await?,
                 Step::ToServer(bytes) => up.send_all(&bytes, ctx.command_timeout).await?,
+                Step::Do(Work::StartTls) => {
+                    // The handshake follows the client's last answer ("begin TLS") on the
+                    // whole connection.
+                    let ok = match ctx.client_tls.clone() {
+                        Some(tls) => side.accept_tls(tls.config, ctx.connect_timeout).await?,
+                        None => false,
+                    };
+                    core.answer(Answer::Tls(ok));
+                }
                 Step::Do(work) => {
-                    let answer = perform(ctx, client, work).await;
+                    let answer = perform(ctx, work).await;
                     core.answer(answer);
                 }
                 Step::Close => return Ok(()),
@@ -182,8 +202,9 @@ async fn drive(
             }
         }
         let wait = clock.wait(ctx.command_timeout, ctx.client_timeout);
+        let ClientSide { read, writer, .. } = side;
         tokio::select! {
-            r = timeout(wait, client.read(&mut cbuf)), if core.reading_client() => {
+            r = timeout(wait, read.read(&mut cbuf)), if core.reading_client() => {
                 match r {
                     Ok(Ok(0)) => core.client_closed(),
                     Ok(Ok(n)) => core.from_client(&cbuf[..n]),
@@ -197,33 +218,177 @@ async fn drive(
             // silent as long as it likes (IDLE).
             r = timeout(
                 if core.reading_client() { Duration::MAX } else { SERVER_WAIT },
-                up.read(&mut sbuf),
+                read_server(up, core),
             ), if core.reading_server() => {
                 match r {
                     Ok(Ok(0)) => core.server_closed(),
-                    Ok(Ok(n)) => core.from_server(&sbuf[..n]),
+                    Ok(Ok(_)) => core.server_read(),
                     Ok(Err(e)) => return Err(e),
                     Err(_) => core.server_timed_out(),
                 }
+            }
+            // Writing to the client failed (it stopped reading, or went away).
+            r = writer.failed(), if core.reading_client() || core.reading_server() => {
+                return Err(r)
             }
             else => return Ok(()),
         }
     }
 }
 
-/// Does one piece of the core's work.
-async fn perform(ctx: &Arc<ImapContext>, client: &mut Conn, work: Work) -> Answer {
-    match work {
-        Work::Present { login, messages } => {
-            // Every message of the batch on the CPU pool at once (one per core); the answers
-            // keep the batch's order.
-            let jobs = messages.into_iter().map(|m| {
-                let ctx = ctx.clone();
-                let login = login.clone();
-                move || show(&ctx, login.as_deref(), m)
-            });
-            Answer::Presented(net::cpu::run_all(jobs).await)
+/// Reads the server's next bytes straight into the core's framer.
+async fn read_server(up: &mut Conn, core: &mut Core) -> std::io::Result<usize> {
+    up.read_buf(&mut core.server_space()).await
+}
+
+/// What goes to the client.
+enum Out {
+    /// Bytes.
+    Bytes(Vec<u8>),
+    /// A range of a shown message.
+    Shown(Arc<Presentation>, std::ops::Range<usize>),
+}
+
+impl Out {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Out::Bytes(b) => b,
+            Out::Shown(p, r) => &p.message[r.clone()],
         }
+    }
+}
+
+/// How many bytes of answers may wait for the client's writer (a larger answer takes all of
+/// it): the session reads and opens the next messages while the last ones are written, but
+/// never more than one large answer ahead of a slow client.
+const WRITE_AHEAD: usize = 4 << 20;
+
+/// The client's connection split in two: the session reads it, and a task of its own writes
+/// it, so that writing a large answer (the kernel's copying, and TCP's work for the client's
+/// side of the loopback) runs on another core while the session reads from the server and
+/// opens the next messages.
+struct ClientSide {
+    read: tokio::io::ReadHalf<Conn>,
+    writer: Writer,
+    limit: Duration,
+}
+
+/// The task writing to the client, and the budget of bytes waiting for it.
+struct Writer {
+    tx: tokio::sync::mpsc::UnboundedSender<(Out, tokio::sync::OwnedSemaphorePermit)>,
+    budget: Arc<tokio::sync::Semaphore>,
+    /// `None` once its outcome was taken.
+    task: Option<tokio::task::JoinHandle<std::io::Result<tokio::io::WriteHalf<Conn>>>>,
+}
+
+impl ClientSide {
+    fn new(conn: Conn, limit: Duration) -> Self {
+        let (read, write) = tokio::io::split(conn);
+        ClientSide {
+            read,
+            writer: Writer::start(write, limit),
+            limit,
+        }
+    }
+
+    /// Queues `out` for the client; waits while the budget is spent. An error when writing
+    /// has failed.
+    async fn send(&mut self, out: Out) -> std::io::Result<()> {
+        let n = out.bytes().len().clamp(1, WRITE_AHEAD) as u32;
+        let permit = self
+            .writer
+            .budget
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .expect("the budget is never closed");
+        if self.writer.tx.send((out, permit)).is_err() {
+            return Err(self.writer.failed().await);
+        }
+        Ok(())
+    }
+
+    /// Everything queued written, the connection whole again.
+    async fn join(self) -> std::io::Result<Conn> {
+        let ClientSide { read, writer, .. } = self;
+        let Writer { tx, task, .. } = writer;
+        drop(tx);
+        let write = match task {
+            Some(task) => task.await.map_err(std::io::Error::other)??,
+            None => return Err(std::io::Error::other("writing to the mail program failed")),
+        };
+        Ok(read.unsplit(write))
+    }
+
+    /// TLS with the client on the whole connection, once everything queued is written.
+    async fn accept_tls(
+        &mut self,
+        config: Arc<rustls::ServerConfig>,
+        limit: Duration,
+    ) -> std::io::Result<bool> {
+        let placeholder = ClientSide::new(Conn::Gone, self.limit);
+        let mut conn = std::mem::replace(self, placeholder).join().await?;
+        let ok = conn.accept_tls(config, limit).await;
+        *self = ClientSide::new(conn, self.limit);
+        Ok(ok)
+    }
+}
+
+impl Writer {
+    fn start(mut write: tokio::io::WriteHalf<Conn>, limit: Duration) -> Self {
+        let (tx, mut rx) =
+            tokio::sync::mpsc::unbounded_channel::<(Out, tokio::sync::OwnedSemaphorePermit)>();
+        let task = tokio::spawn(async move {
+            while let Some((out, permit)) = rx.recv().await {
+                // A mail program that stops reading in the middle of a large FETCH is dropped
+                // after one command timeout without progress, not held (with its server
+                // connection) forever; a slow one that keeps reading gets all of it.
+                net::conn::send_all(&mut write, out.bytes(), limit).await?;
+                drop(permit);
+            }
+            Ok(write)
+        });
+        Writer {
+            tx,
+            budget: Arc::new(tokio::sync::Semaphore::new(WRITE_AHEAD)),
+            task: Some(task),
+        }
+    }
+
+    /// Waits until writing fails, and says why; never returns while writing works.
+    async fn failed(&mut self) -> std::io::Error {
+        let Some(task) = self.task.as_mut() else {
+            return std::future::pending().await;
+        };
+        let outcome = task.await;
+        self.task = None;
+        match outcome {
+            Ok(Err(e)) => e,
+            Ok(Ok(_)) => std::io::Error::other("writing to the mail program ended"),
+            Err(e) => std::io::Error::other(e),
+        }
+    }
+}
+
+/// Opens a batch of stored messages: every message on the CPU pool at once (one per core);
+/// the answers keep the batch's order.
+async fn present_batch(
+    ctx: Arc<ImapContext>,
+    login: Option<String>,
+    messages: Vec<Stored>,
+) -> Answer {
+    let jobs = messages.into_iter().map(|m| {
+        let ctx = ctx.clone();
+        let login = login.clone();
+        move || show(&ctx, login.as_deref(), m)
+    });
+    Answer::Presented(net::cpu::run_all(jobs).await)
+}
+
+/// Does one piece of the core's work (TLS with the client is the driver's own).
+async fn perform(ctx: &Arc<ImapContext>, work: Work) -> Answer {
+    match work {
+        Work::Present { login, messages } => present_batch(ctx.clone(), login, messages).await,
         Work::Encrypt { message, cert } => {
             let protection = *ctx
                 .header_protection
@@ -244,10 +409,7 @@ async fn perform(ctx: &Arc<ImapContext>, client: &mut Conn, work: Work) -> Answe
             }
             Answer::Encrypted(encrypted.map_err(|e| e.to_string()))
         }
-        Work::StartTls => match ctx.client_tls.clone() {
-            Some(tls) => Answer::Tls(client.accept_tls(tls.config, ctx.connect_timeout).await),
-            None => Answer::Tls(false),
-        },
+        Work::StartTls => unreachable!("the driver starts TLS itself"),
     }
 }
 
@@ -284,9 +446,13 @@ impl Env for ImapContext {
 /// form (on the CPU pool: decrypting and verifying are the expensive part of reading).
 fn show(ctx: &ImapContext, login: Option<&str>, m: Stored) -> Arc<Presentation> {
     let p = {
-        let store = ctx.store.read().unwrap_or_else(|e| e.into_inner());
         let keys = ::present::keys_for(&ctx.keys, login);
-        Arc::new(present_owned(m.bytes, &keys, &store, SystemTime::now()))
+        Arc::new(Presentation::from(::present::present_shared(
+            m.bytes,
+            &keys,
+            &ctx.store,
+            SystemTime::now(),
+        )))
     };
     ::present::learn(&ctx.store, ctx.harvest_dir.as_deref(), &p);
     tracing::info!(uid = m.uid, status = %p.status, "showing a protected message");

@@ -29,6 +29,20 @@ pub enum Conn {
     Gone,
 }
 
+/// [`Conn::send_all`] for any writer (the writing half of a split connection).
+pub async fn send_all<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    bytes: &[u8],
+    limit: Duration,
+) -> io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    for piece in bytes.chunks(WRITE_PIECE) {
+        tokio::time::timeout(limit, w.write_all(piece)).await??;
+    }
+    // TLS buffers records: without a flush the last of it may never leave.
+    tokio::time::timeout(limit, w.flush()).await?
+}
+
 /// The slowloris bound on a client's lines, the same for SMTP, IMAP and POP3: a line that has
 /// begun must arrive whole within one line timeout, however slowly its bytes trickle in;
 /// between lines the idle timeout applies.
@@ -71,12 +85,7 @@ impl Conn {
     /// and must not fail for that while they keep moving, but a peer that stops reading is given
     /// up on after one `limit` instead of holding the session forever.
     pub async fn send_all(&mut self, bytes: &[u8], limit: Duration) -> io::Result<()> {
-        use tokio::io::AsyncWriteExt;
-        for piece in bytes.chunks(WRITE_PIECE) {
-            tokio::time::timeout(limit, self.write_all(piece)).await??;
-        }
-        // TLS buffers records: without a flush the last of it may never leave.
-        tokio::time::timeout(limit, self.flush()).await?
+        send_all(self, bytes, limit).await
     }
 
     /// True once TLS protects the connection.

@@ -204,12 +204,11 @@ async fn perform(ctx: &Arc<Pop3Context>, client: &mut Conn, work: Work) -> Answe
 /// form.
 fn show(ctx: &Pop3Context, login: Option<&str>, m: Stored) -> Arc<Presentation> {
     let p = {
-        let store = ctx.store.read().unwrap_or_else(|e| e.into_inner());
         let keys = present::keys_for(&ctx.keys, login);
-        Arc::new(present::present_owned(
+        Arc::new(present::present_shared(
             m.bytes,
             &keys,
-            &store,
+            &ctx.store,
             SystemTime::now(),
         ))
     };

@@ -140,6 +140,32 @@ pub fn present_owned(
     store: &CertStore,
     at: SystemTime,
 ) -> Presentation {
+    present_with(stored, keys, || store, at)
+}
+
+/// Like [`present_owned`], with the store behind the daemon's lock, which is held only while
+/// the signatures are judged: decrypting and verifying run without it (held through them, one
+/// session learning a certificate would stop every other session's opening until then).
+pub fn present_shared(
+    stored: Vec<u8>,
+    keys: &[&Identity],
+    store: &RwLock<CertStore>,
+    at: SystemTime,
+) -> Presentation {
+    present_with(
+        stored,
+        keys,
+        || store.read().unwrap_or_else(|e| e.into_inner()),
+        at,
+    )
+}
+
+fn present_with<S: std::ops::Deref<Target = CertStore>>(
+    stored: Vec<u8>,
+    keys: &[&Identity],
+    store: impl FnOnce() -> S,
+    at: SystemTime,
+) -> Presentation {
     let mut parts: Vec<String> = Vec::new();
     let mut harvest = Vec::new();
     let mut capabilities = Vec::new();
@@ -163,6 +189,8 @@ pub fn present_owned(
             let shown = mime::originators(mime::split(&opened.message).header);
             let mut decrypted = None;
             let mut signature: Option<Verdict> = None;
+            let store = store();
+            let store: &CertStore = &store;
             for layer in &opened.layers {
                 match layer {
                     Layer::Encrypted(cipher) => decrypted = Some(*cipher),
@@ -236,18 +264,21 @@ pub fn present_owned(
         inner
     };
     let status = parts.join("; ");
-    // One copy of the opened message: the status header first, every incoming copy of it left
-    // out, then the rest as it is.
-    let inner = mime::to_crlf(&inner);
-    let header = mime::split(&inner).header;
-    let mut message = Vec::with_capacity(inner.len() + status.len() + 16);
-    message.extend_from_slice(format!("{STATUS_FIELD}: {status}\r\n").as_bytes());
-    for f in mime::fields(header) {
+    // The opened message in its own buffer: the status header first, every incoming copy of
+    // it left out, then the rest as it is. Only the header block is rewritten; a large body is
+    // moved by those few bytes, not copied into a second buffer.
+    let mut message = match mime::to_crlf(&inner) {
+        std::borrow::Cow::Borrowed(_) => inner,
+        std::borrow::Cow::Owned(crlf) => crlf,
+    };
+    let header_len = mime::split(&message).header.len();
+    let mut head = format!("{STATUS_FIELD}: {status}\r\n").into_bytes();
+    for f in mime::fields(&message[..header_len]) {
         if !f.name.eq_ignore_ascii_case(STATUS_FIELD) {
-            message.extend_from_slice(f.raw);
+            head.extend_from_slice(f.raw);
         }
     }
-    message.extend_from_slice(&inner[header.len()..]);
+    message.splice(..header_len, head);
     Presentation {
         message,
         status,
@@ -293,6 +324,19 @@ pub fn keys_for<'a>(keys: &'a [BoundKey], login: Option<&str>) -> Vec<&'a Identi
 pub fn learn(store: &RwLock<CertStore>, harvest_dir: Option<&std::path::Path>, p: &Presentation) {
     if p.harvest.is_empty() && p.capabilities.is_empty() {
         return;
+    }
+    {
+        // Mostly nothing is new (the same correspondents write again): then no write lock is
+        // taken, which would stop every other opening of mail while it waits for them.
+        let known = store.read().unwrap_or_else(|e| e.into_inner());
+        if p.capabilities
+            .iter()
+            .all(|(a, caps)| known.has_capabilities(a, caps))
+            && p.preferred.iter().all(|(a, c)| known.has_preferred(a, c))
+            && p.harvest.iter().all(|(_, c)| known.knows(c))
+        {
+            return;
+        }
     }
     let mut store = store.write().unwrap_or_else(|e| e.into_inner());
     for (address, caps) in &p.capabilities {
