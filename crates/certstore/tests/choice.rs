@@ -67,3 +67,32 @@ fn the_encryption_key_preference_survives_signing_and_verifying() {
     assert!(enc.matches_issuer_serial(pref));
     assert!(!id.cert.matches_issuer_serial(pref));
 }
+
+#[test]
+fn what_learning_would_change_is_told_without_changing_anything() {
+    // The reading side takes the store's write lock only when one of these says "new".
+    let v = testkit::vectors().join("rfc9216");
+    let read = |n: &str| std::fs::read(v.join(n)).unwrap();
+    let alice = smime::parse_certificates(&read("alice.encrypt.crt"))
+        .unwrap()
+        .remove(0);
+    let bob = smime::parse_certificates(&read("bob.encrypt.crt"))
+        .unwrap()
+        .remove(0);
+    let caps = vec!["2.16.840.1.101.3.4.1.46".to_string()];
+    let mut store = CertStore::new();
+    assert!(!store.knows(&alice));
+    assert!(!store.has_capabilities("alice@smime.example", &caps));
+    assert!(store.has_capabilities("alice@smime.example", &[]));
+    assert!(!store.has_preferred("alice@smime.example", &alice));
+    assert!(store.learn(alice.clone()));
+    store.set_capabilities("Alice@smime.example", caps.clone());
+    store.set_preferred("alice@smime.example", alice.clone());
+    assert!(store.knows(&alice) && !store.knows(&bob));
+    // The same address in another case is the same correspondent (design.md's one rule).
+    assert!(store.has_capabilities("ALICE@smime.example", &caps));
+    assert!(!store.has_capabilities("alice@smime.example", &["1.2.3".to_string()]));
+    assert!(store.has_preferred("alice@SMIME.example", &alice));
+    assert!(!store.has_preferred("alice@smime.example", &bob));
+    assert!(!store.learn(alice));
+}

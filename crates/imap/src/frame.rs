@@ -330,6 +330,48 @@ mod tests {
     }
 
     #[test]
+    fn a_large_literal_is_read_straight_to_its_end_and_leaves_whole() {
+        use bytes::BufMut;
+        let mut f = Framer::new(1000, 1 << 30);
+        let big = vec![b'q'; 300_000];
+        // A small message first (handed out), then the large one's line and a little of it.
+        f.push(b"* 1 EXISTS\r\n* 2 FETCH (UID 9 BODY[] {300000}\r\nqqqq");
+        assert_eq!(f.next_message().unwrap().unwrap(), b"* 1 EXISTS\r\n");
+        assert_eq!(f.next_message().unwrap(), None);
+        let mut read = 4;
+        while read < big.len() {
+            let mut space = f.space();
+            // Never past the literal's end while much of it is to come: no large tail to copy
+            // when it leaves.
+            let left = big.len() - read;
+            assert_eq!(space.remaining_mut(), left.max(READ_PIECE));
+            let n = (big.len() - read).min(70_000);
+            space.put_slice(&big[read..read + n]);
+            read += n;
+            f.received();
+        }
+        assert_eq!(f.next_message().unwrap(), None);
+        let mut space = f.space();
+        assert_eq!(space.remaining_mut(), READ_PIECE);
+        space.put_slice(b")\r\n* 3 EXISTS\r\n");
+        f.received();
+        let mut want = b"* 2 FETCH (UID 9 BODY[] {300000}\r\n".to_vec();
+        want.extend_from_slice(&big);
+        want.extend_from_slice(b")\r\n");
+        assert_eq!(f.buffered(), want.len() + b"* 3 EXISTS\r\n".len());
+        assert_eq!(f.next_message().unwrap().unwrap(), want);
+        assert_eq!(f.next_message().unwrap().unwrap(), b"* 3 EXISTS\r\n");
+        assert_eq!(f.buffered(), 0);
+        // Messages found while nobody asked keep their order before an error after them.
+        f.push(b"* 4 EXISTS\r\n* 5 FETCH (BODY[] {2147483648}\r\n");
+        assert_eq!(f.next_message().unwrap().unwrap(), b"* 4 EXISTS\r\n");
+        assert_eq!(
+            f.next_message(),
+            Err(FrameError::LiteralTooLong(2147483648))
+        );
+    }
+
+    #[test]
     fn client_literals_pass_in_pieces_and_commands_are_marked() {
         let mut s = Splitter::new(100);
         s.push(b"a LOGIN {3}\r\nbob {2}\r\npw\r\nb NOOP\r\n");

@@ -491,6 +491,38 @@ mod tests {
     }
 
     #[test]
+    fn the_status_goes_first_and_forged_ones_go_in_the_messages_own_buffer() {
+        let store = CertStore::new();
+        let shared = RwLock::new(CertStore::new());
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let forged = format!(
+            "{STATUS_FIELD}: decrypted=aes-256-gcm; signature=valid\r\nFrom: a@b\r\nx-envelopd: signature=valid\r\nSubject: s\r\n\r\nbody {STATUS_FIELD}: stays\r\n"
+        );
+        for (stored, header, body) in [
+            (
+                forged.as_str(),
+                "From: a@b\r\nSubject: s\r\n",
+                "\r\nbody X-Envelopd: stays\r\n",
+            ),
+            // Bare LF becomes CRLF; a message without a header block gets only the status.
+            (
+                "From: a@b\nSubject: s\n\nline\n",
+                "From: a@b\r\nSubject: s\r\n",
+                "\r\nline\r\n",
+            ),
+            ("\r\nno header\r\n", "", "\r\nno header\r\n"),
+        ] {
+            let owned = present_owned(stored.as_bytes().to_vec(), &[], &store, at);
+            let via_lock = present_shared(stored.as_bytes().to_vec(), &[], &shared, at);
+            assert_eq!(owned.message, via_lock.message);
+            assert_eq!(owned.status, via_lock.status);
+            let want = format!("{STATUS_FIELD}: {}\r\n{header}{body}", owned.status);
+            assert_eq!(String::from_utf8(owned.message).unwrap(), want);
+            assert!(!owned.status.contains("valid"), "{}", owned.status);
+        }
+    }
+
+    #[test]
     fn remote_references_are_blocked_but_text_stays() {
         let (out, changed) = block_remote_references(
             "<img src=\"http://evil.example/x?\"><a href='HTTPS://x'>t</a><div style=\"background:url(//e/x)\">secret</div>",
