@@ -737,6 +737,12 @@ pub fn hollow_body(message: &[u8], min: usize) -> Option<(Vec<u8>, std::ops::Ran
             skeleton.extend_from_slice(&message[..end - announced.len()]);
             skeleton.extend_from_slice(b" BODY[] {0}\r\n");
             skeleton.extend_from_slice(&message[literal_end..]);
+            // Only when this is the response's one BODY[] item (the name cannot hide outside
+            // a literal): with another, imap-codec's reading of the whole response could name
+            // that one the stored message.
+            if memchr::memmem::find_iter(&skeleton.to_ascii_uppercase(), b"BODY[]").count() != 1 {
+                return None;
+            }
             return Some((skeleton, end..literal_end));
         }
         pos = literal_end;
@@ -953,6 +959,13 @@ mod tests {
             .replacen("BODY[]", "BODY[]<0>", 1);
         assert!(hollow_body(partial.as_bytes(), 64 * 1024).is_none());
         assert!(hollow_body(b"* 2 FETCH (UID 5)\r\n", 1).is_none());
+        // Two BODY[] items: left to the full parse.
+        let mut two = b"* 2 FETCH (UID 5 BODY[] \"\" BODY[] {70000}\r\n".to_vec();
+        two.extend_from_slice(&body);
+        two.extend_from_slice(b")\r\n");
+        assert!(hollow_body(&two, 64 * 1024).is_none());
+        let lower = String::from_utf8_lossy(&two).replacen("BODY[] \"\"", "body[] NIL", 1);
+        assert!(hollow_body(lower.as_bytes(), 64 * 1024).is_none());
     }
 
     #[test]

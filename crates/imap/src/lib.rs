@@ -36,6 +36,16 @@ pub mod fuzz_targets {
         .expect("a content FETCH");
         while let Ok(Some(m)) = framer.next_message() {
             let _ = crate::fetch::quick_uid(&m);
+            // The stored message cut out before parsing is the one the full parse finds.
+            if let Some((skeleton, range)) = crate::fetch::hollow_body(&m, 1) {
+                let hollow = crate::fetch::parse_response(&skeleton);
+                if hollow.as_ref().and_then(|r| r.whole_body()) == Some(&[][..]) {
+                    if let Some(whole) = crate::fetch::parse_response(&m) {
+                        assert_eq!(whole.whole_body(), Some(&m[range]));
+                        assert_eq!(whole.uid(), hollow.and_then(|r| r.uid()));
+                    }
+                }
+            }
             if let Some(r) = crate::fetch::parse_response(&m) {
                 let _ = r.marker();
                 let _ = r.whole_body();
