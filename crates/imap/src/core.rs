@@ -307,7 +307,6 @@ impl Core {
 
     /// Bytes from the server were read into [`Core::server_space`].
     pub fn server_read(&mut self) {
-        self.framer.received();
         self.pump();
     }
 
@@ -967,22 +966,27 @@ impl Core {
         // byte, and it only has to be passed on to be opened.
         let hollow = (m.len() >= MOVE_BODY)
             .then(|| fetch::hollow_body(&m, MOVE_BODY))
-            .flatten()
-            .filter(|(skeleton, _)| {
-                fetch::parse_response(skeleton)
-                    .is_some_and(|r| r.whole_body().is_some_and(<[u8]>::is_empty))
-            });
-        let Some(r) = fetch::parse_response(hollow.as_ref().map_or(&m[..], |(s, _)| &s[..])) else {
-            return m;
-        };
-        // Where the stored message lies in `m`.
-        let body = match &hollow {
-            Some((_, range)) => Some(range.clone()),
-            None => r.whole_body().map(|b| {
-                // imap-codec borrows it from `m`.
-                let start = b.as_ptr() as usize - m.as_ptr() as usize;
-                start..start + b.len()
-            }),
+            .flatten();
+        let cut = hollow.as_ref().and_then(|(skeleton, range)| {
+            let r = fetch::parse_response(skeleton)?;
+            r.whole_body()
+                .is_some_and(<[u8]>::is_empty)
+                .then(|| (r, range.clone()))
+        });
+        // The parsed response, and where the stored message lies in `m`.
+        let (r, body) = match cut {
+            Some((r, range)) => (r, Some(range)),
+            None => {
+                let Some(r) = fetch::parse_response(&m) else {
+                    return m;
+                };
+                let body = r.whole_body().map(|b| {
+                    // imap-codec borrows it from `m`.
+                    let start = b.as_ptr() as usize - m.as_ptr() as usize;
+                    start..start + b.len()
+                });
+                (r, body)
+            }
         };
         // A message new since the mailbox was classified (no marker was asked for): the stored
         // message in the response says what it is, so it is not held to the end of the FETCH.
@@ -1003,14 +1007,6 @@ impl Core {
             return m;
         };
         self.early_bytes += body.len();
-        if let Some((skeleton, _)) = hollow {
-            // The response waits as its skeleton; the stored message leaves in its own buffer.
-            let mut m = m;
-            m.truncate(body.end);
-            m.drain(..body.start);
-            self.early.push((uid, m));
-            return skeleton;
-        }
         match fetch::take_literal(m, body.start, body.end, MOVE_BODY) {
             Ok((held, body)) => {
                 self.early.push((uid, body));

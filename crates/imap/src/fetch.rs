@@ -850,16 +850,19 @@ mod tests {
 
     #[test]
     fn large_literals_go_out_from_the_shown_message_itself() {
+        let answer = |server: &[u8], plan: &FetchPlan, shown: &[u8]| {
+            rewrite_parts(
+                parse_response(server).unwrap(),
+                plan,
+                Some(shown),
+                &SectionMemo::default(),
+            )
+        };
         let mut shown = b"Subject: big\r\n\r\n".to_vec();
         shown.extend((0..100_000).map(|i| b'a' + (i % 26) as u8));
         let server = b"* 4 FETCH (UID 7 BODY[] {0}\r\n FLAGS (\\Seen) BODY[HEADER.FIELDS (CONTENT-TYPE X-ENVELOPD)] {2}\r\n\r\n)\r\n";
         let (_, plan) = plan(b"a UID FETCH 1:* (BODY.PEEK[] FLAGS)\r\n").unwrap();
-        let parts = rewrite_parts(
-            parse_response(server).unwrap(),
-            &plan,
-            Some(&shown),
-            &SectionMemo::default(),
-        );
+        let parts = answer(server, &plan, &shown);
         let head = format!("* 4 FETCH (UID 7 BODY[] {{{}}}\r\n", shown.len());
         assert_eq!(
             parts,
@@ -881,12 +884,7 @@ mod tests {
         // A partial range is a range of the shown message; small answers stay one piece.
         let (_, plan) = super::plan(b"a UID FETCH 1 (BODY.PEEK[]<10.70000>)\r\n").unwrap();
         let server = b"* 4 FETCH (UID 7 BODY[]<10> {0}\r\n)\r\n";
-        let parts = rewrite_parts(
-            parse_response(server).unwrap(),
-            &plan,
-            Some(&shown),
-            &SectionMemo::default(),
-        );
+        let parts = answer(server, &plan, &shown);
         assert_eq!(parts[1], Part::Shown(10..70_010));
         assert_eq!(
             join(&parts, Some(&shown))[..],
@@ -899,24 +897,14 @@ mod tests {
         );
         let (_, plan) = super::plan(b"a UID FETCH 1 (BODY.PEEK[]<0.100>)\r\n").unwrap();
         let server = b"* 4 FETCH (UID 7 BODY[]<0> {0}\r\n)\r\n";
-        let parts = rewrite_parts(
-            parse_response(server).unwrap(),
-            &plan,
-            Some(&shown),
-            &SectionMemo::default(),
-        );
+        let parts = answer(server, &plan, &shown);
         assert!(matches!(parts.as_slice(), [Part::Bytes(_)]));
 
         // A NUL cannot travel in a literal: such a message is copied with the NUL as a space.
         shown[50_000] = 0;
         let (_, plan) = super::plan(b"a UID FETCH 1 (BODY.PEEK[])\r\n").unwrap();
         let server = b"* 4 FETCH (UID 7 BODY[] {0}\r\n)\r\n";
-        let parts = rewrite_parts(
-            parse_response(server).unwrap(),
-            &plan,
-            Some(&shown),
-            &SectionMemo::default(),
-        );
+        let parts = answer(server, &plan, &shown);
         let [Part::Bytes(one)] = parts.as_slice() else {
             panic!("one piece expected: {parts:?}");
         };

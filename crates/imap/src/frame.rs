@@ -42,9 +42,9 @@ pub fn literal_at_end(line: &[u8]) -> Option<u64> {
 /// From this size on, a message is handed out in the framer's own buffer instead of a copy.
 const HAND_OVER: usize = 64 * 1024;
 
-/// Collects whole server messages. Bytes are looked at as they arrive (also while the session
-/// is busy and only reads ahead), so a large message leaves in its own buffer as soon as it is
-/// complete and what follows it is never copied along.
+/// Collects whole server messages. The server is read straight into its buffer, a large
+/// literal exactly to its end, so a large message leaves in that buffer and what follows it is
+/// not copied along.
 #[derive(Debug)]
 pub struct Framer {
     buf: Vec<u8>,
@@ -56,11 +56,6 @@ pub struct Framer {
     literal_left: u64,
     max_line: usize,
     max_literal: u64,
-    /// Complete messages not asked for yet, and their bytes.
-    ready: std::collections::VecDeque<Vec<u8>>,
-    ready_bytes: usize,
-    /// What was wrong with the stream after the ready messages.
-    failed: Option<FrameError>,
 }
 
 /// How much is read from the server at a time outside a large literal.
@@ -76,9 +71,6 @@ impl Framer {
             literal_left: 0,
             max_line,
             max_literal,
-            ready: Default::default(),
-            ready_bytes: 0,
-            failed: None,
         }
     }
 
@@ -86,12 +78,11 @@ impl Framer {
     pub fn push(&mut self, data: &[u8]) {
         self.compact();
         self.buf.extend_from_slice(data);
-        self.scan();
     }
 
     /// Where the next bytes from the server are read to, straight into the buffer (no copy
     /// from a read buffer): room for the rest of a large literal being received, or a piece.
-    /// Call [`Framer::received`] after reading.
+    /// What was read is looked at by [`Framer::next_message`].
     pub fn space(&mut self) -> bytes::buf::Limit<&mut Vec<u8>> {
         use bytes::BufMut;
         self.compact();
@@ -108,11 +99,6 @@ impl Framer {
         (&mut self.buf).limit(want)
     }
 
-    /// Looks at the bytes read into [`Framer::space`].
-    pub fn received(&mut self) {
-        self.scan();
-    }
-
     /// Drops handed-out messages from the front of the buffer, now and then.
     fn compact(&mut self) {
         if self.head > 0 && self.head >= self.buf.len() / 2 {
@@ -124,37 +110,11 @@ impl Framer {
 
     /// How many bytes are buffered beyond the messages already returned.
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.head + self.ready_bytes
+        self.buf.len() - self.head
     }
 
-    /// The next complete message, if one is buffered.
+    /// The next complete message, if one is buffered (taken out of the buffer).
     pub fn next_message(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
-        if let Some(m) = self.ready.pop_front() {
-            self.ready_bytes -= m.len();
-            return Ok(Some(m));
-        }
-        match &self.failed {
-            Some(e) => Err(e.clone()),
-            None => Ok(None),
-        }
-    }
-
-    /// Moves every complete message to `ready`.
-    fn scan(&mut self) {
-        while self.failed.is_none() {
-            match self.complete() {
-                Ok(Some(m)) => {
-                    self.ready_bytes += m.len();
-                    self.ready.push_back(m);
-                }
-                Ok(None) => break,
-                Err(e) => self.failed = Some(e),
-            }
-        }
-    }
-
-    /// The next complete message in the buffer, taken out of it.
-    fn complete(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
         loop {
             if self.literal_left > 0 {
                 let available = (self.buf.len() - self.pos) as u64;
@@ -348,13 +308,11 @@ mod tests {
             let n = (big.len() - read).min(70_000);
             space.put_slice(&big[read..read + n]);
             read += n;
-            f.received();
+            assert_eq!(f.next_message().unwrap(), None);
         }
-        assert_eq!(f.next_message().unwrap(), None);
         let mut space = f.space();
         assert_eq!(space.remaining_mut(), READ_PIECE);
         space.put_slice(b")\r\n* 3 EXISTS\r\n");
-        f.received();
         let mut want = b"* 2 FETCH (UID 9 BODY[] {300000}\r\n".to_vec();
         want.extend_from_slice(&big);
         want.extend_from_slice(b")\r\n");
@@ -362,7 +320,7 @@ mod tests {
         assert_eq!(f.next_message().unwrap().unwrap(), want);
         assert_eq!(f.next_message().unwrap().unwrap(), b"* 3 EXISTS\r\n");
         assert_eq!(f.buffered(), 0);
-        // Messages found while nobody asked keep their order before an error after them.
+        // Messages before an error come out first, in order.
         f.push(b"* 4 EXISTS\r\n* 5 FETCH (BODY[] {2147483648}\r\n");
         assert_eq!(f.next_message().unwrap().unwrap(), b"* 4 EXISTS\r\n");
         assert_eq!(

@@ -53,12 +53,13 @@ pub fn present(
     ::present::present(stored, keys, store, at).into()
 }
 
-/// Like [`present`], taking the stored message ([`::present::present_owned`]).
-pub fn present_owned(
+/// Like [`present`], taking the stored message, with the daemon's locked certificate store
+/// ([`::present::present_shared`]).
+pub fn present_shared(
     stored: Vec<u8>,
     keys: &[&Identity],
-    store: &CertStore,
+    store: &std::sync::RwLock<CertStore>,
     at: SystemTime,
 ) -> Presentation {
-    ::present::present_owned(stored, keys, store, at).into()
+    ::present::present_shared(stored, keys, store, at).into()
 }

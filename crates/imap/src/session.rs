@@ -447,12 +447,12 @@ impl Env for ImapContext {
 fn show(ctx: &ImapContext, login: Option<&str>, m: Stored) -> Arc<Presentation> {
     let p = {
         let keys = ::present::keys_for(&ctx.keys, login);
-        Arc::new(Presentation::from(::present::present_shared(
+        Arc::new(crate::present::present_shared(
             m.bytes,
             &keys,
             &ctx.store,
             SystemTime::now(),
-        )))
+        ))
     };
     ::present::learn(&ctx.store, ctx.harvest_dir.as_deref(), &p);
     tracing::info!(uid = m.uid, status = %p.status, "showing a protected message");
