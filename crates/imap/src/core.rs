@@ -46,8 +46,12 @@ pub struct Config {
     pub workers: usize,
 }
 
-/// The most bytes of stored messages queued to be opened together.
-const EARLY_BYTES: usize = 8 << 20;
+/// How far the session reads the server ahead of the client while stored messages are being
+/// opened: the bytes of held responses, of stored messages opening and of shown forms waiting
+/// for their turn. Within it, the next messages open on the other cores while a large one
+/// opens on one; beyond it, the session waits for an opening to finish (one message larger
+/// than this is still read whole).
+const AHEAD_BYTES: usize = 16 << 20;
 
 /// From this size on, a stored message waiting to be opened is moved out of its FETCH response
 /// instead of copied (smaller ones stay as they are: their responses may be remembered).
@@ -128,6 +132,15 @@ pub enum Step {
     ToServer(Vec<u8>),
     /// Do this and report with [`Core::answer`] before asking for the next step.
     Do(Work),
+    /// Open this stored message of the pending FETCH beside the session (on the CPU pool)
+    /// while reading and writing go on; report with [`Core::opened`] when it is done, in any
+    /// order. Opened with the login's keys only, like [`Work::Present`].
+    Open {
+        /// The session's login (`None`: no keys).
+        login: Option<String>,
+        /// The message as stored on the server.
+        message: Stored,
+    },
     /// End the session.
     Close,
     /// Nothing to do until more input arrives (see [`Core::reading_client`]).
@@ -172,11 +185,14 @@ pub struct Core {
     /// Responses of the pending FETCH not yet answered, in order (everything before them has
     /// been sent to the client).
     held: VecDeque<Vec<u8>>,
-    /// Stored messages from the pending FETCH's own responses (`BODY[]`) to open together, and
-    /// their size: a folder's sync is opened as it arrives, in batches, instead of after the
-    /// whole FETCH and fetched a second time.
-    early: Vec<(u32, Vec<u8>)>,
-    early_bytes: usize,
+    /// Stored messages from the pending FETCH's own responses (`BODY[]`) being opened beside
+    /// the session, and their size: a folder's sync is opened as it arrives instead of after
+    /// the whole FETCH and fetched a second time.
+    opening: HashMap<u32, usize>,
+    /// The bytes of `held`, `opening` and `shown_here` (see [`AHEAD_BYTES`]).
+    ahead: usize,
+    /// The pending FETCH's tagged reply, waiting for the openings still running.
+    tagged: Option<Vec<u8>>,
     /// Shown forms opened during the pending FETCH.
     shown_here: Shown,
     /// An operation of envelopd's own with the server (completing a FETCH, a SEARCH, an
@@ -232,8 +248,9 @@ impl Core {
             pending: None,
             pending_box: None,
             held: VecDeque::new(),
-            early: Vec::new(),
-            early_bytes: 0,
+            opening: HashMap::new(),
+            ahead: 0,
+            tagged: None,
             shown_here: HashMap::new(),
             job: None,
             login: None,
@@ -276,10 +293,19 @@ impl Core {
         !self.closed && self.awaiting.is_none() && self.pending.is_none() && self.job.is_none()
     }
 
-    /// Whether the driver should read the server now (not while work is outstanding: reading
-    /// ahead while a batch is opened was measured no faster, and it costs memory).
+    /// Whether the driver should read the server now: not while work is outstanding, nor while
+    /// the FETCH's tagged reply waits for openings, nor further than [`AHEAD_BYTES`] ahead of
+    /// the client while messages are being opened.
     pub fn reading_server(&self) -> bool {
-        !self.closed && self.awaiting.is_none()
+        !self.closed
+            && self.awaiting.is_none()
+            && self.tagged.is_none()
+            && (self.opening.is_empty() || self.ahead < AHEAD_BYTES)
+    }
+
+    /// Whether stored messages are being opened beside the session ([`Step::Open`]).
+    pub fn opening(&self) -> bool {
+        !self.opening.is_empty()
     }
 
     /// Whether part of a command line has arrived (the whole line is then on the clock).
@@ -343,18 +369,33 @@ impl Core {
         self.steps.pop_front().unwrap_or(Step::Idle)
     }
 
+    /// The shown form of a stored message handed out with [`Step::Open`].
+    pub fn opened(&mut self, uid: u32, shown: Arc<Presentation>) {
+        let Some(size) = self.opening.remove(&uid) else {
+            tracing::error!("the IMAP session got a message it did not ask to open");
+            return self.close();
+        };
+        self.ahead = self.ahead.saturating_sub(size) + shown.message.len();
+        if let Some(old) = self.shown_here.insert(uid, shown) {
+            self.ahead = self.ahead.saturating_sub(old.message.len());
+        }
+        self.release();
+        if self.opening.is_empty() {
+            if let Some(tagged) = self.tagged.take() {
+                self.complete_fetch(tagged);
+            }
+        }
+        self.pump();
+    }
+
     /// Hands the outcome of the last [`Work`] to the core.
     pub fn answer(&mut self, answer: Answer) {
         match (self.awaiting.take(), answer) {
             (Some(Awaiting::Present(uids)), Answer::Presented(shown))
-                if shown.len() == uids.len() =>
+                if shown.len() == uids.len() && self.job.is_some() =>
             {
-                match self.job.as_mut() {
-                    Some(job) => job.shown.extend(uids.into_iter().zip(shown)),
-                    None => {
-                        self.shown_here.extend(uids.into_iter().zip(shown));
-                        self.release();
-                    }
+                if let Some(job) = self.job.as_mut() {
+                    job.shown.extend(uids.into_iter().zip(shown));
                 }
             }
             (Some(Awaiting::Encrypt), Answer::Encrypted(result)) => self.encrypted(result),
@@ -439,7 +480,7 @@ impl Core {
     /// client pieces (not while a FETCH is pending or an operation runs).
     fn pump(&mut self) {
         loop {
-            if self.closed || self.awaiting.is_some() {
+            if self.closed || self.awaiting.is_some() || self.tagged.is_some() {
                 return;
             }
             match self.framer.next_message() {
@@ -738,6 +779,7 @@ impl Core {
                 self.pending_box = None;
                 self.held.clear();
                 self.shown_here.clear();
+                self.ahead = 0;
                 self.in_flight += 1;
                 return self.tell_server(&rewritten);
             }
@@ -791,6 +833,12 @@ impl Core {
         };
         if let Some(plan) = &self.pending {
             if tag_of(&m) == plan.tag.as_bytes() {
+                // Everything opened beside the session comes back first (it belongs to the
+                // FETCH being completed); nothing more is read from the server meanwhile.
+                if !self.opening.is_empty() {
+                    self.tagged = Some(m);
+                    return;
+                }
                 return self.complete_fetch(m);
             }
         }
@@ -813,19 +861,13 @@ impl Core {
                 m
             };
             let m = self.open_early(m);
-            // What waits counts toward the batch's bytes too (a large plain message held behind
-            // one being opened): the batch is opened before more is read.
-            self.early_bytes += m.len();
+            // What waits counts toward the bytes read ahead too (a large plain message held
+            // behind one being opened).
+            self.ahead += m.len();
             self.held.push_back(m);
-            if self.early.is_empty() {
-                // Nothing queued to open: what waits may be answerable now (a plain message
-                // classified by its own bytes just now).
-                return self.release();
-            }
-            if self.early.len() >= 2 * self.cfg.workers || self.early_bytes >= EARLY_BYTES {
-                self.present_early();
-            }
-            return;
+            // What waits may be answerable now (a plain message classified by its own bytes
+            // just now).
+            return self.release();
         }
         let out = self.caps(&m);
         self.tell_client(&out);
@@ -946,9 +988,9 @@ impl Core {
         self.env.cache().lock().ok()?.get(&k)
     }
 
-    /// Queues the stored message a held FETCH response carries (`BODY[]`) to be opened now, if
-    /// it is one envelopd shows in its form and has not opened yet; returns the response to
-    /// hold. A large stored message moves out of the response (which keeps an empty literal in
+    /// Opens the stored message a held FETCH response carries (`BODY[]`) beside the session
+    /// now, if it is one envelopd shows in its form and has not opened yet; returns the
+    /// response to hold. A large stored message moves out of the response (which keeps an empty literal in
     /// its place, answered from the shown form): it is not held twice while it waits.
     fn open_early(&mut self, m: Vec<u8>) -> Vec<u8> {
         let Some(plan) = self.pending.as_ref() else {
@@ -1000,33 +1042,29 @@ impl Core {
             return m;
         };
         drop(r);
-        if self.cached(uid).is_some() || self.early.iter().any(|(u, _)| *u == uid) {
+        if self.cached(uid).is_some() || self.opening.contains_key(&uid) {
             return m;
         }
         let Some(body) = body else {
             return m;
         };
-        self.early_bytes += body.len();
-        match fetch::take_literal(m, body.start, body.end, MOVE_BODY) {
-            Ok((held, body)) => {
-                self.early.push((uid, body));
-                held
-            }
+        let (held, bytes) = match fetch::take_literal(m, body.start, body.end, MOVE_BODY) {
+            Ok((held, bytes)) => (held, bytes),
             Err(m) => {
-                self.early.push((uid, m[body].to_vec()));
-                m
+                let bytes = m[body].to_vec();
+                (m, bytes)
             }
-        }
-    }
-
-    /// Opens the queued messages (one batch, on every core); the answer releases what waited.
-    fn present_early(&mut self) {
-        if self.early.is_empty() {
-            return;
-        }
-        self.early_bytes = 0;
-        let batch = std::mem::take(&mut self.early);
-        self.present(batch);
+        };
+        self.ahead += bytes.len();
+        self.opening.insert(uid, bytes.len());
+        let message = Stored {
+            uid,
+            bytes,
+            key: self.cache_key(uid),
+        };
+        let login = self.login.clone();
+        self.steps.push_back(Step::Open { login, message });
+        held
     }
 
     /// Hands out the work of opening `batch`.
@@ -1047,6 +1085,7 @@ impl Core {
     /// Sends the client every held response, in order, up to the first that still waits.
     fn release(&mut self) {
         while let Some(front) = self.held.pop_front() {
+            let size = front.len();
             // Its shown form has served once answered (the cache keeps it if it has room): a
             // sync of a large folder must not keep every message it opened until the FETCH
             // ends.
@@ -1058,8 +1097,9 @@ impl Core {
             };
             match self.answer_now(front) {
                 Ok(out) => {
-                    if let Some(uid) = uid {
-                        self.shown_here.remove(&uid);
+                    self.ahead = self.ahead.saturating_sub(size);
+                    if let Some(p) = uid.and_then(|u| self.shown_here.remove(&u)) {
+                        self.ahead = self.ahead.saturating_sub(p.message.len());
                     }
                     self.tell_reply(out);
                 }

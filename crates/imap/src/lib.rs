@@ -129,6 +129,11 @@ pub mod fuzz_targets {
                         .collect();
                     core.answer(Answer::Presented(shown));
                 }
+                // Opened at once (the order openings finish in is the session tests' part).
+                Step::Open { message, .. } => {
+                    let shown = crate::present::present(&message.bytes, &[], &store, now);
+                    core.opened(message.uid, Arc::new(shown));
+                }
                 Step::Do(Work::Encrypt { message, .. }) => {
                     core.answer(Answer::Encrypted(Ok(message)));
                 }

@@ -178,6 +178,9 @@ async fn drive_split(
     // A command line must arrive whole within command_timeout, however slowly its bytes
     // trickle in (slowloris); an idle client gets the autologout time.
     let mut clock = net::conn::LineClock::default();
+    // Stored messages opening on the CPU pool beside the session: it goes on reading the
+    // server and writing the client meanwhile (dropped with the session).
+    let mut opening = tokio::task::JoinSet::new();
     loop {
         loop {
             match core.poll() {
@@ -196,6 +199,14 @@ async fn drive_split(
                 Step::Do(work) => {
                     let answer = perform(ctx, work).await;
                     core.answer(answer);
+                }
+                Step::Open { login, message } => {
+                    let ctx = ctx.clone();
+                    opening.spawn(async move {
+                        let uid = message.uid;
+                        let shown = net::cpu::run(move || show(&ctx, login.as_deref(), message));
+                        (uid, shown.await)
+                    });
                 }
                 Step::Close => return Ok(()),
                 Step::Idle => break,
@@ -227,6 +238,11 @@ async fn drive_split(
                     Err(_) => core.server_timed_out(),
                 }
             }
+            Some(done) = opening.join_next(), if !opening.is_empty() => match done {
+                Ok((uid, shown)) => core.opened(uid, shown),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => return Err(std::io::Error::other(e)),
+            },
             // Writing to the client failed (it stopped reading, or went away).
             r = writer.failed(), if core.reading_client() || core.reading_server() => {
                 return Err(r)

@@ -479,13 +479,10 @@ impl Core {
             tagged,
             classified: HashMap::new(),
         });
-        // What this FETCH already opened, and what it queued to open, count as shown.
+        // What this FETCH already opened counts as shown (nothing is opening any more: the
+        // tagged reply waited for it).
         job.shown = std::mem::take(&mut self.shown_here);
-        self.early_bytes = 0;
-        let early = std::mem::take(&mut self.early);
-        if !early.is_empty() {
-            job.ops.push_back(Op::Present(early));
-        }
+        self.ahead = 0;
         if !unknown.is_empty() {
             job.ops.push_back(Op::Quiesce);
             for batch in unknown.chunks(BATCH) {
