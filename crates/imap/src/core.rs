@@ -984,6 +984,11 @@ impl Core {
         if let Some(p) = self.shown_here.get(&uid) {
             return Some(p.clone());
         }
+        // A message being opened is answered with what its opening gives back (the cache may
+        // have it a moment earlier: its shown form would then stay here, unclaimed).
+        if self.opening.contains_key(&uid) {
+            return None;
+        }
         let k = self.cache_key(uid)?;
         self.env.cache().lock().ok()?.get(&k)
     }

@@ -6,6 +6,7 @@
 //! the [`Cache`], encrypting appends, TLS with the client.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -184,8 +185,8 @@ async fn drive_split(
     loop {
         loop {
             match core.poll() {
-                Step::ToClient(bytes) => side.send(Out::Bytes(bytes)).await?,
-                Step::ToClientShown(shown, range) => side.send(Out::Shown(shown, range)).await?,
+                Step::ToClient(bytes) => side.send(Out::Bytes(bytes))?,
+                Step::ToClientShown(shown, range) => side.send(Out::Shown(shown, range))?,
                 Step::ToServer(bytes) => up.send_all(&bytes, ctx.command_timeout).await?,
                 Step::Do(Work::StartTls) => {
                     // The handshake follows the client's last answer ("begin TLS") on the
@@ -213,9 +214,13 @@ async fn drive_split(
             }
         }
         let wait = clock.wait(ctx.command_timeout, ctx.client_timeout);
+        // Neither side is read while the client has more than WRITE_AHEAD waiting for it (what
+        // the session makes comes from what it reads), but openings still finish meanwhile.
+        let room = !side.full();
         let ClientSide { read, writer, .. } = side;
+        let taken = writer.taken.clone();
         tokio::select! {
-            r = timeout(wait, read.read(&mut cbuf)), if core.reading_client() => {
+            r = timeout(wait, read.read(&mut cbuf)), if room && core.reading_client() => {
                 match r {
                     Ok(Ok(0)) => core.client_closed(),
                     Ok(Ok(n)) => core.from_client(&cbuf[..n]),
@@ -230,7 +235,7 @@ async fn drive_split(
             r = timeout(
                 if core.reading_client() { Duration::MAX } else { SERVER_WAIT },
                 read_server(up, core),
-            ), if core.reading_server() => {
+            ), if room && core.reading_server() => {
                 match r {
                     Ok(Ok(0)) => core.server_closed(),
                     Ok(Ok(_)) => core.server_read(),
@@ -243,8 +248,10 @@ async fn drive_split(
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                 Err(e) => return Err(std::io::Error::other(e)),
             },
+            // The writer took up what waited: there is room again.
+            () = taken.notified(), if !room => {}
             // Writing to the client failed (it stopped reading, or went away).
-            r = writer.failed(), if core.reading_client() || core.reading_server() => {
+            r = writer.failed(), if !room || core.reading_client() || core.reading_server() => {
                 return Err(r)
             }
             else => return Ok(()),
@@ -274,25 +281,30 @@ impl Out {
     }
 }
 
-/// How many bytes of answers may wait for the client's writer (a larger answer takes all of
-/// it): the session reads and opens the next messages while the last ones are written, but
-/// never more than one large answer ahead of a slow client.
+/// How many bytes of answers may wait for the client's writer (besides the one it is writing)
+/// before the session stops reading: it reads and opens the next messages while the last ones
+/// are written, a large one included, but a slow client holds it back.
 const WRITE_AHEAD: usize = 4 << 20;
 
 /// The client's connection split in two: the session reads it, and a task of its own writes
 /// it, so that writing a large answer (the kernel's copying, and TCP's work for the client's
 /// side of the loopback) runs on another core while the session reads from the server and
-/// opens the next messages.
+/// opens the next messages. Queuing never waits: the session looks at [`ClientSide::full`]
+/// before reading more (so it never stalls with messages to dispatch while a large answer is
+/// written).
 struct ClientSide {
     read: tokio::io::ReadHalf<Conn>,
     writer: Writer,
     limit: Duration,
 }
 
-/// The task writing to the client, and the budget of bytes waiting for it.
+/// The task writing to the client, and the bytes waiting for it.
 struct Writer {
-    tx: tokio::sync::mpsc::UnboundedSender<(Out, tokio::sync::OwnedSemaphorePermit)>,
-    budget: Arc<tokio::sync::Semaphore>,
+    tx: tokio::sync::mpsc::UnboundedSender<Out>,
+    /// Bytes queued and not yet taken up by the task.
+    queued: Arc<AtomicUsize>,
+    /// Signalled whenever the task takes up the next piece.
+    taken: Arc<tokio::sync::Notify>,
     /// `None` once its outcome was taken.
     task: Option<tokio::task::JoinHandle<std::io::Result<tokio::io::WriteHalf<Conn>>>>,
 }
@@ -307,21 +319,19 @@ impl ClientSide {
         }
     }
 
-    /// Queues `out` for the client; waits while the budget is spent. An error when writing
-    /// has failed.
-    async fn send(&mut self, out: Out) -> std::io::Result<()> {
-        let n = out.bytes().len().clamp(1, WRITE_AHEAD) as u32;
-        let permit = self
-            .writer
-            .budget
-            .clone()
-            .acquire_many_owned(n)
-            .await
-            .expect("the budget is never closed");
-        if self.writer.tx.send((out, permit)).is_err() {
-            return Err(self.writer.failed().await);
+    /// Queues `out` for the client. An error when writing has already failed.
+    fn send(&mut self, out: Out) -> std::io::Result<()> {
+        let n = out.bytes().len();
+        self.writer.queued.fetch_add(n, Ordering::SeqCst);
+        if self.writer.tx.send(out).is_err() {
+            return Err(std::io::Error::other("writing to the mail program failed"));
         }
         Ok(())
+    }
+
+    /// Whether more than [`WRITE_AHEAD`] bytes wait for the writer.
+    fn full(&self) -> bool {
+        self.writer.queued.load(Ordering::SeqCst) > WRITE_AHEAD
     }
 
     /// Everything queued written, the connection whole again.
@@ -352,21 +362,27 @@ impl ClientSide {
 
 impl Writer {
     fn start(mut write: tokio::io::WriteHalf<Conn>, limit: Duration) -> Self {
-        let (tx, mut rx) =
-            tokio::sync::mpsc::unbounded_channel::<(Out, tokio::sync::OwnedSemaphorePermit)>();
-        let task = tokio::spawn(async move {
-            while let Some((out, permit)) = rx.recv().await {
-                // A mail program that stops reading in the middle of a large FETCH is dropped
-                // after one command timeout without progress, not held (with its server
-                // connection) forever; a slow one that keeps reading gets all of it.
-                net::conn::send_all(&mut write, out.bytes(), limit).await?;
-                drop(permit);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Out>();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let taken = Arc::new(tokio::sync::Notify::new());
+        let task = tokio::spawn({
+            let (queued, taken) = (queued.clone(), taken.clone());
+            async move {
+                while let Some(out) = rx.recv().await {
+                    queued.fetch_sub(out.bytes().len(), Ordering::SeqCst);
+                    taken.notify_one();
+                    // A mail program that stops reading in the middle of a large FETCH is
+                    // dropped after one command timeout without progress, not held (with its
+                    // server connection) forever; a slow one that keeps reading gets all of it.
+                    net::conn::send_all(&mut write, out.bytes(), limit).await?;
+                }
+                Ok(write)
             }
-            Ok(write)
         });
         Writer {
             tx,
-            budget: Arc::new(tokio::sync::Semaphore::new(WRITE_AHEAD)),
+            queued,
+            taken,
             task: Some(task),
         }
     }

@@ -92,8 +92,13 @@ struct Sim {
     max_held: usize,
     /// The most shown forms the core kept for a pending FETCH at once.
     max_shown: usize,
-    /// Stored messages handed out to open beside the session, not yet given back.
-    opens: Vec<Stored>,
+    /// Stored messages handed out to open beside the session, not yet opened.
+    opens: VecDeque<Stored>,
+    /// One opened (and cached) but not yet reported: reported after the next one is opened,
+    /// as when the cache has a shown form a moment before the session hears of it.
+    lagged: Option<(u32, Arc<Presentation>)>,
+    /// Openings so far (odd ones come from the back: they finish in any order).
+    finished: usize,
     /// The most bytes the core read ahead of the client at once.
     max_ahead: usize,
 }
@@ -134,7 +139,9 @@ impl Sim {
             tls_ok: true,
             max_held: 0,
             max_shown: 0,
-            opens: Vec::new(),
+            opens: VecDeque::new(),
+            lagged: None,
+            finished: 0,
             max_ahead: 0,
         }
     }
@@ -146,6 +153,16 @@ impl Sim {
             self.max_held = self.max_held.max(self.core.held.len());
             self.max_shown = self.max_shown.max(self.core.shown_here.len());
             self.max_ahead = self.max_ahead.max(self.core.ahead);
+            // A shown form is kept only while its response waits.
+            for uid in self.core.shown_here.keys() {
+                assert!(
+                    self.core
+                        .held
+                        .iter()
+                        .any(|m| fetch::quick_uid(m) == Some(*uid)),
+                    "the shown form of {uid} outlived its response"
+                );
+            }
             match self.core.poll() {
                 Step::ToClient(b) => out.extend_from_slice(&b),
                 Step::ToClientShown(p, range) => out.extend_from_slice(&p.message[range]),
@@ -155,7 +172,7 @@ impl Sim {
                         self.held.push_back(reply);
                     }
                 }
-                Step::Open { message, .. } => self.opens.push(message),
+                Step::Open { message, .. } => self.opens.push_back(message),
                 Step::Do(work) => {
                     let answer = match work {
                         Work::Present { messages, .. } => {
@@ -176,14 +193,25 @@ impl Sim {
                 Step::Idle => {
                     if self.hold || self.held.is_empty() || !self.core.reading_server() {
                         // The server has nothing to say, or the core reads no further: an
-                        // opening finishes, the latest first (they finish in any order).
-                        match self.opens.pop() {
-                            Some(m) => {
-                                let uid = m.uid;
-                                let shown = self.open(m);
+                        // opening finishes (the oldest or the latest: in any order), and the
+                        // one before it is reported.
+                        self.finished += 1;
+                        let next = if self.finished % 2 == 0 {
+                            self.opens.pop_front()
+                        } else {
+                            self.opens.pop_back()
+                        };
+                        let opened = next.map(|m| (m.uid, self.open(m)));
+                        let report = match opened {
+                            Some(o) => self.lagged.replace(o),
+                            None => self.lagged.take(),
+                        };
+                        match report {
+                            Some((uid, shown)) => {
                                 self.core.opened(uid, shown);
                                 continue;
                             }
+                            None if self.lagged.is_some() => continue,
                             None => break,
                         }
                     }
