@@ -852,7 +852,7 @@ impl Core {
                 self.pending_box = self.mailbox_key();
             }
             // Until something must wait for its shown form, answers stream on; after that,
-            // everything keeps its order, and what waits is opened in batches as it arrives.
+            // everything keeps its order, and what waits is opened as it arrives.
             let m = if self.held.is_empty() {
                 match self.answer_now(m) {
                     Ok(out) => return self.tell_reply(out),

@@ -526,8 +526,18 @@ pub fn base64_decode(body: &[u8]) -> Result<Vec<u8>, Error> {
     // the decoding).
     let mut out = Vec::with_capacity(body.len() / 4 * 3 + 3);
     let mut window = Vec::with_capacity(B64_WINDOW + 128);
-    let mut start = 0;
-    for i in memchr::memchr2_iter(b'\r', b'\n', body) {
+    // Lines of one length (what encoders write: 76 or 64 characters and CRLF) are taken by that
+    // length, looking only at where the line break must be (a search per 76-character line cost
+    // 6 % of opening a large message); from the first other line on, the breaks are searched
+    // for. A line break taken into the window by mistake is no base64 character: the decoding
+    // fails and the slow path decodes the text as it is.
+    let mut start = regular_lines(body, &mut window, &mut out);
+    if start == usize::MAX {
+        return base64_decode_slow(body);
+    }
+    let from = start;
+    for i in memchr::memchr2_iter(b'\r', b'\n', &body[from..]) {
+        let i = from + i;
         window.extend_from_slice(&body[start..i]);
         start = i + 1;
         if window.len() >= B64_WINDOW && decode_window(&mut window, &mut out).is_err() {
@@ -546,6 +556,33 @@ pub fn base64_decode(body: &[u8]) -> Result<Vec<u8>, Error> {
         return base64_decode_slow(body);
     }
     Ok(out)
+}
+
+/// Decodes the leading lines of `body` that have the first line's length and line break into
+/// `out` (through `window`); returns where they end, or `usize::MAX` when the decoding failed.
+fn regular_lines(body: &[u8], window: &mut Vec<u8>, out: &mut Vec<u8>) -> usize {
+    let Some(first) = memchr::memchr(b'\n', body) else {
+        return 0;
+    };
+    let eol: &[u8] = if first > 0 && body[first - 1] == b'\r' {
+        b"\r\n"
+    } else {
+        b"\n"
+    };
+    let width = first + 1 - eol.len();
+    if width == 0 {
+        return 0;
+    }
+    let stride = width + eol.len();
+    let mut start = 0;
+    while start + stride <= body.len() && &body[start + width..start + stride] == eol {
+        window.extend_from_slice(&body[start..start + width]);
+        start += stride;
+        if window.len() >= B64_WINDOW && decode_window(window, out).is_err() {
+            return usize::MAX;
+        }
+    }
+    start
 }
 
 /// How much base64 text is decoded at a time (fits the CPU's first-level caches with its
@@ -1029,6 +1066,11 @@ mod tests {
             let mut early_pad = lined.clone().into_bytes();
             early_pad[100_001] = b'=';
             assert!(base64_decode(&early_pad).is_err());
+            // One line broken in two in the middle of the text (valid: line breaks are
+            // ignored): the lines of one length hand over to the search there.
+            let at = lined.len() / 2 / (width + eol.len()) * (width + eol.len()) + width / 2;
+            let broken = format!("{}{eol}{}", &lined[..at], &lined[at..]);
+            assert_eq!(base64_decode(broken.as_bytes()).unwrap(), data);
             let mut framed = b"H: v\r\n\r\n".to_vec();
             let start = framed.len();
             framed.extend_from_slice(lined.as_bytes());
