@@ -682,6 +682,18 @@ fn an_answer_nobody_asked_for_ends_the_session() {
     assert!(!sim.core.secure());
 }
 
+/// A sync of `stored` (`UID FETCH 1:* (UID BODY.PEEK[])`) through the core, checked against
+/// what the server would send with envelopd's shown forms in place; the harness after it.
+fn synced(stored: Vec<Vec<u8>>) -> Sim {
+    let shown = shown_forms(&stored);
+    let mut sim = Sim::new(stored);
+    sim.login();
+    let command = "f UID FETCH 1:* (UID BODY.PEEK[])\r\n";
+    let got = sim.say(command);
+    assert_eq!(got, direct(shown, command));
+    sim
+}
+
 #[test]
 fn a_folder_sync_is_opened_as_it_arrives_in_order_and_never_fetched_twice() {
     let inner = |i: usize| {
@@ -698,12 +710,7 @@ fn a_folder_sync_is_opened_as_it_arrives_in_order_and_never_fetched_twice() {
     };
     stored.insert(3, sealed(&large(100)));
     stored.insert(9, large(101));
-    let shown = shown_forms(&stored);
-    let mut sim = Sim::new(stored);
-    sim.login();
-    let command = "f UID FETCH 1:* (UID BODY.PEEK[])\r\n";
-    let got = sim.say(command);
-    assert_eq!(got, direct(shown, command));
+    let sim = synced(stored);
     // Opened from the FETCH's own responses while they arrived (finishing in any order), and
     // no second fetch of the bodies.
     assert_eq!(sim.presented.len(), 13);
@@ -800,12 +807,7 @@ fn a_sync_reads_the_server_no_further_ahead_than_its_bound_while_messages_open()
     let total: usize = stored.iter().map(Vec::len).sum();
     assert!(total > AHEAD_BYTES + (4 << 20), "{total}");
     let largest = stored.iter().map(Vec::len).max().unwrap();
-    let shown = shown_forms(&stored);
-    let mut sim = Sim::new(stored);
-    sim.login();
-    let command = "f UID FETCH 1:* (UID BODY.PEEK[])\r\n";
-    let got = sim.say(command);
-    assert_eq!(got, direct(shown, command));
+    let sim = synced(stored);
     assert_eq!(sim.presented.len(), 24);
     // It did read ahead (more than one message opening at a time), but no further than the
     // bound and the piece and message that crossed it.
