@@ -152,7 +152,7 @@ impl Observe {
         let opened = Family::<OpenedLabels, Counter>::default();
         registry.register(
             "imap_smime_opened",
-            "S/MIME messages opened for reading, by result (decrypted, verified, failed)",
+            "S/MIME messages opened for reading (IMAP and POP3; the name is kept for dashboards), by result (decrypted, signed_only, failed)",
             opened.clone(),
         );
         let expiry = Family::<CertLabels, Gauge>::default();
