@@ -96,7 +96,6 @@ pub mod fuzz_targets {
             starttls: true,
             peer: std::net::IpAddr::from([127, 0, 0, 1]),
             max_literal: 1 << 16,
-            workers: 2,
         };
         let mut core = Core::new(
             cfg,

@@ -141,7 +141,6 @@ async fn run(
         starttls: ctx.client_tls.as_ref().is_some_and(|t| !t.implicit),
         peer: peer.ip(),
         max_literal: ctx.max_literal,
-        workers: net::cpu::width(),
     };
     let env: Arc<dyn Env> = ctx.clone();
     let mut core = Core::new(cfg, env, &greeting, framer);

@@ -109,7 +109,6 @@ fn config(peer: &str) -> Config {
         starttls: true,
         peer: peer.parse().unwrap(),
         max_literal: 1 << 20,
-        workers: 2,
     }
 }
 
