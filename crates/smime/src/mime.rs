@@ -531,18 +531,16 @@ pub fn base64_decode(body: &[u8]) -> Result<Vec<u8>, Error> {
     // 6 % of opening a large message); from the first other line on, the breaks are searched
     // for. A line break taken into the window by mistake is no base64 character: the decoding
     // fails and the slow path decodes the text as it is.
-    let mut start = regular_lines(body, &mut window, &mut out);
-    if start == usize::MAX {
+    let Some(mut start) = regular_lines(body, &mut window, &mut out) else {
         return base64_decode_slow(body);
-    }
+    };
     let from = start;
     for i in memchr::memchr2_iter(b'\r', b'\n', &body[from..]) {
         let i = from + i;
-        window.extend_from_slice(&body[start..i]);
-        start = i + 1;
-        if window.len() >= B64_WINDOW && decode_window(&mut window, &mut out).is_err() {
+        if take_line(&body[start..i], &mut window, &mut out).is_err() {
             return base64_decode_slow(body);
         }
+        start = i + 1;
     }
     window.extend_from_slice(&body[start..]);
     let engine = if window.len() % 4 == 0 {
@@ -559,10 +557,10 @@ pub fn base64_decode(body: &[u8]) -> Result<Vec<u8>, Error> {
 }
 
 /// Decodes the leading lines of `body` that have the first line's length and line break into
-/// `out` (through `window`); returns where they end, or `usize::MAX` when the decoding failed.
-fn regular_lines(body: &[u8], window: &mut Vec<u8>, out: &mut Vec<u8>) -> usize {
+/// `out` (through `window`); returns where they end, `None` when the decoding failed.
+fn regular_lines(body: &[u8], window: &mut Vec<u8>, out: &mut Vec<u8>) -> Option<usize> {
     let Some(first) = memchr::memchr(b'\n', body) else {
-        return 0;
+        return Some(0);
     };
     let eol: &[u8] = if first > 0 && body[first - 1] == b'\r' {
         b"\r\n"
@@ -571,18 +569,28 @@ fn regular_lines(body: &[u8], window: &mut Vec<u8>, out: &mut Vec<u8>) -> usize 
     };
     let width = first + 1 - eol.len();
     if width == 0 {
-        return 0;
+        return Some(0);
     }
     let stride = width + eol.len();
     let mut start = 0;
     while start + stride <= body.len() && &body[start + width..start + stride] == eol {
-        window.extend_from_slice(&body[start..start + width]);
+        take_line(&body[start..start + width], window, out).ok()?;
         start += stride;
-        if window.len() >= B64_WINDOW && decode_window(window, out).is_err() {
-            return usize::MAX;
-        }
     }
-    start
+    Some(start)
+}
+
+/// Adds one line's text to `window`, decoding onto `out` once a window's worth is there.
+fn take_line(
+    line: &[u8],
+    window: &mut Vec<u8>,
+    out: &mut Vec<u8>,
+) -> Result<(), base64_simd::Error> {
+    window.extend_from_slice(line);
+    if window.len() >= B64_WINDOW {
+        decode_window(window, out)?;
+    }
+    Ok(())
 }
 
 /// How much base64 text is decoded at a time (fits the CPU's first-level caches with its
