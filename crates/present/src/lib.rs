@@ -172,7 +172,9 @@ fn present_with<S: std::ops::Deref<Target = CertStore>>(
     let mut preferred = Vec::new();
     let mut protected_headers = false;
     let started = std::time::Instant::now();
-    let opened = smime::open(&stored, keys);
+    // Opened in the stored message's own buffer where it can be; a message that cannot be
+    // opened comes back unchanged and is shown as it is.
+    let opened = smime::message::open_owned(stored, keys);
     net::observe::get().opened(
         match &opened {
             Err(_) => "failed",
@@ -183,7 +185,6 @@ fn present_with<S: std::ops::Deref<Target = CertStore>>(
     );
     let (inner, signature) = match opened {
         Ok(opened) => {
-            drop(stored);
             protected_headers = opened.header_protection.is_some();
             // Judged against the originator fields the reader is finally shown.
             let shown = mime::originators(mime::split(&opened.message).header);
@@ -241,7 +242,7 @@ fn present_with<S: std::ops::Deref<Target = CertStore>>(
             }
             (opened.message, signature.unwrap_or_else(Verdict::unsigned))
         }
-        Err(e) => {
+        Err((e, stored)) => {
             parts.push("decrypted=failed".into());
             parts.push(format!("reason={}", verdict::quote(&e.to_string())));
             (stored, Verdict::unsigned())

@@ -344,6 +344,147 @@ pub fn decrypt_der<K: Borrow<Identity>>(der: Vec<u8>, keys: &[K]) -> Result<Open
     open_envelope(parsed, None, keys)
 }
 
+/// What [`decrypt_der_in_place`] did with the buffer it was given.
+#[derive(Debug)]
+pub enum InPlace<T> {
+    /// Opened; `T` says how to put the buffer back.
+    Done(T),
+    /// Not opened, for this reason; the buffer as it was.
+    Failed(Error, Vec<u8>),
+    /// Not an envelope this path takes (BER, the ciphertext in pieces): the buffer as it was,
+    /// for [`decrypt_der`].
+    NotHere(Vec<u8>),
+}
+
+/// How to turn content decrypted by [`decrypt_der_in_place`] back into the envelope's DER.
+pub struct EnvelopeUndo {
+    /// The DER in front of the ciphertext and after it.
+    before: Vec<u8>,
+    after: Vec<u8>,
+    /// AES-CBC: re-encrypting the content with its padding gives the ciphertext back.
+    cbc: Option<CbcKey>,
+    /// Any other cipher: the ciphertext, decrypted from a copy.
+    ciphertext: Vec<u8>,
+}
+
+/// An AES-CBC content cipher, its key and IV, and the ciphertext's length.
+type CbcKey = (ContentCipher, Zeroizing<Vec<u8>>, [u8; 16], usize);
+
+impl std::fmt::Debug for EnvelopeUndo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The content key stays out of every rendering.
+        f.debug_struct("EnvelopeUndo").finish_non_exhaustive()
+    }
+}
+
+impl EnvelopeUndo {
+    /// The envelope's DER as it was, from the content decrypted out of it (unchanged).
+    pub fn restore(self, mut content: Vec<u8>) -> Vec<u8> {
+        let body = match self.cbc {
+            Some((cipher, cek, iv, padded)) => {
+                // PKCS#7 padding is fixed by the length: n bytes of value n.
+                let pad = padded.saturating_sub(content.len());
+                content.resize(padded, pad as u8);
+                let key = UnboundCipherKey::new(cipher_alg(cipher), &cek)
+                    .and_then(aws_lc_rs::cipher::EncryptingKey::cbc)
+                    .expect("the key decrypted this content");
+                key.less_safe_encrypt(&mut content, EncryptionContext::Iv128(iv.into()))
+                    .expect("whole blocks");
+                content
+            }
+            None => self.ciphertext,
+        };
+        let mut der = self.before;
+        der.reserve_exact(body.len() + self.after.len());
+        der.extend_from_slice(&body);
+        der.extend_from_slice(&self.after);
+        der
+    }
+}
+
+/// Like [`decrypt_der`], giving the buffer back unchanged when it cannot open it: AES-CBC is
+/// decrypted where it lies and, should its padding be wrong, encrypted again (the reader is
+/// then shown the stored message, which must not have changed); other ciphers are decrypted
+/// from a copy of the ciphertext. With what it takes to put the envelope back if a later layer
+/// of the message fails.
+pub fn decrypt_der_in_place<K: Borrow<Identity>>(
+    mut der: Vec<u8>,
+    keys: &[K],
+) -> InPlace<(Opened, EnvelopeUndo)> {
+    let (parsed, range) = match hollow(&der) {
+        Ok(Some(found)) => found,
+        Ok(None) => return InPlace::NotHere(der),
+        Err(e) => return InPlace::Failed(e, der),
+    };
+    let keyed = match content_key(parsed, keys) {
+        Ok(k) => k,
+        Err(e) => return InPlace::Failed(e, der),
+    };
+    let cbc = matches!(
+        keyed.cipher,
+        ContentCipher::Aes128Cbc | ContentCipher::Aes192Cbc | ContentCipher::Aes256Cbc
+    );
+    if !cbc {
+        let ciphertext = der[range.clone()].to_vec();
+        let undo = EnvelopeUndo {
+            before: der[..range.start].to_vec(),
+            after: der[range.end..].to_vec(),
+            cbc: None,
+            ciphertext,
+        };
+        return match decrypt_content(keyed, Some(der[range].to_vec())) {
+            Ok(opened) => InPlace::Done((opened, undo)),
+            Err(e) => InPlace::Failed(e, der),
+        };
+    }
+    let iv = match cbc_iv(&keyed.params) {
+        Ok(iv) => iv,
+        Err(e) => return InPlace::Failed(e, der),
+    };
+    let padded = range.len();
+    // Whole blocks only: aws-lc refuses anything else before touching a byte, so this is the
+    // one failure that leaves the ciphertext as it was by itself.
+    if padded == 0 || padded % 16 != 0 {
+        return InPlace::Failed(Error::DecryptFailed, der);
+    }
+    let Ok(key) = UnboundCipherKey::new(cipher_alg(keyed.cipher), &keyed.cek)
+        .and_then(PaddedBlockDecryptingKey::cbc_pkcs7)
+    else {
+        return InPlace::Failed(Error::DecryptFailed, der);
+    };
+    let decrypted = key
+        .decrypt(&mut der[range.clone()], DecryptionContext::Iv128(iv.into()))
+        .map(|plain| plain.len());
+    let undo = EnvelopeUndo {
+        before: der[..range.start].to_vec(),
+        after: der[range.end..].to_vec(),
+        cbc: Some((keyed.cipher, keyed.cek, iv, padded)),
+        ciphertext: Vec::new(),
+    };
+    match decrypted {
+        Ok(n) => {
+            let mut content = der;
+            content.truncate(range.start + n);
+            content.drain(..range.start);
+            InPlace::Done((
+                Opened {
+                    content,
+                    cipher: keyed.cipher,
+                },
+                undo,
+            ))
+        }
+        Err(_) => {
+            // Wrong padding (a wrong key or a changed ciphertext): the blocks were decrypted
+            // in place, and encrypting them again gives the ciphertext back.
+            let content = der[range.clone()].to_vec();
+            let mut der = undo.restore(content);
+            der.shrink_to_fit();
+            InPlace::Failed(Error::DecryptFailed, der)
+        }
+    }
+}
+
 /// For an envelope already in DER with its ciphertext in one primitive `[0]`: the envelope
 /// parsed from a copy without the ciphertext, and where the ciphertext lies in `der`. `None`
 /// for anything else (BER, constructed content), which is parsed the ordinary way.
@@ -465,6 +606,20 @@ fn open_envelope<K: Borrow<Identity>>(
     content: Option<Vec<u8>>,
     keys: &[K],
 ) -> Result<Opened, Error> {
+    decrypt_content(content_key(p, keys)?, content)
+}
+
+/// An envelope checked and its content key unwrapped, before its content is touched.
+struct Keyed {
+    cipher: ContentCipher,
+    cek: Zeroizing<Vec<u8>>,
+    params: Any,
+    mac: Option<OctetString>,
+    aad: Vec<u8>,
+    encrypted_content: Option<OctetString>,
+}
+
+fn content_key<K: Borrow<Identity>>(p: ParsedEnvelope, keys: &[K]) -> Result<Keyed, Error> {
     let ParsedEnvelope {
         recips,
         eci,
@@ -494,10 +649,38 @@ fn open_envelope<K: Borrow<Identity>>(
         .parameters
         .clone()
         .ok_or_else(|| Error::Malformed("content cipher without parameters".into()))?;
+    Ok(Keyed {
+        cipher,
+        cek,
+        params,
+        mac,
+        aad,
+        encrypted_content: eci.encrypted_content,
+    })
+}
+
+/// The IV of an AES-CBC content cipher.
+fn cbc_iv(params: &Any) -> Result<[u8; 16], Error> {
+    let iv: OctetString = params
+        .decode_as()
+        .map_err(|e| Error::Malformed(format!("CBC parameters: {e}")))?;
+    iv.as_bytes()
+        .try_into()
+        .map_err(|_| Error::Malformed("AES-CBC IV must be 16 bytes".into()))
+}
+
+fn decrypt_content(k: Keyed, content: Option<Vec<u8>>) -> Result<Opened, Error> {
+    let Keyed {
+        cipher,
+        cek,
+        params,
+        mac,
+        aad,
+        encrypted_content,
+    } = k;
     let mut buf = match content {
         Some(c) => c,
-        None => eci
-            .encrypted_content
+        None => encrypted_content
             .ok_or_else(|| Error::Malformed("the envelope carries no encrypted content".into()))?
             .into_bytes()
             .into_vec(),
@@ -522,27 +705,21 @@ fn open_envelope<K: Borrow<Identity>>(
         key.open_in_place(nonce, Aad::from(aad.as_slice()), &mut buf)
             .map_err(|_| Error::DecryptFailed)?
             .len()
-    } else {
+    } else if cipher == ContentCipher::Des3Cbc {
         let iv: OctetString = params
             .decode_as()
             .map_err(|e| Error::Malformed(format!("CBC parameters: {e}")))?;
-        if cipher == ContentCipher::Des3Cbc {
-            buf = des3_cbc_decrypt(&cek, iv.as_bytes(), buf)?;
-            buf.len()
-        } else {
-            let a: [u8; 16] = iv
-                .as_bytes()
-                .try_into()
-                .map_err(|_| Error::Malformed("AES-CBC IV must be 16 bytes".into()))?;
-            let key = PaddedBlockDecryptingKey::cbc_pkcs7(
-                UnboundCipherKey::new(cipher_alg(cipher), &cek)
-                    .map_err(|_| Error::DecryptFailed)?,
-            )
-            .map_err(|_| Error::DecryptFailed)?;
-            key.decrypt(&mut buf, DecryptionContext::Iv128(a.into()))
-                .map_err(|_| Error::DecryptFailed)?
-                .len()
-        }
+        buf = des3_cbc_decrypt(&cek, iv.as_bytes(), buf)?;
+        buf.len()
+    } else {
+        let a = cbc_iv(&params)?;
+        let key = PaddedBlockDecryptingKey::cbc_pkcs7(
+            UnboundCipherKey::new(cipher_alg(cipher), &cek).map_err(|_| Error::DecryptFailed)?,
+        )
+        .map_err(|_| Error::DecryptFailed)?;
+        key.decrypt(&mut buf, DecryptionContext::Iv128(a.into()))
+            .map_err(|_| Error::DecryptFailed)?
+            .len()
     };
     buf.truncate(n);
     Ok(Opened {

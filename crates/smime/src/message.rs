@@ -455,14 +455,45 @@ fn decode_body(ct: &ContentType, body: &[u8]) -> Result<Vec<u8>, Error> {
 /// message's: the outer user-facing fields are dropped, not merged ([`hp`]).
 /// Like [`rewrap`], in the decrypted content's own buffer when nothing inside must change
 /// (CRLF already, no header protection to undo): the outer fields are put in front of it.
-fn rewrap_owned(wrapper_header: &[u8], mut inner: Vec<u8>) -> (Vec<u8>, Option<Declared>) {
+fn rewrap_owned(wrapper_header: &[u8], inner: Vec<u8>) -> (Vec<u8>, Option<Declared>) {
+    let (m, declared, _) = rewrap_undoable(wrapper_header, inner);
+    (m, declared)
+}
+
+/// How [`rewrap_undoable`] made the message: fields put in front of the content (this many
+/// bytes), or a new buffer beside the content, which is kept.
+enum Rewrapped {
+    Prefixed(usize),
+    Copied(Vec<u8>),
+}
+
+/// [`rewrap_owned`], and how to get the content back from its result.
+fn rewrap_undoable(
+    wrapper_header: &[u8],
+    mut inner: Vec<u8>,
+) -> (Vec<u8>, Option<Declared>, Rewrapped) {
     let canonical = matches!(mime::to_crlf(&inner), std::borrow::Cow::Borrowed(_));
     if !canonical || hp::declared(mime::split(&inner).header).is_some() {
-        return rewrap(wrapper_header, &inner);
+        let (m, declared) = rewrap(wrapper_header, &inner);
+        return (m, declared, Rewrapped::Copied(inner));
     }
     let prefix = wrapping(mime::outer_fields(wrapper_header), &inner);
+    let n = prefix.len();
     inner.splice(0..0, prefix);
-    (inner, None)
+    (inner, None, Rewrapped::Prefixed(n))
+}
+
+impl Rewrapped {
+    /// The content `message` was made from.
+    fn undo(self, mut message: Vec<u8>) -> Vec<u8> {
+        match self {
+            Rewrapped::Prefixed(n) => {
+                message.drain(..n);
+                message
+            }
+            Rewrapped::Copied(inner) => inner,
+        }
+    }
 }
 
 /// What goes in front of an unwrapped entity: the `outer` fields, MIME-Version unless the
@@ -529,18 +560,28 @@ pub fn verify(message: &[u8]) -> Result<Verified, Error> {
 /// Like [`verify`], taking the message: a clear-signed message whose signed part needs no
 /// change (CRLF, no header protection) loses its signature layer in its own buffer, so a large
 /// message is not held twice.
-pub fn verify_owned(mut message: Vec<u8>) -> Result<Verified, Error> {
+pub fn verify_owned(message: Vec<u8>) -> Result<Verified, Error> {
+    verify_owned_or_back(message).map_err(|(e, _)| e)
+}
+
+/// [`verify_owned`], giving the message back unchanged when it cannot be verified (every
+/// failure comes before the buffer is changed).
+fn verify_owned_or_back(mut message: Vec<u8>) -> Result<Verified, (Error, Vec<u8>)> {
     let Some((signed, header_len, signature)) = clear_signed_in_place(&message) else {
-        return verify(&message);
+        return verify(&message).map_err(|e| (e, message));
     };
     // The parts found just now, the signed one already known to be CRLF: not searched for and
     // checked a second time (each pass over a 20 MB part costs 2-3 ms).
-    let mut v = verify_clear_signed(
+    let verified = verify_clear_signed(
         &message[..header_len],
         std::borrow::Cow::Borrowed(&message[signed.clone()]),
         &message[signature],
         false,
-    )?;
+    );
+    let mut v = match verified {
+        Ok(v) => v,
+        Err(e) => return Err((e, message)),
+    };
     let prefix = wrapping(
         mime::outer_fields(&message[..header_len]),
         &message[signed.clone()],
@@ -792,11 +833,116 @@ pub fn open<K: std::borrow::Borrow<Identity>>(
     message: &[u8],
     keys: &[K],
 ) -> Result<OpenedMessage, Error> {
+    open_layers(message, keys, MAX_LAYERS)
+}
+
+/// Like [`open`], taking the stored message, which comes back unchanged when it cannot be
+/// opened (the reader is then shown it). The common encrypted message (base64 in lines of one
+/// length, DER, AES-CBC, then plain or clear-signed content) is decoded, decrypted and
+/// unwrapped in the message's own buffer: no second message-sized buffer is made, whose fresh
+/// pages the kernel would clear (a fifth of opening a large message). Every step up to the last
+/// check is undone on failure: the base64 text is written again from the decoded bytes, a
+/// wrong CBC padding encrypted again. Anything else is opened by [`open`].
+pub fn open_owned<K: std::borrow::Borrow<Identity>>(
+    message: Vec<u8>,
+    keys: &[K],
+) -> Result<OpenedMessage, (Error, Vec<u8>)> {
+    match open_in_place(message, keys) {
+        envelope::InPlace::Done(opened) => Ok(opened),
+        envelope::InPlace::Failed(e, message) => Err((e, message)),
+        envelope::InPlace::NotHere(message) => open(&message, keys).map_err(|e| (e, message)),
+    }
+}
+
+fn open_in_place<K: std::borrow::Borrow<Identity>>(
+    message: Vec<u8>,
+    keys: &[K],
+) -> envelope::InPlace<OpenedMessage> {
+    use envelope::InPlace;
+    let (header, body_start) = {
+        let e = mime::split(&message);
+        let ct = mime::content_type(e.header);
+        if classify(&ct) != Kind::Pkcs7Mime || ct.transfer_encoding != "base64" {
+            return InPlace::NotHere(message);
+        }
+        (e.header.to_vec(), message.len() - e.body.len())
+    };
+    let (der, text) = match mime::base64_decode_in_place(message, body_start) {
+        Ok(decoded) => decoded,
+        Err(message) => return InPlace::NotHere(message),
+    };
+    // Enveloped data in DER only; opaque signed data and BER go the ordinary way.
+    let enveloped = envelope::split_content_info(&der).is_ok_and(|(t, _)| {
+        t == crate::alg::ID_ENVELOPED_DATA || t == crate::alg::ID_AUTH_ENVELOPED_DATA
+    });
+    if !enveloped {
+        return InPlace::NotHere(text.restore(&der));
+    }
+    let (opened, envelope) = match envelope::decrypt_der_in_place(der, keys) {
+        InPlace::Done(done) => done,
+        InPlace::Failed(e, der) => return InPlace::Failed(e, text.restore(&der)),
+        InPlace::NotHere(der) => return InPlace::NotHere(text.restore(&der)),
+    };
+    let back = |content: Vec<u8>| text.restore(&envelope.restore(content));
+    let cipher = opened.cipher;
+    let (message, declared, rewrapped) = rewrap_undoable(&header, opened.content);
+    let mut layers = vec![Layer::Encrypted(cipher)];
+    if kind(&message) == Kind::Plain {
+        return InPlace::Done(OpenedMessage {
+            message,
+            layers,
+            header_protection: declared,
+        });
+    }
+    // Clear-signed plain content, the usual case, loses its signature layer in this buffer too.
+    let signed_plain = clear_signed_in_place(&message)
+        .is_some_and(|(signed, _, _)| kind(&message[signed]) == Kind::Plain);
+    if kind(&message) == Kind::ClearSigned && signed_plain {
+        return match verify_owned_or_back(message) {
+            Ok(mut v) => {
+                let message = std::mem::take(&mut v.message);
+                let header_protection = v.header_protection;
+                layers.push(Layer::Signed(v));
+                InPlace::Done(OpenedMessage {
+                    message,
+                    layers,
+                    header_protection,
+                })
+            }
+            Err((e, message)) => InPlace::Failed(e, back(rewrapped.undo(message))),
+        };
+    }
+    // Anything else inside (plain content, other nestings): the ordinary way from here, the
+    // decrypted message borrowed, so it is still there to be put back should a layer fail.
+    match open_layers(&message, keys, MAX_LAYERS - 1) {
+        Ok(inner) if inner.layers.is_empty() => InPlace::Done(OpenedMessage {
+            message,
+            layers,
+            header_protection: declared,
+        }),
+        Ok(inner) => {
+            layers.extend(inner.layers);
+            InPlace::Done(OpenedMessage {
+                message: inner.message,
+                layers,
+                header_protection: inner.header_protection,
+            })
+        }
+        Err(e) => InPlace::Failed(e, back(rewrapped.undo(message))),
+    }
+}
+
+/// [`open`] with at most `budget` layers taken off.
+fn open_layers<K: std::borrow::Borrow<Identity>>(
+    message: &[u8],
+    keys: &[K],
+    budget: usize,
+) -> Result<OpenedMessage, Error> {
     // Borrowed until a layer is opened: a plain or failing message is not copied here.
     let mut current = std::borrow::Cow::Borrowed(message);
     let mut layers = Vec::new();
     let mut header_protection = None;
-    for _ in 0..MAX_LAYERS {
+    for _ in 0..budget {
         match kind(&current) {
             Kind::Plain => break,
             Kind::ClearSigned => {

@@ -660,6 +660,143 @@ pub fn base64_decode_owned(mut data: Vec<u8>, start: usize) -> Result<Vec<u8>, E
     Ok(decoded)
 }
 
+/// Base64 text that [`base64_decode_in_place`] decoded in its own buffer, and what it takes to
+/// write the text back exactly as it was: the bytes in front of it, its line length and line
+/// break, how many such lines were decoded, and the text after them as it was.
+#[derive(Debug)]
+pub struct Base64Text {
+    prefix: Vec<u8>,
+    width: usize,
+    eol: &'static [u8],
+    lines: usize,
+    tail: Vec<u8>,
+}
+
+impl Base64Text {
+    /// The buffer as it was before decoding, from the decoded bytes (`decoded` must start with
+    /// them; what follows them is ignored). Base64 groups of four characters without padding
+    /// stand for exactly one three-byte group and back, so the lines come back byte for byte.
+    pub fn restore(&self, decoded: &[u8]) -> Vec<u8> {
+        let per_line = self.width / 4 * 3;
+        let stride = self.width + self.eol.len();
+        let mut out = Vec::with_capacity(self.prefix.len() + self.lines * stride + self.tail.len());
+        out.extend_from_slice(&self.prefix);
+        for line in decoded[..self.lines * per_line].chunks(per_line) {
+            base64_simd::STANDARD.encode_append(line, &mut out);
+            out.extend_from_slice(self.eol);
+        }
+        out.extend_from_slice(&self.tail);
+        out
+    }
+}
+
+/// Text after the regular lines kept aside for [`Base64Text::restore`] at most: a body whose
+/// lines change length early is decoded the ordinary way instead.
+const MAX_BASE64_TAIL: usize = 16 * 1024;
+
+/// Decodes the base64 text `data[start..]` in `data`'s own buffer, which then holds the
+/// decoded bytes only: no second message-sized buffer (the kernel clearing a fresh one's pages
+/// was a fifth of opening a large message). Only for text in lines of one length (a multiple of
+/// four) with one kind of line break, as encoders write it; anything else, or text that is not
+/// base64, gives `data` back unchanged, for [`base64_decode`].
+pub fn base64_decode_in_place(
+    mut data: Vec<u8>,
+    start: usize,
+) -> Result<(Vec<u8>, Base64Text), Vec<u8>> {
+    use base64_simd::AsOut;
+    let start = start.min(data.len());
+    let Some(first) = memchr::memchr(b'\n', &data[start..]) else {
+        return Err(data);
+    };
+    let eol: &'static [u8] = if first > 0 && data[start + first - 1] == b'\r' {
+        b"\r\n"
+    } else {
+        b"\n"
+    };
+    let width = first + 1 - eol.len();
+    if width == 0 || width % 4 != 0 {
+        return Err(data);
+    }
+    let stride = width + eol.len();
+    let prefix = data[..start].to_vec();
+    // A line is decoded here when it and the line after it both have the length and the line
+    // break: the last whole line (which may end in padding) stays in the tail, so every group
+    // decoded here is four characters without padding, which restore() writes back exactly.
+    let regular = |data: &[u8], at: usize| {
+        at + 2 * stride <= data.len()
+            && &data[at + width..at + stride] == eol
+            && &data[at + stride + width..at + 2 * stride] == eol
+    };
+    let mut window = Vec::with_capacity(B64_WINDOW + stride);
+    let (mut written, mut read, mut lines) = (0, start, 0);
+    loop {
+        let mut more = true;
+        while window.len() < B64_WINDOW {
+            if !regular(&data, read) {
+                more = false;
+                break;
+            }
+            window.extend_from_slice(&data[read..read + width]);
+            read += stride;
+        }
+        let n = window.len() / 4 * 3;
+        // The decoded bytes go behind the text already taken into the window: written + n
+        // never passes the read position.
+        if base64_simd::STANDARD_NO_PAD
+            .decode(&window, data[written..written + n].as_out())
+            .is_err()
+        {
+            let text = Base64Text {
+                prefix,
+                width,
+                eol,
+                lines,
+                tail: Vec::new(),
+            };
+            let mut back = text.restore(&data[..written]);
+            for line in window.chunks(width) {
+                back.extend_from_slice(line);
+                back.extend_from_slice(eol);
+            }
+            back.extend_from_slice(&data[read..]);
+            return Err(back);
+        }
+        written += n;
+        lines += window.len() / width;
+        window.clear();
+        if !more {
+            break;
+        }
+    }
+    let text = Base64Text {
+        prefix,
+        width,
+        eol,
+        lines,
+        tail: data[read..].to_vec(),
+    };
+    let last: Vec<u8> = text
+        .tail
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let engine = if last.len() % 4 == 0 {
+        &base64_simd::STANDARD
+    } else {
+        // Some encoders omit the final padding.
+        &base64_simd::STANDARD_NO_PAD
+    };
+    let decoded_tail = match engine.decode_to_vec(&last) {
+        Ok(d) if text.tail.len() <= MAX_BASE64_TAIL => d,
+        _ => return Err(text.restore(&data[..written])),
+    };
+    data.truncate(written);
+    data.extend_from_slice(&decoded_tail);
+    data.shrink_to_fit();
+    Ok((data, text))
+}
+
 /// Quoted-printable encoding (RFC 2045 §6.7) of CRLF text, with lines of at most 76 characters.
 pub fn qp_encode(text: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len() + text.len() / 8);
