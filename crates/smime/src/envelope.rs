@@ -357,18 +357,38 @@ pub enum InPlace<T> {
 }
 
 /// How to turn content decrypted by [`decrypt_der_in_place`] back into the envelope's DER.
-pub struct EnvelopeUndo {
-    /// The DER in front of the ciphertext and after it.
-    before: Vec<u8>,
-    after: Vec<u8>,
-    /// AES-CBC: re-encrypting the content with its padding gives the ciphertext back.
-    cbc: Option<CbcKey>,
-    /// Any other cipher: the ciphertext, decrypted from a copy.
-    ciphertext: Vec<u8>,
+pub struct EnvelopeUndo(Undo);
+
+enum Undo {
+    /// AES-CBC, decrypted where it lay: the DER in front of the ciphertext and after it, and
+    /// the key, IV and ciphertext length that encrypt the content back into it.
+    Cbc {
+        before: Vec<u8>,
+        after: Vec<u8>,
+        key: CbcKey,
+        padded: usize,
+    },
+    /// Any other cipher, decrypted from a copy: the DER itself.
+    Kept(Vec<u8>),
 }
 
-/// An AES-CBC content cipher, its key and IV, and the ciphertext's length.
-type CbcKey = (ContentCipher, Zeroizing<Vec<u8>>, [u8; 16], usize);
+/// An AES-CBC content cipher with its key and IV.
+struct CbcKey {
+    cipher: ContentCipher,
+    cek: Zeroizing<Vec<u8>>,
+    iv: [u8; 16],
+}
+
+impl CbcKey {
+    /// Encrypts whole blocks in place: the ciphertext they were decrypted from, again.
+    fn encrypt(&self, blocks: &mut [u8]) {
+        let key = UnboundCipherKey::new(cipher_alg(self.cipher), &self.cek)
+            .and_then(aws_lc_rs::cipher::EncryptingKey::cbc)
+            .expect("the key decrypted these blocks");
+        key.less_safe_encrypt(blocks, EncryptionContext::Iv128(self.iv.into()))
+            .expect("whole blocks");
+    }
+}
 
 impl std::fmt::Debug for EnvelopeUndo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -380,25 +400,25 @@ impl std::fmt::Debug for EnvelopeUndo {
 impl EnvelopeUndo {
     /// The envelope's DER as it was, from the content decrypted out of it (unchanged).
     pub fn restore(self, mut content: Vec<u8>) -> Vec<u8> {
-        let body = match self.cbc {
-            Some((cipher, cek, iv, padded)) => {
+        match self.0 {
+            Undo::Cbc {
+                before,
+                after,
+                key,
+                padded,
+            } => {
                 // PKCS#7 padding is fixed by the length: n bytes of value n.
                 let pad = padded.saturating_sub(content.len());
                 content.resize(padded, pad as u8);
-                let key = UnboundCipherKey::new(cipher_alg(cipher), &cek)
-                    .and_then(aws_lc_rs::cipher::EncryptingKey::cbc)
-                    .expect("the key decrypted this content");
-                key.less_safe_encrypt(&mut content, EncryptionContext::Iv128(iv.into()))
-                    .expect("whole blocks");
-                content
+                key.encrypt(&mut content);
+                let mut der = before;
+                der.reserve_exact(content.len() + after.len());
+                der.extend_from_slice(&content);
+                der.extend_from_slice(&after);
+                der
             }
-            None => self.ciphertext,
-        };
-        let mut der = self.before;
-        der.reserve_exact(body.len() + self.after.len());
-        der.extend_from_slice(&body);
-        der.extend_from_slice(&self.after);
-        der
+            Undo::Kept(der) => der,
+        }
     }
 }
 
@@ -425,15 +445,8 @@ pub fn decrypt_der_in_place<K: Borrow<Identity>>(
         ContentCipher::Aes128Cbc | ContentCipher::Aes192Cbc | ContentCipher::Aes256Cbc
     );
     if !cbc {
-        let ciphertext = der[range.clone()].to_vec();
-        let undo = EnvelopeUndo {
-            before: der[..range.start].to_vec(),
-            after: der[range.end..].to_vec(),
-            cbc: None,
-            ciphertext,
-        };
         return match decrypt_content(keyed, Some(der[range].to_vec())) {
-            Ok(opened) => InPlace::Done((opened, undo)),
+            Ok(opened) => InPlace::Done((opened, EnvelopeUndo(Undo::Kept(der)))),
             Err(e) => InPlace::Failed(e, der),
         };
     }
@@ -455,14 +468,19 @@ pub fn decrypt_der_in_place<K: Borrow<Identity>>(
     let decrypted = key
         .decrypt(&mut der[range.clone()], DecryptionContext::Iv128(iv.into()))
         .map(|plain| plain.len());
-    let undo = EnvelopeUndo {
-        before: der[..range.start].to_vec(),
-        after: der[range.end..].to_vec(),
-        cbc: Some((keyed.cipher, keyed.cek, iv, padded)),
-        ciphertext: Vec::new(),
+    let key = CbcKey {
+        cipher: keyed.cipher,
+        cek: keyed.cek,
+        iv,
     };
     match decrypted {
         Ok(n) => {
+            let undo = EnvelopeUndo(Undo::Cbc {
+                before: der[..range.start].to_vec(),
+                after: der[range.end..].to_vec(),
+                key,
+                padded,
+            });
             let mut content = der;
             content.truncate(range.start + n);
             content.drain(..range.start);
@@ -477,9 +495,7 @@ pub fn decrypt_der_in_place<K: Borrow<Identity>>(
         Err(_) => {
             // Wrong padding (a wrong key or a changed ciphertext): the blocks were decrypted
             // in place, and encrypting them again gives the ciphertext back.
-            let content = der[range.clone()].to_vec();
-            let mut der = undo.restore(content);
-            der.shrink_to_fit();
+            key.encrypt(&mut der[range]);
             InPlace::Failed(Error::DecryptFailed, der)
         }
     }
