@@ -27,7 +27,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --quick) small=400 large=16 ;;
     --sweep) sweep=$(realpath -m "$2"); shift ;;
-    *) echo "usage: $0 [--quick] [--sweep FILE]" >&2; exit 2 ;;
+    *) echo "usage: [ENVELOPD_BIN=build] $0 [--quick] [--sweep FILE]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -44,8 +44,11 @@ else
 fi
 
 echo "== building envelopd (release)"
-cargo build --quiet --release -p envelopd
-E="$root/target/release/envelopd"
+# ENVELOPD_BIN: another build to measure (e.g. the previous commit's, for a before/after).
+if [ -z "${ENVELOPD_BIN:-}" ]; then
+  cargo build --quiet --release -p envelopd
+fi
+E="${ENVELOPD_BIN:-$root/target/release/envelopd}"
 
 # shellcheck source=scripts/bench-common.sh
 . "$root/scripts/bench-common.sh"

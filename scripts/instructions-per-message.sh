@@ -9,6 +9,9 @@
 # functions' counts are what they are.
 #
 #   scripts/instructions-per-message.sh [N1 N2]     (defaults 50 250; needs valgrind, postfix)
+#
+# IPM_MIN_PERCENT=0.05 lists smaller functions too (default 0.5); IPM_KEEP=DIR keeps the second
+# run's callgrind file there (DIR/callgrind.out), for `callgrind_annotate --tree=caller`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -49,9 +52,13 @@ for f in a b; do
   callgrind_annotate --inclusive=yes --threshold=100 "$f.out" 2>/dev/null |
     sed -n 's/^ *\([0-9,]*\) ([ 0-9.]*%) *\(.*\)$/\1 \2/p' | awk '{ gsub(",", "", $1) } 1' >"$f.txt"
 done
-python3 - "$n1" "$n2" <<'EOF'
+if [ -n "${IPM_KEEP:-}" ]; then
+  mkdir -p "$IPM_KEEP" && cp b.out "$IPM_KEEP/callgrind.out"
+fi
+python3 - "$n1" "$n2" "${IPM_MIN_PERCENT:-0.5}" <<'EOF'
 import re, sys
-n1, n2 = map(int, sys.argv[1:])
+n1, n2 = map(int, sys.argv[1:3])
+least = float(sys.argv[3]) / 100
 def load(path):
     out = {}
     for line in open(path):
@@ -64,7 +71,7 @@ per = {k: (b.get(k, 0) - a.get(k, 0)) / (n2 - n1) for k in b}
 total = per.pop("PROGRAM TOTALS")
 print(f"instructions per signed+encrypted 4 KiB message: {total / 1e6:.3f} million")
 for name, v in sorted(per.items(), key=lambda kv: -kv[1]):
-    if v < total * 0.005:
+    if v < total * least:
         break
     if v < total * 0.99:  # not the runtime's frames around everything
         print(f"{v / total * 100:6.1f} %  {v / 1e3:9.1f} k  {name[:120]}")

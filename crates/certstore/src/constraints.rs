@@ -15,26 +15,27 @@ use x509_cert::ext::pkix::SubjectAltName;
 use crate::{rdn_key, Rejection};
 
 /// Extensions envelopd recognises (processed, or safe to accept under the RFC 5280 defaults).
-const KNOWN: &[&str] = &[
-    "2.5.29.9",           // subjectDirectoryAttributes
-    "2.5.29.14",          // subjectKeyIdentifier
-    "2.5.29.15",          // keyUsage
-    "2.5.29.16",          // privateKeyUsagePeriod
-    "2.5.29.17",          // subjectAltName
-    "2.5.29.18",          // issuerAltName
-    "2.5.29.19",          // basicConstraints
-    "2.5.29.30",          // nameConstraints
-    "2.5.29.31",          // cRLDistributionPoints
-    "2.5.29.32",          // certificatePolicies
-    "2.5.29.33",          // policyMappings
-    "2.5.29.35",          // authorityKeyIdentifier
-    "2.5.29.36",          // policyConstraints
-    "2.5.29.37",          // extKeyUsage
-    "2.5.29.46",          // freshestCRL
-    "2.5.29.54",          // inhibitAnyPolicy
-    "1.3.6.1.5.5.7.1.1",  // authorityInfoAccess
-    "1.3.6.1.5.5.7.1.11", // subjectInfoAccess
-    "1.3.6.1.5.5.7.1.3",  // qcStatements (eIDAS)
+/// Object identifiers, not their text: this runs for every certificate of every path built.
+const KNOWN: &[Oid] = &[
+    Oid::new_unwrap("2.5.29.9"),           // subjectDirectoryAttributes
+    Oid::new_unwrap("2.5.29.14"),          // subjectKeyIdentifier
+    Oid::new_unwrap("2.5.29.15"),          // keyUsage
+    Oid::new_unwrap("2.5.29.16"),          // privateKeyUsagePeriod
+    Oid::new_unwrap("2.5.29.17"),          // subjectAltName
+    Oid::new_unwrap("2.5.29.18"),          // issuerAltName
+    Oid::new_unwrap("2.5.29.19"),          // basicConstraints
+    Oid::new_unwrap("2.5.29.30"),          // nameConstraints
+    Oid::new_unwrap("2.5.29.31"),          // cRLDistributionPoints
+    Oid::new_unwrap("2.5.29.32"),          // certificatePolicies
+    Oid::new_unwrap("2.5.29.33"),          // policyMappings
+    Oid::new_unwrap("2.5.29.35"),          // authorityKeyIdentifier
+    Oid::new_unwrap("2.5.29.36"),          // policyConstraints
+    Oid::new_unwrap("2.5.29.37"),          // extKeyUsage
+    Oid::new_unwrap("2.5.29.46"),          // freshestCRL
+    Oid::new_unwrap("2.5.29.54"),          // inhibitAnyPolicy
+    Oid::new_unwrap("1.3.6.1.5.5.7.1.1"),  // authorityInfoAccess
+    Oid::new_unwrap("1.3.6.1.5.5.7.1.11"), // subjectInfoAccess
+    Oid::new_unwrap("1.3.6.1.5.5.7.1.3"),  // qcStatements (eIDAS)
 ];
 
 /// PKCS #9 emailAddress in a subject name: checked like an rfc822Name.
@@ -49,7 +50,7 @@ pub fn check_critical(c: &Cert) -> Result<(), Rejection> {
         .into_iter()
         .flatten()
     {
-        if ext.critical && !KNOWN.contains(&ext.extn_id.to_string().as_str()) {
+        if ext.critical && !KNOWN.contains(&ext.extn_id) {
             return Err(Rejection::Untrusted {
                 subject: c.subject(),
                 why: format!(

@@ -491,12 +491,12 @@ pub fn load(cfg: &Config) -> Result<Loaded> {
                 .clone()
                 .unwrap_or_else(|| identity.cert.clone()),
         ));
-        identities.push(SenderIdentity {
-            addresses: id.addresses.clone(),
+        identities.push(SenderIdentity::new(
+            id.addresses.clone(),
             identity,
             encryption_cert,
-            logins: id.logins.clone(),
-        });
+            id.logins.clone(),
+        ));
     }
     Ok(Loaded {
         store,

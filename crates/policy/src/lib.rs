@@ -122,10 +122,14 @@ impl MessageFacts {
     }
 
     fn is_bcc(&self, rcpt: &str) -> bool {
-        !self
-            .visible
-            .iter()
-            .any(|v| same_mailbox(v, rcpt) || v.eq_ignore_ascii_case(rcpt))
+        // The recipient parsed once, not once per visible address.
+        let wanted = Address::parse(rcpt).ok();
+        !self.visible.iter().any(|v| {
+            v.eq_ignore_ascii_case(rcpt)
+                || wanted
+                    .as_ref()
+                    .is_some_and(|w| Address::parse(v).is_ok_and(|v| v == *w))
+        })
     }
 }
 
