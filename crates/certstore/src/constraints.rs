@@ -41,8 +41,16 @@ const KNOWN: &[Oid] = &[
 /// PKCS #9 emailAddress in a subject name: checked like an rfc822Name.
 const EMAIL_ADDRESS: Oid = Oid::new_unwrap("1.2.840.113549.1.9.1");
 
-/// Refuses a certificate with a critical extension envelopd does not recognise.
+/// Refuses a certificate with a critical extension envelopd does not recognise, an extension
+/// present twice, or an unreadable extension envelopd decides trust by
+/// ([`Cert::extension_problem`]).
 pub fn check_critical(c: &Cert) -> Result<(), Rejection> {
+    if let Some(why) = c.extension_problem() {
+        return Err(Rejection::Untrusted {
+            subject: c.subject(),
+            why: why.to_string(),
+        });
+    }
     for ext in c
         .parsed()
         .tbs_certificate()

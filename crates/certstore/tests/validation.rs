@@ -233,3 +233,255 @@ fn rfc9216_certificates_validate_for_their_purpose() {
         Err(Rejection::WrongUsage { .. })
     ));
 }
+
+/// The certificate `der` with its extensions changed by `edit` (each element one whole
+/// Extension), re-signed by OpenSSL with `issuer_key` (SHA-256 with RSA, as issued).
+fn resigned(
+    pki: &testkit::Pki,
+    issuer_key: &str,
+    der: &[u8],
+    edit: impl Fn(&mut Vec<Vec<u8>>),
+) -> smime::Cert {
+    use smime::ber::{children, read_tlv, tlv};
+    let (_, cert, _) = read_tlv(der).unwrap();
+    let parts = children(cert).unwrap();
+    let (_, tbs, _) = read_tlv(parts[0]).unwrap();
+    let mut fields = children(tbs).unwrap();
+    let last = fields.pop().unwrap();
+    let (tag, explicit, _) = read_tlv(last).unwrap();
+    assert_eq!(tag, 0xa3, "the extensions come last in the TBSCertificate");
+    let (_, list, _) = read_tlv(explicit).unwrap();
+    let mut exts: Vec<Vec<u8>> = children(list)
+        .unwrap()
+        .into_iter()
+        .map(<[u8]>::to_vec)
+        .collect();
+    edit(&mut exts);
+    let ext_refs: Vec<&[u8]> = exts.iter().map(Vec::as_slice).collect();
+    let seq = tlv(0x30, &ext_refs);
+    let explicit = tlv(0xa3, &[&seq]);
+    fields.push(&explicit);
+    let tbs = tlv(0x30, &fields);
+    let (tbs_path, sig_path) = (pki.p("edited.tbs"), pki.p("edited.sig"));
+    std::fs::write(&tbs_path, &tbs).unwrap();
+    testkit::openssl_ok(&[
+        "dgst", "-sha256", "-sign", issuer_key, "-out", &sig_path, &tbs_path,
+    ]);
+    let sig = std::fs::read(&sig_path).unwrap();
+    let bits = tlv(0x03, &[&[0], &sig]);
+    smime::Cert::from_der(&tlv(0x30, &[&tbs, parts[1], &bits])).unwrap()
+}
+
+/// One Extension: `oid` (dotted), critical or not, `value` (the DER the OCTET STRING holds).
+fn extension(oid: &str, critical: bool, value: &[u8]) -> Vec<u8> {
+    use der::Encode;
+    let oid = der::asn1::ObjectIdentifier::new_unwrap(oid)
+        .to_der()
+        .unwrap();
+    let octets = smime::ber::tlv(0x04, &[value]);
+    if critical {
+        smime::ber::tlv(0x30, &[&oid, &[0x01, 0x01, 0xff], &octets])
+    } else {
+        smime::ber::tlv(0x30, &[&oid, &octets])
+    }
+}
+
+/// An rfc822Name subjectAltName value.
+fn san_email(address: &str) -> Vec<u8> {
+    smime::ber::tlv(0x30, &[&smime::ber::tlv(0x81, &[address.as_bytes()])])
+}
+
+/// A certificate's extensions must be unambiguous before any of them is believed (RFC 5280
+/// §4.2: no extension twice): read leniently, a second keyUsage lifts the first one's limit,
+/// and a second or unreadable subjectAltName lets another name speak for the holder. Made by
+/// two engines: NSS certutil (a second keyUsage through --extGeneric, as a CA tool can be made
+/// to write it) and OpenSSL-issued certificates edited by hand and re-signed by their CA.
+#[test]
+fn certificates_with_duplicate_or_unreadable_extensions_are_refused() {
+    use std::process::Command;
+    let pki = testkit::Pki::new();
+    let untrusted = |r: Rejection, what: &str| {
+        assert!(
+            matches!(&r, Rejection::Untrusted { why, .. } if why.contains(what)),
+            "{what}: {r}"
+        );
+    };
+
+    // OpenSSL: one leaf, then the same leaf with one thing changed, each signed by the root.
+    let root = pki.root("Edit Root");
+    let (_, leaf) = pki.issue_as(
+        "edited",
+        "/CN=edited/emailAddress=eve@praxis.example",
+        "2048",
+        &leaf_ext("subjectAltName=email:edited@praxis.example"),
+        &root,
+    );
+    let leaf = smime::parse_certificates(&std::fs::read(&leaf).unwrap())
+        .unwrap()
+        .remove(0);
+    let mut store = CertStore::new();
+    store.add_anchor(
+        smime::parse_certificates(&std::fs::read(&root.1).unwrap())
+            .unwrap()
+            .remove(0),
+    );
+    let check =
+        |c: &smime::Cert, address: &str| store.validate(c, Purpose::Encrypt, address, &[], now());
+    // Re-signed unchanged, it validates: what follows fails for the change alone.
+    let same = resigned(&pki, &root.0, leaf.der(), |_| {});
+    check(&same, "edited@praxis.example").unwrap();
+    // A second keyUsage allowing signing only (critical, as a CA would mark it).
+    let second_ku = resigned(&pki, &root.0, leaf.der(), |exts| {
+        exts.push(extension("2.5.29.15", true, &[0x03, 0x02, 0x07, 0x80]))
+    });
+    untrusted(
+        check(&second_ku, "edited@praxis.example").unwrap_err(),
+        "keyUsage (2.5.29.15) twice",
+    );
+    // A second subjectAltName naming someone else: neither name is believed.
+    let second_san = resigned(&pki, &root.0, leaf.der(), |exts| {
+        exts.push(extension(
+            "2.5.29.17",
+            false,
+            &san_email("mallory@praxis.example"),
+        ))
+    });
+    for who in [
+        "edited@praxis.example",
+        "mallory@praxis.example",
+        "eve@praxis.example",
+    ] {
+        assert!(check(&second_san, who).is_err(), "{who}");
+    }
+    untrusted(
+        check(&second_san, "edited@praxis.example").unwrap_err(),
+        "subjectAltName (2.5.29.17) twice",
+    );
+    // An unreadable subjectAltName (an rfc822Name tagged as a constructed [1] with junk in it):
+    // the subject's emailAddress must not take its place.
+    let broken_san = resigned(&pki, &root.0, leaf.der(), |exts| {
+        let at = exts
+            .iter()
+            .position(|e| e.windows(3).any(|w| w == [0x55, 0x1d, 0x11]))
+            .unwrap();
+        exts[at] = extension("2.5.29.17", false, &[0x30, 0x03, 0xa1, 0x01, 0xff]);
+    });
+    assert!(check(&broken_san, "eve@praxis.example").is_err());
+    untrusted(
+        check(&broken_san, "edited@praxis.example").unwrap_err(),
+        "subject alternative name extension cannot be read",
+    );
+    // An unreadable keyUsage (a BIT STRING with an impossible unused-bits count).
+    let broken_ku = resigned(&pki, &root.0, leaf.der(), |exts| {
+        let at = exts
+            .iter()
+            .position(|e| e.windows(3).any(|w| w == [0x55, 0x1d, 0x0f]))
+            .unwrap();
+        exts[at] = extension("2.5.29.15", true, &[0x03, 0x02, 0x09, 0x80]);
+    });
+    untrusted(
+        check(&broken_ku, "edited@praxis.example").unwrap_err(),
+        "key usage extension cannot be read",
+    );
+
+    // NSS: a CA and two leaves, the second with a second (signing-only) keyUsage.
+    let db = format!("sql:{}", pki.p("nssdb"));
+    std::fs::create_dir(pki.p("nssdb")).unwrap();
+    let certutil = |args: &[&str]| {
+        let o = Command::new("certutil").args(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "certutil {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o.stdout
+    };
+    certutil(&["-N", "-d", &db, "--empty-password"]);
+    std::fs::write(pki.p("bc.der"), [0x30, 0x03, 0x01, 0x01, 0xff]).unwrap();
+    std::fs::write(pki.p("ku.der"), [0x03, 0x02, 0x07, 0x80]).unwrap();
+    std::fs::write(pki.p("noise"), [7u8; 64]).unwrap();
+    let noise = pki.p("noise");
+    certutil(&[
+        "-S",
+        "-d",
+        &db,
+        "-n",
+        "ca",
+        "-s",
+        "CN=NSS Edit CA",
+        "-x",
+        "-t",
+        "CT,C,C",
+        "-k",
+        "rsa",
+        "-g",
+        "2048",
+        "-v",
+        "12",
+        "-m",
+        "1",
+        "--keyUsage",
+        "certSigning,crlSigning",
+        "--extGeneric",
+        &format!("2.5.29.19:critical:{}", pki.p("bc.der")),
+        "-z",
+        &noise,
+    ]);
+    let ku_ext = format!("2.5.29.15:critical:{}", pki.p("ku.der"));
+    for (n, serial, extra) in [("plain", "2", None), ("twice", "3", Some(ku_ext.as_str()))] {
+        let san = format!("email:{n}@praxis.example");
+        let mut args = vec![
+            "-S",
+            "-d",
+            &db,
+            "-n",
+            n,
+            "-s",
+            "CN=nss leaf",
+            "-c",
+            "ca",
+            "-t",
+            ",,",
+            "-k",
+            "rsa",
+            "-g",
+            "2048",
+            "-v",
+            "12",
+            "-m",
+            serial,
+            "--keyUsage",
+            "digitalSignature,keyEncipherment",
+            "--extKeyUsage",
+            "emailProtection",
+            "--extSAN",
+            &san,
+            "-z",
+            &noise,
+        ];
+        if let Some(e) = extra {
+            args.extend(["--extGeneric", e]);
+        }
+        certutil(&args);
+    }
+    let export = |n: &str| {
+        smime::parse_certificates(&certutil(&["-L", "-d", &db, "-n", n, "-a"]))
+            .unwrap()
+            .remove(0)
+    };
+    let mut nss = CertStore::new();
+    nss.add_anchor(export("ca"));
+    let plain = export("plain");
+    let twice = export("twice");
+    nss.validate(&plain, Purpose::Encrypt, "plain@praxis.example", &[], now())
+        .unwrap();
+    untrusted(
+        nss.validate(&twice, Purpose::Encrypt, "twice@praxis.example", &[], now())
+            .unwrap_err(),
+        "keyUsage (2.5.29.15) twice",
+    );
+    // The same certificates added as recipients: the one with the doubled extension is never
+    // chosen to encrypt to.
+    nss.add_cert(twice);
+    assert!(nss.encryption_cert("twice@praxis.example", now()).is_err());
+}

@@ -41,6 +41,8 @@ struct CertInner {
     /// recipient and the signer of every message (parsing them each time was a fifth of the
     /// policy's work per message).
     addresses: std::sync::OnceLock<Vec<Address>>,
+    /// What [`Cert::extension_problem`] found, once per certificate.
+    extension_problem: std::sync::OnceLock<Option<String>>,
 }
 
 impl PartialEq for Cert {
@@ -60,6 +62,7 @@ impl Cert {
             rsa_encrypting: std::sync::OnceLock::new(),
             sha256: std::sync::OnceLock::new(),
             addresses: std::sync::OnceLock::new(),
+            extension_problem: std::sync::OnceLock::new(),
         })))
     }
 
@@ -288,6 +291,64 @@ impl Cert {
             ));
         }
         None
+    }
+
+    /// Why the certificate's extensions cannot be relied on, if they cannot: an extension that
+    /// appears twice (RFC 5280 §4.2 forbids it), or one of those envelopd reads to decide trust
+    /// (key usage, extended key usage, basic constraints, subject alternative name, name
+    /// constraints) that does not decode.
+    ///
+    /// Why this is checked at all: the readers of these extensions take "cannot be read" as
+    /// "absent", so a second keyUsage would lift the first one's limits, and an unreadable
+    /// subjectAltName would let the subject's emailAddress name the holder instead. The
+    /// certificate store refuses any certificate on a path for which this is Some.
+    pub fn extension_problem(&self) -> Option<&str> {
+        self.0
+            .extension_problem
+            .get_or_init(|| {
+                let tbs = self.0.parsed.tbs_certificate();
+                let exts: &[x509_cert::ext::Extension] =
+                    tbs.extensions().map_or(&[], |e| e.as_slice());
+                for (i, e) in exts.iter().enumerate() {
+                    if exts[..i].iter().any(|o| o.extn_id == e.extn_id) {
+                        let name = match e.extn_id.to_string().as_str() {
+                            "2.5.29.15" => "keyUsage",
+                            "2.5.29.17" => "subjectAltName",
+                            "2.5.29.19" => "basicConstraints",
+                            "2.5.29.30" => "nameConstraints",
+                            "2.5.29.37" => "extKeyUsage",
+                            _ => "",
+                        };
+                        return Some(format!(
+                            "it has the extension {name}{}{}{} twice",
+                            if name.is_empty() { "" } else { " (" },
+                            e.extn_id,
+                            if name.is_empty() { "" } else { ")" },
+                        ));
+                    }
+                }
+                let unreadable = |what: &str| Some(format!("its {what} extension cannot be read"));
+                if tbs.get_extension::<KeyUsage>().is_err() {
+                    return unreadable("key usage");
+                }
+                if tbs.get_extension::<ExtendedKeyUsage>().is_err() {
+                    return unreadable("extended key usage");
+                }
+                if tbs.get_extension::<BasicConstraints>().is_err() {
+                    return unreadable("basic constraints");
+                }
+                if tbs.get_extension::<SubjectAltName>().is_err() {
+                    return unreadable("subject alternative name");
+                }
+                if tbs
+                    .get_extension::<x509_cert::ext::pkix::constraints::name::NameConstraints>()
+                    .is_err()
+                {
+                    return unreadable("name constraints");
+                }
+                None
+            })
+            .as_deref()
     }
 
     /// True when extendedKeyUsage is absent or includes emailProtection or anyExtendedKeyUsage.
