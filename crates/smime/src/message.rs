@@ -869,6 +869,20 @@ fn open_in_place<K: std::borrow::Borrow<Identity>>(
     keys: &[K],
 ) -> envelope::InPlace<OpenedMessage> {
     use envelope::InPlace;
+    // A clear-signed message (signed only) loses its signature layer in its own buffer, as the
+    // signed layer inside an encrypted one does below: no copy of a 20 MB signed PDF to show it.
+    let found = clear_signed_in_place(&message)
+        .filter(|(signed, _, _)| kind(&message[signed.clone()]) == Kind::Plain);
+    if let Some(found) = found {
+        return match verify_found(message, found) {
+            Ok(mut v) => InPlace::Done(OpenedMessage {
+                message: std::mem::take(&mut v.message),
+                header_protection: v.header_protection,
+                layers: vec![Layer::Signed(v)],
+            }),
+            Err((e, message)) => InPlace::Failed(e, message),
+        };
+    }
     let (header, body_start) = {
         let e = mime::split(&message);
         let ct = mime::content_type(e.header);

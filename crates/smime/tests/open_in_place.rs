@@ -249,3 +249,54 @@ fn openssl_messages_open_alike_and_come_back_unchanged() {
 fn read_path(rel: &str) -> String {
     common::vectors().join(rel).display().to_string()
 }
+
+/// Signed-only messages (clear-signed by envelopd and by OpenSSL, plain content) lose their
+/// signature layer in their own buffer: the same result as `open`, and every damaged line of
+/// the signature or the content gives the same verdict (a broken signature, a tampered text).
+#[test]
+fn signed_only_messages_open_alike_in_their_own_buffer() {
+    let alice = alice_sign();
+    let mut messages = Vec::new();
+    for size in [300, 70_000] {
+        messages.push(smime::sign(&plain(size), &alice, &sign_opts()).unwrap());
+        messages.push(
+            testkit::openssl_pipe(
+                &[
+                    "cms",
+                    "-sign",
+                    "-signer",
+                    read_path("rfc9216/alice.sign.crt").as_str(),
+                    "-inkey",
+                    read_path("rfc9216/alice.sign.key").as_str(),
+                ],
+                &plain(size),
+            )
+            .unwrap(),
+        );
+    }
+    for m in &messages {
+        assert_eq!(smime::message::kind(m), smime::message::Kind::ClearSigned);
+        assert!(same(m, &[]), "not opened");
+        // Opened where it lies: what comes back is the stored message's own allocation.
+        let stored = m.clone();
+        let at = stored.as_ptr();
+        let opened = open_owned(stored, &[] as &[&Identity]).unwrap();
+        assert_eq!(opened.message.as_ptr(), at, "the message was copied");
+        // A signed message opens without any key; a key does not change that.
+        assert!(same(m, &[&bob()]), "not opened with a key given");
+        let mut verdicts = [0usize; 2];
+        for at in (smime::mime::split(m).header.len() + 2..m.len()).step_by(97) {
+            if m[at].is_ascii_alphanumeric() {
+                let damaged = changed_at(m, at);
+                if same(&damaged, &[]) {
+                    let o = smime::open(&damaged, &[] as &[&Identity]).unwrap();
+                    verdicts[o.layers.iter().all(|l| match l {
+                        Layer::Signed(v) => v.is_valid(),
+                        Layer::Encrypted(_) => true,
+                    }) as usize] += 1;
+                }
+            }
+        }
+        assert!(verdicts[0] > 0, "no damage was noticed");
+    }
+}
