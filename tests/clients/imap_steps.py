@@ -12,6 +12,7 @@ Steps (a JSON list, each a list):
   ["search", text]                     UID SEARCH TEXT "text" -> the UIDs
   ["create", mailbox]                  CREATE (quoted)
   ["append", mailbox, flags, message]  APPEND (quoted name, flags such as "(\\Draft)", a literal)
+  ["append-literal", mailbox, flags, message]  the same with the mailbox name as a literal too
 Everything runs in one session; the output has one entry per step.
 """
 import base64
@@ -81,6 +82,25 @@ def main():
         elif kind == "append":
             typ, data = m.append('"%s"' % step[1], step[2] or None, None, step[3].encode())
             out.append(typ)
+        elif kind == "append-literal":
+            # imaplib quotes names; some programs send them as literals: APPEND {n} CRLF name
+            # flags {m} CRLF message.
+            tag = m._new_tag()
+            name, message = step[1].encode(), step[3].encode()
+            m.send(tag + b" APPEND {%d}\r\n" % len(name))
+            cont = m.readline()
+            if not cont.startswith(b"+"):
+                raise SystemExit(f"no continuation for the name: {cont!r}")
+            m.send(name + b" " + step[2].encode() + b" {%d}\r\n" % len(message))
+            cont = m.readline()
+            if not cont.startswith(b"+"):
+                raise SystemExit(f"no continuation for the message: {cont!r}")
+            m.send(message + b"\r\n")
+            while True:
+                line = m.readline()
+                if line.startswith(tag):
+                    break
+            out.append(line.split()[1].decode())
         elif kind == "search":
             typ, data = m.uid("SEARCH", None, "TEXT", '"%s"' % step[1])
             out.append([int(u) for u in data[0].split()])

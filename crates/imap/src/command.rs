@@ -138,6 +138,46 @@ pub fn append_mailbox(line: &[u8]) -> Option<String> {
     }
 }
 
+/// True when `line` is an APPEND whose mailbox name is the literal it ends in (`a APPEND {4}`):
+/// the same line with a quoted name in place of the literal and an empty message parses.
+pub fn append_name_is_literal(line: &[u8]) -> bool {
+    let Some(line) = line
+        .strip_suffix(b"\r\n")
+        .or_else(|| line.strip_suffix(b"\n"))
+    else {
+        return false;
+    };
+    let Some(open) = memchr::memrchr(b'{', line) else {
+        return false;
+    };
+    let mut probe = line[..open].to_vec();
+    probe.extend_from_slice(b"\"x\" {0}\r\n\r\n");
+    matches!(
+        CommandCodec::default().decode(&probe),
+        Ok((_, cmd)) if matches!(cmd.body, CommandBody::Append { .. })
+    )
+}
+
+/// `name` as an IMAP quoted string, or None when it cannot be one (8-bit, CR, LF or NUL).
+pub fn quoted(name: &[u8]) -> Option<String> {
+    if !name
+        .iter()
+        .all(|&b| (1..0x80).contains(&b) && b != b'\r' && b != b'\n')
+    {
+        return None;
+    }
+    let mut out = String::with_capacity(name.len() + 2);
+    out.push('"');
+    for &b in name {
+        if b == b'"' || b == b'\\' {
+            out.push('\\');
+        }
+        out.push(b as char);
+    }
+    out.push('"');
+    Some(out)
+}
+
 /// The user name of a LOGIN whose first line ends in a literal (`a LOGIN "j doe" {6}`), read
 /// before the literal arrives, for the failed-login lock; None when the name itself is the
 /// literal.

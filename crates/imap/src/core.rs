@@ -157,6 +157,19 @@ struct AppendCapture {
     cert: smime::Cert,
 }
 
+/// An APPEND whose mailbox name comes as a literal (`a APPEND {4}` CRLF `Sent (\Seen) {310}`):
+/// the name is read before anything goes to the server, so that the folder decides whether the
+/// message is stored encrypted, as for a quoted name.
+struct NameLiteral {
+    tag: String,
+    /// The literal's announced length.
+    want: u64,
+    name: Vec<u8>,
+}
+
+/// The longest mailbox name envelopd reads from a literal to decide about an APPEND.
+const MAX_NAME_LITERAL: u64 = 4096;
+
 /// What the client's next lines are, when they are not commands.
 enum Continuation {
     /// AUTHENTICATE with this tag and mechanism; whether the login name is still to be read.
@@ -210,6 +223,8 @@ pub struct Core {
     /// Client commands sent to the server and not yet answered.
     in_flight: usize,
     append: Option<AppendCapture>,
+    /// An APPEND's mailbox name arriving as a literal, held back from the server meanwhile.
+    append_name: Option<NameLiteral>,
     /// The client sent LOGOUT.
     logged_out: bool,
     /// Lines from the client that are not commands: SASL responses after AUTHENTICATE (until
@@ -261,6 +276,7 @@ impl Core {
             next_tag: 2,
             in_flight: 0,
             append: None,
+            append_name: None,
             logged_out: false,
             continuation: None,
             discarding: false,
@@ -511,6 +527,9 @@ impl Core {
         if self.append.is_some() {
             return self.append_piece(piece);
         }
+        if self.append_name.is_some() {
+            return self.append_name_piece(piece);
+        }
         if let (Some(_), Piece::Line { bytes, .. }) = (&self.continuation, &piece) {
             self.continuation_line(bytes);
             return self.tell_server(bytes);
@@ -534,6 +553,7 @@ impl Core {
             }
             Piece::Line { bytes, first: true } if self.refuse_literal_login(&bytes) => {}
             Piece::Line { bytes, first: true } if self.start_append(&bytes) => {}
+            Piece::Line { bytes, first: true } if self.start_append_name(&bytes) => {}
             Piece::Line { bytes, first } => {
                 if first {
                     self.in_flight += 1;
@@ -650,6 +670,89 @@ impl Core {
             cert,
         });
         true
+    }
+
+    /// Starts reading the mailbox name of `APPEND {n}` (the name as a literal) when this login
+    /// stores some appends encrypted; false otherwise (the command then passes unchanged).
+    /// Without this, a mail program that sends the folder name as a literal would store its
+    /// Sent copies in plain text whatever the configuration says.
+    fn start_append_name(&mut self, line: &[u8]) -> bool {
+        let (tag, name) = crate::command::verb(line);
+        if name != "APPEND"
+            || crate::command::append_mailbox(line).is_some()
+            || !crate::command::append_name_is_literal(line)
+        {
+            return false;
+        }
+        if self
+            .login
+            .as_deref()
+            .and_then(|l| self.env.own_cert(l))
+            .is_none()
+        {
+            return false;
+        }
+        let want = literal_at_end(line).expect("checked by the caller");
+        let open = memchr::memrchr(b'{', line).expect("a literal marker");
+        let sync = !line[open..].contains(&b'+');
+        if want > MAX_NAME_LITERAL {
+            let r = format!(
+                "{tag} NO envelopd reads mailbox names of at most {MAX_NAME_LITERAL} bytes\r\n"
+            );
+            self.tell_client(r.as_bytes());
+            if sync {
+                self.splitter.cancel_literal();
+            } else {
+                self.discarding = true;
+            }
+            return true;
+        }
+        if sync {
+            self.tell_client(b"+ Ready for literal data\r\n");
+        }
+        self.append_name = Some(NameLiteral {
+            tag,
+            want,
+            name: Vec::with_capacity(want as usize),
+        });
+        true
+    }
+
+    /// The name literal, then the rest of the APPEND: the command goes on as if the name had
+    /// been given as a quoted string (which the server is sent).
+    fn append_name_piece(&mut self, piece: Piece) {
+        match piece {
+            Piece::Literal(bytes) => {
+                let n = self.append_name.as_mut().expect("reading a name");
+                let room = (n.want as usize).saturating_sub(n.name.len());
+                n.name.extend_from_slice(&bytes[..bytes.len().min(room)]);
+            }
+            Piece::Line { bytes, .. } => {
+                let n = self.append_name.take().expect("reading a name");
+                let Some(quoted) = crate::command::quoted(&n.name) else {
+                    let r = format!(
+                        "{} NO envelopd cannot pass on this mailbox name (send it as a quoted string)\r\n",
+                        n.tag
+                    );
+                    self.tell_client(r.as_bytes());
+                    if literal_at_end(&bytes).is_some() {
+                        let open = memchr::memrchr(b'{', &bytes).expect("a literal marker");
+                        if bytes[open..].contains(&b'+') {
+                            self.discarding = true;
+                        } else {
+                            self.splitter.cancel_literal();
+                        }
+                    }
+                    return;
+                };
+                let mut line = format!("{} APPEND {quoted}", n.tag).into_bytes();
+                line.extend_from_slice(&bytes);
+                self.client_piece(Piece::Line {
+                    bytes: line,
+                    first: true,
+                });
+            }
+        }
     }
 
     fn append_piece(&mut self, piece: Piece) {

@@ -596,6 +596,60 @@ fn sent_copies_are_stored_encrypted_and_other_appends_pass() {
     assert_eq!(sim.server.messages.len(), 2);
 }
 
+/// The folder name may come as a literal (`APPEND {4}` CRLF `Sent ...`): read before anything
+/// goes to the server, it decides as a quoted one does. Before, such an APPEND passed unread and
+/// the Sent copy was stored in plain text.
+#[test]
+fn a_folder_name_sent_as_a_literal_decides_like_a_quoted_one() {
+    let mut sim = Sim::new(vec![]);
+    sim.login();
+    let msg = "Subject: draft\r\n\r\nnotes\r\n";
+    // Synchronizing literals: envelopd asks for the name, then for the message.
+    assert_eq!(sim.say("a APPEND {4}\r\n"), "+ Ready for literal data\r\n");
+    let r = sim.say(&format!("Sent (\\Seen) {{{}}}\r\n", msg.len()));
+    assert_eq!(r, "+ Ready for literal data\r\n");
+    let r = sim.say(&format!("{msg}\r\n"));
+    assert!(r.starts_with("a OK [APPENDUID 42 1]"), "{r}");
+    assert_eq!(sim.encrypted, 1);
+    assert!(String::from_utf8_lossy(&sim.server.messages[0].1).contains("application/pkcs7-mime"));
+    // Non-synchronizing (LITERAL+), in one go, to a folder that keeps what it is given.
+    let r = sim.say(&format!(
+        "b APPEND {{5+}}\r\nINBOX {{{}+}}\r\n{msg}\r\n",
+        msg.len()
+    ));
+    assert!(r.starts_with("b OK"), "{r}");
+    assert_eq!(sim.server.messages[1].1, msg.as_bytes());
+    assert_eq!(sim.encrypted, 1);
+    // A name with a quote and a backslash in it reaches the server quoted, and is still "Sent"
+    // by its last part.
+    let name = "Arch\\iv \"alt\"/Sent";
+    let r = sim.say(&format!(
+        "c APPEND {{{}+}}\r\n{name} {{{}+}}\r\n{msg}\r\n",
+        name.len(),
+        msg.len()
+    ));
+    assert!(r.starts_with("c OK"), "{r}");
+    assert_eq!(sim.encrypted, 2);
+    // A name that cannot be quoted (8-bit) and one longer than any folder name are refused, and
+    // nothing of the message reaches the server.
+    let r = sim.say(&format!(
+        "d APPEND {{4+}}\r\nS\u{e9}t {{{}+}}\r\n{msg}\r\ne NOOP\r\n",
+        msg.len()
+    ));
+    assert!(
+        r.contains("d NO envelopd cannot pass on this mailbox name"),
+        "{r}"
+    );
+    assert!(r.contains("e OK"), "{r}");
+    let r = sim.say("f APPEND {5000}\r\ng NOOP\r\n");
+    assert!(
+        r.starts_with("f NO envelopd reads mailbox names of at most 4096 bytes"),
+        "{r}"
+    );
+    assert!(r.contains("g OK"), "{r}");
+    assert_eq!(sim.server.messages.len(), 3);
+}
+
 #[test]
 fn an_oversized_sent_copy_is_refused_before_its_literal() {
     let mut cfg = config("127.0.0.1");
