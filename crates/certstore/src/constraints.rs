@@ -38,6 +38,9 @@ const KNOWN: &[Oid] = &[
     Oid::new_unwrap("1.3.6.1.5.5.7.1.3"),  // qcStatements (eIDAS)
 ];
 
+/// id-on-SmtpUTF8Mailbox (RFC 8398): an internationalized mailbox in a subjectAltName.
+const SMTP_UTF8_MAILBOX: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.8.9");
+
 /// PKCS #9 emailAddress in a subject name: checked like an rfc822Name.
 const EMAIL_ADDRESS: Oid = Oid::new_unwrap("1.2.840.113549.1.9.1");
 
@@ -106,6 +109,20 @@ fn names_of(c: &Cert) -> Vec<Name> {
                 GeneralName::DnsName(d) => out.push(Name::Dns(d.to_string().to_ascii_lowercase())),
                 GeneralName::UniformResourceIdentifier(u) => out.push(Name::Uri(u.to_string())),
                 GeneralName::DirectoryName(n) => out.push(Name::Dn(rdn_keys(&n))),
+                // RFC 8398 §6 (RFC 9598): rfc822Name constraints apply to SmtpUTF8Mailbox too,
+                // compared with the domain in A-labels. Without this a CA limited to one domain
+                // could name any other mailbox this way, and envelopd believes these names.
+                GeneralName::OtherName(o) if o.type_id == SMTP_UTF8_MAILBOX => {
+                    let text = o
+                        .value
+                        .decode_as::<der::asn1::Utf8StringRef<'_>>()
+                        .map(|s| s.as_str().to_string())
+                        .unwrap_or_default();
+                    out.push(Name::Email(match smime::Address::parse(&text) {
+                        Ok(a) => a.key().to_string(),
+                        Err(_) => text.to_lowercase(),
+                    }));
+                }
                 _ => {}
             }
         }

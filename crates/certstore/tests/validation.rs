@@ -485,3 +485,96 @@ fn certificates_with_duplicate_or_unreadable_extensions_are_refused() {
     nss.add_cert(twice);
     assert!(nss.encryption_cert("twice@praxis.example", now()).is_err());
 }
+
+/// An SmtpUTF8Mailbox (RFC 8398) subjectAltName value.
+fn san_smtputf8(address: &str) -> Vec<u8> {
+    use der::Encode;
+    let oid = der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.8.9")
+        .to_der()
+        .unwrap();
+    let value = smime::ber::tlv(0xa0, &[&smime::ber::tlv(0x0c, &[address.as_bytes()])]);
+    smime::ber::tlv(0x30, &[&smime::ber::tlv(0xa0, &[&oid, &value])])
+}
+
+/// A CA whose name constraints permit one mail domain cannot name a mailbox elsewhere by
+/// writing it as an SmtpUTF8Mailbox instead of an rfc822Name (RFC 8398 §6 applies rfc822Name
+/// constraints to both; the domain compared in A-labels). OpenSSL issues the ASCII cases from
+/// its configuration; the internationalized ones are OpenSSL certificates edited and re-signed
+/// by their CA (its configuration cannot carry UTF-8 here).
+#[test]
+fn smtputf8_mailboxes_obey_the_name_constraints_of_their_ca() {
+    let pki = testkit::Pki::new();
+    let root = pki.root("Constraining Root");
+    let ca = |name: &str, domain: &str| {
+        pki.issue(
+            name,
+            "2048",
+            &format!("basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nnameConstraints=critical,permitted;email:{domain}\n"),
+            &root,
+        )
+    };
+    let praxis = ca("Praxis Only CA", "praxis.example");
+    let idn = ca("IDN CA", "xn--bung-zra.example");
+    let mut store = CertStore::new();
+    let anchor = smime::parse_certificates(&std::fs::read(&root.1).unwrap())
+        .unwrap()
+        .remove(0);
+    store.add_anchor(anchor);
+    let load = |path: &str| {
+        smime::parse_certificates(&std::fs::read(path).unwrap())
+            .unwrap()
+            .remove(0)
+    };
+    let chain = [load(&praxis.1), load(&idn.1)];
+    let check = |c: &smime::Cert, address: &str| {
+        store.validate(c, Purpose::Encrypt, address, &chain, now())
+    };
+    let leaf = |name: &str, mailbox: &str, issuer: &(String, String)| {
+        load(
+            &pki.issue(
+                name,
+                "2048",
+                &leaf_ext(&format!(
+                    "subjectAltName=otherName:1.3.6.1.5.5.7.8.9;UTF8:{mailbox}"
+                )),
+                issuer,
+            )
+            .1,
+        )
+    };
+    // Inside the permitted domain: valid. Outside: refused, as an rfc822Name would be.
+    let inside = leaf("inside", "joerg@praxis.example", &praxis);
+    check(&inside, "joerg@praxis.example").unwrap();
+    let outside = leaf("outside", "doc@other.example", &praxis);
+    let e = check(&outside, "doc@other.example").unwrap_err();
+    assert!(
+        matches!(&e, Rejection::Untrusted { why, .. } if why.contains("outside the name constraints")),
+        "{e}"
+    );
+    // The same with an rfc822Name, for comparison: the rule is one.
+    let (_, plain) = pki.issue(
+        "outside-rfc822",
+        "2048",
+        &leaf_ext("subjectAltName=email:doc@other.example"),
+        &praxis,
+    );
+    assert!(check(&load(&plain), "doc@other.example").is_err());
+    // Internationalized domains, compared in A-labels: übung.example is the permitted
+    // xn--bung-zra.example, über.example is not.
+    let base = leaf("idn", "placeholder@xn--bung-zra.example", &idn);
+    let with_san = |mailbox: &str| {
+        resigned(&pki, &idn.0, base.der(), |exts| {
+            let at = exts
+                .iter()
+                .position(|e| e.windows(3).any(|w| w == [0x55, 0x1d, 0x11]))
+                .unwrap();
+            exts[at] = extension("2.5.29.17", false, &san_smtputf8(mailbox));
+        })
+    };
+    check(&with_san("dr.jörg@übung.example"), "dr.jörg@übung.example").unwrap();
+    let e = check(&with_san("dr.jörg@über.example"), "dr.jörg@über.example").unwrap_err();
+    assert!(
+        matches!(&e, Rejection::Untrusted { why, .. } if why.contains("outside the name constraints")),
+        "{e}"
+    );
+}

@@ -23,8 +23,17 @@ use crate::{alg, ber, sigalg, Error};
 /// Shared behind an `Arc`: certificates are cloned into every path, signer set and recipient
 /// list built for each message, and a deep copy of a parsed certificate is thousands of small
 /// allocations (it was about 1 % of the proxy's CPU per message).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Cert(std::sync::Arc<CertInner>);
+
+impl std::fmt::Debug for Cert {
+    /// The subject and the start of the fingerprint: a certificate's bytes in a test failure or
+    /// a debug log were pages of numbers that named nothing.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let fp: String = self.sha256()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        write!(f, "Cert({:?}, sha256 {fp}…)", self.subject())
+    }
+}
 
 /// What a [`Cert`] shares.
 #[derive(Debug)]
