@@ -599,7 +599,7 @@ impl CertStore {
         // §6.1), but the practice should know, so an expired anchor still fails.
         for anchor in self.anchors.iter().filter(|a| subject_of(a)) {
             if self.verified.signed_by(&current, anchor) {
-                if let Err(e) = check_validity(anchor, at) {
+                if let Err(e) = not_sha1(&current).and(check_validity(anchor, at)) {
                     *problem = Some(e);
                     continue;
                 }
@@ -621,7 +621,10 @@ impl CertStore {
             }
             // Self-issued intermediates (key rollover) do not count against pathLenConstraint.
             let below = path[1..].iter().filter(|c| !c.is_self_issued()).count();
-            if let Err(e) = check_issuer(next, below).and(check_validity(next, at)) {
+            if let Err(e) = not_sha1(&current)
+                .and(check_issuer(next, below))
+                .and(check_validity(next, at))
+            {
                 *problem = Some(e);
                 continue;
             }
@@ -728,6 +731,20 @@ fn check_issuer(issuer: &Cert, below: usize) -> Result<(), Rejection> {
                 bc.path_len_constraint.unwrap_or_default()
             )));
         }
+    }
+    Ok(())
+}
+
+/// A link signed with SHA-1 does not count: with chosen-prefix collisions (SHAmbles, 2020) a
+/// certificate the CA signed can be swapped for another one under the same signature. The
+/// CA/Browser Forum's S/MIME rules and Thunderbird refuse such certificates; signed messages
+/// with a SHA-1 digest stay readable, marked weak (their own rule in the verdict).
+fn not_sha1(c: &Cert) -> Result<(), Rejection> {
+    if c.signed_with_sha1() {
+        return Err(Rejection::Untrusted {
+            subject: c.subject(),
+            why: "its issuer signed it with SHA-1, which collisions make forgeable".into(),
+        });
     }
     Ok(())
 }

@@ -578,3 +578,187 @@ fn smtputf8_mailboxes_obey_the_name_constraints_of_their_ca() {
         "{e}"
     );
 }
+
+/// A certificate its issuer signed with SHA-1 is not believed (chosen-prefix collisions let a
+/// signed certificate be swapped for another), whether leaf or intermediate; the same
+/// certificates signed with SHA-256 validate. Made by OpenSSL (`x509 -sha1`) and NSS
+/// (`certutil -Z SHA1`).
+#[test]
+fn certificates_signed_with_sha1_are_refused() {
+    use std::process::Command;
+    let pki = testkit::Pki::new();
+    let root = pki.root("Old Root");
+    let issue = |name: &str, ext: &str, issuer: &(String, String), md: &str| {
+        let key = pki.key(name, "2048");
+        let (csr, crt, extf) = (
+            pki.p(&format!("{name}.csr")),
+            pki.p(&format!("{name}.crt")),
+            pki.p(&format!("{name}.ext")),
+        );
+        std::fs::write(&extf, ext).unwrap();
+        testkit::openssl_ok(&[
+            "req",
+            "-new",
+            "-key",
+            &key,
+            "-subj",
+            &format!("/CN={name}"),
+            "-out",
+            &csr,
+        ]);
+        testkit::openssl_ok(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            &issuer.1,
+            "-CAkey",
+            &issuer.0,
+            "-CAcreateserial",
+            "-days",
+            "30",
+            md,
+            "-extfile",
+            &extf,
+            "-out",
+            &crt,
+        ]);
+        let cert = smime::parse_certificates(&std::fs::read(&crt).unwrap())
+            .unwrap()
+            .remove(0);
+        (key, crt, cert)
+    };
+    let ca_ext = "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n";
+    let mut store = CertStore::new();
+    store.add_anchor(
+        smime::parse_certificates(&std::fs::read(&root.1).unwrap())
+            .unwrap()
+            .remove(0),
+    );
+    let refused = |r: Result<Vec<smime::Cert>, Rejection>, who: &str| {
+        let e = r.unwrap_err();
+        assert!(
+            matches!(&e, Rejection::Untrusted { subject, why } if why.contains("SHA-1") && subject.contains(who)),
+            "{who}: {e}"
+        );
+    };
+    let leaf = |n: &str| leaf_ext(&format!("subjectAltName=email:{n}@praxis.example"));
+    // Leaf signed with SHA-1 by the root; the same signed with SHA-256 for comparison.
+    let (_, _, old) = issue("old", &leaf("old"), &root, "-sha1");
+    refused(
+        store.validate(&old, Purpose::Encrypt, "old@praxis.example", &[], now()),
+        "old",
+    );
+    let (_, _, new) = issue("new", &leaf("new"), &root, "-sha256");
+    store
+        .validate(&new, Purpose::Encrypt, "new@praxis.example", &[], now())
+        .unwrap();
+    // An intermediate signed with SHA-1 above a leaf signed with SHA-256.
+    let (k, c, mid) = issue("Old Mail CA", ca_ext, &root, "-sha1");
+    let (_, _, below) = issue("below", &leaf("below"), &(k, c), "-sha256");
+    refused(
+        store.validate(&below, Purpose::Sign, "below@praxis.example", &[mid], now()),
+        "Old Mail CA",
+    );
+
+    // NSS: a CA and a leaf it signs with SHA-1 (-Z SHA1), and one with SHA-256.
+    let db = format!("sql:{}", pki.p("nssdb"));
+    std::fs::create_dir(pki.p("nssdb")).unwrap();
+    let certutil = |args: &[&str]| {
+        let o = Command::new("certutil").args(args).output().unwrap();
+        assert!(
+            o.status.success(),
+            "certutil {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o.stdout
+    };
+    certutil(&["-N", "-d", &db, "--empty-password"]);
+    std::fs::write(pki.p("bc.der"), [0x30, 0x03, 0x01, 0x01, 0xff]).unwrap();
+    std::fs::write(pki.p("noise"), [9u8; 64]).unwrap();
+    let noise = pki.p("noise");
+    certutil(&[
+        "-S",
+        "-d",
+        &db,
+        "-n",
+        "ca",
+        "-s",
+        "CN=NSS Old CA",
+        "-x",
+        "-t",
+        "CT,C,C",
+        "-k",
+        "rsa",
+        "-g",
+        "2048",
+        "-v",
+        "12",
+        "-m",
+        "1",
+        "-Z",
+        "SHA256",
+        "--keyUsage",
+        "certSigning,crlSigning",
+        "--extGeneric",
+        &format!("2.5.29.19:critical:{}", pki.p("bc.der")),
+        "-z",
+        &noise,
+    ]);
+    for (n, serial, hash) in [("nssold", "2", "SHA1"), ("nssnew", "3", "SHA256")] {
+        let san = format!("email:{n}@praxis.example");
+        certutil(&[
+            "-S",
+            "-d",
+            &db,
+            "-n",
+            n,
+            "-s",
+            &format!("CN={n}"),
+            "-c",
+            "ca",
+            "-t",
+            ",,",
+            "-k",
+            "rsa",
+            "-g",
+            "2048",
+            "-v",
+            "12",
+            "-m",
+            serial,
+            "-Z",
+            hash,
+            "--keyUsage",
+            "digitalSignature,keyEncipherment",
+            "--extKeyUsage",
+            "emailProtection",
+            "--extSAN",
+            &san,
+            "-z",
+            &noise,
+        ]);
+    }
+    let export = |n: &str| {
+        smime::parse_certificates(&certutil(&["-L", "-d", &db, "-n", n, "-a"]))
+            .unwrap()
+            .remove(0)
+    };
+    let mut nss = CertStore::new();
+    nss.add_anchor(export("ca"));
+    let old = export("nssold");
+    assert!(old.signed_with_sha1());
+    refused(
+        nss.validate(&old, Purpose::Encrypt, "nssold@praxis.example", &[], now()),
+        "nssold",
+    );
+    nss.validate(
+        &export("nssnew"),
+        Purpose::Encrypt,
+        "nssnew@praxis.example",
+        &[],
+        now(),
+    )
+    .unwrap();
+}

@@ -30,7 +30,10 @@ impl std::fmt::Debug for Cert {
     /// The subject and the start of the fingerprint: a certificate's bytes in a test failure or
     /// a debug log were pages of numbers that named nothing.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let fp: String = self.sha256()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let fp: String = self.sha256()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         write!(f, "Cert({:?}, sha256 {fp}…)", self.subject())
     }
 }
@@ -258,6 +261,16 @@ impl Cert {
             self.0.parsed.signature().as_bytes().ok_or_else(|| {
                 Error::Certificate("certificate signature is not a whole number of bytes".into())
             })?,
+        )
+    }
+
+    /// True when the issuer signed this certificate with SHA-1 (RSA or ECDSA), whose
+    /// chosen-prefix collisions are practical: such a signature no longer shows the issuer
+    /// signed this very certificate.
+    pub fn signed_with_sha1(&self) -> bool {
+        matches!(
+            self.0.parsed.signature_algorithm().oid,
+            alg::SHA1_WITH_RSA | alg::ECDSA_WITH_SHA1
         )
     }
 
