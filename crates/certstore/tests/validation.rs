@@ -298,7 +298,6 @@ fn san_email(address: &str) -> Vec<u8> {
 /// to write it) and OpenSSL-issued certificates edited by hand and re-signed by their CA.
 #[test]
 fn certificates_with_duplicate_or_unreadable_extensions_are_refused() {
-    use std::process::Command;
     let pki = testkit::Pki::new();
     let untrusted = |r: Rejection, what: &str| {
         assert!(
@@ -385,90 +384,12 @@ fn certificates_with_duplicate_or_unreadable_extensions_are_refused() {
     );
 
     // NSS: a CA and two leaves, the second with a second (signing-only) keyUsage.
-    let db = format!("sql:{}", pki.p("nssdb"));
-    std::fs::create_dir(pki.p("nssdb")).unwrap();
-    let certutil = |args: &[&str]| {
-        let o = Command::new("certutil").args(args).output().unwrap();
-        assert!(
-            o.status.success(),
-            "certutil {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        o.stdout
-    };
-    certutil(&["-N", "-d", &db, "--empty-password"]);
-    std::fs::write(pki.p("bc.der"), [0x30, 0x03, 0x01, 0x01, 0xff]).unwrap();
+    let nss_ca = NssCa::new(&pki, "NSS Edit CA");
     std::fs::write(pki.p("ku.der"), [0x03, 0x02, 0x07, 0x80]).unwrap();
-    std::fs::write(pki.p("noise"), [7u8; 64]).unwrap();
-    let noise = pki.p("noise");
-    certutil(&[
-        "-S",
-        "-d",
-        &db,
-        "-n",
-        "ca",
-        "-s",
-        "CN=NSS Edit CA",
-        "-x",
-        "-t",
-        "CT,C,C",
-        "-k",
-        "rsa",
-        "-g",
-        "2048",
-        "-v",
-        "12",
-        "-m",
-        "1",
-        "--keyUsage",
-        "certSigning,crlSigning",
-        "--extGeneric",
-        &format!("2.5.29.19:critical:{}", pki.p("bc.der")),
-        "-z",
-        &noise,
-    ]);
     let ku_ext = format!("2.5.29.15:critical:{}", pki.p("ku.der"));
-    for (n, serial, extra) in [("plain", "2", None), ("twice", "3", Some(ku_ext.as_str()))] {
-        let san = format!("email:{n}@praxis.example");
-        let mut args = vec![
-            "-S",
-            "-d",
-            &db,
-            "-n",
-            n,
-            "-s",
-            "CN=nss leaf",
-            "-c",
-            "ca",
-            "-t",
-            ",,",
-            "-k",
-            "rsa",
-            "-g",
-            "2048",
-            "-v",
-            "12",
-            "-m",
-            serial,
-            "--keyUsage",
-            "digitalSignature,keyEncipherment",
-            "--extKeyUsage",
-            "emailProtection",
-            "--extSAN",
-            &san,
-            "-z",
-            &noise,
-        ];
-        if let Some(e) = extra {
-            args.extend(["--extGeneric", e]);
-        }
-        certutil(&args);
-    }
-    let export = |n: &str| {
-        smime::parse_certificates(&certutil(&["-L", "-d", &db, "-n", n, "-a"]))
-            .unwrap()
-            .remove(0)
-    };
+    nss_ca.issue("plain", "SHA256", &[]);
+    nss_ca.issue("twice", "SHA256", &["--extGeneric", &ku_ext]);
+    let export = |n: &str| nss_ca.export(n);
     let mut nss = CertStore::new();
     nss.add_anchor(export("ca"));
     let plain = export("plain");
@@ -585,45 +506,10 @@ fn smtputf8_mailboxes_obey_the_name_constraints_of_their_ca() {
 /// (`certutil -Z SHA1`).
 #[test]
 fn certificates_signed_with_sha1_are_refused() {
-    use std::process::Command;
     let pki = testkit::Pki::new();
     let root = pki.root("Old Root");
     let issue = |name: &str, ext: &str, issuer: &(String, String), md: &str| {
-        let key = pki.key(name, "2048");
-        let (csr, crt, extf) = (
-            pki.p(&format!("{name}.csr")),
-            pki.p(&format!("{name}.crt")),
-            pki.p(&format!("{name}.ext")),
-        );
-        std::fs::write(&extf, ext).unwrap();
-        testkit::openssl_ok(&[
-            "req",
-            "-new",
-            "-key",
-            &key,
-            "-subj",
-            &format!("/CN={name}"),
-            "-out",
-            &csr,
-        ]);
-        testkit::openssl_ok(&[
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            &issuer.1,
-            "-CAkey",
-            &issuer.0,
-            "-CAcreateserial",
-            "-days",
-            "30",
-            md,
-            "-extfile",
-            &extf,
-            "-out",
-            &crt,
-        ]);
+        let (key, crt) = pki.issue_digest(name, &format!("/CN={name}"), "2048", ext, issuer, md);
         let cert = smime::parse_certificates(&std::fs::read(&crt).unwrap())
             .unwrap()
             .remove(0);
@@ -663,88 +549,10 @@ fn certificates_signed_with_sha1_are_refused() {
     );
 
     // NSS: a CA and a leaf it signs with SHA-1 (-Z SHA1), and one with SHA-256.
-    let db = format!("sql:{}", pki.p("nssdb"));
-    std::fs::create_dir(pki.p("nssdb")).unwrap();
-    let certutil = |args: &[&str]| {
-        let o = Command::new("certutil").args(args).output().unwrap();
-        assert!(
-            o.status.success(),
-            "certutil {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        o.stdout
-    };
-    certutil(&["-N", "-d", &db, "--empty-password"]);
-    std::fs::write(pki.p("bc.der"), [0x30, 0x03, 0x01, 0x01, 0xff]).unwrap();
-    std::fs::write(pki.p("noise"), [9u8; 64]).unwrap();
-    let noise = pki.p("noise");
-    certutil(&[
-        "-S",
-        "-d",
-        &db,
-        "-n",
-        "ca",
-        "-s",
-        "CN=NSS Old CA",
-        "-x",
-        "-t",
-        "CT,C,C",
-        "-k",
-        "rsa",
-        "-g",
-        "2048",
-        "-v",
-        "12",
-        "-m",
-        "1",
-        "-Z",
-        "SHA256",
-        "--keyUsage",
-        "certSigning,crlSigning",
-        "--extGeneric",
-        &format!("2.5.29.19:critical:{}", pki.p("bc.der")),
-        "-z",
-        &noise,
-    ]);
-    for (n, serial, hash) in [("nssold", "2", "SHA1"), ("nssnew", "3", "SHA256")] {
-        let san = format!("email:{n}@praxis.example");
-        certutil(&[
-            "-S",
-            "-d",
-            &db,
-            "-n",
-            n,
-            "-s",
-            &format!("CN={n}"),
-            "-c",
-            "ca",
-            "-t",
-            ",,",
-            "-k",
-            "rsa",
-            "-g",
-            "2048",
-            "-v",
-            "12",
-            "-m",
-            serial,
-            "-Z",
-            hash,
-            "--keyUsage",
-            "digitalSignature,keyEncipherment",
-            "--extKeyUsage",
-            "emailProtection",
-            "--extSAN",
-            &san,
-            "-z",
-            &noise,
-        ]);
-    }
-    let export = |n: &str| {
-        smime::parse_certificates(&certutil(&["-L", "-d", &db, "-n", n, "-a"]))
-            .unwrap()
-            .remove(0)
-    };
+    let nss_ca = NssCa::new(&pki, "NSS Old CA");
+    nss_ca.issue("nssold", "SHA1", &[]);
+    nss_ca.issue("nssnew", "SHA256", &[]);
+    let export = |n: &str| nss_ca.export(n);
     let mut nss = CertStore::new();
     nss.add_anchor(export("ca"));
     let old = export("nssold");
@@ -761,4 +569,117 @@ fn certificates_signed_with_sha1_are_refused() {
         now(),
     )
     .unwrap();
+}
+
+/// An NSS database with a CA (`certutil -S -x`) that issues mail certificates.
+struct NssCa {
+    db: String,
+    noise: String,
+    serial: std::cell::Cell<u32>,
+}
+
+impl NssCa {
+    fn new(pki: &testkit::Pki, subject: &str) -> Self {
+        std::fs::create_dir(pki.p("nssdb")).unwrap();
+        std::fs::write(pki.p("bc.der"), [0x30, 0x03, 0x01, 0x01, 0xff]).unwrap();
+        std::fs::write(pki.p("noise"), [7u8; 64]).unwrap();
+        let ca = NssCa {
+            db: format!("sql:{}", pki.p("nssdb")),
+            noise: pki.p("noise"),
+            serial: std::cell::Cell::new(1),
+        };
+        ca.run(&["-N", "--empty-password"]);
+        let bc = format!("2.5.29.19:critical:{}", pki.p("bc.der"));
+        ca.run(&[
+            "-S",
+            "-n",
+            "ca",
+            "-s",
+            &format!("CN={subject}"),
+            "-x",
+            "-t",
+            "CT,C,C",
+            "-k",
+            "rsa",
+            "-g",
+            "2048",
+            "-v",
+            "12",
+            "-m",
+            "1",
+            "-Z",
+            "SHA256",
+            "--keyUsage",
+            "certSigning,crlSigning",
+            "--extGeneric",
+            &bc,
+            "-z",
+            &ca.noise,
+        ]);
+        ca
+    }
+
+    /// `certutil -d DB ARGS`; its output.
+    fn run(&self, args: &[&str]) -> Vec<u8> {
+        let o = std::process::Command::new("certutil")
+            .args(["-d", &self.db])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "certutil {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o.stdout
+    }
+
+    /// A leaf `name` for `name@praxis.example`, signed with `hash`, with `extra` options.
+    fn issue(&self, name: &str, hash: &str, extra: &[&str]) {
+        self.serial.set(self.serial.get() + 1);
+        // A subject of its own: NSS gives certificates with the same subject one nickname.
+        let (serial, san, subject) = (
+            self.serial.get().to_string(),
+            format!("email:{name}@praxis.example"),
+            format!("CN={name}"),
+        );
+        let mut args = vec![
+            "-S",
+            "-n",
+            name,
+            "-s",
+            &subject,
+            "-c",
+            "ca",
+            "-t",
+            ",,",
+            "-k",
+            "rsa",
+            "-g",
+            "2048",
+            "-v",
+            "12",
+            "-m",
+            &serial,
+            "-Z",
+            hash,
+            "--keyUsage",
+            "digitalSignature,keyEncipherment",
+            "--extKeyUsage",
+            "emailProtection",
+            "--extSAN",
+            &san,
+            "-z",
+            &self.noise,
+        ];
+        args.extend(extra);
+        self.run(&args);
+    }
+
+    /// The certificate `name` (the CA is "ca").
+    fn export(&self, name: &str) -> smime::Cert {
+        smime::parse_certificates(&self.run(&["-L", "-n", name, "-a"]))
+            .unwrap()
+            .remove(0)
+    }
 }

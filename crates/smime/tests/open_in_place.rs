@@ -215,18 +215,7 @@ fn openssl_messages_open_alike_and_come_back_unchanged() {
     let bob = bob();
     let msg = plain(40_000);
     for cipher in ["-aes-256-cbc", "-aes-128-cbc", "-aes-256-gcm"] {
-        let signed = testkit::openssl_pipe(
-            &[
-                "cms",
-                "-sign",
-                "-signer",
-                read_path("rfc9216/alice.sign.crt").as_str(),
-                "-inkey",
-                read_path("rfc9216/alice.sign.key").as_str(),
-            ],
-            &msg,
-        )
-        .unwrap();
+        let signed = openssl_signed(&msg);
         let m = testkit::openssl_pipe(
             &[
                 "cms",
@@ -246,6 +235,22 @@ fn openssl_messages_open_alike_and_come_back_unchanged() {
     }
 }
 
+/// `message` clear-signed by OpenSSL with Alice's RFC 9216 signing key.
+fn openssl_signed(message: &[u8]) -> Vec<u8> {
+    testkit::openssl_pipe(
+        &[
+            "cms",
+            "-sign",
+            "-signer",
+            read_path("rfc9216/alice.sign.crt").as_str(),
+            "-inkey",
+            read_path("rfc9216/alice.sign.key").as_str(),
+        ],
+        message,
+    )
+    .unwrap()
+}
+
 fn read_path(rel: &str) -> String {
     common::vectors().join(rel).display().to_string()
 }
@@ -259,20 +264,7 @@ fn signed_only_messages_open_alike_in_their_own_buffer() {
     let mut messages = Vec::new();
     for size in [300, 70_000] {
         messages.push(smime::sign(&plain(size), &alice, &sign_opts()).unwrap());
-        messages.push(
-            testkit::openssl_pipe(
-                &[
-                    "cms",
-                    "-sign",
-                    "-signer",
-                    read_path("rfc9216/alice.sign.crt").as_str(),
-                    "-inkey",
-                    read_path("rfc9216/alice.sign.key").as_str(),
-                ],
-                &plain(size),
-            )
-            .unwrap(),
-        );
+        messages.push(openssl_signed(&plain(size)));
     }
     for m in &messages {
         assert_eq!(smime::message::kind(m), smime::message::Kind::ClearSigned);

@@ -277,6 +277,19 @@ impl Pki {
         ext: &str,
         issuer: &(String, String),
     ) -> (String, String) {
+        self.issue_digest(name, subject, kind, ext, issuer, "-sha256")
+    }
+
+    /// Like [`Pki::issue_as`], the issuer signing with the digest `md` (`-sha1`, `-sha256` …).
+    pub fn issue_digest(
+        &self,
+        name: &str,
+        subject: &str,
+        kind: &str,
+        ext: &str,
+        issuer: &(String, String),
+        md: &str,
+    ) -> (String, String) {
         let key = self.key(name, kind);
         let (csr, crt) = (
             self.p(&format!("{name}.csr")),
@@ -296,6 +309,7 @@ impl Pki {
             "-CAcreateserial",
             "-days",
             "30",
+            md,
             "-extfile",
             &extf,
             "-out",
