@@ -1,22 +1,48 @@
 //! The CPU pool: signing, encrypting, decrypting and verifying run here, off tokio's worker
-//! threads, at most one job per core at a time. On the async workers an RSA operation or a
-//! megabyte of AES would hold up every other session on that thread; with the pool, one
-//! session's decryption runs on one core while another's, or its own next message, runs on the
-//! other, and the workers keep answering. Bounded, so a burst of work queues here instead of
-//! starting hundreds of blocking threads that would only fight over the same cores.
+//! threads, on one thread per core. On the async workers an RSA operation or a megabyte of AES
+//! would hold up every other session on that thread; with the pool, one session's decryption
+//! runs on one core while another's, or its own next message, runs on the other, and the workers
+//! keep answering. Bounded, so a burst of work queues here instead of starting hundreds of
+//! blocking threads that would only fight over the same cores.
+//!
+//! Why threads of its own rather than tokio's blocking pool behind a semaphore (what this was
+//! before): there every job was a semaphore wait, a hand-over to whichever blocking thread was
+//! idle (tokio kept six of them for two permits) and a permit hand-over to the next waiting task,
+//! each a wake-up of another thread. Here a pool thread that finishes a job takes the next one
+//! from the queue itself; only the result goes back to the waiting task.
 
-use std::sync::OnceLock;
-
-use tokio::sync::Semaphore;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// How many jobs run at once: one per core the process may use.
 pub fn width() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get())
 }
 
-fn permits() -> &'static Semaphore {
-    static P: OnceLock<Semaphore> = OnceLock::new();
-    P.get_or_init(|| Semaphore::new(width()))
+type Task = Box<dyn FnOnce() + Send>;
+
+/// The queue the pool's threads take jobs from (started on first use).
+fn queue() -> &'static Mutex<mpsc::Sender<Task>> {
+    static Q: OnceLock<Mutex<mpsc::Sender<Task>>> = OnceLock::new();
+    Q.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Task>();
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..width() {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("envelopd-cpu-{i}"))
+                .spawn(move || loop {
+                    // The lock is held only while waiting for the next job, not while it runs.
+                    let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                    match next {
+                        Ok(task) => task(),
+                        Err(_) => return,
+                    }
+                })
+                .expect("the CPU pool's threads start");
+        }
+        Mutex::new(tx)
+    })
 }
 
 /// Runs `job` on the pool and returns its result; waits (without blocking a worker) while every
@@ -27,11 +53,20 @@ where
     F: FnOnce() -> T + Send + 'static,
     T: Send + 'static,
 {
-    let _permit = permits().acquire().await.expect("the pool is never closed");
-    match tokio::task::spawn_blocking(job).await {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task: Task = Box::new(move || {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+        // The caller may have gone away meanwhile (a client that hung up): nobody to tell.
+        let _ = tx.send(outcome);
+    });
+    queue()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send(task)
+        .expect("the CPU pool's threads never stop");
+    match rx.await.expect("a CPU job always answers") {
         Ok(v) => v,
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        Err(e) => panic!("a CPU job was cancelled: {e}"),
+        Err(panic) => std::panic::resume_unwind(panic),
     }
 }
 
@@ -104,5 +139,41 @@ mod tests {
     #[should_panic(expected = "boom")]
     async fn a_panicking_job_panics_its_caller() {
         run(|| panic!("boom")).await
+    }
+
+    /// A job whose caller went away (a client that hung up) still finishes, and neither it nor a
+    /// panicking job takes a pool thread with it: every later job still runs, on the pool's own
+    /// threads.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn callers_that_go_away_or_panic_leave_the_pool_whole() {
+        let finished = Arc::new(AtomicUsize::new(0));
+        for _ in 0..2 * width() {
+            let f = finished.clone();
+            let (started, running) = tokio::sync::oneshot::channel();
+            let caller = tokio::spawn(run(move || {
+                let _ = started.send(());
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                f.fetch_add(1, Ordering::SeqCst);
+            }));
+            running.await.unwrap();
+            caller.abort();
+            let _ = tokio::spawn(run(|| panic!("a job's own failure"))).await;
+        }
+        let names = run_all(
+            (0..4 * width()).map(|_| || std::thread::current().name().unwrap_or("").to_string()),
+        )
+        .await;
+        assert!(
+            names.iter().all(|n| n.starts_with("envelopd-cpu-")),
+            "{names:?}"
+        );
+        // Abandoned jobs finish on their own time: wait for them (a second at most).
+        for _ in 0..200 {
+            if finished.load(Ordering::SeqCst) == 2 * width() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(finished.load(Ordering::SeqCst), 2 * width());
     }
 }
