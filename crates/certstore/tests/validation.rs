@@ -286,6 +286,15 @@ fn extension(oid: &str, critical: bool, value: &[u8]) -> Vec<u8> {
     }
 }
 
+/// Puts `new` in place of the extension whose OID ends in 2.5.29.`id` (0x55 0x1d `id`).
+fn replace_extension(exts: &mut [Vec<u8>], id: u8, new: Vec<u8>) {
+    let at = exts
+        .iter()
+        .position(|e| e.windows(3).any(|w| w == [0x55, 0x1d, id]))
+        .expect("the extension is there");
+    exts[at] = new;
+}
+
 /// An rfc822Name subjectAltName value.
 fn san_email(address: &str) -> Vec<u8> {
     smime::ber::tlv(0x30, &[&smime::ber::tlv(0x81, &[address.as_bytes()])])
@@ -359,11 +368,11 @@ fn certificates_with_duplicate_or_unreadable_extensions_are_refused() {
     // An unreadable subjectAltName (an rfc822Name tagged as a constructed [1] with junk in it):
     // the subject's emailAddress must not take its place.
     let broken_san = resigned(&pki, &root.0, leaf.der(), |exts| {
-        let at = exts
-            .iter()
-            .position(|e| e.windows(3).any(|w| w == [0x55, 0x1d, 0x11]))
-            .unwrap();
-        exts[at] = extension("2.5.29.17", false, &[0x30, 0x03, 0xa1, 0x01, 0xff]);
+        replace_extension(
+            exts,
+            0x11,
+            extension("2.5.29.17", false, &[0x30, 0x03, 0xa1, 0x01, 0xff]),
+        );
     });
     assert!(check(&broken_san, "eve@praxis.example").is_err());
     untrusted(
@@ -372,11 +381,11 @@ fn certificates_with_duplicate_or_unreadable_extensions_are_refused() {
     );
     // An unreadable keyUsage (a BIT STRING with an impossible unused-bits count).
     let broken_ku = resigned(&pki, &root.0, leaf.der(), |exts| {
-        let at = exts
-            .iter()
-            .position(|e| e.windows(3).any(|w| w == [0x55, 0x1d, 0x0f]))
-            .unwrap();
-        exts[at] = extension("2.5.29.15", true, &[0x03, 0x02, 0x09, 0x80]);
+        replace_extension(
+            exts,
+            0x0f,
+            extension("2.5.29.15", true, &[0x03, 0x02, 0x09, 0x80]),
+        );
     });
     untrusted(
         check(&broken_ku, "edited@praxis.example").unwrap_err(),
@@ -485,11 +494,11 @@ fn smtputf8_mailboxes_obey_the_name_constraints_of_their_ca() {
     let base = leaf("idn", "placeholder@xn--bung-zra.example", &idn);
     let with_san = |mailbox: &str| {
         resigned(&pki, &idn.0, base.der(), |exts| {
-            let at = exts
-                .iter()
-                .position(|e| e.windows(3).any(|w| w == [0x55, 0x1d, 0x11]))
-                .unwrap();
-            exts[at] = extension("2.5.29.17", false, &san_smtputf8(mailbox));
+            replace_extension(
+                exts,
+                0x11,
+                extension("2.5.29.17", false, &san_smtputf8(mailbox)),
+            );
         })
     };
     check(&with_san("dr.jörg@übung.example"), "dr.jörg@übung.example").unwrap();
