@@ -38,22 +38,25 @@ const KNOWN: &[Oid] = &[
     Oid::new_unwrap("1.3.6.1.5.5.7.1.3"),  // qcStatements (eIDAS)
 ];
 
-/// id-on-SmtpUTF8Mailbox (RFC 8398): an internationalized mailbox in a subjectAltName.
-const SMTP_UTF8_MAILBOX: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.8.9");
-
 /// PKCS #9 emailAddress in a subject name: checked like an rfc822Name.
 const EMAIL_ADDRESS: Oid = Oid::new_unwrap("1.2.840.113549.1.9.1");
 
-/// Refuses a certificate with a critical extension envelopd does not recognise, an extension
-/// present twice, or an unreadable extension envelopd decides trust by
-/// ([`Cert::extension_problem`]).
-pub fn check_critical(c: &Cert) -> Result<(), Rejection> {
-    if let Some(why) = c.extension_problem() {
-        return Err(Rejection::Untrusted {
+/// Refuses a certificate with an extension present twice or an unreadable extension envelopd
+/// decides trust by ([`Cert::extension_problem`]).
+pub fn check_readable(c: &Cert) -> Result<(), Rejection> {
+    match c.extension_problem() {
+        Some(why) => Err(Rejection::Untrusted {
             subject: c.subject(),
             why: why.to_string(),
-        });
+        }),
+        None => Ok(()),
     }
+}
+
+/// Refuses a certificate [`check_readable`] refuses, or one with a critical extension envelopd
+/// does not recognise.
+pub fn check_critical(c: &Cert) -> Result<(), Rejection> {
+    check_readable(c)?;
     for ext in c
         .parsed()
         .tbs_certificate()
@@ -112,12 +115,8 @@ fn names_of(c: &Cert) -> Vec<Name> {
                 // RFC 8398 §6 (RFC 9598): rfc822Name constraints apply to SmtpUTF8Mailbox too,
                 // compared with the domain in A-labels. Without this a CA limited to one domain
                 // could name any other mailbox this way, and envelopd believes these names.
-                GeneralName::OtherName(o) if o.type_id == SMTP_UTF8_MAILBOX => {
-                    let text = o
-                        .value
-                        .decode_as::<der::asn1::Utf8StringRef<'_>>()
-                        .map(|s| s.as_str().to_string())
-                        .unwrap_or_default();
+                GeneralName::OtherName(ref o) if o.type_id == smime::cert::SMTP_UTF8_MAILBOX => {
+                    let text = smime::cert::mailbox_of(&g).unwrap_or_default();
                     out.push(Name::Email(match smime::Address::parse(&text) {
                         Ok(a) => a.key().to_string(),
                         Err(_) => text.to_lowercase(),

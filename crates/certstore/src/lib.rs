@@ -425,9 +425,9 @@ impl CertStore {
         carried: &[Cert],
         at: SystemTime,
     ) -> Result<Vec<Cert>, Rejection> {
-        // Extensions first: which addresses a certificate names is only known once its
-        // subjectAltName is unambiguous.
-        constraints::check_critical(cert)?;
+        // Readable extensions first: which addresses a certificate names is only known once
+        // its subjectAltName is unambiguous (the path's checks repeat this, from the cache).
+        constraints::check_readable(cert)?;
         if !Address::parse(address).is_ok_and(|a| cert.names(&a)) {
             return Err(wrong_address(cert, address));
         }

@@ -22,8 +22,8 @@ pub fn width() -> usize {
 type Task = Box<dyn FnOnce() + Send>;
 
 /// The queue the pool's threads take jobs from (started on first use).
-fn queue() -> &'static Mutex<mpsc::Sender<Task>> {
-    static Q: OnceLock<Mutex<mpsc::Sender<Task>>> = OnceLock::new();
+fn queue() -> &'static mpsc::Sender<Task> {
+    static Q: OnceLock<mpsc::Sender<Task>> = OnceLock::new();
     Q.get_or_init(|| {
         let (tx, rx) = mpsc::channel::<Task>();
         let rx = Arc::new(Mutex::new(rx));
@@ -41,7 +41,7 @@ fn queue() -> &'static Mutex<mpsc::Sender<Task>> {
                 })
                 .expect("the CPU pool's threads start");
         }
-        Mutex::new(tx)
+        tx
     })
 }
 
@@ -60,8 +60,6 @@ where
         let _ = tx.send(outcome);
     });
     queue()
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
         .send(task)
         .expect("the CPU pool's threads never stop");
     match rx.await.expect("a CPU job always answers") {

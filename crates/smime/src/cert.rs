@@ -134,23 +134,9 @@ impl Cert {
     /// no mailbox, the legacy subject emailAddress (RFC 8550 §3). For showing; compare with
     /// [`Cert::addresses`] / [`Cert::names`].
     pub fn mailboxes(&self) -> Vec<String> {
-        const SMTP_UTF8_MAILBOX: der::asn1::ObjectIdentifier =
-            der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.8.9");
         let tbs = self.0.parsed.tbs_certificate();
         let from_san: Vec<String> = match tbs.get_extension::<SubjectAltName>() {
-            Ok(Some((_, san))) => san
-                .0
-                .into_iter()
-                .filter_map(|name| match name {
-                    GeneralName::Rfc822Name(a) => Some(a.as_str().to_string()),
-                    GeneralName::OtherName(o) if o.type_id == SMTP_UTF8_MAILBOX => o
-                        .value
-                        .decode_as::<der::asn1::Utf8StringRef<'_>>()
-                        .ok()
-                        .map(|s| s.as_str().to_string()),
-                    _ => None,
-                })
-                .collect(),
+            Ok(Some((_, san))) => san.0.iter().filter_map(mailbox_of).collect(),
             _ => Vec::new(),
         };
         if !from_san.is_empty() {
@@ -333,20 +319,16 @@ impl Cert {
                     tbs.extensions().map_or(&[], |e| e.as_slice());
                 for (i, e) in exts.iter().enumerate() {
                     if exts[..i].iter().any(|o| o.extn_id == e.extn_id) {
-                        let name = match e.extn_id.to_string().as_str() {
-                            "2.5.29.15" => "keyUsage",
-                            "2.5.29.17" => "subjectAltName",
-                            "2.5.29.19" => "basicConstraints",
-                            "2.5.29.30" => "nameConstraints",
-                            "2.5.29.37" => "extKeyUsage",
-                            _ => "",
+                        let oid = e.extn_id.to_string();
+                        let label = match oid.as_str() {
+                            "2.5.29.15" => format!("keyUsage ({oid})"),
+                            "2.5.29.17" => format!("subjectAltName ({oid})"),
+                            "2.5.29.19" => format!("basicConstraints ({oid})"),
+                            "2.5.29.30" => format!("nameConstraints ({oid})"),
+                            "2.5.29.37" => format!("extKeyUsage ({oid})"),
+                            _ => oid,
                         };
-                        return Some(format!(
-                            "it has the extension {name}{}{}{} twice",
-                            if name.is_empty() { "" } else { " (" },
-                            e.extn_id,
-                            if name.is_empty() { "" } else { ")" },
-                        ));
+                        return Some(format!("it has the extension {label} twice"));
                     }
                 }
                 let unreadable = |what: &str| Some(format!("its {what} extension cannot be read"));
@@ -397,6 +379,24 @@ impl Cert {
     pub fn is_self_issued(&self) -> bool {
         let tbs = self.0.parsed.tbs_certificate();
         tbs.issuer().to_der().ok() == tbs.subject().to_der().ok()
+    }
+}
+
+/// id-on-SmtpUTF8Mailbox (RFC 8398): an internationalized mailbox in a subjectAltName.
+pub const SMTP_UTF8_MAILBOX: der::asn1::ObjectIdentifier =
+    der::asn1::ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.8.9");
+
+/// The mailbox a subjectAltName entry names as written: an rfc822Name, or an SmtpUTF8Mailbox
+/// (RFC 8398); None for other kinds of name.
+pub fn mailbox_of(name: &GeneralName) -> Option<String> {
+    match name {
+        GeneralName::Rfc822Name(a) => Some(a.as_str().to_string()),
+        GeneralName::OtherName(o) if o.type_id == SMTP_UTF8_MAILBOX => o
+            .value
+            .decode_as::<der::asn1::Utf8StringRef<'_>>()
+            .ok()
+            .map(|s| s.as_str().to_string()),
+        _ => None,
     }
 }
 
