@@ -17,6 +17,7 @@ pub mod alg;
 pub mod ber;
 pub mod cert;
 pub mod envelope;
+mod ess;
 pub mod hp;
 pub mod keys;
 pub mod message;

@@ -104,6 +104,12 @@ pub fn sign_detached(content: &[u8], id: &Identity, opts: &SignOptions) -> Resul
             Any::encode_from(&OctetString::new(md).map_err(der_err)?).map_err(der_err)?,
         )?,
         attr(alg::ID_SMIME_CAPABILITIES, capabilities()?)?,
+        // Binds the signature to this certificate (see `ess`): without it, a second
+        // certificate for the same key could be swapped in and shown as the signer.
+        attr(
+            alg::ID_SIGNING_CERTIFICATE_V2,
+            crate::ess::signing_certificate_v2(&id.cert)?,
+        )?,
     ];
     if let Some(enc) = &opts.encryption_cert {
         // SMIMEEncryptionKeyPreference ::= CHOICE { issuerAndSerialNumber [0] IMPLICIT ... }
@@ -355,11 +361,20 @@ fn decode_signed_data(content: &Any) -> Result<SignedData, Error> {
         .map_err(|e| Error::Malformed(format!("SignedData: {e}")))
 }
 
-fn find_signer_cert<'a>(sid: &SignerIdentifier, certs: &'a [Cert]) -> Option<&'a Cert> {
-    certs.iter().find(|c| match sid {
-        SignerIdentifier::IssuerAndSerialNumber(isn) => c.matches_issuer_serial(isn),
-        SignerIdentifier::SubjectKeyIdentifier(ski) => c.matches_ski(ski.0.as_bytes()),
-    })
+/// At most this many carried certificates matching one signer identifier are tried (each try
+/// is a signature verification; a real message has one, a renewal with the same key two).
+const MAX_SIGNER_CANDIDATES: usize = 4;
+
+/// The carried certificates matching the signer identifier, in the message's order.
+fn signer_candidates<'a>(sid: &SignerIdentifier, certs: &'a [Cert]) -> Vec<&'a Cert> {
+    certs
+        .iter()
+        .filter(|c| match sid {
+            SignerIdentifier::IssuerAndSerialNumber(isn) => c.matches_issuer_serial(isn),
+            SignerIdentifier::SubjectKeyIdentifier(ski) => c.matches_ski(ski.0.as_bytes()),
+        })
+        .take(MAX_SIGNER_CANDIDATES)
+        .collect()
 }
 
 fn verify_signer(
@@ -369,7 +384,30 @@ fn verify_signer(
     content: &[u8],
     certs: &[Cert],
 ) -> SignerReport {
-    let cert = find_signer_cert(&si.sid, certs).cloned();
+    // The signer's certificate is the first candidate the signature verifies with (and that
+    // its signing-certificate attribute names, if it has one), not simply the first match: a
+    // certificate with the same identifier placed before the real one (anyone can make one; it
+    // just would not validate) must not turn a good signature into a broken one.
+    let candidates = signer_candidates(&si.sid, certs);
+    let mut problem = None;
+    let mut cert = None;
+    for c in &candidates {
+        match check_signer(si, digest_algs, econtent_type, content, Some(c)) {
+            Ok(()) => {
+                cert = Some((*c).clone());
+                problem = None;
+                break;
+            }
+            Err(e) if problem.is_none() => problem = Some(e.to_string()),
+            Err(_) => {}
+        }
+    }
+    if candidates.is_empty() {
+        problem = check_signer(si, digest_algs, econtent_type, content, None)
+            .err()
+            .map(|e| e.to_string());
+    }
+    let cert = cert.or_else(|| candidates.first().map(|c| (*c).clone()));
     let mut report = SignerReport {
         subject: cert
             .as_ref()
@@ -415,15 +453,7 @@ fn verify_signer(
             }
         }
     }
-    report.problem = check_signer(
-        si,
-        digest_algs,
-        econtent_type,
-        content,
-        report.cert.as_ref(),
-    )
-    .err()
-    .map(|e| e.to_string());
+    report.problem = problem;
     report
 }
 
@@ -496,6 +526,7 @@ fn check_signer(
             "the message was changed after signing (digest mismatch)".into(),
         ));
     }
+    crate::ess::check(attrs, cert)?;
     let signed = attrs.to_der().map_err(der_err)?;
     sigalg::verify(
         cert.spki(),

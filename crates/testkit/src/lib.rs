@@ -291,12 +291,28 @@ impl Pki {
         md: &str,
     ) -> (String, String) {
         let key = self.key(name, kind);
+        let crt = self.issue_for_key(name, &key, subject, ext, issuer, md);
+        (key, crt)
+    }
+
+    /// Issues a certificate `name` for an existing `key` (a second certificate for the same
+    /// key: a renewal, or a CA certifying a key for someone who does not hold it); returns its
+    /// path.
+    pub fn issue_for_key(
+        &self,
+        name: &str,
+        key: &str,
+        subject: &str,
+        ext: &str,
+        issuer: &(String, String),
+        md: &str,
+    ) -> String {
         let (csr, crt) = (
             self.p(&format!("{name}.csr")),
             self.p(&format!("{name}.crt")),
         );
         let extf = self.write(&format!("{name}.ext"), ext);
-        openssl_ok(&["req", "-new", "-key", &key, "-subj", subject, "-out", &csr]);
+        openssl_ok(&["req", "-new", "-key", key, "-subj", subject, "-out", &csr]);
         openssl_ok(&[
             "x509",
             "-req",
@@ -315,7 +331,7 @@ impl Pki {
             "-out",
             &crt,
         ]);
-        (key, crt)
+        crt
     }
 
     /// A CRL from `ca` (key, cert) listing `revoked` (certificate path, reason code such as
