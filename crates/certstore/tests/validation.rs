@@ -393,12 +393,16 @@ fn certificates_with_duplicate_or_unreadable_extensions_are_refused() {
     );
 
     // NSS: a CA and two leaves, the second with a second (signing-only) keyUsage.
-    let nss_ca = NssCa::new(&pki, "NSS Edit CA");
+    let nss_ca = testkit::NssCa::new(&pki, "NSS Edit CA");
     std::fs::write(pki.p("ku.der"), [0x03, 0x02, 0x07, 0x80]).unwrap();
     let ku_ext = format!("2.5.29.15:critical:{}", pki.p("ku.der"));
     nss_ca.issue("plain", "SHA256", &[]);
     nss_ca.issue("twice", "SHA256", &["--extGeneric", &ku_ext]);
-    let export = |n: &str| nss_ca.export(n);
+    let export = |n: &str| {
+        smime::parse_certificates(&nss_ca.export(n))
+            .unwrap()
+            .remove(0)
+    };
     let mut nss = CertStore::new();
     nss.add_anchor(export("ca"));
     let plain = export("plain");
@@ -558,10 +562,14 @@ fn certificates_signed_with_sha1_are_refused() {
     );
 
     // NSS: a CA and a leaf it signs with SHA-1 (-Z SHA1), and one with SHA-256.
-    let nss_ca = NssCa::new(&pki, "NSS Old CA");
+    let nss_ca = testkit::NssCa::new(&pki, "NSS Old CA");
     nss_ca.issue("nssold", "SHA1", &[]);
     nss_ca.issue("nssnew", "SHA256", &[]);
-    let export = |n: &str| nss_ca.export(n);
+    let export = |n: &str| {
+        smime::parse_certificates(&nss_ca.export(n))
+            .unwrap()
+            .remove(0)
+    };
     let mut nss = CertStore::new();
     nss.add_anchor(export("ca"));
     let old = export("nssold");
@@ -578,117 +586,4 @@ fn certificates_signed_with_sha1_are_refused() {
         now(),
     )
     .unwrap();
-}
-
-/// An NSS database with a CA (`certutil -S -x`) that issues mail certificates.
-struct NssCa {
-    db: String,
-    noise: String,
-    serial: std::cell::Cell<u32>,
-}
-
-impl NssCa {
-    fn new(pki: &testkit::Pki, subject: &str) -> Self {
-        std::fs::create_dir(pki.p("nssdb")).unwrap();
-        std::fs::write(pki.p("bc.der"), [0x30, 0x03, 0x01, 0x01, 0xff]).unwrap();
-        std::fs::write(pki.p("noise"), [7u8; 64]).unwrap();
-        let ca = NssCa {
-            db: format!("sql:{}", pki.p("nssdb")),
-            noise: pki.p("noise"),
-            serial: std::cell::Cell::new(1),
-        };
-        ca.run(&["-N", "--empty-password"]);
-        let bc = format!("2.5.29.19:critical:{}", pki.p("bc.der"));
-        ca.run(&[
-            "-S",
-            "-n",
-            "ca",
-            "-s",
-            &format!("CN={subject}"),
-            "-x",
-            "-t",
-            "CT,C,C",
-            "-k",
-            "rsa",
-            "-g",
-            "2048",
-            "-v",
-            "12",
-            "-m",
-            "1",
-            "-Z",
-            "SHA256",
-            "--keyUsage",
-            "certSigning,crlSigning",
-            "--extGeneric",
-            &bc,
-            "-z",
-            &ca.noise,
-        ]);
-        ca
-    }
-
-    /// `certutil -d DB ARGS`; its output.
-    fn run(&self, args: &[&str]) -> Vec<u8> {
-        let o = std::process::Command::new("certutil")
-            .args(["-d", &self.db])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "certutil {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        o.stdout
-    }
-
-    /// A leaf `name` for `name@praxis.example`, signed with `hash`, with `extra` options.
-    fn issue(&self, name: &str, hash: &str, extra: &[&str]) {
-        self.serial.set(self.serial.get() + 1);
-        // A subject of its own: NSS gives certificates with the same subject one nickname.
-        let (serial, san, subject) = (
-            self.serial.get().to_string(),
-            format!("email:{name}@praxis.example"),
-            format!("CN={name}"),
-        );
-        let mut args = vec![
-            "-S",
-            "-n",
-            name,
-            "-s",
-            &subject,
-            "-c",
-            "ca",
-            "-t",
-            ",,",
-            "-k",
-            "rsa",
-            "-g",
-            "2048",
-            "-v",
-            "12",
-            "-m",
-            &serial,
-            "-Z",
-            hash,
-            "--keyUsage",
-            "digitalSignature,keyEncipherment",
-            "--extKeyUsage",
-            "emailProtection",
-            "--extSAN",
-            &san,
-            "-z",
-            &self.noise,
-        ];
-        args.extend(extra);
-        self.run(&args);
-    }
-
-    /// The certificate `name` (the CA is "ca").
-    fn export(&self, name: &str) -> smime::Cert {
-        smime::parse_certificates(&self.run(&["-L", "-n", name, "-a"]))
-            .unwrap()
-            .remove(0)
-    }
 }

@@ -202,6 +202,42 @@ fn a_swapped_certificate_is_refused_in_openssl_cades_signatures() {
 }
 
 #[test]
+fn a_swapped_certificate_from_an_nss_ca_is_refused() {
+    let l = lab();
+    // NSS certifies the same key twice, from two requests OpenSSL made with it.
+    let nss = testkit::NssCa::new(&l.pki, "NSS Praxis CA");
+    let mut certs = Vec::new();
+    for who in ["alice", "mallory"] {
+        let csr = l.pki.p(&format!("nss-{who}.csr"));
+        openssl_ok(&[
+            "req",
+            "-new",
+            "-key",
+            &l.key,
+            "-subj",
+            &format!("/CN={who} (NSS)"),
+            "-outform",
+            "DER",
+            "-out",
+            &csr,
+        ]);
+        let der = nss.certify(&csr, &format!("{who}@praxis.example"));
+        let path = l.pki.p(&format!("nss-{who}.der"));
+        std::fs::write(&path, &der).unwrap();
+        certs.push((Cert::from_der(&der).unwrap(), path));
+    }
+    let (mallory, _) = certs.pop().unwrap();
+    let (alice, alice_path) = certs.pop().unwrap();
+    let pem = l.pki.p("nss-alice.pem");
+    openssl_ok(&["x509", "-inform", "DER", "-in", &alice_path, "-out", &pem]);
+    for p7s in [envelopd_signs(&l.key, &pem), openssl_signs(&l, &pem, true)] {
+        assert_eq!(verdict(&p7s).unwrap(), alice.subject());
+        let e = verdict(&swapped(&p7s, &[&mallory], &mallory)).unwrap_err();
+        assert!(e.contains("swapped"), "{e}");
+    }
+}
+
+#[test]
 fn a_look_alike_certificate_before_the_real_one_does_not_break_the_signature() {
     let l = lab();
     let alice = cert(&l.alice);

@@ -511,3 +511,141 @@ pub fn mutate(seed: &[u8], edits: &[(usize, u8)], marker: Option<u8>) -> Vec<u8>
     }
     v
 }
+
+/// An NSS database with a CA (`certutil -S -x`) that issues mail certificates.
+pub struct NssCa {
+    db: String,
+    noise: String,
+    serial: std::cell::Cell<u32>,
+}
+
+impl NssCa {
+    /// A new database in `pki`'s directory with a self-signed CA named `subject`.
+    pub fn new(pki: &Pki, subject: &str) -> Self {
+        std::fs::create_dir(pki.p("nssdb")).unwrap();
+        std::fs::write(pki.p("bc.der"), [0x30, 0x03, 0x01, 0x01, 0xff]).unwrap();
+        std::fs::write(pki.p("noise"), [7u8; 64]).unwrap();
+        let ca = NssCa {
+            db: format!("sql:{}", pki.p("nssdb")),
+            noise: pki.p("noise"),
+            serial: std::cell::Cell::new(1),
+        };
+        ca.run(&["-N", "--empty-password"]);
+        let bc = format!("2.5.29.19:critical:{}", pki.p("bc.der"));
+        ca.run(&[
+            "-S",
+            "-n",
+            "ca",
+            "-s",
+            &format!("CN={subject}"),
+            "-x",
+            "-t",
+            "CT,C,C",
+            "-k",
+            "rsa",
+            "-g",
+            "2048",
+            "-v",
+            "12",
+            "-m",
+            "1",
+            "-Z",
+            "SHA256",
+            "--keyUsage",
+            "certSigning,crlSigning",
+            "--extGeneric",
+            &bc,
+            "-z",
+            &ca.noise,
+        ]);
+        ca
+    }
+
+    /// `certutil -d DB ARGS`; its output.
+    pub fn run(&self, args: &[&str]) -> Vec<u8> {
+        let o = std::process::Command::new("certutil")
+            .args(["-d", &self.db])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "certutil {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        o.stdout
+    }
+
+    /// A leaf `name` for `name@praxis.example`, signed with `hash`, with `extra` options.
+    pub fn issue(&self, name: &str, hash: &str, extra: &[&str]) {
+        self.serial.set(self.serial.get() + 1);
+        // A subject of its own: NSS gives certificates with the same subject one nickname.
+        let (serial, san, subject) = (
+            self.serial.get().to_string(),
+            format!("email:{name}@praxis.example"),
+            format!("CN={name}"),
+        );
+        let mut args = vec![
+            "-S",
+            "-n",
+            name,
+            "-s",
+            &subject,
+            "-c",
+            "ca",
+            "-t",
+            ",,",
+            "-k",
+            "rsa",
+            "-g",
+            "2048",
+            "-v",
+            "12",
+            "-m",
+            &serial,
+            "-Z",
+            hash,
+            "--keyUsage",
+            "digitalSignature,keyEncipherment",
+            "--extKeyUsage",
+            "emailProtection",
+            "--extSAN",
+            &san,
+            "-z",
+            &self.noise,
+        ];
+        args.extend(extra);
+        self.run(&args);
+    }
+
+    /// The certificate `name` (the CA is "ca"), PEM.
+    pub fn export(&self, name: &str) -> Vec<u8> {
+        self.run(&["-L", "-n", name, "-a"])
+    }
+
+    /// Certifies the PKCS#10 request in `csr` (DER; made with any key, e.g. one that already
+    /// has a certificate) as a mail certificate for `email`; returns the certificate (DER).
+    pub fn certify(&self, csr: &str, email: &str) -> Vec<u8> {
+        self.serial.set(self.serial.get() + 1);
+        let (serial, san) = (self.serial.get().to_string(), format!("email:{email}"));
+        self.run(&[
+            "-C",
+            "-c",
+            "ca",
+            "-i",
+            csr,
+            "-v",
+            "12",
+            "-m",
+            &serial,
+            "-Z",
+            "SHA256",
+            "--keyUsage",
+            "digitalSignature,keyEncipherment",
+            "--extKeyUsage",
+            "emailProtection",
+            "--extSAN",
+            &san,
+        ])
+    }
+}
