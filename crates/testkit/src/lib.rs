@@ -578,13 +578,8 @@ impl NssCa {
 
     /// A leaf `name` for `name@praxis.example`, signed with `hash`, with `extra` options.
     pub fn issue(&self, name: &str, hash: &str, extra: &[&str]) {
-        self.serial.set(self.serial.get() + 1);
         // A subject of its own: NSS gives certificates with the same subject one nickname.
-        let (serial, san, subject) = (
-            self.serial.get().to_string(),
-            format!("email:{name}@praxis.example"),
-            format!("CN={name}"),
-        );
+        let subject = format!("CN={name}");
         let mut args = vec![
             "-S",
             "-n",
@@ -599,6 +594,20 @@ impl NssCa {
             "rsa",
             "-g",
             "2048",
+            "-z",
+            &self.noise,
+        ];
+        args.extend(extra);
+        self.run_leaf(&args, hash, &format!("{name}@praxis.example"));
+    }
+
+    /// `certutil ARGS` with the next serial number and what every mail certificate of this CA
+    /// has: one year, signed with `hash`, key usages for mail, `email` as subjectAltName.
+    fn run_leaf(&self, args: &[&str], hash: &str, email: &str) -> Vec<u8> {
+        self.serial.set(self.serial.get() + 1);
+        let (serial, san) = (self.serial.get().to_string(), format!("email:{email}"));
+        let mut all = args.to_vec();
+        all.extend([
             "-v",
             "12",
             "-m",
@@ -611,11 +620,8 @@ impl NssCa {
             "emailProtection",
             "--extSAN",
             &san,
-            "-z",
-            &self.noise,
-        ];
-        args.extend(extra);
-        self.run(&args);
+        ]);
+        self.run(&all)
     }
 
     /// The certificate `name` (the CA is "ca"), PEM.
@@ -626,26 +632,6 @@ impl NssCa {
     /// Certifies the PKCS#10 request in `csr` (DER; made with any key, e.g. one that already
     /// has a certificate) as a mail certificate for `email`; returns the certificate (DER).
     pub fn certify(&self, csr: &str, email: &str) -> Vec<u8> {
-        self.serial.set(self.serial.get() + 1);
-        let (serial, san) = (self.serial.get().to_string(), format!("email:{email}"));
-        self.run(&[
-            "-C",
-            "-c",
-            "ca",
-            "-i",
-            csr,
-            "-v",
-            "12",
-            "-m",
-            &serial,
-            "-Z",
-            "SHA256",
-            "--keyUsage",
-            "digitalSignature,keyEncipherment",
-            "--extKeyUsage",
-            "emailProtection",
-            "--extSAN",
-            &san,
-        ])
+        self.run_leaf(&["-C", "-c", "ca", "-i", csr], "SHA256", email)
     }
 }
