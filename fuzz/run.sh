@@ -17,6 +17,9 @@ secs=${1:-60}
 export RUSTC_BOOTSTRAP=1
 targets=${TARGETS:-cms mime decrypt imap_server imap_client imap_session smtp pop3_client pop3_server}
 san=(--sanitizer "${SANITIZER:-address}")
+for t in $targets; do
+  [ -f "fuzz_targets/$t.rs" ] || { echo "no fuzz target \"$t\"; the targets are: $(cd fuzz_targets && ls | sed 's/\.rs$//' | tr '\n' ' ')" >&2; exit 2; }
+done
 echo "== building the fuzz targets (${SANITIZER:-address} sanitizer)"
 cargo fuzz build -O "${san[@]}" >/dev/null
 failed=0
@@ -36,7 +39,9 @@ for t in $targets; do
   else
     failed=1
     echo "!! $t found a problem:"
-    grep -E "panicked|ERROR|SUMMARY|Test unit written" "$log" | head -20
+    # Not fatal when nothing matches (set -e with pipefail would end the whole run here):
+    # then the log's end says what happened.
+    grep -E "panicked|ERROR|SUMMARY|Test unit written" "$log" | head -20 || tail -20 "$log"
     mkdir -p "regressions/$t"
     for f in $(comm -13 <(printf '%s\n' "$before" | sort) <(ls "artifacts/$t" | sort)); do
       cp "artifacts/$t/$f" "regressions/$t/"
