@@ -21,6 +21,8 @@ done
 printf 'Content-Type: multipart/alternative; boundary="c"; hp="cipher"\r\nFrom: alice@smime.example\r\nSubject: Dinner\r\nHP-Outer: Subject: [...]\r\n\r\n--c\r\nContent-Type: text/plain; hp-legacy-display="1"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\nSubject: Dinner\r\n\r\nLet=27s meet.\r\n--c\r\nContent-Type: text/html; hp-legacy-display="1"\r\n\r\n<body><div class="header-protection-legacy-display"><pre>Subject: Dinner</pre></div><p>x</p></body>\r\n--c--\r\n' > corpus/mime/hp-payload.eml
 openssl cms -encrypt -aes256 -outform DER -in "$tmp/m.eml" "$tmp/bob.encrypt.crt" > corpus/cms/openssl-enveloped.der
 openssl cms -sign -nodetach -outform DER -signer "$tmp/alice.sign.crt" -inkey "$tmp/alice.sign.key" -in "$tmp/m.eml" > corpus/cms/openssl-signed.der
+# With ESS signingCertificateV2 (CAdES-BES), which envelopd checks against the signer's certificate.
+openssl cms -sign -nodetach -cades -outform DER -signer "$tmp/alice.sign.crt" -inkey "$tmp/alice.sign.key" -in "$tmp/m.eml" > corpus/cms/openssl-signed-cades.der
 # IMAP: server responses (FETCH with literals, capabilities) and client commands.
 mkdir -p corpus/imap_server corpus/imap_client
 printf '* 1 FETCH (UID 7 RFC822.SIZE 44 BODY[] {12}\r\nSubject: x\r\n BODY[HEADER.FIELDS (CONTENT-TYPE X-ENVELOPD)] {2}\r\n\r\n FLAGS (\\Seen))\r\n* CAPABILITY IMAP4rev1 COMPRESS=DEFLATE IDLE\r\na OK done\r\n' > corpus/imap_server/fetch.txt
