@@ -20,7 +20,7 @@
 use std::time::{Duration, SystemTime};
 
 use smime::mime::Originators;
-use smime::{Cert, Digest, SignerReport};
+use smime::{Address, Cert, Digest, SignerReport};
 
 use crate::{CertStore, Purpose, Rejection};
 
@@ -189,9 +189,9 @@ pub fn judge(
             _ => cert.addresses().first().map(ToString::to_string),
         }
     };
-    let first_signer = signer_of(first);
-    for s in signed.signers {
-        let signer = signer_of(s).or_else(|| first_signer.clone());
+    let mut first_signer = signer_of(first);
+    for (i, s) in signed.signers.iter().enumerate() {
+        let mut signer = signer_of(s).or_else(|| first_signer.clone());
         let Some(cert) = &s.cert else {
             return Verdict::new(
                 Status::Invalid,
@@ -202,24 +202,33 @@ pub fn judge(
         if let Some(p) = &s.problem {
             return Verdict::new(Status::Invalid, Some(p.clone()), signer);
         }
-        // The path first: an untrusted or revoked signer is that, whatever From says.
-        if let Err(r) = store.validate_chain(cert, signed.certificates, at) {
-            return rejected(r, signer);
+        // The certificate the signature verified with, or another carried one it verifies
+        // with too (the same key certified again: an expired certificate carried before its
+        // renewal must not hide the renewal). Every one of them certifies the signing key, so
+        // taking one that validates is what removing the others would give; the first one's
+        // failure is reported when none does.
+        let mut first_failure = None;
+        for (n, c) in std::iter::once(cert).chain(&s.also).enumerate() {
+            match signing_cert_ok(c, &from, signed.certificates, store, at) {
+                Ok(()) => {
+                    first_failure = None;
+                    if n > 0 {
+                        // The one taken names the From address (it was checked).
+                        signer = from.as_ref().ok().map(ToString::to_string);
+                        if i == 0 {
+                            first_signer = signer.clone();
+                        }
+                    }
+                    break;
+                }
+                Err(v) => {
+                    first_failure.get_or_insert(v);
+                }
+            }
         }
-        let from = match &from {
-            Ok(f) => f,
-            Err(why) => return Verdict::new(Status::FromMismatch, Some(why.clone()), signer),
-        };
-        // Then everything else for signing mail as that address (the address itself, key
-        // strength, key usage and EKU): the checks `CertStore::validate` makes besides the
-        // path, which is built once.
-        if !cert.names(from) {
-            return rejected(crate::wrong_address(cert, &from.to_string()), signer);
-        }
-        if let Err(r) = crate::check_key(cert, Purpose::Sign)
-            .and_then(|_| crate::check_usage(cert, Purpose::Sign))
-        {
-            return rejected(r, signer);
+        if let Some(mut v) = first_failure {
+            v.signer = signer;
+            return v;
         }
         if let Some(t) = s.signing_time {
             if t > at + MAX_CLOCK_SKEW {
@@ -257,6 +266,35 @@ pub fn judge(
         };
     }
     Verdict::new(Status::Valid, None, first_signer)
+}
+
+/// Whether `cert` may sign mail as the From address at `at`: the path first (an untrusted or
+/// revoked signer is that, whatever From says), then everything else for signing mail as that
+/// address (the address itself, key strength, key usage and EKU), the checks
+/// `CertStore::validate` makes besides the path, which is built once. The verdict's signer is
+/// left for the caller to fill in.
+fn signing_cert_ok(
+    cert: &Cert,
+    from: &Result<&Address, String>,
+    carried: &[Cert],
+    store: &CertStore,
+    at: SystemTime,
+) -> Result<(), Verdict> {
+    store
+        .validate_chain(cert, carried, at)
+        .map_err(|r| rejected(r, None))?;
+    let from = from
+        .as_ref()
+        .map_err(|why| Verdict::new(Status::FromMismatch, Some(why.clone()), None))?;
+    if !cert.names(from) {
+        return Err(rejected(
+            crate::wrong_address(cert, &from.to_string()),
+            None,
+        ));
+    }
+    crate::check_key(cert, Purpose::Sign)
+        .and_then(|_| crate::check_usage(cert, Purpose::Sign))
+        .map_err(|r| rejected(r, None))
 }
 
 /// The verdict for a certificate the store refused.

@@ -179,6 +179,12 @@ pub fn sign_detached(content: &[u8], id: &Identity, opts: &SignOptions) -> Resul
 pub struct SignerReport {
     /// The signer certificate, if the message carried it.
     pub cert: Option<Cert>,
+    /// Further carried certificates matching the signer identifier that the signature verifies
+    /// with as well: the same key certified again (a renewal, another address). Empty when the
+    /// signature names its certificate (ESS signing-certificate attribute). The certificate
+    /// store may take one of these where `cert` does not validate (e.g. an expired certificate
+    /// carried before its renewal).
+    pub also: Vec<Cert>,
     /// Subject of the signer certificate (or the signer identifier when absent).
     pub subject: String,
     /// The signingTime attribute, if present.
@@ -391,14 +397,15 @@ fn verify_signer(
     let candidates = signer_candidates(&si.sid, certs);
     let mut problem = None;
     let mut cert = None;
+    let mut also = Vec::new();
     for c in &candidates {
         match check_signer(si, digest_algs, econtent_type, content, Some(c)) {
-            Ok(()) => {
+            Ok(()) if cert.is_none() => {
                 cert = Some((*c).clone());
                 problem = None;
-                break;
             }
-            Err(e) if problem.is_none() => problem = Some(e.to_string()),
+            Ok(()) => also.push((*c).clone()),
+            Err(e) if cert.is_none() && problem.is_none() => problem = Some(e.to_string()),
             Err(_) => {}
         }
     }
@@ -413,6 +420,7 @@ fn verify_signer(
             .as_ref()
             .map_or_else(|| "(signer certificate not included)".into(), Cert::subject),
         cert,
+        also,
         signing_time: None,
         digest: alg::name(&si.digest_alg.oid),
         digest_algorithm: Digest::from_oid(&si.digest_alg.oid).ok(),

@@ -221,7 +221,7 @@ fn a_swapped_certificate_from_an_nss_ca_is_refused() {
             "-out",
             &csr,
         ]);
-        let der = nss.certify(&csr, &format!("{who}@praxis.example"));
+        let der = nss.certify(&csr, &format!("{who}@praxis.example"), &[]);
         let path = l.pki.p(&format!("nss-{who}.der"));
         std::fs::write(&path, &der).unwrap();
         certs.push((Cert::from_der(&der).unwrap(), path));

@@ -630,8 +630,11 @@ impl NssCa {
     }
 
     /// Certifies the PKCS#10 request in `csr` (DER; made with any key, e.g. one that already
-    /// has a certificate) as a mail certificate for `email`; returns the certificate (DER).
-    pub fn certify(&self, csr: &str, email: &str) -> Vec<u8> {
-        self.run_leaf(&["-C", "-c", "ca", "-i", csr], "SHA256", email)
+    /// has a certificate) as a mail certificate for `email`, with `extra` certutil options;
+    /// returns the certificate (DER).
+    pub fn certify(&self, csr: &str, email: &str, extra: &[&str]) -> Vec<u8> {
+        let mut args = vec!["-C", "-c", "ca", "-i", csr];
+        args.extend(extra);
+        self.run_leaf(&args, "SHA256", email)
     }
 }
