@@ -454,23 +454,22 @@ pub fn load(cfg: &Config) -> Result<Loaded> {
     let mut own_certs = Vec::new();
     for id in &cfg.identities {
         let source = id.key_source();
-        let mut identity = source
-            .load()
+        // Loaded once: the signing identity is one of the keys that decrypt.
+        let (signing, mut keys) = source
+            .load_keys()
             .with_context(|| format!("identity {}", id.addresses.join(", ")))?;
         for c in &id.chain {
-            identity.chain.extend(read_certs(c)?);
+            keys[signing].chain.extend(read_certs(c)?);
         }
+        let keys: Vec<std::sync::Arc<smime::Identity>> =
+            keys.into_iter().map(std::sync::Arc::new).collect();
+        let identity = keys[signing].clone();
         // Each key decrypts only for the logins this identity allows (as for signing).
-        decryption_keys.extend(
-            source
-                .load_all()?
-                .into_iter()
-                .map(|k| imap::session::BoundKey {
-                    addresses: id.addresses.clone(),
-                    logins: id.logins.clone(),
-                    identity: k,
-                }),
-        );
+        decryption_keys.extend(keys.into_iter().map(|k| imap::session::BoundKey {
+            addresses: id.addresses.clone(),
+            logins: id.logins.clone(),
+            identity: k,
+        }));
         let encryption_cert = match &id.encryption_cert {
             Some(p) => read_certs(p)?.into_iter().next(),
             None => None,

@@ -92,6 +92,19 @@ impl KeySource {
         self.load_key_and_cert(pw)
     }
 
+    /// Loads every key of the source once, with the position of the signing identity among
+    /// them (the one [`KeySource::load`] gives): the daemon signs with that one and decrypts
+    /// with all, so a PKCS#12 file is decrypted and a token opened once, not twice.
+    pub fn load_keys(&self) -> Result<(usize, Vec<Identity>)> {
+        let all = self.load_all()?;
+        let signing = if self.pkcs12.is_some() {
+            Identity::signing_position(&all)
+        } else {
+            0
+        };
+        Ok((signing, all))
+    }
+
     /// Loads every key of the source (a PKCS#12 file may hold a signing and an encryption key).
     pub fn load_all(&self) -> Result<Vec<Identity>> {
         if let Some(p12) = &self.pkcs12 {

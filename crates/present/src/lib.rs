@@ -295,8 +295,8 @@ pub struct BoundKey {
     pub addresses: Vec<String>,
     /// Further provider logins allowed to use it (a shared practice mailbox's users).
     pub logins: Vec<String>,
-    /// The key and its certificate.
-    pub identity: Identity,
+    /// The key and its certificate (shared with the SMTP side when it also signs).
+    pub identity: std::sync::Arc<Identity>,
 }
 
 impl BoundKey {
@@ -313,7 +313,7 @@ pub fn keys_for<'a>(keys: &'a [BoundKey], login: Option<&str>) -> Vec<&'a Identi
         Some(login) => keys
             .iter()
             .filter(|k| k.usable_by(login))
-            .map(|k| &k.identity)
+            .map(|k| &*k.identity)
             .collect(),
         None => Vec::new(),
     }

@@ -648,11 +648,16 @@ impl Identity {
     /// returns the one whose certificate may sign, or the only one. See [`Identity::all_from_pkcs12`].
     pub fn from_pkcs12(data: &[u8], password: &str) -> Result<Self, Error> {
         let mut all = Self::all_from_pkcs12(data, password)?;
-        let pos = all
-            .iter()
-            .position(|id| id.cert.smime_signing_problem().is_none())
-            .unwrap_or(0);
+        let pos = Self::signing_position(&all);
         Ok(all.swap_remove(pos))
+    }
+
+    /// Which of a file's identities signs: the first whose certificate may sign mail, else the
+    /// first (what [`Identity::from_pkcs12`] returns).
+    pub fn signing_position(all: &[Identity]) -> usize {
+        all.iter()
+            .position(|id| id.cert.smime_signing_problem().is_none())
+            .unwrap_or(0)
     }
 
     /// Loads every key of a PKCS#12 file, each with its certificate and all other certificates

@@ -83,7 +83,7 @@ pub(crate) fn prepare(
         _ => None,
     };
     let encryption_cert = signer.and_then(|i| i.encryption_cert.clone());
-    let signer = signer.map(|i| &i.identity);
+    let signer = signer.map(|i| &*i.identity);
     let opts = SignOptions {
         digest: None,
         rsa_padding: smime::RsaPadding::Pkcs1v15,

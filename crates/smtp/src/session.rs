@@ -31,8 +31,8 @@ use net::target::{ClientTls, Target};
 pub struct SenderIdentity {
     /// The addresses (the certificate must name each).
     pub addresses: Vec<String>,
-    /// Key and certificates.
-    pub identity: Identity,
+    /// Key and certificates (shared with the reading side, which decrypts with the same key).
+    pub identity: std::sync::Arc<Identity>,
     /// A separate encryption certificate for the Sent copy, if any.
     pub encryption_cert: Option<Cert>,
     /// Provider login names (besides the addresses) whose sessions may sign with this key.
@@ -47,10 +47,11 @@ impl SenderIdentity {
     /// An identity signing for `addresses` (and usable by `logins`) with `identity`.
     pub fn new(
         addresses: Vec<String>,
-        identity: Identity,
+        identity: impl Into<std::sync::Arc<Identity>>,
         encryption_cert: Option<Cert>,
         logins: Vec<String>,
     ) -> Self {
+        let identity = identity.into();
         let parsed = addresses
             .iter()
             .filter_map(|a| smime::Address::parse(a).ok())
