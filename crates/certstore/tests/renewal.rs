@@ -129,19 +129,7 @@ fn the_renewal_is_taken_when_the_older_certificate_comes_first_nss_ca() {
         ("old", "alice@old.example"),
         ("new", "alice@praxis.example"),
     ] {
-        let csr = pki.p(&format!("{name}.csr"));
-        openssl_ok(&[
-            "req",
-            "-new",
-            "-key",
-            &key,
-            "-subj",
-            "/CN=Alice",
-            "-outform",
-            "DER",
-            "-out",
-            &csr,
-        ]);
+        let csr = pki.request(name, &key, "/CN=Alice", true);
         let der = nss.certify(&csr, email, &["--extGeneric", &ext]);
         let pem = pki.p(&format!("{name}.pem"));
         let der_path = pki.p(&format!("{name}.der"));

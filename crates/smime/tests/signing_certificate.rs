@@ -208,19 +208,12 @@ fn a_swapped_certificate_from_an_nss_ca_is_refused() {
     let nss = testkit::NssCa::new(&l.pki, "NSS Praxis CA");
     let mut certs = Vec::new();
     for who in ["alice", "mallory"] {
-        let csr = l.pki.p(&format!("nss-{who}.csr"));
-        openssl_ok(&[
-            "req",
-            "-new",
-            "-key",
+        let csr = l.pki.request(
+            &format!("nss-{who}"),
             &l.key,
-            "-subj",
             &format!("/CN={who} (NSS)"),
-            "-outform",
-            "DER",
-            "-out",
-            &csr,
-        ]);
+            true,
+        );
         let der = nss.certify(&csr, &format!("{who}@praxis.example"), &[]);
         let path = l.pki.p(&format!("nss-{who}.der"));
         std::fs::write(&path, &der).unwrap();
@@ -259,18 +252,8 @@ fn a_look_alike_certificate_before_the_real_one_does_not_break_the_signature() {
         &fake_ca,
     ]);
     let look_key = l.pki.key("look", "ec");
-    let csr = l.pki.p("look.csr");
+    let csr = l.pki.request("look", &look_key, "/CN=Alice", false);
     let look = l.pki.p("look.crt");
-    openssl_ok(&[
-        "req",
-        "-new",
-        "-key",
-        &look_key,
-        "-subj",
-        "/CN=Alice",
-        "-out",
-        &csr,
-    ]);
     let serial = format!(
         "0x{}",
         hex(alice.issuer_and_serial().serial_number.as_bytes())

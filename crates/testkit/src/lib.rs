@@ -295,6 +295,17 @@ impl Pki {
         (key, crt)
     }
 
+    /// A PKCS#10 request `name.csr` for `key` with `subject` (OpenSSL's `/A=v` form), PEM or,
+    /// with `der`, DER (what `certutil -C` reads); returns its path.
+    pub fn request(&self, name: &str, key: &str, subject: &str, der: bool) -> String {
+        let csr = self.p(&format!("{name}.csr"));
+        let form = if der { "DER" } else { "PEM" };
+        openssl_ok(&[
+            "req", "-new", "-key", key, "-subj", subject, "-outform", form, "-out", &csr,
+        ]);
+        csr
+    }
+
     /// Issues a certificate `name` for an existing `key` (a second certificate for the same
     /// key: a renewal, or a CA certifying a key for someone who does not hold it); returns its
     /// path.
@@ -308,11 +319,10 @@ impl Pki {
         md: &str,
     ) -> String {
         let (csr, crt) = (
-            self.p(&format!("{name}.csr")),
+            self.request(name, key, subject, false),
             self.p(&format!("{name}.crt")),
         );
         let extf = self.write(&format!("{name}.ext"), ext);
-        openssl_ok(&["req", "-new", "-key", key, "-subj", subject, "-out", &csr]);
         openssl_ok(&[
             "x509",
             "-req",
@@ -383,20 +393,10 @@ impl Pki {
     ) -> (String, String) {
         let key = self.key(name, "2048");
         let (csr, crt) = (
-            self.p(&format!("{name}.csr")),
+            self.request(name, &key, &format!("/CN={name}"), false),
             self.p(&format!("{name}.crt")),
         );
         let extf = self.write(&format!("{name}.ext"), ext);
-        openssl_ok(&[
-            "req",
-            "-new",
-            "-key",
-            &key,
-            "-subj",
-            &format!("/CN={name}"),
-            "-out",
-            &csr,
-        ]);
         let db = self.p("dated.db");
         if !std::path::Path::new(&db).exists() {
             std::fs::create_dir_all(format!("{db}/new")).unwrap();
