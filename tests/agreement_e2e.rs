@@ -14,7 +14,7 @@ use std::process::Command;
 use common::provider::Provider;
 use testkit::procs::{free_port, wait_for};
 
-const LEAF: &str = "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=emailProtection\n";
+use testkit::MAIL_LEAF as LEAF;
 
 /// One certificate of the matrix: its name, key and certificate paths.
 struct Case {

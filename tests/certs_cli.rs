@@ -7,7 +7,7 @@
 use std::process::Command;
 
 const ENVELOPD: &str = env!("CARGO_BIN_EXE_envelopd");
-const LEAF: &str = "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=emailProtection\n";
+use testkit::MAIL_LEAF as LEAF;
 
 struct Practice {
     pki: testkit::Pki,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use testkit::procs::{free_port, smtp_sink, wait_for, Proc};
 
-const LEAF: &str = "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=emailProtection\n";
+use testkit::MAIL_LEAF as LEAF;
 
 /// The PKI (root -> mail CA -> good, revoked) and its distribution point.
 struct World {

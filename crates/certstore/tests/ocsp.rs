@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use certstore::ocsp::{read_response, request};
 use certstore::Status;
 
-const LEAF: &str = "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=emailProtection\n";
+use testkit::MAIL_LEAF as LEAF;
 
 fn cert(path: &str) -> smime::Cert {
     smime::parse_certificates(&std::fs::read(path).unwrap())

@@ -9,10 +9,15 @@ use std::time::SystemTime;
 use certstore::verdict::{judge, Signed, Status};
 use certstore::CertStore;
 use smime::Cert;
-use testkit::{openssl_ok, openssl_pipe, Pki};
+use testkit::{openssl_ok, openssl_pipe, Pki, MAIL_LEAF};
+
+/// A mail certificate's extensions with a subjectKeyIdentifier (signers here are identified by
+/// it) and `more`.
+fn ext(more: &str) -> String {
+    format!("{MAIL_LEAF}subjectKeyIdentifier=hash\n{more}")
+}
 
 const BODY: &str = "Content-Type: text/plain\r\n\r\nBefund: unauffaellig.\r\n";
-const LEAF: &str = "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=emailProtection\nsubjectKeyIdentifier=hash\n";
 
 fn cert(pem_or_der: &[u8]) -> Cert {
     smime::parse_certificates(pem_or_der).unwrap().remove(0)
@@ -93,14 +98,14 @@ fn the_renewal_is_taken_when_the_older_certificate_comes_first_openssl_ca() {
         "old",
         "/CN=Alice",
         "2048",
-        &format!("{LEAF}subjectAltName=email:alice@old.example\n"),
+        &ext("subjectAltName=email:alice@old.example\n"),
         &ca,
     );
     let new = pki.issue_for_key(
         "new",
         &key,
         "/CN=Alice",
-        &format!("{LEAF}subjectAltName=email:alice@praxis.example\n"),
+        &ext("subjectAltName=email:alice@praxis.example\n"),
         &ca,
         "-sha256",
     );
@@ -115,7 +120,7 @@ fn the_renewal_is_taken_when_the_older_certificate_comes_first_nss_ca() {
     // NSS writes no subjectKeyIdentifier of its own here: give it the key's (RFC 5280 method 1,
     // as OpenSSL computes it), DER-encoded, as a generic extension.
     let probe_ca = pki.root("Probe CA");
-    let probe = pki.issue_for_key("probe", &key, "/CN=probe", LEAF, &probe_ca, "-sha256");
+    let probe = pki.issue_for_key("probe", &key, "/CN=probe", &ext(""), &probe_ca, "-sha256");
     let ski = cert(&std::fs::read(probe).unwrap())
         .subject_key_id()
         .unwrap();

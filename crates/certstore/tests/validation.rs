@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use certstore::{CertStore, Purpose, Rejection};
 
-const LEAF: &str = "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=emailProtection\n";
+use testkit::MAIL_LEAF as LEAF;
 
 fn leaf_ext(extra: &str) -> String {
     format!("{LEAF}{extra}\n")

@@ -12,8 +12,7 @@ use certstore::verdict::{judge, Signed};
 use certstore::CertStore;
 use proptest::prelude::*;
 
-const LEAF: &str =
-    "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=emailProtection\n";
+use testkit::MAIL_LEAF as LEAF;
 
 struct World {
     _pki: testkit::Pki,

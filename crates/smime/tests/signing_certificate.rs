@@ -13,7 +13,7 @@ use smime::signed::{parse_content_info, sign_detached, verify_cms};
 use smime::{Cert, Identity, PrivateKey, SignOptions};
 use testkit::{openssl_ok, Pki};
 
-const LEAF: &str = "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=emailProtection\n";
+use testkit::MAIL_LEAF as LEAF;
 
 struct Lab {
     pki: Pki,

@@ -158,6 +158,10 @@ pub fn openssl_pipe(args: &[&str], input: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
+/// The extensions of a mail certificate ([`Pki::issue`]'s `ext`), without its subjectAltName:
+/// not a CA, signing and key encipherment, e-mail protection.
+pub const MAIL_LEAF: &str = "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=emailProtection\n";
+
 /// A throwaway PKI made with the `openssl` command in a temporary directory.
 pub struct Pki {
     dir: tempfile::TempDir,
