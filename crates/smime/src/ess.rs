@@ -111,7 +111,13 @@ pub(crate) fn check(attrs: &Attributes, cert: &Cert) -> Result<(), Error> {
                 .ok_or_else(|| bad("no certificate"))?;
             (Digest::Sha1, first.cert_hash)
         };
-        if hash.as_bytes() != digest.digest(cert.der()).as_slice() {
+        // SHA-256 (nearly always) is the certificate's fingerprint, computed once per
+        // certificate and used by the path check as well.
+        let expected = match digest {
+            Digest::Sha256 => cert.sha256().to_vec(),
+            other => other.digest(cert.der()),
+        };
+        if hash.as_bytes() != expected.as_slice() {
             return Err(Error::BadSignature(
                 "the signature names another signing certificate than the one the message \
                  presents (signingCertificate attribute): the certificate was swapped"
