@@ -12,6 +12,7 @@
 #
 # IPM_MIN_PERCENT=0.05 lists smaller functions too (default 0.5); IPM_KEEP=DIR keeps the second
 # run's callgrind file there (DIR/callgrind.out), for `callgrind_annotate --tree=caller`.
+# ENVELOPD_BIN: another build to count (e.g. an older commit's or another profile's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -19,8 +20,10 @@ n1=${1:-50} n2=${2:-250}
 export PATH="$PATH:/usr/sbin"
 command -v valgrind >/dev/null || { echo "valgrind is needed: apt-get install valgrind" >&2; exit 1; }
 V="$(cd "${ENVELOPD_VECTORS:-../shared/vectors}" && pwd)/rfc9216"
-cargo build --quiet --release -p envelopd
-E="$root/target/release/envelopd"
+if [ -z "${ENVELOPD_BIN:-}" ]; then
+  cargo build --quiet --release -p envelopd
+fi
+E="${ENVELOPD_BIN:-$root/target/release/envelopd}"
 
 # shellcheck source=scripts/bench-common.sh
 . "$root/scripts/bench-common.sh"
