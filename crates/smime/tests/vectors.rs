@@ -579,9 +579,18 @@ fn decrypting_in_place_agrees_with_parsing_the_whole_envelope() {
             let mut bad = der.clone();
             bad[at] ^= 0x01;
             let (in_place, parsed) = both(&bad);
+            // A key transport that does not open gives a random key instead of an error
+            // (implicit rejection, RFC 3218), each path its own; with CBC a random key passes
+            // the padding check once in 256 tries and "opens" to noise. That is the one way the
+            // two may differ: noise on one side (or both), never the message.
+            let noise = |r: &Result<(Vec<u8>, ContentCipher), String>| {
+                !cipher.is_aead() && r.as_ref().is_ok_and(|(c, _)| *c != content)
+            };
             match (&in_place, &parsed) {
-                (Ok(a), Ok(b)) => assert_eq!(a, b, "{cipher:?} byte {at}"),
+                (Ok(a), Ok(b)) if a == b => {}
                 (Err(_), Err(_)) => {}
+                _ if (in_place.is_err() || noise(&in_place))
+                    && (parsed.is_err() || noise(&parsed)) => {}
                 _ => panic!("{cipher:?} byte {at}: {in_place:?} vs {parsed:?}"),
             }
             if cipher.is_aead() && at > der.len() - 40 {
