@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use der::asn1::{BitString, GeneralizedTime, Null, ObjectIdentifier as Oid, OctetString};
 use der::{Decode, Encode, Sequence};
+use smime::alg::Digest;
 use smime::Cert;
 use x509_cert::ext::pkix::crl::CrlReason;
 use x509_cert::ext::pkix::ExtendedKeyUsage;
@@ -20,7 +21,6 @@ use crate::revocation::{OcspAnswer, Status};
 
 const ID_PKIX_OCSP_BASIC: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.48.1.1");
 const ID_KP_OCSP_SIGNING: Oid = Oid::new_unwrap("1.3.6.1.5.5.7.3.9");
-const ID_SHA1: Oid = Oid::new_unwrap("1.3.14.3.2.26");
 
 /// The largest OCSP answer read.
 pub const MAX_OCSP_SIZE: usize = 64 << 10;
@@ -122,14 +122,13 @@ struct BasicOcspResponse {
     certs: Option<Vec<der::Any>>,
 }
 
-fn sha1(data: &[u8]) -> Vec<u8> {
-    aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, data)
-        .as_ref()
-        .to_vec()
-}
-
 /// The CertID of `cert` issued by `issuer` (SHA-1, as RFC 5019 responders expect).
 fn cert_id(cert: &Cert, issuer: &Cert) -> Result<CertId, String> {
+    cert_id_with(cert, issuer, Digest::Sha1)
+}
+
+/// The CertID of `cert` issued by `issuer` with the issuer's name and key hashed by `hash`.
+fn cert_id_with(cert: &Cert, issuer: &Cert, hash: Digest) -> Result<CertId, String> {
     let name = issuer
         .parsed()
         .tbs_certificate()
@@ -143,11 +142,11 @@ fn cert_id(cert: &Cert, issuer: &Cert) -> Result<CertId, String> {
         .ok_or("issuer key is not whole bytes")?;
     Ok(CertId {
         hash_algorithm: AlgorithmIdentifierOwned {
-            oid: ID_SHA1,
+            oid: hash.oid(),
             parameters: Some(der::Any::from(Null)),
         },
-        issuer_name_hash: OctetString::new(sha1(&name)).map_err(|e| e.to_string())?,
-        issuer_key_hash: OctetString::new(sha1(key)).map_err(|e| e.to_string())?,
+        issuer_name_hash: OctetString::new(hash.digest(&name)).map_err(|e| e.to_string())?,
+        issuer_key_hash: OctetString::new(hash.digest(key)).map_err(|e| e.to_string())?,
         serial_number: cert.parsed().tbs_certificate().serial_number().clone(),
     })
 }
@@ -235,16 +234,21 @@ pub fn read_response(
             "the OCSP answer is not signed by the issuing CA or a responder it authorised".into(),
         );
     }
-    let want = cert_id(cert, issuer)?;
+    // The serial and both issuer hashes, in whichever hash the responder chose (RFC 6960
+    // §4.1.1): a serial alone may be another CA's certificate.
     let single = basic
         .tbs_response_data
         .responses
         .iter()
         .find(|r| {
-            r.cert_id.serial_number == want.serial_number
-                && (r.cert_id.hash_algorithm.oid != ID_SHA1
-                    || (r.cert_id.issuer_key_hash == want.issuer_key_hash
-                        && r.cert_id.issuer_name_hash == want.issuer_name_hash))
+            let Ok(hash) = Digest::from_oid(&r.cert_id.hash_algorithm.oid) else {
+                return false;
+            };
+            cert_id_with(cert, issuer, hash).is_ok_and(|want| {
+                r.cert_id.serial_number == want.serial_number
+                    && r.cert_id.issuer_key_hash == want.issuer_key_hash
+                    && r.cert_id.issuer_name_hash == want.issuer_name_hash
+            })
         })
         .ok_or("the OCSP answer is about another certificate")?;
     let this_update = single.this_update.to_system_time();
@@ -256,6 +260,15 @@ pub fn read_response(
         return Err("the OCSP answer is out of date".into());
     }
     let status = match &single.cert_status {
+        // A SHA-1 signature (chosen-prefix collisions) cannot vouch for "good"; a revocation it
+        // shows is believed (forging one only denies service).
+        CertStatus::Good(_) if smime::sigalg::is_sha1(&basic.signature_algorithm) => {
+            Status::Unknown(
+                "the OCSP answer is signed with SHA-1, which collisions make forgeable: it \
+                 can show a revocation, not that the certificate is good"
+                    .into(),
+            )
+        }
         CertStatus::Good(_) => Status::Good,
         CertStatus::Revoked(info) => Status::Revoked {
             date: info.revocation_time.to_system_time(),

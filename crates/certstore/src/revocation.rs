@@ -67,6 +67,9 @@ pub struct Crl {
     revoked: HashMap<Vec<u8>, (SystemTime, Option<String>)>,
     source: String,
     scope: Scope,
+    /// Signed over a SHA-1 digest: it can show a revocation (a forged one only denies service),
+    /// never that a certificate is good (a forged one could hide a revocation).
+    sha1: bool,
 }
 
 /// What an issuingDistributionPoint extension limits a CRL to (RFC 5280 §5.2.5).
@@ -220,6 +223,7 @@ impl Crl {
             revoked,
             source: source.to_string(),
             scope,
+            sha1: smime::sigalg::is_sha1(&list.signature_algorithm),
         })
     }
 
@@ -241,6 +245,12 @@ impl Crl {
     /// How many certificates it lists as revoked.
     pub fn revoked_count(&self) -> usize {
         self.revoked.len()
+    }
+
+    /// True when its issuer signed it over a SHA-1 digest: its revocations count, its silence
+    /// does not (the status of a certificate it does not list stays unknown).
+    pub fn signed_with_sha1(&self) -> bool {
+        self.sha1
     }
 
     /// Where it came from (URL or file).
@@ -355,11 +365,15 @@ pub struct Revocation {
 
 impl Revocation {
     /// Keeps a verified CRL (replacing an older one from the same CA key); false when an equal
-    /// or newer one is already held.
+    /// or newer one is already held. A CRL signed over SHA-1 and one signed otherwise never
+    /// replace each other: a forged SHA-1 CRL must not push out the genuine list of revocations.
     pub fn add(&self, crl: Crl) -> bool {
         let mut crls = self.crls.write().unwrap_or_else(|e| e.into_inner());
         if let Some(old) = crls.iter_mut().find(|c| {
-            c.issuer == crl.issuer && c.signer_key == crl.signer_key && c.scope == crl.scope
+            c.issuer == crl.issuer
+                && c.signer_key == crl.signer_key
+                && c.scope == crl.scope
+                && c.sha1 == crl.sha1
         }) {
             if old.this_update >= crl.this_update {
                 return false;
@@ -389,12 +403,19 @@ impl Revocation {
         self.crls.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    /// Keeps an OCSP answer for `cert` issued by `issuer`.
+    /// Keeps an OCSP answer for `cert` issued by `issuer`. An answer that only says "unknown"
+    /// (e.g. "good" signed over SHA-1) does not replace a held revocation: a forged answer must
+    /// not hide it.
     pub fn add_ocsp(&self, cert: &Cert, issuer: &Cert, answer: OcspAnswer) {
-        self.ocsp
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(ocsp_key(cert, issuer), answer);
+        let mut held = self.ocsp.write().unwrap_or_else(|e| e.into_inner());
+        let key = ocsp_key(cert, issuer);
+        let keeps_revocation = matches!(answer.status, Status::Unknown(_))
+            && held
+                .get(&key)
+                .is_some_and(|old| matches!(old.status, Status::Revoked { .. }));
+        if !keeps_revocation {
+            held.insert(key, answer);
+        }
     }
 
     /// The status of `cert` (issued by `issuer`) at `at`: a revocation in any held CRL or OCSP
@@ -442,6 +463,11 @@ impl Revocation {
                         )),
                     _ if crl.scope.partial => unknown.push(format!(
                         "the CRL of \"{}\" covers only some revocation reasons",
+                        crl.issuer_text
+                    )),
+                    _ if crl.sha1 => unknown.push(format!(
+                        "the CRL of \"{}\" is signed with SHA-1, which collisions make \
+                         forgeable: it can show a revocation, not that a certificate is good",
                         crl.issuer_text
                     )),
                     _ => good = true,

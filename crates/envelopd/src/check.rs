@@ -318,16 +318,26 @@ fn check_revocation(r: &mut Report, cfg: &Config, store: &mut CertStore, now: Sy
     for crl in store.revocation().crls() {
         let next = crl.next_update();
         let stale = next.is_some_and(|n| n < now);
+        let sha1 = crl.signed_with_sha1();
         r.push(
-            if stale { Level::Warning } else { Level::Ok },
+            if stale || sha1 {
+                Level::Warning
+            } else {
+                Level::Ok
+            },
             format!(
-                "CRL of \"{}\" ({} revoked) from {}: next update {}{}",
+                "CRL of \"{}\" ({} revoked) from {}: next update {}{}{}",
                 crl.issuer(),
                 crl.revoked_count(),
                 crl.source(),
                 next.map(smime::cert::fmt_time)
                     .unwrap_or_else(|| "not announced".into()),
-                if stale { ", out of date" } else { "" }
+                if stale { ", out of date" } else { "" },
+                if sha1 {
+                    "; signed with SHA-1, so it can show revocations but not that a certificate is good"
+                } else {
+                    ""
+                }
             ),
         );
     }

@@ -218,6 +218,7 @@ impl Fetcher {
                         url = %url,
                         issuer = %crl.issuer(),
                         revoked = crl.revoked_count(),
+                        sha1 = crl.signed_with_sha1(),
                         next_update = %crl.next_update().map(smime::cert::fmt_time).unwrap_or_else(|| "none".into()),
                         "CRL fetched"
                     );

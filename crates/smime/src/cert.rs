@@ -254,10 +254,7 @@ impl Cert {
     /// chosen-prefix collisions are practical: such a signature no longer shows the issuer
     /// signed this very certificate.
     pub fn signed_with_sha1(&self) -> bool {
-        matches!(
-            self.0.parsed.signature_algorithm().oid,
-            alg::SHA1_WITH_RSA | alg::ECDSA_WITH_SHA1
-        )
+        sigalg::is_sha1(self.0.parsed.signature_algorithm())
     }
 
     /// Describes why this certificate may not issue other certificates, or None if it may

@@ -54,6 +54,20 @@ pub fn pss_params(params: Option<&der::Any>) -> Result<(Digest, u16), Error> {
     Ok((hash, salt))
 }
 
+/// True when `sig_alg` signs a SHA-1 digest (RSA PKCS #1, ECDSA or RSA-PSS over SHA-1), whose
+/// chosen-prefix collisions are practical (SHAmbles, 2020): such a signature no longer shows the
+/// signer signed this very data. One rule for certificates, CRLs and OCSP answers.
+pub fn is_sha1(sig_alg: &AlgorithmIdentifierOwned) -> bool {
+    match sig_alg.oid {
+        alg::SHA1_WITH_RSA | alg::ECDSA_WITH_SHA1 => true,
+        alg::ID_RSASSA_PSS => matches!(
+            pss_params(sig_alg.parameters.as_ref()),
+            Ok((Digest::Sha1, _))
+        ),
+        _ => false,
+    }
+}
+
 fn curve_of(spki: &SubjectPublicKeyInfoOwned) -> Option<Oid> {
     spki.algorithm
         .parameters

@@ -358,6 +358,18 @@ impl Pki {
         revoked: &[(&str, &str)],
         dates: Option<(&str, &str)>,
     ) -> String {
+        self.crl_md(name, ca, revoked, dates, "sha256")
+    }
+
+    /// Like [`Pki::crl`], signed over the digest `md` (`sha1`, `sha256` …).
+    pub fn crl_md(
+        &self,
+        name: &str,
+        ca: &(String, String),
+        revoked: &[(&str, &str)],
+        dates: Option<(&str, &str)>,
+        md: &str,
+    ) -> String {
         let (cnf, _) = self.ca_db(name);
         for (crt, reason) in revoked {
             openssl_ok(&[
@@ -376,7 +388,8 @@ impl Pki {
         }
         let out = self.p(&format!("{name}.crl.pem"));
         let mut args = vec![
-            "ca", "-config", &cnf, "-keyfile", &ca.0, "-cert", &ca.1, "-gencrl", "-out", &out,
+            "ca", "-config", &cnf, "-keyfile", &ca.0, "-cert", &ca.1, "-gencrl", "-md", md, "-out",
+            &out,
         ];
         if let Some((last, next)) = dates {
             args.extend(["-crl_lastupdate", last, "-crl_nextupdate", next]);
@@ -490,6 +503,14 @@ impl Pki {
         );
         (cnf, index)
     }
+}
+
+/// Seconds since 1970 now.
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 /// A fuzz-replay input: `seed` with `edits` applied, each `(position, byte)` replacing, removing,
@@ -631,6 +652,54 @@ impl NssCa {
     /// The certificate `name` (the CA is "ca"), PEM.
     pub fn export(&self, name: &str) -> Vec<u8> {
         self.run(&["-L", "-n", name, "-a"])
+    }
+
+    /// A CRL made by `crlutil -G`, signed over `hash` (`SHA1`, `SHA256` …), listing the
+    /// certificates with the serial numbers `revoked`, issued an hour ago and current for a
+    /// week; written to `out` (DER). Without reason codes: crlutil's `addext reasonCode` writes
+    /// the bare number instead of an ENUMERATED, which neither OpenSSL nor envelopd can read.
+    pub fn crl(&self, revoked: &[u64], hash: &str, out: &str) {
+        let stamp = |offset: i64| {
+            let o = std::process::Command::new("date")
+                .args([
+                    "-u",
+                    "-d",
+                    &format!("@{}", now_secs() + offset),
+                    "+%Y%m%d%H%M%SZ",
+                ])
+                .output()
+                .unwrap();
+            String::from_utf8(o.stdout).unwrap().trim().to_string()
+        };
+        let mut script = format!("update={}\nnextupdate={}\n", stamp(-3600), stamp(7 * 86400));
+        for serial in revoked {
+            script += &format!("addcert {serial} {}\n", stamp(-7200));
+        }
+        let file = format!("{out}.script");
+        std::fs::write(&file, script).unwrap();
+        let o = std::process::Command::new("crlutil")
+            .args([
+                "-G", "-d", &self.db, "-n", "ca", "-c", &file, "-Z", hash, "-o", out,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success() && std::path::Path::new(out).exists(),
+            "crlutil -G: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // NSS keeps the CRL in its database and refuses a next one with the same dates: the
+        // file is what the tests want, so the stored copy goes.
+        let o = std::process::Command::new("crlutil")
+            .args(["-D", "-d", &self.db, "-n", "ca"])
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "crlutil -D: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 
     /// Certifies the PKCS#10 request in `csr` (DER; made with any key, e.g. one that already
