@@ -51,10 +51,11 @@ fn statuses(anchor: &str, leaves: &[&smime::Cert], crls: &[Vec<u8>]) -> Vec<Stat
         .collect()
 }
 
-#[test]
-fn openssl_sha1_crls_show_revocations_but_not_good_standing() {
+/// An OpenSSL root `name` (key, certificate) with the mail certificates `good` and `revoked`
+/// (files `good.crt`, `revoked.crt` in the PKI's directory).
+fn two_leaves(name: &str) -> (testkit::Pki, (String, String), smime::Cert, smime::Cert) {
     let pki = testkit::Pki::new();
-    let ca = pki.root("Praxis CA");
+    let ca = pki.root(name);
     for who in ["good", "revoked"] {
         pki.issue(
             who,
@@ -65,6 +66,12 @@ fn openssl_sha1_crls_show_revocations_but_not_good_standing() {
     }
     let good = cert(&file(&pki.p("good.crt")));
     let revoked = cert(&file(&pki.p("revoked.crt")));
+    (pki, ca, good, revoked)
+}
+
+#[test]
+fn openssl_sha1_crls_show_revocations_but_not_good_standing() {
+    let (pki, ca, good, revoked) = two_leaves("Praxis CA");
     let listed = [(pki.p("revoked.crt"), "keyCompromise")];
     let listed: Vec<(&str, &str)> = listed.iter().map(|(p, r)| (p.as_str(), *r)).collect();
 
@@ -151,16 +158,7 @@ fn nss_sha1_crls_show_revocations_but_not_good_standing() {
 
 #[test]
 fn sha1_ocsp_answers_show_revocations_but_not_good_standing() {
-    let pki = testkit::Pki::new();
-    let ca = pki.root("OCSP CA");
-    for who in ["good", "revoked"] {
-        pki.issue(
-            who,
-            "2048",
-            &format!("{LEAF}subjectAltName=email:{who}@praxis.example\n"),
-            &ca,
-        );
-    }
+    let (pki, ca, good, revoked) = two_leaves("OCSP CA");
     let index = pki.ca_index(
         "ocsp",
         &ca,
@@ -184,8 +182,6 @@ fn sha1_ocsp_answers_show_revocations_but_not_good_standing() {
         req
     };
     let now = SystemTime::now();
-    let good = cert(&file(&pki.p("good.crt")));
-    let revoked = cert(&file(&pki.p("revoked.crt")));
 
     let a = read_response(&answer(&ours("good"), "sha1"), &good, &issuer, now).unwrap();
     assert!(is_sha1_unknown(&a.status), "{:?}", a.status);
