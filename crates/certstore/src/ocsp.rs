@@ -212,7 +212,10 @@ pub fn read_response(
         let Ok(rc) = Cert::from_der(&der) else {
             continue;
         };
-        let delegated = rc.is_signed_by(issuer).is_ok()
+        // Certified over SHA-1, the responder certificate itself could be a collision twin of
+        // something the CA signed (the same rule as for every certificate link).
+        let delegated = !rc.signed_with_sha1()
+            && rc.is_signed_by(issuer).is_ok()
             && rc.validity_problem(at).is_none()
             && matches!(rc.parsed().tbs_certificate().get_extension::<ExtendedKeyUsage>(),
                 Ok(Some((_, eku))) if eku.0.contains(&ID_KP_OCSP_SIGNING));

@@ -206,6 +206,52 @@ fn sha1_ocsp_answers_show_revocations_but_not_good_standing() {
     revocation.add_ocsp(&good, &issuer, a256);
     assert_eq!(revocation.status(&good, &issuer, now), Status::Good);
 
+    // A delegated responder (id-kp-OCSPSigning) the CA certified over SHA-256 vouches for
+    // "good"; one it certified over SHA-1 could be a collision twin and is not a responder.
+    let responder = |name: &str, md: &str| {
+        pki.issue_digest(
+            name,
+            &format!("/CN={name}"),
+            "2048",
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=OCSPSigning\n",
+            &ca,
+            md,
+        )
+    };
+    let by = |signer: &(String, String)| -> Vec<u8> {
+        let resp = pki.p(&format!("by-{}.resp", signer.1.len()));
+        testkit::openssl_ok(&[
+            "ocsp",
+            "-index",
+            &index,
+            "-rsigner",
+            &signer.1,
+            "-rkey",
+            &signer.0,
+            "-CA",
+            &ca.1,
+            "-reqin",
+            &ours("good"),
+            "-respout",
+            &resp,
+            "-ndays",
+            "1",
+        ]);
+        file(&resp)
+    };
+    let sound = responder("Responder", "-sha256");
+    let weak = responder("Weak Responder SHA1", "-sha1");
+    // Not before the responder certificates were made.
+    let now = SystemTime::now();
+    assert_eq!(
+        read_response(&by(&sound), &good, &issuer, now)
+            .unwrap()
+            .status,
+        Status::Good
+    );
+    let e = read_response(&by(&weak), &good, &issuer, now).unwrap_err();
+    assert!(e.contains("not signed by the issuing CA"), "{e}");
+
     // A request naming the certificate by SHA-256 hashes (RFC 6960 lets the client choose): the
     // answer is matched in that hash, and still refused for another certificate.
     let req256 = pki.p("good256.req");
