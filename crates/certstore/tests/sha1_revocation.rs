@@ -19,20 +19,6 @@ fn file(path: &str) -> Vec<u8> {
     std::fs::read(path).unwrap()
 }
 
-/// `openssl ca -gencrl` stamps: YYMMDDHHMMSSZ, `hours` from now.
-fn stamp(hours: i64) -> String {
-    let at = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-        + hours * 3600;
-    let o = std::process::Command::new("date")
-        .args(["-u", "-d", &format!("@{at}"), "+%y%m%d%H%M%SZ"])
-        .output()
-        .unwrap();
-    String::from_utf8(o.stdout).unwrap().trim().to_string()
-}
-
 fn is_sha1_unknown(s: &Status) -> bool {
     matches!(s, Status::Unknown(why) if why.contains("SHA-1"))
 }
@@ -77,9 +63,6 @@ fn openssl_sha1_crls_show_revocations_but_not_good_standing() {
 
     // Signed over SHA-1: the revocation counts, the silence about "good" does not.
     let sha1 = file(&pki.crl_md("sha1", &ca, &listed, None, "sha1"));
-    let mut store = CertStore::new();
-    store.load_anchors(Path::new(&ca.1)).unwrap();
-    assert!(store.add_crl(&sha1, "sha1.crl").unwrap().signed_with_sha1());
     let s = statuses(&ca.1, &[&good, &revoked], std::slice::from_ref(&sha1));
     assert!(is_sha1_unknown(&s[0]), "{:?}", s[0]);
     assert!(
@@ -93,7 +76,7 @@ fn openssl_sha1_crls_show_revocations_but_not_good_standing() {
     store.load_anchors(Path::new(&ca.1)).unwrap();
     store.add_cert(good.clone());
     store.set_revocation_mode(RevocationMode::Require);
-    store.add_crl(&sha1, "sha1.crl").unwrap();
+    assert!(store.add_crl(&sha1, "sha1.crl").unwrap().signed_with_sha1());
     let e = store
         .encryption_cert("good@praxis.example", SystemTime::now())
         .unwrap_err();
@@ -109,14 +92,15 @@ fn openssl_sha1_crls_show_revocations_but_not_good_standing() {
 
     // A newer SHA-1 CRL that leaves the revocation out (what a forgery would do) does not push
     // out the older SHA-256 one that lists it.
+    let later = "20361231000000Z";
     let older = file(&pki.crl_md(
         "older",
         &ca,
         &listed,
-        Some((&stamp(-2), &stamp(100))),
+        Some(("20260101000000Z", later)),
         "sha256",
     ));
-    let newer = file(&pki.crl_md("forged", &ca, &[], Some((&stamp(-1), &stamp(100))), "sha1"));
+    let newer = file(&pki.crl_md("forged", &ca, &[], Some(("20260601000000Z", later)), "sha1"));
     let s = statuses(&ca.1, &[&good, &revoked], &[older, newer]);
     assert_eq!(s[0], Status::Good);
     assert!(matches!(s[1], Status::Revoked { .. }), "{:?}", s[1]);
@@ -132,18 +116,13 @@ fn nss_sha1_crls_show_revocations_but_not_good_standing() {
     let anchor = pki.write("nss-ca.pem", &String::from_utf8(nss.export("ca")).unwrap());
     let good = cert(&nss.export("good"));
     let revoked = cert(&nss.export("revoked"));
-    let serial = u64::from_str_radix(
-        &revoked
-            .parsed()
-            .tbs_certificate()
-            .serial_number()
-            .as_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<String>(),
-        16,
-    )
-    .unwrap();
+    let serial = revoked
+        .parsed()
+        .tbs_certificate()
+        .serial_number()
+        .as_bytes()
+        .iter()
+        .fold(0u64, |n, b| n << 8 | u64::from(*b));
     let (sha1, sha256) = (pki.p("nss-sha1.crl"), pki.p("nss-sha256.crl"));
     nss.crl(&[serial], "SHA1", &sha1);
     nss.crl(&[serial], "SHA256", &sha256);
@@ -166,15 +145,16 @@ fn sha1_ocsp_answers_show_revocations_but_not_good_standing() {
         &[(&pki.p("revoked.crt"), "keyCompromise")],
     );
     let issuer = cert(&file(&ca.1));
-    // `req`: a request file; the answer signed over `md`.
-    let answer = |req: &str, md: &str| -> Vec<u8> {
+    // `req`: a request file; the answer by `signer` (key, certificate), signed over `md`.
+    let answer_by = |req: &str, signer: &(String, String), md: &str| -> Vec<u8> {
         let resp = format!("{req}.{md}.resp");
         testkit::openssl_ok(&[
-            "ocsp", "-index", &index, "-rsigner", &ca.1, "-rkey", &ca.0, "-CA", &ca.1, "-reqin",
-            req, "-respout", &resp, "-ndays", "1", "-rmd", md,
+            "ocsp", "-index", &index, "-rsigner", &signer.1, "-rkey", &signer.0, "-CA", &ca.1,
+            "-reqin", req, "-respout", &resp, "-ndays", "1", "-rmd", md,
         ]);
         file(&resp)
     };
+    let answer = |req: &str, md: &str| answer_by(req, &ca, md);
     let ours = |who: &str| -> String {
         let req = pki.p(&format!("{who}.req"));
         let c = cert(&file(&pki.p(&format!("{who}.crt"))));
@@ -218,27 +198,7 @@ fn sha1_ocsp_answers_show_revocations_but_not_good_standing() {
             md,
         )
     };
-    let by = |signer: &(String, String)| -> Vec<u8> {
-        let resp = pki.p(&format!("by-{}.resp", signer.1.len()));
-        testkit::openssl_ok(&[
-            "ocsp",
-            "-index",
-            &index,
-            "-rsigner",
-            &signer.1,
-            "-rkey",
-            &signer.0,
-            "-CA",
-            &ca.1,
-            "-reqin",
-            &ours("good"),
-            "-respout",
-            &resp,
-            "-ndays",
-            "1",
-        ]);
-        file(&resp)
-    };
+    let by = |signer: &(String, String)| answer_by(&ours("good"), signer, "sha256");
     let sound = responder("Responder", "-sha256");
     let weak = responder("Weak Responder SHA1", "-sha1");
     // Not before the responder certificates were made.

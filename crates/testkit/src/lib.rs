@@ -505,14 +505,6 @@ impl Pki {
     }
 }
 
-/// Seconds since 1970 now.
-fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
-
 /// A fuzz-replay input: `seed` with `edits` applied, each `(position, byte)` replacing, removing,
 /// inserting or truncating (chosen by the byte); with `marker`, also inserting that byte (the
 /// SMTP harness's "pause here").
@@ -655,25 +647,14 @@ impl NssCa {
     }
 
     /// A CRL made by `crlutil -G`, signed over `hash` (`SHA1`, `SHA256` …), listing the
-    /// certificates with the serial numbers `revoked`, issued an hour ago and current for a
-    /// week; written to `out` (DER). Without reason codes: crlutil's `addext reasonCode` writes
-    /// the bare number instead of an ENUMERATED, which neither OpenSSL nor envelopd can read.
+    /// certificates with the serial numbers `revoked` (since 2025-12-31), issued 2026-01-01 and
+    /// current until 2036 (fixed dates, as [`Pki::crl`]'s callers give); written to `out`
+    /// (DER). Without reason codes: crlutil's `addext reasonCode` writes the bare number instead
+    /// of an ENUMERATED, which neither OpenSSL nor envelopd can read.
     pub fn crl(&self, revoked: &[u64], hash: &str, out: &str) {
-        let stamp = |offset: i64| {
-            let o = std::process::Command::new("date")
-                .args([
-                    "-u",
-                    "-d",
-                    &format!("@{}", now_secs() + offset),
-                    "+%Y%m%d%H%M%SZ",
-                ])
-                .output()
-                .unwrap();
-            String::from_utf8(o.stdout).unwrap().trim().to_string()
-        };
-        let mut script = format!("update={}\nnextupdate={}\n", stamp(-3600), stamp(7 * 86400));
+        let mut script = String::from("update=20260101000000Z\nnextupdate=20361231000000Z\n");
         for serial in revoked {
-            script += &format!("addcert {serial} {}\n", stamp(-7200));
+            script += &format!("addcert {serial} 20251231000000Z\n");
         }
         let file = format!("{out}.script");
         std::fs::write(&file, script).unwrap();
