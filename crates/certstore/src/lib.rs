@@ -42,6 +42,16 @@ use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
 /// The longest certification path followed (leaf, intermediates, anchor).
 pub const MAX_PATH_LEN: usize = 8;
 
+/// The most links (certificate, candidate issuer) one path search checks before it gives up.
+/// A signed message carries whatever CA certificates its sender likes: k keys that all certify
+/// each other under one name are k² certificates through which the depth-first search has k^7
+/// paths, each step an RSA or ECDSA verification, so 36 such certificates (a 40 KB message)
+/// took 37 s of CPU per verification and 64 would take hours (the CPU-exhaustion attack on path
+/// builders, CVE-2018-16875 in Go, GHSA-fh2r-99q2-6mmg in rustls-webpki). Real paths check a
+/// handful of links (one per level, a few more where a CA was renewed or cross-certified); 100
+/// is also what Go and webpki allow.
+pub const MAX_SIGNATURE_CHECKS: usize = 100;
+
 /// What a certificate is to be used for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
@@ -547,18 +557,32 @@ impl CertStore {
             .collect();
         let mut path = vec![leaf.clone()];
         let mut last_problem = None;
-        if self.extend(&mut path, &pool, at, &mut last_problem) {
+        let mut budget = MAX_SIGNATURE_CHECKS;
+        if self.extend(&mut path, &pool, at, &mut last_problem, &mut budget) {
             return Ok(path);
         }
-        // A leaf signed by another end-entity certificate (a classic way to fake a chain) is
-        // named as such, rather than as a missing CA.
-        if last_problem.is_none() {
-            let fake = carried.iter().chain(&self.certs).find(|c| {
-                !is_ca(c)
-                    && name_key(c.parsed().tbs_certificate().subject())
-                        == name_key(leaf.parsed().tbs_certificate().issuer())
-                    && leaf.is_signed_by(c).is_ok()
+        if budget == 0 {
+            return Err(Rejection::Untrusted {
+                subject: leaf.subject(),
+                why: format!(
+                    "no path to a trusted CA within {MAX_SIGNATURE_CHECKS} signature checks ({} \
+                     candidate CA certificates; a real chain needs a few: a broken or hostile \
+                     set of certificates)",
+                    pool.len()
+                ),
             });
+        }
+        // A leaf signed by another end-entity certificate (a classic way to fake a chain) is
+        // named as such, rather than as a missing CA (the remaining checks are the limit here
+        // too: a message may carry any number of same-named certificates).
+        if last_problem.is_none() {
+            let issuer = name_key(leaf.parsed().tbs_certificate().issuer());
+            let fake = carried
+                .iter()
+                .chain(&self.certs)
+                .filter(|c| !is_ca(c) && name_key(c.parsed().tbs_certificate().subject()) == issuer)
+                .take(budget)
+                .find(|c| leaf.is_signed_by(c).is_ok());
             if let Some(fake) = fake {
                 return Err(Rejection::Untrusted {
                     subject: leaf.subject(),
@@ -575,13 +599,23 @@ impl CertStore {
         }))
     }
 
-    /// Depth-first search for an anchor above the last certificate of `path`.
+    /// Whether `issuer` signed `cert`, as one of the `budget` link checks left; None when none
+    /// is left. Every check counts, also one the cache answers: the cache makes a check cheap,
+    /// not the search narrow.
+    fn check_link(&self, cert: &Cert, issuer: &Cert, budget: &mut usize) -> Option<bool> {
+        *budget = budget.checked_sub(1)?;
+        Some(self.verified.signed_by(cert, issuer))
+    }
+
+    /// Depth-first search for an anchor above the last certificate of `path`, checking at most
+    /// `budget` more links (none left: the search stops, unsuccessful).
     fn extend(
         &self,
         path: &mut Vec<Cert>,
         pool: &[&Cert],
         at: SystemTime,
         problem: &mut Option<Rejection>,
+        budget: &mut usize,
     ) -> bool {
         let current = path.last().expect("path starts with the leaf").clone();
         if self.anchors.contains(&current) {
@@ -598,7 +632,10 @@ impl CertStore {
         // The anchor is the end of the path: its own validity is not the chain's concern (RFC 5280
         // §6.1), but the practice should know, so an expired anchor still fails.
         for anchor in self.anchors.iter().filter(|a| subject_of(a)) {
-            if self.verified.signed_by(&current, anchor) {
+            let Some(signed) = self.check_link(&current, anchor, budget) else {
+                return false;
+            };
+            if signed {
                 if let Err(e) = not_sha1(&current).and(check_validity(anchor, at)) {
                     *problem = Some(e);
                     continue;
@@ -616,8 +653,10 @@ impl CertStore {
             .filter(|c| subject_of(c) && !path.contains(c))
             .collect();
         for next in candidates {
-            if !self.verified.signed_by(&current, next) {
-                continue;
+            match self.check_link(&current, next, budget) {
+                None => return false,
+                Some(false) => continue,
+                Some(true) => {}
             }
             // Self-issued intermediates (key rollover) do not count against pathLenConstraint.
             let below = path[1..].iter().filter(|c| !c.is_self_issued()).count();
@@ -629,7 +668,7 @@ impl CertStore {
                 continue;
             }
             path.push(next.clone());
-            if self.extend(path, pool, at, problem) {
+            if self.extend(path, pool, at, problem, budget) {
                 return true;
             }
             path.pop();

@@ -257,6 +257,12 @@ pub fn verify_cms(ci: &ContentInfo, detached: Option<&[u8]>) -> Result<CmsVerifi
     if sd.signer_infos.0.is_empty() {
         return Err(Error::BadSignature("the signature has no signers".into()));
     }
+    if sd.signer_infos.0.len() > MAX_SIGNERS {
+        return Err(Error::Malformed(format!(
+            "the signature has {} signers; envelopd checks messages with at most {MAX_SIGNERS}",
+            sd.signer_infos.0.len()
+        )));
+    }
     let encapsulated: Option<Vec<u8>> = match &sd.encap_content_info.econtent {
         Some(any) => {
             let os: OctetString = any
@@ -366,6 +372,11 @@ fn decode_signed_data(content: &Any) -> Result<SignedData, Error> {
     any.decode_as()
         .map_err(|e| Error::Malformed(format!("SignedData: {e}")))
 }
+
+/// The most signers a signature may have. Mail has one, rarely two (an RSA and an ECDSA
+/// signature side by side); every signer costs a signature verification and a path search, and
+/// a crafted message could otherwise carry thousands of valid ones for the price of one.
+pub const MAX_SIGNERS: usize = 8;
 
 /// At most this many carried certificates matching one signer identifier are tried (each try
 /// is a signature verification; a real message has one, a renewal with the same key two).

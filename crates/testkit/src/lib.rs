@@ -348,6 +348,70 @@ impl Pki {
         crt
     }
 
+    /// The cross-certified mesh of the path-building CPU attack, made with OpenSSL: `k` RSA keys
+    /// all named `CN=subject`, each certifying each (k² CA certificates; `[i * k + j]` is key
+    /// i certified by key j, `[i * k + i]` self-signed), and a mail certificate for `email`
+    /// under key 0. Returns (the CA certificates' paths, the leaf's (key, certificate)).
+    pub fn mesh(&self, k: usize, subject: &str, email: &str) -> (Vec<String>, (String, String)) {
+        let ca_ext = "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n";
+        let ext = self.write("mesh.ext", ca_ext);
+        let dn = format!("/CN={subject}");
+        let keys: Vec<String> = (0..k)
+            .map(|i| self.key(&format!("mesh{i}"), "2048"))
+            .collect();
+        let own: Vec<String> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                let crt = self.p(&format!("mesh{i}-{i}.crt"));
+                openssl_ok(&[
+                    "req",
+                    "-x509",
+                    "-new",
+                    "-key",
+                    key,
+                    "-subj",
+                    &dn,
+                    "-days",
+                    "30",
+                    "-extensions",
+                    "v3",
+                    "-config",
+                    &self.config(&ext),
+                    "-out",
+                    &crt,
+                ]);
+                crt
+            })
+            .collect();
+        let mut cas = Vec::new();
+        for i in 0..k {
+            for j in 0..k {
+                cas.push(if i == j {
+                    own[i].clone()
+                } else {
+                    let issuer = (keys[j].clone(), own[j].clone());
+                    self.issue_for_key(
+                        &format!("mesh{i}-{j}"),
+                        &keys[i],
+                        &dn,
+                        ca_ext,
+                        &issuer,
+                        "-sha256",
+                    )
+                });
+            }
+        }
+        let leaf = self.issue_as(
+            "mesh-leaf",
+            "/CN=Mesh Leaf",
+            "2048",
+            &format!("{MAIL_LEAF}subjectAltName=email:{email}\n"),
+            &(keys[0].clone(), own[0].clone()),
+        );
+        (cas, leaf)
+    }
+
     /// A CRL from `ca` (key, cert) listing `revoked` (certificate path, reason code such as
     /// `keyCompromise`), made with `openssl ca`; `dates` optionally sets (lastUpdate,
     /// nextUpdate) as `YYMMDDHHMMSSZ`. Returns the CRL's path (PEM).
@@ -533,6 +597,7 @@ pub fn mutate(seed: &[u8], edits: &[(usize, u8)], marker: Option<u8>) -> Vec<u8>
 pub struct NssCa {
     db: String,
     noise: String,
+    bc: String,
     serial: std::cell::Cell<u32>,
 }
 
@@ -545,10 +610,11 @@ impl NssCa {
         let ca = NssCa {
             db: format!("sql:{}", pki.p("nssdb")),
             noise: pki.p("noise"),
+            bc: pki.p("bc.der"),
             serial: std::cell::Cell::new(1),
         };
         ca.run(&["-N", "--empty-password"]);
-        let bc = format!("2.5.29.19:critical:{}", pki.p("bc.der"));
+        let bc = format!("2.5.29.19:critical:{}", ca.bc);
         ca.run(&[
             "-S",
             "-n",
@@ -681,6 +747,51 @@ impl NssCa {
             "crlutil -D: {}",
             String::from_utf8_lossy(&o.stderr)
         );
+    }
+
+    /// A PKCS#10 request (DER, written to `out`) for this database's CA key, with `subject`
+    /// (`CN=...`): for another CA to certify that key ([`NssCa::certify_ca`]).
+    pub fn ca_request(&self, subject: &str, out: &str) {
+        self.run(&[
+            "-R",
+            "-k",
+            "ca",
+            "-s",
+            subject,
+            "-o",
+            out,
+            "-z",
+            &self.noise,
+        ]);
+    }
+
+    /// Certifies the CA key of the request in `csr` (from [`NssCa::ca_request`]) as a CA
+    /// (basicConstraints cA, certificate and CRL signing) with serial number `serial`; returns
+    /// the certificate (DER).
+    pub fn certify_ca(&self, csr: &str, serial: u32) -> Vec<u8> {
+        let out = format!("{csr}.{serial}.der");
+        let bc = format!("2.5.29.19:critical:{}", self.bc);
+        let serial = serial.to_string();
+        self.run(&[
+            "-C",
+            "-c",
+            "ca",
+            "-i",
+            csr,
+            "-o",
+            &out,
+            "-m",
+            &serial,
+            "-v",
+            "12",
+            "-Z",
+            "SHA256",
+            "--keyUsage",
+            "certSigning,crlSigning",
+            "--extGeneric",
+            &bc,
+        ]);
+        std::fs::read(&out).unwrap()
     }
 
     /// Certifies the PKCS#10 request in `csr` (DER; made with any key, e.g. one that already
