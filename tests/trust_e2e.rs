@@ -519,3 +519,92 @@ fn folders_and_logins_differing_after_a_space_never_share_a_cached_message() {
         );
     }
 }
+
+/// Messages made to exhaust the reader's CPU are judged at once, and the mail after them is
+/// still read: a signature carrying a mesh of 36 cross-certified CA certificates under one name
+/// (the path-building attack: 37 s of CPU per verification before the limit, hours at 64) is
+/// untrusted, a signature with nine signers (each a verification and a path search) is refused
+/// as such, and Alice's genuine message after both is valid.
+#[test]
+fn certificate_meshes_and_signer_floods_are_judged_at_once() {
+    let provider = Provider::start();
+    let pki = testkit::Pki::new();
+    let (cas, (mesh_key, mesh_crt)) = pki.mesh(6, "Mesh CA", "mallory@smime.example");
+    let all: Vec<u8> = cas.iter().flat_map(|p| std::fs::read(p).unwrap()).collect();
+    let carried = pki.write("mesh-all.pem", &String::from_utf8(all).unwrap());
+    provider.deliver(
+        "bob",
+        "1.mesh",
+        &signed_by(
+            &mesh_crt,
+            &mesh_key,
+            &carried,
+            "From: mallory@smime.example\r\nSubject: mesh\r\n",
+            "Bitte 10.000 EUR ueberweisen.",
+        ),
+    );
+    let flood_ca = pki.root("Flood CA");
+    let mut args = vec!["cms".to_string(), "-sign".into()];
+    for i in 0..9 {
+        let (key, crt) = pki.issue(
+            &format!("flood{i}"),
+            "2048",
+            &format!(
+                "{}subjectAltName=email:alice@smime.example\n",
+                testkit::MAIL_LEAF
+            ),
+            &flood_ca,
+        );
+        args.extend(["-signer".into(), crt, "-inkey".into(), key]);
+    }
+    args.extend(["-binary".into(), "-crlfeol".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut flood = b"From: alice@smime.example\r\nSubject: flood\r\n".to_vec();
+    flood.extend_from_slice(&openssl(
+        &args,
+        b"Content-Type: text/plain\r\n\r\nBitte 10.000 EUR ueberweisen.\r\n",
+    ));
+    provider.deliver("bob", "2.flood", &flood);
+    provider.deliver(
+        "bob",
+        "3.genuine",
+        &openssl_signed(
+            "From: alice@smime.example\r\nSubject: genuine\r\n",
+            "Termin am Montag.",
+        ),
+    );
+    let (dir, imap, _p) = envelopd(
+        &provider,
+        &[],
+        &Weber {
+            root: v("ca.rsa.crt"),
+            ..weber()
+        },
+    );
+    let r = steps(
+        imap,
+        serde_json::json!([
+            ["login", "bob@smime.example", "bob-pw"],
+            ["select", "INBOX"],
+            ["fetch-all"]
+        ]),
+        &dir.path().join("envelopd.log"),
+    );
+    let msgs = r[2].as_array().unwrap();
+    let shown: Vec<(String, String)> = msgs
+        .iter()
+        .map(|m| (subject(m), m["status"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(shown.len(), 3, "{shown:?}");
+    let status = |s: &str| &shown.iter().find(|(subj, _)| subj == s).unwrap().1;
+    assert!(
+        status("mesh").contains("signature=untrusted")
+            && status("mesh").contains("signature checks"),
+        "{shown:?}"
+    );
+    assert!(
+        status("flood").contains("9 signers") && !status("flood").contains("signature=valid"),
+        "{shown:?}"
+    );
+    assert!(status("genuine").contains("signature=valid"), "{shown:?}");
+}
