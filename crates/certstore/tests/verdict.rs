@@ -431,3 +431,48 @@ fn protected_header_fields_are_the_ones_judged() {
     assert_eq!(verdict.status, Status::Valid, "{verdict:?}");
     assert_eq!(verdict.signer.as_deref(), Some("alice@smime.example"));
 }
+
+/// Every signer costs a verification and a path search, so a signature may have at most
+/// [`smime::signed::MAX_SIGNERS`]: eight (each valid, from OpenSSL) are judged and valid, a
+/// ninth makes the message refused as such, before any signature is checked.
+#[test]
+fn eight_signers_are_judged_and_nine_refused() {
+    let pki = testkit::Pki::new();
+    let ca = pki.root("Praxis CA");
+    let mut store = CertStore::new();
+    store.add_anchor(
+        smime::parse_certificates(&std::fs::read(&ca.1).unwrap())
+            .unwrap()
+            .remove(0),
+    );
+    let signers: Vec<(String, String)> = (0..9)
+        .map(|i| {
+            pki.issue(
+                &format!("alice{i}"),
+                "ec",
+                &format!(
+                    "{}subjectAltName=email:alice@praxis.example\n",
+                    testkit::MAIL_LEAF
+                ),
+                &ca,
+            )
+        })
+        .collect();
+    let signed = |n: usize| {
+        let mut args = vec!["cms", "-sign", "-binary", "-crlfeol"];
+        for (key, crt) in &signers[..n] {
+            args.extend(["-signer", crt, "-inkey", key]);
+        }
+        let mut m = b"From: alice@praxis.example\r\n".to_vec();
+        m.extend(testkit::openssl_pipe(&args, BODY.as_bytes()).unwrap());
+        m
+    };
+    assert_eq!(smime::signed::MAX_SIGNERS, 8);
+    let eight = signed(8);
+    let v = smime::verify(&eight).unwrap();
+    assert_eq!(v.signers.len(), 8);
+    let v = judge(&Signed::of(&v), &v.originators, &store, SystemTime::now());
+    assert_eq!(v.status, Status::Valid, "{v:?}");
+    let e = smime::verify(&signed(9)).unwrap_err().to_string();
+    assert!(e.contains("9 signers") && e.contains("at most 8"), "{e}");
+}
