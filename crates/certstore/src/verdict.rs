@@ -308,6 +308,12 @@ fn rejected(r: Rejection, signer: Option<String>) -> Verdict {
     Verdict::new(status, Some(r.to_string()), signer)
 }
 
+/// The most carried certificates naming the From address that [`harvestable`] considers, in
+/// the message's order. A signature carries one or two (the signing and a separate encryption
+/// certificate; three while one is renewed); each is validated with a path search of its own, so
+/// without a limit a valid signature could bring thousands to check.
+pub const MAX_HARVEST_CANDIDATES: usize = 4;
+
 /// Certificates a valid signature carried that may be used to encrypt to its From address (a
 /// separate encryption certificate travels in the signature; the signing certificate itself
 /// may not allow encryption). Empty unless `verdict` is valid.
@@ -324,9 +330,13 @@ pub fn harvestable(
     let Ok(from) = shown.single_from() else {
         return Vec::new();
     };
+    let carried = signed
+        .certificates
+        .iter()
+        .filter(|c| c.names(from))
+        .take(MAX_HARVEST_CANDIDATES);
     let from = from.to_string();
     let mut out: Vec<Cert> = Vec::new();
-    let carried = signed.certificates.iter();
     for cert in carried.chain(signed.signers.iter().filter_map(|s| s.cert.as_ref())) {
         let usable = store
             .validate(cert, Purpose::Encrypt, &from, signed.certificates, at)

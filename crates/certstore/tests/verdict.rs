@@ -476,3 +476,43 @@ fn eight_signers_are_judged_and_nine_refused() {
     let e = smime::verify(&signed(9)).unwrap_err().to_string();
     assert!(e.contains("9 signers") && e.contains("at most 8"), "{e}");
 }
+
+/// A valid signature teaches at most [`certstore::verdict::MAX_HARVEST_CANDIDATES`] of the
+/// certificates it carries for the From address, each validated on its own: two extra
+/// encryption certificates from the trusted CA are both learnt, of five at most four are
+/// considered (the signing certificate, which does not allow encryption, may be among them).
+#[test]
+fn a_signature_teaches_at_most_four_certificates() {
+    use certstore::verdict::{harvestable, MAX_HARVEST_CANDIDATES};
+    let pki = testkit::Pki::new();
+    let ca = (
+        pki.write("ca.key", &String::from_utf8(read("ca.rsa.key")).unwrap()),
+        pki.write("ca.crt", &String::from_utf8(read("ca.rsa.crt")).unwrap()),
+    );
+    let extra: Vec<String> = (0..5)
+        .map(|i| {
+            let ext = "basicConstraints=CA:FALSE\nkeyUsage=keyEncipherment\nsubjectAltName=email:alice@smime.example\n";
+            pki.issue(&format!("alice-enc{i}"), "2048", ext, &ca).1
+        })
+        .collect();
+    let learnt = |n: usize| {
+        let all: String = extra[..n]
+            .iter()
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
+        let carried = pki.write(&format!("carried{n}.pem"), &all);
+        let m = openssl_signed("From: alice@smime.example\r\n", &["-certfile", &carried]);
+        let v = smime::verify(&m).unwrap();
+        let signed = Signed::of(&v);
+        let (store, now) = (store(), SystemTime::now());
+        let verdict = judge(&signed, &v.originators, &store, now);
+        assert_eq!(verdict.status, Status::Valid, "{verdict:?}");
+        harvestable(&verdict, &signed, &v.originators, &store, now).len()
+    };
+    assert_eq!(learnt(2), 2);
+    let five = learnt(5);
+    assert!(
+        (MAX_HARVEST_CANDIDATES - 1..=MAX_HARVEST_CANDIDATES).contains(&five),
+        "{five}"
+    );
+}
