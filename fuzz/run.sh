@@ -13,9 +13,9 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 secs=${1:-60}
-[ -d corpus/smtp ] || ./seed.sh
+[ -d corpus/smtp ] && [ -d corpus/trust ] || ./seed.sh
 export RUSTC_BOOTSTRAP=1
-targets=${TARGETS:-cms mime decrypt imap_server imap_client imap_session smtp pop3_client pop3_server}
+targets=${TARGETS:-cms mime decrypt trust imap_server imap_client imap_session smtp pop3_client pop3_server}
 san=(--sanitizer "${SANITIZER:-address}")
 for t in $targets; do
   [ -f "fuzz_targets/$t.rs" ] || { echo "no fuzz target \"$t\"; the targets are: $(cd fuzz_targets && ls | sed 's/\.rs$//' | tr '\n' ' ')" >&2; exit 2; }

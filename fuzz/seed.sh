@@ -43,4 +43,40 @@ mkdir -p corpus/pop3_client corpus/pop3_server
 printf 'CAPA\r\nUSER u\r\nPASS p\r\nSTAT\r\nLIST\r\nUIDL\r\n\377RETR 2\r\nTOP 3 1\r\nLIST 2\r\nDELE 1\r\nRSET\r\nRETR 4\r\nQUIT\r\n' > corpus/pop3_client/session.txt
 printf 'AUTH PLAIN\r\nAHUAcA==\r\nRETR 1\r\nSTLS\r\nAPOP u x\r\n\377AUTH PLAIN AHUAcA==\r\nTOP 2 0\r\n' > corpus/pop3_client/sasl.txt
 printf '+OK\r\n+OK\r\n+OK 2 30\r\n+OK\r\n1 10\r\n2 20\r\n.\r\n+OK\r\n1 a\r\n2 b\r\n.\r\n\377+OK\r\nContent-Type: application/pkcs7-mime\r\n\r\n.\r\n+OK\r\nX-Envelopd: x\r\n\r\n.\r\n+OK 10 octets\r\nSubject: s\r\n\r\n..x\r\n.\r\n' > corpus/pop3_server/replies.txt
-echo "seed corpora: $(ls corpus/cms | wc -l) cms, $(ls corpus/mime | wc -l) mime, $(ls corpus/decrypt | wc -l) decrypt, $(ls corpus/smtp | wc -l) smtp"
+# The trust layer: a signed message, a certificate chain, a CRL and an OCSP answer of the RFC 9216
+# CA (current until 2036: the target judges at 2030-01-01), and a message carrying a mesh of
+# three cross-certified CAs under one name (what the path search must give up on).
+mkdir -p corpus/trust "$tmp/db"
+cp corpus/mime/signed.eml corpus/trust/
+cat "$tmp/alice.sign.crt" "$tmp/ca.rsa.crt" > corpus/trust/chain.pem
+openssl x509 -in "$tmp/alice.sign.crt" -outform DER -out corpus/trust/alice.der
+: > "$tmp/db/index.txt"; echo 01 > "$tmp/db/crlnumber"
+printf '[ca]\ndefault_ca=d\n[d]\ndatabase=%s\ncrlnumber=%s\ndefault_md=sha256\ndefault_crl_days=3650\n' \
+  "$tmp/db/index.txt" "$tmp/db/crlnumber" > "$tmp/db/ca.cnf"
+ca=(-config "$tmp/db/ca.cnf" -keyfile "$tmp/ca.rsa.key" -cert "$tmp/ca.rsa.crt")
+openssl ca "${ca[@]}" -valid "$tmp/alice.sign.crt" 2>/dev/null
+openssl ca "${ca[@]}" -revoke "$tmp/bob.sign.crt" -crl_reason keyCompromise 2>/dev/null
+openssl ca "${ca[@]}" -gencrl -out "$tmp/crl.pem" 2>/dev/null
+openssl crl -in "$tmp/crl.pem" -outform DER -out corpus/trust/crl.der
+openssl ocsp -issuer "$tmp/ca.rsa.crt" -cert "$tmp/alice.sign.crt" -no_nonce -reqout "$tmp/req.der"
+openssl ocsp -index "$tmp/db/index.txt" -rsigner "$tmp/ca.rsa.crt" -rkey "$tmp/ca.rsa.key" \
+  -CA "$tmp/ca.rsa.crt" -reqin "$tmp/req.der" -respout corpus/trust/ocsp-alice.der -ndays 3650 >/dev/null 2>&1
+for i in 0 1 2; do
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$tmp/m$i.key" 2>/dev/null
+  openssl req -x509 -new -key "$tmp/m$i.key" -subj "/CN=Mesh CA" -days 3650 -out "$tmp/m$i-$i.crt" \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign
+done
+printf 'basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign\n' > "$tmp/ca.ext"
+for i in 0 1 2; do for j in 0 1 2; do [ $i = $j ] && continue
+  openssl req -new -key "$tmp/m$i.key" -subj "/CN=Mesh CA" -out "$tmp/m$i.csr"
+  openssl x509 -req -in "$tmp/m$i.csr" -CA "$tmp/m$j-$j.crt" -CAkey "$tmp/m$j.key" -set_serial $((10 * i + j + 1)) \
+    -days 3650 -extfile "$tmp/ca.ext" -out "$tmp/m$i-$j.crt" 2>/dev/null
+done; done
+cat "$tmp"/m*-*.crt > "$tmp/mesh.pem"
+openssl req -new -key "$tmp/m0.key" -subj "/CN=Mesh Leaf" -out "$tmp/leaf.csr"
+printf 'keyUsage=digitalSignature\nextendedKeyUsage=emailProtection\nsubjectAltName=email:mallory@smime.example\n' > "$tmp/leaf.ext"
+openssl x509 -req -in "$tmp/leaf.csr" -CA "$tmp/m0-0.crt" -CAkey "$tmp/m0.key" -set_serial 99 -days 3650 \
+  -extfile "$tmp/leaf.ext" -out "$tmp/leaf.crt" 2>/dev/null
+printf 'From: mallory@smime.example\r\nSubject: mesh\r\n\r\nx\r\n' |
+  openssl cms -sign -signer "$tmp/leaf.crt" -inkey "$tmp/m0.key" -certfile "$tmp/mesh.pem" > corpus/trust/mesh.eml
+echo "seed corpora: $(ls corpus/cms | wc -l) cms, $(ls corpus/mime | wc -l) mime, $(ls corpus/decrypt | wc -l) decrypt, $(ls corpus/smtp | wc -l) smtp, $(ls corpus/trust | wc -l) trust"

@@ -943,6 +943,55 @@ fn read_path(path: &Path) -> (Vec<Cert>, Vec<LoadError>) {
     (certs, errors)
 }
 
+/// The entry point shared by the `trust` fuzz target in `fuzz/` and its replay test, so that
+/// both run exactly the same code on untrusted input.
+#[doc(hidden)]
+pub mod fuzz_targets {
+    use super::*;
+
+    /// The moment the fuzz target judges at (2030-01-01, inside the RFC 9216 certificates' validity), so
+    /// that a finding does not depend on the day it is replayed.
+    pub fn fixed_time() -> SystemTime {
+        SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_893_456_000)
+    }
+
+    /// The trust layer on arbitrary bytes, each way they reach it: as a signed message (the
+    /// verdict and the certificates it would teach), as certificates (each validated with the
+    /// others carried, as a message's are), as a CRL of `issuer` and as an OCSP answer about
+    /// `leaf` (`issuer`'s): parsed, and when the signature holds, asked about `leaf`; all at
+    /// `at`. `store` trusts `issuer`.
+    pub fn trust(data: &[u8], store: &CertStore, issuer: &Cert, leaf: &Cert, at: SystemTime) {
+        if let Ok(v) = smime::verify(data) {
+            let signed = verdict::Signed::of(&v);
+            let judged = verdict::judge(&signed, &v.originators, store, at);
+            let _ = verdict::harvestable(&judged, &signed, &v.originators, store, at);
+        }
+        if let Ok(certs) = smime::parse_certificates(data) {
+            for c in certs.iter().take(4) {
+                let address = c
+                    .mailboxes()
+                    .into_iter()
+                    .next()
+                    .unwrap_or_else(|| "a@example.org".into());
+                for purpose in [Purpose::Sign, Purpose::Encrypt] {
+                    let _ = store.validate(c, purpose, &address, &certs, at);
+                }
+                let _ = store.revocation_status(c, &certs, at);
+            }
+        }
+        if let Ok(crl) = revocation::Crl::verified(data, &[issuer], "fuzz") {
+            let known = Revocation::default();
+            known.add(crl);
+            let _ = known.status(leaf, issuer, at);
+        }
+        if let Ok(answer) = ocsp::read_response(data, leaf, issuer, at) {
+            let known = Revocation::default();
+            known.add_ocsp(leaf, issuer, answer);
+            let _ = known.status(leaf, issuer, at);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
