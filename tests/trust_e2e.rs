@@ -231,6 +231,18 @@ fn identity_spoofs_through_dovecot_are_never_shown_valid() {
             "signature=from-mismatch",
         ),
         ("case", "From: ALICE@Smime.Example\r\n", "signature=valid"),
+        // Mailsploit: "chef@smime.example" and a NUL byte, RFC 2047 encoded.
+        (
+            "nul",
+            "From: =?utf-8?b?Y2hlZkBzbWltZS5leGFtcGxlAA==?= <alice@smime.example>\r\n",
+            "signature=from-mismatch",
+        ),
+        // A right-to-left override: "elpmaxe.emims@fehc" is drawn as chef@smime.example.
+        (
+            "rtl",
+            "From: =?utf-8?b?4oCuZWxwbWF4ZS5lbWltc0BmZWhj?= <alice@smime.example>\r\n",
+            "signature=from-mismatch",
+        ),
     ];
     let mut n = 0;
     for (name, from, _) in spoofs {

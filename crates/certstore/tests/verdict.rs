@@ -98,6 +98,12 @@ fn the_genuine_message_is_valid_from_both_engines() {
         &[],
     ));
     assert_eq!(v.status, Status::Valid, "{v:?}");
+    // A right-to-left mark in a Hebrew name hides nothing.
+    let v = verdict(&openssl_signed(
+        "From: =?utf-8?b?QWxpY2Ug4oCP16nXnNeV150=?= <alice@smime.example>\r\n",
+        &[],
+    ));
+    assert_eq!(v.status, Status::Valid, "{v:?}");
     // An address in the display name that is From's own is harmless.
     let v = verdict(&openssl_signed(
         "From: \"alice@smime.example\" <alice@smime.example>\r\n",
@@ -141,6 +147,26 @@ fn identity_spoofs_are_never_valid() {
             "From: \"boss\u{ff20}smime.example\" <alice@smime.example>\r\n",
             Status::FromMismatch,
             "display name shows another address",
+        ),
+        (
+            // Mailsploit (2017): some clients stop drawing the name at the NUL byte.
+            "another address before a NUL in an encoded display name",
+            "From: =?utf-8?b?Ym9zc0BzbWltZS5leGFtcGxlAA==?= <alice@smime.example>\r\n",
+            Status::FromMismatch,
+            "display name shows another address (boss@smime.example)",
+        ),
+        (
+            "another address before a zero-width space",
+            "From: =?utf-8?b?Ym9zc0BzbWltZS5leGFtcGxl4oCL?= <alice@smime.example>\r\n",
+            Status::FromMismatch,
+            "display name shows another address (boss@smime.example)",
+        ),
+        (
+            // U+202E makes "elpmaxe.emims@ssob" appear as "boss@smime.example".
+            "another address written backwards after a right-to-left override",
+            "From: =?utf-8?b?4oCuZWxwbWF4ZS5lbWltc0Bzc29i?= <alice@smime.example>\r\n",
+            Status::FromMismatch,
+            "display name shows another address (boss@smime.example)",
         ),
         (
             "two mailboxes in From",

@@ -363,7 +363,11 @@ fn field_mailboxes(raw: &[u8]) -> Vec<Mailbox> {
 }
 
 /// Address-like words in a display name (also with the full-width and small at signs, which
-/// clients draw like `@`).
+/// clients draw like `@`). Characters a client draws as nothing end a word as a space does:
+/// Mailsploit (2017) hid `boss@x` in front of a NUL byte in an RFC 2047 encoded word, which
+/// some clients stop drawing at, and a zero-width space or a joiner does the same unseen. Text
+/// after a right-to-left override is drawn backwards, so such a name is also read backwards
+/// (`\u{202e}elpmaxe.x@ssob` shows as `boss@x.example`).
 pub fn addresses_in_text(text: &str) -> Vec<Address> {
     let normalised: String = text
         .chars()
@@ -372,11 +376,39 @@ pub fn addresses_in_text(text: &str) -> Vec<Address> {
             c => c,
         })
         .collect();
-    normalised
-        .split(|c: char| c.is_whitespace() || "<>\"'(),;:[]".contains(c))
-        .filter(|w| w.contains('@'))
-        .filter_map(|w| Address::parse(w.trim_matches(|c: char| ".!?".contains(c))).ok())
-        .collect()
+    if !normalised.chars().any(is_right_to_left_control) {
+        return words_with_addresses(&normalised);
+    }
+    // The backwards reading first: it is what the reader sees.
+    let backwards: String = normalised.chars().rev().collect();
+    let mut found = words_with_addresses(&backwards);
+    found.extend(words_with_addresses(&normalised));
+    found
+}
+
+fn words_with_addresses(text: &str) -> Vec<Address> {
+    text.split(|c: char| {
+        c.is_whitespace() || c.is_control() || is_invisible(c) || "<>\"'(),;:[]".contains(c)
+    })
+    .filter(|w| w.contains('@'))
+    .filter_map(|w| Address::parse(w.trim_matches(|c: char| ".!?".contains(c))).ok())
+    .collect()
+}
+
+/// Format and filler characters that take no visible space (zero-width spaces and joiners, the
+/// soft hyphen, bidirectional marks, embeddings, overrides and isolates, variation selectors,
+/// the byte order mark, Hangul fillers).
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00ad}' | '\u{034f}' | '\u{061c}' | '\u{115f}' | '\u{1160}' | '\u{17b4}' | '\u{17b5}'
+        | '\u{180b}'..='\u{180f}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
+        | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{fe00}'..='\u{fe0f}' | '\u{feff}'
+        | '\u{ffa0}' | '\u{fff9}'..='\u{fffb}')
+}
+
+/// The controls that make what follows them be drawn right to left.
+fn is_right_to_left_control(c: char) -> bool {
+    matches!(c, '\u{202b}' | '\u{202e}' | '\u{2067}')
 }
 
 /// Every address in the To and Cc fields, lower-cased, groups expanded.
