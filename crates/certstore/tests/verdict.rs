@@ -169,6 +169,12 @@ fn identity_spoofs_are_never_valid() {
             "display name shows another address (boss@smime.example)",
         ),
         (
+            "another address with a second at sign after it",
+            "From: boss@smime.example@ <alice@smime.example>\r\n",
+            Status::FromMismatch,
+            "display name shows another address (boss@smime.example)",
+        ),
+        (
             "two mailboxes in From",
             "From: alice@smime.example, boss@smime.example\r\n",
             Status::FromMismatch,

@@ -386,13 +386,24 @@ pub fn addresses_in_text(text: &str) -> Vec<Address> {
     found
 }
 
+/// The addresses in `text`'s words; a word with several at signs (`boss@x.example@`) is read
+/// as each address its at signs make with their neighbours (`boss@x.example`).
 fn words_with_addresses(text: &str) -> Vec<Address> {
-    text.split(|c: char| {
+    let trim = |w: &str| w.trim_matches(|c: char| ".!?".contains(c)).to_string();
+    let mut found = Vec::new();
+    for word in text.split(|c: char| {
         c.is_whitespace() || c.is_control() || is_invisible(c) || "<>\"'(),;:[]".contains(c)
-    })
-    .filter(|w| w.contains('@'))
-    .filter_map(|w| Address::parse(w.trim_matches(|c: char| ".!?".contains(c))).ok())
-    .collect()
+    }) {
+        let pieces: Vec<&str> = word.split('@').collect();
+        if pieces.len() == 2 {
+            found.extend(Address::parse(&trim(word)).ok());
+        } else {
+            for pair in pieces.windows(2) {
+                found.extend(Address::parse(&trim(&format!("{}@{}", pair[0], pair[1]))).ok());
+            }
+        }
+    }
+    found
 }
 
 /// Format and filler characters that take no visible space (zero-width spaces and joiners, the
