@@ -94,6 +94,12 @@ impl Verdict {
         }
     }
 
+    /// The verdict for a signature that could not be read at all (damaged, or beyond what
+    /// envelopd checks, such as more than 8 signers): invalid, with why.
+    pub fn unreadable(why: String) -> Self {
+        Self::new(Status::Invalid, Some(why), None)
+    }
+
     fn new(status: Status, reason: Option<String>, signer: Option<String>) -> Self {
         Verdict {
             status,

@@ -19,7 +19,9 @@
 //!
 //! - `decrypted` is the content cipher (`aes-128-gcm`, `aes-256-cbc`, `3des-cbc` …), `no` when
 //!   the message was not encrypted, or `failed` (the message is then shown as stored, with
-//!   `reason`; also when it is encrypted only for keys the session's login may not use).
+//!   `reason`; also when it is encrypted only for keys the session's login may not use). A
+//!   message signed on the outside whose signature cannot be read at all (damaged, more than 8
+//!   signers) is `decrypted=no; signature=invalid; reason="…"`, shown as stored.
 //!   `integrity=none` follows for CBC ciphers (no integrity protection, Efail-prone), `weak` for
 //!   3DES.
 //! - `signature` is the one verdict of `certstore::verdict` (the same as `envelopd smime
@@ -160,6 +162,27 @@ pub fn present_shared(
     )
 }
 
+
+/// Whether the stored message is signed on the outside: clear-signed, or opaque signed data
+/// (`smime-type=signed-data`).
+fn signed_outside(stored: &[u8]) -> bool {
+    match smime::message::kind(stored) {
+        smime::message::Kind::ClearSigned => true,
+        smime::message::Kind::Pkcs7Mime => mime::content_type(mime::split(stored).header)
+            .param("smime-type")
+            .is_some_and(|t| t.eq_ignore_ascii_case("signed-data")),
+        smime::message::Kind::Plain => false,
+    }
+}
+
+/// Whether opening failed at a decryption: no key of ours, a key that failed, or a content key
+/// that did not open the content.
+fn decrypting(e: &smime::Error) -> bool {
+    matches!(
+        e,
+        smime::Error::DecryptFailed | smime::Error::NoRecipient(_) | smime::Error::Key(_)
+    )
+}
 fn present_with<S: std::ops::Deref<Target = CertStore>>(
     stored: Vec<u8>,
     keys: &[&Identity],
@@ -241,6 +264,12 @@ fn present_with<S: std::ops::Deref<Target = CertStore>>(
                 None => parts.push("decrypted=no".into()),
             }
             (opened.message, signature.unwrap_or_else(Verdict::unsigned))
+        }
+        // A signature that cannot be read is an invalid one, not a failed decryption, when the
+        // message is signed on the outside and nothing was being decrypted.
+        Err((e, stored)) if signed_outside(&stored) && !decrypting(&e) => {
+            parts.push("decrypted=no".into());
+            (stored, Verdict::unreadable(e.to_string()))
         }
         Err((e, stored)) => {
             parts.push("decrypted=failed".into());
@@ -521,6 +550,30 @@ mod tests {
             assert_eq!(String::from_utf8(owned.message).unwrap(), want);
             assert!(!owned.status.contains("valid"), "{}", owned.status);
         }
+    }
+
+    /// A signature that cannot be read is an invalid signature on a message that was not
+    /// encrypted; an envelope that cannot be opened is a failed decryption.
+    #[test]
+    fn unreadable_signatures_are_invalid_and_unopenable_envelopes_failed() {
+        let store = CertStore::new();
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000);
+        let shown = |m: &str| present_owned(m.as_bytes().to_vec(), &[], &store, at).status;
+        let clear = "From: a@b\r\nContent-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\nContent-Type: application/pkcs7-signature\r\nContent-Transfer-Encoding: base64\r\n\r\nMAMCAQA=\r\n--b--\r\n";
+        let opaque = "From: a@b\r\nContent-Type: application/pkcs7-mime; smime-type=signed-data\r\nContent-Transfer-Encoding: base64\r\n\r\nMAMCAQA=\r\n";
+        for m in [clear, opaque] {
+            let status = shown(m);
+            assert!(
+                status.starts_with("decrypted=no; signature=invalid; reason=\"malformed"),
+                "{status}"
+            );
+        }
+        let enveloped = opaque.replace("signed-data", "enveloped-data");
+        let status = shown(&enveloped);
+        assert!(
+            status.starts_with("decrypted=failed; reason=") && status.ends_with("signature=none"),
+            "{status}"
+        );
     }
 
     #[test]
