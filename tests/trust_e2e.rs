@@ -177,6 +177,28 @@ fn read_inbox(
     )
 }
 
+/// Bob's inbox as an envelopd that trusts the RFC 9216 CA only shows it (every message fetched).
+fn bob_reads_trusting_rfc9216_only(provider: &Provider) -> Vec<serde_json::Value> {
+    let (dir, imap, _p) = envelopd(
+        provider,
+        &[],
+        &Weber {
+            root: v("ca.rsa.crt"),
+            ..weber()
+        },
+    );
+    let r = steps(
+        imap,
+        serde_json::json!([
+            ["login", "bob@smime.example", "bob-pw"],
+            ["select", "INBOX"],
+            ["fetch-all"]
+        ]),
+        &dir.path().join("envelopd.log"),
+    );
+    r[2].as_array().unwrap().clone()
+}
+
 /// Runs IMAP steps through envelopd (see tests/clients/imap_steps.py).
 fn steps(port: u16, steps: serde_json::Value, log: &Path) -> Vec<serde_json::Value> {
     common::imap_steps(port, steps, log)
@@ -332,27 +354,9 @@ fn identity_spoofs_through_dovecot_are_never_shown_valid() {
     provider.deliver("bob", "93.two-signers", &m2);
 
     // This practice trusts the RFC 9216 CA only (Dr. Weber's CA is the stranger's here).
-    let (dir, imap, _p) = envelopd(
-        &provider,
-        &[],
-        &Weber {
-            root: v("ca.rsa.crt"),
-            ..weber()
-        },
-    );
-    let log = dir.path().join("envelopd.log");
-    let r = steps(
-        imap,
-        serde_json::json!([
-            ["login", "bob@smime.example", "bob-pw"],
-            ["select", "INBOX"],
-            ["fetch-all"]
-        ]),
-        &log,
-    );
-    let msgs = r[2].as_array().unwrap();
+    let msgs = bob_reads_trusting_rfc9216_only(&provider);
     assert_eq!(msgs.len(), spoofs.len() * 2 + 4);
-    for m in msgs {
+    for m in &msgs {
         let subject = subject(m);
         let status = m["status"].as_str().unwrap();
         let expected = match subject.as_str() {
@@ -585,24 +589,7 @@ fn certificate_meshes_and_signer_floods_are_judged_at_once() {
             "Termin am Montag.",
         ),
     );
-    let (dir, imap, _p) = envelopd(
-        &provider,
-        &[],
-        &Weber {
-            root: v("ca.rsa.crt"),
-            ..weber()
-        },
-    );
-    let r = steps(
-        imap,
-        serde_json::json!([
-            ["login", "bob@smime.example", "bob-pw"],
-            ["select", "INBOX"],
-            ["fetch-all"]
-        ]),
-        &dir.path().join("envelopd.log"),
-    );
-    let msgs = r[2].as_array().unwrap();
+    let msgs = bob_reads_trusting_rfc9216_only(&provider);
     let shown: Vec<(String, String)> = msgs
         .iter()
         .map(|m| (subject(m), m["status"].as_str().unwrap().to_string()))

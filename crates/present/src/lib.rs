@@ -162,7 +162,6 @@ pub fn present_shared(
     )
 }
 
-
 /// Whether the stored message is signed on the outside: clear-signed, or opaque signed data
 /// (`smime-type=signed-data`).
 fn signed_outside(stored: &[u8]) -> bool {

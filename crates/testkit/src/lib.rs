@@ -224,24 +224,30 @@ impl Pki {
         let key = self.key(name, "2048");
         let crt = self.p(&format!("{name}.crt"));
         let ext = self.write(&format!("{name}.ext"), "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\nsubjectKeyIdentifier=hash\n");
+        self.self_signed(&key, &format!("/CN={name}"), &ext, &crt);
+        (key, crt)
+    }
+
+    /// A self-signed certificate `crt` for `key` with `subject` (`/CN=…`) and the extensions in
+    /// the file `ext`, valid for 30 days.
+    fn self_signed(&self, key: &str, subject: &str, ext: &str, crt: &str) {
         openssl_ok(&[
             "req",
             "-x509",
             "-new",
             "-key",
-            &key,
+            key,
             "-subj",
-            &format!("/CN={name}"),
+            subject,
             "-days",
             "30",
             "-extensions",
             "v3",
             "-config",
-            &self.config(&ext),
+            &self.config(ext),
             "-out",
-            &crt,
+            crt,
         ]);
-        (key, crt)
     }
 
     /// Writes a text file in the directory.
@@ -364,23 +370,7 @@ impl Pki {
             .enumerate()
             .map(|(i, key)| {
                 let crt = self.p(&format!("mesh{i}-{i}.crt"));
-                openssl_ok(&[
-                    "req",
-                    "-x509",
-                    "-new",
-                    "-key",
-                    key,
-                    "-subj",
-                    &dn,
-                    "-days",
-                    "30",
-                    "-extensions",
-                    "v3",
-                    "-config",
-                    &self.config(&ext),
-                    "-out",
-                    &crt,
-                ]);
+                self.self_signed(key, &dn, &ext, &crt);
                 crt
             })
             .collect();
@@ -614,33 +604,14 @@ impl NssCa {
             serial: std::cell::Cell::new(1),
         };
         ca.run(&["-N", "--empty-password"]);
-        let bc = format!("2.5.29.19:critical:{}", ca.bc);
-        ca.run(&[
-            "-S",
-            "-n",
-            "ca",
-            "-s",
-            &format!("CN={subject}"),
-            "-x",
-            "-t",
-            "CT,C,C",
-            "-k",
-            "rsa",
-            "-g",
-            "2048",
-            "-v",
-            "12",
-            "-m",
-            "1",
-            "-Z",
-            "SHA256",
-            "--keyUsage",
-            "certSigning,crlSigning",
-            "--extGeneric",
-            &bc,
-            "-z",
-            &ca.noise,
-        ]);
+        let subject = format!("CN={subject}");
+        let mut args = vec![
+            "-S", "-n", "ca", "-s", &subject, "-x", "-t", "CT,C,C", "-k", "rsa", "-g", "2048",
+            "-z", &ca.noise,
+        ];
+        let ca_args = ca.ca_args(1);
+        args.extend(ca_args.iter().map(String::as_str));
+        ca.run(&args);
         ca
     }
 
@@ -749,6 +720,27 @@ impl NssCa {
         );
     }
 
+    /// What every CA certificate made here gets: the serial number, a year's validity, SHA-256,
+    /// certificate and CRL signing, basicConstraints cA (critical).
+    fn ca_args(&self, serial: u32) -> Vec<String> {
+        let bc = format!("2.5.29.19:critical:{}", self.bc);
+        let serial = serial.to_string();
+        [
+            "-m",
+            &serial,
+            "-v",
+            "12",
+            "-Z",
+            "SHA256",
+            "--keyUsage",
+            "certSigning,crlSigning",
+            "--extGeneric",
+            &bc,
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
     /// A PKCS#10 request (DER, written to `out`) for this database's CA key, with `subject`
     /// (`CN=...`): for another CA to certify that key ([`NssCa::certify_ca`]).
     pub fn ca_request(&self, subject: &str, out: &str) {
@@ -770,27 +762,10 @@ impl NssCa {
     /// the certificate (DER).
     pub fn certify_ca(&self, csr: &str, serial: u32) -> Vec<u8> {
         let out = format!("{csr}.{serial}.der");
-        let bc = format!("2.5.29.19:critical:{}", self.bc);
-        let serial = serial.to_string();
-        self.run(&[
-            "-C",
-            "-c",
-            "ca",
-            "-i",
-            csr,
-            "-o",
-            &out,
-            "-m",
-            &serial,
-            "-v",
-            "12",
-            "-Z",
-            "SHA256",
-            "--keyUsage",
-            "certSigning,crlSigning",
-            "--extGeneric",
-            &bc,
-        ]);
+        let mut args = vec!["-C", "-c", "ca", "-i", csr, "-o", &out];
+        let ca_args = self.ca_args(serial);
+        args.extend(ca_args.iter().map(String::as_str));
+        self.run(&args);
         std::fs::read(&out).unwrap()
     }
 
