@@ -222,6 +222,12 @@ fn identity_spoofs_are_never_valid() {
             Status::SenderMismatch,
             "Sender field names boss@smime.example",
         ),
+        (
+            "Sender with the signer's address but another in its display name",
+            "From: alice@smime.example\r\nSender: boss@smime.example <alice@smime.example>\r\n",
+            Status::SenderMismatch,
+            "Sender field names boss@smime.example",
+        ),
     ];
     for (what, header, status, reason) in cases {
         for (engine, m) in [

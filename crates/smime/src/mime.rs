@@ -293,14 +293,22 @@ impl Originators {
     }
 
     /// The Sender addresses that are not the From address (a client shows "Sender on behalf
-    /// of From"); empty when there is no Sender or it names the From mailbox itself.
+    /// of From"), and other addresses a Sender naming the From mailbox shows in its display
+    /// name (`boss@corp <eve@corp>` reads as the boss sending for Eve); empty when there is no
+    /// Sender or it is the From mailbox itself.
     pub fn other_senders(&self, from: &Address) -> Vec<String> {
-        self.sender
-            .iter()
-            .flatten()
-            .filter(|m| m.address.as_ref() != Some(from))
-            .map(|m| m.written.clone())
-            .collect()
+        let mut out = Vec::new();
+        for m in self.sender.iter().flatten() {
+            if m.address.as_ref() != Some(from) {
+                out.push(m.written.clone());
+            } else if let Some(shown) = addresses_in_text(&m.display)
+                .into_iter()
+                .find(|a| a != from)
+            {
+                out.push(shown.to_string());
+            }
+        }
+        out
     }
 }
 
