@@ -137,8 +137,13 @@ pub fn quote(text: &str) -> String {
     format!("\"{clean}\"")
 }
 
-/// An address as a bare header token (nothing that separates or ends parameters).
+/// An address as a bare header token (nothing that separates or ends parameters), its domain
+/// as A-labels: `signer=alice@xn--smme-m9d.example`, not a `smіme.example` whose `і` is
+/// Cyrillic and which a reader cannot tell from `smime.example` (browsers and Thunderbird show
+/// such names as punycode too).
 fn bare(text: &str) -> String {
+    let text =
+        smime::Address::parse(text).map_or_else(|_| text.to_string(), |a| a.with_ascii_domain());
     text.chars()
         .filter(|c| !c.is_control() && !matches!(c, '"' | ';' | ' ' | '\\'))
         .take(200)

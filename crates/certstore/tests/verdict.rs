@@ -554,3 +554,53 @@ fn a_signature_teaches_at_most_four_certificates() {
         "{five}"
     );
 }
+
+/// A look-alike domain with a certificate of its own (`smіme.example`, whose `і` is Cyrillic,
+/// is `xn--smme-m9d.example`): the signature is valid, since that mailbox did sign, but the
+/// status line names the signer with the domain as A-labels, so it cannot pass for
+/// alice@smime.example. Signed by OpenSSL and by envelopd's own signer.
+#[test]
+fn a_look_alike_domain_is_named_in_a_labels() {
+    let pki = testkit::Pki::new();
+    let ca = (
+        pki.write("ca.key", &String::from_utf8(read("ca.rsa.key")).unwrap()),
+        pki.write("ca.crt", &String::from_utf8(read("ca.rsa.crt")).unwrap()),
+    );
+    let (key, crt) = pki.issue(
+        "lookalike",
+        "2048",
+        &format!(
+            "{}subjectAltName=email:alice@xn--smme-m9d.example\n",
+            testkit::MAIL_LEAF
+        ),
+        &ca,
+    );
+    let header = "From: alice@sm\u{456}me.example\r\n";
+    let by_openssl = {
+        let mut args = vec!["cms", "-sign", "-signer", &crt, "-inkey", &key];
+        args.extend(["-binary", "-crlfeol"]);
+        let mut m = header.as_bytes().to_vec();
+        m.extend(testkit::openssl_pipe(&args, BODY.as_bytes()).unwrap());
+        m
+    };
+    let id = smime::Identity::new(
+        smime::PrivateKey::load(&std::fs::read(&key).unwrap(), None).unwrap(),
+        smime::parse_certificates(&std::fs::read(&crt).unwrap()).unwrap(),
+    )
+    .unwrap();
+    let opts = smime::SignOptions {
+        digest: None,
+        rsa_padding: smime::RsaPadding::Pkcs1v15,
+        signing_time: SystemTime::now(),
+        encryption_cert: None,
+    };
+    let by_envelopd = smime::sign(format!("{header}{BODY}").as_bytes(), &id, &opts).unwrap();
+    for m in [by_openssl, by_envelopd] {
+        let v = verdict(&m);
+        assert_eq!(v.status, Status::Valid, "{v:?}");
+        assert_eq!(
+            v.header_part(),
+            "signature=valid; signer=alice@xn--smme-m9d.example"
+        );
+    }
+}

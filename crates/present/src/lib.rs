@@ -29,7 +29,8 @@
 //!   valid for that address, one From mailbox (a From field repeated with the very same mailbox
 //!   counts once), no other address in its display name), `sender-mismatch` (valid, but a Sender field names someone else, with `sender`),
 //!   `from-mismatch`, `weak` (SHA-1), `invalid`, `untrusted`, `revoked` (each with `reason`) or
-//!   `none`. `signer` names the signer's address.
+//!   `none`. `signer` names the signer's address (`sender` the other sender's), the domain
+//!   in A-labels so that a look-alike internationalised domain cannot pass for another.
 //! - `headers=protected`: the sender protected the header fields (RFC 9788); the From, To,
 //!   Subject … shown are the ones inside the encryption/signature (the provider's copy of an
 //!   encrypted message shows `[...]` as Subject), unprotected outer ones are not shown.

@@ -104,6 +104,13 @@ impl Address {
         self.key.rsplit_once('@').map_or("", |(_, d)| d)
     }
 
+    /// The address with its domain as A-labels (`alice@xn--…`), the local part as written: a
+    /// form in which a look-alike domain (a Cyrillic `і` for a Latin `i`) cannot pass for the
+    /// real one.
+    pub fn with_ascii_domain(&self) -> String {
+        format!("{}@{}", quote_if_needed(&self.local), self.ascii_domain())
+    }
+
     /// True when `domain` (a bare domain, e.g. from an override or a directory base) is this
     /// address's domain under the same rule.
     pub fn in_domain(&self, domain: &str) -> bool {
