@@ -949,8 +949,8 @@ fn read_path(path: &Path) -> (Vec<Cert>, Vec<LoadError>) {
 pub mod fuzz_targets {
     use super::*;
 
-    /// The moment the fuzz target judges at (2030-01-01, inside the RFC 9216 certificates' validity), so
-    /// that a finding does not depend on the day it is replayed.
+    /// The moment the fuzz target judges at (2030-01-01, inside the RFC 9216 certificates'
+    /// validity), so that a finding does not depend on the day it is replayed.
     pub fn fixed_time() -> SystemTime {
         SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_893_456_000)
     }

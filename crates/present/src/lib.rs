@@ -183,6 +183,7 @@ fn decrypting(e: &smime::Error) -> bool {
         smime::Error::DecryptFailed | smime::Error::NoRecipient(_) | smime::Error::Key(_)
     )
 }
+
 fn present_with<S: std::ops::Deref<Target = CertStore>>(
     stored: Vec<u8>,
     keys: &[&Identity],
