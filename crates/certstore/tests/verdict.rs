@@ -18,6 +18,25 @@ fn path(n: &str) -> String {
     testkit::rfc9216(n).to_str().unwrap().to_string()
 }
 
+/// Signing options as a mail program's: the default digest, PKCS #1 v1.5, signed at `at`.
+fn sign_options(at: SystemTime) -> smime::SignOptions {
+    smime::SignOptions {
+        digest: None,
+        rsa_padding: smime::RsaPadding::Pkcs1v15,
+        signing_time: at,
+        encryption_cert: None,
+    }
+}
+
+/// The RFC 9216 CA's key and certificate, copied into `pki` (`openssl x509 -CA` writes its
+/// serial file next to the certificate, which must not be in the shared vectors).
+fn rfc9216_ca_in(pki: &testkit::Pki) -> (String, String) {
+    (
+        pki.write("ca.key", &String::from_utf8(read("ca.rsa.key")).unwrap()),
+        pki.write("ca.crt", &String::from_utf8(read("ca.rsa.crt")).unwrap()),
+    )
+}
+
 fn store() -> CertStore {
     let mut s = CertStore::new();
     for c in smime::parse_certificates(&read("ca.rsa.crt")).unwrap() {
@@ -51,12 +70,7 @@ fn openssl_signed(header: &str, extra: &[&str]) -> Vec<u8> {
 
 /// Signs with envelopd's own signer; `header` holds the routing fields.
 fn own_signed(header: &str, at: SystemTime) -> Vec<u8> {
-    let opts = smime::SignOptions {
-        digest: None,
-        rsa_padding: smime::RsaPadding::Pkcs1v15,
-        signing_time: at,
-        encryption_cert: None,
-    };
+    let opts = sign_options(at);
     let msg = format!("{header}{BODY}");
     smime::sign(msg.as_bytes(), &alice(), &opts).unwrap()
 }
@@ -355,12 +369,7 @@ fn trust_failures_have_their_own_values() {
         smime::parse_certificates(&read("alice.encrypt.crt")).unwrap(),
     )
     .unwrap();
-    let opts = smime::SignOptions {
-        digest: None,
-        rsa_padding: smime::RsaPadding::Pkcs1v15,
-        signing_time: SystemTime::now(),
-        encryption_cert: None,
-    };
+    let opts = sign_options(SystemTime::now());
     let signed = smime::sign(
         format!("From: alice@smime.example\r\n{BODY}").as_bytes(),
         &enc,
@@ -441,12 +450,7 @@ fn every_single_bit_flip_in_a_signature_is_caught() {
 fn protected_header_fields_are_the_ones_judged() {
     let mail =
         format!("From: alice@smime.example\r\nTo: bob@smime.example\r\nSubject: hp\r\n{BODY}");
-    let opts = smime::SignOptions {
-        digest: None,
-        rsa_padding: smime::RsaPadding::Pkcs1v15,
-        signing_time: SystemTime::now(),
-        encryption_cert: None,
-    };
+    let opts = sign_options(SystemTime::now());
     let id = alice();
     let p = smime::Prepared::new(
         mail.as_bytes(),
@@ -523,10 +527,7 @@ fn eight_signers_are_judged_and_nine_refused() {
 fn a_signature_teaches_at_most_four_certificates() {
     use certstore::verdict::{harvestable, MAX_HARVEST_CANDIDATES};
     let pki = testkit::Pki::new();
-    let ca = (
-        pki.write("ca.key", &String::from_utf8(read("ca.rsa.key")).unwrap()),
-        pki.write("ca.crt", &String::from_utf8(read("ca.rsa.crt")).unwrap()),
-    );
+    let ca = rfc9216_ca_in(&pki);
     let extra: Vec<String> = (0..5)
         .map(|i| {
             let ext = "basicConstraints=CA:FALSE\nkeyUsage=keyEncipherment\nsubjectAltName=email:alice@smime.example\n";
@@ -562,10 +563,7 @@ fn a_signature_teaches_at_most_four_certificates() {
 #[test]
 fn a_look_alike_domain_is_named_in_a_labels() {
     let pki = testkit::Pki::new();
-    let ca = (
-        pki.write("ca.key", &String::from_utf8(read("ca.rsa.key")).unwrap()),
-        pki.write("ca.crt", &String::from_utf8(read("ca.rsa.crt")).unwrap()),
-    );
+    let ca = rfc9216_ca_in(&pki);
     let (key, crt) = pki.issue(
         "lookalike",
         "2048",
@@ -588,12 +586,7 @@ fn a_look_alike_domain_is_named_in_a_labels() {
         smime::parse_certificates(&std::fs::read(&crt).unwrap()).unwrap(),
     )
     .unwrap();
-    let opts = smime::SignOptions {
-        digest: None,
-        rsa_padding: smime::RsaPadding::Pkcs1v15,
-        signing_time: SystemTime::now(),
-        encryption_cert: None,
-    };
+    let opts = sign_options(SystemTime::now());
     let by_envelopd = smime::sign(format!("{header}{BODY}").as_bytes(), &id, &opts).unwrap();
     for m in [by_openssl, by_envelopd] {
         let v = verdict(&m);
