@@ -173,6 +173,17 @@ fn verify_exit_status_follows_validity() {
     let other = copy(d.path(), "ca.25519.crt", 0o644);
     let o = run(&["smime", "verify", "--ca", &other], &signed);
     assert_eq!(o.status.code(), Some(1));
+    // A signature that cannot be read at all is invalid (exit 1), as the reading sides show it,
+    // not an error of the tool.
+    let damaged = b"From: alice@smime.example\r\nContent-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n--b\r\nContent-Type: application/pkcs7-signature\r\nContent-Transfer-Encoding: base64\r\n\r\nMAMCAQA=\r\n--b--\r\n";
+    let o = run(&["smime", "verify", "--ca", &ca], damaged);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let status: serde_json::Value = serde_json::from_str(stderr(&o).trim()).unwrap();
+    assert_eq!(status["signature"], "invalid", "{status}");
+    assert!(
+        status["reason"].as_str().unwrap().contains("malformed"),
+        "{status}"
+    );
 }
 
 /// `sign --encrypt-to` signs and encrypts in one pass: OpenSSL decrypts it and verifies the

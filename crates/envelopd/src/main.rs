@@ -764,7 +764,25 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 None => SystemTime::now(),
             };
             let msg = read_input(&io)?;
-            let v = smime::verify(&msg)?;
+            let v = match smime::verify(&msg) {
+                Ok(v) => v,
+                // A signed message whose signature cannot be read at all (damaged, more than 8
+                // signers): invalid, as the reading sides show it, not an error of the tool.
+                Err(e)
+                    if smime::message::is_signed_outside(&msg)
+                        && !matches!(e, smime::Error::NotSmime(_)) =>
+                {
+                    let status = serde_json::json!({
+                        "valid": false,
+                        "signature": "invalid",
+                        "reason": e.to_string(),
+                        "signers": [],
+                    });
+                    eprintln!("{status}");
+                    return Ok(ExitCode::from(1));
+                }
+                Err(e) => return Err(e.into()),
+            };
             let signed = certstore::verdict::Signed::of(&v);
             let verdict = certstore::verdict::judge(&signed, &v.originators, &store, at);
             let signers: Vec<serde_json::Value> = v

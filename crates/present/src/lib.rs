@@ -163,18 +163,6 @@ pub fn present_shared(
     )
 }
 
-/// Whether the stored message is signed on the outside: clear-signed, or opaque signed data
-/// (`smime-type=signed-data`).
-fn signed_outside(stored: &[u8]) -> bool {
-    match smime::message::kind(stored) {
-        smime::message::Kind::ClearSigned => true,
-        smime::message::Kind::Pkcs7Mime => mime::content_type(mime::split(stored).header)
-            .param("smime-type")
-            .is_some_and(|t| t.eq_ignore_ascii_case("signed-data")),
-        smime::message::Kind::Plain => false,
-    }
-}
-
 /// Whether opening failed at a decryption: no key of ours, a key that failed, or a content key
 /// that did not open the content.
 fn decrypting(e: &smime::Error) -> bool {
@@ -268,7 +256,7 @@ fn present_with<S: std::ops::Deref<Target = CertStore>>(
         }
         // A signature that cannot be read is an invalid one, not a failed decryption, when the
         // message is signed on the outside and nothing was being decrypted.
-        Err((e, stored)) if signed_outside(&stored) && !decrypting(&e) => {
+        Err((e, stored)) if smime::message::is_signed_outside(&stored) && !decrypting(&e) => {
             parts.push("decrypted=no".into());
             (stored, Verdict::unreadable(e.to_string()))
         }

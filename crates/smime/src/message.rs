@@ -417,6 +417,21 @@ pub fn kind(message: &[u8]) -> Kind {
     classify(&mime::content_type(e.header))
 }
 
+/// Whether a message is signed on its outside: clear-signed, or opaque signed data
+/// (`smime-type=signed-data`). Where opening such a message fails other than at a decryption,
+/// its signature is what could not be read.
+pub fn is_signed_outside(message: &[u8]) -> bool {
+    let e = mime::split(message);
+    let ct = mime::content_type(e.header);
+    match classify(&ct) {
+        Kind::ClearSigned => true,
+        Kind::Pkcs7Mime => ct
+            .param("smime-type")
+            .is_some_and(|t| t.eq_ignore_ascii_case("signed-data")),
+        Kind::Plain => false,
+    }
+}
+
 fn classify(ct: &ContentType) -> Kind {
     match ct.mime_type.as_str() {
         "multipart/signed" => {
