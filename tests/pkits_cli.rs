@@ -15,7 +15,7 @@ use certstore::{CertStore, RevocationMode};
 fn in_process(ta: &smime::Cert, message: &[u8]) -> String {
     let v = match smime::verify(message) {
         Ok(v) => v,
-        Err(_) => return "error".into(),
+        Err(e) => return format!("unreadable: {e}"),
     };
     let mut store = CertStore::new();
     store.add_anchor(ta.clone());
@@ -62,6 +62,14 @@ fn through_cli(ta: &str, file: &PathBuf) -> (String, String) {
     let status: serde_json::Value = serde_json::from_str(json).unwrap();
     let signature = status["signature"].as_str().unwrap_or_default().to_string();
     let signers = status["signers"].as_array().unwrap();
+    // A signature that cannot be read: `invalid` with the reason and no signers.
+    if let (true, "invalid", Some(why)) = (
+        signers.is_empty(),
+        signature.as_str(),
+        status["reason"].as_str(),
+    ) {
+        return (format!("unreadable: {why}"), signature);
+    }
     if signers.is_empty() {
         return ("no signer".into(), signature);
     }
