@@ -768,10 +768,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Ok(v) => v,
                 // A signed message whose signature cannot be read at all (damaged, more than 8
                 // signers): invalid, as the reading sides show it, not an error of the tool.
-                Err(e)
-                    if smime::message::is_signed_outside(&msg)
-                        && !matches!(e, smime::Error::NotSmime(_)) =>
-                {
+                Err(e) if smime::message::signature_unreadable(&msg, &e) => {
                     let status = serde_json::json!({
                         "valid": false,
                         "signature": "invalid",

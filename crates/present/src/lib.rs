@@ -163,15 +163,6 @@ pub fn present_shared(
     )
 }
 
-/// Whether opening failed at a decryption: no key of ours, a key that failed, or a content key
-/// that did not open the content.
-fn decrypting(e: &smime::Error) -> bool {
-    matches!(
-        e,
-        smime::Error::DecryptFailed | smime::Error::NoRecipient(_) | smime::Error::Key(_)
-    )
-}
-
 fn present_with<S: std::ops::Deref<Target = CertStore>>(
     stored: Vec<u8>,
     keys: &[&Identity],
@@ -256,7 +247,7 @@ fn present_with<S: std::ops::Deref<Target = CertStore>>(
         }
         // A signature that cannot be read is an invalid one, not a failed decryption, when the
         // message is signed on the outside and nothing was being decrypted.
-        Err((e, stored)) if smime::message::is_signed_outside(&stored) && !decrypting(&e) => {
+        Err((e, stored)) if smime::message::signature_unreadable(&stored, &e) => {
             parts.push("decrypted=no".into());
             (stored, Verdict::unreadable(e.to_string()))
         }

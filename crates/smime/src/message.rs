@@ -417,10 +417,21 @@ pub fn kind(message: &[u8]) -> Kind {
     classify(&mime::content_type(e.header))
 }
 
+/// Whether `error`, from opening or verifying `message`, means a signature that could not be
+/// read at all (damaged, more than 8 signers, not a signature inside): the message is signed
+/// on its outside and the failure is no decryption's (no key of ours, a key that failed, a
+/// content key that did not open the content). The reading sides show such a message
+/// `signature=invalid`, and `envelopd smime verify` says the same.
+pub fn signature_unreadable(message: &[u8], error: &Error) -> bool {
+    !matches!(
+        error,
+        Error::DecryptFailed | Error::NoRecipient(_) | Error::Key(_)
+    ) && is_signed_outside(message)
+}
+
 /// Whether a message is signed on its outside: clear-signed, or opaque signed data
-/// (`smime-type=signed-data`). Where opening such a message fails other than at a decryption,
-/// its signature is what could not be read.
-pub fn is_signed_outside(message: &[u8]) -> bool {
+/// (`smime-type=signed-data`).
+fn is_signed_outside(message: &[u8]) -> bool {
     let e = mime::split(message);
     let ct = mime::content_type(e.header);
     match classify(&ct) {
