@@ -20,12 +20,10 @@ export ENVELOPD_VECTORS="$(cd "${ENVELOPD_VECTORS:-../shared/vectors}" && pwd)"
 
 echo "== NIST PKITS data (cryptography_vectors from PyPI)"
 if pkits=$(scripts/fetch-pkits.sh); then
-  export ENVELOPD_PKITS="$pkits" ENVELOPD_REQUIRE_PKITS=1
-elif [ -n "${ENVELOPD_ALLOW_NO_PKITS:-}" ]; then
-  echo "WARNING: could not fetch the PKITS data: the PKITS path-validation tests are NOT run" >&2
+  export ENVELOPD_PKITS="$pkits"
 else
   # CI reaches PyPI: a missing PKITS run is a failure, not a silent skip.
-  echo "could not fetch the PKITS data (PyPI's cryptography_vectors); set ENVELOPD_ALLOW_NO_PKITS=1 to run without it" >&2
+  echo "could not fetch the PKITS data (PyPI's cryptography_vectors); the path-validation tests need it" >&2
   exit 1
 fi
 echo "== build"

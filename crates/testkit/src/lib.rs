@@ -6,7 +6,7 @@
 
 pub mod procs;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 /// One key and certificate (and optionally a CA certificate) exported as PKCS#12 by every common
@@ -84,21 +84,22 @@ pub fn pkcs12_exports(
     ]
 }
 
-/// The NIST PKITS data (`…/x509/PKITS_data` of PyPI's cryptography_vectors) from
-/// `ENVELOPD_PKITS`; `scripts/test.sh` fetches it. Without it: None, after saying so, unless
-/// `ENVELOPD_REQUIRE_PKITS` is set (CI sets it), which makes it a failure.
-pub fn pkits_dir() -> Option<PathBuf> {
-    match std::env::var_os("ENVELOPD_PKITS").map(PathBuf::from) {
-        Some(d) if d.join("smime").is_dir() => Some(d),
-        _ => {
-            assert!(
-                std::env::var_os("ENVELOPD_REQUIRE_PKITS").is_none(),
-                "ENVELOPD_PKITS must name cryptography_vectors' x509/PKITS_data (scripts/test.sh fetches it)"
-            );
-            eprintln!("PKITS data not available (set ENVELOPD_PKITS): not run");
-            None
-        }
-    }
+/// The NIST PKITS data (`…/x509/PKITS_data` of PyPI's cryptography_vectors): `ENVELOPD_PKITS`,
+/// or where `scripts/fetch-pkits.sh` puts it (`target/pkits/PKITS_data`; `scripts/test.sh`
+/// runs it). Missing data is a failure that says how to get it, never a test that passes
+/// without having run.
+pub fn pkits_dir() -> PathBuf {
+    let dir = std::env::var_os("ENVELOPD_PKITS").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/pkits/PKITS_data"),
+        PathBuf::from,
+    );
+    assert!(
+        dir.join("smime").is_dir(),
+        "no NIST PKITS data in {}: run scripts/fetch-pkits.sh (scripts/test.sh does), or set \
+         ENVELOPD_PKITS to cryptography_vectors' x509/PKITS_data",
+        dir.display()
+    );
+    dir
 }
 
 /// The S/MIME messages of the PKITS data (`smime/*.eml`), sorted by name.
