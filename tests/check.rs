@@ -268,3 +268,117 @@ fn an_identity_in_another_case_is_the_same_mailbox() {
         "{out}"
     );
 }
+
+/// Writes a configuration with Alice's signing key and certificate as files, her encryption
+/// certificate announced, `extra` lines for the identity and `reading` sections after it.
+fn key_file_setup(dir: &Path, extra: &str, reading: &str) -> PathBuf {
+    std::fs::create_dir_all(dir.join("trust")).unwrap();
+    std::fs::create_dir_all(dir.join("keys")).unwrap();
+    let v = common::rfc9216();
+    std::fs::copy(v.join("ca.rsa.crt"), dir.join("trust/ca.pem")).unwrap();
+    for (from, to) in [
+        ("alice.sign.key", "keys/alice-sign.key"),
+        ("alice.sign.crt", "keys/alice-sign.pem"),
+        ("alice.encrypt.key", "keys/alice-enc.key"),
+        ("alice.encrypt.crt", "keys/alice-enc.pem"),
+        ("bob.encrypt.key", "keys/bob-enc.key"),
+    ] {
+        std::fs::copy(v.join(from), dir.join(to)).unwrap();
+        std::fs::set_permissions(dir.join(to), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let cfg = dir.join("proxy.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[upstream.smtp]\nhost = \"127.0.0.1\"\nport = 25\ntls = \"none\"\n{reading}\
+             [certificates]\nanchors = [\"trust\"]\n\
+             [[identity]]\naddresses = [\"alice@smime.example\"]\nlogins = [\"praxis\"]\n\
+             key = \"keys/alice-sign.key\"\ncert = \"keys/alice-sign.pem\"\n\
+             encryption_cert = \"keys/alice-enc.pem\"\n{extra}"
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn check_offline(cfg: &Path) -> (i32, String) {
+    let o = Command::new(ENVELOPD)
+        .args(["check", "--no-connect", "--config"])
+        .arg(cfg)
+        .output()
+        .unwrap();
+    (
+        o.status.code().unwrap(),
+        String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr),
+    )
+}
+
+/// `check` loads exactly the keys `envelopd run` loads: a separate encryption key the daemon
+/// would refuse (not the key of `encryption_cert`) is a problem, not "ready"; an announced
+/// encryption certificate without its key is a warning saying what will not open; and where
+/// envelopd reads mail it says which keys open it for which logins.
+#[test]
+fn check_loads_the_keys_the_daemon_loads() {
+    const READING: &str = "[imap]\nlisten = \"127.0.0.1:10143\"\n\
+        [upstream.imap]\nhost = \"127.0.0.1\"\nport = 143\ntls = \"none\"\n";
+    // The encryption certificate announced, its key not given: envelopd runs, but says what
+    // it cannot open (Sent copies and mail encrypted to that certificate).
+    let d = tempfile::tempdir().unwrap();
+    let (code, out) = check_offline(&key_file_setup(d.path(), "", READING));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("warning  identity alice@smime.example: no private key here for the encryption certificate \"CN=Alice Lovelace")
+            && out.contains("cannot open them for reading"),
+        "{out}"
+    );
+    assert!(
+        out.contains("incoming mail is opened with 1 key(s)")
+            && out.contains("for the logins alice@smime.example, praxis"),
+        "{out}"
+    );
+    // Without a reading side the same warning says only a mail program could open them.
+    let d = tempfile::tempdir().unwrap();
+    let (code, out) = check_offline(&key_file_setup(d.path(), "", ""));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("no private key here for the encryption certificate")
+            && out.contains("only a mail program holding that key can")
+            && !out.contains("incoming mail is opened"),
+        "{out}"
+    );
+
+    // With its key: no warning, two keys open incoming mail.
+    let d = tempfile::tempdir().unwrap();
+    let cfg = key_file_setup(
+        d.path(),
+        "encryption_key = \"keys/alice-enc.key\"\n",
+        READING,
+    );
+    let (code, out) = check_offline(&cfg);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("incoming mail is opened with 2 key(s)")
+            && out.contains("(also signs)")
+            && !out.contains("no private key here"),
+        "{out}"
+    );
+
+    // Another key than the encryption certificate's: the daemon refuses to start, and `check`
+    // says so (it used to load only the signing key and report "ready").
+    let d = tempfile::tempdir().unwrap();
+    let cfg = key_file_setup(d.path(), "encryption_key = \"keys/bob-enc.key\"\n", READING);
+    let (code, out) = check_offline(&cfg);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("PROBLEM  identity alice@smime.example:") && out.contains("bob-enc.key"),
+        "{out}"
+    );
+    let run = Command::new(ENVELOPD)
+        .args(["run", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let said = String::from_utf8_lossy(&run.stderr);
+    assert!(said.contains("bob-enc.key"), "{said}");
+}

@@ -260,8 +260,11 @@ pub fn check(cfg: &Config, now: SystemTime, probe_upstream: bool) -> Report {
             "no identities: outgoing mail will not be signed",
         );
     }
+    // Whether envelopd decrypts for readers (IMAP or POP3), which makes the keys it holds matter.
+    let reads = (cfg.imap.is_some() && cfg.upstream.imap.is_some())
+        || (cfg.pop3.is_some() && cfg.upstream.pop3.is_some());
     for id in &cfg.identities {
-        check_identity(&mut r, id, &store, now);
+        check_identity(&mut r, id, &store, now, reads);
     }
 
     let p = &cfg.policy;
@@ -343,11 +346,18 @@ fn check_revocation(r: &mut Report, cfg: &Config, store: &mut CertStore, now: Sy
     }
 }
 
-fn check_identity(r: &mut Report, id: &IdentityConfig, store: &CertStore, now: SystemTime) {
+fn check_identity(
+    r: &mut Report,
+    id: &IdentityConfig,
+    store: &CertStore,
+    now: SystemTime,
+    reads: bool,
+) {
     let who = id.addresses.join(", ");
-    let source = id.key_source();
-    let mut identity = match source.load() {
-        Ok(i) => i,
+    // The very keys `envelopd run` loads (the signing one and every other, such as a separate
+    // encryption key), so a key the daemon would refuse is a problem here too.
+    let (signing, mut keys) = match id.key_source().load_keys() {
+        Ok(k) => k,
         Err(e) => {
             r.push(Level::Problem, format!("identity {who}: {e:#}"));
             return;
@@ -355,10 +365,11 @@ fn check_identity(r: &mut Report, id: &IdentityConfig, store: &CertStore, now: S
     };
     for c in &id.chain {
         match read_certs(c) {
-            Ok(cs) => identity.chain.extend(cs),
+            Ok(cs) => keys[signing].chain.extend(cs),
             Err(e) => r.push(Level::Problem, format!("identity {who}: {e:#}")),
         }
     }
+    let identity = &keys[signing];
     let cert = &identity.cert;
     let (_, until) = cert.validity();
     let days = until
@@ -418,6 +429,25 @@ fn check_identity(r: &mut Report, id: &IdentityConfig, store: &CertStore, now: S
                         ),
                     );
                 }
+                if !crate::keyfiles::has_key_for(&keys, &enc) {
+                    r.push(
+                        // envelopd runs like this (a mail program may hold that key), so a
+                        // warning, but one that says what will not open.
+                        Level::Warning,
+                        format!(
+                            "identity {who}: no private key here for the encryption certificate \"{}\" \
+                             (give encryption_key, or a PKCS#12 file holding both keys): Sent copies \
+                             and mail from correspondents who saw it announced in a signature are \
+                             encrypted to it, and envelopd {}",
+                            enc.subject(),
+                            if reads {
+                                "cannot open them for reading"
+                            } else {
+                                "could not open them (only a mail program holding that key can)"
+                            }
+                        ),
+                    );
+                }
             }
             Ok(_) => r.push(
                 Level::Problem,
@@ -426,6 +456,42 @@ fn check_identity(r: &mut Report, id: &IdentityConfig, store: &CertStore, now: S
             Err(e) => r.push(Level::Problem, format!("identity {who}: {e:#}")),
         }
     }
+    if reads {
+        report_decryption_keys(r, id, &keys, signing);
+    }
+}
+
+/// Which keys open incoming mail for an identity, and for which logins (a session decrypts only
+/// with the keys of the identities its login may use).
+fn report_decryption_keys(
+    r: &mut Report,
+    id: &IdentityConfig,
+    keys: &[smime::Identity],
+    signing: usize,
+) {
+    let names: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            format!(
+                "\"{}\"{}",
+                k.cert.subject(),
+                if i == signing { " (also signs)" } else { "" }
+            )
+        })
+        .collect();
+    let mut logins: Vec<&str> = id.addresses.iter().map(String::as_str).collect();
+    logins.extend(id.logins.iter().map(String::as_str));
+    r.push(
+        Level::Ok,
+        format!(
+            "identity {}: incoming mail is opened with {} key(s), {}, for the logins {}",
+            id.addresses.join(", "),
+            keys.len(),
+            names.join(", "),
+            logins.join(", ")
+        ),
+    );
 }
 
 /// Connects to the provider's IMAP server exactly as an IMAP session will.

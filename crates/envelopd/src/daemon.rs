@@ -464,16 +464,28 @@ pub fn load(cfg: &Config) -> Result<Loaded> {
         let keys: Vec<std::sync::Arc<smime::Identity>> =
             keys.into_iter().map(std::sync::Arc::new).collect();
         let identity = keys[signing].clone();
+        let encryption_cert = match &id.encryption_cert {
+            Some(p) => read_certs(p)?.into_iter().next(),
+            None => None,
+        };
+        if let Some(enc) = encryption_cert
+            .as_ref()
+            .filter(|e| !crate::keyfiles::has_key_for(keys.iter().map(|k| &**k), e))
+        {
+            // Not fatal (a mail program may hold that key), but what is encrypted to it
+            // cannot be shown decrypted here; `envelopd check` says so too.
+            tracing::warn!(
+                identity = %id.addresses.join(", "),
+                certificate = %enc.subject(),
+                "no private key for the identity's encryption certificate: Sent copies and mail encrypted to it cannot be opened by envelopd (give encryption_key)"
+            );
+        }
         // Each key decrypts only for the logins this identity allows (as for signing).
         decryption_keys.extend(keys.into_iter().map(|k| imap::session::BoundKey {
             addresses: id.addresses.clone(),
             logins: id.logins.clone(),
             identity: k,
         }));
-        let encryption_cert = match &id.encryption_cert {
-            Some(p) => read_certs(p)?.into_iter().next(),
-            None => None,
-        };
         // The practice's own certificates are part of the store: mail to colleagues (or to
         // oneself) is encrypted like any other.
         store.add_cert(identity.cert.clone());

@@ -36,6 +36,12 @@ pub fn is_token_uri(key: &Path) -> bool {
     key.to_str().is_some_and(|k| k.starts_with("pkcs11:"))
 }
 
+/// Whether one of `keys` is the private key of `cert` (mail encrypted to `cert` can be opened).
+pub fn has_key_for<'a>(keys: impl IntoIterator<Item = &'a Identity>, cert: &Cert) -> bool {
+    keys.into_iter()
+        .any(|k| k.cert == *cert || k.key.matches(cert))
+}
+
 /// Reads certificates (PEM or DER) from a file, naming the file in errors.
 pub fn read_certs(path: &Path) -> Result<Vec<Cert>> {
     let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
