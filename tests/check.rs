@@ -59,8 +59,15 @@ fn setup(dir: &Path, port: u16, pw_mode: u32) -> PathBuf {
 }
 
 fn check(cfg: &Path) -> (i32, String) {
+    check_with(cfg, &[])
+}
+
+/// `envelopd check` with further options (`--no-connect`): exit code and everything it printed.
+fn check_with(cfg: &Path, options: &[&str]) -> (i32, String) {
     let o = Command::new(ENVELOPD)
-        .args(["check", "--config"])
+        .arg("check")
+        .args(options)
+        .arg("--config")
         .arg(cfg)
         .output()
         .unwrap();
@@ -302,15 +309,7 @@ fn key_file_setup(dir: &Path, extra: &str, reading: &str) -> PathBuf {
 }
 
 fn check_offline(cfg: &Path) -> (i32, String) {
-    let o = Command::new(ENVELOPD)
-        .args(["check", "--no-connect", "--config"])
-        .arg(cfg)
-        .output()
-        .unwrap();
-    (
-        o.status.code().unwrap(),
-        String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr),
-    )
+    check_with(cfg, &["--no-connect"])
 }
 
 /// `check` loads exactly the keys `envelopd run` loads: a separate encryption key the daemon
