@@ -381,3 +381,52 @@ fn check_loads_the_keys_the_daemon_loads() {
     let said = String::from_utf8_lossy(&run.stderr);
     assert!(said.contains("bob-enc.key"), "{said}");
 }
+
+/// The directory of certificates learnt from signed mail: what it holds is loaded (as the daemon
+/// loads it), and a place where they cannot be saved is a warning, not silence.
+#[test]
+fn the_harvest_directory_is_loaded_and_must_be_writable() {
+    let d = tempfile::tempdir().unwrap();
+    let cfg = key_file_setup(d.path(), "encryption_key = \"keys/alice-enc.key\"\n", "");
+    let with = |harvested: &str| {
+        let text = std::fs::read_to_string(&cfg).unwrap().replace(
+            "[certificates]\n",
+            &format!("[certificates]\nharvested = \"{harvested}\"\n"),
+        );
+        let c = d.path().join("harvest.toml");
+        std::fs::write(&c, text).unwrap();
+        check_offline(&c)
+    };
+    std::fs::create_dir(d.path().join("learnt")).unwrap();
+    std::fs::copy(
+        common::rfc9216().join("bob.encrypt.crt"),
+        d.path().join("learnt/bob@smime.example-1.pem"),
+    )
+    .unwrap();
+    let (code, out) = with("learnt");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("certificates learnt from verified signed mail: 1 kept in")
+            && !out.contains("cannot be written"),
+        "{out}"
+    );
+    assert!(
+        !d.path().join("learnt/.envelopd-check.tmp").exists(),
+        "check leaves nothing behind"
+    );
+    let (code, out) = with("not-yet/learnt");
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("(created on first use)"), "{out}");
+    assert!(!d.path().join("not-yet").exists(), "check creates nothing");
+    // Where nobody can write (also not root): a warning naming the consequence.
+    let (code, out) = with("/proc/envelopd-learnt");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("warning  certificates.harvested = /proc/envelopd-learnt: cannot be written")
+            && out.contains("forgotten at a restart"),
+        "{out}"
+    );
+    std::fs::write(d.path().join("a-file"), "x").unwrap();
+    let (_, out) = with("a-file");
+    assert!(out.contains("a file, not a directory"), "{out}");
+}

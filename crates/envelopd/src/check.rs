@@ -237,6 +237,9 @@ pub fn check(cfg: &Config, now: SystemTime, probe_upstream: bool) -> Report {
         }
     }
 
+    if let Some(dir) = &cfg.certificates.harvested {
+        check_harvested(&mut r, dir, &mut store);
+    }
     check_revocation(&mut r, cfg, &mut store, now);
     if cfg.certificates.recipients.is_some() {
         let usable = store
@@ -288,6 +291,61 @@ pub fn check(cfg: &Config, now: SystemTime, probe_upstream: bool) -> Report {
         ),
     );
     r
+}
+
+/// The directory where certificates learnt from verified signed mail are kept: what it holds
+/// (the daemon loads it as this does) and whether new ones can be written there.
+fn check_harvested(r: &mut Report, dir: &Path, store: &mut CertStore) {
+    // The deepest existing directory on the way: the daemon creates the rest on first use.
+    let existing = dir.ancestors().find(|d| d.is_dir());
+    if dir.is_dir() {
+        let (n, errors) = store.load_certs(dir);
+        r.push(
+            Level::Ok,
+            format!(
+                "certificates learnt from verified signed mail: {n} kept in {}",
+                dir.display()
+            ),
+        );
+        for e in errors {
+            r.push(Level::Warning, format!("skipped {e}"));
+        }
+    } else if dir.exists() {
+        r.push(
+            Level::Warning,
+            format!(
+                "certificates.harvested = {}: a file, not a directory: certificates learnt from \
+                 signed mail cannot be saved there and are forgotten at a restart",
+                dir.display()
+            ),
+        );
+        return;
+    }
+    // A file written and removed again, as the daemon writes one per learnt certificate.
+    let writable = existing.is_some_and(|d| {
+        std::fs::File::create_new(d.join(".envelopd-check.tmp"))
+            .and_then(|_| std::fs::remove_file(d.join(".envelopd-check.tmp")))
+            .is_ok()
+    });
+    if !writable {
+        r.push(
+            Level::Warning,
+            format!(
+                "certificates.harvested = {}: cannot be written (read-only, or no permission; \
+                 under systemd add it to ReadWritePaths=): certificates learnt from signed mail \
+                 are then kept in memory only and forgotten at a restart",
+                dir.display()
+            ),
+        );
+    } else if !dir.is_dir() {
+        r.push(
+            Level::Ok,
+            format!(
+                "certificates learnt from verified signed mail will be kept in {} (created on first use)",
+                dir.display()
+            ),
+        );
+    }
 }
 
 /// The revocation setting and the CRLs envelopd holds without going online (local files and the
