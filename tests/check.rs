@@ -429,4 +429,18 @@ fn the_harvest_directory_is_loaded_and_must_be_writable() {
     std::fs::write(d.path().join("a-file"), "x").unwrap();
     let (_, out) = with("a-file");
     assert!(out.contains("a file, not a directory"), "{out}");
+    // The CRL cache the same way.
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "[certificates]\n",
+        "[certificates]\ncrl_cache = \"/proc/envelopd-crls\"\n",
+    );
+    let c = d.path().join("crls.toml");
+    std::fs::write(&c, text).unwrap();
+    let (code, out) = check_offline(&c);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("warning  certificates.crl_cache = /proc/envelopd-crls: cannot be written")
+            && out.contains("fetched again after every restart"),
+        "{out}"
+    );
 }

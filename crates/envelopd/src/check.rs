@@ -296,8 +296,6 @@ pub fn check(cfg: &Config, now: SystemTime, probe_upstream: bool) -> Report {
 /// The directory where certificates learnt from verified signed mail are kept: what it holds
 /// (the daemon loads it as this does) and whether new ones can be written there.
 fn check_harvested(r: &mut Report, dir: &Path, store: &mut CertStore) {
-    // The deepest existing directory on the way: the daemon creates the rest on first use.
-    let existing = dir.ancestors().find(|d| d.is_dir());
     if dir.is_dir() {
         let (n, errors) = store.load_certs(dir);
         r.push(
@@ -321,23 +319,9 @@ fn check_harvested(r: &mut Report, dir: &Path, store: &mut CertStore) {
         );
         return;
     }
-    // A file written and removed again, as the daemon writes one per learnt certificate.
-    let writable = existing.is_some_and(|d| {
-        std::fs::File::create_new(d.join(".envelopd-check.tmp"))
-            .and_then(|_| std::fs::remove_file(d.join(".envelopd-check.tmp")))
-            .is_ok()
-    });
-    if !writable {
-        r.push(
-            Level::Warning,
-            format!(
-                "certificates.harvested = {}: cannot be written (read-only, or no permission; \
-                 under systemd add it to ReadWritePaths=): certificates learnt from signed mail \
-                 are then kept in memory only and forgotten at a restart",
-                dir.display()
-            ),
-        );
-    } else if !dir.is_dir() {
+    let lost = "certificates learnt from signed mail are then kept in memory only and forgotten \
+                at a restart";
+    if writable(r, "certificates.harvested", dir, lost) && !dir.is_dir() {
         r.push(
             Level::Ok,
             format!(
@@ -346,6 +330,29 @@ fn check_harvested(r: &mut Report, dir: &Path, store: &mut CertStore) {
             ),
         );
     }
+}
+
+/// Whether the daemon can write files into `dir` (or create it: the deepest existing directory
+/// on the way must take a file), tried with a file written and removed again; if not, a warning
+/// naming `setting` and what follows from it.
+fn writable(r: &mut Report, setting: &str, dir: &Path, consequence: &str) -> bool {
+    let ok = dir.ancestors().find(|d| d.is_dir()).is_some_and(|d| {
+        let probe = d.join(".envelopd-check.tmp");
+        std::fs::File::create_new(&probe)
+            .and_then(|_| std::fs::remove_file(&probe))
+            .is_ok()
+    });
+    if !ok {
+        r.push(
+            Level::Warning,
+            format!(
+                "{setting} = {}: cannot be written (read-only, or no permission; under systemd add \
+                 it to ReadWritePaths=): {consequence}",
+                dir.display()
+            ),
+        );
+    }
+    ok
 }
 
 /// The revocation setting and the CRLs envelopd holds without going online (local files and the
@@ -367,6 +374,14 @@ fn check_revocation(r: &mut Report, cfg: &Config, store: &mut CertStore, now: Sy
             "require (a certificate whose status cannot be found out is not used)"
         }
     };
+    if let Some(dir) = &c.crl_cache {
+        writable(
+            r,
+            "certificates.crl_cache",
+            dir,
+            "CRLs are then fetched again after every restart, and until then a certificate's status is unknown",
+        );
+    }
     let (loaded, files, cached) = crate::revocation::with_local_crls(c, std::mem::take(store));
     *store = loaded;
     r.push(
