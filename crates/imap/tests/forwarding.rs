@@ -56,18 +56,7 @@ fn forwarded(protection: smime::Protection) -> (String, String) {
         "To: carlos@smime.example\r\n",
         1,
     );
-    // Carlos's RSA key and certificate from a CA of his own, made by OpenSSL (the RFC 9216
-    // Carlos has an X25519 key, which envelopd does not encrypt to).
-    let pki = testkit::Pki::new();
-    let ca = pki.root("Carlos CA");
-    let ext = "subjectAltName=email:carlos@smime.example\nkeyUsage=critical,keyEncipherment\n\
-               extendedKeyUsage=emailProtection\n";
-    let (key, crt) = pki.issue("carlos", "2048", ext, &ca);
-    let carlos = smime::Identity::new(
-        smime::PrivateKey::load(&std::fs::read(key).unwrap(), None).unwrap(),
-        smime::parse_certificates(&std::fs::read(crt).unwrap()).unwrap(),
-    )
-    .unwrap();
+    let (_pki, carlos, _) = carlos();
     let to_carlos = smime::encrypt(
         rewritten.as_bytes(),
         std::slice::from_ref(&carlos.cert),
@@ -79,6 +68,23 @@ fn forwarded(protection: smime::Protection) -> (String, String) {
     let p = present(&to_carlos, &[&carlos], &store, now);
     let shown = String::from_utf8(p.message.clone()).unwrap();
     (shown, p.status.clone())
+}
+
+/// Carlos's RSA key and certificate from a CA of his own, made by OpenSSL (the RFC 9216
+/// Carlos has an X25519 key, which envelopd does not encrypt to); the PKI (keep it alive), the
+/// identity and the certificate's path.
+fn carlos() -> (testkit::Pki, smime::Identity, String) {
+    let pki = testkit::Pki::new();
+    let ca = pki.root("Carlos CA");
+    let ext = "subjectAltName=email:carlos@smime.example\nkeyUsage=critical,keyEncipherment\n\
+               extendedKeyUsage=emailProtection\n";
+    let (key, crt) = pki.issue("carlos", "2048", ext, &ca);
+    let carlos = smime::Identity::new(
+        smime::PrivateKey::load(&std::fs::read(key).unwrap(), None).unwrap(),
+        smime::parse_certificates(&std::fs::read(&crt).unwrap()).unwrap(),
+    )
+    .unwrap();
+    (pki, carlos, crt)
 }
 
 fn header(message: &str) -> &str {
@@ -114,4 +120,62 @@ fn without_header_protection_only_the_signature_is_vouched_for() {
         header(&shown).contains("To: carlos@smime.example"),
         "{shown}"
     );
+}
+
+/// The same limit with every step made by OpenSSL (`openssl cms`: Alice signs and encrypts to
+/// Bob, Bob decrypts and encrypts to Carlos): valid, and the forwarder's To is shown.
+#[test]
+fn an_openssl_made_forward_is_valid_and_shows_the_outer_to() {
+    let v = testkit::vectors().join("rfc9216");
+    let p = |n: &str| v.join(n).display().to_string();
+    let entity = b"Content-Type: text/plain\r\n\r\nDer Befund ist unauffaellig.\r\n";
+    let signed = testkit::openssl_pipe(
+        &[
+            "cms",
+            "-sign",
+            "-signer",
+            &p("alice.sign.crt"),
+            "-inkey",
+            &p("alice.sign.key"),
+        ],
+        entity,
+    )
+    .unwrap();
+    let to_bob = testkit::openssl_pipe(
+        &["cms", "-encrypt", "-aes256", &p("bob.encrypt.crt")],
+        &signed,
+    )
+    .unwrap();
+    let opened = testkit::openssl_pipe(
+        &[
+            "cms",
+            "-decrypt",
+            "-recip",
+            &p("bob.encrypt.crt"),
+            "-inkey",
+            &p("bob.encrypt.key"),
+        ],
+        &to_bob,
+    )
+    .unwrap();
+    // The same signed message (OpenSSL's encryption wrote its line ends as CRLF).
+    let lf = |b: &[u8]| String::from_utf8_lossy(b).replace('\r', "");
+    assert!(
+        lf(&opened) == lf(&signed),
+        "Bob's copy is not Alice's message"
+    );
+    let (_pki, carlos, carlos_crt) = carlos();
+    let again =
+        testkit::openssl_pipe(&["cms", "-encrypt", "-aes256", &carlos_crt], &opened).unwrap();
+    let mut forward = b"From: alice@smime.example\r\nTo: carlos@smime.example\r\n\
+        Subject: Befund M.\r\n"
+        .to_vec();
+    forward.extend_from_slice(&again);
+    let mut store = CertStore::new();
+    store.add_anchor(cert("ca.rsa.crt"));
+    let shown = present(&forward, &[&carlos], &store, SystemTime::now());
+    assert!(shown.status.contains("signature=valid"), "{}", shown.status);
+    let text = String::from_utf8(shown.message.clone()).unwrap();
+    assert!(header(&text).contains("To: carlos@smime.example"), "{text}");
+    assert!(text.contains("Der Befund ist unauffaellig."), "{text}");
 }
