@@ -116,25 +116,18 @@ async fn run(
     peer: std::net::SocketAddr,
     ctx: Arc<ImapContext>,
 ) -> std::io::Result<()> {
-    let mut client = Conn::Plain(client);
-    if let Some(tls) = ctx.client_tls.clone().filter(|t| t.implicit) {
-        if !client.accept_tls(tls.config, ctx.connect_timeout).await {
-            return Ok(());
-        }
-    }
-    let o = net::observe::get();
-    let (mut up, greeting, framer) = match connect(&ctx).await {
-        Ok(x) => {
-            o.upstream_ok("imap", ctx.upstream.describe());
-            x
-        }
-        Err(why) => {
-            o.upstream_error("imap", ctx.upstream.describe(), &why);
-            tracing::warn!(reason = %why, "IMAP server not usable");
-            let bye = format!("* BYE envelopd cannot reach the mail server: {why}\r\n");
-            let _ = client.write_all(bye.as_bytes()).await;
-            return Ok(());
-        }
+    let Some((mut client, (mut up, greeting, framer))) = net::conn::start_reading_session(
+        client,
+        ctx.client_tls.as_ref(),
+        ctx.connect_timeout,
+        "imap",
+        &ctx.upstream,
+        connect(&ctx),
+        |why| format!("* BYE envelopd cannot reach the mail server: {why}\r\n"),
+    )
+    .await
+    else {
+        return Ok(());
     };
     let cfg = Config {
         secure: client.is_tls(),
@@ -508,26 +501,7 @@ pub async fn probe(ctx: &ImapContext) -> Result<String, String> {
 /// and the framer holding anything the server sent after it.
 async fn connect(ctx: &ImapContext) -> Result<(Conn, Vec<u8>, Framer), String> {
     let t = &ctx.upstream;
-    let tcp = timeout(
-        ctx.connect_timeout,
-        TcpStream::connect((t.host.as_str(), t.port)),
-    )
-    .await
-    .map_err(|_| "connection timed out".to_string())?
-    .map_err(|e| e.to_string())?;
-    let _ = tcp.set_nodelay(true);
-    let mut up = Conn::Plain(tcp);
-    let name = rustls_pki_types::ServerName::try_from(t.host.clone())
-        .map_err(|_| format!("{} is not a valid TLS server name", t.host))?;
-    if let TargetTls::Implicit(cfg) = &t.tls {
-        timeout(
-            ctx.connect_timeout,
-            up.upgrade_client(cfg.clone(), name.clone()),
-        )
-        .await
-        .map_err(|_| "TLS handshake timed out".to_string())?
-        .map_err(|e| format!("TLS with the mail server failed: {e}"))?;
-    }
+    let mut up = t.open(ctx.connect_timeout).await?;
     let mut framer = Framer::new(MAX_LINE, ctx.max_literal);
     let greeting = read_message(&mut up, &mut framer, ctx.connect_timeout).await?;
     if !greeting.starts_with(b"* OK") && !greeting.starts_with(b"* PREAUTH") {
@@ -536,7 +510,7 @@ async fn connect(ctx: &ImapContext) -> Result<(Conn, Vec<u8>, Framer), String> {
             String::from_utf8_lossy(&greeting).trim()
         ));
     }
-    if let TargetTls::Starttls(cfg) = &t.tls {
+    if let TargetTls::Starttls(_) = &t.tls {
         up.write_all(b"envelopd0 STARTTLS\r\n")
             .await
             .map_err(|e| e.to_string())?;
@@ -555,10 +529,7 @@ async fn connect(ctx: &ImapContext) -> Result<(Conn, Vec<u8>, Framer), String> {
         if framer.has_buffered() {
             return Err("the server sent data before the TLS handshake".into());
         }
-        timeout(ctx.connect_timeout, up.upgrade_client(cfg.clone(), name))
-            .await
-            .map_err(|_| "TLS handshake timed out".to_string())?
-            .map_err(|e| format!("TLS with the mail server failed: {e}"))?;
+        t.start_tls(&mut up, ctx.connect_timeout).await?;
         // IMAP has no second greeting after STARTTLS: ask for the capabilities and greet the
         // client with them.
         up.write_all(b"envelopd1 CAPABILITY\r\n")

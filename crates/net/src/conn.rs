@@ -138,6 +138,41 @@ impl Conn {
     }
 }
 
+/// How every reading session (IMAP, POP3) starts: TLS with the mail program first where it
+/// is implicit, then the provider's server (`connect`); when that server cannot be used, the
+/// mail program hears why in its protocol's words (`refusal`), the status page and the log
+/// say so, and there is no session (`None`).
+pub async fn start_reading_session<T>(
+    client: TcpStream,
+    client_tls: Option<&crate::target::ClientTls>,
+    limit: Duration,
+    protocol: &'static str,
+    upstream: &crate::target::Target,
+    connect: impl Future<Output = Result<T, String>>,
+    refusal: impl FnOnce(&str) -> String,
+) -> Option<(Conn, T)> {
+    let mut client = Conn::Plain(client);
+    if let Some(tls) = client_tls.filter(|t| t.implicit) {
+        if !client.accept_tls(tls.config.clone(), limit).await {
+            return None;
+        }
+    }
+    let o = crate::observe::get();
+    match connect.await {
+        Ok(x) => {
+            o.upstream_ok(protocol, upstream.describe());
+            Some((client, x))
+        }
+        Err(why) => {
+            o.upstream_error(protocol, upstream.describe(), &why);
+            tracing::warn!(protocol, reason = %why, "mail server not usable");
+            let _ =
+                tokio::io::AsyncWriteExt::write_all(&mut client, refusal(&why).as_bytes()).await;
+            None
+        }
+    }
+}
+
 /// How many connections a listener takes, and what a refused one is told.
 #[derive(Debug, Clone)]
 pub struct Limits {

@@ -98,25 +98,18 @@ async fn run(
     peer: std::net::SocketAddr,
     ctx: Arc<Pop3Context>,
 ) -> std::io::Result<()> {
-    let mut client = Conn::Plain(client);
-    if let Some(tls) = ctx.client_tls.clone().filter(|t| t.implicit) {
-        if !client.accept_tls(tls.config, ctx.connect_timeout).await {
-            return Ok(());
-        }
-    }
-    let o = net::observe::get();
-    let (mut up, greeting, caps) = match connect(&ctx).await {
-        Ok(x) => {
-            o.upstream_ok("pop3", ctx.upstream.describe());
-            x
-        }
-        Err(why) => {
-            o.upstream_error("pop3", ctx.upstream.describe(), &why);
-            tracing::warn!(reason = %why, "POP3 server not usable");
-            let msg = format!("-ERR [SYS/TEMP] envelopd cannot reach the mail server: {why}\r\n");
-            let _ = client.write_all(msg.as_bytes()).await;
-            return Ok(());
-        }
+    let Some((mut client, (mut up, greeting, caps))) = net::conn::start_reading_session(
+        client,
+        ctx.client_tls.as_ref(),
+        ctx.connect_timeout,
+        "pop3",
+        &ctx.upstream,
+        connect(&ctx),
+        |why| format!("-ERR [SYS/TEMP] envelopd cannot reach the mail server: {why}\r\n"),
+    )
+    .await
+    else {
+        return Ok(());
     };
     let cfg = Config {
         secure: client.is_tls(),
@@ -234,26 +227,7 @@ pub async fn probe(ctx: &Pop3Context) -> Result<String, String> {
 /// Connects (TLS as configured), reads the greeting and the server's capabilities.
 async fn connect(ctx: &Pop3Context) -> Result<(Conn, Vec<u8>, ServerCaps), String> {
     let t = &ctx.upstream;
-    let tcp = timeout(
-        ctx.connect_timeout,
-        TcpStream::connect((t.host.as_str(), t.port)),
-    )
-    .await
-    .map_err(|_| "connection timed out".to_string())?
-    .map_err(|e| e.to_string())?;
-    let _ = tcp.set_nodelay(true);
-    let mut up = Conn::Plain(tcp);
-    let name = rustls_pki_types::ServerName::try_from(t.host.clone())
-        .map_err(|_| format!("{} is not a valid TLS server name", t.host))?;
-    if let TargetTls::Implicit(cfg) = &t.tls {
-        timeout(
-            ctx.connect_timeout,
-            up.upgrade_client(cfg.clone(), name.clone()),
-        )
-        .await
-        .map_err(|_| "TLS handshake timed out".to_string())?
-        .map_err(|e| format!("TLS with the mail server failed: {e}"))?;
-    }
+    let mut up = t.open(ctx.connect_timeout).await?;
     let mut buf = Vec::new();
     let greeting = read_line(&mut up, &mut buf, ctx.connect_timeout).await?;
     if !greeting.starts_with(b"+OK") {
@@ -262,7 +236,7 @@ async fn connect(ctx: &Pop3Context) -> Result<(Conn, Vec<u8>, ServerCaps), Strin
             String::from_utf8_lossy(&greeting).trim()
         ));
     }
-    if let TargetTls::Starttls(cfg) = &t.tls {
+    if let TargetTls::Starttls(_) = &t.tls {
         up.write_all(b"STLS\r\n").await.map_err(|e| e.to_string())?;
         up.flush().await.map_err(|e| e.to_string())?;
         let reply = read_line(&mut up, &mut buf, ctx.connect_timeout).await?;
@@ -272,10 +246,7 @@ async fn connect(ctx: &Pop3Context) -> Result<(Conn, Vec<u8>, ServerCaps), Strin
         if !buf.is_empty() {
             return Err("the server sent data before the TLS handshake".into());
         }
-        timeout(ctx.connect_timeout, up.upgrade_client(cfg.clone(), name))
-            .await
-            .map_err(|_| "TLS handshake timed out".to_string())?
-            .map_err(|e| format!("TLS with the mail server failed: {e}"))?;
+        t.start_tls(&mut up, ctx.connect_timeout).await?;
     }
     up.write_all(b"CAPA\r\n").await.map_err(|e| e.to_string())?;
     up.flush().await.map_err(|e| e.to_string())?;
