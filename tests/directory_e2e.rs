@@ -33,15 +33,40 @@ fn slapd(dir: &Path) -> (Proc, u16) {
         .output()
         .unwrap()
         .stdout;
-    let b64 = smime::mime::base64_lines(&der);
-    let b64: String = String::from_utf8(b64).unwrap().split_whitespace().collect();
+    let b64 = ldif_base64(&der);
+    // Anna, at an internationalised domain: a directory's mail attribute is ASCII (IA5), so
+    // it holds her address with the domain in A-labels; her certificate (issued here by the
+    // RFC 9216 CA, with OpenSSL) names it the same way.
+    let pki = testkit::Pki::new();
+    let ca = (
+        common::rfc9216().join("ca.rsa.key").display().to_string(),
+        common::rfc9216().join("ca.rsa.crt").display().to_string(),
+    );
+    let (_, anna) = pki.issue_digest(
+        "anna",
+        "/CN=Anna",
+        "2048",
+        &format!(
+            "subjectAltName=email:anna@xn--bcher-kva.example\n{}",
+            testkit::MAIL_LEAF
+        ),
+        &ca,
+        "-sha256",
+    );
+    let anna = ldif_base64(
+        &smime::parse_certificates(&std::fs::read(anna).unwrap()).unwrap()[0]
+            .der()
+            .to_vec(),
+    );
     let ldif = dir.join("data.ldif");
     std::fs::write(
         &ldif,
         format!(
             "dn: dc=praxis,dc=example\nobjectClass: dcObject\nobjectClass: organization\no: Praxis\ndc: praxis\n\n\
              dn: cn=Bob,dc=praxis,dc=example\nobjectClass: inetOrgPerson\nobjectClass: pkiUser\ncn: Bob\nsn: Bob\n\
-             mail: bob@smime.example\nuserCertificate;binary:: {b64}\n"
+             mail: bob@smime.example\nuserCertificate;binary:: {b64}\n\n\
+             dn: cn=Anna,dc=praxis,dc=example\nobjectClass: inetOrgPerson\nobjectClass: pkiUser\ncn: Anna\nsn: Anna\n\
+             mail: anna@xn--bcher-kva.example\nuserCertificate;binary:: {anna}\n"
         ),
     )
     .unwrap();
@@ -72,6 +97,12 @@ fn slapd(dir: &Path) -> (Proc, u16) {
     );
     wait_for(port);
     (p, port)
+}
+
+/// DER as one line of base64, as LDIF's `attr:: value` takes it.
+fn ldif_base64(der: &[u8]) -> String {
+    let b64 = smime::mime::base64_lines(der);
+    String::from_utf8(b64).unwrap().split_whitespace().collect()
 }
 
 /// A TCP server that accepts and then says nothing.
@@ -203,6 +234,22 @@ fn a_certificate_only_in_slapd_encrypts_the_message() {
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("bob@smime.example: encrypted with"), "{out}");
+    // A recipient written with a Unicode domain (as an SMTPUTF8 client writes it) is found
+    // under the A-label form the directory holds, and her certificate is hers under the one
+    // address rule.
+    let o = Command::new(env!("CARGO_BIN_EXE_envelopd"))
+        .args(["explain", "--config"])
+        .arg(d.dir.path().join("proxy.toml"))
+        .args([
+            "--from",
+            "alice@smime.example",
+            "--to",
+            "anna@bücher.example",
+        ])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("anna@bücher.example: encrypted with"), "{out}");
 }
 
 #[test]

@@ -116,7 +116,15 @@ async fn search(d: &Directory, address: &str) -> Result<Vec<Cert>, String> {
         .await
         .map_err(|e| e.to_string())?;
     ldap3::drive!(conn);
-    let filter = d.filter.replace("{address}", &ldap3::ldap_escape(address));
+    // Directory mail attributes are IA5 strings (ASCII), so a domain written in Unicode
+    // (`bücher.example`, as an SMTPUTF8 client gives it) is searched for in A-labels
+    // (`xn--bcher-kva.example`), the form a directory can hold; the local part as written.
+    let ascii = smime::Address::parse(address)
+        .map(|a| a.with_ascii_domain())
+        .unwrap_or_else(|_| address.to_string());
+    let filter = d
+        .filter
+        .replace("{address}", &ldap3::ldap_escape(ascii.as_str()));
     let (entries, _) = ldap
         .with_timeout(d.timeout)
         .search(
