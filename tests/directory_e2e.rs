@@ -53,11 +53,8 @@ fn slapd(dir: &Path) -> (Proc, u16) {
         &ca,
         "-sha256",
     );
-    let anna = ldif_base64(
-        &smime::parse_certificates(&std::fs::read(anna).unwrap()).unwrap()[0]
-            .der()
-            .to_vec(),
-    );
+    let anna =
+        ldif_base64(&smime::parse_certificates(&std::fs::read(anna).unwrap()).unwrap()[0].der());
     let ldif = dir.join("data.ldif");
     std::fs::write(
         &ldif,
