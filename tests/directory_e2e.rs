@@ -54,7 +54,7 @@ fn slapd(dir: &Path) -> (Proc, u16) {
         "-sha256",
     );
     let anna =
-        ldif_base64(&smime::parse_certificates(&std::fs::read(anna).unwrap()).unwrap()[0].der());
+        ldif_base64(smime::parse_certificates(&std::fs::read(anna).unwrap()).unwrap()[0].der());
     let ldif = dir.join("data.ldif");
     std::fs::write(
         &ldif,
