@@ -124,6 +124,13 @@ fn the_genuine_message_is_valid_from_both_engines() {
         &[],
     ));
     assert_eq!(v.status, Status::Valid, "{v:?}");
+    // A group in From (RFC 6854) with the signer as its one member and a plain name is one
+    // sender.
+    let v = verdict(&openssl_signed(
+        "From: Praxis: Alice <alice@smime.example>;\r\n",
+        &[],
+    ));
+    assert_eq!(v.status, Status::Valid, "{v:?}");
 }
 
 #[test]
@@ -199,6 +206,19 @@ fn identity_spoofs_are_never_valid() {
             "From: staff: boss@smime.example, alice@smime.example;\r\n",
             Status::FromMismatch,
             "2 mailboxes",
+        ),
+        (
+            // RFC 6854 allows a group in From; its name is drawn where a display name would be.
+            "a group in From whose name is another address",
+            "From: boss@smime.example: alice@smime.example;\r\n",
+            Status::FromMismatch,
+            "display name shows another address (boss@smime.example)",
+        ),
+        (
+            "a group in Sender whose name is another address",
+            "From: alice@smime.example\r\nSender: boss@smime.example: alice@smime.example;\r\n",
+            Status::SenderMismatch,
+            "Sender field names boss@smime.example",
         ),
         (
             "two From fields, the signer's second",

@@ -341,17 +341,27 @@ fn field_mailboxes(raw: &[u8]) -> Vec<Mailbox> {
     let Some(list) = msg.from() else {
         return Vec::new();
     };
-    let mailboxes: Vec<Mailbox> = list
-        .iter()
-        .map(|a| {
-            let written = a.address().unwrap_or_default().to_string();
-            Mailbox {
-                display: a.name().unwrap_or_default().to_string(),
-                address: Address::parse(&written).ok(),
-                written,
-            }
-        })
-        .collect();
+    let mailbox = |a: &mail_parser::Addr, group: Option<&str>| {
+        let written = a.address().unwrap_or_default().to_string();
+        // A group's name (`boss@x: eve@x;`, RFC 6854 allows groups in From) is drawn where a
+        // display name would be, so it is judged as part of the member's display name.
+        let display = match group {
+            Some(g) => format!("{g} {}", a.name().unwrap_or_default()),
+            None => a.name().unwrap_or_default().to_string(),
+        };
+        Mailbox {
+            display,
+            address: Address::parse(&written).ok(),
+            written,
+        }
+    };
+    let mailboxes: Vec<Mailbox> = match list {
+        mail_parser::Address::List(list) => list.iter().map(|a| mailbox(a, None)).collect(),
+        mail_parser::Address::Group(groups) => groups
+            .iter()
+            .flat_map(|g| g.addresses.iter().map(|a| mailbox(a, g.name.as_deref())))
+            .collect(),
+    };
     // A bare addr-spec with a quoted local part (`"anna"@x`) reads to mail-parser as a display
     // name before an empty local part; the field's whole value is then the address itself.
     if let [one] = mailboxes.as_slice() {
