@@ -140,10 +140,10 @@ pub fn quote(text: &str) -> String {
 /// An address as a bare header token (nothing that separates or ends parameters), its domain
 /// as A-labels: `signer=alice@xn--smme-m9d.example`, not a `smіme.example` whose `і` is
 /// Cyrillic and which a reader cannot tell from `smime.example` (browsers and Thunderbird show
-/// such names as punycode too).
+/// such names as punycode too); a local part that reads as another, ASCII one escaped the same
+/// way (`{U+0430}lice@…`, see [`smime::Address::for_status`]).
 fn bare(text: &str) -> String {
-    let text =
-        smime::Address::parse(text).map_or_else(|_| text.to_string(), |a| a.with_ascii_domain());
+    let text = smime::Address::parse(text).map_or_else(|_| text.to_string(), |a| a.for_status());
     text.chars()
         .filter(|c| !c.is_control() && !matches!(c, '"' | ';' | ' ' | '\\'))
         .take(200)

@@ -576,24 +576,17 @@ fn a_signature_teaches_at_most_four_certificates() {
     );
 }
 
-/// A look-alike domain with a certificate of its own (`smіme.example`, whose `і` is Cyrillic,
-/// is `xn--smme-m9d.example`): the signature is valid, since that mailbox did sign, but the
-/// status line names the signer with the domain as A-labels, so it cannot pass for
-/// alice@smime.example. Signed by OpenSSL and by envelopd's own signer.
-#[test]
-fn a_look_alike_domain_is_named_in_a_labels() {
+/// `header` and `BODY` signed by OpenSSL and by envelopd's own signer with a new key whose
+/// certificate (from the RFC 9216 CA) has the subjectAltName `san`.
+fn signed_by_both_for(san: &str, header: &str) -> [Vec<u8>; 2] {
     let pki = testkit::Pki::new();
     let ca = rfc9216_ca_in(&pki);
     let (key, crt) = pki.issue(
-        "lookalike",
+        "signer",
         "2048",
-        &format!(
-            "{}subjectAltName=email:alice@xn--smme-m9d.example\n",
-            testkit::MAIL_LEAF
-        ),
+        &format!("{}subjectAltName={san}\n", testkit::MAIL_LEAF),
         &ca,
     );
-    let header = "From: alice@sm\u{456}me.example\r\n";
     let by_openssl = {
         let mut args = vec!["cms", "-sign", "-signer", &crt, "-inkey", &key];
         args.extend(["-binary", "-crlfeol"]);
@@ -608,12 +601,51 @@ fn a_look_alike_domain_is_named_in_a_labels() {
     .unwrap();
     let opts = sign_options(SystemTime::now());
     let by_envelopd = smime::sign(format!("{header}{BODY}").as_bytes(), &id, &opts).unwrap();
-    for m in [by_openssl, by_envelopd] {
+    [by_openssl, by_envelopd]
+}
+
+/// A look-alike domain with a certificate of its own (`smіme.example`, whose `і` is Cyrillic,
+/// is `xn--smme-m9d.example`): the signature is valid, since that mailbox did sign, but the
+/// status line names the signer with the domain as A-labels, so it cannot pass for
+/// alice@smime.example. Signed by OpenSSL and by envelopd's own signer.
+#[test]
+fn a_look_alike_domain_is_named_in_a_labels() {
+    let header = "From: alice@sm\u{456}me.example\r\n";
+    for m in signed_by_both_for("email:alice@xn--smme-m9d.example", header) {
         let v = verdict(&m);
         assert_eq!(v.status, Status::Valid, "{v:?}");
         assert_eq!(
             v.header_part(),
             "signature=valid; signer=alice@xn--smme-m9d.example"
         );
+    }
+}
+
+/// The same for a local part (an SmtpUTF8Mailbox, RFC 8398): `аlice` with a Cyrillic `а` at
+/// the same domain reads as alice, so the status line writes its non-ASCII characters out
+/// (`{U+0430}lice`); a Cyrillic name that reads as nothing in ASCII (`иван`) is shown as it is.
+#[test]
+fn a_look_alike_local_part_is_written_out() {
+    for (mailbox, shown) in [
+        ("\u{430}lice@smime.example", "{U+0430}lice@smime.example"),
+        (
+            "\u{438}\u{432}\u{430}\u{43d}@smime.example",
+            "\u{438}\u{432}\u{430}\u{43d}@smime.example",
+        ),
+    ] {
+        let header = format!("From: {mailbox}\r\n");
+        // In a section of its own, where OpenSSL reads the value as UTF-8 (`FORMAT:UTF8`).
+        let san = format!(
+            "@alt\n[alt]\notherName.1 = 1.3.6.1.5.5.7.8.9;FORMAT:UTF8,UTF8String:{mailbox}"
+        );
+        for m in signed_by_both_for(&san, &header) {
+            let v = verdict(&m);
+            assert_eq!(v.status, Status::Valid, "{mailbox}: {v:?}");
+            assert_eq!(
+                v.header_part(),
+                format!("signature=valid; signer={shown}"),
+                "{mailbox}"
+            );
+        }
     }
 }

@@ -111,6 +111,29 @@ impl Address {
         format!("{}@{}", quote_if_needed(&self.local), self.ascii_domain())
     }
 
+    /// The address as a status line shows it: the domain in A-labels (as
+    /// [`Address::with_ascii_domain`]), and a non-ASCII local part that a reader could take for
+    /// a plain ASCII one (its UTS #39 skeleton is ASCII: a Cyrillic `а` for `a`, full-width
+    /// letters) with each non-ASCII character written as `{U+0430}`. A mailbox such a local
+    /// part names at a public provider would otherwise read as someone else's there.
+    pub fn for_status(&self) -> String {
+        if self.local.is_ascii() || !unicode_security::skeleton(&self.local).all(|c| c.is_ascii()) {
+            return self.with_ascii_domain();
+        }
+        let local: String = self
+            .local
+            .chars()
+            .map(|c| {
+                if c.is_ascii() {
+                    c.to_string()
+                } else {
+                    format!("{{U+{:04X}}}", c as u32)
+                }
+            })
+            .collect();
+        format!("{local}@{}", self.ascii_domain())
+    }
+
     /// True when `domain` (a bare domain, e.g. from an override or a directory base) is this
     /// address's domain under the same rule.
     pub fn in_domain(&self, domain: &str) -> bool {
@@ -270,6 +293,18 @@ mod tests {
     fn angle_brackets_and_white_space_are_not_part_of_it() {
         assert!(same(" <alice@example.org> ", "alice@example.org"));
         assert!(Address::parse("Alice <alice@example.org>").is_err());
+    }
+
+    #[test]
+    fn a_local_part_that_reads_as_ascii_is_written_out_for_the_status_line() {
+        let shown = |a: &str| Address::parse(a).unwrap().for_status();
+        assert_eq!(shown("alice@example.org"), "alice@example.org");
+        // Cyrillic а, full-width ａ: each reads as a Latin a.
+        assert_eq!(shown("\u{430}lice@example.org"), "{U+0430}lice@example.org");
+        assert_eq!(shown("\u{ff41}lice@example.org"), "{U+FF41}lice@example.org");
+        // Names that read as nothing else stay as they are; the domain is always A-labels.
+        assert_eq!(shown("müller@bücher.example"), "müller@xn--bcher-kva.example");
+        assert_eq!(shown("иван@example.org"), "иван@example.org");
     }
 
     #[test]
