@@ -179,3 +179,62 @@ fn an_openssl_made_forward_is_valid_and_shows_the_outer_to() {
     assert!(header(&text).contains("To: carlos@smime.example"), "{text}");
     assert!(text.contains("Der Befund ist unauffaellig."), "{text}");
 }
+
+/// Header protection declared by the forwarder, outside the signature: Bob puts a forged
+/// Subject into the encrypted part's header block, around Alice's signed part (which carries
+/// no protected header of its own), and declares it `hp="cipher"`. The signature is valid, but
+/// nothing the signer signed vouches for those fields, so the status must not say
+/// `headers=protected`.
+#[test]
+fn header_protection_outside_the_signature_is_not_claimed() {
+    let alice = identity("alice.sign.key", "alice.sign.crt");
+    let now = SystemTime::now();
+    let opts = smime::SignOptions {
+        digest: None,
+        rsa_padding: smime::RsaPadding::Pkcs1v15,
+        signing_time: now,
+        encryption_cert: None,
+    };
+    let signed = String::from_utf8(
+        smime::sign(
+            b"From: alice@smime.example\r\nTo: bob@smime.example\r\nSubject: Befund M.\r\n\
+              MIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\nDer Befund ist unauffaellig.\r\n",
+            &alice,
+            &opts,
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    // The signed entity (its Content-Type and body), with Bob's fields and declaration added.
+    let (header, body) = signed.split_once("\r\n\r\n").unwrap();
+    let content_type = header
+        .split("\r\n")
+        .skip_while(|l| !l.to_ascii_lowercase().starts_with("content-type:"))
+        .take_while(|l| {
+            l.to_ascii_lowercase().starts_with("content-type:") || l.starts_with([' ', '\t'])
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    let entity = format!(
+        "{content_type}; hp=\"cipher\"\r\nFrom: alice@smime.example\r\nTo: carlos@smime.example\r\n\
+         Subject: Kuendigung zum Monatsende\r\n\r\n{body}"
+    );
+    let (_pki, carlos, carlos_crt) = carlos();
+    let enc = testkit::openssl_pipe(
+        &["cms", "-encrypt", "-aes256", "-binary", &carlos_crt],
+        entity.as_bytes(),
+    )
+    .unwrap();
+    let mut forward =
+        b"From: alice@smime.example\r\nTo: carlos@smime.example\r\nSubject: [...]\r\n".to_vec();
+    forward.extend_from_slice(&enc);
+    let mut store = CertStore::new();
+    store.add_anchor(cert("ca.rsa.crt"));
+    let shown = present(&forward, &[&carlos], &store, now);
+    assert!(shown.status.contains("signature=valid"), "{}", shown.status);
+    assert!(
+        !shown.status.contains("headers=protected"),
+        "fields from outside the signature claimed as protected: {}",
+        shown.status
+    );
+}

@@ -301,9 +301,15 @@ mod tests {
         assert_eq!(shown("alice@example.org"), "alice@example.org");
         // Cyrillic а, full-width ａ: each reads as a Latin a.
         assert_eq!(shown("\u{430}lice@example.org"), "{U+0430}lice@example.org");
-        assert_eq!(shown("\u{ff41}lice@example.org"), "{U+FF41}lice@example.org");
+        assert_eq!(
+            shown("\u{ff41}lice@example.org"),
+            "{U+FF41}lice@example.org"
+        );
         // Names that read as nothing else stay as they are; the domain is always A-labels.
-        assert_eq!(shown("müller@bücher.example"), "müller@xn--bcher-kva.example");
+        assert_eq!(
+            shown("müller@bücher.example"),
+            "müller@xn--bcher-kva.example"
+        );
         assert_eq!(shown("иван@example.org"), "иван@example.org");
     }
 
