@@ -346,6 +346,35 @@ fn a_detached_signature_that_embeds_content_is_invalid() {
     .is_err());
 }
 
+/// A signature Alice made for another kind of CMS content (a timestamp token's TSTInfo, an
+/// ESS receipt, another protocol's object; its contentType attribute says so and matches) is no
+/// signature of a mail message, even where its bytes read as one: `invalid`, clear-signed and
+/// opaque. The same text signed as id-data stays valid. OpenSSL makes both.
+#[test]
+fn a_signature_for_another_content_type_is_not_a_mail_signature() {
+    let header = "From: alice@smime.example\r\n";
+    for content_type in ["1.2.840.113549.1.9.16.1.4", "1.2.840.113549.1.9.16.1.1"] {
+        for extra in [&[][..], &["-nodetach"][..]] {
+            let mut args = vec!["-econtent_type", content_type];
+            args.extend_from_slice(extra);
+            let v = verdict(&openssl_signed(header, &args));
+            assert_eq!(v.status, Status::Invalid, "{content_type} {extra:?}: {v:?}");
+            assert!(
+                v.reason.as_deref().unwrap_or("").contains(&format!(
+                    "content of type {content_type}, not for a mail message"
+                )),
+                "{v:?}"
+            );
+        }
+    }
+    for extra in [&[][..], &["-nodetach"][..]] {
+        assert_eq!(
+            verdict(&openssl_signed(header, extra)).status,
+            Status::Valid
+        );
+    }
+}
+
 #[test]
 fn sha1_is_weak_and_a_future_signature_is_invalid() {
     let v = verdict(&openssl_signed(

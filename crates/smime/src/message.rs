@@ -761,6 +761,15 @@ fn verified(
         if s.problem.is_none() && !s.signed_attributes {
             s.problem = Some("the signature has no signed attributes".into());
         }
+        // S/MIME signs MIME entities as id-data (RFC 8551 §3.5); a signature made for another
+        // kind of content (a timestamp token, a receipt, another protocol's object) is not a
+        // signature of this message, even where its bytes read as one.
+        if s.problem.is_none() && v.content_type != crate::alg::ID_DATA {
+            s.problem = Some(format!(
+                "the signature is for content of type {}, not for a mail message",
+                crate::alg::name(&v.content_type)
+            ));
+        }
     }
     Ok(Verified {
         message,

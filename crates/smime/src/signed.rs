@@ -224,6 +224,8 @@ pub struct CmsVerified {
     pub certificates: Vec<Cert>,
     /// Every CRL the message carried (DER), for the certificate store to check and use.
     pub crls: Vec<Vec<u8>>,
+    /// What the signature says it signs (eContentType): `id-data` for a mail message.
+    pub content_type: Oid,
 }
 
 /// Parses BER/DER bytes as a CMS ContentInfo (after BER normalisation).
@@ -325,6 +327,7 @@ pub fn verify_cms(ci: &ContentInfo, detached: Option<&[u8]>) -> Result<CmsVerifi
         signers,
         certificates,
         crls,
+        content_type: sd.encap_content_info.econtent_type,
     })
 }
 
