@@ -184,6 +184,19 @@ impl Daemon {
             .collect()
     }
 
+    /// `envelopd check` on this daemon's configuration (the provider is the running sink).
+    fn check(&self) -> (i32, String) {
+        let o = Command::new(env!("CARGO_BIN_EXE_envelopd"))
+            .args(["check", "--config"])
+            .arg(self.dir.path().join("proxy.toml"))
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        )
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("envelopd.log")).unwrap_or_default()
     }
@@ -247,6 +260,15 @@ fn a_certificate_only_in_slapd_encrypts_the_message() {
         .unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("anna@bücher.example: encrypted with"), "{out}");
+    // `envelopd check` asks the directory once and says it answers.
+    let (code, out) = d.check();
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "ok       directory ldap://127.0.0.1:{port}: answers searches under \"dc=praxis,dc=example\""
+        )),
+        "{out}"
+    );
 }
 
 #[test]
@@ -257,6 +279,14 @@ fn a_directory_that_is_down_or_silent_costs_at_most_its_deadline() {
     assert!(common::swaks_reply(&t).contains("550"), "{t}");
     assert!(took < Duration::from_secs(10), "{took:?}");
     assert!(d.log().contains("directory lookup failed"), "{}", d.log());
+    // `envelopd check` warns (mail still goes on, decided as without the directory).
+    let (code, out) = d.check();
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("warning  directory ldap://127.0.0.1:{closed}:"))
+            && out.contains("treated as having none until it answers"),
+        "{out}"
+    );
 
     let (_silent, port) = silent_server();
     let d = daemon(port);
@@ -275,4 +305,14 @@ fn a_directory_that_is_down_or_silent_costs_at_most_its_deadline() {
     let (t, took) = d.send("bob@smime.example");
     assert!(common::swaks_reply(&t).contains("550"), "{t}");
     assert!(took < Duration::from_secs(2), "{took:?}");
+    // A directory that never answers: `check` gives up at its deadline and says so.
+    let started = Instant::now();
+    let (code, out) = d.check();
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("warning  directory ldap://127.0.0.1:{port}:"))
+            && (out.contains("no answer within 2 s") || out.contains("timeout")),
+        "{out}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
 }

@@ -109,6 +109,25 @@ impl Directories {
     }
 }
 
+impl Directories {
+    /// Searches each directory once for an address nobody has (`envelopd check`): for each URL,
+    /// whether it answered within its deadline, or why not (unreachable, a base DN the server
+    /// does not hold, a filter it refuses).
+    pub async fn probe(&self) -> Vec<(String, Result<(), String>)> {
+        let mut out = Vec::new();
+        for d in &self.dirs {
+            let answer =
+                match tokio::time::timeout(d.timeout, search(d, "envelopd-check@invalid")).await {
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(e),
+                    Err(_) => Err(format!("no answer within {} s", d.timeout.as_secs())),
+                };
+            out.push((d.url.clone(), answer));
+        }
+        out
+    }
+}
+
 /// One search in one directory.
 async fn search(d: &Directory, address: &str) -> Result<Vec<Cert>, String> {
     let settings = LdapConnSettings::new().set_conn_timeout(d.timeout);

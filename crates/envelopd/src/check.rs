@@ -257,6 +257,8 @@ pub fn check(cfg: &Config, now: SystemTime, probe_upstream: bool) -> Report {
         );
     }
 
+    check_directories(&mut r, cfg, probe_upstream);
+
     if cfg.identities.is_empty() {
         r.push(
             Level::Warning,
@@ -329,6 +331,62 @@ fn check_harvested(r: &mut Report, dir: &Path, store: &mut CertStore) {
                 dir.display()
             ),
         );
+    }
+}
+
+/// The LDAP directories recipient certificates are looked up in, each asked once (unless
+/// `probe`): one that does not answer is a warning, since mail then goes on as if the recipient
+/// had no certificate (the policy decides), not a reason not to run.
+fn check_directories(r: &mut Report, cfg: &Config, probe: bool) {
+    let Some(dirs) = crate::daemon::directories(cfg) else {
+        return;
+    };
+    let base = |url: &str| {
+        cfg.directories
+            .iter()
+            .find(|d| d.url == url)
+            .map(|d| d.base.clone())
+            .unwrap_or_default()
+    };
+    if !probe {
+        for d in &cfg.directories {
+            r.push(
+                Level::Ok,
+                format!(
+                    "recipient certificates looked up in {} under \"{}\" (not contacted)",
+                    d.url, d.base
+                ),
+            );
+        }
+        return;
+    }
+    let answers = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(dirs.probe()),
+        Err(e) => {
+            r.push(Level::Warning, format!("directories not asked: {e}"));
+            return;
+        }
+    };
+    for (url, answer) in answers {
+        match answer {
+            Ok(()) => r.push(
+                Level::Ok,
+                format!(
+                    "directory {url}: answers searches under \"{}\"; recipient certificates are looked up there",
+                    base(&url)
+                ),
+            ),
+            Err(e) => r.push(
+                Level::Warning,
+                format!(
+                    "directory {url}: {e}; recipients without a certificate here are treated as \
+                     having none until it answers"
+                ),
+            ),
+        }
     }
 }
 
