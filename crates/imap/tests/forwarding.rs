@@ -26,17 +26,22 @@ fn cert(name: &str) -> smime::Cert {
     smime::parse_certificates(&read(name)).unwrap().remove(0)
 }
 
+/// Signing as a mail program does: the default digest, PKCS #1 v1.5, signed at `now`.
+fn sign_options(now: SystemTime) -> smime::SignOptions {
+    smime::SignOptions {
+        digest: None,
+        rsa_padding: smime::RsaPadding::Pkcs1v15,
+        signing_time: now,
+        encryption_cert: None,
+    }
+}
+
 /// Alice's message to Bob, signed and encrypted by envelopd's core with `protection`; then
 /// Bob's forward of it to Carlos, and what Carlos is shown (message, status).
 fn forwarded(protection: smime::Protection) -> (String, String) {
     let alice = identity("alice.sign.key", "alice.sign.crt");
     let now = SystemTime::now();
-    let opts = smime::SignOptions {
-        digest: None,
-        rsa_padding: smime::RsaPadding::Pkcs1v15,
-        signing_time: now,
-        encryption_cert: None,
-    };
+    let opts = sign_options(now);
     let original = b"From: alice@smime.example\r\nTo: bob@smime.example\r\n\
         Subject: Befund M.\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\n\
         Der Befund ist unauffaellig.\r\n";
@@ -189,12 +194,7 @@ fn an_openssl_made_forward_is_valid_and_shows_the_outer_to() {
 fn header_protection_outside_the_signature_is_not_claimed() {
     let alice = identity("alice.sign.key", "alice.sign.crt");
     let now = SystemTime::now();
-    let opts = smime::SignOptions {
-        digest: None,
-        rsa_padding: smime::RsaPadding::Pkcs1v15,
-        signing_time: now,
-        encryption_cert: None,
-    };
+    let opts = sign_options(now);
     let signed = String::from_utf8(
         smime::sign(
             b"From: alice@smime.example\r\nTo: bob@smime.example\r\nSubject: Befund M.\r\n\
