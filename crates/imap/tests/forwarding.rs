@@ -134,18 +134,7 @@ fn an_openssl_made_forward_is_valid_and_shows_the_outer_to() {
     let v = testkit::vectors().join("rfc9216");
     let p = |n: &str| v.join(n).display().to_string();
     let entity = b"Content-Type: text/plain\r\n\r\nDer Befund ist unauffaellig.\r\n";
-    let signed = testkit::openssl_pipe(
-        &[
-            "cms",
-            "-sign",
-            "-signer",
-            &p("alice.sign.crt"),
-            "-inkey",
-            &p("alice.sign.key"),
-        ],
-        entity,
-    )
-    .unwrap();
+    let signed = testkit::openssl_sign_as("alice", &[], entity);
     let to_bob = testkit::openssl_pipe(
         &["cms", "-encrypt", "-aes256", &p("bob.encrypt.crt")],
         &signed,

@@ -159,6 +159,16 @@ pub fn openssl_pipe(args: &[&str], input: &[u8]) -> Result<Vec<u8>, String> {
     }
 }
 
+/// `input` signed by OpenSSL (`openssl cms -sign`, then `extra` options) with the RFC 9216
+/// signing key and certificate of `who` (`alice`, `bob`, …).
+pub fn openssl_sign_as(who: &str, extra: &[&str], input: &[u8]) -> Vec<u8> {
+    let crt = rfc9216(&format!("{who}.sign.crt")).display().to_string();
+    let key = rfc9216(&format!("{who}.sign.key")).display().to_string();
+    let mut args = vec!["cms", "-sign", "-signer", &crt, "-inkey", &key];
+    args.extend_from_slice(extra);
+    openssl_pipe(&args, input).unwrap_or_else(|e| panic!("openssl cms -sign as {who}: {e}"))
+}
+
 /// The extensions of a mail certificate ([`Pki::issue`]'s `ext`), without its subjectAltName:
 /// not a CA, signing and key encipherment, e-mail protection.
 pub const MAIL_LEAF: &str = "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=emailProtection\n";
