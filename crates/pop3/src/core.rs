@@ -310,6 +310,9 @@ pub struct Core {
     batch: Vec<Stored>,
     presenting: Vec<u32>,
     awaiting: bool,
+    /// A LIST of the whole mailbox whose status line went out before every size was known: how
+    /// many of its lines have gone out since (the rest follow as batches are opened).
+    listed: Option<usize>,
 }
 
 impl Core {
@@ -338,6 +341,7 @@ impl Core {
             batch: Vec::new(),
             presenting: Vec::new(),
             awaiting: false,
+            listed: None,
         };
         let greeting = without_apop_banner(greeting);
         core.tell_client(greeting);
@@ -451,6 +455,7 @@ impl Core {
     }
 
     fn close(&mut self) {
+        self.listed = None;
         self.task = Task::Closed;
         self.outgoing = None;
         self.sent.clear();
@@ -469,8 +474,12 @@ impl Core {
             })
         ) || !matches!(self.sent.front(), Some(r) if matches!(r.purpose, Purpose::Relay(_)))
         {
-            // Nothing of the reply reached the client yet: it gets a reason.
-            self.tell_client(format!("-ERR [SYS/TEMP] envelopd: {why}\r\n"));
+            // Nothing of the reply reached the client yet: it gets a reason. A listing already
+            // under way gets none (an -ERR line would read as one of its lines): without its
+            // terminator the client knows it is incomplete.
+            if self.listed.is_none() {
+                self.tell_client(format!("-ERR [SYS/TEMP] envelopd: {why}\r\n"));
+            }
         }
         // Else a relayed reply was cut off: the client sees no terminator and knows.
         tracing::warn!(reason = why, "POP3 session ended by the server side");

@@ -178,6 +178,11 @@ impl Core {
             batch.push(*n);
         }
         if !batch.is_empty() {
+            if want == Want::List(None) {
+                // A listing that needs messages opened goes out as their sizes become known,
+                // so a client's read timeout does not run out on a large mailbox.
+                self.list_known(false);
+            }
             for n in batch {
                 self.send(Req {
                     line: format!("RETR {n}\r\n").into_bytes(),
@@ -377,6 +382,12 @@ impl Core {
                 if want == Want::Stat {
                     return self.tell_client(format!("+OK {} {total}\r\n", live.len()));
                 }
+                if self.listed.is_some() {
+                    // Under way: the remaining lines, then the end.
+                    self.list_known(true);
+                    self.listed = None;
+                    return self.tell_client(".\r\n");
+                }
                 let mut out = format!("+OK {} messages ({total} octets)\r\n", live.len());
                 for n in live {
                     if let Some(e) = self.entry(n) {
@@ -386,6 +397,35 @@ impl Core {
                 out.push_str(".\r\n");
                 self.tell_client(out);
             }
+        }
+    }
+
+    /// Writes the lines of the whole-mailbox listing whose sizes are known, in order, from
+    /// where the last call stopped; the first call writes its status line (the total is not
+    /// known yet, so it gives the count only). `last`: every line that is left, a size still
+    /// unknown given as stored (as a listing answered at once gives it).
+    fn list_known(&mut self, last: bool) {
+        let live = self.live();
+        let mut out = String::new();
+        let mut at = match self.listed {
+            Some(at) => at,
+            None => {
+                out.push_str(&format!("+OK {} messages\r\n", live.len()));
+                0
+            }
+        };
+        while let Some(n) = live.get(at) {
+            match self.entry(*n).map(|e| (e.shown, e.stored)) {
+                Some((Some(size), _)) => out.push_str(&format!("{n} {size}\r\n")),
+                Some((None, stored)) if last => out.push_str(&format!("{n} {stored}\r\n")),
+                Some((None, _)) => break,
+                None => {}
+            }
+            at += 1;
+        }
+        self.listed = Some(at);
+        if !out.is_empty() {
+            self.tell_client(out);
         }
     }
 }

@@ -276,7 +276,14 @@ fn a_second_session_lists_from_what_the_first_learnt() {
     );
     let mut second = Harness::with(Server::new(mailbox()), env.clone(), "127.0.0.1");
     second.login();
-    assert_eq!(second.cmd("LIST"), list1);
+    // The same lines; the first listing's status line went out before the total was known.
+    let list2 = second.cmd("LIST");
+    assert_eq!(content(&list2).1, content(&list1).1);
+    assert!(list1.starts_with("+OK 4 messages\r\n"), "{list1}");
+    assert!(
+        list2.starts_with("+OK 4 messages (359 octets)\r\n"),
+        "{list2}"
+    );
     assert_eq!(second.presented, 0, "nothing opened again");
     assert!(
         !second
@@ -294,6 +301,84 @@ fn a_second_session_lists_from_what_the_first_learnt() {
     other.cmd("PASS p");
     other.cmd("LIST");
     assert_eq!(other.presented, 3);
+}
+
+/// A listing that needs many messages opened is written as their sizes become known: the
+/// status line and the first lines reach the client before the last batch is opened (a
+/// client's read timeout does not run out on a large mailbox), and the whole is the listing
+/// a second LIST gives at once. If the server goes away in the middle, the listing just stops
+/// (no terminator, no -ERR line that would read as one of its lines).
+#[test]
+fn a_long_listing_goes_out_as_it_is_worked_out() {
+    let messages: Vec<Vec<u8>> = (0..10)
+        .map(|i| {
+            sealed(format!("From: a@x.example\r\nSubject: {i}\r\n\r\nbody {i}\r\n").as_bytes())
+        })
+        .collect();
+    let mut h = Harness::new(messages.clone());
+    h.login();
+    h.core.from_client(b"LIST\r\n");
+    // Driven by hand: what the client has when each batch is handed out to be opened.
+    let mut got = Vec::new();
+    let mut at_batches = Vec::new();
+    loop {
+        match h.core.poll() {
+            Step::ToClient(b) => got.extend_from_slice(&b),
+            Step::ToServer(b) => {
+                let reply = h.server.input(&b);
+                h.core.from_server(&reply);
+            }
+            Step::Do(Work::Present { messages, .. }) => {
+                at_batches.push(String::from_utf8_lossy(&got).lines().count());
+                let shown = messages
+                    .into_iter()
+                    .map(|m| Arc::new(show(&m.bytes)))
+                    .collect();
+                h.core.answer(Answer::Presented(shown));
+            }
+            Step::Idle | Step::Close => break,
+            Step::Do(Work::StartTls) => unreachable!(),
+        }
+    }
+    // Batches of four (two per worker): the status line before the first, its four lines
+    // before the second, eight before the third.
+    assert_eq!(
+        at_batches,
+        vec![1, 5, 9],
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    let first = String::from_utf8(got).unwrap();
+    assert!(first.starts_with("+OK 10 messages\r\n"), "{first}");
+    let again = h.cmd("LIST");
+    assert_eq!(content(&first).1, content(&again).1);
+    assert_eq!(
+        content(&first).1.iter().filter(|b| **b == b'\n').count(),
+        10
+    );
+
+    // The server gone in the middle of a listing: the client's listing stops unterminated.
+    let mut h = Harness::new(messages);
+    h.login();
+    h.core.from_client(b"LIST\r\n");
+    let mut got = Vec::new();
+    loop {
+        match h.core.poll() {
+            Step::ToClient(b) => got.extend_from_slice(&b),
+            Step::ToServer(b) => {
+                let reply = h.server.input(&b);
+                h.core.from_server(&reply);
+            }
+            Step::Do(Work::Present { .. }) => {
+                h.core.server_closed();
+            }
+            Step::Close => break,
+            Step::Idle => panic!("the session must end"),
+            Step::Do(Work::StartTls) => unreachable!(),
+        }
+    }
+    let got = String::from_utf8(got).unwrap();
+    assert_eq!(got, "+OK 10 messages\r\n", "{got}");
 }
 
 #[test]
