@@ -124,6 +124,12 @@ fn the_genuine_message_is_valid_from_both_engines() {
         &[],
     ));
     assert_eq!(v.status, Status::Valid, "{v:?}");
+    // An at sign in a name that is no address ("Anna @ Praxis": no domain after it) is a name.
+    let v = verdict(&openssl_signed(
+        "From: \"Alice @ Praxis Nord\" <alice@smime.example>\r\n",
+        &[],
+    ));
+    assert_eq!(v.status, Status::Valid, "{v:?}");
     // A group in From (RFC 6854) with the signer as its one member and a plain name is one
     // sender.
     let v = verdict(&openssl_signed(
@@ -186,6 +192,19 @@ fn identity_spoofs_are_never_valid() {
             // U+202E makes "elpmaxe.emims@ssob" appear as "boss@smime.example".
             "another address written backwards after a right-to-left override",
             "From: =?utf-8?b?4oCuZWxwbWF4ZS5lbWltc0Bzc29i?= <alice@smime.example>\r\n",
+            Status::FromMismatch,
+            "display name shows another address (boss@smime.example)",
+        ),
+        (
+            // U+2024 ONE DOT LEADER, drawn as a full stop.
+            "another address with a look-alike dot",
+            "From: =?utf-8?b?Ym9zc0BzbWltZeKApGV4YW1wbGU=?= <alice@smime.example>\r\n",
+            Status::FromMismatch,
+            "display name shows another address (boss@smime.example)",
+        ),
+        (
+            "another address with spaces around its at sign",
+            "From: \"boss @ smime.example\" <alice@smime.example>\r\n",
             Status::FromMismatch,
             "display name shows another address (boss@smime.example)",
         ),

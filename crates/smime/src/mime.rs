@@ -391,9 +391,14 @@ pub fn addresses_in_text(text: &str) -> Vec<Address> {
         .chars()
         .map(|c| match c {
             '\u{ff20}' | '\u{fe6b}' => '@',
+            // Drawn like a full stop (UTS #39 confusables of `.`); the full-width and
+            // ideographic ones IDNA maps itself.
+            '\u{2024}' | '\u{fe52}' | '\u{0701}' | '\u{0702}' | '\u{a4f8}' | '\u{a60e}' => '.',
             c => c,
         })
         .collect();
+    // `boss @ x.example` reads as an address too: the spaces around an at sign go.
+    let normalised = without_spaces_around_at(&normalised);
     if !normalised.chars().any(is_right_to_left_control) {
         return words_with_addresses(&normalised);
     }
@@ -402,6 +407,37 @@ pub fn addresses_in_text(text: &str) -> Vec<Address> {
     let mut found = words_with_addresses(&backwards);
     found.extend(words_with_addresses(&normalised));
     found
+}
+
+/// `text` without the white space on either side of an at sign that is followed by a
+/// domain-like word (one with a dot: `boss @ x.example`, not `Anna @ Praxis`).
+fn without_spaces_around_at(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        i += 1;
+        if c != '@' {
+            out.push(c);
+            continue;
+        }
+        let mut next = i;
+        while chars.get(next).is_some_and(|c| c.is_whitespace()) {
+            next += 1;
+        }
+        let word_end = (next..chars.len())
+            .find(|&k| chars[k].is_whitespace())
+            .unwrap_or(chars.len());
+        if chars[next..word_end].contains(&'.') {
+            while out.ends_with(char::is_whitespace) {
+                out.pop();
+            }
+            i = next;
+        }
+        out.push('@');
+    }
+    out
 }
 
 /// The addresses in `text`'s words; a word with several at signs (`boss@x.example@`) is read
