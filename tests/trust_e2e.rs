@@ -265,6 +265,12 @@ fn identity_spoofs_through_dovecot_are_never_shown_valid() {
             "From: =?utf-8?b?4oCuZWxwbWF4ZS5lbWltc0BmZWhj?= <alice@smime.example>\r\n",
             "signature=from-mismatch",
         ),
+        // "chef @ smime.example": spaces around the at sign still read as the chef's address.
+        (
+            "spaced",
+            "From: \"chef @ smime.example\" <alice@smime.example>\r\n",
+            "signature=from-mismatch",
+        ),
         // A group (RFC 6854) whose name is the chef's address; a client draws it as the name.
         (
             "group",
