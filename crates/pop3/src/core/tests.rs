@@ -303,6 +303,40 @@ fn a_second_session_lists_from_what_the_first_learnt() {
     assert_eq!(other.presented, 3);
 }
 
+/// Sends LIST and drives the core by hand until it waits or ends: what the client got, how
+/// many lines it had when each batch was handed out to be opened, and whether the session
+/// ended. Batches are opened (`open`), or the server goes away at the first one.
+fn list_by_hand(h: &mut Harness, open: bool) -> (String, Vec<usize>, bool) {
+    h.core.from_client(b"LIST\r\n");
+    let mut got = Vec::new();
+    let mut at_batches = Vec::new();
+    let closed = loop {
+        match h.core.poll() {
+            Step::ToClient(b) => got.extend_from_slice(&b),
+            Step::ToServer(b) => {
+                let reply = h.server.input(&b);
+                h.core.from_server(&reply);
+            }
+            Step::Do(Work::Present { messages, .. }) => {
+                at_batches.push(String::from_utf8_lossy(&got).lines().count());
+                if !open {
+                    h.core.server_closed();
+                    continue;
+                }
+                let shown = messages
+                    .into_iter()
+                    .map(|m| Arc::new(show(&m.bytes)))
+                    .collect();
+                h.core.answer(Answer::Presented(shown));
+            }
+            Step::Idle => break false,
+            Step::Close => break true,
+            Step::Do(Work::StartTls) => unreachable!(),
+        }
+    };
+    (String::from_utf8(got).unwrap(), at_batches, closed)
+}
+
 /// A listing that needs many messages opened is written as their sizes become known: the
 /// status line and the first lines reach the client before the last batch is opened (a
 /// client's read timeout does not run out on a large mailbox), and the whole is the listing
@@ -317,38 +351,12 @@ fn a_long_listing_goes_out_as_it_is_worked_out() {
         .collect();
     let mut h = Harness::new(messages.clone());
     h.login();
-    h.core.from_client(b"LIST\r\n");
-    // Driven by hand: what the client has when each batch is handed out to be opened.
-    let mut got = Vec::new();
-    let mut at_batches = Vec::new();
-    loop {
-        match h.core.poll() {
-            Step::ToClient(b) => got.extend_from_slice(&b),
-            Step::ToServer(b) => {
-                let reply = h.server.input(&b);
-                h.core.from_server(&reply);
-            }
-            Step::Do(Work::Present { messages, .. }) => {
-                at_batches.push(String::from_utf8_lossy(&got).lines().count());
-                let shown = messages
-                    .into_iter()
-                    .map(|m| Arc::new(show(&m.bytes)))
-                    .collect();
-                h.core.answer(Answer::Presented(shown));
-            }
-            Step::Idle | Step::Close => break,
-            Step::Do(Work::StartTls) => unreachable!(),
-        }
-    }
+    let (got, at_batches, closed) = list_by_hand(&mut h, true);
+    assert!(!closed);
     // Batches of four (two per worker): the status line before the first, its four lines
     // before the second, eight before the third.
-    assert_eq!(
-        at_batches,
-        vec![1, 5, 9],
-        "{}",
-        String::from_utf8_lossy(&got)
-    );
-    let first = String::from_utf8(got).unwrap();
+    assert_eq!(at_batches, vec![1, 5, 9], "{got}");
+    let first = got;
     assert!(first.starts_with("+OK 10 messages\r\n"), "{first}");
     let again = h.cmd("LIST");
     assert_eq!(content(&first).1, content(&again).1);
@@ -360,24 +368,8 @@ fn a_long_listing_goes_out_as_it_is_worked_out() {
     // The server gone in the middle of a listing: the client's listing stops unterminated.
     let mut h = Harness::new(messages);
     h.login();
-    h.core.from_client(b"LIST\r\n");
-    let mut got = Vec::new();
-    loop {
-        match h.core.poll() {
-            Step::ToClient(b) => got.extend_from_slice(&b),
-            Step::ToServer(b) => {
-                let reply = h.server.input(&b);
-                h.core.from_server(&reply);
-            }
-            Step::Do(Work::Present { .. }) => {
-                h.core.server_closed();
-            }
-            Step::Close => break,
-            Step::Idle => panic!("the session must end"),
-            Step::Do(Work::StartTls) => unreachable!(),
-        }
-    }
-    let got = String::from_utf8(got).unwrap();
+    let (got, _, closed) = list_by_hand(&mut h, false);
+    assert!(closed, "the session must end");
     assert_eq!(got, "+OK 10 messages\r\n", "{got}");
 }
 
