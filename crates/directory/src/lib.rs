@@ -107,22 +107,20 @@ impl Directories {
         cache.insert(key, (Instant::now() + ttl, found.clone()));
         found
     }
-}
 
-impl Directories {
-    /// Searches each directory once for an address nobody has (`envelopd check`): for each URL,
-    /// whether it answered within its deadline, or why not (unreachable, a base DN the server
-    /// does not hold, a filter it refuses).
-    pub async fn probe(&self) -> Vec<(String, Result<(), String>)> {
+    /// Searches each directory once for an address nobody has (`envelopd check`), in the order
+    /// they were given: whether each answered within its deadline, or why not (unreachable, a
+    /// base DN the server does not hold, a filter it refuses).
+    pub async fn probe(&self) -> Vec<Result<(), String>> {
         let mut out = Vec::new();
         for d in &self.dirs {
-            let answer =
+            out.push(
                 match tokio::time::timeout(d.timeout, search(d, "envelopd-check@invalid")).await {
                     Ok(Ok(_)) => Ok(()),
                     Ok(Err(e)) => Err(e),
                     Err(_) => Err(format!("no answer within {} s", d.timeout.as_secs())),
-                };
-            out.push((d.url.clone(), answer));
+                },
+            );
         }
         out
     }

@@ -341,13 +341,6 @@ fn check_directories(r: &mut Report, cfg: &Config, probe: bool) {
     let Some(dirs) = crate::daemon::directories(cfg) else {
         return;
     };
-    let base = |url: &str| {
-        cfg.directories
-            .iter()
-            .find(|d| d.url == url)
-            .map(|d| d.base.clone())
-            .unwrap_or_default()
-    };
     if !probe {
         for d in &cfg.directories {
             r.push(
@@ -370,20 +363,22 @@ fn check_directories(r: &mut Report, cfg: &Config, probe: bool) {
             return;
         }
     };
-    for (url, answer) in answers {
+    // The answers come in the order the directories are configured.
+    for (d, answer) in cfg.directories.iter().zip(answers) {
         match answer {
             Ok(()) => r.push(
                 Level::Ok,
                 format!(
-                    "directory {url}: answers searches under \"{}\"; recipient certificates are looked up there",
-                    base(&url)
+                    "directory {}: answers searches under \"{}\"; recipient certificates are looked up there",
+                    d.url, d.base
                 ),
             ),
             Err(e) => r.push(
                 Level::Warning,
                 format!(
-                    "directory {url}: {e}; recipients without a certificate here are treated as \
-                     having none until it answers"
+                    "directory {}: {e}; recipients without a certificate here are treated as \
+                     having none until it answers",
+                    d.url
                 ),
             ),
         }
