@@ -376,17 +376,17 @@ impl Core {
                 let reply = format!("+OK {n} {}\r\n", size(e));
                 self.tell_client(reply);
             }
+            _ if self.listed.is_some() => {
+                // A listing under way: the remaining lines, then the end.
+                self.list_known(true);
+                self.listed = None;
+                self.tell_client(".\r\n");
+            }
             _ => {
                 let live = self.live();
                 let total: u64 = live.iter().filter_map(|n| self.entry(*n)).map(size).sum();
                 if want == Want::Stat {
                     return self.tell_client(format!("+OK {} {total}\r\n", live.len()));
-                }
-                if self.listed.is_some() {
-                    // Under way: the remaining lines, then the end.
-                    self.list_known(true);
-                    self.listed = None;
-                    return self.tell_client(".\r\n");
                 }
                 let mut out = format!("+OK {} messages ({total} octets)\r\n", live.len());
                 for n in live {
